@@ -1,0 +1,39 @@
+"""Every switch the libraries need to run with no network (../shared/ENVIRONMENT-NOTES.md)."""
+import os
+import shutil
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+ENV_DEFAULTS = {
+    "PROJECT_ROOT": str(PROJECT_ROOT),
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "False",
+    "YOLO_VERBOSE": "False",
+    "YOLO_CONFIG_DIR": str(PROJECT_ROOT / ".cache" / "ultralytics"),
+    "KERAS_HOME": str(PROJECT_ROOT / ".cache" / "keras"),
+    "KERAS_BACKEND": "torch",
+    "HF_HUB_OFFLINE": "1",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def configure() -> None:
+    """Set the offline environment (without overriding what the user set) and ship ultralytics' font."""
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    _ship_ultralytics_font(Path(os.environ["YOLO_CONFIG_DIR"]))
+
+
+def _ship_ultralytics_font(config_dir: Path) -> None:
+    # ultralytics downloads Arial.ttf on every dataset check unless a font is already in its config dir.
+    target = config_dir / "Ultralytics" / "Arial.ttf"
+    if target.exists():
+        return
+    import matplotlib
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)

@@ -1,0 +1,59 @@
+"""Built-in synthetic datasets, written to disk in the real datasets' formats.
+
+Each generator is a function `make_<set>(out_dir, *, seed, ...)` decorated with `synthetic_set`: it is
+deterministic from its seed, writes into a temporary sibling folder that is renamed when complete, and
+records its parameters in `manifest.json`, so calling it again with the same parameters is free.
+Data configs bind a generator with `_partial_: true`; datamodules call it in `prepare_data`.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
+    """Make `make(tmp_dir, rng, **params)` idempotent and atomic; see the module docstring."""
+    signature = inspect.signature(make)
+
+    @functools.wraps(make)
+    def generate(out_dir: str | Path, **params) -> Path:
+        bound = signature.bind_partial(**params)
+        bound.apply_defaults()
+        spec = {"generator": make.__name__, **{k: v for k, v in bound.arguments.items() if k not in ("out_dir", "rng")}}
+        out = Path(out_dir)
+        manifest = out / MANIFEST
+        if manifest.exists() and json.loads(manifest.read_text()) == json.loads(json.dumps(spec)):
+            return out
+        if out.exists():
+            if not manifest.exists():
+                raise UserError(f"{out} exists and was not made by the synthetic generator; refusing to overwrite it")
+            shutil.rmtree(out)
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log.info("generating synthetic %s into %s", make.__name__, out)
+        make(tmp, rng=np.random.default_rng(spec.get("seed", 0)), **{k: v for k, v in spec.items() if k != "generator"})
+        (tmp / MANIFEST).write_text(json.dumps(spec, indent=2))
+        tmp.rename(out)
+        return out
+
+    return generate
+
+
+from datamodules.synthetic.scenes import make_fruits, make_hardhat  # noqa: E402
+
+__all__ = ["synthetic_set", "make_fruits", "make_hardhat"]

@@ -1,0 +1,84 @@
+"""Train any task: `python experiments/train.py experiment=exp3_dcgan_hardhat_tricks [overrides]`.
+
+Composes conf/train.yaml, builds datamodule, model, callbacks, MLflow logger and Trainer with
+`hydra.utils.instantiate`, fits, logs the config and final checkpoint to the same MLflow run, and
+returns `optimized_metric` so that sweepers can optimise it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from core.errors import UserError
+from experiments import log, user_errors
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def resume_point(ckpt_path: str | None, task_dir: Path) -> tuple[str | None, str | None]:
+    """The checkpoint to resume from and its MLflow run id. "last" means the newest last.ckpt of the task."""
+    if ckpt_path is None:
+        return None, None
+    if ckpt_path == "last":
+        candidates = sorted(task_dir.rglob("checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UserError(f"ckpt_path=last: no checkpoints/last.ckpt under {task_dir} — nothing to resume")
+        path = candidates[-1]
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise UserError(f"ckpt_path: checkpoint not found: {path}")
+    run_id_file = path.parent.parent / RUN_ID_FILE
+    return str(path), run_id_file.read_text().strip() if run_id_file.exists() else None
+
+
+def train(cfg: DictConfig) -> float | None:
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path, run_id = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+
+    datamodule = instantiate(cfg.data, _convert_="partial")
+    model = instantiate(cfg.model, _convert_="partial")
+    logger = instantiate(cfg.logger, run_id=run_id)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+
+    (output_dir / RUN_ID_FILE).write_text(logger.run_id)
+    if run_id is None:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    hydra_dir = output_dir / ".hydra"
+    if hydra_dir.is_dir():
+        logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "config/hydra")
+    log.info("MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.paths.mlflow_uri)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    if last and trainer.is_global_zero:
+        logger.experiment.log_artifact(logger.run_id, last, "checkpoints")
+    if cfg.optimized_metric:
+        value = trainer.callback_metrics.get(cfg.optimized_metric)
+        if value is None:
+            raise UserError(f"optimized_metric {cfg.optimized_metric!r} was not logged; logged: {sorted(trainer.callback_metrics)}")
+        return float(value)
+    return None
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Callbacks every task shares."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+
+class EpochSeed(pl.Callback):
+    """Re-seed every RNG at the start of each epoch from (seed, epoch).
+
+    An epoch's shuffling, noise and augmentation then depend only on its number, so a run resumed from an
+    epoch-end checkpoint continues exactly as the uninterrupted run would have.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)

@@ -1,0 +1,188 @@
+"""DCGAN as one LightningModule with manual optimisation; the paper's tricks are arguments, set in conf/.
+
+Per step: one D update on real and generated images, then one G update (Lightning's GAN pattern, which
+DDP and AMP handle; the paper's Keras code updated both from one forward pass). Per epoch: a fixed-noise
+sample grid, FID/KID on a fixed feature network, and the loss-fluctuation statistic the paper argues with.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid
+
+from core import tracking
+from core.errors import UserError
+from lightning_modules.dcgan_nets import Discriminator, Generator, init_normal_002
+from lightning_modules.sample_quality import SampleQuality
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged; the last good checkpoint is kept."""
+
+
+class DCGAN(pl.LightningModule):
+    def __init__(
+        self,
+        generator: dict,
+        discriminator: dict,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),  # Keras' Adam defaults, as the paper's code; DCGAN's: (0.5, 0.999)
+        weight_init: str = "default",  # "normal_0.02": DCGAN's N(0, 0.02)
+        instance_noise_std: float = 0.0,  # Gaussian noise added to D's inputs
+        instance_noise_on: str = "real",  # "real" (the paper's code) or "both" (its text)
+        instance_noise_anneal_epochs: int | None = None,  # linear decay to 0 over this many epochs
+        real_label_mean: float = 1.0,  # D's target for real images: mean + std·N(0, 1) per sample
+        real_label_std: float = 0.0,
+        fake_label_mean: float = 0.0,
+        fake_label_std: float = 0.0,
+        num_samples: int = 32,  # fixed noise vectors in the per-epoch grid
+        sample_every_n_epochs: int = 1,
+        fluctuation_window: int = 10,  # epochs over which the loss standard deviation is taken
+        quality: dict | None = None,  # SampleQuality arguments; None turns the metric off
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if instance_noise_on not in ("real", "both"):
+            raise ValueError(f"model.instance_noise_on must be 'real' or 'both', got {instance_noise_on!r}")
+        self.generator = Generator(**generator)
+        self.discriminator = Discriminator(**discriminator)
+        if weight_init == "normal_0.02":
+            self.apply(init_normal_002)
+        elif weight_init != "default":
+            raise ValueError(f"model.weight_init must be 'default' or 'normal_0.02', got {weight_init!r}")
+        rng = torch.Generator().manual_seed(seed)
+        self.register_buffer("fixed_z", torch.randn(num_samples, self.generator.latent_dim, generator=rng))
+        self._quality = {"metric": SampleQuality(**quality) if quality else None}  # kept out of the state_dict
+        self.history: dict[str, list[float]] = defaultdict(list)
+        self._epoch_losses: list[torch.Tensor] = []
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return (
+            torch.optim.Adam(self.generator.parameters(), lr=hp.lr, betas=tuple(hp.betas)),
+            torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr, betas=tuple(hp.betas)),
+        )
+
+    def _noise_std(self) -> float:
+        hp = self.hparams
+        if hp.instance_noise_anneal_epochs:
+            return hp.instance_noise_std * max(0.0, 1 - self.current_epoch / hp.instance_noise_anneal_epochs)
+        return hp.instance_noise_std
+
+    def _targets(self, like: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+        return mean + std * torch.randn_like(like) if std else torch.full_like(like, mean)
+
+    def training_step(self, real: torch.Tensor, batch_idx: int) -> None:
+        hp = self.hparams
+        opt_g, opt_d = self.optimizers()
+        z = torch.randn(real.shape[0], self.generator.latent_dim, device=self.device)
+        fake = self.generator(z)
+        std = self._noise_std()
+        noisy_real = real + std * torch.randn_like(real) if std else real
+        noisy_fake = fake + std * torch.randn_like(fake) if std and hp.instance_noise_on == "both" else fake
+
+        self.toggle_optimizer(opt_d)
+        logits_real = self.discriminator(noisy_real)
+        logits_fake = self.discriminator(noisy_fake.detach())
+        d_loss = F.binary_cross_entropy_with_logits(logits_real, self._targets(logits_real, hp.real_label_mean, hp.real_label_std)) + \
+            F.binary_cross_entropy_with_logits(logits_fake, self._targets(logits_fake, hp.fake_label_mean, hp.fake_label_std))
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        logits_gen = self.discriminator(noisy_fake)
+        g_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        losses = torch.stack([d_loss.detach(), g_loss.detach()])
+        if not torch.isfinite(losses).all():
+            raise NonFiniteLoss(
+                f"non-finite loss at epoch {self.current_epoch}, step {self.global_step} (D {d_loss.item()}, G {g_loss.item()}); "
+                "the run stopped and its last good checkpoint is kept — lower model.lr or enable the tricks of exp3"
+            )
+        self._epoch_losses.append(losses)
+        self.log_dict({
+            "train/d_loss": d_loss, "train/g_loss": g_loss,
+            "train/d_real": torch.sigmoid(logits_real).mean(), "train/d_fake": torch.sigmoid(logits_fake).mean(),
+        }, on_step=True, on_epoch=False, prog_bar=True)
+
+    def on_fit_start(self) -> None:
+        metric = self._quality["metric"]
+        if metric is not None:
+            metric.to(self.device)
+            metric.set_real(self.trainer.datamodule.real_images(metric.num_samples).to(self.device))
+
+    def on_train_epoch_end(self) -> None:
+        losses = torch.stack(self._epoch_losses).cpu()
+        self._epoch_losses.clear()
+        epoch_mean, last = losses.mean(0), losses[-1]
+        for i, net in enumerate(("d", "g")):
+            self.history[f"{net}_loss_epoch"].append(float(epoch_mean[i]))
+            self.history[f"{net}_loss_last"].append(float(last[i]))
+        metrics = {
+            "train/d_loss_epoch": epoch_mean[0], "train/g_loss_epoch": epoch_mean[1],
+            "train/d_loss_last": last[0], "train/g_loss_last": last[1],
+            **{f"stability/{k}": v for k, v in self.loss_fluctuation().items()},
+        }
+        metric = self._quality["metric"]
+        if metric is not None:
+            metrics.update({f"quality/{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()})
+        self.log_dict(metrics, on_epoch=True)
+        if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
+            tracking.log_image(self.trainer, self.sample_grid(), f"samples/epoch_{self.current_epoch + 1:04d}.png")
+
+    def loss_fluctuation(self) -> dict[str, float]:
+        """Standard deviation of the epoch-mean D and G losses over the last `fluctuation_window` epochs."""
+        window = self.hparams.fluctuation_window
+        return {f"{net}_loss_std": float(np.std(self.history[f"{net}_loss_epoch"][-window:])) for net in ("d", "g")}
+
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray:
+        """The fixed-noise samples as one HxWx3 uint8 image, 8 per row."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.generator(self.fixed_z)
+        self.generator.train(was_training)
+        grid = make_grid(images, nrow=8, padding=2, normalize=True, value_range=(-1, 1))
+        return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+    @torch.no_grad()
+    def _quality_samples(self, count: int) -> torch.Tensor:
+        rng = torch.Generator().manual_seed(self.hparams.seed + 1)  # the same noise every epoch
+        z = torch.randn(count, self.generator.latent_dim, generator=rng).to(self.device)
+        was_training = self.generator.training
+        self.generator.eval()
+        fake = torch.cat([self.generator(chunk) for chunk in z.split(128)])
+        self.generator.train(was_training)
+        return fake
+
+    def on_fit_end(self) -> None:
+        if self.history["g_loss_epoch"] and self.trainer.is_global_zero:
+            from reporting.figures import gan_loss_curves
+
+            fig = gan_loss_curves(self.history, title=f"D and G loss per epoch ({self.trainer.logger.name if self.trainer.logger else 'dcgan'})",
+                                  window=self.hparams.fluctuation_window)
+            tracking.log_figure(self.trainer, fig, "figures/loss_curves.png")
+            tracking.log_dict(self.trainer, dict(self.history), "history.json")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["loss_history"] = dict(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = defaultdict(list, {k: list(v) for k, v in checkpoint.get("loss_history", {}).items()})
+
+

@@ -1,0 +1,1 @@
+"""Figures and tables shared by training runs, `make report` and the notebooks."""

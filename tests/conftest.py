@@ -1,0 +1,62 @@
+"""Shared fixtures: compose the real configs with a temporary MLflow store and log folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import core  # noqa: F401  (offline switches)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ML_PLAYGROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def needs_shared_data(*parts: str):
+    """Skip unless ../shared/data (or $ML_PLAYGROUND_SHARED_DATA) holds the given sub-path."""
+    path = SHARED_DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"real data not present: {path} (see ../shared/data/README.md)")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One generated-data folder for the whole session (the synthetic sets are deterministic)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def store(tmp_path, data_dir) -> dict:
+    """Overrides that send logs, checkpoints and MLflow to a temporary folder."""
+    return {
+        "paths.log_dir": str(tmp_path / "logs"),
+        "paths.mlflow_dir": str(tmp_path),
+        "paths.data_dir": str(data_dir),
+        "paths.cache_dir": str(data_dir / "cache"),
+    }
+
+
+def compose(config_name: str, overrides: dict | list[str]):
+    """Compose conf/<config_name>.yaml like the Hydra entry does, with the hydra node resolvable."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    items = [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=items, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    output_dir = Path(cfg.hydra.run.dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    return cfg
+
+
+def mlflow_runs(tracking_dir: Path, experiment: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tracking_dir}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return client, client.search_runs([exp.experiment_id])
