@@ -50,6 +50,28 @@ def log_artifact(trainer: Any, path: str | Path, artifact_path: str | None = Non
         logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
 
 
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dict → {"model.lr": "0.0002", ...}: Hydra's override syntax, so params read as overrides."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]  # MLflow's limit on a param value
+    return flat
+
+
+@rank_zero_only
+def log_params(logger: MLFlowLogger, config: dict) -> None:
+    """Log a resolved config as MLflow params with dotted keys."""
+    from mlflow.entities import Param
+
+    params = [Param(k, v) for k, v in flatten(config).items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+        logger.experiment.log_batch(logger.run_id, params=params[start : start + 100])
+
+
 @rank_zero_only
 def log_text(trainer: Any, text: str, artifact_file: str) -> None:
     logger = mlflow_logger(trainer)

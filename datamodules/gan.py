@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.images import decode_folder, find_images
+from datamodules.sampling import EpochShuffle
 
 
 class GANImageDataModule(pl.LightningDataModule):
@@ -71,7 +72,8 @@ class GANImageDataModule(pl.LightningDataModule):
         return DataLoader(
             TensorDataset(self.images),
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=EpochShuffle(len(self.images), self.seed),
+            generator=torch.Generator().manual_seed(self.seed),  # the loader's own seed draw leaves the global RNG alone
             drop_last=len(self.images) > self.batch_size,  # BatchNorm cannot take a last batch of one
             num_workers=self.num_workers,
         )

@@ -18,10 +18,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from core import tracking
 from core.errors import UserError
 from experiments import log, user_errors
 
 RUN_ID_FILE = "mlflow_run_id"
+
+
+def newest_checkpoint(task_dir: Path) -> Path | None:
+    """The most recently written last.ckpt of a task's runs and sweeps, or None."""
+    candidates = sorted(task_dir.rglob("checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
 
 
 def resume_point(ckpt_path: str | None, task_dir: Path) -> tuple[str | None, str | None]:
@@ -29,10 +36,9 @@ def resume_point(ckpt_path: str | None, task_dir: Path) -> tuple[str | None, str
     if ckpt_path is None:
         return None, None
     if ckpt_path == "last":
-        candidates = sorted(task_dir.rglob("checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
+        path = newest_checkpoint(task_dir)
+        if path is None:
             raise UserError(f"ckpt_path=last: no checkpoints/last.ckpt under {task_dir} — nothing to resume")
-        path = candidates[-1]
     else:
         path = Path(ckpt_path)
         if not path.is_file():
@@ -54,7 +60,7 @@ def train(cfg: DictConfig) -> float | None:
 
     (output_dir / RUN_ID_FILE).write_text(logger.run_id)
     if run_id is None:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        tracking.log_params(logger, OmegaConf.to_container(cfg, resolve=True))
     logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
     hydra_dir = output_dir / ".hydra"
     if hydra_dir.is_dir():

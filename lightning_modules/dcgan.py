@@ -46,7 +46,7 @@ class DCGAN(pl.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the entry logs the whole resolved config as params
         self.automatic_optimization = False
         if instance_noise_on not in ("real", "both"):
             raise ValueError(f"model.instance_noise_on must be 'real' or 'both', got {instance_noise_on!r}")
@@ -141,7 +141,11 @@ class DCGAN(pl.LightningModule):
         metric = self._quality["metric"]
         if metric is not None:
             metrics.update({f"quality/{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()})
-        self.log_dict(metrics, on_epoch=True)
+        # Written to the logger now, with the epoch (1-based) as step, so they reach MLflow before this
+        # epoch's checkpoint does: a run killed after the checkpoint never misses an epoch's metrics.
+        self.log_dict(metrics, on_epoch=True, logger=False)
+        if self.logger is not None:
+            self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.current_epoch + 1)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
             tracking.log_image(self.trainer, self.sample_grid(), f"samples/epoch_{self.current_epoch + 1:04d}.png")
 

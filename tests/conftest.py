@@ -40,16 +40,18 @@ def compose(config_name: str, overrides: dict | list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     items = [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=items, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
     output_dir = Path(cfg.hydra.run.dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
         cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in the entry, where the job's config has no hydra node
     return cfg
 
 

@@ -1,0 +1,128 @@
+"""The DCGAN experiments end to end through the real configs, entry and MLflow store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from experiments.train import train
+from tests.conftest import REPO, compose, mlflow_runs
+
+DCGAN_EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("exp*_dcgan_*.yaml"))
+
+
+def test_the_three_paper_experiments_exist():
+    assert DCGAN_EXPERIMENTS == ["exp1_dcgan_fruits", "exp2_dcgan_hardhat", "exp3_dcgan_hardhat_tricks"]
+
+
+@pytest.mark.parametrize("experiment", DCGAN_EXPERIMENTS)
+def test_experiment_composes_with_the_paper_settings(experiment, store):
+    cfg = compose("train", {"experiment": experiment, "trainer": "gpu", **store})
+    paper = {  # batch, lr, epochs, generator layers (../shared/PAPER-NOTES.md)
+        "exp1_dcgan_fruits": (64, 1e-4, 1000, 5),
+        "exp2_dcgan_hardhat": (64, 1e-4, 800, 5),
+        "exp3_dcgan_hardhat_tricks": (8, 2e-4, 200, 6),
+    }[experiment]
+    assert (cfg.data.batch_size, cfg.model.lr, cfg.trainer.max_epochs, cfg.model.generator.num_layers) == paper
+    assert cfg.model.generator.width_multiplier == 1.0 and cfg.data.max_images is None
+
+
+@pytest.mark.parametrize("experiment", DCGAN_EXPERIMENTS)
+def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
+    cfg = compose("train", {"experiment": experiment, "debug": "fast", **store})
+    fid = train(cfg)
+    assert fid is not None and np.isfinite(fid) and fid > 0
+
+    client, runs = mlflow_runs(tmp_path, experiment)
+    assert len(runs) == 1
+    run = runs[0]
+    for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_loss_epoch",
+                "train/g_loss_last", "quality/fid", "quality/kid", "stability/g_loss_std"):
+        assert key in run.data.metrics, key
+    assert len(client.get_metric_history(run.info.run_id, "train/d_loss")) == 2  # per step
+    assert run.data.params["model.lr"] == str(cfg.model.lr)
+    grid_path = client.download_artifacts(run.info.run_id, "samples/epoch_0001.png", str(tmp_path / "dl"))
+    from PIL import Image
+
+    grid = np.asarray(Image.open(grid_path))
+    assert grid.shape == (2 + 4 * 66, 2 + 8 * 66, 3)  # 32 samples, 8 per row, 2 px padding
+    assert grid.std() > 5  # not blank
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"samples", "figures", "checkpoints", "config", "history.json"} <= artifacts
+    hydra_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "config/hydra")}
+    assert {"config.yaml", "overrides.yaml"} <= hydra_files or hydra_files == set()  # .hydra exists when run by the entry
+
+
+def _weights(cfg) -> dict[str, torch.Tensor]:
+    last = next(Path(cfg.paths.output_dir).rglob("last.ckpt"))
+    return torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_same_seed_gives_bit_identical_runs(store):
+    overrides = {"experiment": "exp3_dcgan_hardhat_tricks", "debug": "fast", "trainer.max_epochs": 2, **store}
+    first = compose("train", overrides)
+    train(first)
+    second = compose("train", overrides)
+    train(second)
+    a, b = _weights(first), _weights(second)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = compose("train", {**overrides, "seed": 7})
+    train(other)
+    c = _weights(other)
+    assert not torch.equal(a["generator.project.0.weight"], c["generator.project.0.weight"])
+
+
+def test_resume_from_last_continues_the_same_run_and_matches_an_uninterrupted_one(store, tmp_path):
+    base = {"experiment": "exp1_dcgan_fruits", "debug": "fast", **store}
+    full = compose("train", {**base, "trainer.max_epochs": 3, "task_name": "uninterrupted"})
+    train(full)
+
+    first = compose("train", {**base, "trainer.max_epochs": 2, "task_name": "resumed"})
+    train(first)
+    resumed = compose("train", {**base, "trainer.max_epochs": 3, "task_name": "resumed", "ckpt_path": "last"})
+    train(resumed)
+
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    client, runs = mlflow_runs(tmp_path, "resumed")
+    assert len(runs) == 1  # the resumed run continued the same MLflow run
+    epochs = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/g_loss_epoch")]
+    assert len(epochs) == 3
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(store):
+    from core.errors import UserError
+
+    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "ckpt_path": "last", "task_name": "never_ran", **store})
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(cfg)
+
+
+class PoisonWeightsAtEpoch(pl.Callback):
+    """Test helper: makes the generator's weights NaN when the given epoch starts (simulated divergence)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                pl_module.generator.project[0].weight.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(store):
+    from lightning_modules.dcgan import NonFiniteLoss
+
+    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3,
+                            "+callbacks.poison._target_": "tests.test_dcgan_training.PoisonWeightsAtEpoch",
+                            "+callbacks.poison.epoch": 1, **store})
+    with pytest.raises(NonFiniteLoss, match="non-finite loss at epoch 1"):
+        train(cfg)
+    last = next(Path(cfg.paths.output_dir).rglob("last.ckpt"))
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0  # the checkpoint of the last good epoch, not of the diverged state
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())

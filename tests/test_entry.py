@@ -1,0 +1,78 @@
+"""The train entry as a user runs it: subprocesses of experiments/train.py."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.conftest import REPO, mlflow_runs
+
+
+def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "experiments" / "train.py"), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600, **kwargs)
+
+
+def _overrides(store: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in store.items()]
+
+
+def test_sweep_runs_a_grid_grouped_in_one_mlflow_experiment(store, tmp_path):
+    result = _run(["experiment=exp3_dcgan_hardhat_tricks", "sweep=dcgan_grid", "debug=fast",
+                   "data.batch_size=8", *_overrides(store)])  # the command line narrows the grid to 2 points
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(tmp_path, "exp3_dcgan_hardhat_tricks-sweep")
+    assert sorted(float(r.data.params["model.lr"]) for r in runs) == [1e-4, 2e-4]
+    assert {r.data.params["data.batch_size"] for r in runs} == {"8"}
+    assert len({r.data.tags["sweep"] for r in runs}) == 1  # one tag groups the sweep's runs
+    assert all("quality/fid" in r.data.metrics for r in runs)
+    assert {r.info.run_name for r in runs} == {"bs8-lr0.0001", "bs8-lr0.0002"}
+
+
+def test_bad_override_and_missing_data_give_clear_messages(store):
+    result = _run(["experiment=exp1_dcgan_fruits", "model.not_a_key=1", *_overrides(store)])
+    assert result.returncode != 0 and "not_a_key" in result.stderr and "Traceback" not in result.stderr
+    result = _run(["experiment=exp1_dcgan_fruits", "data=fruits360_real", "paths.shared_data=/nowhere", *_overrides(store)])
+    assert result.returncode == 2
+    assert "data folder not found: /nowhere/fruits360/Training" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
+    args = ["experiment=exp1_dcgan_fruits", "debug=fast", "trainer.limit_train_batches=1.0", "trainer.max_epochs=4",
+            *_overrides(store)]
+    reference = _run([*args, "task_name=uninterrupted"])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    task_dir = Path(store["paths.log_dir"]) / "killed"
+    proc = subprocess.Popen([sys.executable, str(REPO / "experiments" / "train.py"), *args, "task_name=killed"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+
+    def second_epoch_saved() -> bool:  # last.ckpt is re-linked only once the new checkpoint is fully written
+        return any(os.readlink(p).startswith("epoch=1") for p in task_dir.rglob("last.ckpt") if p.is_symlink())
+
+    while time.time() < deadline and not second_epoch_saved():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: after epoch 2's checkpoint, before the end
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    resumed = _run([*args, "task_name=killed", "ckpt_path=last"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def final_weights(task):
+        last = max((Path(store["paths.log_dir"]) / task).rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        assert state["epoch"] == 3
+        return state["state_dict"]
+
+    a, b = final_weights("uninterrupted"), final_weights("killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    client, runs = mlflow_runs(tmp_path, "killed")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(client.get_metric_history(runs[0].info.run_id, "train/g_loss_epoch")) == 4
