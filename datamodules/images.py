@@ -38,7 +38,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
                 gray = np.clip(wide / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
                 return np.repeat(gray[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from exc
 
 

@@ -6,6 +6,8 @@ returns `optimized_metric` so that sweepers can optimise it.
 """
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import hydra
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,27 +49,75 @@ def resume_point(ckpt_path: str | None, task_dir: Path) -> tuple[str | None, str
     return str(path), run_id_file.read_text().strip() if run_id_file.exists() else None
 
 
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Fail before training, not at the first checkpoint, when the run folder cannot take files."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write-test"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to the run folder {output_dir}: {exc} — set paths.log_dir to a writable folder") from exc
+    free = shutil.disk_usage(output_dir).free
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"only {free / 2**20:.0f} MiB free under {output_dir}; checkpoints need more — free space or move paths.log_dir")
+
+
+def check_tracking_server(tracking_uri: str) -> None:
+    """A remote MLflow server that does not answer is an error within seconds, not a hang in retries."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        raise UserError(f"MLflow server {tracking_uri} is unreachable ({exc.__class__.__name__}); start it with "
+                        "`make mlflow-server`, or log locally with logger=mlflow") from exc
+
+
+def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
+    """Parallel sweep jobs sharing one local SQLite store must not create its tables or experiments at once."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock")
+
+
 def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    check_output_dir(output_dir)
+    check_tracking_server(cfg.logger.tracking_uri)
     ckpt_path, run_id = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
 
     datamodule = instantiate(cfg.data, _convert_="partial")
     model = instantiate(cfg.model, _convert_="partial")
-    logger = instantiate(cfg.logger, run_id=run_id)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    with store_lock(cfg.logger.tracking_uri):
+        logger = instantiate(cfg.logger, run_id=run_id)
+        logger.experiment  # creates the store, experiment and run now, one process at a time
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
-    (output_dir / RUN_ID_FILE).write_text(logger.run_id)
-    if run_id is None:
-        tracking.log_params(logger, OmegaConf.to_container(cfg, resolve=True))
-    logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-    hydra_dir = output_dir / ".hydra"
-    if hydra_dir.is_dir():
-        logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "config/hydra")
-    log.info("MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.paths.mlflow_uri)
+    if trainer.is_global_zero:  # under DDP the other ranks log nothing
+        (output_dir / RUN_ID_FILE).write_text(logger.run_id)
+        if run_id is None:
+            tracking.log_params(logger, OmegaConf.to_container(cfg, resolve=True))
+        logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+        hydra_dir = output_dir / ".hydra"
+        if hydra_dir.is_dir():
+            logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "config/hydra")
+        log.info("MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(torch.compile(model) if cfg.compile else model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
     if last and trainer.is_global_zero:

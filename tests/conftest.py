@@ -18,6 +18,26 @@ def needs_shared_data(*parts: str):
     return pytest.mark.skipif(not path.exists(), reason=f"real data not present: {path} (see ../shared/data/README.md)")
 
 
+LOOPBACK_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test runs with sockets limited to loopback and Unix sockets: a library that reaches for the
+    network at run time (weights, fonts, telemetry, update checks) fails the test that triggered it."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if sock.family != socket.AF_UNIX and not str(host).startswith(LOOPBACK_PREFIXES):
+            raise ConnectionRefusedError(f"test blocked a network connection to {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One generated-data folder for the whole session (the synthetic sets are deterministic)."""

@@ -1,0 +1,106 @@
+"""Compare face detectors: `python experiments/compare_face_detectors.py voc=<folder> use=[hog,yunet]`.
+
+Precision and recall at each IoU threshold, recall per class and images/s on a labelled VOC folder, and
+recall against in-plane rotation on generated ID cards; written as markdown and plots to `report_dir`,
+printed, and logged to MLflow (experiment `compare_face_detectors`).
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra
+import mlflow
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from core.errors import UserError
+from experiments import log, user_errors
+from faces.evaluation import read_voc_folder, run_detector, scores
+from reporting import figures
+
+
+def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
+    """Run every detector in `cfg.use`; return the comparison table (one row per detector)."""
+    unknown = [name for name in cfg.use if name not in cfg.detectors]
+    if unknown:
+        raise UserError(f"use: unknown detector(s) {unknown}; known: {sorted(cfg.detectors)}")
+    detectors = [instantiate(cfg.detectors[name]) for name in cfg.use]
+    voc = Path(cfg.voc) if cfg.voc else instantiate(cfg.id_cards)
+    images = read_voc_folder(voc, cfg.max_images)
+    thresholds = list(cfg.iou_thresholds)
+    counts = Counter(c for image in images for c in image.classes)
+    classes = sorted(counts)
+    table = pd.DataFrame([{"detector": d.name, **scores(run_detector(d, images, cfg.progress), images, thresholds)} for d in detectors])
+
+    name = cfg.name or voc.name
+    report_dir = Path(cfg.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    title = f"Face detectors on {name} ({len(images)} images, {int(table['faces'].iloc[0])} faces)"
+    sections = [f"## {title}\n", _markdown(table, thresholds, counts)]
+    figure_files = {f"{name}.png": figures.face_detector_comparison(table.to_dict("records"), thresholds, classes, title)}
+    if cfg.rotations.enabled:
+        rotation = _rotation_recall(cfg, detectors)
+        sections += [f"\n### Recall (IoU ≥ {cfg.rotations.iou_threshold}) against in-plane rotation, generated ID cards "
+                     f"({cfg.rotations.set.cards} per angle)\n", rotation.to_markdown(floatfmt=".2f") + "\n"]
+        figure_files[f"{name}_rotation.png"] = figures.recall_vs_rotation(
+            list(rotation.index), rotation.to_dict("list"), cfg.rotations.iou_threshold)
+    markdown = "\n".join(sections)
+    (report_dir / f"{name}.md").write_text(markdown)
+    for file, figure in figure_files.items():
+        figure.savefig(report_dir / file)
+    print(markdown)
+    _log_mlflow(cfg, table, report_dir, [f"{name}.md", *figure_files], name)
+    log.info("report written to %s", report_dir / f"{name}.md")
+    return table
+
+
+def _markdown(table: pd.DataFrame, thresholds: list[float], counts: dict[str, int]) -> str:
+    classes = sorted(counts)
+    main = table[["detector"] + [f"{k}@{t}" for t in thresholds for k in ("precision", "recall")] + ["images_per_s", "detections"]]
+    main = main.rename(columns={f"{k}@{t}": f"{k} IoU≥{t}" for t in thresholds for k in ("precision", "recall")} | {"images_per_s": "images/s"})
+    per_class = table[["detector"] + [f"recall_{c}@{t}" for t in thresholds for c in classes]]
+    per_class = per_class.rename(columns={f"recall_{c}@{t}": f"{c} ({counts[c]}) IoU≥{t}" for t in thresholds for c in classes})
+    return (main.to_markdown(index=False, floatfmt=".3f") + "\n\nRecall per ground-truth class:\n\n"
+            + per_class.to_markdown(index=False, floatfmt=".3f") + "\n")
+
+
+def _rotation_recall(cfg: DictConfig, detectors: list) -> pd.DataFrame:
+    """Rows: angle; columns: detector; values: recall at the rotation IoU threshold."""
+    root = instantiate(cfg.rotations.set)
+    threshold = cfg.rotations.iou_threshold
+    recall = {}
+    for angle in cfg.rotations.set.angles:
+        images = read_voc_folder(root / f"rot_{angle:02d}")
+        recall[angle] = {d.name: scores(run_detector(d, images, cfg.progress), images, [threshold])[f"recall@{threshold}"] for d in detectors}
+    return pd.DataFrame.from_dict(recall, orient="index").rename_axis("angle (°)")
+
+
+def _log_mlflow(cfg: DictConfig, table: pd.DataFrame, report_dir: Path, files: list[str], name: str) -> None:
+    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
+    if mlflow.get_experiment_by_name(cfg.task_name) is None:
+        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
+    mlflow.set_experiment(cfg.task_name)
+    with mlflow.start_run(run_name=name):
+        mlflow.log_params({"voc": cfg.voc or "id_cards", "use": ",".join(cfg.use), "max_images": cfg.max_images,
+                           "iou_thresholds": ",".join(map(str, cfg.iou_thresholds))})
+        for row in table.to_dict("records"):
+            mlflow.log_metrics({f"{row['detector']}.{k.replace('@', '_iou')}": v for k, v in row.items() if k != "detector"})
+        for file in files:
+            mlflow.log_artifact(str(report_dir / file))
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="compare_face_detectors")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        compare_face_detectors(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Face crops from detections: margin, optional square, fixed size, always clipped to the image.
+
+The paper cropped `img[top:bottom, left:right]` with no margin and no clipping, so a box that starts
+at a negative coordinate wrapped around (numpy's negative indices) into an empty or wrong crop.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from faces import Detection
+
+
+def crop_box(detection: Detection, image_shape: tuple[int, ...], margin: float = 0.0,
+             square: bool = False) -> tuple[int, int, int, int]:
+    """The crop's (left, top, right, bottom): the box grown by `margin` × its width/height on each side,
+    made square around its centre (the longer side) when asked, then clipped to the image."""
+    height, width = image_shape[:2]
+    box_w, box_h = detection.width * (1 + 2 * margin), detection.height * (1 + 2 * margin)
+    if square:
+        box_w = box_h = max(box_w, box_h)
+    cx, cy = (detection.left + detection.right) / 2, (detection.top + detection.bottom) / 2
+    left, top = round(cx - box_w / 2), round(cy - box_h / 2)
+    right, bottom = left + round(box_w), top + round(box_h)
+    return max(0, left), max(0, top), min(width, right), min(height, bottom)
+
+
+def crop_face(rgb: np.ndarray, detection: Detection, margin: float = 0.0, square: bool = False,
+              size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """The face as an RGB array; `size` resizes it to size×size (int) or (width, height)."""
+    left, top, right, bottom = crop_box(detection, rgb.shape, margin, square)
+    if right <= left or bottom <= top:
+        raise ValueError(f"detection {detection} lies outside the {rgb.shape[1]}×{rgb.shape[0]} image")
+    face = rgb[top:bottom, left:right]
+    if size is not None:
+        target = (size, size) if isinstance(size, int) else tuple(size)
+        shrinking = target[0] * target[1] < face.shape[0] * face.shape[1]
+        face = cv2.resize(face, target, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    return np.ascontiguousarray(face)
