@@ -108,17 +108,12 @@ class DCGAN(pl.LightningModule):
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
-        losses = torch.stack([d_loss.detach(), g_loss.detach()])
-        if not torch.isfinite(losses).all():
-            raise NonFiniteLoss(
-                f"non-finite loss at epoch {self.current_epoch}, step {self.global_step} (D {d_loss.item()}, G {g_loss.item()}); "
-                "the run stopped and its last good checkpoint is kept — lower model.lr or enable the tricks of exp3"
-            )
-        self._epoch_losses.append(losses)
-        self.log_dict({
-            "train/d_loss": d_loss, "train/g_loss": g_loss,
-            "train/d_real": torch.sigmoid(logits_real).mean(), "train/d_fake": torch.sigmoid(logits_fake).mean(),
-        }, on_step=True, on_epoch=False, prog_bar=True)
+        self._epoch_losses.append(torch.stack([d_loss.detach(), g_loss.detach()]))
+        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:  # only then: logging syncs the device
+            self.log_dict({
+                "train/d_loss": d_loss, "train/g_loss": g_loss,
+                "train/d_real": torch.sigmoid(logits_real).mean(), "train/d_fake": torch.sigmoid(logits_fake).mean(),
+            }, on_step=True, on_epoch=False, prog_bar=True)
 
     def on_fit_start(self) -> None:
         metric = self._quality["metric"]
@@ -127,8 +122,15 @@ class DCGAN(pl.LightningModule):
             metric.set_real(self.trainer.datamodule.real_images(metric.num_samples).to(self.device))
 
     def on_train_epoch_end(self) -> None:
-        losses = torch.stack(self._epoch_losses).cpu()
+        losses = torch.stack(self._epoch_losses).cpu()  # checked once per epoch: no per-step device sync
         self._epoch_losses.clear()
+        bad = (~torch.isfinite(losses)).any(1).nonzero()
+        if len(bad):
+            raise NonFiniteLoss(
+                f"non-finite loss at epoch {self.current_epoch}, batch {int(bad[0])} (D {losses[bad[0, 0], 0]:.4g}, "
+                f"G {losses[bad[0, 0], 1]:.4g}); the run stopped before this epoch's checkpoint, so the last good one "
+                "is kept — lower model.lr or enable the tricks of exp3"
+            )
         epoch_mean, last = losses.mean(0), losses[-1]
         for i, net in enumerate(("d", "g")):
             self.history[f"{net}_loss_epoch"].append(float(epoch_mean[i]))

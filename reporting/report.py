@@ -1,0 +1,317 @@
+"""`make report`: the paper's figures and tables, read back from the MLflow store, on one markdown page.
+
+Each section takes the newest finished run of its experiment; a missing run is listed as "not run yet"
+with the command that makes it, never an error. The notebooks call the same table and figure functions,
+with the experiment lists of conf/report.yaml (`report_sections`).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run
+from omegaconf import OmegaConf
+
+from core.offline import PROJECT_ROOT
+from reporting import figures, mlflow_runs
+
+NOT_RUN = "not run yet"
+PAGE = "README.md"
+FIGURES = "figures"
+YOLO_LOSSES = ("box_loss", "cls_loss", "dfl_loss")  # ultralytics' loss terms, as lightning_modules/yolo_detector.py logs them
+
+
+def report_sections(config: str | Path = PROJECT_ROOT / "conf" / "report.yaml") -> dict:
+    """The experiments each section reads (conf/report.yaml `sections`), for notebooks that run without Hydra."""
+    return OmegaConf.to_container(OmegaConf.load(config).sections)
+
+
+def param(run: Run, key: str, default: str | None = None) -> str | None:
+    """A run parameter by its dotted name (older runs flattened with '/')."""
+    params = run.data.params
+    return params.get(key, params.get(key.replace(".", "/"), default))
+
+
+def run_label(run: Run | None) -> str:
+    if run is None:
+        return NOT_RUN
+    started = datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
+    return f"`{run.info.run_id[:8]}` {run.info.run_name} ({started})"
+
+
+def latest_runs(client: mlflow.MlflowClient, experiments: Mapping[str, str] | list[str]) -> dict[str, Run | None]:
+    """The newest finished run of each experiment (None where there is none)."""
+    return {name: mlflow_runs.latest_run(client, name) for name in experiments}
+
+
+def runs_table(applications: Mapping[str, Mapping[str, Run | None]], commands: Mapping[str, str]) -> pd.DataFrame:
+    """Which experiment has a run, and the command that makes (or remakes) it."""
+    rows = [{"application": app, "MLflow experiment": name, "newest finished run": run_label(run), "command": f"`{commands[name]}`"}
+            for app, runs in applications.items() for name, run in runs.items()]
+    return pd.DataFrame(rows)
+
+
+DCGAN_COLUMNS = ["experiment", "epochs", "batch", "lr", "G layers", "width ×", "D loss std", "G loss std", "FID", "KID", "run"]
+
+
+def dcgan_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
+    """Per DCGAN experiment: the settings that differ, the loss-fluctuation statistic and the sample quality."""
+    rows = []
+    for name, run in runs.items():
+        if run is None:
+            rows.append({"experiment": name, "run": NOT_RUN})
+            continue
+        metrics = run.data.metrics
+        rows.append({
+            "experiment": name,
+            "epochs": int(metrics.get("epoch", -1)) + 1,
+            "batch": param(run, "data.batch_size"),
+            "lr": param(run, "model.lr"),
+            "G layers": param(run, "model.generator.num_layers"),
+            "width ×": param(run, "model.generator.width_multiplier"),
+            "D loss std": metrics.get("stability/d_loss_std"),
+            "G loss std": metrics.get("stability/g_loss_std"),
+            "FID": metrics.get("quality/fid"),
+            "KID": metrics.get("quality/kid"),
+            "run": run_label(run),
+        })
+    return pd.DataFrame(rows).reindex(columns=DCGAN_COLUMNS)
+
+
+def epoch_series(client: mlflow.MlflowClient, run: Run, keys: Mapping[str, str]) -> dict[str, tuple[list[int], list[float]]]:
+    """Per-epoch metrics as (epoch, value) series named by `keys` (label → metric key); absent metrics are left out."""
+    series = {}
+    for label, key in keys.items():
+        values = mlflow_runs.metric_history(client, run.info.run_id, key)["value"].tolist()
+        if values:
+            series[label] = (list(range(1, len(values) + 1)), values)
+    return series
+
+
+def yolo_curves(client: mlflow.MlflowClient, run: Run) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """The detector's validation mAP, and its training and validation loss terms, per epoch."""
+    return {
+        "map": epoch_series(client, run, {"mAP50": "val/map50", "mAP50-95": "val/map50_95", "precision": "val/precision", "recall": "val/recall"}),
+        "loss": epoch_series(client, run, {f"{split} {term}": f"{split}/{term}{'_epoch' if split == 'train' else ''}"
+                                           for split in ("train", "val") for term in YOLO_LOSSES}),
+    }
+
+
+def yolo_table(run: Run) -> pd.DataFrame:
+    """The last validation: mAP50, mAP50-95, precision, recall, and AP50 per class."""
+    metrics = run.data.metrics
+    rows = [{"metric": label, "value": metrics.get(key)} for label, key in
+            (("mAP50", "val/map50"), ("mAP50-95", "val/map50_95"), ("precision", "val/precision"), ("recall", "val/recall"))]
+    rows += [{"metric": f"AP50 {key.removeprefix('val/ap50_')}", "value": value} for key, value in sorted(metrics.items()) if key.startswith("val/ap50_")]
+    return pd.DataFrame(rows)
+
+
+def face_accuracy_table(run: Run) -> pd.DataFrame:
+    """The last epoch's train and validation accuracy and loss."""
+    metrics = run.data.metrics
+    return pd.DataFrame([{"epochs": int(metrics.get("epoch", -1)) + 1, "train accuracy": metrics.get("train/acc"),
+                          "validation accuracy": metrics.get("val/acc"), "train loss": metrics.get("train/loss"),
+                          "validation loss": metrics.get("val/loss")}])
+
+
+def face_class_table(client: mlflow.MlflowClient, run: Run) -> pd.DataFrame:
+    """Per identity: validation precision, recall and image count (the run's per_class.json)."""
+    per_class = mlflow_runs.load_json(client, run.info.run_id, "per_class.json") or {}
+    return pd.DataFrame([{"identity": name, **values} for name, values in per_class.items()])
+
+
+def sweep_results(client: mlflow.MlflowClient, experiment: str) -> tuple[str | None, pd.DataFrame]:
+    """The metric a sweep optimised (its runs' `optimized_metric`) and the newest sweep's runs (sweep_table)."""
+    newest = mlflow_runs.latest_run(client, experiment)
+    metric = param(newest, "optimized_metric") if newest else None
+    return metric, mlflow_runs.sweep_table(experiment, metric) if metric else pd.DataFrame()
+
+
+APPLICATIONS = {"face-mask detection": "yolo", "face recognition": "faces", "face detection": "face_detectors"}
+
+
+def overview(client: mlflow.MlflowClient, sections: Mapping) -> tuple[dict[str, dict[str, Run | None]], pd.DataFrame]:
+    """The newest run of every experiment the report reads, by application, and the table of them."""
+    runs = {"DCGAN": latest_runs(client, sections["dcgan"])}
+    commands = dict(sections["dcgan"])
+    for application, key in APPLICATIONS.items():
+        experiment = sections[key]["experiment"]
+        runs[application] = latest_runs(client, [experiment])
+        commands[experiment] = sections[key]["command"]
+    return runs, runs_table(runs, commands)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A GitHub markdown table; missing cells stay empty."""
+    return table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="")
+
+
+class ReportWriter:
+    """Collects markdown and writes figures next to it (reports/figures/, emptied first so nothing stale stays)."""
+
+    def __init__(self, client: mlflow.MlflowClient, out_dir: str | Path) -> None:
+        self.client = client
+        self.out_dir = Path(out_dir)
+        self.fig_dir = self.out_dir / FIGURES
+        shutil.rmtree(self.fig_dir, ignore_errors=True)
+        self.fig_dir.mkdir(parents=True)
+        self.lines: list[str] = []
+
+    def add(self, *paragraphs: str) -> None:
+        for paragraph in paragraphs:
+            self.lines += [paragraph, ""]
+
+    def figure(self, fig, name: str, alt: str) -> None:
+        fig.savefig(self.fig_dir / name, bbox_inches="tight")
+        plt.close(fig)
+        self.add(f"![{alt}]({FIGURES}/{name})")
+
+    def artifact_image(self, run: Run, artifact: str, name: str, alt: str) -> bool:
+        """Copy a logged image into the report; False when the run has no such artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow_runs.download(self.client, run.info.run_id, artifact, tmp)
+            if path is None:
+                return False
+            shutil.copyfile(path, self.fig_dir / name)
+        self.add(f"![{alt}]({FIGURES}/{name})")
+        return True
+
+    def newest_artifact_image(self, run: Run, folder: str, name: str, alt: str) -> str | None:
+        """The newest image of an artifact folder into the report; its artifact path, or None."""
+        path = mlflow_runs.newest_artifact(self.client, run.info.run_id, folder)
+        return path if path and self.artifact_image(run, path, name, alt) else None
+
+    def write(self) -> Path:
+        page = self.out_dir / PAGE
+        page.write_text("\n".join(self.lines).rstrip() + "\n")
+        return page
+
+
+def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands: Mapping[str, str]) -> None:
+    report.add("## DCGAN: the three experiments")
+    histories = {}
+    for name, run in runs.items():
+        report.add(f"### {name}")
+        if run is None:
+            report.add(f"{NOT_RUN}: `{commands[name]}`")
+            continue
+        report.add(f"Run {run_label(run)}.")
+        shown = report.newest_artifact_image(run, "samples", f"{name}_samples.png", f"{name}: samples of the last epoch")
+        if shown:
+            report.add(f"Final sample grid ({Path(shown).stem.replace('_', ' ')}): the 32 fixed noise vectors.")
+        history = mlflow_runs.gan_history(report.client, run.info.run_id)
+        if history["g_loss_epoch"]:
+            histories[name] = history
+            window = int(param(run, "model.fluctuation_window", "10"))
+            report.figure(figures.gan_loss_curves(history, f"D and G loss per epoch ({name})", window), f"{name}_losses.png", f"{name}: D and G loss per epoch")
+    report.add("### The three experiments compared")
+    if histories:
+        report.figure(figures.gan_loss_comparison(histories), "dcgan_loss_comparison.png", "D and G losses of the experiments side by side")
+    report.add(
+        "Loss fluctuation: the standard deviation of the epoch-mean loss over the last `model.fluctuation_window` "
+        "epochs (the paper's stability argument). FID/KID: on a fixed random-feature network (no Inception weights "
+        "offline), comparable between runs of this project only; lower is better.",
+        markdown(dcgan_table(runs)),
+    )
+
+
+def sweep_section(report: ReportWriter, command: str) -> None:
+    report.add("## Sweeps: batch size × learning rate")
+    experiments = mlflow_runs.sweep_experiments(report.client)
+    if not experiments:
+        report.add(f"{NOT_RUN}: `{command}`")
+    for experiment in experiments:
+        metric, table = sweep_results(report.client, experiment)
+        report.add(f"### {experiment}")
+        if table.empty:
+            report.add(f"{NOT_RUN}: no finished run of `{experiment}` logged its `optimized_metric`.")
+            continue
+        fig = figures.sweep_heatmap(table, metric, title=f"{metric} over the sweep ({experiment})")
+        report.figure(fig, f"{experiment}_heatmap.png", f"{metric} by batch size and learning rate")
+        report.add(f"The newest sweep's {len(table)} finished runs (tag `sweep`):", markdown(table.assign(run_id=table.run_id.str[:8])))
+
+
+def yolo_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
+    report.add("## Face-mask detection (YOLO)")
+    if run is None:
+        report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
+        return
+    report.add(f"Run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'profile.imgsz', param(run, 'data.imgsz', '?'))} px.")
+    curves = yolo_curves(report.client, run)
+    if curves["map"]:
+        report.figure(figures.metric_curves(curves["map"], f"Validation detection metrics ({experiment})", "epoch", "value (fraction, IoU 0.5 / 0.5–0.95)"),
+                      "yolo_map.png", "validation mAP per epoch")
+    if curves["loss"]:
+        report.figure(figures.metric_curves(curves["loss"], f"Loss terms per epoch ({experiment})", "epoch", "loss (ultralytics' units, per image)"),
+                      "yolo_losses.png", "training and validation losses per epoch")
+    shown = report.newest_artifact_image(run, "predictions", "yolo_predictions.png", "validation predictions")
+    if shown:
+        report.add(f"Predictions on validation images ({Path(shown).stem.replace('_', ' ')}).")
+    report.add(markdown(yolo_table(run)))
+
+
+def faces_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
+    report.add("## Face recognition (VGG16 transfer learning)")
+    if run is None:
+        report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
+        return
+    report.add(f"Run {run_label(run)}, backbone `{param(run, 'model.backbone', '?')}`, input {param(run, 'model.image_size', '?')} px.")
+    accuracy = epoch_series(report.client, run, {"train accuracy": "train/acc", "validation accuracy": "val/acc"})
+    if accuracy:
+        report.figure(figures.metric_curves(accuracy, f"Accuracy per epoch ({experiment})", "epoch", "accuracy (fraction of faces)"),
+                      "faces_accuracy.png", "accuracy per epoch")
+    report.add(markdown(face_accuracy_table(run)))
+    report.artifact_image(run, "figures/confusion_matrix.png", "faces_confusion_matrix.png", "validation confusion matrix")
+    report.add("Per identity, on the validation faces:", markdown(face_class_table(report.client, run)))
+
+
+def face_detector_results(client: mlflow.MlflowClient, run: Run) -> tuple[list[str], dict[str, np.ndarray]]:
+    """What compare_face_detectors logged at its run's top level: its markdown tables and its figures."""
+    texts, images = [], {}
+    for artifact in client.list_artifacts(run.info.run_id):
+        if artifact.path.endswith(".md"):
+            with tempfile.TemporaryDirectory() as tmp:
+                texts.append(mlflow_runs.download(client, run.info.run_id, artifact.path, tmp).read_text())
+        elif artifact.path.endswith(".png"):
+            images[artifact.path] = mlflow_runs.load_image(client, run.info.run_id, artifact.path)
+    return texts, images
+
+
+def face_detectors_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
+    report.add("## Face detectors compared")
+    if run is None:
+        report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
+        return
+    report.add(f"Run {run_label(run)} on `{param(run, 'voc', '?')}`.")
+    texts, images = face_detector_results(report.client, run)
+    for text in texts:  # its headings one level down, under this section's
+        report.add("\n".join(f"#{line}" if line.startswith("#") else line for line in text.splitlines()))
+    for path in images:
+        report.artifact_image(run, path, f"face_detectors_{Path(path).name}", Path(path).stem)
+
+
+def build_report(tracking_uri: str, out_dir: str | Path, **sections) -> Path:
+    """Write `out_dir`/README.md and its figures from the runs `sections` names (conf/report.yaml); return the page."""
+    client = mlflow_runs.connect(tracking_uri)
+    report = ReportWriter(client, out_dir)
+    runs, table = overview(client, sections)
+    report.add(
+        "# ml-playground report",
+        f"Generated by `make report` from the MLflow store `{tracking_uri}`. Every figure is redrawn from the "
+        "newest finished run of its experiment; `make mlflow-ui` shows every run.",
+        "## Runs",
+        markdown(table),
+    )
+    dcgan_section(report, runs["DCGAN"], sections["dcgan"])
+    sweep_section(report, sections["sweep_command"])
+    for application, key, section in (("face-mask detection", "yolo", yolo_section), ("face recognition", "faces", faces_section),
+                                      ("face detection", "face_detectors", face_detectors_section)):
+        section(report, runs[application][sections[key]["experiment"]], **sections[key])
+    return report.write()

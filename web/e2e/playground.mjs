@@ -1,0 +1,113 @@
+// Drives the built playground in headless Chromium (playwright-core, the system's browser) and prints what
+// the page produced as JSON; tests/test_web.py starts the server, runs this and checks the numbers.
+// Usage: node e2e/playground.mjs --url URL --screenshot PNG [--facemask-image IMG --conf C] [--face-image IMG]
+import { chromium } from "playwright-core";
+import { parseArgs } from "node:util";
+
+const { values: args } = parseArgs({
+  options: {
+    url: { type: "string" },
+    screenshot: { type: "string" },
+    "facemask-image": { type: "string" },
+    "face-image": { type: "string" },
+    conf: { type: "string", default: "0.25" },
+    chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
+  },
+});
+const TIMEOUT = 90_000;
+
+// As the machine notes say: no sandbox as root, and no background connections to a network that is closed.
+const browser = await chromium.launch({
+  executablePath: args.chromium,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const result = { console: [], generator: null, detections: null, recognised: null };
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  page.on("console", (message) => result.console.push(`${message.type()}: ${message.text()}`));
+  page.on("pageerror", (error) => result.console.push(`pageerror: ${error.message}`));
+  await page.goto(args.url);
+  await page.waitForFunction(() => document.getElementById("status").dataset.state !== "loading", null, { timeout: TIMEOUT });
+  result.status = await page.evaluate(() => ({ state: document.getElementById("status").dataset.state, text: document.getElementById("status").textContent }));
+
+  // The grid's tiles without the 2 px gaps, as RGB rows of tiles: [tile][y][x][channel] flattened.
+  const tiles = () => page.evaluate(() => {
+    const canvas = document.getElementById("dcgan-canvas");
+    const { width, height, count } = window.playground.generated;
+    const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    const columns = Math.round((canvas.width - 2) / (width + 2));
+    const out = [];
+    for (let n = 0; n < count; n++) {
+      const left = 2 + (n % columns) * (width + 2);
+      const top = 2 + Math.floor(n / columns) * (height + 2);
+      for (let y = 0; y < height; y++) {
+        for (let x = 0; x < width; x++) {
+          const i = 4 * ((top + y) * canvas.width + left + x);
+          out.push(pixels[i], pixels[i + 1], pixels[i + 2]);
+        }
+      }
+    }
+    return { canvas: [canvas.width, canvas.height], pixels: out };
+  });
+  const waitForSeed = (seed) => page.waitForFunction((s) => window.playground.generated?.seed === s, seed, { timeout: TIMEOUT });
+  if (await page.evaluate(() => document.getElementById("dcgan-model").options.length > 0)) {
+    await waitForSeed(0);
+    const first = await tiles();
+    await page.locator("#dcgan-seed").fill("1");
+    await waitForSeed(1);
+    const second = await tiles();
+    const generated = await page.evaluate(() => window.playground.generated);
+    const std = (values) => {
+      const mean = values.reduce((a, b) => a + b, 0) / values.length;
+      return Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
+    };
+    const tileSize = 3 * generated.width * generated.height;
+    result.generator = {
+      task: generated.task, seed: generated.seed, count: generated.count, tile: [generated.width, generated.height], canvas: first.canvas,
+      tile_std: Array.from({ length: generated.count }, (_, n) => std(second.pixels.slice(n * tileSize, (n + 1) * tileSize))),
+      differing_fraction: first.pixels.filter((v, i) => v !== second.pixels[i]).length / first.pixels.length,
+      // The first tile of seed 1 and its noise vector, for the comparison with ONNX Runtime in Python.
+      z0: generated.z.slice(0, generated.z.length / generated.count), tile0: second.pixels.slice(0, tileSize),
+    };
+  }
+
+  if (args["facemask-image"]) {
+    await page.locator("#facemask-conf").fill(args.conf);
+    const conf = Number(await page.locator("#facemask-conf").inputValue());
+    if (conf !== Number(args.conf)) throw new Error(`the confidence slider took ${conf}, not ${args.conf}`);
+    await page.locator("#facemask-file").setInputFiles(args["facemask-image"]);
+    await page.waitForFunction((c) => window.playground.detections?.conf === c || window.playground.errors.length, conf, { timeout: TIMEOUT });
+    result.detections = await page.evaluate(() => {
+      const canvas = document.getElementById("facemask-canvas");
+      const context = canvas.getContext("2d");
+      const hex = (c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
+      // Each box's left edge, halfway down, must carry the colour of the last box drawn over that spot:
+      // the box itself, or a later one whose left edge lies on it (boxes are drawn in order).
+      const boxes = window.playground.detections.boxes;
+      const drawn = boxes.map((box, i) => {
+        const y = Math.round((box.y0 + box.y1) / 2);
+        const top = boxes.slice(i).filter((b) => Math.abs(b.x0 - box.x0) <= 2 && b.y0 <= y && y <= b.y1).at(-1);
+        const target = hex(top.colour);
+        let best = Infinity;
+        for (let x = Math.round(box.x0) - 2; x <= Math.round(box.x0) + 2; x++) {
+          const p = context.getImageData(Math.min(Math.max(x, 0), canvas.width - 1), Math.min(y, canvas.height - 1), 1, 1).data;
+          best = Math.min(best, Math.max(...target.map((t, k) => Math.abs(t - p[k]))));
+        }
+        return best;
+      });
+      return { ...window.playground.detections, canvas: [canvas.width, canvas.height], edge_colour_error: drawn };
+    });
+  }
+
+  if (args["face-image"]) {
+    await page.locator("#faces-file").setInputFiles(args["face-image"]);
+    await page.waitForFunction(() => window.playground.recognised || window.playground.errors.length, null, { timeout: TIMEOUT });
+    result.recognised = await page.evaluate(() => window.playground.recognised);
+  }
+  result.errors = await page.evaluate(() => window.playground.errors);
+  await page.screenshot({ path: args.screenshot, fullPage: true });
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
