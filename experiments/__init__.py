@@ -14,10 +14,14 @@ log = logging.getLogger("ml-playground")
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Print a UserError's message without a traceback and exit with status 2."""
+    """Print a UserError's message without a traceback and exit with status 2 (also when hydra's `instantiate`
+    wrapped it: a constructor that raised it, e.g. for a missing weights file)."""
     try:
         yield
-    except UserError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        error = exc if isinstance(exc, UserError) else exc.__cause__
+        if not isinstance(error, UserError):
+            raise
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

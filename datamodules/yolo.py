@@ -1,0 +1,101 @@
+"""Detection data for YOLO: a VOC folder converted once to the YOLO layout, then ultralytics' own dataset,
+augmentation (mosaic, HSV, flips, letterbox) and collate function."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from core.errors import UserError
+from datamodules.voc_to_yolo import ConversionReport, convert_voc
+
+STRIDE = 32  # the largest stride of every YOLO detection model: image sizes are padded to a multiple of it
+
+
+class YoloDataModule(pl.LightningDataModule):
+    """`voc_root` (images/ + annotations/) → `yolo_dir` (converted in `prepare_data`, reused when unchanged).
+
+    `augment` overrides ultralytics' augmentation defaults (e.g. `{mosaic: 0.5, fliplr: 0.5}`); `max_images`
+    caps the training images (ultralytics' `fraction`); batches are ultralytics' dicts with uint8 `img`.
+    """
+
+    def __init__(
+        self,
+        voc_root: str,
+        yolo_dir: str,
+        classes: Sequence[str],
+        imgsz: int = 640,
+        batch_size: int = 16,
+        val_fraction: float = 0.2,
+        unknown_classes: str = "error",
+        max_images: int | None = None,
+        augment: dict | None = None,
+        generate: Callable[[], object] | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.voc_root = Path(voc_root)
+        self.yolo_dir = Path(yolo_dir)
+        self.classes = list(classes)
+        self.imgsz = imgsz
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.unknown_classes = unknown_classes
+        self.max_images = max_images
+        self.augment = dict(augment or {})
+        self.generate = generate
+        self.num_workers = num_workers
+        self.seed = seed
+        self.data: dict | None = None
+        self.report: ConversionReport | None = None
+
+    def prepare_data(self) -> None:
+        if self.generate is not None:
+            self.generate()
+        if not self.voc_root.is_dir():
+            raise UserError(f"face-mask data folder not found: {self.voc_root} — point data.voc_root at a folder with "
+                            "images/ and annotations/ (README, section 'Face-mask detection (YOLO)')")
+        self.report = convert_voc(self.voc_root, self.yolo_dir, self.classes, val_fraction=self.val_fraction,
+                                  seed=self.seed, unknown_classes=self.unknown_classes)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        from ultralytics.cfg import get_cfg
+        from ultralytics.data import build_yolo_dataset
+        from ultralytics.data.utils import check_det_dataset
+
+        self.data = check_det_dataset(str(self.yolo_dir / "data.yaml"), autodownload=False)
+        self.hyp = get_cfg(overrides={"imgsz": self.imgsz, "seed": self.seed, **self.augment})
+        train_images = len(list((self.yolo_dir / "images" / "train").glob("*.png")))
+        fraction = min(1.0, self.max_images / train_images) if self.max_images and train_images else 1.0
+        self.train_set = build_yolo_dataset(self.hyp, self.data["train"], self.batch_size, self.data, mode="train",
+                                            stride=STRIDE, fraction=fraction) if train_images else None
+        self.val_set = build_yolo_dataset(self.hyp, self.data["val"], self.batch_size * 2, self.data, mode="val",
+                                          rect=True, stride=STRIDE, fraction=1.0)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            raise UserError(f"{self.yolo_dir} has no training images (val_fraction={self.val_fraction})")
+        from ultralytics.data import build_dataloader
+
+        # ultralytics' loader: workers persist across epochs, and reset() re-forks them when the dataset changes
+        self._train_loader = build_dataloader(self.train_set, self.batch_size, self.num_workers, shuffle=True,
+                                              drop_last=len(self.train_set) % self.batch_size == 1,  # BatchNorm needs 2+
+                                              device=self.trainer.strategy.root_device if self.trainer else "cpu")
+        return self._train_loader
+
+    def val_dataloader(self) -> DataLoader:
+        from ultralytics.data import build_dataloader
+
+        # rect batches have one letterbox shape per batch, in the order ultralytics sorted them: no shuffle
+        return build_dataloader(self.val_set, self.batch_size * 2, self.num_workers, shuffle=False,
+                                device=self.trainer.strategy.root_device if self.trainer else "cpu")
+
+    def close_mosaic(self) -> None:
+        """Switch mosaic off for the last epochs (ultralytics' `close_mosaic`) and re-fork the loader's workers."""
+        self.train_set.close_mosaic(hyp=self.hyp)
+        self._train_loader.reset()

@@ -1,0 +1,53 @@
+"""Convert a PASCAL VOC folder to the YOLO layout: `python experiments/convert_voc.py src=... [out=...]`.
+
+Writes images/, labels/, data.yaml and report.json (what was clipped, dropped or skipped, by file), prints the
+summary, and logs the report to MLflow (experiment `convert_voc`).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from core.errors import UserError
+from datamodules.voc_to_yolo import ConversionReport, convert_voc
+from experiments import log, user_errors
+
+
+def convert(cfg: DictConfig) -> ConversionReport:
+    if not cfg.src:
+        raise UserError("convert_voc: pass src=<folder with images/ and annotations/> (make convert-facemask SRC=...)")
+    src = Path(cfg.src)
+    out = Path(cfg.out) if cfg.out else Path(cfg.paths.data_dir) / "yolo" / src.resolve().name
+    report = convert_voc(src, out, list(cfg.classes), val_fraction=cfg.val_fraction, seed=cfg.seed,
+                         unknown_classes=cfg.unknown_classes, images_dir=cfg.images_dir, annotations_dir=cfg.annotations_dir)
+    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
+    if mlflow.get_experiment_by_name(cfg.task_name) is None:
+        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
+    mlflow.set_experiment(cfg.task_name)
+    with mlflow.start_run(run_name=src.name):
+        mlflow.log_params({"src": str(src), "out": str(out), "classes": ",".join(cfg.classes), "val_fraction": cfg.val_fraction,
+                           "seed": cfg.seed, "unknown_classes": cfg.unknown_classes})
+        mlflow.log_metrics({"train_images": report.images["train"], "val_images": report.images["val"],
+                            "clipped_boxes": sum(report.clipped.values()), "backgrounds": len(report.backgrounds)})
+        mlflow.log_dict(report.to_dict(), "report.json")
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    log.info("converted %s -> %s", src, out)
+    print(f"{src} -> {out}: {report.summary()} (details: {out / 'report.json'})")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="convert_voc")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        convert(cfg)
+
+
+if __name__ == "__main__":
+    main()

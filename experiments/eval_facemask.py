@@ -1,0 +1,72 @@
+"""Evaluate a face-mask checkpoint on a VOC folder: `python experiments/eval_facemask.py voc=... [ckpt=...]`.
+
+Every image of the folder is converted (clipping and reporting as for training) and validated by the model's own
+validation step, so the figures are the same as `val/*` in training. Prints as its last line, and writes to
+`out`, one JSON object `{"map50", "map50_95", "ap50": {class: AP50 or null when the class has no box}, "images"}`;
+logs it to MLflow (experiment `eval_facemask`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra
+import mlflow
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from core.errors import UserError
+from datamodules.yolo import YoloDataModule
+from experiments import log, user_errors
+from lightning_modules.yolo_detector import load_detector, newest_checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if not cfg.voc:
+        raise UserError("eval_facemask: pass voc=<folder with images/ and annotations/> (make eval-facemask VOC=...)")
+    voc = Path(cfg.voc).resolve()
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else newest_checkpoint(cfg.paths.log_dir, "yolo_facemask")
+    module = load_detector(ckpt)
+    imgsz = int(cfg.imgsz or module.hparams.imgsz)
+    key = hashlib.sha1(str(voc).encode()).hexdigest()[:10]
+    data = YoloDataModule(str(voc), str(Path(cfg.work_dir) / f"{voc.name}-{key}"), module.names, imgsz=imgsz,
+                          batch_size=cfg.batch_size, val_fraction=1.0, unknown_classes=cfg.unknown_classes)
+    data.prepare_data()
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=str(Path(cfg.out).parent))
+    trainer.validate(module, datamodule=data, verbose=False)
+    metrics = module.last_metrics
+    result = {"map50": metrics["map50"], "map50_95": metrics["map50_95"], "ap50": metrics["ap50"], "images": metrics["images"]}
+
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz,
+                               "conversion": data.report.summary()}, indent=2))
+    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
+    if mlflow.get_experiment_by_name(cfg.task_name) is None:
+        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
+    mlflow.set_experiment(cfg.task_name)
+    with mlflow.start_run(run_name=voc.name):
+        mlflow.log_params({"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz})
+        mlflow.log_metrics({"map50": result["map50"], "map50_95": result["map50_95"], "images": result["images"],
+                            **{f"ap50_{k}": v for k, v in result["ap50"].items() if v is not None}})
+        mlflow.log_artifact(str(out))
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval_facemask")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""YOLO detection as a LightningModule: an ultralytics `DetectionModel` trained with ultralytics' own loss,
+validated with ultralytics' NMS and mAP (its `DetectionValidator`), nothing of them re-implemented.
+
+The training recipe follows ultralytics' `DetectionTrainer` so that the two give the same results on the same
+data: gradient accumulation to a nominal batch of `nbs` images, warm-up of learning rate, momentum and
+accumulation over the first `warmup_epochs`, linear (or cosine) decay to `lrf`, gradient clipping at norm 10,
+an exponential moving average of the weights (validated, exported and used for prediction), and mosaic
+switched off for the last `close_mosaic` epochs. The optimizer choice "auto" is ultralytics' choice for runs
+shorter than 10,000 optimizer steps: AdamW with lr0 = 0.002·5/(4 + classes).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+
+from core import tracking
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")
+OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
+
+
+def disable_ultralytics_integrations() -> None:
+    """ultralytics' MLflow callback opens its own run whenever mlflow is installed; its other integrations and
+    event sync reach for the network. This project logs through Lightning's MLflow logger only."""
+    from ultralytics.utils import SETTINGS
+
+    off = {"mlflow": False, "clearml": False, "comet": False, "dvc": False, "raytune": False, "wandb": False,
+           "tensorboard": False, "sync": False}
+    if any(SETTINGS.get(k) != v for k, v in off.items()):
+        SETTINGS.update(off)
+
+
+def build_model(arch: str, names: Sequence[str], loss: dict | None = None):
+    """An ultralytics DetectionModel from a model yaml (`yolov5n.yaml` is YOLOv5u, `yolov8n.yaml`, `yolo11n.yaml`…)
+    with the class names attached and the loss gains in `model.args`, where ultralytics' loss reads them."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    try:
+        net = DetectionModel(arch, nc=len(names), verbose=False)
+    except FileNotFoundError as exc:
+        raise UserError(f"model.arch={arch!r} is not an ultralytics model yaml (e.g. yolov5n.yaml, yolov8s.yaml, yolo11n.yaml)") from exc
+    net.names = dict(enumerate(names))
+    net.args = get_cfg(overrides=dict(loss or {}))
+    return net
+
+
+class DetectionMetrics:
+    """ultralytics' DetectionValidator used as an accumulator: its NMS, box matching and AP computation."""
+
+    def __init__(self, names: Sequence[str], save_dir: str | Path, conf: float = 0.001, iou: float = 0.7, max_det: int = 300) -> None:
+        from ultralytics.models.yolo.detect import DetectionValidator
+
+        self.names = list(names)
+        self.validator = DetectionValidator(save_dir=Path(save_dir), args={
+            "conf": conf, "iou": iou, "max_det": max_det, "plots": False, "save_json": False, "verbose": False})
+
+    def reset(self, model: nn.Module, device: torch.device) -> None:
+        v = self.validator
+        v.device, v.data, v.training = device, {"names": dict(enumerate(self.names))}, True
+        v.init_metrics(model)
+
+    def update(self, preds, batch: dict) -> list[dict[str, torch.Tensor]]:
+        """Add one batch (`img` scaled to [0, 1]); returns the batch's detections after NMS."""
+        detections = self.validator.postprocess(preds)
+        self.validator.update_metrics(detections, batch)
+        return detections
+
+    def compute(self) -> dict:
+        """mAP50, mAP50-95, precision, recall, AP50 per class (None for a class with no box in the images), images."""
+        v = self.validator
+        stats = v.get_stats()
+        box = v.metrics.box
+        ap50 = {self.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
+        return {
+            "map50": float(stats["metrics/mAP50(B)"]), "map50_95": float(stats["metrics/mAP50-95(B)"]),
+            "precision": float(stats["metrics/precision(B)"]), "recall": float(stats["metrics/recall(B)"]),
+            "ap50": {name: ap50.get(name) for name in self.names}, "images": int(v.seen),
+        }
+
+
+class YoloDetector(pl.LightningModule):
+    def __init__(
+        self,
+        arch: str = "yolov5n.yaml",
+        names: Sequence[str] = ("with_mask", "without_mask", "mask_weared_incorrect"),
+        pretrained: str | None = None,  # a local weights file (yolov5 repo or ultralytics .pt); "auto"; None: scratch
+        auto_pretrained: str | None = None,  # the file "auto" uses when it is present
+        imgsz: int = 640,
+        optimizer: str = "auto",
+        lr0: float = 0.01,  # ignored by "auto"
+        momentum: float = 0.937,
+        weight_decay: float = 5e-4,
+        nbs: int = 64,  # nominal batch size: gradients accumulate to it, weight decay scales with it
+        warmup_epochs: float = 3.0,
+        warmup_momentum: float = 0.8,
+        warmup_bias_lr: float = 0.1,  # 0 with "auto", as ultralytics does
+        lrf: float = 0.01,  # final lr = lr0·lrf
+        cos_lr: bool = False,
+        close_mosaic: int = 10,
+        ema: bool = True,
+        loss: dict | None = None,  # ultralytics' loss gains: box, cls, dfl
+        val: dict | None = None,  # NMS for validation: conf, iou, max_det
+        figure_images: int = 6,
+        figure_conf: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if optimizer not in OPTIMIZERS:
+            raise UserError(f"model.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        self.automatic_optimization = False  # ultralytics' accumulation schedule changes during warm-up
+        disable_ultralytics_integrations()
+        self.names = list(names)
+        self.net = build_model(arch, self.names, {"box": 7.5, "cls": 0.5, "dfl": 1.5, **(loss or {})})
+        self.pretrained = _resolve_pretrained(pretrained, auto_pretrained)
+        self.transferred = 0
+        if self.pretrained:
+            from lightning_modules.yolov5_checkpoint import load_pretrained
+
+            self.transferred = load_pretrained(self.net, self.pretrained)
+        self._ema = None
+        if ema:
+            from ultralytics.utils.torch_utils import ModelEMA
+
+            self._ema = ModelEMA(self.net)
+            self.ema_net = self._ema.ema  # a registered submodule: moved with the module, saved in checkpoints
+        self._val = dict(val or {})
+        self._metrics: DetectionMetrics | None = None
+        self._figure: tuple[torch.Tensor, list] | None = None
+        self._last_opt_step = -1
+        self._mosaic_closed = False
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The weights that are validated, exported and used for prediction (the EMA when enabled)."""
+        return self.ema_net if self._ema is not None else self.net
+
+    def forward(self, images: torch.Tensor):
+        return self.eval_net(images)
+
+    # -- optimisation: ultralytics' DetectionTrainer recipe ----------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        batch = self.trainer.datamodule.batch_size
+        self._accumulate_nominal = max(round(hp.nbs / batch), 1)
+        decay = hp.weight_decay * batch * self._accumulate_nominal / hp.nbs
+        name, lr, momentum = hp.optimizer, hp.lr0, hp.momentum
+        self._warmup_bias_lr = hp.warmup_bias_lr
+        if name == "auto":
+            name, lr, momentum = "AdamW", round(0.002 * 5 / (4 + len(self.names)), 6), 0.9
+            self._warmup_bias_lr = 0.0
+        groups = {"weight": [], "bn": [], "bias": []}
+        norms = tuple(v for k, v in nn.__dict__.items() if "Norm" in k)
+        for module in self.net.modules():
+            for param_name, param in module.named_parameters(recurse=False):
+                kind = "bias" if param_name == "bias" else "bn" if isinstance(module, norms) else "weight"
+                groups[kind].append(param)
+        if name == "SGD":
+            make, args = torch.optim.SGD, {"lr": lr, "momentum": momentum, "nesterov": True}
+        else:
+            make, args = getattr(torch.optim, name), {"lr": lr, "betas": (momentum, 0.999)}
+        return make([{"params": params, "param_group": kind, "weight_decay": decay if kind == "weight" else 0.0,
+                      "initial_lr": lr, **args} for kind, params in groups.items()], **args)
+
+    def _lr_factor(self, epoch: int) -> float:
+        hp, epochs = self.hparams, max(self.trainer.max_epochs, 1)
+        if hp.cos_lr:
+            return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (hp.lrf - 1) + 1
+        return max(1 - epoch / epochs, 0) * (1.0 - hp.lrf) + hp.lrf
+
+    def on_fit_start(self) -> None:
+        tracking.log_dict(self.trainer, {"pretrained": self.pretrained, "transferred_tensors": self.transferred,
+                                         "model_tensors": len(self.net.state_dict())}, "pretrained.json")
+
+    def on_train_start(self) -> None:
+        nb, epochs = self.trainer.num_training_batches, max(self.trainer.max_epochs, 1)
+        warmup_epochs = min(self.hparams.warmup_epochs, max(epochs - 1, 0))
+        self._warmup_iters = round(warmup_epochs * nb)
+        self._accumulate_nominal = min(self._accumulate_nominal, nb * epochs)
+        self._accumulate = self._accumulate_nominal
+        self._last_opt_step = -1
+
+    def on_train_epoch_start(self) -> None:
+        epochs, close = self.trainer.max_epochs, self.hparams.close_mosaic
+        if close and self.current_epoch >= epochs - close and not self._mosaic_closed:
+            self.trainer.datamodule.close_mosaic()  # as ultralytics: a run of <= close epochs has no mosaic at all
+            self._mosaic_closed = True
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self._lr_factor(self.current_epoch)
+
+    def _warm_up(self, ni: int) -> None:
+        if not self._warmup_iters or ni > self._warmup_iters:
+            return
+        hp, xi = self.hparams, [0, self._warmup_iters]
+        self._accumulate = max(1, int(np.interp(ni, xi, [1, self._accumulate_nominal]).round()))
+        for group in self.optimizers().optimizer.param_groups:
+            start = self._warmup_bias_lr if group["param_group"] == "bias" else 0.0
+            group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * self._lr_factor(self.current_epoch)]))
+            if "momentum" in group:
+                group["momentum"] = float(np.interp(ni, xi, [hp.warmup_momentum, hp.momentum]))
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        batch["img"] = batch["img"].float() / 255
+        return batch
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        ni = batch_idx + self.trainer.num_training_batches * self.current_epoch
+        self._warm_up(ni)
+        loss, items = self.net.loss(batch)
+        if not torch.isfinite(loss).all():
+            raise UserError(f"non-finite YOLO loss at epoch {self.current_epoch}, batch {batch_idx}: {items} — lower model.lr0")
+        self.manual_backward(loss.sum())
+        if ni - self._last_opt_step >= self._accumulate:
+            optimizer = self.optimizers()
+            optimizer.step()  # clipping happens in on_before_optimizer_step, after AMP has unscaled the gradients
+            optimizer.zero_grad()
+            if self._ema is not None:
+                self._ema.update(self.net)
+            self._last_opt_step = ni
+        size = batch["img"].shape[0]
+        self.log_dict({f"train/{k}": items[k] for k in LOSS_NAMES}, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/lr", self.optimizers().optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.clip_gradients(optimizer, gradient_clip_val=10.0, gradient_clip_algorithm="norm")
+
+    # -- validation: ultralytics' NMS and mAP ------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        if self._metrics is None:
+            save_dir = Path(self.trainer.default_root_dir) / "val"
+            self._metrics = DetectionMetrics(self.names, save_dir, **self._val)
+        self._metrics.reset(self.eval_net, self.device)
+        self._figure = None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        preds = self.eval_net(batch["img"])
+        _, items = self.eval_net.loss(batch, preds[1])
+        detections = self._metrics.update(preds, batch)
+        self.log_dict({f"val/{k}": items[k] for k in LOSS_NAMES}, on_epoch=True, batch_size=batch["img"].shape[0])
+        if batch_idx == 0 and self.hparams.figure_images:
+            k = self.hparams.figure_images
+            self._figure = (batch["img"][:k].cpu(), [{n: t.cpu() for n, t in d.items()} for d in detections[:k]])
+
+    def on_validation_epoch_end(self) -> None:
+        results = self._metrics.compute()
+        self.last_metrics = results
+        metrics = {f"val/{k}": results[k] for k in ("map50", "map50_95", "precision", "recall")}
+        metrics.update({f"val/ap50_{name}": value for name, value in results["ap50"].items() if value is not None})
+        self.log_dict(metrics, on_epoch=True)
+        if self._figure is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            from reporting.figures import detection_examples
+
+            images, detections = self._figure
+            shown = [{"boxes": d["bboxes"][d["conf"] >= self.hparams.figure_conf].numpy(),
+                      "scores": d["conf"][d["conf"] >= self.hparams.figure_conf].numpy(),
+                      "classes": d["cls"][d["conf"] >= self.hparams.figure_conf].numpy().astype(int)} for d in detections]
+            pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            figure = detection_examples(pixels, shown, self.names,
+                                        title=f"Validation predictions, epoch {self.current_epoch + 1} (conf ≥ {self.hparams.figure_conf})")
+            tracking.log_figure(self.trainer, figure, f"predictions/epoch_{self.current_epoch + 1:04d}.png")
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._ema is not None:
+            checkpoint["ema_updates"] = self._ema.updates
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._ema is not None:
+            self._ema.updates = checkpoint.get("ema_updates", 0)
+
+
+def _resolve_pretrained(pretrained: str | None, auto_pretrained: str | None) -> str | None:
+    if pretrained != "auto":
+        return pretrained
+    if auto_pretrained and Path(auto_pretrained).is_file():
+        return auto_pretrained
+    log.warning("model.pretrained=auto: %s not found, training from scratch (README, section 'Face-mask detection (YOLO)')",
+                auto_pretrained)
+    return None
+
+
+def load_detector(checkpoint_path: str | Path, device: str = "cpu") -> YoloDetector:
+    """A trained YoloDetector from a Lightning checkpoint, in eval mode (its pretrained file is not re-read)."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path} — train one with `make yolo-facemask` or pass CKPT=<file>")
+    module = YoloDetector.load_from_checkpoint(path, map_location=device, pretrained=None, weights_only=False)
+    return module.eval()
+
+
+def newest_checkpoint(log_dir: str | Path, task_name: str = "yolo_facemask") -> Path:
+    """The newest last.ckpt of a task under the local log folder."""
+    candidates = sorted((Path(log_dir) / task_name).rglob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise UserError(f"no checkpoint under {Path(log_dir) / task_name} — run `make yolo-facemask` first or pass CKPT=<file>")
+    return candidates[-1]
+
+
+@torch.no_grad()
+def detect(net: nn.Module, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45,
+           max_det: int = 300) -> list[np.ndarray]:
+    """Detections per RGB image as (N, 6) arrays `x0, y0, x1, y1, conf, class` in the image's pixels:
+    ultralytics' letterbox, NMS and box rescaling around one forward pass."""
+    batch, shapes = letterbox_batch(images, imgsz)
+    device = next(net.parameters()).device
+    preds = net(batch.to(device))
+    return postprocess(preds, batch.shape[2:], shapes, conf, iou, max_det)
+
+
+def letterbox_batch(images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """RGB uint8 images → one float batch in [0, 1], each letterboxed to imgsz×imgsz (ultralytics' LetterBox)."""
+    from ultralytics.data.augment import LetterBox
+
+    box = LetterBox((imgsz, imgsz), auto=False, stride=32)
+    batch = np.stack([box(image=image) for image in images])
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255), [image.shape[:2] for image in images]
+
+
+def postprocess(preds, input_hw, shapes: list[tuple[int, int]], conf: float, iou: float, max_det: int = 300) -> list[np.ndarray]:
+    """ultralytics' NMS on raw outputs (PyTorch or ONNX Runtime), boxes scaled back to each original image."""
+    from ultralytics.utils import nms, ops
+
+    out = nms.non_max_suppression(torch.as_tensor(preds[0] if isinstance(preds, (tuple, list)) else preds),
+                                  conf, iou, max_det=max_det)
+    results = []
+    for det, shape in zip(out, shapes):
+        det = det[:, :6].clone()
+        det[:, :4] = ops.scale_boxes(tuple(input_hw), det[:, :4], shape)
+        results.append(det.cpu().numpy())
+    return results

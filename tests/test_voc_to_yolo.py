@@ -1,0 +1,181 @@
+"""VOC → YOLO conversion: every fix and drop is reported by file; the split is deterministic."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from tests.conftest import SHARED_DATA, needs_shared_data
+
+from core.errors import UserError
+from datamodules.images import read_rgb
+from datamodules.synthetic import make_facemask, make_hardhat
+from datamodules.synthetic.facemask import FACEMASK_CLASSES
+from datamodules.voc import VocAnnotation, VocObject, write_voc
+from datamodules.voc_to_yolo import convert_voc
+
+CLASSES = list(FACEMASK_CLASSES)
+
+
+def _scene(root: Path, stem: str, objects: list[VocObject], size=(100, 80), rgba=False, colour=0) -> None:
+    """One image (width × height = size) and its xml; `colour` makes images distinct (or identical)."""
+    width, height = size
+    image = np.full((height, width, 4 if rgba else 3), colour, np.uint8)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "images" / f"{stem}.png"), image)
+    write_voc(root / "annotations" / f"{stem}.xml", VocAnnotation(f"{stem}.png", width, height, objects))
+
+
+def _labels(out: Path, stem: str) -> list[list[float]]:
+    hits = list(out.glob(f"labels/*/{stem}.txt"))
+    assert len(hits) == 1, f"{stem} should be in exactly one split"
+    return [[float(v) for v in line.split()] for line in hits[0].read_text().splitlines()]
+
+
+@pytest.fixture
+def voc(tmp_path) -> Path:
+    root = tmp_path / "voc"
+    for k in range(8):
+        _scene(root, f"good{k}", [VocObject("with_mask", 10, 20, 30, 60), VocObject("without_mask", 50, 10, 90, 40)], colour=k * 20)
+    return root
+
+
+def test_boxes_become_normalised_yolo_lines_and_the_data_yaml_names_the_classes(voc, tmp_path):
+    out = tmp_path / "yolo"
+    report = convert_voc(voc, out, CLASSES, val_fraction=0.25, seed=0)
+    assert report.images == {"train": 6, "val": 2}
+    assert report.boxes == {"with_mask": 8, "without_mask": 8, "mask_weared_incorrect": 0}
+    assert _labels(out, "good0") == [[0, 0.2, 0.5, 0.2, 0.5], [1, 0.7, 0.3125, 0.4, 0.375]]
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["names"] == dict(enumerate(CLASSES)) and data["train"] == "images/train" and data["val"] == "images/val"
+    assert json.loads((out / "report.json").read_text())["images"] == {"train": 6, "val": 2}
+
+
+def test_split_is_deterministic_from_the_seed(voc, tmp_path):
+    def val_stems(seed, name):
+        convert_voc(voc, tmp_path / name, CLASSES, val_fraction=0.25, seed=seed)
+        return sorted(p.stem for p in (tmp_path / name / "images" / "val").iterdir())
+
+    assert val_stems(3, "a") == val_stems(3, "b")
+    assert any(val_stems(s, f"s{s}") != val_stems(3, "a") for s in range(4, 10))
+
+
+def test_second_call_with_the_same_inputs_reuses_the_conversion(voc, tmp_path):
+    out = tmp_path / "yolo"
+    convert_voc(voc, out, CLASSES)
+    stamp = (out / "data.yaml").stat().st_mtime_ns
+    convert_voc(voc, out, CLASSES)
+    assert (out / "data.yaml").stat().st_mtime_ns == stamp
+    convert_voc(voc, out, CLASSES, seed=1)  # other arguments: converted again
+    assert (out / "data.yaml").stat().st_mtime_ns != stamp
+
+
+def test_bad_boxes_are_clipped_or_dropped_and_reported_by_file(voc, tmp_path):
+    _scene(voc, "edge", [VocObject("with_mask", 60, 10, 101, 40), VocObject("with_mask", -5, -3, 20, 20)], colour=201)
+    _scene(voc, "flat", [VocObject("without_mask", 30, 10, 30, 40), VocObject("with_mask", 10, 10, 20, 20)], colour=202)
+    _scene(voc, "outside", [VocObject("with_mask", 120, 10, 140, 40)], colour=203)
+    _scene(voc, "inverted", [VocObject("with_mask", 50, 10, 20, 40)], colour=204)
+    out = tmp_path / "yolo"
+    report = convert_voc(voc, out, CLASSES)
+    assert report.clipped == {"edge": 2, "outside": 1}
+    assert report.zero_area == {"flat": 1, "outside": 1}
+    assert report.inverted == {"inverted": 1}
+    edge = _labels(out, "edge")
+    assert max(cx + w / 2 for _, cx, _, w, _ in edge) == pytest.approx(1.0)  # xmax = width + 1 clipped to the edge
+    assert min(cx - w / 2 for _, cx, _, w, _ in edge) == pytest.approx(0.0)
+    assert len(_labels(out, "flat")) == 1 and _labels(out, "inverted") == []
+
+
+def test_unknown_class_is_an_error_naming_the_file_unless_configured_to_drop(voc, tmp_path):
+    _scene(voc, "odd", [VocObject("mask", 10, 10, 30, 30), VocObject("with_mask", 40, 10, 60, 30)], colour=210)
+    with pytest.raises(UserError, match=r"odd: \['mask'\].*unknown_classes=drop"):
+        convert_voc(voc, tmp_path / "yolo", CLASSES)
+    report = convert_voc(voc, tmp_path / "yolo", CLASSES, unknown_classes="drop")
+    assert report.unknown_classes == {"odd": ["mask"]}
+    assert [row[0] for row in _labels(tmp_path / "yolo", "odd")] == [0]
+
+
+def test_missing_unreadable_and_unpaired_files_are_skipped_and_reported(voc, tmp_path):
+    write_voc(voc / "annotations" / "lost.xml", VocAnnotation("lost.png", 100, 80, [VocObject("with_mask", 1, 1, 9, 9)]))
+    (voc / "annotations" / "broken.xml").write_text("<annotation><object>")
+    (voc / "images" / "broken.png").write_bytes(b"")
+    _scene(voc, "corrupt", [VocObject("with_mask", 1, 1, 9, 9)])
+    (voc / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cv2.imwrite(str(voc / "images" / "unlabelled.png"), np.zeros((10, 10, 3), np.uint8))
+    report = convert_voc(voc, tmp_path / "yolo", CLASSES)
+    assert [Path(p).name for p in report.xml_without_image] == ["lost.xml"]
+    assert [Path(p).name for p in report.unreadable_xml] == ["broken.xml"]
+    assert [Path(p).name for p in report.unreadable_images] == ["corrupt.png"]
+    assert [Path(p).name for p in report.image_without_xml] == ["unlabelled.png"]
+    written = {p.stem for p in (tmp_path / "yolo" / "images").rglob("*.png")}
+    assert written == {f"good{k}" for k in range(8)}
+
+
+def test_images_without_objects_are_kept_as_backgrounds_and_rgba_becomes_rgb(voc, tmp_path):
+    _scene(voc, "empty", [], rgba=True, colour=220)
+    report = convert_voc(voc, tmp_path / "yolo", CLASSES)
+    assert report.backgrounds == ["empty"] and report.converted_to_rgb == 1
+    assert _labels(tmp_path / "yolo", "empty") == []
+    written = next((tmp_path / "yolo" / "images").rglob("empty.png"))
+    assert cv2.imread(str(written), cv2.IMREAD_UNCHANGED).shape == (80, 100, 3)
+
+
+def test_identical_images_stay_on_one_side_of_the_split(tmp_path):
+    root = tmp_path / "voc"
+    for k in range(10):
+        _scene(root, f"img{k}", [VocObject("with_mask", 10, 10, 30, 30)], colour=7 if k < 2 else 30 + k)
+    for seed in range(6):
+        convert_voc(root, tmp_path / f"y{seed}", CLASSES, val_fraction=0.3, seed=seed)
+        sides = {p.parent.name for p in (tmp_path / f"y{seed}" / "images").rglob("img[01].png")}
+        assert len(sides) == 1
+
+
+def test_an_empty_split_is_an_error(tmp_path):
+    root = tmp_path / "voc"
+    _scene(root, "only", [VocObject("with_mask", 10, 10, 30, 30)])
+    with pytest.raises(UserError, match="train split .* is empty"):
+        convert_voc(root, tmp_path / "yolo", CLASSES, val_fraction=0.5)
+    assert convert_voc(root, tmp_path / "all", CLASSES, val_fraction=1.0).images == {"train": 0, "val": 1}
+
+
+def test_missing_folders_are_an_error_naming_them(tmp_path):
+    with pytest.raises(UserError, match="no images/"):
+        convert_voc(tmp_path / "nowhere", tmp_path / "yolo", CLASSES)
+
+
+def test_synthetic_facemask_set_has_every_class_several_faces_and_the_real_sets_quirks(tmp_path):
+    root = make_facemask(tmp_path / "fm", seed=3, images=12)
+    again = make_facemask(tmp_path / "fm2", seed=3, images=12)
+    first = sorted((root / "annotations").glob("*.xml"))
+    assert [p.read_text() for p in first] == [(again / "annotations" / p.name).read_text() for p in first]
+    report = convert_voc(root, tmp_path / "yolo", CLASSES)
+    assert all(report.boxes[name] > 0 for name in CLASSES)
+    assert sum(report.boxes.values()) > 12 * 1.5  # several faces per image
+    assert report.converted_to_rgb > 0 and sum(report.clipped.values()) > 0
+    assert read_rgb(next((root / "images").glob("*.png"))).shape[2] == 3
+
+
+def test_hard_hat_layout_converts_with_its_own_class_map(tmp_path):
+    root = make_hardhat(tmp_path / "hh", seed=0, images=6)
+    report = convert_voc(root, tmp_path / "yolo", ["helmet", "head", "person"], val_fraction=0.34)
+    assert report.images["train"] + report.images["val"] == 6
+    assert report.boxes["helmet"] + report.boxes["head"] > 0
+
+
+@needs_shared_data("facemask-voc")
+def test_real_facemask_subset_converts_with_its_quirks_reported(tmp_path):
+    report = convert_voc(SHARED_DATA / "facemask-voc", tmp_path / "yolo", CLASSES, val_fraction=0.2, seed=42)
+    assert report.images == {"train": 91, "val": 23}
+    assert report.boxes == {"with_mask": 424, "without_mask": 87, "mask_weared_incorrect": 14}
+    assert report.clipped == {"maksssksksss110": 1, "maksssksksss5": 1, "maksssksksss93": 1}  # xmax = width + 1
+    assert report.converted_to_rgb == 111  # the RGBA PNGs
+
+
+@needs_shared_data("hardhat-voc")
+def test_real_hardhat_subset_converts(tmp_path):
+    report = convert_voc(SHARED_DATA / "hardhat-voc", tmp_path / "yolo", ["helmet", "head", "person"], seed=42)
+    assert report.images["train"] + report.images["val"] == 220
+    assert report.boxes == {"helmet": 825, "head": 223, "person": 10}

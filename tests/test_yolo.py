@@ -1,0 +1,212 @@
+"""YOLO face-mask detection: Lightning training on the synthetic set, MLflow records, ONNX parity, the tool
+entries, pretrained weights, and no network access anywhere."""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from omegaconf import open_dict
+
+from core.errors import UserError
+from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
+
+FAST = {"debug": "fast", "profile.detector_imgsz": 160, "data.batch_size": 8, "data.num_workers": 0}
+
+
+def _is_local(host) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def no_network():
+    """Refuse (and record) every connection or name lookup that leaves the machine; loopback and Unix sockets pass."""
+    attempts: list = []
+    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def guard(address):
+        if isinstance(address, tuple) and not _is_local(address[0]):
+            attempts.append(address)
+            raise OSError(f"test: network access refused: {address}")
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if not _is_local(host):
+            attempts.append(host)
+            raise socket.gaierror(f"test: name lookup refused: {host}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", lambda self, address: (guard(address), connect(self, address))[1])
+        mp.setattr(socket.socket, "connect_ex", lambda self, address: (guard(address), connect_ex(self, address))[1])
+        mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+        yield attempts
+
+
+def _train(overrides: dict) -> float:
+    from experiments.train import train
+
+    cfg = compose("train", {"experiment": "yolo_facemask", **overrides})
+    with open_dict(cfg):
+        cfg.model.pop("quality", None)  # debug=fast's DCGAN-only key
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-step run on 40 synthetic images at 160 px, from scratch, with the network refused throughout."""
+    root = tmp_path_factory.mktemp("yolo")
+    store = {"paths.log_dir": str(root / "logs"), "paths.mlflow_dir": str(root), "paths.data_dir": str(root / "data"),
+             "paths.cache_dir": str(root / "cache")}
+    with no_network() as attempts:
+        metric = _train({**store, **FAST, "data.generate.images": 40, "model.pretrained": "null"})
+    checkpoint = next((root / "logs" / "yolo_facemask").rglob("checkpoints/last.ckpt"))
+    return {"root": root, "store": store, "metric": metric, "checkpoint": checkpoint, "attempts": attempts,
+            "voc": root / "data" / "synthetic" / "facemask-voc"}
+
+
+def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
+    client, runs = mlflow_runs(trained["root"], "yolo_facemask")
+    run = runs[0]
+    metrics = run.data.metrics
+    for key in ("train/box_loss_epoch", "train/cls_loss_epoch", "train/dfl_loss_epoch", "val/box_loss"):
+        assert torch.isfinite(torch.tensor(metrics[key])) and metrics[key] > 0, key
+    assert 0.0 <= metrics["val/map50_95"] <= metrics["val/map50"] <= 1.0
+    assert metrics["val/map50"] == pytest.approx(trained["metric"])
+    assert {f"val/ap50_{c}" for c in ("with_mask", "without_mask", "mask_weared_incorrect")} <= set(metrics)
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "predictions")] == ["predictions/epoch_0001.png"]
+    assert "checkpoints/last.ckpt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+    pretrained = json.loads(Path(client.download_artifacts(run.info.run_id, "pretrained.json")).read_text())
+    assert pretrained["pretrained"] is None and pretrained["transferred_tensors"] == 0
+
+
+def test_nothing_reaches_the_network(trained, tmp_path):
+    assert trained["attempts"] == []  # training, conversion, validation, MLflow logging
+    with no_network() as attempts:
+        with pytest.raises(OSError):
+            socket.socket().connect(("192.0.2.1", 443))  # the guard itself works (TEST-NET address)
+        with pytest.raises(OSError):
+            socket.getaddrinfo("example.com", 443)
+    assert attempts == [("192.0.2.1", 443), "example.com"]
+
+
+def test_onnx_export_gives_pytorchs_outputs_and_boxes(trained, tmp_path):
+    from lightning_modules.yolo_export import BOX_TOLERANCE_PX, OUTPUT_TOLERANCE, export_onnx
+
+    with no_network() as attempts:
+        result = export_onnx(trained["checkpoint"], tmp_path / "facemask.onnx", imgsz=160)
+    assert attempts == []
+    assert result["names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and result["imgsz"] == 160
+    parity = result["parity"]
+    assert parity["output_max_rel_diff"] <= OUTPUT_TOLERANCE and parity["box_max_diff_px"] <= BOX_TOLERANCE_PX
+    assert parity["boxes_torch"] == parity["boxes_onnx"]
+    assert (tmp_path / "facemask.onnx").stat().st_size > 1_000_000
+
+
+def test_eval_entry_prints_one_json_line_with_map_and_per_class_ap(trained, tmp_path, capsys):
+    from experiments.eval_facemask import evaluate
+
+    out = tmp_path / "metrics.json"
+    cfg = compose("eval_facemask", {**trained["store"], "voc": str(trained["voc"]), "ckpt": str(trained["checkpoint"]),
+                                    "out": str(out), "batch_size": 8})
+    with no_network() as attempts:
+        evaluate(cfg)
+    assert attempts == []
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last) == {"map50", "map50_95", "ap50", "images"}
+    assert last["images"] == 40 and set(last["ap50"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
+    assert json.loads(out.read_text())["map50"] == last["map50"]
+
+
+def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trained, tmp_path, capsys):
+    from experiments.predict_facemask import predict
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sources = sorted((trained["voc"] / "images").glob("*.png"))[:3]
+    for path in sources:
+        shutil.copy(path, folder / path.name)
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (400, 300))
+    for path in sources:
+        writer.write(cv2.imread(str(path))[..., :3])
+    writer.release()
+
+    for source, out in ((folder, tmp_path / "out_images"), (video, tmp_path / "out_video")):
+        cfg = compose("predict_facemask", {**trained["store"], "source": str(source), "ckpt": str(trained["checkpoint"]),
+                                           "out_dir": str(out), "conf": 0.001})
+        with no_network() as attempts:
+            summary = predict(cfg)
+        assert attempts == []
+        assert summary["frames"] == 3
+        printed = [line for line in capsys.readouterr().out.splitlines() if "without_mask of" in line]
+        assert len(printed) == 3
+        rows = (out / "detections.csv").read_text().splitlines()
+        assert rows[0] == "source,frame,class,confidence,x0,y0,x1,y1" and len(rows) - 1 == summary["detections"]
+        assert json.loads((out / "detections.json").read_text())["names"][1] == "without_mask"
+    assert len(list((tmp_path / "out_images" / "annotated").glob("*.jpg"))) == 3
+    assert cv2.VideoCapture(str(tmp_path / "out_video" / "clip_annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+
+
+def test_missing_pretrained_file_says_where_to_put_it(tmp_path):
+    from lightning_modules.yolo_detector import YoloDetector
+
+    with pytest.raises(UserError, match="pretrained weights not found: .*put the file there"):
+        YoloDetector(pretrained=str(tmp_path / "yolov5n.pt"))
+    assert YoloDetector(pretrained="auto", auto_pretrained=str(tmp_path / "absent.pt")).transferred == 0
+
+
+def test_state_dict_of_the_same_architecture_loads_and_another_is_refused(tmp_path):
+    from lightning_modules.yolo_detector import build_model
+    from lightning_modules.yolov5_checkpoint import load_pretrained
+
+    names = ["a", "b", "c"]
+    torch.save(build_model("yolov8n.yaml", names).state_dict(), tmp_path / "v8.pt")
+    assert load_pretrained(build_model("yolov8n.yaml", names), tmp_path / "v8.pt") == 355
+    with pytest.raises(UserError, match="matches only"):
+        load_pretrained(build_model("yolov5n.yaml", names), tmp_path / "v8.pt")
+
+
+@needs_shared_data("weights", "yolov5n.pt")
+def test_yolov5_repo_checkpoint_transfers_backbone_and_neck_and_is_refused_elsewhere():
+    from lightning_modules.yolo_detector import build_model
+    from lightning_modules.yolov5_checkpoint import load_pretrained, read_yolov5_state_dict
+
+    path = SHARED_DATA / "weights" / "yolov5n.pt"
+    source = read_yolov5_state_dict(path)
+    model = build_model("yolov5n.yaml", ["with_mask", "without_mask", "mask_weared_incorrect"])
+    assert load_pretrained(model, path) == 342 and len(model.state_dict()) == 427
+    assert torch.equal(model.state_dict()["model.23.cv3.conv.weight"], source["model.23.cv3.conv.weight"])
+    with pytest.raises(UserError, match="matches only 57 of the model's 427 tensors"):
+        load_pretrained(build_model("yolov5s.yaml", ["a", "b", "c"]), path)
+
+
+@needs_shared_data("facemask-voc")
+@needs_shared_data("weights", "yolov5n.pt")
+def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
+    from experiments.eval_facemask import evaluate
+
+    store = {"paths.log_dir": str(tmp_path / "logs"), "paths.mlflow_dir": str(tmp_path), "paths.data_dir": str(tmp_path / "data"),
+             "paths.cache_dir": str(tmp_path / "cache")}
+    with no_network() as attempts:
+        _train({**store, **FAST, "data": "facemask_real"})
+        client, runs = mlflow_runs(tmp_path, "yolo_facemask")
+        pretrained = json.loads(Path(client.download_artifacts(runs[0].info.run_id, "pretrained.json")).read_text())
+        assert pretrained["transferred_tensors"] == 342
+        assert 0.0 <= runs[0].data.metrics["val/map50"] <= 1.0
+        checkpoint = next((tmp_path / "logs").rglob("last.ckpt"))
+        evaluate(compose("eval_facemask", {**store, "voc": str(SHARED_DATA / "facemask-voc"), "ckpt": str(checkpoint),
+                                           "out": str(tmp_path / "eval.json")}))
+    assert attempts == []
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["images"] == 114 and 0.0 <= last["map50"] <= 1.0
