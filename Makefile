@@ -8,7 +8,7 @@ ARGS ?=
 TRAIN := $(PY) experiments/train.py
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui bench-dcgan clean
+.PHONY: help setup test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server bench-dcgan clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -44,8 +44,96 @@ mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
 	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
 
+MLFLOW_SERVER_PORT ?= 5001
+mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:$(MLFLOW_SERVER_PORT) (sqlite + artifacts in mlflow-server/); runs use it with ARGS="logger=mlflow_server"
+	mkdir -p mlflow-server
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
+		--host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow-server/mlflow.db --artifacts-destination $(CURDIR)/mlflow-server/artifacts
+
 bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch loop
 	$(PY) benchmarks/dcgan_throughput.py $(ARGS)
 
+# ---- Face recognition (VGG16 transfer learning) -----------------------------------------------------
+.PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize bench-vgg16
+
+capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ from the camera (or ARGS="source=clip.mp4")
+	$(PY) experiments/capture_faces.py name=$(NAME) $(ARGS)
+
+vgg16-faces: $(STAMP) ## face recognition by transfer learning (synthetic identities; ARGS="data=faces_real model.backbone=dlib_resnet")
+	$(TRAIN) experiment=vgg16_faces $(ARGS)
+
+vgg16-faces-paper: $(STAMP) ## the paper's own face pipeline (Haar, 32 px crops, rescale 1/255, RMSprop, 3 epochs)
+	$(TRAIN) experiment=vgg16_faces_paper trainer=cpu_real $(ARGS)
+
+recognize: $(STAMP) ## recognise faces in IMAGES=<folder> into OUT=<folder>/recognitions.csv [CKPT=<checkpoint>]
+	$(PY) experiments/recognize.py images=$(IMAGES) $(if $(OUT),out_dir=$(OUT)) $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a full forward (VGG16, dlib)
+	$(PY) benchmarks/vgg16_head.py $(ARGS)
+
+# ---- Face detection (dlib HOG / MMOD, OpenCV Haar / YuNet) ---------------------------------------------
+.PHONY: detect-faces compare-face-detectors bench-face-detectors
+
+detect-faces: $(STAMP) ## crop every face in IN=<folder> (default: generated ID cards) into OUT=<folder> (default: outputs/detect_faces), faces.csv
+	$(PY) experiments/detect_faces.py $(if $(IN),in_dir=$(IN)) $(if $(OUT),out_dir=$(OUT)) $(ARGS)
+
+compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation [VOC=<folder>] -> reports/face_detectors/
+	$(PY) experiments/compare_face_detectors.py $(if $(VOC),voc=$(VOC)) $(ARGS)
+
+bench-face-detectors: $(STAMP) ## images/s: detect-faces serial vs 2 processes; HOG vs Haar vs MMOD vs YuNet at 640x480
+	$(PY) benchmarks/face_detectors.py $(ARGS)
+
+# ---- Face-mask detection (YOLO) -------------------------------------------------------------------------
+.PHONY: yolo-facemask convert-facemask predict-facemask eval-facemask bench-yolo
+
+yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facemask_real trainer=cpu_real" for the real subset)
+	$(TRAIN) experiment=yolo_facemask $(ARGS)
+
+convert-facemask: $(STAMP) ## PASCAL VOC folder SRC=<folder with images/ annotations/> -> YOLO layout [OUT=<folder>], with a report
+	$(PY) experiments/convert_voc.py src=$(SRC) $(if $(OUT),out=$(OUT)) $(ARGS)
+
+predict-facemask: $(STAMP) ## boxes + unmasked-face count per frame for SRC=<images folder or video> (default: built-in images) [CKPT=...]
+	$(PY) experiments/predict_facemask.py $(if $(SRC),source=$(SRC)) $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: newest) on VOC=<folder>; last line JSON
+	$(PY) experiments/eval_facemask.py voc=$(VOC) $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+bench-yolo: $(STAMP) ## s/batch of the Lightning YOLO module vs ultralytics' trainer; PyTorch vs ONNX Runtime images/s
+	$(PY) benchmarks/yolo_step.py $(ARGS)
+
+# ---- Reports and web ----------------------------------------------------------------------------------------
+.PHONY: report export-web web-deps web demo
+WEB_PORT ?= 4173
+WEB_DEPS := web/node_modules/.package-lock.json
+# Overrides for every training of `make demo` (its sizes are the cpu_small profile's, see conf/trainer/).
+DEMO_ARGS ?=
+
+report: $(STAMP) ## reports/README.md: the paper's figures and tables from the MLflow store ("not run yet" where a run is missing)
+	$(PY) experiments/report.py $(ARGS)
+
+export-web: $(STAMP) ## ONNX models + web/public/models/manifest.json for the playground, each checked against PyTorch
+	$(PY) experiments/export_web.py $(ARGS)
+
+$(WEB_DEPS): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+web-deps: $(WEB_DEPS) ## the playground's npm packages (vite, onnxruntime-web, playwright-core) from web/package-lock.json
+
+web: $(WEB_DEPS) ## build the playground and serve it on http://127.0.0.1:$(WEB_PORT) (after make export-web)
+	cd web && npm run build && npm run preview -- --port $(WEB_PORT)
+
+demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, then report + export-web (< 10 min, 2 cores)
+	@set -e; start=$$(date +%s); \
+	for experiment in exp1_dcgan_fruits exp2_dcgan_hardhat exp3_dcgan_hardhat_tricks yolo_facemask vgg16_faces; do \
+		echo "== demo: training $$experiment"; $(TRAIN) experiment=$$experiment $(DEMO_ARGS); \
+	done; \
+	echo "== demo: dlib face detection on the built-in ID cards"; $(PY) experiments/detect_faces.py detector=hog progress=false; \
+	echo "== demo: report and web export"; $(PY) experiments/report.py; $(PY) experiments/export_web.py; \
+	echo; echo "Demo done in $$(( $$(date +%s) - start )) s."; \
+	echo "  Report:      $(CURDIR)/reports/README.md (figures in reports/figures/)"; \
+	echo "  MLflow UI:   make mlflow-ui, then open http://127.0.0.1:5000"; \
+	echo "  Playground:  make web, then open http://127.0.0.1:$(WEB_PORT)"
+
 clean: ## remove generated data, logs, caches and the local MLflow store
-	rm -rf data logs .cache mlruns mlflow.db
+	rm -rf data logs .cache mlruns mlflow.db mlflow-server outputs

@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from omegaconf import open_dict
 
 from core.errors import UserError
 from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
@@ -56,10 +55,7 @@ def no_network():
 def _train(overrides: dict) -> float:
     from experiments.train import train
 
-    cfg = compose("train", {"experiment": "yolo_facemask", **overrides})
-    with open_dict(cfg):
-        cfg.model.pop("quality", None)  # debug=fast's DCGAN-only key
-    return train(cfg)
+    return train(compose("train", {"experiment": "yolo_facemask", **overrides}))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,202 @@
+"""Face recognition by transfer learning: a pretrained backbone (VGG16 or dlib's ResNet face descriptor)
+and a head of three dense layers with a softmax over the identities.
+
+With a frozen backbone and `feature_cache` on (the default), the datamodule serves cached backbone
+features and each epoch trains only the head. The checkpoint keeps the identity names (`class_names`)
+and the datamodule's face-crop settings, which is all recognition needs besides the weights.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassPrecision, MulticlassRecall
+
+from core import tracking
+from core.errors import UserError
+from lightning_modules.face_backbones import build_backbone
+
+LABEL_MAP = "label_map.json"
+log = logging.getLogger(__name__)
+
+
+class FaceClassifier(pl.LightningModule):
+    def __init__(
+        self,
+        backbone: str = "vgg16",
+        weights: str | None = None,  # VGG16: a local vgg16-*.pth or Keras notop .h5 (vgg16_weights.py); null: random init
+        normalize: str = "imagenet",  # VGG16 input scaling: "imagenet" or "unit" (the paper's rescale=1/255)
+        pool: str = "avg",  # VGG16 output: "avg" (512-d) or "flatten" (the paper's)
+        train_last_blocks: int = 0,  # VGG16 blocks trained from the end (0: frozen backbone)
+        feature_cache: bool = True,  # with a frozen backbone, compute its features once (datamodule.use_features)
+        image_size: int = 224,
+        margin: float = 0.2,  # the crops' margin around the face box (dlib_resnet finds the landmarks inside it)
+        hidden: tuple[int, ...] = (1024, 1024, 512),
+        dropout: float = 0.5,
+        optimizer: str = "adam",  # "adam" or "rmsprop" (the paper's)
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        misclassified_examples: int = 16,
+        class_names: list[str] | None = None,  # set from the datamodule at fit time; kept in the checkpoint
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)  # the entry logs the whole resolved config as params
+        if optimizer not in ("adam", "rmsprop"):
+            raise UserError(f"model.optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
+        if len(hidden) != 3:
+            raise UserError(f"model.hidden: the head has three dense layers, got sizes {list(hidden)}")
+        self.backbone = build_backbone(backbone, weights=weights, normalize=normalize, pool=pool,
+                                       train_last_blocks=train_last_blocks, margin=margin)
+        self.head: nn.Module | None = None
+        if class_names is not None:
+            self._build_head(class_names)
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def _build_head(self, class_names: list[str]) -> None:
+        self.hparams.class_names = list(class_names)
+        layers: list[nn.Module] = []
+        width = self.backbone.out_features(self.hparams.image_size)
+        for size in self.hparams.hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(self.hparams.dropout)]
+            width = size
+        layers.append(nn.Linear(width, len(class_names)))  # logits; softmax in the loss and in predict_proba
+        self.head = nn.Sequential(*layers)
+        num_classes = len(class_names)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_precision = MulticlassPrecision(num_classes, average=None)
+        self.val_recall = MulticlassRecall(num_classes, average=None)
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams.class_names or [])
+
+    @property
+    def caches_features(self) -> bool:
+        return self.backbone.frozen and self.hparams.feature_cache
+
+    # ---- fit-time wiring -----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if self.head is None:
+            self._build_head(datamodule.class_names)
+        elif self.class_names != datamodule.class_names:
+            raise UserError(f"the checkpoint's identities {self.class_names} differ from the data's {datamodule.class_names}")
+        if self.caches_features:
+            datamodule.use_features(self.features, self.backbone.tag())
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of uint8 crops (B, 3, H, W), in eval mode."""
+        was_training = self.backbone.training
+        self.backbone.eval()
+        out = self.backbone(images.to(self.device))
+        self.backbone.train(was_training)
+        return out
+
+    def on_fit_start(self) -> None:
+        if self.hparams.backbone == "vgg16" and not self.hparams.weights:
+            log.warning("VGG16 trains from a random init (model.weights=null); for ImageNet transfer learning see "
+                        "README, 'Face recognition (VGG16 transfer learning)'")
+        label_map = {"class_names": self.class_names, "backbone": self.hparams.backbone}
+        tracking.log_dict(self.trainer, label_map, LABEL_MAP)
+        if self.trainer.is_global_zero:
+            Path(self.trainer.default_root_dir, LABEL_MAP).write_text(json.dumps(label_map, indent=2))
+
+    # ---- model ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from uint8 crops (B, 3, H, W) or from cached features (B, D)."""
+        features = x if x.dim() == 2 else self.backbone(x)
+        return self.head(features)
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self(images.to(self.device)), dim=1)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams
+        if hp.optimizer == "rmsprop":  # Keras' RMSprop: rho 0.9, eps 1e-7 (torch's alpha is Keras' rho)
+            return torch.optim.RMSprop(params, lr=hp.lr, alpha=0.9, eps=1e-7, weight_decay=hp.weight_decay)
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log_dict({"train/loss": loss, "train/acc": self.train_acc}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y, index = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.val_acc(logits, y)
+        self.val_precision.update(logits, y)
+        self.val_recall.update(logits, y)
+        self.val_confusion.update(logits, y)
+        self.log_dict({"val/loss": loss, "val/acc": self.val_acc}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        probs = F.softmax(logits, dim=1)
+        self._val_outputs.append((index.cpu(), y.cpu(), probs.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        precision, recall = self.val_precision.compute(), self.val_recall.compute()
+        per_class = {}
+        for i, name in enumerate(self.class_names):
+            per_class[f"val_class/{name}/precision"] = precision[i]
+            per_class[f"val_class/{name}/recall"] = recall[i]
+        self.log_dict(per_class)
+        self._last_val = {
+            "confusion": self.val_confusion.compute().cpu().numpy(),
+            "precision": precision.cpu().numpy(), "recall": recall.cpu().numpy(),
+            "outputs": [torch.cat(t) for t in zip(*self._val_outputs)] if self._val_outputs else None,
+        }
+        for metric in (self.val_precision, self.val_recall, self.val_confusion):
+            metric.reset()
+        self._val_outputs.clear()
+
+    def on_fit_end(self) -> None:
+        """The last validation's confusion matrix, per-class table and misclassified faces, as artifacts."""
+        last = getattr(self, "_last_val", None)
+        if last is None or self.trainer.sanity_checking:
+            return
+        from reporting.figures import confusion_matrix
+
+        epochs = self.current_epoch  # epochs completed
+        tracking.log_figure(self.trainer, confusion_matrix(last["confusion"], self.class_names,
+                            title=f"Validation confusion matrix after {epochs} epoch(s)"), "figures/confusion_matrix.png")
+        table = {name: {"precision": float(last["precision"][i]), "recall": float(last["recall"][i]),
+                        "images": int(last["confusion"][i].sum())} for i, name in enumerate(self.class_names)}
+        tracking.log_dict(self.trainer, table, "per_class.json")
+        if last["outputs"] is not None:
+            self._log_misclassified(*last["outputs"])
+
+    def _log_misclassified(self, index: torch.Tensor, truth: torch.Tensor, probs: torch.Tensor) -> None:
+        from reporting.figures import image_panel
+
+        confidence, predicted = probs.max(dim=1)
+        wrong = torch.nonzero(predicted != truth).flatten()
+        wrong = wrong[confidence[wrong].argsort(descending=True)][: self.hparams.misclassified_examples]
+        names = self.class_names
+        if len(wrong) == 0:
+            tracking.log_text(self.trainer, "no misclassified validation images\n", "misclassified.txt")
+            return
+        datamodule = self.trainer.datamodule
+        panel = {f"{k + 1}. true {names[truth[i]]}\npredicted {names[predicted[i]]} ({confidence[i]:.2f})": datamodule.val_face(int(index[i]))
+                 for k, i in enumerate(wrong.tolist())}
+        tracking.log_figure(self.trainer, image_panel(panel, f"Misclassified validation faces ({len(wrong)} shown, most confident first)",
+                                                      columns=4), "figures/misclassified.png")
+
+
+def head_outputs(state_dict: dict[str, torch.Tensor]) -> int:
+    """The number of identities the saved head predicts (its last Linear's rows)."""
+    weights = sorted((k for k in state_dict if k.startswith("head.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+    return int(np.shape(state_dict[weights[-1]])[0])

@@ -1,0 +1,168 @@
+"""Capture from a video and recognition of a folder, through the real entries and configs; real-photo
+checks when ../shared/data is present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import UserError
+from datamodules.faces import FaceCrop
+from datamodules.images import read_rgb
+from datamodules.synthetic import write_face_video
+from datamodules.synthetic.faces import real_face_photos
+from faces.capture import capture_faces, open_source
+from faces.detectors import HogDetector
+from faces.recognition import CSV_COLUMNS, UNKNOWN
+from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
+
+
+def test_capture_on_generated_video(tmp_path):
+    from experiments.capture_faces import capture
+
+    counts = write_face_video(tmp_path / "clip.mp4", seed=1, frames=30)
+    store = {"paths.log_dir": str(tmp_path / "logs"), "paths.mlflow_dir": str(tmp_path)}
+    summary = capture(compose("capture_faces", {**store, "name": "astronaut", "source": str(tmp_path / "clip.mp4"),
+                                                "out_dir": str(tmp_path / "faces"), "crop.image_size": 96, "progress": False}))
+    assert summary == {"saved": counts.count(1), "frames_read": 30, "frames_no_face": counts.count(0), "frames_several_faces": counts.count(2)}
+    saved = sorted((tmp_path / "faces" / "astronaut").glob("*.jpg"))
+    assert [p.name for p in saved[:2]] == ["0001.jpg", "0002.jpg"] and len(saved) == counts.count(1)
+    assert read_rgb(saved[0]).shape == (96, 96, 3)
+    _, runs = mlflow_runs(tmp_path, "capture_faces")
+    assert runs[0].data.metrics["frames_several_faces"] == counts.count(2)
+
+    again = capture_faces(HogDetector(), str(tmp_path / "clip.mp4"), tmp_path / "faces", "astronaut", FaceCrop(96), frames=2, progress=False)
+    assert [p.name for p in again.saved] == [f"{len(saved) + 1:04d}.jpg", f"{len(saved) + 2:04d}.jpg"]  # adds, never overwrites
+
+
+def test_capture_bad_sources(tmp_path):
+    with pytest.raises(UserError, match="source=path/to/video.mp4"):
+        open_source(97)  # no camera at that index on any test machine
+    with pytest.raises(UserError, match="video file not found"):
+        open_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(UserError, match="NAME="):
+        capture_faces(HogDetector(), str(tmp_path / "missing.mp4"), tmp_path, None, FaceCrop(64))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A two-step VGG16 face classifier on the synthetic identities (32 px), in a module-wide store."""
+    from experiments.train import train
+
+    root = tmp_path_factory.mktemp("recognise")
+    store = {"paths.log_dir": str(root / "logs"), "paths.mlflow_dir": str(root), "paths.data_dir": str(root / "data"),
+             "paths.cache_dir": str(root / "cache")}
+    train(compose("train", {"experiment": "vgg16_faces", "debug": "fast", "data.image_size": 32, "data.views": 1, **store}))
+    return store
+
+
+def _photo_folder(root: Path) -> Path:
+    for photo in real_face_photos():
+        path = root / "people" / photo.name / f"{photo.name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), photo.rgb[..., ::-1])
+    (root / "people" / "broken.jpg").write_bytes(b"not an image")
+    return root / "people"
+
+
+def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
+    from experiments.recognize import recognize
+
+    images = _photo_folder(tmp_path)
+    summary = recognize(compose("recognize", {**trained, "images": str(images), "out_dir": str(tmp_path / "out0"),
+                                              "threshold": 0.0, "progress": False}))  # ckpt: the newest in the store
+    table = pd.read_csv(tmp_path / "out0" / "recognitions.csv")
+    assert list(table.columns) == CSV_COLUMNS
+    assert set(table["image"]) == {"astronaut/astronaut.png", "grace_hopper/grace_hopper.png"}
+    assert set(table["name"]) <= {"alice", "bob", "carol", "dave"}  # threshold 0: everyone gets a name
+    assert summary["images_skipped"] == 1 and summary["faces"] == len(table)
+    assert (tmp_path / "out0" / "astronaut" / "astronaut.jpg").exists()
+    hopper = table[table["image"].str.startswith("grace")].iloc[0]
+    assert hopper["left"] < 250 < hopper["right"] and hopper["top"] < 230 < hopper["bottom"]  # pixels of the original
+
+    threshold = float(table["confidence"].median())
+    recognize(compose("recognize", {**trained, "images": str(images), "out_dir": str(tmp_path / "out1"), "threshold": threshold, "progress": False}))
+    again = pd.read_csv(tmp_path / "out1" / "recognitions.csv")
+    assert list(again["confidence"]) == list(table["confidence"])
+    assert list(again["name"] == UNKNOWN) == list(again["confidence"] < threshold)
+    _, runs = mlflow_runs(Path(trained["paths.mlflow_dir"]), "recognize")
+    assert len(runs) == 2
+
+
+def test_recognize_rejects_a_mismatched_label_map(tmp_path, trained):
+    from experiments.recognize import recognize
+
+    ckpt = next(Path(trained["paths.log_dir"]).rglob("checkpoints/last.ckpt"))
+    label_map = tmp_path / "label_map.json"
+    label_map.write_text('{"class_names": ["alice", "bob", "carol", "mallory"]}')
+    with pytest.raises(UserError, match="label map mismatch"):
+        recognize(compose("recognize", {**trained, "images": str(_photo_folder(tmp_path)), "out_dir": str(tmp_path / "out"),
+                                        "ckpt": str(ckpt), "label_map": str(label_map), "progress": False}))
+    with pytest.raises(UserError, match="IMAGES="):
+        recognize(compose("recognize", {**trained, "progress": False}))
+
+
+# ---- real photographs (../shared/data) -----------------------------------------------------------
+
+def _lfw_faces(person: str, count: int) -> np.ndarray:
+    from datamodules.faces import central_face
+
+    detector, crop = HogDetector(), FaceCrop(150, 0.2)
+    faces = []
+    for path in sorted((SHARED_DATA / "faces" / person).glob("*.jpg"))[:count]:
+        rgb = read_rgb(path)
+        faces.append(crop(rgb, central_face(detector.detect(rgb), rgb.shape)))
+    return np.stack(faces)
+
+
+@needs_shared_data("faces")
+def test_dlib_resnet_features_separate_two_real_people():
+    import torch
+
+    from lightning_modules.face_backbones import DlibResnetBackbone
+
+    backbone = DlibResnetBackbone(margin=0.2)
+    people = ("Colin_Powell", "Serena_Williams")
+    embeddings = [backbone(torch.from_numpy(_lfw_faces(p, 6)).permute(0, 3, 1, 2)).numpy() for p in people]
+    within = [np.linalg.norm(e[:, None] - e[None], axis=-1)[np.triu_indices(len(e), 1)] for e in embeddings]
+    between = np.linalg.norm(embeddings[0][:, None] - embeddings[1][None], axis=-1)
+    # dlib's own same-person threshold is 0.6
+    assert max(w.max() for w in within) < 0.6 < between.min()
+
+
+@needs_shared_data("faces")
+def test_real_photos_train_dlib_head_and_recognize(tmp_path, store):
+    from experiments.recognize import recognize
+    from experiments.train import train
+
+    people = ("George_W_Bush", "Serena_Williams")
+    held_out = {}
+    for person in people:
+        files = sorted((SHARED_DATA / "faces" / person).glob("*.jpg"))
+        (tmp_path / "ids" / person).mkdir(parents=True)
+        for f in files[:6]:
+            (tmp_path / "ids" / person / f.name).symlink_to(f)
+        (tmp_path / "photos" / person).mkdir(parents=True)
+        (tmp_path / "photos" / person / files[-1].name).symlink_to(files[-1])
+        held_out[person] = [f"{person}/{files[-1].name}"]
+    value = train(compose("train", {"experiment": "vgg16_faces", "data": "faces_real", "data.root": str(tmp_path / "ids"),
+                                    "model.backbone": "dlib_resnet", "data.views": 1, "data.min_images": 4, "data.batch_size": 4,
+                                    "trainer.max_epochs": 12, **store}))
+    assert value == 1.0  # 3 validation photos of two clearly different people
+    recognize(compose("recognize", {**store, "images": str(tmp_path / "photos"), "out_dir": str(tmp_path / "out"), "progress": False}))
+    table = pd.read_csv(tmp_path / "out" / "recognitions.csv")
+    assert list(table.columns) == CSV_COLUMNS
+    table["off_centre"] = ((table["left"] + table["right"]) / 2 - 125) ** 2 + ((table["top"] + table["bottom"]) / 2 - 125) ** 2
+    central = table.loc[table.groupby("image")["off_centre"].idxmin()]  # LFW's named person: the face nearest the centre
+    assert dict(zip(central["image"], central["name"])) == {img: person for person, imgs in held_out.items() for img in imgs}
+
+
+@needs_shared_data("video", "short_hamilton_clip.mp4")
+def test_capture_from_a_real_clip(tmp_path):
+    result = capture_faces(HogDetector(), str(SHARED_DATA / "video" / "short_hamilton_clip.mp4"), tmp_path, "hamilton",
+                           FaceCrop(160, 0.2), frames=8, every=10, progress=False)
+    assert len(result.saved) == 8 and result.several_faces == 0
+    assert read_rgb(result.saved[0]).shape == (160, 160, 3)
