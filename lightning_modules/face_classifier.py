@@ -132,7 +132,8 @@ class FaceClassifier(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits, y)
-        self.log_dict({"train/loss": loss, "train/acc": self.train_acc}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict({"train/loss": loss, "train/acc": self.train_acc}, on_step=False, on_epoch=True, prog_bar=True,
+                      batch_size=len(y), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -143,7 +144,8 @@ class FaceClassifier(pl.LightningModule):
         self.val_precision.update(logits, y)
         self.val_recall.update(logits, y)
         self.val_confusion.update(logits, y)
-        self.log_dict({"val/loss": loss, "val/acc": self.val_acc}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict({"val/loss": loss, "val/acc": self.val_acc}, on_step=False, on_epoch=True, prog_bar=True,
+                      batch_size=len(y), sync_dist=True)
         probs = F.softmax(logits, dim=1)
         self._val_outputs.append((index.cpu(), y.cpu(), probs.cpu()))
 
@@ -153,7 +155,7 @@ class FaceClassifier(pl.LightningModule):
         for i, name in enumerate(self.class_names):
             per_class[f"val_class/{name}/precision"] = precision[i]
             per_class[f"val_class/{name}/recall"] = recall[i]
-        self.log_dict(per_class)
+        self.log_dict(per_class, sync_dist=True)
         self._last_val = {
             "confusion": self.val_confusion.compute().cpu().numpy(),
             "precision": precision.cpu().numpy(), "recall": recall.cpu().numpy(),

@@ -14,6 +14,9 @@ from core.errors import UserError
 from tests.conftest import REPO, compose, mlflow_runs
 
 TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
+# trainer=ddp as on a GPU node, but two gloo processes on this CPU
+DDP_ON_CPU = ["debug=fast", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+              "trainer.sync_batchnorm=false", "data.num_workers=0", "channels_last=false"]
 
 
 def _args(store: dict) -> list[str]:
@@ -21,10 +24,8 @@ def _args(store: dict) -> list[str]:
 
 
 def test_dcgan_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
-    result = subprocess.run([*TRAIN, "experiment=exp3_dcgan_hardhat_tricks", "debug=fast", "trainer=ddp",
-                             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-                             "trainer.sync_batchnorm=false", "data.num_workers=0", "channels_last=false",
-                             *_args(store)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = subprocess.run([*TRAIN, "experiment=exp3_dcgan_hardhat_tricks", *DDP_ON_CPU, *_args(store)],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     client, runs = mlflow_runs(tmp_path, "exp3_dcgan_hardhat_tricks")
     assert len(runs) == 1  # rank 1 opened no run of its own
@@ -33,6 +34,16 @@ def test_dcgan_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
     assert {"train/d_loss", "train/g_loss", "quality/fid"} <= set(run.data.metrics)
     grids = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
     assert grids == ["samples/epoch_0001.png"]  # written once, by rank 0
+
+
+def test_face_classifier_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
+    result = subprocess.run([*TRAIN, "experiment=vgg16_faces", *DDP_ON_CPU, *_args(store)],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    _, runs = mlflow_runs(tmp_path, "vgg16_faces")
+    assert len(runs) == 1
+    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(runs[0].data.metrics)
+    assert 0.0 <= runs[0].data.metrics["val/acc"] <= 1.0
 
 
 @pytest.mark.parametrize("launcher", ["parallel", "slurm"])
