@@ -117,3 +117,19 @@ def test_notebooks_execute_against_the_smoke_store(smoke_store, monkeypatch):
     assert len(dcgan_images) == 3  # sample grids, loss curves side by side, sweep heat map
     overview = "".join(o["data"].get("text/markdown", "") for o in outputs["00_overview.ipynb"] if "data" in o)
     assert "exp1_dcgan_fruits" in overview and f"{NOT_RUN}" in overview  # the YOLO and VGG16 runs are missing here
+
+
+def test_paper_claims_are_judged_from_the_logged_numbers():
+    from types import SimpleNamespace
+
+    from reporting.report import paper_claims_table
+
+    def run(g_std, d_std, fid):
+        metrics = {"stability/g_loss_std": g_std, "stability/d_loss_std": d_std, "quality/fid": fid}
+        return SimpleNamespace(data=SimpleNamespace(metrics=metrics))
+
+    table = paper_claims_table({"exp1_dcgan_fruits": run(0.01, 0.2, 30.0), "exp2_dcgan_hardhat": run(0.3, 0.1, 50.0),
+                                "exp3_dcgan_hardhat_tricks": run(0.5, 0.1, 40.0)})
+    assert table["verdict"].tolist() == ["holds", "holds", "does not hold", "holds"]
+    empty = paper_claims_table({"exp1_dcgan_fruits": None, "exp2_dcgan_hardhat": None, "exp3_dcgan_hardhat_tricks": None})
+    assert set(empty["verdict"]) == {"not run yet"}
