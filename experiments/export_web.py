@@ -50,10 +50,11 @@ def export_faces(checkpoint: Path, out_path: Path, cfg: DictConfig) -> dict:
     on 0–255 RGB pixels, NCHW), output_kind ("logits" or "probabilities"), class_names, margin (crop margin)."""
     from lightning_modules import face_classifier
 
-    exporter = getattr(face_classifier, "export_onnx", None)
-    if exporter is None:  # the face-recognition export lands separately; until then the pane says why it is empty
-        raise NotExportable("lightning_modules/face_classifier.py has no export_onnx(checkpoint_path, out_path) yet")
-    return {"file": out_path.name, "checkpoint": str(checkpoint), **exporter(checkpoint, out_path)}
+    try:
+        exported = face_classifier.export_onnx(checkpoint, out_path)
+    except ValueError as reason:  # e.g. the dlib_resnet backbone, which runs in dlib
+        raise NotExportable(str(reason)) from reason
+    return {"file": out_path.name, "checkpoint": str(checkpoint), **exported}
 
 
 EXPORTERS = {"generator": export_generator, "facemask": export_facemask, "faces": export_faces}

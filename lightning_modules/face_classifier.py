@@ -202,3 +202,27 @@ def head_outputs(state_dict: dict[str, torch.Tensor]) -> int:
     """The number of identities the saved head predicts (its last Linear's rows)."""
     weights = sorted((k for k in state_dict if k.startswith("head.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
     return int(np.shape(state_dict[weights[-1]])[0])
+
+
+def export_onnx(checkpoint_path: str | Path, out_path: str | Path) -> dict:
+    """The classifier as ONNX (float RGB pixels 0–255, NCHW → logits), checked against PyTorch with ONNX Runtime.
+
+    Only the VGG16 backbone is a tensor graph; dlib's ResNet descriptor runs in dlib and cannot be exported."""
+    import onnxruntime
+
+    model = FaceClassifier.load_from_checkpoint(str(checkpoint_path), map_location="cpu")
+    if model.hparams.backbone != "vgg16":
+        raise ValueError(f"backbone {model.hparams.backbone!r} runs in dlib, not as a tensor graph; only vgg16 exports to ONNX")
+    model.eval()
+    size = model.hparams.image_size
+    pixels = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).astype(np.float32))
+    torch.onnx.export(model, (pixels,), str(out_path), input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    with torch.no_grad():
+        expected = model(pixels).numpy()
+    got = onnxruntime.InferenceSession(str(out_path), providers=["CPUExecutionProvider"]).run(None, {"images": pixels.numpy()})[0]
+    difference = float(np.abs(got - expected).max())
+    if difference > 1e-3 * max(1.0, float(np.abs(expected).max())):
+        raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference} on fixed inputs")
+    return {"input": "images", "output": "logits", "image_size": size, "input_scale": 1.0, "output_kind": "logits",
+            "class_names": model.class_names, "margin": model.hparams.margin, "parity": {"max_abs_difference": difference}}

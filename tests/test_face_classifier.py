@@ -187,3 +187,9 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     assert len(cached) == 128  # 96 train files (2 views each) + 32 val files, one entry per file
     train(compose("train", overrides))  # the second run reads every feature from the cache
     assert [p.stat().st_mtime_ns for p in sorted(Path(store["paths.cache_dir"], "features").rglob("*.npy"))] == stamps
+
+    from lightning_modules.face_classifier import export_onnx  # the page's recognise pane runs this file
+
+    exported = export_onnx(next(Path(store["paths.log_dir"]).rglob("last.ckpt")), tmp_path / "faces.onnx")
+    assert exported["class_names"] == ["alice", "bob", "carol", "dave"] and exported["image_size"] == 32
+    assert exported["parity"]["max_abs_difference"] < 1e-3
