@@ -109,7 +109,7 @@ class DCGAN(pl.LightningModule):
         self.untoggle_optimizer(opt_g)
 
         self._epoch_losses.append(torch.stack([d_loss.detach(), g_loss.detach()]))
-        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:  # only then: logging syncs the device
+        if (self.global_step // 2) % self.trainer.log_every_n_steps == 0:  # 2 optimizer steps per batch; logging syncs the device
             self.log_dict({
                 "train/d_loss": d_loss, "train/g_loss": g_loss,
                 "train/d_real": torch.sigmoid(logits_real).mean(), "train/d_fake": torch.sigmoid(logits_fake).mean(),
@@ -147,7 +147,8 @@ class DCGAN(pl.LightningModule):
         # epoch's checkpoint does: a run killed after the checkpoint never misses an epoch's metrics.
         self.log_dict(metrics, on_epoch=True, logger=False)
         if self.logger is not None:
-            self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.current_epoch + 1)
+            self.logger.log_metrics({"epoch": self.current_epoch, **{k: float(v) for k, v in metrics.items()}},
+                                    step=self.current_epoch + 1)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
             tracking.log_image(self.trainer, self.sample_grid(), f"samples/epoch_{self.current_epoch + 1:04d}.png")
 
