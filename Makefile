@@ -115,8 +115,9 @@ report: $(STAMP) ## reports/README.md: the paper's figures and tables from the M
 export-web: $(STAMP) ## ONNX models + web/public/models/manifest.json for the playground, each checked against PyTorch
 	$(PY) experiments/export_web.py $(ARGS)
 
+# npm install, not npm ci: npm 11 ci rejects this lock over optional rollup binaries
 $(WEB_DEPS): web/package-lock.json
-	cd web && npm ci --no-audit --no-fund
+	cd web && npm install --no-audit --no-fund
 
 web-deps: $(WEB_DEPS) ## the playground's npm packages (vite, onnxruntime-web, playwright-core) from web/package-lock.json
 

@@ -170,6 +170,7 @@ def test_datamodule_split_and_corrupt_images(tmp_path):
 def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     from experiments.train import train
 
+    store = {**store, "paths.cache_dir": str(tmp_path / "cache")}  # its own cache: the count below is exact
     overrides = {"experiment": "vgg16_faces", "debug": "fast", "data.image_size": 32, "data.views": 2, **store}
     value = train(compose("train", overrides))
     assert 0.0 <= value <= 1.0
