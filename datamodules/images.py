@@ -38,7 +38,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
                 gray = np.clip(wide / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
                 return np.repeat(gray[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+    # ImportError: once ultralytics is imported, its patched Image.open looks for a HEIF plugin on files PIL
+    # cannot identify, and raises that instead of UnidentifiedImageError.
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, ImportError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from exc
 
 

@@ -130,3 +130,12 @@ def test_real_hardhat_images_read():
     dm = GANImageDataModule(str(SHARED_DATA / "hardhat-voc" / "images"), max_images=16)
     dm.setup()
     assert dm.images.shape == (16, 3, 64, 64) and not dm.skipped
+
+
+def test_non_image_is_unreadable_even_after_ultralytics_patched_pil(tmp_path):
+    import ultralytics.utils.patches  # noqa: F401  (ultralytics replaces PIL.Image.open when it is imported)
+
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_text("hello")
+    with pytest.raises(UnreadableImage):
+        read_rgb(bad)
