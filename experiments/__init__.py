@@ -25,3 +25,14 @@ def user_errors() -> Iterator[None]:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def use_tool_experiment(cfg) -> None:
+    """Point MLflow at the project's store and the tool's experiment (named `task_name`), creating it with the
+    project's artifact location on first use."""
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
+    if mlflow.get_experiment_by_name(cfg.task_name) is None:
+        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
+    mlflow.set_experiment(cfg.task_name)

@@ -16,7 +16,7 @@ import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 from faces.capture import capture_faces
 
 
@@ -25,10 +25,7 @@ def capture(cfg: DictConfig) -> dict[str, int]:
     result = capture_faces(detector, cfg.source, cfg.out_dir, None if cfg.name is None else str(cfg.name), instantiate(cfg.crop), frames=cfg.frames,
                            every=cfg.every, max_frames=cfg.max_frames, progress=cfg.progress)
     summary = result.summary()
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run(run_name=f"{cfg.name} ({detector.name})") as run:
         mlflow.log_params({"name": cfg.name, "source": cfg.source, "detector": repr(detector), "frames": cfg.frames,
                            "every": cfg.every, "crop.image_size": cfg.crop.image_size, "crop.margin": cfg.crop.margin,

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 from faces.evaluation import read_voc_folder, run_detector, scores
 from reporting import figures
 
@@ -82,10 +82,7 @@ def _rotation_recall(cfg: DictConfig, detectors: list) -> pd.DataFrame:
 
 
 def _log_mlflow(cfg: DictConfig, table: pd.DataFrame, report_dir: Path, files: list[str], name: str) -> None:
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run(run_name=name):
         mlflow.log_params({"voc": cfg.voc or "id_cards", "use": ",".join(cfg.use), "max_images": cfg.max_images,
                            "iou_thresholds": ",".join(map(str, cfg.iou_thresholds))})

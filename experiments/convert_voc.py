@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
 from datamodules.voc_to_yolo import ConversionReport, convert_voc
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 
 
 def convert(cfg: DictConfig) -> ConversionReport:
@@ -27,10 +27,7 @@ def convert(cfg: DictConfig) -> ConversionReport:
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.data_dir) / "yolo" / src.resolve().name
     report = convert_voc(src, out, list(cfg.classes), val_fraction=cfg.val_fraction, seed=cfg.seed,
                          unknown_classes=cfg.unknown_classes, images_dir=cfg.images_dir, annotations_dir=cfg.annotations_dir)
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run(run_name=src.name):
         mlflow.log_params({"src": str(src), "out": str(out), "classes": ",".join(cfg.classes), "val_fraction": cfg.val_fraction,
                            "seed": cfg.seed, "unknown_classes": cfg.unknown_classes})

@@ -16,7 +16,7 @@ import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 from faces.batch import CropSpec, detect_folder
 
 
@@ -29,10 +29,7 @@ def detect_faces(cfg: DictConfig) -> dict[str, float]:
     result = detect_folder(detector, in_dir, out_dir, crop, workers=cfg.workers, progress=cfg.progress)
     summary = result.summary()
 
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run(run_name=f"{detector.name} {in_dir.name}") as run:
         params = {f"detector.{k}": v for k, v in OmegaConf.to_container(cfg.detector, resolve=True).items() if k != "_target_"}
         mlflow.log_params({"detector": detector.name, **params, **{f"crop.{k}": v for k, v in cfg.crop.items()},

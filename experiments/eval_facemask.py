@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
 from datamodules.yolo import YoloDataModule
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 from lightning_modules.yolo_detector import load_detector, newest_checkpoint
 
 
@@ -47,10 +47,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz,
                                "conversion": data.report.summary()}, indent=2))
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run(run_name=voc.name):
         mlflow.log_params({"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz})
         mlflow.log_metrics({"map50": result["map50"], "map50_95": result["map50_95"], "images": result["images"],

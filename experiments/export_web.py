@@ -18,7 +18,7 @@ import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 from experiments.train import newest_checkpoint
 
 MANIFEST = "manifest.json"
@@ -96,10 +96,7 @@ def export_web(cfg: DictConfig) -> dict:
             manifest[spec.kind] = entry
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run():
         mlflow.log_dict(manifest, MANIFEST)
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")

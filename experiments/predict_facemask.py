@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
 from datamodules.images import UnreadableImage, find_images, read_rgb
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 from lightning_modules.yolo_detector import detect, load_detector, newest_checkpoint
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -107,10 +107,7 @@ def predict(cfg: DictConfig) -> dict:
     summary = {"frames": len(per_frame), "detections": len(rows),
                f"frames_with_{cfg.alert_class}": sum(1 for f in per_frame if f[cfg.alert_class])}
 
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run(run_name=source.name):
         mlflow.log_params({"source": str(source), "checkpoint": str(ckpt), "imgsz": imgsz, "conf": cfg.conf, "iou": cfg.iou})
         mlflow.log_metrics(summary)

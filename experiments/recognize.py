@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
-from experiments import log, user_errors
+from experiments import log, user_errors, use_tool_experiment
 from experiments.train import newest_checkpoint
 from faces.recognition import UNKNOWN, Recognizer, recognize_folder
 
@@ -40,10 +40,7 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
     summary = {"images": int(table["image"].nunique()), "faces": len(table), "unknown": int((table["name"] == UNKNOWN).sum()),
                "images_skipped": len(skipped)}
 
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
-    mlflow.set_experiment(cfg.task_name)
+    use_tool_experiment(cfg)
     with mlflow.start_run(run_name=f"{Path(cfg.images).name} ({detector.name})") as run:
         mlflow.log_params({"ckpt": str(ckpt), "detector": repr(detector), "threshold": cfg.threshold, "images": str(cfg.images),
                            "out_dir": str(cfg.out_dir), "identities": ", ".join(recognizer.class_names)})

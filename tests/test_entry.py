@@ -32,6 +32,8 @@ def test_sweep_runs_a_grid_grouped_in_one_mlflow_experiment(store, tmp_path):
     assert len({r.data.tags["sweep"] for r in runs}) == 1  # one tag groups the sweep's runs
     assert all("quality/fid" in r.data.metrics for r in runs)
     assert {r.info.run_name for r in runs} == {"bs8-lr0.0001", "bs8-lr0.0002"}
+    hydra_files = {a.path.split("/")[-1] for a in client.list_artifacts(runs[0].info.run_id, "config/hydra")}
+    assert {"config.yaml", "overrides.yaml"} <= hydra_files  # the job's .hydra folder, logged by the entry
 
 
 def test_bad_override_and_missing_data_give_clear_messages(store):
