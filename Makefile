@@ -8,7 +8,7 @@ ARGS ?=
 TRAIN := $(PY) experiments/train.py
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server bench-dcgan clean
+.PHONY: help setup test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload bench-dcgan clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:$(MLFLOW_S
 	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
 		--host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow-server/mlflow.db --artifacts-destination $(CURDIR)/mlflow-server/artifacts
+
+mlflow-upload: $(STAMP) ## upload the runs that went on in the local store while their MLflow server was away
+	$(PY) experiments/upload_offline_runs.py $(ARGS)
 
 bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch loop
 	$(PY) benchmarks/dcgan_throughput.py $(ARGS)
@@ -130,6 +133,8 @@ demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, 
 		echo "== demo: training $$experiment"; $(TRAIN) experiment=$$experiment $(DEMO_ARGS); \
 	done; \
 	echo "== demo: dlib face detection on the built-in ID cards"; $(PY) experiments/detect_faces.py detector=hog progress=false; \
+	echo "== demo: face detectors compared (HOG, Haar; MMOD takes minutes per card on a CPU)"; \
+	$(PY) experiments/compare_face_detectors.py "use=[hog,haar]" progress=false; \
 	echo "== demo: report and web export"; $(PY) experiments/report.py; $(PY) experiments/export_web.py; \
 	echo; echo "Demo done in $$(( $$(date +%s) - start )) s."; \
 	echo "  Report:      $(CURDIR)/reports/README.md (figures in reports/figures/)"; \

@@ -6,7 +6,6 @@ returns `optimized_metric` so that sweepers can optimise it.
 """
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import tracking
 from core.errors import UserError
+from core.server_fallback import server_answers, store_lock
 from experiments import log, user_errors
 
 RUN_ID_FILE = "mlflow_run_id"
@@ -68,26 +68,9 @@ def check_output_dir(output_dir: Path) -> None:
 
 def check_tracking_server(tracking_uri: str) -> None:
     """A remote MLflow server that does not answer is an error within seconds, not a hang in retries."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    try:
-        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=5).raise_for_status()
-    except requests.RequestException as exc:
-        raise UserError(f"MLflow server {tracking_uri} is unreachable ({exc.__class__.__name__}); start it with "
-                        "`make mlflow-server`, or log locally with logger=mlflow") from exc
-
-
-def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
-    """Parallel sweep jobs sharing one local SQLite store must not create its tables or experiments at once."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    from filelock import FileLock
-
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(f"{database}.lock")
+    if tracking_uri.startswith(("http://", "https://")) and not server_answers(tracking_uri):
+        raise UserError(f"MLflow server {tracking_uri} is unreachable; start it with `make mlflow-server`, "
+                        "or log locally with logger=mlflow")
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -119,9 +102,6 @@ def train(cfg: DictConfig) -> float | None:
 
     trainer.fit(torch.compile(model) if cfg.compile else model, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-    if last and trainer.is_global_zero:
-        logger.experiment.log_artifact(logger.run_id, last, "checkpoints")
     if cfg.optimized_metric:
         value = trainer.callback_metrics.get(cfg.optimized_metric)
         if value is None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
+from core import tracking
+
 
 class EpochSeed(pl.Callback):
     """Re-seed every RNG at the start of each epoch from (seed, epoch).
@@ -16,3 +18,12 @@ class EpochSeed(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+
+
+class LogLastCheckpoint(pl.Callback):
+    """Log the final last.ckpt to the run's MLflow artifacts under checkpoints/ (before the logger closes the run)."""
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        if last:
+            tracking.log_artifact(trainer, last, "checkpoints")

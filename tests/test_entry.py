@@ -1,6 +1,7 @@
-"""The train entry as a user runs it: subprocesses of experiments/train.py."""
+"""The train entry as a user runs it: subprocesses of experiments/train.py, and faults injected in-process."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -8,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.conftest import REPO, mlflow_runs
+from tests.conftest import REPO, compose, mlflow_runs
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -78,3 +80,32 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
     client, runs = mlflow_runs(tmp_path, "killed")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert len(client.get_metric_history(runs[0].info.run_id, "train/g_loss_epoch")) == 4
+
+
+def test_a_disk_filling_up_mid_run_is_a_clear_error_and_the_run_resumes(store, tmp_path, monkeypatch, capsys):
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    from experiments import user_errors
+    from experiments.train import train
+
+    save = TorchCheckpointIO.save_checkpoint
+
+    def disk_full_at_epoch_1(self, checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        save(self, checkpoint, path, storage_options)
+
+    overrides = {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3, **store}
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", disk_full_at_epoch_1)
+    with pytest.raises(SystemExit) as stopped, user_errors():
+        train(compose("train", overrides))
+    assert stopped.value.code == 2
+    assert "disk full while writing" in capsys.readouterr().err
+
+    monkeypatch.undo()  # space freed
+    [last] = (Path(store["paths.log_dir"]) / "exp1_dcgan_fruits").rglob("last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0  # the last complete one
+    train(compose("train", {**overrides, "ckpt_path": "last"}))
+    client, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert {m.value for m in client.get_metric_history(runs[0].info.run_id, "epoch")} == {0, 1, 2}

@@ -1,16 +1,22 @@
 """Scale-out on existing engines: Lightning DDP, Hydra's launchers, an MLflow tracking server."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import requests
+import pytorch_lightning as pl
+from mlflow import MlflowClient
 
 from core.errors import UserError
+from core.server_fallback import server_answers
 from tests.conftest import REPO, compose, mlflow_runs
 
 TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
@@ -75,36 +81,82 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_runs_log_to_a_real_mlflow_server(store, tmp_path):
-    port = _free_port()
+@contextlib.contextmanager
+def mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen]:
+    """A real `mlflow server` on 127.0.0.1:port with its store in `folder`, up until the block ends."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "server-artifacts")],
+         "--backend-store-uri", f"sqlite:///{folder}/server.db", "--artifacts-destination", str(folder / "server-artifacts")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{uri}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+        while time.time() < deadline and not server_answers(f"http://127.0.0.1:{port}", timeout=1):
+            time.sleep(0.5)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_runs_log_to_a_real_mlflow_server(store, tmp_path):
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    with mlflow_server(tmp_path, port):
         result = subprocess.run([*TRAIN, "experiment=exp1_dcgan_fruits", "debug=fast", "logger=mlflow_server",
                                  f"logger.tracking_uri={uri}", *_args(store)],
                                 capture_output=True, text=True, cwd=REPO, timeout=600)
         assert result.returncode == 0, result.stderr[-4000:]
-        import mlflow
-
-        client = mlflow.MlflowClient(tracking_uri=uri)
+        client = MlflowClient(tracking_uri=uri)
         runs = client.search_runs([client.get_experiment_by_name("exp1_dcgan_fruits").experiment_id])
         assert len(runs) == 1 and "quality/fid" in runs[0].data.metrics
         assert "samples" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}  # through the server
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local store
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+
+
+class KillServerAfterFirstEpoch(pl.Callback):
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def test_a_server_lost_mid_run_leaves_the_run_in_the_local_store_until_uploaded(store, tmp_path, monkeypatch, caplog):
+    from core.server_fallback import OFFLINE_COPY_OF, pending_offline_runs
+    from experiments.train import train
+    from experiments.upload_offline_runs import upload
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    with mlflow_server(tmp_path, port) as server:
+        cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3,
+                                "logger": "mlflow_server", "logger.tracking_uri": uri,
+                                "+callbacks.kill_server._target_": f"{__name__}.KillServerAfterFirstEpoch",
+                                "+callbacks.kill_server.pid": server.pid, **store})
+        train(cfg)  # the server dies after epoch 0; the run still finishes
+    assert "stopped answering" in caplog.text and "still unreachable" in caplog.text
+
+    local = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [stand_in] = pending_offline_runs(local)
+    assert stand_in.info.status == "FINISHED"
+    assert {m.value for m in local.get_metric_history(stand_in.info.run_id, "epoch")} >= {1, 2}
+    server_run_id = stand_in.data.tags[OFFLINE_COPY_OF]
+
+    with pytest.raises(UserError, match="still unreachable"):
+        upload(compose("upload_offline_runs", store))
+    with mlflow_server(tmp_path, port):  # back, on the same store
+        client = MlflowClient(tracking_uri=uri)
+        assert 2 not in {m.value for m in client.get_metric_history(server_run_id, "epoch")}
+        assert upload(compose("upload_offline_runs", store)) == [server_run_id]
+        run = client.get_run(server_run_id)
+        assert run.info.status == "FINISHED"
+        assert {m.value for m in client.get_metric_history(server_run_id, "epoch")} == {0, 1, 2}
+        assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(server_run_id, "checkpoints")}
+    assert pending_offline_runs(local) == []
 
 
 def test_unreachable_server_is_a_clear_error_within_seconds(store):
