@@ -142,6 +142,20 @@ def yolo_table(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | None]) -> pd.DataFrame:
+    """Runs side by side (label → run): how each started, how long it trained, and its last validation."""
+    rows = []
+    for label, run in runs.items():
+        if run is None:
+            rows.append({"start": label, "run": NOT_RUN})
+            continue
+        start = mlflow_runs.load_json(client, run.info.run_id, "pretrained.json") or {}
+        rows.append({"start": label, "run": run_label(run), "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, "val/map50")),
+                     "tensors from the checkpoint": f"{start.get('transferred_tensors', '?')} of {start.get('model_tensors', '?')}",
+                     **yolo_table(run).set_index("metric")["value"].to_dict()})
+    return pd.DataFrame(rows)
+
+
 def face_accuracy_table(run: Run) -> pd.DataFrame:
     """The last epoch's train and validation accuracy and loss."""
     metrics = run.data.metrics
@@ -276,12 +290,33 @@ def sweep_section(report: ReportWriter, command: str) -> None:
         report.add(f"The newest sweep's {len(table)} finished runs (tag `sweep`):", markdown(table.assign(run_id=table.run_id.str[:8])))
 
 
-def yolo_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
+def yolo_section(report: ReportWriter, run: Run | None, experiment: str, command: str, compare: Mapping[str, Mapping[str, str]]) -> None:
     report.add("## Face-mask detection (YOLO)")
     if run is None:
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
         return
-    report.add(f"Run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'profile.imgsz', param(run, 'data.imgsz', '?'))} px.")
+    yolo_run_section(report, run, experiment)
+    yolo_compare_section(report, experiment, compare)
+
+
+def yolo_compare_section(report: ReportWriter, experiment: str, compare: Mapping[str, Mapping[str, str]]) -> None:
+    """The newest run of each `compare` variant (label → {filter, command}), side by side."""
+    runs = {label: mlflow_runs.latest_run(report.client, experiment, variant["filter"]) for label, variant in compare.items()}
+    report.add("### Real face-mask subset: COCO-pretrained start vs from scratch",
+               "The newest finished run of each start on `data=facemask_real` (the same deterministic val split); AP50 per "
+               "class and mAP at the last validation.", markdown(yolo_comparison_table(report.client, runs)))
+    missing = [f"{label}: `{compare[label]['command']}`" for label, run in runs.items() if run is None]
+    if missing:
+        report.add(f"{NOT_RUN}: " + "; ".join(missing))
+    series = {f"{label} {name}": curve for label, run in runs.items() if run is not None
+              for name, curve in epoch_series(report.client, run, {"mAP50": "val/map50", "mAP50-95": "val/map50_95"}).items()}
+    if series:
+        report.figure(figures.metric_curves(series, "Real face-mask val mAP per epoch, by start", "epoch", "mAP (fraction)"),
+                      "yolo_real_pretrained_vs_scratch.png", "val mAP per epoch, COCO-pretrained vs from scratch")
+
+
+def yolo_run_section(report: ReportWriter, run: Run, experiment: str) -> None:
+    report.add(f"Newest run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'profile.imgsz', param(run, 'data.imgsz', '?'))} px.")
     curves = yolo_curves(report.client, run)
     if curves["map"]:
         report.figure(figures.metric_curves(curves["map"], f"Validation detection metrics ({experiment})", "epoch", "value (fraction, IoU 0.5 / 0.5–0.95)"),

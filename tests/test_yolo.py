@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from core.errors import UserError
+from reporting.report import NOT_RUN, build_report, report_sections
 from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
 
 FAST = {"debug": "fast", "profile.detector_imgsz": 160, "data.batch_size": 8, "data.num_workers": 0}
@@ -84,6 +85,13 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     assert "checkpoints/last.ckpt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     pretrained = json.loads(Path(client.download_artifacts(run.info.run_id, "pretrained.json")).read_text())
     assert pretrained["pretrained"] is None and pretrained["transferred_tensors"] == 0
+
+
+def test_report_shows_the_newest_run_and_compares_real_data_runs_only(trained, tmp_path):
+    run = mlflow_runs(trained["root"], "yolo_facemask")[1][0]
+    text = build_report(f"sqlite:///{trained['root']}/mlflow.db", tmp_path, **report_sections()).read_text()
+    assert f"Newest run `{run.info.run_id[:8]}`" in text and "![validation mAP per epoch](figures/yolo_map.png)" in text
+    assert f"{NOT_RUN}: COCO-pretrained yolov5n: " in text  # a synthetic run is not a real-data one
 
 
 def test_nothing_reaches_the_network(trained, tmp_path):
@@ -206,3 +214,8 @@ def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
     assert attempts == []
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["images"] == 114 and 0.0 <= last["map50"] <= 1.0
+
+    text = build_report(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "reports", **report_sections()).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| COCO-pretrained yolov5n "))
+    assert runs[0].info.run_id[:8] in row and "342 of 427" in row and f"{runs[0].data.metrics['val/map50']:.4g}" in row
+    assert "from scratch: `make yolo-facemask ARGS=\"data=facemask_real trainer=cpu_real model.pretrained=null\"`" in text
