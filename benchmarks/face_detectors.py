@@ -8,7 +8,7 @@
 
     python benchmarks/face_detectors.py [--folder IMAGES] [--photos IMAGES] [--workers 2] [--seconds 5]
 
-Defaults: 32 generated ID cards for (1); for (2) the photos shipped in packages (skimage's astronaut,
+Defaults: 128 generated ID cards for (1); for (2) the photos shipped in packages (skimage's astronaut,
 matplotlib's Grace Hopper) plus, when ../shared/data is there, the first photo of each LFW identity.
 """
 from __future__ import annotations
@@ -73,14 +73,15 @@ def detector_speeds(photos: list, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--folder", type=Path, help="images for the serial/parallel comparison (default: 32 generated ID cards)")
+    parser.add_argument("--folder", type=Path, help="images for the serial/parallel comparison (default: generated ID cards)")
+    parser.add_argument("--cards", type=int, default=128, help="how many ID cards to generate (the pool's start-up needs a few seconds of work to amortise)")
     parser.add_argument("--photos", type=Path, help="photos for the detector comparison (default: see above)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0, help="minimum time per detector")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.folder or make_id_cards(Path(tmp) / "id_cards", seed=0, cards=32, large=0) / "images"
+        folder = args.folder or make_id_cards(Path(tmp) / "id_cards", seed=0, cards=args.cards, large=0) / "images"
         serial_vs_parallel(folder, args.workers)
 
     if args.photos:
