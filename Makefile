@@ -45,7 +45,7 @@ mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
 
 MLFLOW_SERVER_PORT ?= 5001
-mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:$(MLFLOW_SERVER_PORT) (sqlite + artifacts in mlflow-server/); runs use it with ARGS="logger=mlflow_server"
+mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:5001 (MLFLOW_SERVER_PORT=...; sqlite + artifacts in mlflow-server/); runs use it with ARGS="logger=mlflow_server"
 	mkdir -p mlflow-server
 	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
 		--host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1 \
@@ -124,10 +124,10 @@ $(WEB_DEPS): web/package-lock.json
 
 web-deps: $(WEB_DEPS) ## the playground's npm packages (vite, onnxruntime-web, playwright-core) from web/package-lock.json
 
-web: $(WEB_DEPS) ## build the playground and serve it on http://127.0.0.1:$(WEB_PORT) (after make export-web)
+web: $(WEB_DEPS) ## build the playground and serve it on http://127.0.0.1:4173 (WEB_PORT=...; after make export-web)
 	cd web && npm run build && npm run preview -- --port $(WEB_PORT)
 
-demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, then report + export-web (< 10 min, 2 cores)
+demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, then report + export-web (about 7 min on 2 cores)
 	@set -e; start=$$(date +%s); \
 	for experiment in exp1_dcgan_fruits exp2_dcgan_hardhat exp3_dcgan_hardhat_tricks yolo_facemask vgg16_faces; do \
 		echo "== demo: training $$experiment"; $(TRAIN) experiment=$$experiment $(DEMO_ARGS); \
