@@ -132,6 +132,7 @@ demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, 
 	for experiment in exp1_dcgan_fruits exp2_dcgan_hardhat exp3_dcgan_hardhat_tricks yolo_facemask vgg16_faces; do \
 		echo "== demo: training $$experiment"; $(TRAIN) experiment=$$experiment $(DEMO_ARGS); \
 	done; \
+	echo "== demo: batch size x learning rate sweep of exp3 (Hydra multirun)"; $(TRAIN) experiment=exp3_dcgan_hardhat_tricks sweep=dcgan_grid $(DEMO_ARGS); \
 	echo "== demo: dlib face detection on the built-in ID cards"; $(PY) experiments/detect_faces.py detector=hog progress=false; \
 	echo "== demo: face detectors compared (HOG, Haar; MMOD takes minutes per card on a CPU)"; \
 	$(PY) experiments/compare_face_detectors.py "use=[hog,haar]" progress=false; \
