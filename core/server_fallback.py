@@ -8,7 +8,6 @@ uploaded into the server run; otherwise `make mlflow-upload` does it later (`upl
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
@@ -22,6 +21,8 @@ from mlflow.exceptions import MlflowException
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
+from core.tracking import server_answers, store_lock
+
 log = logging.getLogger(__name__)
 
 OFFLINE_COPY_OF = "ml_playground.offline_copy_of"   # on a local run: the server run it stands in for
@@ -30,25 +31,6 @@ UPLOADED = "ml_playground.uploaded"
 # MlflowClient methods that act on one run, its id first: they follow the run into the local store
 RUN_METHODS = frozenset({"log_batch", "log_metric", "log_param", "set_tag", "get_run", "set_terminated",
                          "log_artifact", "log_artifacts", "log_image", "log_figure", "log_text", "log_dict"})
-
-
-def server_answers(tracking_uri: str, timeout: float = 5) -> bool:
-    try:
-        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
-    except requests.RequestException:
-        return False
-    return True
-
-
-def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
-    """Processes sharing one local SQLite store must not create its tables or experiments at once."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    from filelock import FileLock
-
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(f"{database}.lock")
 
 
 def local_experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -168,5 +150,5 @@ def pending_offline_runs(local: MlflowClient) -> list[Run]:
     """Finished local stand-in runs not uploaded yet (a run still RUNNING may be resumed: it waits)."""
     return [run for run in local.search_runs(
                 [e.experiment_id for e in local.search_experiments()],
-                filter_string=f"tags.`{OFFLINE_COPY_OF}` != ''")
-            if run.data.tags.get(UPLOADED) != "true" and run.info.status != "RUNNING"]
+                filter_string=f"tags.`{OFFLINE_COPY_OF}` != '' AND attributes.status != 'RUNNING'")
+            if run.data.tags.get(UPLOADED) != "true"]

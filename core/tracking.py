@@ -1,11 +1,13 @@
-"""Small helpers around the run's MLflow logger, so modules log artifacts one way (rank 0 only)."""
+"""Small helpers around MLflow: the run's logger (modules log artifacts one way, rank 0 only), the store, the server."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -92,3 +94,23 @@ def write_temp_and_log(trainer: Any, name: str, write: Any, artifact_path: str |
         path = Path(tmp) / name
         write(path)
         log_artifact(trainer, path, artifact_path)
+
+
+def server_answers(tracking_uri: str, timeout: float = 5) -> bool:
+    """Whether an MLflow server's /health endpoint answers within `timeout` seconds."""
+    try:
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException:
+        return False
+    return True
+
+
+def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
+    """Processes sharing one local SQLite store must not create its tables or experiments at once."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock")

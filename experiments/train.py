@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import tracking
 from core.errors import UserError
-from core.server_fallback import server_answers, store_lock
 from experiments import log, user_errors
 
 RUN_ID_FILE = "mlflow_run_id"
@@ -68,7 +67,7 @@ def check_output_dir(output_dir: Path) -> None:
 
 def check_tracking_server(tracking_uri: str) -> None:
     """A remote MLflow server that does not answer is an error within seconds, not a hang in retries."""
-    if tracking_uri.startswith(("http://", "https://")) and not server_answers(tracking_uri):
+    if tracking_uri.startswith(("http://", "https://")) and not tracking.server_answers(tracking_uri):
         raise UserError(f"MLflow server {tracking_uri} is unreachable; start it with `make mlflow-server`, "
                         "or log locally with logger=mlflow")
 
@@ -84,7 +83,7 @@ def train(cfg: DictConfig) -> float | None:
     model = instantiate(cfg.model, _convert_="partial")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    with store_lock(cfg.logger.tracking_uri):
+    with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
         logger.experiment  # creates the store, experiment and run now, one process at a time
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from mlflow import MlflowClient
 
 from core.errors import UserError
-from core.server_fallback import server_answers
+from core.tracking import server_answers
 from tests.conftest import REPO, compose, mlflow_runs
 
 TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
