@@ -1,21 +1,25 @@
 """Reading image folders: one decoder, one bad-file policy, one decoded cache.
 
-Every reader in the repo decodes through `read_rgb`, so corrupt, truncated, zero-byte and non-image
-files, and grayscale/RGBA/16-bit modes, are handled the same way everywhere.
+Every reader in the repo decodes still images through `read_rgb`, so EXIF orientation, image modes,
+JPEGs without their end marker, and corrupt, truncated, zero-byte and non-image files are handled the
+same way everywhere (detection, recognition, prediction, training data, VOC conversion, reports).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import UserError
+from core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -23,25 +27,161 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class UnreadableImage(Exception):
-    """A file that is not a decodable image; callers skip and count it."""
+    """A file that is not a decodable image; callers skip and count it. The message starts with the path."""
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode any image file to an HxWx3 uint8 RGB array (alpha dropped, gray expanded, 16-bit scaled)."""
+    """Decode an image file to an (H, W, 3) uint8 RGB array, as an image viewer shows it.
+
+    - EXIF orientation is applied (a phone photo stored sideways with Orientation=6 comes out upright,
+      H and W as displayed).
+    - Every mode becomes 8-bit RGB: alpha and palette transparency are dropped (the stored colours are
+      kept), gray and 1-bit are expanded, CMYK converted, 16-bit (I;16) scaled by 255/65535, 32-bit
+      integer (I) scaled by its maximum, float (F) scaled by 255 when its values lie in [0, 1], else by
+      its maximum.
+    - A JPEG whose end marker (FF D9) is missing but whose pixel data is complete is kept, with a
+      warning naming it (see `_jpeg_without_end_marker`).
+
+    Raises `UnreadableImage`, its message starting with the path, for empty, truncated, corrupt and
+    non-image files and for modes Pillow cannot convert.
+    """
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise UnreadableImage(f"{path}: empty file (0 bytes)")
         with Image.open(path) as image:
-            image.load()  # forces a full decode: truncated files raise here, not later
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                wide = np.asarray(image, dtype=np.float64)
-                peak = 65535.0 if image.mode.startswith("I;16") else max(float(wide.max()), 1.0)
-                gray = np.clip(wide / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+            try:
+                image.load()  # forces a full decode: truncated files raise here, not later
+            except OSError as exc:
+                if image.format != "JPEG":
+                    raise
+                whole = _jpeg_without_end_marker(path.read_bytes())
+                if whole is None:
+                    raise UnreadableImage(f"{path}: JPEG image data incomplete ({exc})") from exc
+                log.warning("%s: JPEG end marker (FF D9) missing, image data complete; kept", path)
+                with whole:
+                    return _to_rgb(whole, path)
+            return _to_rgb(image, path)
     # ImportError: once ultralytics is imported, its patched Image.open looks for a HEIF plugin on files PIL
     # cannot identify, and raises that instead of UnidentifiedImageError.
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, ImportError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, ImportError,
+            struct.error) as exc:
         raise UnreadableImage(f"{path}: {exc}") from exc
+
+
+def _to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 of a loaded image, EXIF orientation applied; see `read_rgb` for each mode."""
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error) as exc:
+        # a damaged EXIF block does not make the pixels unreadable: keep them as stored, say so
+        log.warning("%s: EXIF orientation unreadable (%s); pixels used as stored", path, exc)
+        upright = image
+    mode = upright.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        wide = np.asarray(upright, dtype=np.float64)
+        wide = np.where(np.isfinite(wide), wide, 0.0)
+        if mode.startswith("I;16"):
+            peak = 65535.0
+        elif mode == "F" and wide.max(initial=0.0) <= 1.0:
+            peak = 1.0
+        else:
+            peak = max(float(wide.max(initial=0.0)), 1.0)
+        gray = np.clip(wide / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in ("P", "PA") or (mode == "L" and "transparency" in upright.info):
+        # via RGBA: converting a palette image with transparency straight to RGB makes Pillow warn
+        upright = upright.convert("RGBA")
+    return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()
+
+
+# Fill bytes appended after a JPEG's data to see whether the decoder needs any more of it: if the
+# decoded pixels are the same whatever follows, the image data was complete. 0x00 bits are what libjpeg
+# substitutes at a marker (the plain FF D9 case); 0xAA and 0x55 differ from them and each other in every bit.
+_FILLS = (b"", b"\xaa" * 256, b"\x55" * 256)
+_EOI = b"\xff\xd9"
+
+
+def _jpeg_without_end_marker(data: bytes) -> Image.Image | None:
+    """The loaded image of a JPEG whose strict decode ran out of data, if only the end marker is missing.
+
+    Kept only when (1) every component's every DCT coefficient is covered by a scan present in the file
+    (so a progressive JPEG cut between scans, which decodes to a blurrier image, is refused), and (2) the
+    pixels decoded from the data followed by each of `_FILLS` and FF D9 are identical: the decoder did not
+    use a single bit past the file's end, so the last scan is complete. Measured on generated baseline,
+    progressive and optimised JPEGs cut at every one of their last 120 bytes and at random points: kept
+    exactly those cut at the end marker, each pixel-identical to the complete file. None otherwise.
+    Pillow's ImageFile.LOAD_TRUNCATED_IMAGES, and appending FF D9 alone, also "succeed" on files cut in
+    half (the missing blocks come out flat gray), so neither tells the two apart.
+    """
+    if data.endswith(b"\xff"):
+        data = data[:-1]  # cut between FF and D9: a lone FF can only start the marker
+    if not _scans_cover_every_coefficient(data):
+        return None
+    decoded = []
+    for fill in _FILLS:
+        try:
+            image = Image.open(io.BytesIO(data + fill + _EOI))
+            image.load()
+        except (OSError, ValueError, SyntaxError, struct.error):
+            return None
+        decoded.append(image)
+    first = np.asarray(decoded[0])
+    if all(np.array_equal(first, np.asarray(other)) for other in decoded[1:]):
+        return decoded[0]
+    return None
+
+
+_SOF_DCT = {0xC0, 0xC1, 0xC2}  # baseline, extended sequential, progressive Huffman: what Pillow decodes
+
+
+def _scans_cover_every_coefficient(data: bytes) -> bool:
+    """Whether the JPEG's scans (SOS headers, ITU T.81 B.2.3) bring all 64 coefficients of every frame
+    component to full precision (a scan with Al = 0 covering them). Walks markers; skips entropy-coded data."""
+    pos, components, done = 2, None, {}
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xD9:
+            break
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        segment = data[pos + 4:pos + 2 + length]
+        if length < 2 or len(segment) < length - 2:
+            break  # cut inside a marker segment
+        pos += 2 + length
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if marker not in _SOF_DCT or len(segment) < 6:
+                return False
+            components = {segment[6 + 3 * i] for i in range(segment[5]) if 6 + 3 * i < len(segment)}
+        elif marker == 0xDA and segment:
+            n = segment[0]
+            if len(segment) < 4 + 2 * n:
+                return False
+            ss, se, al = segment[1 + 2 * n], segment[2 + 2 * n], segment[3 + 2 * n] & 0x0F
+            if al == 0:
+                for component in (segment[1 + 2 * i] for i in range(n)):
+                    done.setdefault(component, set()).update(range(ss, se + 1))
+            while True:  # entropy-coded data runs to the next FF that is not stuffing (FF 00) or a restart marker
+                j = data.find(b"\xff", pos)
+                if j < 0 or j + 1 >= len(data):
+                    pos = len(data)
+                    break
+                following = data[j + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:
+                    pos = j + 2
+                elif following == 0xFF:
+                    pos = j + 1
+                else:
+                    pos = j
+                    break
+    return bool(components) and all(done.get(c, set()) >= set(range(64)) for c in components)
 
 
 def find_images(root: str | Path, classes: Sequence[str] | None = None) -> list[Path]:
@@ -91,7 +231,9 @@ def decode_folder(
     """Decode and transform every file once; bad files are skipped with a warning naming each.
 
     With `cache_dir`, the result is kept on disk keyed by the files (path, size, mtime) and `cache_tag`
-    (which must describe the transform), so a second run skips decoding entirely.
+    (which must describe the transform), so a second run skips decoding entirely. Processes that decode
+    the same folder at once (DDP ranks, sweep jobs) each write the entry atomically and get equal results.
+    Raises `UserError` when no file decodes.
     """
     cache_file = None
     if cache_dir is not None:
@@ -121,8 +263,8 @@ def decode_folder(
         log.warning("skipped %d unreadable file(s) of %d", len(skipped), len(files))
     result = DecodedImages(np.stack(pixels), kept, skipped)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, pixels=result.pixels, meta=json.dumps({"files": kept, "skipped": skipped}))
-        tmp.replace(cache_file)
+        # DDP ranks and parallel sweep jobs may decode the same cold folder at once: each writes its own
+        # temporary file and renames it over the entry (same content), so none reads or removes another's
+        with atomic_write(cache_file) as handle:
+            np.savez(handle, pixels=result.pixels, meta=json.dumps({"files": kept, "skipped": skipped}))
     return result

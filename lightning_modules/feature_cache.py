@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 # compute(files, keys) → for each file its (views, D) features, or the reason it has none
@@ -22,6 +24,9 @@ Compute = Callable[[Sequence[Path], Sequence[str]], list["np.ndarray | str"]]
 
 
 class FeatureCache:
+    """Per-file features under `cache_dir` (`<key[:2]>/<key>.npy` float32 (views, D), or `<key>.skipped`
+    with the reason); safe for several processes sharing the folder at once."""
+
     def __init__(self, cache_dir: str | Path, chunk: int = 32) -> None:
         self.dir = Path(cache_dir)
         self.chunk = chunk  # files computed (and saved) together: an interrupted build keeps its progress
@@ -63,17 +68,15 @@ class FeatureCache:
         if features.exists():
             return np.load(features)
         if skipped.exists():
-            return skipped.read_text()
+            return skipped.read_text(encoding="utf-8")
         return None
 
     def _save(self, key: str, value: np.ndarray | str) -> None:
         suffix = ".skipped" if isinstance(value, str) else ".npy"
-        path = self._path(key, suffix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        if isinstance(value, str):
-            tmp.write_text(value)
-        else:
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(value, np.float32))
-        tmp.replace(path)  # atomic: a concurrent or interrupted run never reads half an entry
+        # a unique temporary file per writer, renamed over the entry: a concurrent run (parallel sweep jobs
+        # share the cache) or an interrupted one never reads half an entry or renames another's file away
+        with atomic_write(self._path(key, suffix), "w" if isinstance(value, str) else "wb") as handle:
+            if isinstance(value, str):
+                handle.write(value)
+            else:
+                np.save(handle, np.asarray(value, np.float32))

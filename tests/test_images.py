@@ -1,6 +1,8 @@
 """The one image decoder and folder reader: real formats, bad files, modes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -139,3 +141,146 @@ def test_non_image_is_unreadable_even_after_ultralytics_patched_pil(tmp_path):
     bad.write_text("hello")
     with pytest.raises(UnreadableImage):
         read_rgb(bad)
+
+
+# ---- EXIF orientation: what a viewer shows -------------------------------------------------------------
+
+def _layout() -> np.ndarray:
+    """An upright 48x32 (H x W) image no rotation or mirror maps onto itself: flat 16x16 blocks of six colours."""
+    colours = np.array([[230, 20, 20], [20, 200, 20], [20, 20, 230], [240, 240, 20], [20, 220, 220], [200, 20, 200]], np.uint8)
+    return np.kron(colours.reshape(3, 2, 3), np.ones((16, 16, 1), np.uint8)).astype(np.uint8)
+
+
+# how each EXIF orientation stores the upright image (TIFF/EXIF spec: the tag says how to turn it back)
+STORED = {
+    1: lambda a: a,
+    2: np.fliplr,                                  # mirrored left-right
+    3: lambda a: np.rot90(a, 2),                   # upside down
+    4: np.flipud,                                  # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),             # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, 1),                   # turned 90° counter-clockwise: shown after turning clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # mirrored along the other diagonal
+    8: lambda a: np.rot90(a, -1),                  # turned 90° clockwise
+}
+
+
+def _save_with_orientation(path, stored: np.ndarray, orientation: int, **kwargs):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, exif=exif.tobytes(), **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_read_rgb_applies_every_exif_orientation(tmp_path, orientation):
+    upright = _layout()
+    stored = STORED[orientation](upright)
+    path = _save_with_orientation(tmp_path / f"o{orientation}.png", stored, orientation)  # PNG: lossless, exact
+    assert np.array_equal(read_rgb(path), upright)
+
+
+@pytest.mark.parametrize("orientation", [6, 3, 8])
+def test_read_rgb_shows_a_sideways_phone_jpeg_upright(tmp_path, orientation):
+    upright = _layout()
+    path = _save_with_orientation(tmp_path / "phone.jpg", STORED[orientation](upright), orientation, quality=95,
+                                  subsampling=0)  # 4:4:4, so colour does not bleed across the blocks
+    shown = read_rgb(path)
+    assert shown.shape == upright.shape  # (48, 32, 3): H and W as displayed
+    # flat blocks on the 16-pixel JPEG grid survive compression to within a few levels
+    assert np.abs(shown.astype(int) - upright).max() <= 8
+
+
+def test_decode_folder_sees_the_orientation(tmp_path):
+    (tmp_path / "photos").mkdir()
+    _save_with_orientation(tmp_path / "photos" / "phone.jpg", STORED[6](_layout()), 6, quality=95)
+    assert decode_folder(find_images(tmp_path / "photos"), lambda rgb: rgb).pixels.shape == (1, 48, 32, 3)
+
+
+# ---- modes: every one becomes 8-bit RGB with the right values ------------------------------------------
+
+def test_read_rgb_converts_each_mode_to_the_right_rgb(tmp_path):
+    palette = [0, 0, 0, 255, 0, 0, 0, 128, 255] + [0] * (256 * 3 - 9)
+    p = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), "P")
+    p.putpalette(palette)
+    p.save(tmp_path / "palette.png")
+    p.save(tmp_path / "palette_transparent.png", transparency=1)  # index 1 transparent: its colour is kept
+    p.convert("RGBA").save(tmp_path / "palette_alpha.gif")
+    Image.fromarray(np.array([[0, 200], [255, 7]], np.uint8), "L").convert("LA").save(tmp_path / "la.png")
+    Image.new("CMYK", (2, 2), (0, 255, 255, 0)).save(tmp_path / "cmyk.tif")  # full magenta+yellow: red
+    Image.fromarray(np.array([[True, False], [False, True]])).save(tmp_path / "bits.png")
+    Image.fromarray(np.array([[0, 65535], [32768, 257]], np.uint16)).save(tmp_path / "sixteen.png")
+    Image.fromarray(np.array([[0, 1000], [500, 250]], np.int32), "I").save(tmp_path / "int32.tif")
+    Image.fromarray(np.array([[0.0, 1.0], [0.5, 0.25]], np.float32), "F").save(tmp_path / "unit_float.tif")
+    Image.fromarray(np.array([[0.0, 4.0], [2.0, np.nan]], np.float32), "F").save(tmp_path / "wide_float.tif")
+    gray = lambda *v: np.repeat(np.array(v, np.uint8).reshape(2, 2, 1), 3, axis=2)  # noqa: E731
+    red, blue, black = [255, 0, 0], [0, 128, 255], [0, 0, 0]
+    expected = {
+        "palette.png": [[black, red], [blue, red]],
+        "palette_transparent.png": [[black, red], [blue, red]],
+        "palette_alpha.gif": [[black, red], [blue, red]],
+        "la.png": gray(0, 200, 255, 7),
+        "cmyk.tif": [[red, red], [red, red]],
+        "bits.png": gray(255, 0, 0, 255),
+        "sixteen.png": gray(0, 255, 128, 1),
+        "int32.tif": gray(0, 255, 128, 64),
+        "unit_float.tif": gray(0, 255, 128, 64),
+        "wide_float.tif": gray(0, 255, 128, 0),  # NaN → 0
+    }
+    for name, rgb in expected.items():
+        image = read_rgb(tmp_path / name)
+        assert image.dtype == np.uint8 and image.tolist() == np.asarray(rgb, np.uint8).tolist(), name
+
+
+# ---- JPEG without its end marker: kept; truncated or empty: skipped, named, counted ------------------------
+
+def _jpegs(folder, progressive=False):
+    """complete.jpg, no_eoi.jpg (FF D9 dropped), half.jpg (cut in half), empty.jpg; returns the complete pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(14).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    _write(folder / "complete.jpg", rgb) if not progressive else Image.fromarray(rgb).save(folder / "complete.jpg", progressive=True)
+    raw = (folder / "complete.jpg").read_bytes()
+    assert raw.endswith(b"\xff\xd9")
+    (folder / "no_eoi.jpg").write_bytes(raw[:-2])
+    (folder / "half.jpg").write_bytes(raw[: len(raw) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    return raw
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_missing_only_its_end_marker_is_kept_with_a_warning(tmp_path, caplog, progressive):
+    _jpegs(tmp_path, progressive)
+    assert np.array_equal(read_rgb(tmp_path / "no_eoi.jpg"), read_rgb(tmp_path / "complete.jpg"))
+    assert "no_eoi.jpg" in caplog.text and "end marker" in caplog.text
+    (tmp_path / "lone_ff.jpg").write_bytes((tmp_path / "complete.jpg").read_bytes()[:-1])  # cut between FF and D9
+    assert np.array_equal(read_rgb(tmp_path / "lone_ff.jpg"), read_rgb(tmp_path / "complete.jpg"))
+
+
+@pytest.mark.parametrize("name", ["half.jpg", "empty.jpg"])
+def test_truncated_and_empty_jpegs_are_unreadable_naming_them(tmp_path, name):
+    _jpegs(tmp_path)
+    with pytest.raises(UnreadableImage, match=name):
+        read_rgb(tmp_path / name)
+
+
+def test_jpeg_cut_just_before_its_last_bytes_of_image_data_is_unreadable(tmp_path):
+    raw = _jpegs(tmp_path)
+    (tmp_path / "short.jpg").write_bytes(raw[:-3])  # one byte of scan data lost as well as the marker
+    with pytest.raises(UnreadableImage, match="short.jpg"):
+        read_rgb(tmp_path / "short.jpg")
+
+
+def test_progressive_jpeg_cut_between_scans_is_unreadable(tmp_path):
+    raw = _jpegs(tmp_path, progressive=True)
+    last_scan = raw.rindex(b"\xff\xda")
+    assert raw.count(b"\xff\xda") > 2  # several scans: cutting before the last leaves a blurrier, complete-looking image
+    (tmp_path / "between_scans.jpg").write_bytes(raw[:last_scan])
+    with pytest.raises(UnreadableImage, match="between_scans.jpg"):
+        read_rgb(tmp_path / "between_scans.jpg")
+
+
+def test_decode_folder_keeps_the_jpeg_without_end_marker_and_counts_the_rest(tmp_path, caplog):
+    _jpegs(tmp_path / "jpegs")
+    decoded = decode_folder(find_images(tmp_path / "jpegs"), lambda rgb: rgb)
+    assert sorted(Path(f).name for f in decoded.files) == ["complete.jpg", "no_eoi.jpg"]
+    assert sorted(Path(f).name for f in decoded.skipped) == ["empty.jpg", "half.jpg"]
+    assert "skipped 2 unreadable file(s) of 4" in caplog.text

@@ -1,8 +1,9 @@
 """Built-in synthetic datasets, written to disk in the real datasets' formats.
 
 Each generator is a function `make_<set>(out_dir, *, seed, ...)` decorated with `synthetic_set`: it is
-deterministic from its seed, writes into a temporary sibling folder that is renamed when complete, and
-records its parameters in `manifest.json`, so calling it again with the same parameters is free.
+deterministic from its seed, writes into a temporary sibling folder that is renamed when complete (one
+process at a time per folder, under a sibling `<folder>.lock`), and records its parameters in
+`manifest.json`, so calling it again with the same parameters is free.
 Data configs bind a generator with `_partial_: true`; datamodules call it in `prepare_data`.
 """
 from __future__ import annotations
@@ -38,17 +39,25 @@ def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
         manifest = out / MANIFEST
         if manifest.exists() and json.loads(manifest.read_text()) == json.loads(json.dumps(spec)):
             return out
-        if out.exists():
-            if not manifest.exists():
-                raise UserError(f"{out} exists and was not made by the synthetic generator; refusing to overwrite it")
-            shutil.rmtree(out)
-        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        log.info("generating synthetic %s into %s", make.__name__, out)
-        make(tmp, rng=np.random.default_rng(spec.get("seed", 0)), **{k: v for k, v in spec.items() if k != "generator"})
-        (tmp / MANIFEST).write_text(json.dumps(spec, indent=2))
-        tmp.rename(out)
+        from filelock import FileLock
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # one generator per folder: a second process (parallel sweep job, DDP rank) waits, then finds the
+        # manifest; without the lock its rename of a finished folder fails, or it removes the first's
+        with FileLock(out.with_name(f"{out.name}.lock")):
+            if manifest.exists() and json.loads(manifest.read_text()) == json.loads(json.dumps(spec)):
+                return out
+            if out.exists():
+                if not manifest.exists():
+                    raise UserError(f"{out} exists and was not made by the synthetic generator; refusing to overwrite it")
+                shutil.rmtree(out)
+            tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            log.info("generating synthetic %s into %s", make.__name__, out)
+            make(tmp, rng=np.random.default_rng(spec.get("seed", 0)), **{k: v for k, v in spec.items() if k != "generator"})
+            (tmp / MANIFEST).write_text(json.dumps(spec, indent=2))
+            tmp.rename(out)
         return out
 
     return generate

@@ -126,11 +126,10 @@ def real_face_photos() -> list[FacePhoto]:
     Boxes: dlib HOG's detections on these images, checked by eye."""
     import matplotlib.cbook
     import skimage.data
-    from PIL import Image
 
-    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as hopper:
-        hopper_rgb = np.asarray(hopper.convert("RGB")).copy()
+    from datamodules.images import read_rgb
+
     return [
         FacePhoto("astronaut", skimage.data.astronaut(), (175, 76, 265, 166)),
-        FacePhoto("grace_hopper", hopper_rgb, (180, 139, 366, 325)),
+        FacePhoto("grace_hopper", read_rgb(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), (180, 139, 366, 325)),
     ]
