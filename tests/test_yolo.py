@@ -140,6 +140,7 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
     sources = sorted((trained["voc"] / "images").glob("*.png"))[:3]
     for path in sources:
         shutil.copy(path, folder / path.name)
+    cv2.imwrite(str(folder / f"{sources[0].stem}.jpg"), cv2.imread(str(sources[1])))  # another image, same stem
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (400, 300))
     for path in sources:
@@ -152,14 +153,16 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
         with no_network() as attempts:
             summary = predict(cfg)
         assert attempts == []
-        assert summary["frames"] == 3
+        frames = 4 if source == folder else 3
+        assert summary["frames"] == frames
         printed = [line for line in capsys.readouterr().out.splitlines() if "without_mask of" in line]
-        assert len(printed) == 3
+        assert len(printed) == frames
         rows = (out / "detections.csv").read_text().splitlines()
-        assert rows[0] == "source,frame,class,confidence,x0,y0,x1,y1" and len(rows) - 1 == summary["detections"]
+        assert rows[0] == "source,frame,class,confidence,x0,y0,x1,y1,annotated" and len(rows) - 1 == summary["detections"]
         assert json.loads((out / "detections.json").read_text())["names"][1] == "without_mask"
-    assert len(list((tmp_path / "out_images" / "annotated").glob("*.jpg"))) == 3
-    assert cv2.VideoCapture(str(tmp_path / "out_video" / "clip_annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    written = sorted(p.name for p in (tmp_path / "out_images" / "annotated").glob("*.jpg"))
+    assert written == sorted([f"{sources[0].stem}_jpg.jpg"] + [f"{p.stem}_png.jpg" for p in sources])  # none overwritten
+    assert cv2.VideoCapture(str(tmp_path / "out_video" / "clip_mp4_annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
 
 
 def test_missing_pretrained_file_says_where_to_put_it(tmp_path):
