@@ -1,6 +1,6 @@
 """Convert a PASCAL VOC folder to the YOLO layout: `python experiments/convert_voc.py src=... [out=...]`.
 
-Writes images/, labels/, data.yaml and report.json (what was clipped, dropped or skipped, by file), prints the
+Writes images/, labels/, difficult/, data.yaml and report.json (what was clipped, dropped or skipped, by file), prints the
 summary, and logs the report to MLflow (experiment `convert_voc`).
 """
 from __future__ import annotations
