@@ -73,7 +73,7 @@ def write_voc(path: str | Path, annotation: VocAnnotation) -> None:
     for obj in annotation.objects:
         node = ET.SubElement(root, "object")
         ET.SubElement(node, "name").text = obj.name
-        ET.SubElement(node, "difficult").text = str(int(obj.difficult))
+        ET.SubElement(node, "difficult").text = "1" if obj.difficult else "0"
         box = ET.SubElement(node, "bndbox")
         for tag in ("xmin", "ymin", "xmax", "ymax"):
             ET.SubElement(box, tag).text = str(int(round(getattr(obj, tag))))

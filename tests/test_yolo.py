@@ -224,7 +224,7 @@ def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
     assert "from scratch: `make yolo-facemask ARGS=\"data=facemask_real trainer=cpu_real model.pretrained=null\"`" in text
 
 
-def _difficult_set(tmp_path) -> "YoloDataModule":  # noqa: F821
+def _difficult_set(tmp_path):
     """Two 160×120 images, each with one ordinary and one difficult `with_mask` box, converted for evaluation."""
     import numpy as np
 
