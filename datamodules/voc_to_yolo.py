@@ -1,10 +1,17 @@
 """PASCAL VOC (images/ + annotations/*.xml) → the YOLO layout ultralytics reads.
 
-Output: `images/{train,val}/<stem>.png`, `labels/{train,val}/<stem>.txt` (`class cx cy w h`, normalised),
-`data.yaml` (ultralytics' dataset file) and `report.json`. Every fix and drop is reported by file:
+Output: `images/{train,val}/<name>.png`, `labels/{train,val}/<name>.txt` (`class cx cy w h`, normalised),
+`difficult/{train,val}/<name>.txt` (the boxes VOC marks `<difficult>`, same format, for evaluation to ignore),
+`data.yaml` (ultralytics' dataset file) and `report.json`. `<name>` is the source image's file name with its
+extension folded in (`visit.jpg` → `visit_jpg`, `datamodules.outputs.output_name`), so two sources never share
+an output. Images and xml are paired by `datamodules.voc.pair_voc` (the xml's `<filename>` first, then the stem;
+ambiguous pairs are skipped and reported). Every fix and drop is reported by file:
 boxes outside the image are clipped, zero-area and inverted boxes are dropped, unknown class names are an
-error unless `unknown_classes="drop"`, xml whose image is missing or unreadable is skipped, images without
+error unless `unknown_classes="drop"`, difficult objects are left out of the labels unless `keep_difficult`
+(PASCAL VOC's convention) and counted, xml whose image is missing or unreadable is skipped, images without
 xml are skipped (they may hold unlabelled objects), and images with no objects are kept as backgrounds.
+Concurrent conversions into one `out` (DDP ranks, sweep jobs) take turns on a file lock beside it; each writes
+a private temporary folder renamed into place, and a waiter finding the same conversion done reuses it.
 Images are decoded by `read_rgb` and written as RGB PNG (RGBA, gray and 16-bit sources become RGB).
 The split is deterministic from the seed; byte-identical images always land on the same side.
 """
@@ -13,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,12 +34,15 @@ import yaml
 
 from core.errors import UserError
 from datamodules.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from datamodules.voc import VocAnnotation, read_voc
+from datamodules.outputs import output_name
+from datamodules.voc import VocPairing, pair_voc
 
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "conversion.json"
 SPLITS = ("train", "val")
+DIFFICULT_DIR = "difficult"
+LAYOUT = 2  # bumped when output names or files change, so older conversions are redone
 
 
 @dataclass
@@ -44,20 +56,33 @@ class ConversionReport:
     zero_area: dict[str, int] = field(default_factory=dict)  # dropped after clipping
     inverted: dict[str, int] = field(default_factory=dict)  # xmin > xmax or ymin > ymax, dropped
     unknown_classes: dict[str, list[str]] = field(default_factory=dict)  # dropped (unknown_classes="drop")
+    difficult: dict[str, int] = field(default_factory=dict)  # <difficult> boxes by file: out of labels unless kept
+    keep_difficult: bool = False
     size_mismatch: list[str] = field(default_factory=list)  # xml <size> differs from the decoded image
     converted_to_rgb: int = 0  # sources that were not 8-bit RGB (RGBA, gray, 16-bit)
     xml_without_image: list[str] = field(default_factory=list)
     image_without_xml: list[str] = field(default_factory=list)
     unreadable_images: list[str] = field(default_factory=list)
     unreadable_xml: list[str] = field(default_factory=list)
+    ambiguous: list[str] = field(default_factory=list)  # xml skipped: which image is theirs is not certain
 
     def summary(self) -> str:
+        """One line: counts of everything kept, fixed, dropped and skipped, naming the files whose xml `<size>`
+        differs from the image and the ambiguous pairs (first 3 of each)."""
         fixed = sum(self.clipped.values())
         dropped = sum(self.zero_area.values()) + sum(self.inverted.values()) + sum(len(v) for v in self.unknown_classes.values())
-        skipped = len(self.xml_without_image) + len(self.image_without_xml) + len(self.unreadable_images) + len(self.unreadable_xml)
-        return (f"{self.images['train']} train / {self.images['val']} val images, boxes {self.boxes}, "
-                f"{len(self.backgrounds)} backgrounds; clipped {fixed} box(es), dropped {dropped}, skipped {skipped} file(s), "
-                f"{self.converted_to_rgb} converted to RGB")
+        skipped = (len(self.xml_without_image) + len(self.image_without_xml) + len(self.unreadable_images)
+                   + len(self.unreadable_xml) + len(self.ambiguous))
+        difficult = sum(self.difficult.values())
+        line = (f"{self.images['train']} train / {self.images['val']} val images, boxes {self.boxes}, "
+                f"{len(self.backgrounds)} backgrounds; {difficult} difficult box(es) "
+                f"{'kept as labels' if self.keep_difficult else 'left out of labels, ignored by evaluation'}; "
+                f"clipped {fixed} box(es), dropped {dropped}, skipped {skipped} file(s), {self.converted_to_rgb} converted to RGB")
+        if self.ambiguous:
+            line += f"; {len(self.ambiguous)} ambiguous image/xml pair(s) skipped: {_first(Path(a.split(': ')[0]).name for a in self.ambiguous)}"
+        if self.size_mismatch:
+            line += f"; xml <size> differs from the image in {len(self.size_mismatch)} file(s): {_first(self.size_mismatch)}"
+        return line
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,11 +98,14 @@ def convert_voc(
     unknown_classes: str = "error",
     images_dir: str = "images",
     annotations_dir: str = "annotations",
+    keep_difficult: bool = False,
 ) -> ConversionReport:
     """Convert `src/{images_dir,annotations_dir}` into `out` (see the module docstring); returns the report.
 
     A second call with the same source files and arguments returns the stored report without converting.
     `val_fraction=1.0` puts every image in val (for evaluating a checkpoint on a whole folder).
+    `keep_difficult`: write VOC's difficult objects as ordinary labels (default: left out, written to
+    `difficult/` for evaluation to ignore). Raises UserError for bad arguments, missing folders, no usable pair.
     """
     src, out, classes = Path(src), Path(out), list(classes)
     if unknown_classes not in ("error", "drop"):
@@ -92,21 +120,46 @@ def convert_voc(
             raise UserError(f"VOC folder {src} has no {folder.name}/ — expected {images_dir}/ and {annotations_dir}/ "
                             "(README, section 'Face-mask detection (YOLO)')")
     xml_files = sorted(xml_root.glob("*.xml"))
-    image_files = {p.stem: p for p in sorted(image_root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    image_files = sorted(p for p in image_root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     spec = {
         "src": str(src.resolve()), "classes": classes, "val_fraction": val_fraction, "seed": seed,
-        "unknown_classes": unknown_classes, "sources": _fingerprint(xml_files + list(image_files.values())),
+        "unknown_classes": unknown_classes, "keep_difficult": bool(keep_difficult), "layout": LAYOUT,
+        "sources": _fingerprint(xml_files + image_files),
     }
-    spec_file = out / SPEC_FILE
-    if spec_file.exists() and json.loads(spec_file.read_text()).get("spec") == spec:
-        return ConversionReport(**json.loads((out / "report.json").read_text()))
+    from filelock import FileLock
 
-    report = ConversionReport()
-    tmp = out.with_name(f"{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One writer at a time; the others wait, then find the same spec done and reuse it.
+    with FileLock(out.parent / f".{out.name}.lock"):
+        spec_file = out / SPEC_FILE
+        if spec_file.exists() and json.loads(spec_file.read_text()).get("spec") == spec:
+            return ConversionReport(**json.loads((out / "report.json").read_text()))
+        # a private folder per writer (never a fixed name a crashed or concurrent run could share), renamed into place
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            report = _convert_into(tmp, src, out, pair_voc(image_root, xml_root), classes, val_fraction, seed,
+                                   unknown_classes, keep_difficult)
+            (tmp / SPEC_FILE).write_text(json.dumps({"spec": spec}, indent=2))
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted %s → %s: %s", src, out, report.summary())
+    return report
+
+
+def _convert_into(tmp: Path, src: Path, out: Path, pairing: VocPairing, classes: list[str], val_fraction: float,
+                  seed: int, unknown_classes: str, keep_difficult: bool) -> ConversionReport:
+    report = ConversionReport(keep_difficult=bool(keep_difficult), xml_without_image=pairing.xml_without_image,
+                              image_without_xml=pairing.image_without_xml, unreadable_xml=pairing.unreadable_xml,
+                              ambiguous=pairing.ambiguous)
     staging = tmp / "decoded"
     staging.mkdir(parents=True)
-    items = _read_pairs(xml_files, image_files, classes, unknown_classes, report, staging)
+    items = _read_pairs(pairing, classes, unknown_classes, keep_difficult, report, staging)
     if not items:
         raise UserError(f"no usable image/xml pair in {src} — see the messages above for each skipped file")
     split = _split(items, val_fraction, seed)
@@ -119,18 +172,36 @@ def convert_voc(
         (tmp / "images" / name).mkdir(parents=True)
         (tmp / "labels" / name).mkdir(parents=True)
         for item in split[name]:
-            (staging / f"{item['stem']}.png").rename(tmp / "images" / name / f"{item['stem']}.png")
-            (tmp / "labels" / name / f"{item['stem']}.txt").write_text("".join(f"{line}\n" for line in item["lines"]))
+            (staging / f"{item['name']}.png").rename(tmp / "images" / name / f"{item['name']}.png")
+            (tmp / "labels" / name / f"{item['name']}.txt").write_text("".join(f"{line}\n" for line in item["lines"]))
+            if item["difficult"]:
+                (tmp / DIFFICULT_DIR / name).mkdir(parents=True, exist_ok=True)
+                (tmp / DIFFICULT_DIR / name / f"{item['name']}.txt").write_text("".join(f"{line}\n" for line in item["difficult"]))
         report.images[name] = len(split[name])
     staging.rmdir()
     names = dict(enumerate(classes))
     (tmp / "data.yaml").write_text(yaml.safe_dump({"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": names}, sort_keys=False))
     (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    (tmp / SPEC_FILE).write_text(json.dumps({"spec": spec}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    log.info("converted %s → %s: %s", src, out, report.summary())
     return report
+
+
+def difficult_boxes(image_file: str | Path) -> np.ndarray:
+    """The difficult boxes left out of the labels of one converted image (`<out>/images/<split>/<name>.png`),
+    as a (N, 5) float32 array `class, cx, cy, w, h` normalised to the image; (0, 5) when it has none."""
+    parts = list(Path(image_file).parts)
+    if "images" not in parts:
+        return np.zeros((0, 5), np.float32)
+    at = len(parts) - 1 - parts[::-1].index("images")  # the last "images", as ultralytics maps images/ → labels/
+    side = Path(*parts[:at], DIFFICULT_DIR, *parts[at + 1:]).with_suffix(".txt")
+    if not side.is_file():
+        return np.zeros((0, 5), np.float32)
+    return np.array([[float(v) for v in line.split()] for line in side.read_text().splitlines() if line.strip()],
+                    np.float32).reshape(-1, 5)
+
+
+def _first(names, shown: int = 3) -> str:
+    names = list(names)
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
 
 
 def _fingerprint(files: list[Path]) -> str:
@@ -141,29 +212,18 @@ def _fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _read_pairs(xml_files: list[Path], image_files: dict[str, Path], classes: list[str], unknown_classes: str,
+def _read_pairs(pairing: VocPairing, classes: list[str], unknown_classes: str, keep_difficult: bool,
                 report: ConversionReport, staging: Path) -> list[dict]:
-    """Decode each pair once, write its RGB PNG into `staging`, and return its stem, label lines and pixel hash."""
+    """Decode each pair once, write its RGB PNG into `staging`; return its output name, label lines, difficult
+    lines (left out of the labels) and pixel hash."""
     from tqdm.auto import tqdm
 
     index = {name: i for i, name in enumerate(classes)}
     counts = dict.fromkeys(classes, 0)
     unknown: dict[str, list[str]] = {}
-    items, seen_images = [], set()
-    for xml in tqdm(xml_files, desc="converting VOC", unit="img", leave=False, disable=len(xml_files) < 200):
-        try:
-            annotation = read_voc(xml)
-        except UserError as exc:
-            report.unreadable_xml.append(str(xml))
-            seen_images.add(xml.stem)  # its image is reported through this xml, not as unpaired
-            log.warning("skipped: %s", exc)
-            continue
-        image_path = _image_for(xml, annotation, image_files)
-        if image_path is None:
-            report.xml_without_image.append(str(xml))
-            log.warning("skipped %s: its image %r is not in %s", xml, annotation.filename or xml.stem, xml.parent.parent)
-            continue
-        seen_images.add(image_path.stem)
+    items = []
+    for pair in tqdm(pairing.pairs, desc="converting VOC", unit="img", leave=False, disable=len(pairing.pairs) < 200):
+        xml, image_path, annotation = pair.xml, pair.image, pair.annotation
         try:
             rgb, was_rgb = _decode(image_path)
         except UnreadableImage as exc:
@@ -177,18 +237,25 @@ def _read_pairs(xml_files: list[Path], image_files: dict[str, Path], classes: li
         names_here = [obj.name for obj in annotation.objects if obj.name not in index]
         if names_here:
             unknown[xml.stem] = names_here
-        lines = []
+        lines, difficult = [], []
         for obj in annotation.objects:
             if obj.name not in index:
                 continue
             line = _yolo_line(obj, index[obj.name], width, height, xml.stem, report)
-            if line:
-                lines.append(line)
-                counts[obj.name] += 1
+            if not line:
+                continue
+            if obj.difficult:
+                report.difficult[xml.stem] = report.difficult.get(xml.stem, 0) + 1
+                if not keep_difficult:
+                    difficult.append(line)
+                    continue
+            lines.append(line)
+            counts[obj.name] += 1
         if not annotation.objects:
             report.backgrounds.append(xml.stem)
-        cv2.imwrite(str(staging / f"{xml.stem}.png"), rgb[..., ::-1])
-        items.append({"stem": xml.stem, "lines": lines, "hash": hashlib.sha1(rgb.tobytes()).hexdigest()})
+        name = output_name(image_path.name, "").as_posix()
+        cv2.imwrite(str(staging / f"{name}.png"), rgb[..., ::-1])
+        items.append({"name": name, "lines": lines, "difficult": difficult, "hash": hashlib.sha1(rgb.tobytes()).hexdigest()})
     if unknown:
         listing = "; ".join(f"{stem}: {sorted(set(v))}" for stem, v in list(unknown.items())[:10])
         if unknown_classes == "error":
@@ -196,19 +263,13 @@ def _read_pairs(xml_files: list[Path], image_files: dict[str, Path], classes: li
                             "the class map, or set unknown_classes=drop to drop those boxes")
         report.unknown_classes = unknown
         log.warning("dropped boxes of classes not in the class map in %d file(s): %s", len(unknown), listing)
-    report.image_without_xml = sorted(str(p) for stem, p in image_files.items() if stem not in seen_images)
-    for path in report.image_without_xml:
-        log.warning("skipped %s: no annotation xml (an unlabelled image is not a safe background)", path)
-    for kind in ("clipped", "zero_area", "inverted"):
+    for kind in ("clipped", "zero_area", "inverted", "difficult"):
         if getattr(report, kind):
             log.warning("%s boxes by file: %s", kind, dict(getattr(report, kind)))
+    if report.size_mismatch:
+        log.warning("xml <size> differs from the decoded image in %d file(s): %s", len(report.size_mismatch), report.size_mismatch)
     report.boxes = counts
     return items
-
-
-def _image_for(xml: Path, annotation: VocAnnotation, image_files: dict[str, Path]) -> Path | None:
-    named = Path(annotation.filename).stem if annotation.filename else xml.stem
-    return image_files.get(named) or image_files.get(xml.stem)
 
 
 def _decode(path: Path) -> tuple[np.ndarray, bool]:
@@ -239,7 +300,7 @@ def _split(items: list[dict], val_fraction: float, seed: int) -> dict[str, list[
     groups: dict[str, list[dict]] = defaultdict(list)
     for item in items:
         groups[item["hash"]].append(item)
-    order = sorted(groups, key=lambda h: groups[h][0]["stem"])
+    order = sorted(groups, key=lambda h: groups[h][0]["name"])
     order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
     target = len(items) if val_fraction >= 1.0 else max(1, round(len(items) * val_fraction))
     split: dict[str, list[dict]] = {"train": [], "val": []}

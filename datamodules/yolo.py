@@ -19,6 +19,7 @@ class YoloDataModule(pl.LightningDataModule):
 
     `augment` overrides ultralytics' augmentation defaults (e.g. `{mosaic: 0.5, fliplr: 0.5}`); `max_images`
     caps the training images (ultralytics' `fraction`); batches are ultralytics' dicts with uint8 `img`.
+    `keep_difficult`: VOC's difficult objects become labels (default: left out, and ignored by validation).
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class YoloDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         val_fraction: float = 0.2,
         unknown_classes: str = "error",
+        keep_difficult: bool = False,
         max_images: int | None = None,
         augment: dict | None = None,
         generate: Callable[[], object] | None = None,
@@ -44,6 +46,7 @@ class YoloDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.unknown_classes = unknown_classes
+        self.keep_difficult = keep_difficult
         self.max_images = max_images
         self.augment = dict(augment or {})
         self.generate = generate
@@ -59,7 +62,8 @@ class YoloDataModule(pl.LightningDataModule):
             raise UserError(f"face-mask data folder not found: {self.voc_root} — point data.voc_root at a folder with "
                             "images/ and annotations/ (README, section 'Face-mask detection (YOLO)')")
         self.report = convert_voc(self.voc_root, self.yolo_dir, self.classes, val_fraction=self.val_fraction,
-                                  seed=self.seed, unknown_classes=self.unknown_classes)
+                                  seed=self.seed, unknown_classes=self.unknown_classes,
+                                  keep_difficult=self.keep_difficult)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:

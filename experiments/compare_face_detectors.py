@@ -32,7 +32,8 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
         raise UserError(f"use: unknown detector(s) {unknown}; known: {sorted(cfg.detectors)}")
     detectors = [instantiate(cfg.detectors[name]) for name in cfg.use]
     voc = Path(cfg.voc) if cfg.voc else instantiate(cfg.id_cards)
-    images = read_voc_folder(voc, cfg.max_images)
+    labelled = read_voc_folder(voc, cfg.max_images)
+    images = labelled.images
     thresholds = list(cfg.iou_thresholds)
     counts = Counter(c for image in images for c in image.classes)
     classes = sorted(counts)
@@ -42,7 +43,8 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     title = f"Face detectors on {name} ({len(images)} images, {int(table['faces'].iloc[0])} faces)"
-    sections = [f"## {title}\n", _markdown(table, thresholds, counts)]
+    notes = _data_notes(labelled)
+    sections = [f"## {title}\n", *([notes + "\n"] if notes else []), _markdown(table, thresholds, counts)]
     figure_files = {f"{name}.png": figures.face_detector_comparison(table.to_dict("records"), thresholds, classes, title)}
     if cfg.rotations.enabled:
         rotation = _rotation_recall(cfg, detectors)
@@ -58,6 +60,19 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
     _log_mlflow(cfg, table, report_dir, [f"{name}.md", *figure_files], name)
     log.info("report written to %s", report_dir / f"{name}.md")
     return table
+
+
+def _data_notes(labelled) -> str:
+    """One line on what the folder held besides the faces counted: difficult faces ignored, files skipped."""
+    pairing, parts = labelled.pairing, []
+    if labelled.difficult:
+        parts.append(f"{labelled.difficult} face(s) marked difficult ignored (neither hit nor miss)")
+    for what, files in (("ambiguous image/xml pair(s)", pairing.ambiguous), ("xml without image", pairing.xml_without_image),
+                        ("image(s) without xml", pairing.image_without_xml), ("unreadable xml", pairing.unreadable_xml)):
+        if files:
+            parts.append(f"{len(files)} {what} skipped: {', '.join(Path(f.split(': ')[0]).name for f in files[:3])}"
+                         + (" …" if len(files) > 3 else ""))
+    return "; ".join(parts)
 
 
 def _markdown(table: pd.DataFrame, thresholds: list[float], counts: dict[str, int]) -> str:
@@ -76,7 +91,7 @@ def _rotation_recall(cfg: DictConfig, detectors: list) -> pd.DataFrame:
     threshold = cfg.rotations.iou_threshold
     recall = {}
     for angle in cfg.rotations.set.angles:
-        images = read_voc_folder(root / f"rot_{angle:02d}")
+        images = read_voc_folder(root / f"rot_{angle:02d}").images
         recall[angle] = {d.name: scores(run_detector(d, images, cfg.progress), images, [threshold])[f"recall@{threshold}"] for d in detectors}
     return pd.DataFrame.from_dict(recall, orient="index").rename_axis("angle (°)")
 

@@ -1,6 +1,6 @@
 """Convert a PASCAL VOC folder to the YOLO layout: `python experiments/convert_voc.py src=... [out=...]`.
 
-Writes images/, labels/, data.yaml and report.json (what was clipped, dropped or skipped, by file), prints the
+Writes images/, labels/, difficult/, data.yaml and report.json (what was clipped, dropped or skipped, by file), prints the
 summary, and logs the report to MLflow (experiment `convert_voc`).
 """
 from __future__ import annotations
@@ -26,13 +26,15 @@ def convert(cfg: DictConfig) -> ConversionReport:
     src = Path(cfg.src)
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.data_dir) / "yolo" / src.resolve().name
     report = convert_voc(src, out, list(cfg.classes), val_fraction=cfg.val_fraction, seed=cfg.seed,
-                         unknown_classes=cfg.unknown_classes, images_dir=cfg.images_dir, annotations_dir=cfg.annotations_dir)
+                         unknown_classes=cfg.unknown_classes, images_dir=cfg.images_dir, annotations_dir=cfg.annotations_dir,
+                         keep_difficult=cfg.keep_difficult)
     use_tool_experiment(cfg)
     with mlflow.start_run(run_name=src.name):
         mlflow.log_params({"src": str(src), "out": str(out), "classes": ",".join(cfg.classes), "val_fraction": cfg.val_fraction,
-                           "seed": cfg.seed, "unknown_classes": cfg.unknown_classes})
+                           "seed": cfg.seed, "unknown_classes": cfg.unknown_classes, "keep_difficult": cfg.keep_difficult})
         mlflow.log_metrics({"train_images": report.images["train"], "val_images": report.images["val"],
-                            "clipped_boxes": sum(report.clipped.values()), "backgrounds": len(report.backgrounds)})
+                            "clipped_boxes": sum(report.clipped.values()), "backgrounds": len(report.backgrounds),
+                            "difficult_boxes": sum(report.difficult.values()), "ambiguous_pairs": len(report.ambiguous)})
         mlflow.log_dict(report.to_dict(), "report.json")
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
     log.info("converted %s -> %s", src, out)

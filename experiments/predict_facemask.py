@@ -1,8 +1,10 @@
 """Detect faces with and without masks: `python experiments/predict_facemask.py source=<folder or video> [ckpt=...]`.
 
-Writes `annotated/` images (or `<video>_annotated.mp4`), `detections.csv` and `detections.json` (one row per box:
-source, frame, class, confidence, x0, y0, x1, y1 in pixels), prints per image/frame how many faces have no mask,
-and logs the counts and files to MLflow (experiment `predict_facemask`).
+Writes `annotated/` images (or `<video>_<ext>_annotated.mp4`), named by `datamodules.outputs.output_name` so two
+sources never share one (`a.jpg` → `annotated/a_jpg.jpg`, `a.png` → `annotated/a_png.jpg`), `detections.csv` and
+`detections.json` (one row per box: source, frame, class, confidence, x0, y0, x1, y1 in pixels, annotated: the
+output file relative to `out_dir`), prints per image/frame how many faces have no mask, and logs the counts and
+files to MLflow (experiment `predict_facemask`).
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
 from datamodules.images import UnreadableImage, find_images, read_rgb
+from datamodules.outputs import output_name
 from experiments import log, user_errors, use_tool_experiment
 from lightning_modules.yolo_detector import detect, load_detector, newest_checkpoint
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
-CSV_FIELDS = ("source", "frame", "class", "confidence", "x0", "y0", "x1", "y1")
+CSV_FIELDS = ("source", "frame", "class", "confidence", "x0", "y0", "x1", "y1", "annotated")
 
 
 def frames(source: Path, max_frames: int | None) -> Iterator[tuple[str, int, np.ndarray]]:
@@ -81,19 +84,19 @@ def predict(cfg: DictConfig) -> dict:
         det = detect(module.eval_net, [rgb], imgsz, conf=cfg.conf, iou=cfg.iou)[0]
         drawn = annotate(rgb, det, names)
         if is_video:
+            annotated = output_name(source.name, ".mp4", "_annotated").as_posix()
             if writer is None:
                 fps = cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) or 25.0
-                writer = cv2.VideoWriter(str(out_dir / f"{source.stem}_annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                         fps, (rgb.shape[1], rgb.shape[0]))
+                writer = cv2.VideoWriter(str(out_dir / annotated), cv2.VideoWriter_fourcc(*"mp4v"), fps, (rgb.shape[1], rgb.shape[0]))
             writer.write(drawn)
         else:
-            target = out_dir / "annotated" / Path(name).with_suffix(".jpg")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(target), drawn)
+            annotated = (Path("annotated") / output_name(name, ".jpg")).as_posix()
+            (out_dir / annotated).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out_dir / annotated), drawn)
         unmasked = int((det[:, 5] == alert).sum())
-        per_frame.append({"source": name, "frame": index, "faces": len(det), cfg.alert_class: unmasked})
+        per_frame.append({"source": name, "frame": index, "faces": len(det), cfg.alert_class: unmasked, "annotated": annotated})
         print(f"{name} frame {index}: {unmasked} face(s) {cfg.alert_class} of {len(det)}", flush=True)
-        rows += [dict(zip(CSV_FIELDS, (name, index, names[int(c)], round(float(p), 4), *(round(float(v), 1) for v in box))))
+        rows += [dict(zip(CSV_FIELDS, (name, index, names[int(c)], round(float(p), 4), *(round(float(v), 1) for v in box), annotated)))
                  for *box, p, c in det]
     if writer is not None:
         writer.release()

@@ -1,10 +1,12 @@
 """Batch face detection over a folder: one JPEG per face, an annotated copy of each image, and a table
 of every face, computed in a process pool (dlib holds the GIL) with results identical to a serial run.
 
-Outputs under `out_dir` (the input folder is never written to):
-  faces/<sub-folder>/<image-stem>_face<k>.jpg   one crop per face, k = 1, 2, … best score first
-  annotated/<sub-folder>/<image-stem>.jpg       the image with its boxes and scores drawn
-  faces.csv, faces.json                         every face: image (relative to the input), face, detector, score, box
+Outputs under `out_dir` (the input folder is never written to), named by `datamodules.outputs.output_name`
+(the input's extension folded into the name, so `portrait.jpg` and `portrait.png` never share an output):
+  faces/<sub-folder>/<name>_<ext>_face<k>.jpg   one crop per face, k = 1, 2, … best score first
+  annotated/<sub-folder>/<name>_<ext>.jpg       the image with its boxes and scores drawn
+  faces.csv, faces.json                         every face: image (relative to the input), face, detector, score,
+                                                box, crop (the crop's file, relative to `out_dir`)
   contact_sheet.jpg                             the first crops side by side
 """
 from __future__ import annotations
@@ -24,12 +26,23 @@ import pandas as pd
 
 from core.errors import UserError
 from datamodules.images import UnreadableImage, find_images, read_rgb
+from datamodules.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.crop import crop_box, crop_face
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ["image", "face", "detector", "score", "left", "top", "right", "bottom"]
+CSV_COLUMNS = ["image", "face", "detector", "score", "left", "top", "right", "bottom", "crop"]
+
+
+def crop_file(image: str, k: int) -> str:
+    """The k-th face crop of input `image` (relative to the input folder), relative to `out_dir`, '/'-separated."""
+    return (Path("faces") / output_name(image, ".jpg", f"_face{k}")).as_posix()
+
+
+def annotated_file(image: str) -> str:
+    """The annotated copy of input `image` (relative to the input folder), relative to `out_dir`, '/'-separated."""
+    return (Path("annotated") / output_name(image, ".jpg")).as_posix()
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class BatchResult:
     def table(self, detector: str) -> pd.DataFrame:
         rows = [
             {"image": r.image, "face": k, "detector": detector, "score": round(d.score, 4),
-             "left": d.left, "top": d.top, "right": d.right, "bottom": d.bottom}
+             "left": d.left, "top": d.top, "right": d.right, "bottom": d.bottom, "crop": crop_file(r.image, k)}
             for r in self.processed for k, d in enumerate(r.faces, start=1)
         ]
         return pd.DataFrame(rows, columns=CSV_COLUMNS)
@@ -147,11 +160,10 @@ class _Job:
         start = time.perf_counter()
         result.faces = self.detector.detect(rgb)
         result.seconds = time.perf_counter() - start
-        stem = relative.with_suffix("")
         for k, detection in enumerate(result.faces, start=1):
             face = crop_face(rgb, detection, self.crop.margin, self.crop.square, self.crop.size)
-            _write_jpeg(self.out_dir / "faces" / f"{stem}_face{k}.jpg", face)
-        _write_jpeg(self.out_dir / "annotated" / f"{stem}.jpg", annotate(rgb, result.faces, self.crop))
+            _write_jpeg(self.out_dir / crop_file(result.image, k), face)
+        _write_jpeg(self.out_dir / annotated_file(result.image), annotate(rgb, result.faces, self.crop))
         return result
 
 
@@ -192,8 +204,7 @@ def contact_sheet(out_dir: Path, result: BatchResult, tile: int = 96, limit: int
     """Up to `limit` crops (as written) in a grid of `tile`-pixel squares; None when no face was found."""
     from skimage.util import montage
 
-    paths = [out_dir / "faces" / f"{Path(r.image).with_suffix('')}_face{k}.jpg"
-             for r in result.processed for k in range(1, len(r.faces) + 1)][:limit]
+    paths = [out_dir / crop_file(r.image, k) for r in result.processed for k in range(1, len(r.faces) + 1)][:limit]
     if not paths:
         return None
     tiles = np.stack([cv2.resize(read_rgb(p), (tile, tile), interpolation=cv2.INTER_AREA) for p in paths])
@@ -207,7 +218,8 @@ def _write_tables(result: BatchResult, detector: FaceDetector, out_dir: Path) ->
         "detector": repr(detector),
         "summary": result.summary(),
         "faces": table.to_dict(orient="records"),
-        "images": [{"image": r.image, "width": r.width, "height": r.height, "faces": len(r.faces)} for r in result.processed],
+        "images": [{"image": r.image, "annotated": annotated_file(r.image), "width": r.width, "height": r.height,
+                    "faces": len(r.faces)} for r in result.processed],
         "skipped": [{"image": r.image, "error": r.error} for r in result.skipped],
     }
     (out_dir / "faces.json").write_text(json.dumps(report, indent=1))

@@ -81,10 +81,7 @@ def capture_faces(detector: FaceDetector, source: int | str, out_dir: str | Path
                 if len(detections) > 1:
                     several += 1
                     continue
-                number += 1
-                path = folder / f"{number:04d}.jpg"
-                if not cv2.imwrite(str(path), np.ascontiguousarray(crop(rgb, detections[0])[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                    raise UserError(f"cannot write {path} — check that {folder} is writable")
+                number, path = _write_new(folder, number, crop(rgb, detections[0]))
                 saved.append(path)
                 bar.update(1)
     finally:
@@ -94,3 +91,22 @@ def capture_faces(detector: FaceDetector, source: int | str, out_dir: str | Path
         log.warning("saved %d of the %d faces asked for: the source ended after %d frames (%d without a face, %d with several)",
                     len(saved), frames, read, no_face, several)
     return result
+
+
+def _write_new(folder: Path, number: int, rgb: np.ndarray) -> tuple[int, Path]:
+    """Write `rgb` as the first free `NNNN.jpg` after `number`; returns its number and path. The file is created
+    exclusively, so a second capture into the same folder at the same time takes the next number, never this one."""
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise UserError(f"cannot encode a face crop as JPEG ({rgb.shape})")
+    while True:
+        number += 1
+        path = folder / f"{number:04d}.jpg"
+        try:
+            with open(path, "xb") as handle:
+                handle.write(jpeg.tobytes())
+            return number, path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"cannot write {path} — check that {folder} is writable ({exc.strerror})") from exc

@@ -4,7 +4,9 @@ ground-truth class, and speed.
 Detections are matched to ground truth per image in the VOC/COCO way: best score first, each detection
 to the unmatched face it overlaps most, a hit when that IoU reaches the threshold. Every VOC object
 counts as a face (the face-mask set's classes say what the face wears, not whether it is one), and the
-detectors are class-agnostic, so per-class figures are recalls.
+detectors are class-agnostic, so per-class figures are recalls. Objects VOC marks `<difficult>` follow PASCAL VOC:
+they are no ground truth (not counted in recall), and a detection on one is neither a hit nor a false detection.
+Images and xml are paired by `datamodules.voc.pair_voc`: unpaired and ambiguous files are skipped and reported.
 """
 from __future__ import annotations
 
@@ -18,35 +20,51 @@ import torch
 from torchvision.ops import box_iou
 
 from core.errors import UserError
-from datamodules.images import IMAGE_SUFFIXES, read_rgb
-from datamodules.voc import read_voc
+from datamodules.images import read_rgb
+from datamodules.voc import VocPairing, pair_voc
 from faces import Detection, FaceDetector
 
 
 @dataclass
 class LabelledImage:
     path: Path
-    boxes: np.ndarray  # (N, 4) left, top, right, bottom, clipped to the image
-    classes: list[str]
+    boxes: np.ndarray  # (N, 4) left, top, right, bottom in pixels, clipped to the image: the faces to find
+    classes: list[str]  # N class names
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (M, 4) ignored faces
 
 
-def read_voc_folder(folder: str | Path, limit: int | None = None) -> list[LabelledImage]:
-    """`folder/annotations/*.xml` with their images in `folder/images/` (sorted by name; first `limit`)."""
+@dataclass
+class VocFaces:
+    """A labelled VOC folder: its usable images and how its files were paired (what was skipped, by path)."""
+
+    images: list[LabelledImage]
+    pairing: VocPairing
+
+    @property
+    def difficult(self) -> int:
+        return sum(len(image.difficult) for image in self.images)
+
+
+def read_voc_folder(folder: str | Path, limit: int | None = None) -> VocFaces:
+    """`folder/annotations/*.xml` with their images in `folder/images/` (sorted by xml name; first `limit` pairs).
+
+    Raises UserError when the folder lacks the layout or holds no usable pair."""
     folder = Path(folder)
-    annotations = sorted((folder / "annotations").glob("*.xml"))
-    if not (folder / "images").is_dir() or not annotations:
+    if not (folder / "images").is_dir() or not (folder / "annotations").is_dir():
         raise UserError(f"VOC={folder}: expected images/ and annotations/*.xml inside (PASCAL VOC layout)")
-    images = {p.stem: p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairing = pair_voc(folder / "images", folder / "annotations")
+    if not pairing.pairs:
+        raise UserError(f"VOC={folder}: no usable image/xml pair in images/ and annotations/ ({pairing.skipped} file(s) "
+                        "skipped, see the messages above)")
     labelled = []
-    for xml in annotations[:limit]:
-        if xml.stem not in images:
-            raise UserError(f"{xml} has no image {xml.stem}.* in {folder / 'images'}")
-        voc = read_voc(xml)
+    for pair in pairing.pairs[:limit]:
+        voc = pair.annotation
         boxes = np.array([[o.xmin, o.ymin, o.xmax, o.ymax] for o in voc.objects], np.float32).reshape(-1, 4)
         if voc.width and voc.height:  # some sets write xmax = width + 1
             boxes = np.clip(boxes, 0, [voc.width, voc.height, voc.width, voc.height])
-        labelled.append(LabelledImage(images[xml.stem], boxes, [o.name for o in voc.objects]))
-    return labelled
+        hard = np.array([o.difficult for o in voc.objects], bool)
+        labelled.append(LabelledImage(pair.image, boxes[~hard], [o.name for o in voc.objects if not o.difficult], boxes[hard]))
+    return VocFaces(labelled, pairing)
 
 
 @dataclass
@@ -77,35 +95,41 @@ def run_detector(detector: FaceDetector, images: Sequence[LabelledImage], progre
     return run
 
 
-def match(detections: Sequence[Detection], truth: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, int]:
-    """Which ground-truth boxes are found (bool per box), and the number of false detections."""
+def match(detections: Sequence[Detection], truth: np.ndarray, iou_threshold: float,
+          ignore: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Which ground-truth boxes (N, 4) are found (bool per box), and the number of false detections.
+
+    `ignore` (M, 4): boxes that are neither to be found nor false when found (VOC's difficult objects): a detection
+    that finds no unmatched ground truth but overlaps one of them at IoU ≥ `iou_threshold` is not counted."""
     found = np.zeros(len(truth), bool)
     if not detections:
         return found, 0
-    if not len(truth):
-        return found, len(detections)
     predicted = torch.tensor([[d.left, d.top, d.right, d.bottom] for d in sorted(detections, key=lambda d: -d.score)], dtype=torch.float32)
-    iou = box_iou(predicted, torch.from_numpy(truth)).numpy()
+    iou = box_iou(predicted, torch.from_numpy(np.asarray(truth, np.float32).reshape(-1, 4))).numpy()
+    ignored = np.zeros(len(predicted), bool)
+    if ignore is not None and len(ignore):
+        ignored = box_iou(predicted, torch.from_numpy(np.asarray(ignore, np.float32).reshape(-1, 4))).numpy().max(axis=1) >= iou_threshold
     false = 0
-    for row in iou:
+    for row, on_ignored in zip(iou, ignored):
         candidates = np.where(found, -1.0, row)
-        best = int(candidates.argmax())
-        if candidates[best] >= iou_threshold:
+        best = int(candidates.argmax()) if len(candidates) else -1
+        if best >= 0 and candidates[best] >= iou_threshold:
             found[best] = True
-        else:
+        elif not on_ignored:
             false += 1
     return found, false
 
 
 def scores(run: DetectorRun, images: Sequence[LabelledImage], iou_thresholds: Sequence[float]) -> dict[str, float]:
-    """precision@t, recall@t and recall_<class>@t for each threshold t, images_per_s and faces."""
+    """precision@t, recall@t and recall_<class>@t for each threshold t, images_per_s and faces (difficult ones are
+    not faces to find: see the module docstring)."""
     row: dict[str, float] = {"faces": sum(len(i.boxes) for i in images), "detections": sum(map(len, run.detections)),
                              "images_per_s": run.images_per_second}
     classes = sorted({c for image in images for c in image.classes})
     for t in iou_thresholds:
         hits, false = [], 0
         for detections, image in zip(run.detections, images):
-            found, wrong = match(detections, image.boxes, t)
+            found, wrong = match(detections, image.boxes, t, image.difficult)
             hits.extend(zip(image.classes, found))
             false += wrong
         true = sum(found for _, found in hits)

@@ -15,12 +15,13 @@ import torch
 from core.errors import UserError
 from datamodules.faces import FaceCrop
 from datamodules.images import UnreadableImage, find_images, read_rgb
+from datamodules.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.batch import check_folders
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ["image", "face", "name", "confidence", "left", "top", "right", "bottom"]
+CSV_COLUMNS = ["image", "face", "name", "confidence", "left", "top", "right", "bottom", "annotated"]
 UNKNOWN = "unknown"
 
 
@@ -75,8 +76,9 @@ class Recognizer:
 def recognize_folder(recognizer: Recognizer, detector: FaceDetector, in_dir: str | Path, out_dir: str | Path,
                      progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Every face in every image under `in_dir` (recursively): `out_dir/recognitions.csv` (CSV_COLUMNS,
-    `image` relative to `in_dir`) and an annotated copy of each image at the same relative path.
-    Returns the table and the files skipped as unreadable."""
+    `image` relative to `in_dir`, `annotated` relative to `out_dir`) and an annotated JPEG of each image at its
+    relative path named by `datamodules.outputs.output_name` (`sub/a.png` → `sub/a_png.jpg`: never shared by two
+    inputs). Returns the table and the files skipped as unreadable."""
     from tqdm.auto import tqdm
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -92,10 +94,11 @@ def recognize_folder(recognizer: Recognizer, detector: FaceDetector, in_dir: str
             continue
         detections = detector.detect(rgb)
         labels = recognizer.recognize(rgb, detections)
+        annotated = output_name(relative, ".jpg")
         for k, (d, (name, confidence)) in enumerate(zip(detections, labels), start=1):
             rows.append({"image": relative.as_posix(), "face": k, "name": name, "confidence": round(confidence, 4),
-                         "left": d.left, "top": d.top, "right": d.right, "bottom": d.bottom})
-        target = (out_dir / relative).with_suffix(".jpg")
+                         "left": d.left, "top": d.top, "right": d.right, "bottom": d.bottom, "annotated": annotated.as_posix()})
+        target = out_dir / annotated
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), np.ascontiguousarray(annotate_names(rgb, detections, labels)[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]):
             raise UserError(f"cannot write {target} — check that OUT is writable")

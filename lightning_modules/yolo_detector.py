@@ -71,9 +71,13 @@ class DetectionMetrics:
         v.init_metrics(model)
 
     def update(self, preds, batch: dict) -> list[dict[str, torch.Tensor]]:
-        """Add one batch (`img` scaled to [0, 1]); returns the batch's detections after NMS."""
+        """Add one batch (`img` scaled to [0, 1]); returns the batch's detections after NMS.
+
+        PASCAL VOC's difficult objects (left out of the labels by the converter, kept beside them; see
+        `datamodules.voc_to_yolo.difficult_boxes`) are neither hits nor misses: a detection whose best match among
+        the image's boxes of its class is a difficult one at IoU ≥ 0.5 is removed before ultralytics counts it."""
         detections = self.validator.postprocess(preds)
-        self.validator.update_metrics(detections, batch)
+        self.validator.update_metrics([ignore_difficult(d, si, batch) for si, d in enumerate(detections)], batch)
         return detections
 
     def compute(self) -> dict:
@@ -87,6 +91,40 @@ class DetectionMetrics:
             "precision": float(stats["metrics/precision(B)"]), "recall": float(stats["metrics/recall(B)"]),
             "ap50": {name: ap50.get(name) for name in self.names}, "images": int(v.seen),
         }
+
+
+DIFFICULT_IOU = 0.5  # PASCAL VOC's match threshold
+
+
+def ignore_difficult(detection: dict[str, torch.Tensor], si: int, batch: dict) -> dict[str, torch.Tensor]:
+    """Image `si`'s detections (ultralytics' dict after NMS, boxes in the batch's letterboxed pixels) without those
+    whose best same-class match is one of the image's difficult boxes at IoU ≥ 0.5 (the VOC devkit's rule: the
+    detection is then ignored, neither true nor false positive). Images without difficult boxes pass unchanged."""
+    from torchvision.ops import box_iou
+    from ultralytics.utils import ops
+
+    from datamodules.voc_to_yolo import difficult_boxes
+
+    hard = difficult_boxes(batch["im_file"][si])
+    if not len(hard) or not len(detection["cls"]):
+        return detection
+    device = detection["bboxes"].device
+    h0, w0 = (int(v) for v in batch["ori_shape"][si])
+    imgsz = tuple(batch["img"].shape[2:])
+    ratio_pad = batch["ratio_pad"][si]
+    # compare in the original image's pixels, mapped back with ultralytics' own letterbox inverse
+    predicted = ops.scale_boxes(imgsz, detection["bboxes"].clone(), (h0, w0), ratio_pad=ratio_pad)
+    hard = torch.from_numpy(hard).to(device)
+    hard_boxes = ops.xywh2xyxy(hard[:, 1:]) * torch.tensor([w0, h0, w0, h0], device=device)
+    mine = batch["batch_idx"].to(device) == si
+    truth_cls = batch["cls"].to(device)[mine].view(-1)
+    truth = ops.xywh2xyxy(batch["bboxes"].to(device)[mine]) * torch.tensor(imgsz, device=device)[[1, 0, 1, 0]]
+    truth = ops.scale_boxes(imgsz, truth, (h0, w0), ratio_pad=ratio_pad)
+    cls = detection["cls"].view(-1, 1)
+    iou_hard = (box_iou(predicted, hard_boxes) * (cls == hard[:, 0].view(1, -1))).amax(dim=1)
+    iou_truth = (box_iou(predicted, truth) * (cls == truth_cls.view(1, -1))).amax(dim=1) if len(truth) else torch.zeros_like(iou_hard)
+    keep = ~((iou_hard >= DIFFICULT_IOU) & (iou_hard > iou_truth))
+    return {k: v[keep] if isinstance(v, torch.Tensor) and len(v) == len(keep) else v for k, v in detection.items()}
 
 
 class YoloDetector(pl.LightningModule):

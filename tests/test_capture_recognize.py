@@ -47,6 +47,57 @@ def test_capture_bad_sources(tmp_path):
         capture_faces(HogDetector(), str(tmp_path / "missing.mp4"), tmp_path, None, FaceCrop(64))
 
 
+def test_a_capture_never_overwrites_a_crop_another_capture_wrote_meanwhile(tmp_path):
+    from faces import Detection
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 64))
+    for k in range(3):
+        writer.write(np.full((64, 64, 3), 40 * k, np.uint8))
+    writer.release()
+    folder = tmp_path / "faces" / "ann"
+
+    class OtherCaptureMeanwhile:  # a detector that, before its first answer, lets "another capture" take 0001.jpg
+        name, calls = "stub", 0
+
+        def detect(self, rgb):
+            self.calls += 1
+            if self.calls == 1:
+                (folder / "0001.jpg").write_bytes(b"the other capture's crop")
+            return [Detection(8, 8, 56, 56, 1.0)]
+
+    result = capture_faces(OtherCaptureMeanwhile(), str(clip), tmp_path / "faces", "ann", FaceCrop(32), frames=2, progress=False)
+    assert [p.name for p in result.saved] == ["0002.jpg", "0003.jpg"]
+    assert (folder / "0001.jpg").read_bytes() == b"the other capture's crop"
+    assert read_rgb(folder / "0002.jpg").shape == (32, 32, 3)
+
+
+def test_recognize_folder_names_outputs_so_two_images_with_one_stem_never_share_one(tmp_path):
+    from faces import Detection
+    from faces.recognition import recognize_folder
+
+    images = tmp_path / "in"
+    images.mkdir()
+    for suffix, value in (("jpg", 60), ("png", 200)):
+        cv2.imwrite(str(images / f"visit.{suffix}"), np.full((40, 50, 3), value, np.uint8))
+
+    class OneFace:
+        name = "stub"
+
+        def detect(self, rgb):
+            return [Detection(5, 5, 25, 25, 1.0)]
+
+    class ByBrightness:  # a recogniser stand-in: the name says which photo it saw
+        def recognize(self, rgb, detections):
+            return [("bright" if rgb.mean() > 128 else "dark", 1.0) for _ in detections]
+
+    table, skipped = recognize_folder(ByBrightness(), OneFace(), images, tmp_path / "out", progress=False)
+    assert list(table.columns) == CSV_COLUMNS and skipped == []
+    assert table[["image", "name", "annotated"]].values.tolist() == [["visit.jpg", "dark", "visit_jpg.jpg"],
+                                                                     ["visit.png", "bright", "visit_png.jpg"]]
+    assert read_rgb(tmp_path / "out" / "visit_jpg.jpg").mean() < 128 < read_rgb(tmp_path / "out" / "visit_png.jpg").mean()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """A two-step VGG16 face classifier on the synthetic identities (32 px), in a module-wide store."""
@@ -79,7 +130,7 @@ def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
     assert set(table["image"]) == {"astronaut/astronaut.png", "grace_hopper/grace_hopper.png"}
     assert set(table["name"]) <= {"alice", "bob", "carol", "dave"}  # threshold 0: everyone gets a name
     assert summary["images_skipped"] == 1 and summary["faces"] == len(table)
-    assert (tmp_path / "out0" / "astronaut" / "astronaut.jpg").exists()
+    assert (tmp_path / "out0" / "astronaut" / "astronaut_png.jpg").exists()
     hopper = table[table["image"].str.startswith("grace")].iloc[0]
     assert hopper["left"] < 250 < hopper["right"] and hopper["top"] < 230 < hopper["bottom"]  # pixels of the original
 

@@ -48,8 +48,9 @@ def test_entry_writes_crops_tables_annotations_and_an_mlflow_run(cards, tmp_path
     assert set(table["image"]) == set(before)  # relative to IN, sub-folders kept; one face per card
     assert (table["face"] == 1).all() and (table["detector"] == "hog").all()
     for row in table.itertuples():
-        stem = row.image.rsplit(".", 1)[0]
-        assert read_rgb(out / "faces" / f"{stem}_face{row.face}.jpg").shape == (96, 96, 3)
+        stem = row.image.replace(".jpg", "_jpg")  # outputs keep the input's extension in their name
+        assert row.crop == f"faces/{stem}_face{row.face}.jpg"
+        assert read_rgb(out / row.crop).shape == (96, 96, 3)
         assert read_rgb(out / "annotated" / f"{stem}.jpg").shape == read_rgb(cards / row.image).shape
         assert 0 <= row.left < row.right and 0 <= row.top < row.bottom
     assert (out / "contact_sheet.jpg").exists()
@@ -68,7 +69,7 @@ def test_crop_margin_without_resize(cards, tmp_path):
     result = detect_folder(HaarDetector(), cards, tmp_path / "out", CropSpec(margin=0.25), workers=1, progress=False)
     for image in result.processed:
         for k, face in enumerate(image.faces, start=1):
-            crop = read_rgb(tmp_path / "out" / "faces" / f"{image.image.rsplit('.', 1)[0]}_face{k}.jpg")
+            crop = read_rgb(tmp_path / "out" / "faces" / f"{image.image.replace('.jpg', '_jpg')}_face{k}.jpg")
             # the cards' faces sit well inside the image, so nothing is clipped
             assert crop.shape[:2] == (round(face.height * 1.5), round(face.width * 1.5))
 
@@ -104,8 +105,29 @@ def test_bad_and_unusual_inputs_are_skipped_or_converted(cards, tmp_path):
     small, huge = faces["rgba.png"][0], faces["huge.jpg"][0]
     # the huge copy is detected downscaled, but its box is in its own full-resolution pixels
     assert abs(huge.left - 12 * small.left) < 0.1 * 12 * small.width and abs(huge.right - 12 * small.right) < 0.1 * 12 * small.width
-    assert read_rgb(tmp_path / "out" / "faces" / "huge_face1.jpg").shape[:2] == (huge.height, huge.width)
+    assert read_rgb(tmp_path / "out" / "faces" / "huge_jpg_face1.jpg").shape[:2] == (huge.height, huge.width)
     assert digest(folder) == before
+
+
+def test_two_images_with_one_stem_never_share_an_output(cards, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    photos = sorted(cards.rglob("*.jpg"))
+    shutil.copy(photos[0], folder / "portrait.jpg")
+    Image.open(photos[1]).save(folder / "portrait.png")  # another photo, same stem
+    shutil.copy(photos[2], folder / "sub" / "portrait.jpg")
+    result = detect_folder(HogDetector(), folder, tmp_path / "out", workers=1, progress=False)
+    table = pd.read_csv(tmp_path / "out" / "faces.csv")
+    assert list(table["image"]) == ["portrait.jpg", "portrait.png", "sub/portrait.jpg"]
+    assert list(table["crop"]) == ["faces/portrait_jpg_face1.jpg", "faces/portrait_png_face1.jpg", "faces/sub/portrait_jpg_face1.jpg"]
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg"))
+    assert written == ["annotated/portrait_jpg.jpg", "annotated/portrait_png.jpg", "annotated/sub/portrait_jpg.jpg", "contact_sheet.jpg",
+                       "faces/portrait_jpg_face1.jpg", "faces/portrait_png_face1.jpg", "faces/sub/portrait_jpg_face1.jpg"]
+    for face in result.processed:  # each crop is its own image's face, not the other's
+        d = face.faces[0]
+        crop = read_rgb(tmp_path / "out" / f"faces/{face.image.replace('.', '_')}_face1.jpg")
+        assert crop.shape[:2] == (d.height, d.width)
+        assert np.abs(crop.astype(int) - read_rgb(folder / face.image)[d.top:d.bottom, d.left:d.right]).mean() < 8
 
 
 def test_folder_errors(cards, tmp_path):
@@ -144,7 +166,7 @@ def test_yunet_csv_on_real_lfw_photos_in_sub_folders(tmp_path):
     detector = instantiate(compose("detect_faces", {"detector": "yunet"}).detector)
     detect_folder(detector, folder, tmp_path / "out", workers=1, progress=False)
     table = pd.read_csv(tmp_path / "out" / "faces.csv")
-    assert list(table.columns) == ["image", "face", "detector", "score", "left", "top", "right", "bottom"]
+    assert list(table.columns) == ["image", "face", "detector", "score", "left", "top", "right", "bottom", "crop"]
     assert (table["detector"] == "yunet").all() and table["score"].between(0, 1).all()
     assert set(table["image"]) == {str(p.relative_to(folder)) for p in folder.rglob("*.jpg")}  # every photo has a face
     assert ((table["right"] <= 250) & (table["bottom"] <= 250) & (table["left"] >= 0)).all()

@@ -3,6 +3,7 @@ photos that ship in packages, and (when ../shared/data is present) on LFW and fa
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ def detector_from_config(name: str, overrides: dict):
 @pytest.fixture(scope="module")
 def cards(tmp_path_factory):
     folder = make_id_cards(tmp_path_factory.mktemp("cards") / "id_cards", seed=3, cards=2, large=0)
-    return read_voc_folder(folder)
+    return read_voc_folder(folder).images
 
 
 @pytest.mark.parametrize("name, overrides", DETECTORS)
@@ -115,6 +116,42 @@ def test_match_counts_hits_misses_and_false_detections():
     found, false = match(detections, truth, 0.7)
     assert found.tolist() == [True, False, False] and false == 3
     assert match([], truth, 0.5)[1] == 0 and match(detections, truth[:0], 0.5)[1] == 4
+
+
+def test_a_detection_on_an_ignored_box_is_neither_hit_nor_false():
+    truth = np.array([[0, 0, 10, 10]], np.float32)
+    hard = np.array([[50, 50, 60, 60]], np.float32)
+    detections = [Detection(0, 0, 10, 10, 0.9), Detection(50, 50, 60, 60, 0.95), Detection(80, 80, 90, 90, 0.5)]
+    found, false = match(detections, truth, 0.5, hard)
+    assert found.tolist() == [True] and false == 1  # only the detection on nothing is false
+    assert match(detections, truth, 0.5)[1] == 2
+    found, false = match([Detection(50, 50, 60, 60, 0.9)], truth[:0], 0.5, hard)
+    assert found.shape == (0,) and false == 0
+
+
+def test_detector_evaluation_ignores_difficult_faces_and_pairs_by_filename(tmp_path):
+    from datamodules.voc import VocAnnotation, VocObject, write_voc
+    from faces.evaluation import DetectorRun, scores
+
+    folder = tmp_path / "voc"
+    (folder / "images").mkdir(parents=True)
+    for name in ("crowd.jpg", "crowd.png", "other.png"):  # crowd.png has no xml of its own: reported, not guessed
+        cv2.imwrite(str(folder / "images" / name), np.zeros((100, 120, 3), np.uint8))
+    write_voc(folder / "annotations" / "crowd.xml", VocAnnotation("crowd.jpg", 120, 100, [
+        VocObject("with_mask", 10, 10, 40, 40), VocObject("without_mask", 60, 50, 90, 80, difficult=True)]))
+    write_voc(folder / "annotations" / "other.xml", VocAnnotation("", 120, 100, [VocObject("with_mask", 20, 20, 50, 50)]))
+    labelled = read_voc_folder(folder)
+    assert [image.path.name for image in labelled.images] == ["crowd.jpg", "other.png"]
+    assert [Path(p).name for p in labelled.pairing.image_without_xml] == ["crowd.png"]
+    assert labelled.difficult == 1 and labelled.images[0].classes == ["with_mask"]
+
+    found_all = DetectorRun("test", [[Detection(10, 10, 40, 40, 0.9), Detection(60, 50, 90, 80, 0.95)],
+                                     [Detection(20, 20, 50, 50, 0.8)]], [0.1, 0.1])
+    row = scores(found_all, labelled.images, [0.5])
+    assert (row["faces"], row["recall@0.5"], row["precision@0.5"]) == (2, 1.0, 1.0)
+    assert "recall_without_mask@0.5" not in row  # its only face is difficult: no class to recall
+    missed_hard = DetectorRun("test", [[Detection(10, 10, 40, 40, 0.9)], [Detection(20, 20, 50, 50, 0.8)]], [0.1, 0.1])
+    assert scores(missed_hard, labelled.images, [0.5])["recall@0.5"] == 1.0  # not finding it is no miss
 
 
 @needs_shared_data("faces")

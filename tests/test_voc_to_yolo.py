@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import SHARED_DATA, needs_shared_data
+from tests.conftest import REPO, SHARED_DATA, needs_shared_data
 
 from core.errors import UserError
 from datamodules.images import read_rgb
 from datamodules.synthetic import make_facemask, make_hardhat
 from datamodules.synthetic.facemask import FACEMASK_CLASSES
-from datamodules.voc import VocAnnotation, VocObject, write_voc
-from datamodules.voc_to_yolo import convert_voc
+from datamodules.voc import VocAnnotation, VocObject, pair_voc, read_voc, write_voc
+from datamodules.voc_to_yolo import convert_voc, difficult_boxes
 
 CLASSES = list(FACEMASK_CLASSES)
 
@@ -30,7 +32,7 @@ def _scene(root: Path, stem: str, objects: list[VocObject], size=(100, 80), rgba
 
 
 def _labels(out: Path, stem: str) -> list[list[float]]:
-    hits = list(out.glob(f"labels/*/{stem}.txt"))
+    hits = list(out.glob(f"labels/*/{stem}_png.txt"))  # outputs are named after the source file: x.png → x_png
     assert len(hits) == 1, f"{stem} should be in exactly one split"
     return [[float(v) for v in line.split()] for line in hits[0].read_text().splitlines()]
 
@@ -111,7 +113,7 @@ def test_missing_unreadable_and_unpaired_files_are_skipped_and_reported(voc, tmp
     assert [Path(p).name for p in report.unreadable_images] == ["corrupt.png"]
     assert [Path(p).name for p in report.image_without_xml] == ["unlabelled.png"]
     written = {p.stem for p in (tmp_path / "yolo" / "images").rglob("*.png")}
-    assert written == {f"good{k}" for k in range(8)}
+    assert written == {f"good{k}_png" for k in range(8)}
 
 
 def test_images_without_objects_are_kept_as_backgrounds_and_rgba_becomes_rgb(voc, tmp_path):
@@ -119,7 +121,7 @@ def test_images_without_objects_are_kept_as_backgrounds_and_rgba_becomes_rgb(voc
     report = convert_voc(voc, tmp_path / "yolo", CLASSES)
     assert report.backgrounds == ["empty"] and report.converted_to_rgb == 1
     assert _labels(tmp_path / "yolo", "empty") == []
-    written = next((tmp_path / "yolo" / "images").rglob("empty.png"))
+    written = next((tmp_path / "yolo" / "images").rglob("empty_png.png"))
     assert cv2.imread(str(written), cv2.IMREAD_UNCHANGED).shape == (80, 100, 3)
 
 
@@ -129,7 +131,7 @@ def test_identical_images_stay_on_one_side_of_the_split(tmp_path):
         _scene(root, f"img{k}", [VocObject("with_mask", 10, 10, 30, 30)], colour=7 if k < 2 else 30 + k)
     for seed in range(6):
         convert_voc(root, tmp_path / f"y{seed}", CLASSES, val_fraction=0.3, seed=seed)
-        sides = {p.parent.name for p in (tmp_path / f"y{seed}" / "images").rglob("img[01].png")}
+        sides = {p.parent.name for p in (tmp_path / f"y{seed}" / "images").rglob("img[01]_png.png")}
         assert len(sides) == 1
 
 
@@ -179,3 +181,84 @@ def test_real_hardhat_subset_converts(tmp_path):
     report = convert_voc(SHARED_DATA / "hardhat-voc", tmp_path / "yolo", ["helmet", "head", "person"], seed=42)
     assert report.images["train"] + report.images["val"] == 220
     assert report.boxes == {"helmet": 825, "head": 223, "person": 10}
+
+
+def _image(root: Path, name: str, colour: int, size=(100, 80)) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "images" / name), np.full((size[1], size[0], 3), colour, np.uint8))
+
+
+def test_difficult_flag_is_read_and_written_back(tmp_path):
+    objects = [VocObject("with_mask", 1, 2, 30, 40), VocObject("without_mask", 5, 6, 20, 30, difficult=True)]
+    write_voc(tmp_path / "a.xml", VocAnnotation("a.png", 100, 80, objects))
+    assert "<difficult>1</difficult>" in (tmp_path / "a.xml").read_text()
+    assert [o.difficult for o in read_voc(tmp_path / "a.xml").objects] == [False, True]
+
+
+def test_difficult_objects_are_left_out_of_labels_counted_and_kept_with_the_option(voc, tmp_path):
+    _scene(voc, "crowd", [VocObject("with_mask", 10, 20, 30, 60), VocObject("without_mask", 50, 10, 90, 40, difficult=True)],
+           colour=230)
+    report = convert_voc(voc, tmp_path / "yolo", CLASSES)
+    assert _labels(tmp_path / "yolo", "crowd") == [[0, 0.2, 0.5, 0.2, 0.5]]
+    assert report.difficult == {"crowd": 1}
+    assert report.boxes == {"with_mask": 9, "without_mask": 8, "mask_weared_incorrect": 0}
+    assert "1 difficult box(es) left out of labels" in report.summary()
+    assert json.loads((tmp_path / "yolo" / "report.json").read_text())["difficult"] == {"crowd": 1}
+    image = next((tmp_path / "yolo" / "images").rglob("crowd_png.png"))
+    assert difficult_boxes(image) == pytest.approx(np.array([[1, 0.7, 0.3125, 0.4, 0.375]]))
+    assert difficult_boxes(next((tmp_path / "yolo" / "images").rglob("good0_png.png"))).shape == (0, 5)
+
+    kept = convert_voc(voc, tmp_path / "kept", CLASSES, keep_difficult=True)
+    assert _labels(tmp_path / "kept", "crowd") == [[0, 0.2, 0.5, 0.2, 0.5], [1, 0.7, 0.3125, 0.4, 0.375]]
+    assert kept.difficult == {"crowd": 1} and kept.boxes["without_mask"] == 9
+    assert "1 difficult box(es) kept as labels" in kept.summary()
+    assert not (tmp_path / "kept" / "difficult").exists()
+
+
+def test_pairing_follows_filename_then_stem_and_reports_ambiguous_pairs(tmp_path):
+    root = tmp_path / "voc"
+    box = [VocObject("with_mask", 10, 10, 30, 30)]
+    _image(root, "visit.jpg", 10), _image(root, "visit.png", 20)  # one stem, two photos
+    write_voc(root / "annotations" / "visit.xml", VocAnnotation("visit.jpg", 100, 80, box))  # names its image
+    write_voc(root / "annotations" / "visit_edit.xml", VocAnnotation("visit.png", 100, 80, box))
+    _image(root, "twin.jpg", 30), _image(root, "twin.png", 40)
+    write_voc(root / "annotations" / "twin.xml", VocAnnotation("", 100, 80, box))  # no <filename>: which twin?
+    _image(root, "shared.png", 50)
+    write_voc(root / "annotations" / "shared.xml", VocAnnotation("shared.png", 100, 80, box))
+    write_voc(root / "annotations" / "shared_copy.xml", VocAnnotation("shared.png", 100, 80, box))  # two xml, one image
+    _image(root, "kaggle.png", 60)
+    write_voc(root / "annotations" / "kaggle.xml", VocAnnotation("kaggle.jpg", 100, 80, box))  # wrong extension: by stem
+
+    pairing = pair_voc(root / "images", root / "annotations")
+    assert [(p.xml.name, p.image.name) for p in pairing.pairs] == [
+        ("kaggle.xml", "kaggle.png"), ("visit.xml", "visit.jpg"), ("visit_edit.xml", "visit.png")]
+    assert sorted(Path(line.split(": ")[0]).name for line in pairing.ambiguous) == ["shared.xml", "shared_copy.xml", "twin.xml"]
+    assert pairing.image_without_xml == [] and pairing.xml_without_image == []
+
+    report = convert_voc(root, tmp_path / "yolo", CLASSES, val_fraction=1.0)
+    written = sorted(p.name for p in (tmp_path / "yolo" / "images" / "val").iterdir())
+    assert written == ["kaggle_png.png", "visit_jpg.png", "visit_png.png"]
+    assert len(report.ambiguous) == 3
+    assert "3 ambiguous image/xml pair(s) skipped: shared.xml, shared_copy.xml, twin.xml" in report.summary()
+
+
+def test_size_mismatch_is_named_in_the_summary_line(voc, tmp_path):
+    _image(voc, "sideways.png", 240, size=(80, 100))
+    write_voc(voc / "annotations" / "sideways.xml", VocAnnotation("sideways.png", 100, 80, [VocObject("with_mask", 1, 1, 9, 9)]))
+    report = convert_voc(voc, tmp_path / "yolo", CLASSES)
+    assert report.size_mismatch == ["sideways"]
+    assert report.summary().endswith("xml <size> differs from the image in 1 file(s): sideways")
+
+
+def test_two_processes_converting_into_one_cold_folder_both_finish_with_the_same_report(voc, tmp_path):
+    out = tmp_path / "yolo"
+    script = ("import json, sys; from datamodules.voc_to_yolo import convert_voc; "
+              f"print(json.dumps(convert_voc({str(voc)!r}, {str(out)!r}, {CLASSES!r}).to_dict(), sort_keys=True))")
+    runs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in results]
+    first, second = (json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in results)
+    assert first == second == json.loads((out / "report.json").read_text())
+    assert first["images"] == {"train": 6, "val": 2}
+    assert sorted(p.name for p in out.parent.iterdir() if p.name != "voc") == [".yolo.lock", "yolo"]  # no temporary left

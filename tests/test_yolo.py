@@ -140,6 +140,7 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
     sources = sorted((trained["voc"] / "images").glob("*.png"))[:3]
     for path in sources:
         shutil.copy(path, folder / path.name)
+    cv2.imwrite(str(folder / f"{sources[0].stem}.jpg"), cv2.imread(str(sources[1])))  # another image, same stem
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (400, 300))
     for path in sources:
@@ -152,14 +153,16 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
         with no_network() as attempts:
             summary = predict(cfg)
         assert attempts == []
-        assert summary["frames"] == 3
+        frames = 4 if source == folder else 3
+        assert summary["frames"] == frames
         printed = [line for line in capsys.readouterr().out.splitlines() if "without_mask of" in line]
-        assert len(printed) == 3
+        assert len(printed) == frames
         rows = (out / "detections.csv").read_text().splitlines()
-        assert rows[0] == "source,frame,class,confidence,x0,y0,x1,y1" and len(rows) - 1 == summary["detections"]
+        assert rows[0] == "source,frame,class,confidence,x0,y0,x1,y1,annotated" and len(rows) - 1 == summary["detections"]
         assert json.loads((out / "detections.json").read_text())["names"][1] == "without_mask"
-    assert len(list((tmp_path / "out_images" / "annotated").glob("*.jpg"))) == 3
-    assert cv2.VideoCapture(str(tmp_path / "out_video" / "clip_annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    written = sorted(p.name for p in (tmp_path / "out_images" / "annotated").glob("*.jpg"))
+    assert written == sorted([f"{sources[0].stem}_jpg.jpg"] + [f"{p.stem}_png.jpg" for p in sources])  # none overwritten
+    assert cv2.VideoCapture(str(tmp_path / "out_video" / "clip_mp4_annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
 
 
 def test_missing_pretrained_file_says_where_to_put_it(tmp_path):
@@ -219,3 +222,71 @@ def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
     row = next(line for line in text.splitlines() if line.startswith("| COCO-pretrained yolov5n "))
     assert runs[0].info.run_id[:8] in row and "342 of 427" in row and f"{runs[0].data.metrics['val/map50']:.4g}" in row
     assert "from scratch: `make yolo-facemask ARGS=\"data=facemask_real trainer=cpu_real model.pretrained=null\"`" in text
+
+
+def _difficult_set(tmp_path):
+    """Two 160×120 images, each with one ordinary and one difficult `with_mask` box, converted for evaluation."""
+    import numpy as np
+
+    from datamodules.voc import VocAnnotation, VocObject, write_voc
+    from datamodules.yolo import YoloDataModule
+
+    voc = tmp_path / "voc"
+    (voc / "images").mkdir(parents=True)
+    for k in range(2):
+        cv2.imwrite(str(voc / "images" / f"crowd{k}.png"), np.full((120, 160, 3), 60 + 40 * k, np.uint8))
+        write_voc(voc / "annotations" / f"crowd{k}.xml", VocAnnotation(f"crowd{k}.png", 160, 120, [
+            VocObject("with_mask", 10, 20, 60, 80), VocObject("with_mask", 100, 30, 140, 70, difficult=True)]))
+    data = YoloDataModule(str(voc), str(tmp_path / "yolo"), ["with_mask", "without_mask", "mask_weared_incorrect"],
+                          imgsz=96, batch_size=1, val_fraction=1.0)
+    data.prepare_data()
+    data.setup()
+    return data
+
+
+def _predictions(batch: dict, names: list[str], extra_on_difficult: bool) -> torch.Tensor:
+    """Raw model outputs (B, 4 + classes, anchors) that hit every labelled box (score 0.9), plus, when asked, a more
+    confident prediction (0.95) on each difficult box."""
+    from datamodules.voc_to_yolo import difficult_boxes
+
+    _, _, height, width = batch["img"].shape
+    preds = torch.zeros(len(batch["im_file"]), 4 + len(names), 4)
+    for si, image in enumerate(batch["im_file"]):
+        mine = batch["batch_idx"] == si
+        boxes = [(int(c), b * torch.tensor([width, height, width, height]), 0.9)
+                 for c, b in zip(batch["cls"][mine].view(-1), batch["bboxes"][mine])]
+        if extra_on_difficult:
+            (gain, _), (pad_x, pad_y) = batch["ratio_pad"][si]  # original pixels → letterboxed input pixels
+            h0, w0 = batch["ori_shape"][si]
+            for c, cx, cy, w, h in difficult_boxes(image).tolist():
+                boxes.append((int(c), torch.tensor([cx * w0 * gain + pad_x, cy * h0 * gain + pad_y, w * w0 * gain, h * h0 * gain]), 0.95))
+        for a, (c, xywh, score) in enumerate(boxes):
+            preds[si, :4, a], preds[si, 4 + c, a] = xywh, score
+    return preds
+
+
+def _map50(preds: torch.Tensor, batch: dict, names: list[str], save_dir) -> float:
+    """mAP50 of `preds` on `batch` through the validation metric code."""
+    from types import SimpleNamespace
+
+    from lightning_modules.yolo_detector import DetectionMetrics
+
+    metrics = DetectionMetrics(names, save_dir)
+    metrics.reset(SimpleNamespace(names=dict(enumerate(names))), torch.device("cpu"))
+    metrics.update(preds, batch)
+    return metrics.compute()["map50"]
+
+
+def test_eval_ignores_predictions_on_difficult_boxes(tmp_path):
+    data = _difficult_set(tmp_path)
+    assert data.report.difficult == {"crowd0": 1, "crowd1": 1}
+    batch = next(iter(data.val_dataloader()))
+    batch["img"] = batch["img"].float() / 255
+    assert len(batch["im_file"]) == 2 and len(batch["cls"]) == 2  # the difficult boxes are no ground truth
+    names, perfect = data.classes, _predictions(batch, data.classes, extra_on_difficult=False)
+    extra = _predictions(batch, data.classes, extra_on_difficult=True)
+    best = _map50(perfect, batch, names, tmp_path / "val")
+    assert best == pytest.approx(0.995)  # ultralytics' perfect AP (its 101-point interpolation ends at 0.99)
+    assert _map50(extra, batch, names, tmp_path / "val") == best  # the predictions on difficult boxes: neither hit nor miss
+    shutil.move(tmp_path / "yolo" / "difficult", tmp_path / "aside")  # control: without the side files they are false
+    assert _map50(extra, batch, names, tmp_path / "val") < 0.6  # positives, more confident than every hit
