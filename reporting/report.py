@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.entities import Run
 from omegaconf import OmegaConf
 
+from core.metric_names import CLASS_NAMES_ARTIFACT
 from core.offline import PROJECT_ROOT
 from reporting import figures, mlflow_runs
 
@@ -133,13 +134,24 @@ def yolo_curves(client: mlflow.MlflowClient, run: Run) -> dict[str, dict[str, tu
     }
 
 
-def yolo_table(run: Run) -> pd.DataFrame:
-    """The last validation: mAP50, mAP50-95, precision, recall, and AP50 per class."""
+def yolo_table(run: Run, class_names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The last validation: mAP50, mAP50-95, precision, recall, and AP50 per class in class order, each class
+    under its own name from `class_names` (the run's class_names.json, {metric name: class name}); a metric that
+    is not in it (a run without the file, or the older `val/ap50_<name>` names) shows its metric name."""
     metrics = run.data.metrics
     rows = [{"metric": label, "value": metrics.get(key)} for label, key in
             (("mAP50", "val/map50"), ("mAP50-95", "val/map50_95"), ("precision", "val/precision"), ("recall", "val/recall"))]
-    rows += [{"metric": f"AP50 {key.removeprefix('val/ap50_')}", "value": value} for key, value in sorted(metrics.items()) if key.startswith("val/ap50_")]
+    names = dict(class_names or {})
+    per_class = [key for key in names if key in metrics]
+    per_class += sorted(key for key in metrics if key.startswith(("val/ap50/", "val/ap50_")) and key not in names)
+    rows += [{"metric": f"AP50 {names.get(key) or key.removeprefix('val/ap50/').removeprefix('val/ap50_')}", "value": metrics[key]}
+             for key in per_class]
     return pd.DataFrame(rows)
+
+
+def run_class_names(client: mlflow.MlflowClient, run: Run) -> dict[str, str]:
+    """The run's {metric name: class name} (core.metric_names.CLASS_NAMES_ARTIFACT), {} when it has none."""
+    return mlflow_runs.load_json(client, run.info.run_id, CLASS_NAMES_ARTIFACT) or {}
 
 
 def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | None]) -> pd.DataFrame:
@@ -152,7 +164,7 @@ def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | 
         start = mlflow_runs.load_json(client, run.info.run_id, "pretrained.json") or {}
         rows.append({"start": label, "run": run_label(run), "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, "val/map50")),
                      "tensors from the checkpoint": f"{start.get('transferred_tensors', '?')} of {start.get('model_tensors', '?')}",
-                     **yolo_table(run).set_index("metric")["value"].to_dict()})
+                     **yolo_table(run, run_class_names(client, run)).set_index("metric")["value"].to_dict()})
     return pd.DataFrame(rows)
 
 
@@ -327,7 +339,7 @@ def yolo_run_section(report: ReportWriter, run: Run, experiment: str) -> None:
     shown = report.newest_artifact_image(run, "predictions", "yolo_predictions.png", "validation predictions")
     if shown:
         report.add(f"Predictions on validation images ({Path(shown).stem.replace('_', ' ')}).")
-    report.add(markdown(yolo_table(run)))
+    report.add(markdown(yolo_table(run, run_class_names(report.client, run))))
 
 
 def faces_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
