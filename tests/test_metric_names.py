@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 from mlflow.utils.validation import _validate_metric_name
 from PIL import Image
 
