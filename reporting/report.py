@@ -59,7 +59,7 @@ def runs_table(applications: Mapping[str, Mapping[str, Run | None]], commands: M
     return pd.DataFrame(rows)
 
 
-DCGAN_COLUMNS = ["experiment", "data", "epochs", "batch", "lr", "G layers", "width ×", "D loss std", "G loss std", "FID", "KID", "run"]
+DCGAN_COLUMNS = ["experiment", "data", "epochs", "batch", "lr", "G layers", "width ×", "D loss std", "G loss std", "FID", "KID", "FID trustworthy", "run"]
 
 
 def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None = None) -> pd.DataFrame:
@@ -82,9 +82,19 @@ def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None
             "G loss std": metrics.get("stability/g_loss_std"),
             "FID": metrics.get("quality/fid"),
             "KID": metrics.get("quality/kid"),
+            "FID trustworthy": fid_trust(run),
             "run": run_label(run),
         })
     return pd.DataFrame(rows).reindex(columns=DCGAN_COLUMNS)
+
+
+def fid_trust(run: Run) -> str | None:
+    """"yes", or "no (N samples)" when the FID came from fewer samples than feature dimensions (the run's
+    `quality.*` tags, see lightning_modules/sample_quality.py); None for a run from before the tags."""
+    tags = run.data.tags
+    if "quality.fid_trustworthy" not in tags:
+        return None
+    return "yes" if tags["quality.fid_trustworthy"] == "true" else f"no ({tags.get('quality.real_samples', '?')} samples)"
 
 
 def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
@@ -281,7 +291,9 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
     report.add(
         "Loss fluctuation: the standard deviation of the epoch-mean loss over the last `model.fluctuation_window` "
         "epochs (the paper's stability argument). FID/KID: on a fixed random-feature network (no Inception weights "
-        "offline), comparable between runs of this project only; lower is better.",
+        "offline), comparable between runs of this project only; lower is better. \"FID trustworthy: no\": the FID came "
+        "from fewer samples than its 256 feature dimensions (a small data set), so it is biased high; KID then uses "
+        "subsets as large as the data allows.",
         markdown(dcgan_table(runs, {name: len(h["g_loss_epoch"]) for name, h in histories.items()})),
     )
 
