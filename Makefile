@@ -6,6 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 TRAIN := $(PY) experiments/train.py
+# $(call path_arg,KEY,VAR): the Hydra override KEY='<value of make variable VAR>', for every variable that takes a
+# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME). The one place they are quoted: the raw value
+# ($(value ...), unexpanded) goes inside shell single quotes to core/overrides.py, which quotes it for Hydra, so any
+# character a name can hold ('=', spaces, commas, brackets, quotes, '$', non-ASCII) reaches the entry unchanged.
+# $(call opt_path_arg,KEY,VAR): the same, or nothing when VAR is empty (the entry's default applies).
+path_arg = "$$($(PY) core/overrides.py $(1) '$(subst ','\'',$(value $(2)))')"
+opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload bench-dcgan clean
@@ -13,6 +20,7 @@ TRAIN := $(PY) experiments/train.py
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
 	@echo '  ARGS="..."               Hydra overrides for any target, e.g. ARGS="trainer=gpu" or ARGS="data=fruits360_real"'
+	@echo '  IN OUT SRC VOC IMAGES CKPT NAME  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,16 +48,17 @@ exp3-dcgan: $(STAMP) ## DCGAN experiment 3: deeper net + training tricks on comp
 sweep-dcgan: $(STAMP) ## Hydra multirun: batch size x learning rate for exp3, grouped in MLflow
 	$(TRAIN) experiment=exp3_dcgan_hardhat_tricks sweep=dcgan_grid $(ARGS)
 
+# (the store paths are read with $$(pwd) in the shell: the checkout's path may hold spaces)
 mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
 	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
-		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
+		--backend-store-uri "sqlite:///$$(pwd)/mlflow.db" --default-artifact-root "$$(pwd)/mlruns"
 
 MLFLOW_SERVER_PORT ?= 5001
 mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:5001 (MLFLOW_SERVER_PORT=...; sqlite + artifacts in mlflow-server/); runs use it with ARGS="logger=mlflow_server"
 	mkdir -p mlflow-server
 	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
 		--host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1 \
-		--backend-store-uri sqlite:///$(CURDIR)/mlflow-server/mlflow.db --artifacts-destination $(CURDIR)/mlflow-server/artifacts
+		--backend-store-uri "sqlite:///$$(pwd)/mlflow-server/mlflow.db" --artifacts-destination "$$(pwd)/mlflow-server/artifacts"
 
 mlflow-upload: $(STAMP) ## upload the runs that went on in the local store while their MLflow server was away
 	$(PY) experiments/upload_offline_runs.py $(ARGS)
@@ -61,7 +70,7 @@ bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch
 .PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize bench-vgg16
 
 capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ from the camera (or ARGS="source=clip.mp4")
-	$(PY) experiments/capture_faces.py name=$(NAME) $(ARGS)
+	$(PY) experiments/capture_faces.py $(call path_arg,name,NAME) $(ARGS)
 
 vgg16-faces: $(STAMP) ## face recognition by transfer learning (synthetic identities; ARGS="data=faces_real model.backbone=dlib_resnet")
 	$(TRAIN) experiment=vgg16_faces $(ARGS)
@@ -70,7 +79,7 @@ vgg16-faces-paper: $(STAMP) ## the paper's own face pipeline (Haar, 32 px crops,
 	$(TRAIN) experiment=vgg16_faces_paper trainer=cpu_real $(ARGS)
 
 recognize: $(STAMP) ## recognise faces in IMAGES=<folder> into OUT=<folder>/recognitions.csv [CKPT=<checkpoint>]
-	$(PY) experiments/recognize.py images=$(IMAGES) $(if $(OUT),out_dir=$(OUT)) $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+	$(PY) experiments/recognize.py $(call path_arg,images,IMAGES) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a full forward (VGG16, dlib)
 	$(PY) benchmarks/vgg16_head.py $(ARGS)
@@ -79,10 +88,10 @@ bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a f
 .PHONY: detect-faces compare-face-detectors bench-face-detectors
 
 detect-faces: $(STAMP) ## crop every face in IN=<folder> (default: generated ID cards) into OUT=<folder> (default: outputs/detect_faces), faces.csv
-	$(PY) experiments/detect_faces.py $(if $(IN),in_dir=$(IN)) $(if $(OUT),out_dir=$(OUT)) $(ARGS)
+	$(PY) experiments/detect_faces.py $(call opt_path_arg,in_dir,IN) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
 compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation [VOC=<folder>] -> reports/face_detectors/
-	$(PY) experiments/compare_face_detectors.py $(if $(VOC),voc=$(VOC)) $(ARGS)
+	$(PY) experiments/compare_face_detectors.py $(call opt_path_arg,voc,VOC) $(ARGS)
 
 bench-face-detectors: $(STAMP) ## images/s: detect-faces serial vs 2 processes; HOG vs Haar vs MMOD vs YuNet at 640x480
 	$(PY) benchmarks/face_detectors.py $(ARGS)
@@ -94,13 +103,13 @@ yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facem
 	$(TRAIN) experiment=yolo_facemask $(ARGS)
 
 convert-facemask: $(STAMP) ## PASCAL VOC folder SRC=<folder with images/ annotations/> -> YOLO layout [OUT=<folder>], with a report
-	$(PY) experiments/convert_voc.py src=$(SRC) $(if $(OUT),out=$(OUT)) $(ARGS)
+	$(PY) experiments/convert_voc.py $(call path_arg,src,SRC) $(call opt_path_arg,out,OUT) $(ARGS)
 
 predict-facemask: $(STAMP) ## boxes + unmasked-face count per frame for SRC=<images folder or video> (default: built-in images) [CKPT=...]
-	$(PY) experiments/predict_facemask.py $(if $(SRC),source=$(SRC)) $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+	$(PY) experiments/predict_facemask.py $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: newest) on VOC=<folder>; last line JSON
-	$(PY) experiments/eval_facemask.py voc=$(VOC) $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+	$(PY) experiments/eval_facemask.py $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 bench-yolo: $(STAMP) ## s/batch of the Lightning YOLO module vs ultralytics' trainer; PyTorch vs ONNX Runtime images/s
 	$(PY) benchmarks/yolo_step.py $(ARGS)

@@ -75,6 +75,15 @@ def log_params(logger: MLFlowLogger, config: dict) -> None:
 
 
 @rank_zero_only
+def set_tags(trainer: Any, tags: dict[str, Any]) -> None:
+    """Set run tags (str values): unlike params they may change, e.g. when a resumed run sees other data."""
+    logger = mlflow_logger(trainer)
+    if logger is not None:
+        for key, value in tags.items():
+            logger.experiment.set_tag(logger.run_id, key, str(value))
+
+
+@rank_zero_only
 def log_text(trainer: Any, text: str, artifact_file: str) -> None:
     logger = mlflow_logger(trainer)
     if logger is not None:

@@ -2,7 +2,8 @@
 
 Precision and recall at each IoU threshold, recall per class and images/s on a labelled VOC folder, and
 recall against in-plane rotation on generated ID cards; written as markdown and plots to `report_dir`,
-printed, and logged to MLflow (experiment `compare_face_detectors`).
+printed, and logged to MLflow (experiment `compare_face_detectors`; per-class recall as
+`<detector>.recall_iou<t>/<index>_<slug>`, the class names in `class_names.json`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
-from experiments import log, user_errors, use_tool_experiment
+from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names, slug
+from experiments import log, log_tool_run, user_errors
 from faces.evaluation import read_voc_folder, run_detector, scores
 from reporting import figures
 
@@ -40,25 +42,28 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
     table = pd.DataFrame([{"detector": d.name, **scores(run_detector(d, images, cfg.progress), images, thresholds)} for d in detectors])
 
     name = cfg.name or voc.name
+    stem = slug(name) or "faces"  # file and artifact names: the folder's name may hold any character
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     title = f"Face detectors on {name} ({len(images)} images, {int(table['faces'].iloc[0])} faces)"
     notes = _data_notes(labelled)
-    sections = [f"## {title}\n", *([notes + "\n"] if notes else []), _markdown(table, thresholds, counts)]
-    figure_files = {f"{name}.png": figures.face_detector_comparison(table.to_dict("records"), thresholds, classes, title)}
+    sections = [f"## {title}
+", *([notes + "
+"] if notes else []), _markdown(table, thresholds, counts)]
+    figure_files = {f"{stem}.png": figures.face_detector_comparison(table.to_dict("records"), thresholds, classes, title)}
     if cfg.rotations.enabled:
         rotation = _rotation_recall(cfg, detectors)
         sections += [f"\n### Recall (IoU ≥ {cfg.rotations.iou_threshold}) against in-plane rotation, generated ID cards "
                      f"({cfg.rotations.set.cards} per angle)\n", rotation.to_markdown(floatfmt=".2f") + "\n"]
-        figure_files[f"{name}_rotation.png"] = figures.recall_vs_rotation(
+        figure_files[f"{stem}_rotation.png"] = figures.recall_vs_rotation(
             list(rotation.index), rotation.to_dict("list"), cfg.rotations.iou_threshold)
     markdown = "\n".join(sections)
-    (report_dir / f"{name}.md").write_text(markdown)
+    (report_dir / f"{stem}.md").write_text(markdown)
     for file, figure in figure_files.items():
         figure.savefig(report_dir / file)
     print(markdown)
-    _log_mlflow(cfg, table, report_dir, [f"{name}.md", *figure_files], name)
-    log.info("report written to %s", report_dir / f"{name}.md")
+    _log_mlflow(cfg, table, classes, report_dir, [f"{stem}.md", *figure_files], name)
+    log.info("report written to %s", report_dir / f"{stem}.md")
     return table
 
 
@@ -96,16 +101,26 @@ def _rotation_recall(cfg: DictConfig, detectors: list) -> pd.DataFrame:
     return pd.DataFrame.from_dict(recall, orient="index").rename_axis("angle (°)")
 
 
-def _log_mlflow(cfg: DictConfig, table: pd.DataFrame, report_dir: Path, files: list[str], name: str) -> None:
-    use_tool_experiment(cfg)
-    with mlflow.start_run(run_name=name):
+def _log_mlflow(cfg: DictConfig, table: pd.DataFrame, classes: list[str], report_dir: Path, files: list[str], name: str) -> None:
+    """The table as metrics `<detector>.<figure>`; per-class recalls under `recall_iou<t>/<index>_<slug>` of the
+    sorted class list, with {metric name suffix: class name} in class_names.json. A store failure is a warning."""
+    thresholds = list(cfg.iou_thresholds)
+    per_class = {f"recall_{c}@{t}": key for t in thresholds
+                 for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()}
+    names = {key: c for t in thresholds for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()}
+
+    def write() -> None:
         mlflow.log_params({"voc": cfg.voc or "id_cards", "use": ",".join(cfg.use), "max_images": cfg.max_images,
-                           "iou_thresholds": ",".join(map(str, cfg.iou_thresholds))})
+                           "iou_thresholds": ",".join(map(str, thresholds))})
         for row in table.to_dict("records"):
-            mlflow.log_metrics({f"{row['detector']}.{k.replace('@', '_iou')}": v for k, v in row.items() if k != "detector"})
+            detector = slug(row["detector"]) or "detector"
+            mlflow.log_metrics({f"{detector}.{per_class.get(k) or k.replace('@', '_iou')}": v for k, v in row.items() if k != "detector"})
+        mlflow.log_dict(names, CLASS_NAMES_ARTIFACT)
         for file in files:
             mlflow.log_artifact(str(report_dir / file))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+
+    log_tool_run(cfg, name, write)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare_face_detectors")

@@ -3,7 +3,9 @@
 Every image of the folder is converted (clipping and reporting as for training) and validated by the model's own
 validation step, so the figures are the same as `val/*` in training. Prints as its last line, and writes to
 `out`, one JSON object `{"map50", "map50_95", "ap50": {class: AP50 or null when the class has no box}, "images"}`;
-logs it to MLflow (experiment `eval_facemask`).
+logs it to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<slug>`, the class names in
+`class_names.json`). The result is printed and written whatever the tracking store does: an MLflow failure is a
+warning.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
+from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 from datamodules.yolo import YoloDataModule
-from experiments import log, user_errors, use_tool_experiment
+from experiments import log, log_tool_run, user_errors
 from lightning_modules.yolo_detector import load_detector, newest_checkpoint
 
 
@@ -47,13 +50,17 @@ def evaluate(cfg: DictConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz,
                                "conversion": data.report.summary()}, indent=2))
-    use_tool_experiment(cfg)
-    with mlflow.start_run(run_name=voc.name):
+    names = class_metric_names(module.names, prefix="ap50/")
+
+    def write() -> None:
         mlflow.log_params({"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz})
         mlflow.log_metrics({"map50": result["map50"], "map50_95": result["map50_95"], "images": result["images"],
-                            **{f"ap50_{k}": v for k, v in result["ap50"].items() if v is not None}})
+                            **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None}})
+        mlflow.log_dict(names, CLASS_NAMES_ARTIFACT)
         mlflow.log_artifact(str(out))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+
+    log_tool_run(cfg, voc.name, write)
     log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
     print(json.dumps(result), flush=True)
     return result

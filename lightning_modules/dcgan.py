@@ -12,6 +12,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torchvision.utils import make_grid
 
 from core import tracking
@@ -116,10 +117,15 @@ class DCGAN(pl.LightningModule):
             }, on_step=True, on_epoch=False, prog_bar=True)
 
     def on_fit_start(self) -> None:
+        """Fit the sample-quality metric to the data before the first step: say what it adapted or flags (a
+        warning, and `quality.*` tags on the MLflow run), or stop now when the data cannot support it."""
         metric = self._quality["metric"]
         if metric is not None:
             metric.to(self.device)
-            metric.set_real(self.trainer.datamodule.real_images(metric.num_samples).to(self.device))
+            settings = metric.set_real(self.trainer.datamodule.real_images(metric.num_samples).to(self.device))
+            for note in metric.notes:
+                rank_zero_warn(f"model.quality: {note}")
+            tracking.set_tags(self.trainer, {f"quality.{k}": str(v).lower() for k, v in settings.items()})
 
     def on_train_epoch_end(self) -> None:
         losses = torch.stack(self._epoch_losses).cpu()  # checked once per epoch: no per-step device sync
@@ -140,9 +146,7 @@ class DCGAN(pl.LightningModule):
             "train/d_loss_last": last[0], "train/g_loss_last": last[1],
             **{f"stability/{k}": v for k, v in self.loss_fluctuation().items()},
         }
-        metric = self._quality["metric"]
-        if metric is not None:
-            metrics.update({f"quality/{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()})
+        metrics.update(self._quality_metrics())
         # Written to the logger now, with the epoch (1-based) as step, so they reach MLflow before this
         # epoch's checkpoint does: a run killed after the checkpoint never misses an epoch's metrics.
         self.log_dict(metrics, on_epoch=True, logger=False)
@@ -151,6 +155,20 @@ class DCGAN(pl.LightningModule):
                                     step=self.current_epoch + 1)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
             tracking.log_image(self.trainer, self.sample_grid(), f"samples/epoch_{self.current_epoch + 1:04d}.png")
+
+    def _quality_metrics(self) -> dict[str, float]:
+        """`quality/*` of this epoch's samples, or {} with a warning when the metric fails: a metric is a
+        measurement, and an error in it must not end the run before this epoch's checkpoint is written."""
+        metric = self._quality["metric"]
+        if metric is None:
+            return {}
+        try:
+            return {f"quality/{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()}
+        except Exception as exc:  # noqa: BLE001  (torchmetrics raises ValueError, RuntimeError, linalg errors)
+            rank_zero_warn(f"model.quality: FID/KID failed at epoch {self.current_epoch + 1} and are not logged for it "
+                           f"({type(exc).__name__}: {exc}); training goes on")
+            tracking.set_tags(self.trainer, {"quality.error": f"epoch {self.current_epoch + 1}: {type(exc).__name__}: {exc}"[:5000]})
+            return {}
 
     def loss_fluctuation(self) -> dict[str, float]:
         """Standard deviation of the epoch-mean D and G losses over the last `fluctuation_window` epochs."""

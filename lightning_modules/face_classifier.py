@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from core import tracking
 from core.errors import UserError
+from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 from lightning_modules.face_backbones import build_backbone
 
 LABEL_MAP = "label_map.json"
@@ -107,8 +108,14 @@ class FaceClassifier(pl.LightningModule):
                         "README, 'Face recognition (VGG16 transfer learning)'")
         label_map = {"class_names": self.class_names, "backbone": self.hparams.backbone}
         tracking.log_dict(self.trainer, label_map, LABEL_MAP)
+        tracking.log_dict(self.trainer, {**self._class_metric_names("precision"), **self._class_metric_names("recall")},
+                          CLASS_NAMES_ARTIFACT)
         if self.trainer.is_global_zero:
             Path(self.trainer.default_root_dir, LABEL_MAP).write_text(json.dumps(label_map, indent=2))
+
+    def _class_metric_names(self, kind: str) -> dict[str, str]:
+        """{`val_class/<index>_<slug>/<kind>`: identity} in class order: identities are folder names, any characters."""
+        return class_metric_names(self.class_names, prefix="val_class/", suffix=f"/{kind}")
 
     # ---- model ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,9 +159,8 @@ class FaceClassifier(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         precision, recall = self.val_precision.compute(), self.val_recall.compute()
         per_class = {}
-        for i, name in enumerate(self.class_names):
-            per_class[f"val_class/{name}/precision"] = precision[i]
-            per_class[f"val_class/{name}/recall"] = recall[i]
+        for kind, values in (("precision", precision), ("recall", recall)):
+            per_class.update(zip(self._class_metric_names(kind), values))
         self.log_dict(per_class, sync_dist=True)
         self._last_val = {
             "confusion": self.val_confusion.compute().cpu().numpy(),

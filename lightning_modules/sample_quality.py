@@ -22,6 +22,7 @@ class FeatureNet(nn.Module):
 
     def __init__(self, seed: int = 0, feature_dim: int = 256) -> None:
         super().__init__()
+        self.feature_dim = feature_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             widths = [3, 32, 64, 128, feature_dim]
@@ -42,7 +43,17 @@ class FeatureNet(nn.Module):
         return self.body(images)
 
 
+KID_SUBSET_SIZE = 100  # torchmetrics' default; smaller sets use subsets of all their samples
+
+
 class SampleQuality(nn.Module):
+    """FID and KID of generated images against a fixed set of real ones, with settings fitted to the data size.
+
+    `set_real` (before training) fits them: KID subsets hold at most as many images as the real set, and an FID
+    from fewer samples than feature dimensions (256 here, 2048 for Inception) is flagged in `settings` (its
+    covariance is singular, so the number is biased high and only comparable between runs of the same size).
+    At least 2 real images are needed (UserError otherwise)."""
+
     def __init__(self, num_samples: int = 256, feature_seed: int = 0, feature_weights: str | None = None,
                  inception_weights: str | None = None, image_size: int = 64) -> None:
         super().__init__()
@@ -50,26 +61,55 @@ class SampleQuality(nn.Module):
         if feature_weights:
             net.load_state_dict(_load_weights(feature_weights, "quality.feature_weights"))
         self.num_samples = num_samples
+        self.feature_dim = net.feature_dim
         size = (3, image_size, image_size)
         self.fid = FrechetInceptionDistance(feature=net, reset_real_features=False, input_img_size=size)
-        self.kid = KernelInceptionDistance(feature=net, reset_real_features=False, subset_size=min(100, num_samples))
+        self.kid = KernelInceptionDistance(feature=net, reset_real_features=False, subset_size=min(KID_SUBSET_SIZE, num_samples))
         self.inception = None
         if inception_weights:
             _require(inception_weights, "quality.inception_weights")
             self.inception = FrechetInceptionDistance(feature=2048, normalize=True, reset_real_features=False,
                                                       feature_extractor_weights_path=inception_weights)
         self.has_real = False
+        self.settings: dict[str, object] = {}
+        self.notes: list[str] = []
 
     @torch.no_grad()
-    def set_real(self, real: torch.Tensor) -> None:
-        """Real images in [-1, 1]; their features are computed once."""
+    def set_real(self, real: torch.Tensor) -> dict[str, object]:
+        """Real images (N, 3, H, W) in [-1, 1]; their features are computed once. Fits the KID subset size to N
+        and the `num_samples` generated images, and returns `settings`: the sample counts, the KID subset size,
+        whether the FID (and Inception-FID) count as trustworthy; `notes` says in words what was adapted or
+        flagged. Raises UserError for fewer than 2 real images (no covariance, no KID)."""
+        real_count, fake_count = len(real), self.num_samples
+        if min(real_count, fake_count) < 2:
+            raise UserError(f"model.quality: FID/KID need at least 2 real and 2 generated images; the data has "
+                            f"{real_count} real image(s) and quality.num_samples={fake_count} — add images or set "
+                            "model.quality=null")
         for metric in self._metrics():
             metric.reset()
+        subset = min(KID_SUBSET_SIZE, real_count, fake_count)
+        self.kid.subset_size = subset
+        self.notes = []
+        if real_count < fake_count:
+            self.notes.append(f"only {real_count} real images for the sample-quality metrics "
+                              f"(quality.num_samples={fake_count}): KID uses subsets of {subset}")
+        fid_samples = min(real_count, fake_count)
+        dims = {"fid": self.feature_dim, **({"inception_fid": 2048} if self.inception is not None else {})}
+        trustworthy = {name: fid_samples >= dim for name, dim in dims.items()}
+        for name, dim in dims.items():
+            if not trustworthy[name]:
+                self.notes.append(f"{name.replace('_', '-').upper()} from {fid_samples} samples, fewer than its {dim} "
+                                  f"feature dimensions: flagged as not trustworthy (biased high; compare only runs of "
+                                  f"the same size; {dim} images or more make it trustworthy)")
         self._update(real, real=True)
         self.has_real = True
+        self.settings = {"real_samples": real_count, "generated_samples": fake_count, "kid_subset_size": subset,
+                         **{f"{name}_trustworthy": ok for name, ok in trustworthy.items()}}
+        return self.settings
 
     @torch.no_grad()
     def compute(self, fake: torch.Tensor) -> dict[str, float]:
+        """FID, KID mean and std (and Inception-FID) of `fake` (N, 3, H, W) in [-1, 1] against the real set."""
         self.fid.reset(), self.kid.reset()
         if self.inception is not None:
             self.inception.reset()

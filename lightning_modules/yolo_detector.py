@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from core import tracking
 from core.errors import UserError
+from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +217,15 @@ class YoloDetector(pl.LightningModule):
             return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (hp.lrf - 1) + 1
         return max(1 - epoch / epochs, 0) * (1.0 - hp.lrf) + hp.lrf
 
+    @property
+    def ap50_metric_names(self) -> dict[str, str]:
+        """{MLflow metric name: class name} of the per-class AP50, in class order (`val/ap50/<index>_<slug>`)."""
+        return class_metric_names(self.names, prefix="val/ap50/")
+
     def on_fit_start(self) -> None:
         tracking.log_dict(self.trainer, {"pretrained": self.pretrained, "transferred_tensors": self.transferred,
                                          "model_tensors": len(self.net.state_dict())}, "pretrained.json")
+        tracking.log_dict(self.trainer, self.ap50_metric_names, CLASS_NAMES_ARTIFACT)
 
     def on_train_start(self) -> None:
         nb, epochs = self.trainer.num_training_batches, max(self.trainer.max_epochs, 1)
@@ -293,7 +300,8 @@ class YoloDetector(pl.LightningModule):
         results = self._metrics.compute()
         self.last_metrics = results
         metrics = {f"val/{k}": results[k] for k in ("map50", "map50_95", "precision", "recall")}
-        metrics.update({f"val/ap50_{name}": value for name, value in results["ap50"].items() if value is not None})
+        ap50 = [results["ap50"][name] for name in self.names]  # in the order of the metric names
+        metrics.update({key: value for key, value in zip(self.ap50_metric_names, ap50) if value is not None})
         self.log_dict(metrics, on_epoch=True)
         if self._figure is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             from reporting.figures import detection_examples

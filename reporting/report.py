@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.entities import Run
 from omegaconf import OmegaConf
 
+from core.metric_names import CLASS_NAMES_ARTIFACT
 from core.offline import PROJECT_ROOT
 from reporting import figures, mlflow_runs
 
@@ -58,7 +59,7 @@ def runs_table(applications: Mapping[str, Mapping[str, Run | None]], commands: M
     return pd.DataFrame(rows)
 
 
-DCGAN_COLUMNS = ["experiment", "data", "epochs", "batch", "lr", "G layers", "width ×", "D loss std", "G loss std", "FID", "KID", "run"]
+DCGAN_COLUMNS = ["experiment", "data", "epochs", "batch", "lr", "G layers", "width ×", "D loss std", "G loss std", "FID", "KID", "FID trustworthy", "run"]
 
 
 def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None = None) -> pd.DataFrame:
@@ -81,9 +82,19 @@ def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None
             "G loss std": metrics.get("stability/g_loss_std"),
             "FID": metrics.get("quality/fid"),
             "KID": metrics.get("quality/kid"),
+            "FID trustworthy": fid_trust(run),
             "run": run_label(run),
         })
     return pd.DataFrame(rows).reindex(columns=DCGAN_COLUMNS)
+
+
+def fid_trust(run: Run) -> str | None:
+    """"yes", or "no (N samples)" when the FID came from fewer samples than feature dimensions (the run's
+    `quality.*` tags, see lightning_modules/sample_quality.py); None for a run from before the tags."""
+    tags = run.data.tags
+    if "quality.fid_trustworthy" not in tags:
+        return None
+    return "yes" if tags["quality.fid_trustworthy"] == "true" else f"no ({tags.get('quality.real_samples', '?')} samples)"
 
 
 def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
@@ -133,13 +144,24 @@ def yolo_curves(client: mlflow.MlflowClient, run: Run) -> dict[str, dict[str, tu
     }
 
 
-def yolo_table(run: Run) -> pd.DataFrame:
-    """The last validation: mAP50, mAP50-95, precision, recall, and AP50 per class."""
+def yolo_table(run: Run, class_names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The last validation: mAP50, mAP50-95, precision, recall, and AP50 per class in class order, each class
+    under its own name from `class_names` (the run's class_names.json, {metric name: class name}); a metric that
+    is not in it (a run without the file, or the older `val/ap50_<name>` names) shows its metric name."""
     metrics = run.data.metrics
     rows = [{"metric": label, "value": metrics.get(key)} for label, key in
             (("mAP50", "val/map50"), ("mAP50-95", "val/map50_95"), ("precision", "val/precision"), ("recall", "val/recall"))]
-    rows += [{"metric": f"AP50 {key.removeprefix('val/ap50_')}", "value": value} for key, value in sorted(metrics.items()) if key.startswith("val/ap50_")]
+    names = dict(class_names or {})
+    per_class = [key for key in names if key in metrics]
+    per_class += sorted(key for key in metrics if key.startswith(("val/ap50/", "val/ap50_")) and key not in names)
+    rows += [{"metric": f"AP50 {names.get(key) or key.removeprefix('val/ap50/').removeprefix('val/ap50_')}", "value": metrics[key]}
+             for key in per_class]
     return pd.DataFrame(rows)
+
+
+def run_class_names(client: mlflow.MlflowClient, run: Run) -> dict[str, str]:
+    """The run's {metric name: class name} (core.metric_names.CLASS_NAMES_ARTIFACT), {} when it has none."""
+    return mlflow_runs.load_json(client, run.info.run_id, CLASS_NAMES_ARTIFACT) or {}
 
 
 def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | None]) -> pd.DataFrame:
@@ -152,7 +174,7 @@ def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | 
         start = mlflow_runs.load_json(client, run.info.run_id, "pretrained.json") or {}
         rows.append({"start": label, "run": run_label(run), "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, "val/map50")),
                      "tensors from the checkpoint": f"{start.get('transferred_tensors', '?')} of {start.get('model_tensors', '?')}",
-                     **yolo_table(run).set_index("metric")["value"].to_dict()})
+                     **yolo_table(run, run_class_names(client, run)).set_index("metric")["value"].to_dict()})
     return pd.DataFrame(rows)
 
 
@@ -269,7 +291,9 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
     report.add(
         "Loss fluctuation: the standard deviation of the epoch-mean loss over the last `model.fluctuation_window` "
         "epochs (the paper's stability argument). FID/KID: on a fixed random-feature network (no Inception weights "
-        "offline), comparable between runs of this project only; lower is better.",
+        "offline), comparable between runs of this project only; lower is better. \"FID trustworthy: no\": the FID came "
+        "from fewer samples than its 256 feature dimensions (a small data set), so it is biased high; KID then uses "
+        "subsets as large as the data allows.",
         markdown(dcgan_table(runs, {name: len(h["g_loss_epoch"]) for name, h in histories.items()})),
     )
 
@@ -327,7 +351,7 @@ def yolo_run_section(report: ReportWriter, run: Run, experiment: str) -> None:
     shown = report.newest_artifact_image(run, "predictions", "yolo_predictions.png", "validation predictions")
     if shown:
         report.add(f"Predictions on validation images ({Path(shown).stem.replace('_', ' ')}).")
-    report.add(markdown(yolo_table(run)))
+    report.add(markdown(yolo_table(run, run_class_names(report.client, run))))
 
 
 def faces_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:

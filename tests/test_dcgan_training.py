@@ -124,3 +124,61 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoin
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == 0  # the checkpoint of the last good epoch, not of the diverged state
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def _class_folder(root: Path, images: int) -> Path:
+    """A Fruits-360-style Training/<class>/ folder of `images` 100x100 JPEGs (a coloured disc on white)."""
+    from PIL import Image, ImageDraw
+
+    folder = root / "Training" / "Plum 1"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(10)
+    for k in range(images):
+        image = Image.new("RGB", (100, 100), "white")
+        r, (cx, cy) = int(rng.integers(25, 40)), (int(v) for v in rng.integers(40, 60, 2))
+        ImageDraw.Draw(image).ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(v) for v in rng.integers(60, 200, 3)))
+        image.save(folder / f"{k}_100.jpg", quality=95)
+    return root / "Training"
+
+
+def test_a_class_folder_smaller_than_the_quality_sample_finishes_with_adapted_kid_and_flagged_fid(store, tmp_path):
+    training = _class_folder(tmp_path / "fruits", 20)  # fewer than debug=fast's 32 quality samples
+    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "data": "fruits360_real",
+                            "data.root": str(training), **store})
+    with pytest.warns(UserWarning, match="FID from 20 samples, fewer than its 256 feature dimensions"):
+        fid = train(cfg)
+    client, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits")
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["quality/fid"] == fid and np.isfinite(run.data.metrics["quality/kid"])
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith("quality.")}
+    assert tags == {"quality.real_samples": "20", "quality.generated_samples": "32", "quality.kid_subset_size": "20",
+                    "quality.fid_trustworthy": "false"}
+    assert next(Path(cfg.paths.output_dir).rglob("last.ckpt")).is_file()
+
+
+def test_a_failing_quality_metric_is_a_warning_and_the_run_keeps_its_checkpoint(store, tmp_path, monkeypatch):
+    from lightning_modules.sample_quality import SampleQuality
+
+    def broken(self, fake):
+        raise RuntimeError("linalg failure")
+
+    monkeypatch.setattr(SampleQuality, "compute", broken)
+    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "optimized_metric": "null", **store})
+    with pytest.warns(UserWarning, match="FID/KID failed at epoch 1 .*linalg failure"):
+        train(cfg)
+    run = mlflow_runs(tmp_path, "exp1_dcgan_fruits")[1][0]
+    assert run.info.status == "FINISHED" and "quality/fid" not in run.data.metrics
+    assert run.data.tags["quality.error"] == "epoch 1: RuntimeError: linalg failure"
+    assert next(Path(cfg.paths.output_dir).rglob("last.ckpt")).is_file()
+
+
+def test_quality_metric_needs_two_real_images_and_says_so_before_training(store, tmp_path):
+    from core.errors import UserError
+
+    training = _class_folder(tmp_path / "fruits", 1)
+    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "data": "fruits360_real",
+                            "data.root": str(training), **store})
+    with pytest.raises(UserError, match="need at least 2 real and 2 generated images; the data has 1 real image"):
+        train(cfg)
+    assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))

@@ -176,7 +176,7 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     assert 0.0 <= value <= 1.0
     client, runs = mlflow_runs(tmp_path, "vgg16_faces")
     metrics = runs[0].data.metrics
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val_class/alice/precision", "val_class/dave/recall"):
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val_class/0_alice/precision", "val_class/3_dave/recall"):
         assert key in metrics, key
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)} | {
         a.path for d in ("figures", "checkpoints") for a in client.list_artifacts(runs[0].info.run_id, d)}

@@ -66,6 +66,7 @@ def test_report_shows_every_dcgan_figure_and_table(smoke_store, tmp_path):
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} "))
         assert f"{run.data.metrics['quality/fid']:.4g}" in row and f"{run.data.metrics['stability/g_loss_std']:.4g}" in row
         assert run.info.run_id[:8] in row
+        assert "| no (32 samples) " in row  # debug=fast: an FID from 32 samples, fewer than its 256 dimensions
 
     # The heat map covers the newest sweep only: two runs, not the older sweep's.
     table = mlflow_runs.sweep_table(SWEEP, "quality/fid")

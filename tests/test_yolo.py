@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from core.errors import UserError
+from core.overrides import quote
 from reporting.report import NOT_RUN, build_report, report_sections
 from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
 
@@ -80,7 +82,10 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
         assert torch.isfinite(torch.tensor(metrics[key])) and metrics[key] > 0, key
     assert 0.0 <= metrics["val/map50_95"] <= metrics["val/map50"] <= 1.0
     assert metrics["val/map50"] == pytest.approx(trained["metric"])
-    assert {f"val/ap50_{c}" for c in ("with_mask", "without_mask", "mask_weared_incorrect")} <= set(metrics)
+    names = {"val/ap50/0_with_mask": "with_mask", "val/ap50/1_without_mask": "without_mask",
+             "val/ap50/2_mask_weared_incorrect": "mask_weared_incorrect"}
+    assert set(names) <= set(metrics)
+    assert json.loads(Path(client.download_artifacts(run.info.run_id, "class_names.json")).read_text()) == names
     assert [a.path for a in client.list_artifacts(run.info.run_id, "predictions")] == ["predictions/epoch_0001.png"]
     assert "checkpoints/last.ckpt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     pretrained = json.loads(Path(client.download_artifacts(run.info.run_id, "pretrained.json")).read_text())
@@ -130,6 +135,88 @@ def test_eval_entry_prints_one_json_line_with_map_and_per_class_ap(trained, tmp_
     assert set(last) == {"map50", "map50_95", "ap50", "images"}
     assert last["images"] == 40 and set(last["ap50"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
     assert json.loads(out.read_text())["map50"] == last["map50"]
+
+
+ODD_NAMES = {"with_mask": "戴口罩", "without_mask": "未戴口罩", "mask_weared_incorrect": "mask (incorrect)"}
+
+
+@pytest.fixture(scope="module")
+def odd_names(trained, tmp_path_factory):
+    """The trained checkpoint and its VOC folder with the classes renamed to names MLflow refuses as metric names."""
+    root = tmp_path_factory.mktemp("odd")
+    checkpoint = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["names"] = list(ODD_NAMES.values())
+    torch.save(checkpoint, root / "epoch=0-step=1.ckpt")
+    voc = root / "voc"
+    shutil.copytree(trained["voc"] / "images", voc / "images")
+    (voc / "annotations").mkdir()
+    for xml in (trained["voc"] / "annotations").glob("*.xml"):
+        text = xml.read_text(encoding="utf-8")
+        for old, new in ODD_NAMES.items():
+            text = text.replace(f"<name>{old}</name>", f"<name>{new}</name>")
+        (voc / "annotations" / xml.name).write_text(text, encoding="utf-8")
+    return {"checkpoint": root / "epoch=0-step=1.ckpt", "voc": voc}
+
+
+def test_eval_logs_each_odd_class_name_under_its_own_metric_with_the_names_kept(trained, odd_names, tmp_path, capsys):
+    from experiments.eval_facemask import evaluate
+
+    store = {**trained["store"], "paths.mlflow_dir": str(tmp_path)}
+    cfg = compose("eval_facemask", {**store, "voc": str(odd_names["voc"]), "ckpt": quote(str(odd_names["checkpoint"])),
+                                    "out": str(tmp_path / "metrics.json"), "batch_size": 8})
+    evaluate(cfg)
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(last["ap50"]) == list(ODD_NAMES.values())
+    client, runs = mlflow_runs(tmp_path, "eval_facemask")
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    names = {"ap50/0": "戴口罩", "ap50/1": "未戴口罩", "ap50/2_mask_incorrect": "mask (incorrect)"}
+    logged = {k: v for k, v in run.data.metrics.items() if k.startswith("ap50/")}
+    assert logged == {key: last["ap50"][name] for key, name in names.items() if last["ap50"][name] is not None}
+    assert json.loads(Path(client.download_artifacts(run.info.run_id, "class_names.json", str(tmp_path))).read_text()) == names
+
+
+def test_eval_prints_its_json_line_and_writes_its_file_when_mlflow_fails(trained, tmp_path, capsys, caplog, monkeypatch):
+    import mlflow
+
+    from experiments.eval_facemask import evaluate
+
+    def refuse(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("Invalid metric name: 'ap50_mask (incorrect)'")
+
+    monkeypatch.setattr(mlflow, "log_metrics", refuse)
+    out = tmp_path / "metrics.json"
+    cfg = compose("eval_facemask", {**trained["store"], "paths.mlflow_dir": str(tmp_path), "voc": str(trained["voc"]),
+                                    "ckpt": str(trained["checkpoint"]), "out": str(out), "batch_size": 8})
+    evaluate(cfg)
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["images"] == 40 and json.loads(out.read_text())["map50"] == last["map50"]
+    assert "MLflow logging failed" in caplog.text and "Invalid metric name" in caplog.text
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_eval_facemask_takes_lightnings_checkpoint_name(trained, odd_names, tmp_path):
+    """The documented command with CKPT=.../epoch=0-step=1.ckpt (Lightning's own name) and a VOC folder whose
+    name holds '=', ',', brackets, a quote and non-ASCII: the JSON line, exit 0. A bad ARGS override: one line."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    voc = tmp_path / "a=b, (c) [d] é's"
+    shutil.copytree(odd_names["voc"], voc)
+    env = {k: v for k, v in os.environ.items() if k not in {"VOC", "CKPT", "ARGS"}}
+
+    def make(args: str):
+        return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "eval-facemask", f"VOC={voc}",
+                               f"CKPT={odd_names['checkpoint']}", f"ARGS={args}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    done = make(f"out={tmp_path / 'metrics.json'} paths.mlflow_dir={tmp_path} batch_size=8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["images"] == 40
+    assert json.loads((tmp_path / "metrics.json").read_text())["voc"] == str(voc)
+    bad = make("out=[")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "no viable alternative at input '['" in bad.stderr
 
 
 def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trained, tmp_path, capsys):

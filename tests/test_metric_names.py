@@ -1,0 +1,107 @@
+"""Class names from the data as MLflow metric names: valid, distinct, stable, the originals kept in the run."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from mlflow.utils.validation import _validate_metric_name
+from PIL import Image
+
+from core.metric_names import CLASS_NAMES_ARTIFACT, class_key, class_metric_names, slug
+from core.overrides import override
+from tests.conftest import compose, mlflow_runs
+
+# What the case showed (CJK, brackets), names that slugify alike, and names that look like paths.
+ODD_NAMES = ["戴口罩", "未戴口罩", "mask (incorrect)", "mask [incorrect]", "with mask", "with_mask", "",
+             "../up", "a/b", "é" * 60, "mask: on"]
+LIGHTNING_KEEPS = re.compile(r"^[a-zA-Z0-9_/. -]+$")  # pytorch_lightning.loggers.mlflow strips anything else
+
+
+def test_every_class_gets_its_own_valid_stable_metric_name():
+    names = class_metric_names(ODD_NAMES, prefix="val/ap50/")
+    assert list(names.values()) == ODD_NAMES  # the mapping keeps every original name, in class order
+    assert list(names) == [
+        "val/ap50/0", "val/ap50/1", "val/ap50/2_mask_incorrect", "val/ap50/3_mask_incorrect", "val/ap50/4_with_mask",
+        "val/ap50/5_with_mask", "val/ap50/6", "val/ap50/7_up", "val/ap50/8_a_b", f"val/ap50/9_{'e' * 40}",
+        "val/ap50/10_mask_on"]
+    for key in names:
+        _validate_metric_name(key)  # raises on a name MLflow refuses
+        assert LIGHTNING_KEEPS.match(key), key
+    assert class_metric_names(ODD_NAMES, prefix="val/ap50/") == names  # stable: the same names every run
+
+
+def test_slug_and_class_key():
+    assert slug("mask (incorrect)") == "mask_incorrect" and slug("Café au lait") == "Cafe_au_lait"
+    assert slug("戴口罩") == "" and class_key(0, "戴口罩") == "0" and class_key(3, "with-mask.v2") == "3_with-mask.v2"
+    assert class_metric_names(["a", "a"], prefix="p/", suffix="/recall") == {"p/0_a/recall": "a", "p/1_a/recall": "a"}
+
+
+def test_yolo_module_names_its_per_class_metrics_by_index_and_slug():
+    from lightning_modules.yolo_detector import YoloDetector
+
+    model = YoloDetector(names=["戴口罩", "未戴口罩", "mask (incorrect)"], imgsz=64)
+    assert model.ap50_metric_names == {"val/ap50/0": "戴口罩", "val/ap50/1": "未戴口罩", "val/ap50/2_mask_incorrect": "mask (incorrect)"}
+
+
+def test_report_shows_per_class_ap_under_the_class_names_of_the_mapping():
+    from reporting.report import yolo_table
+
+    metrics = {"val/map50": 0.5, "val/ap50/1": 0.25, "val/ap50/0": 0.75, "val/ap50/2_mask_incorrect": 0.5}
+    run = SimpleNamespace(data=SimpleNamespace(metrics=metrics))
+    mapping = {"val/ap50/0": "戴口罩", "val/ap50/1": "未戴口罩", "val/ap50/2_mask_incorrect": "mask (incorrect)"}
+    rows = yolo_table(run, mapping).set_index("metric")["value"].to_dict()
+    assert [k for k in rows if k.startswith("AP50")] == ["AP50 戴口罩", "AP50 未戴口罩", "AP50 mask (incorrect)"]
+    assert rows["AP50 戴口罩"] == 0.75 and rows["AP50 未戴口罩"] == 0.25
+    old = SimpleNamespace(data=SimpleNamespace(metrics={"val/ap50_with_mask": 0.5}))  # a run from before the mapping
+    assert yolo_table(old).set_index("metric")["value"].to_dict()["AP50 with_mask"] == 0.5
+
+
+def _voc(folder: Path, names: list[str], images: int = 2) -> Path:
+    (folder / "images").mkdir(parents=True), (folder / "annotations").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(images):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(folder / "images" / f"im{k}.png")
+        objects = "".join(f"<object><name>{n}</name><bndbox><xmin>{4 + 30 * i}</xmin><ymin>10</ymin><xmax>{30 + 30 * i}</xmax>"
+                          f"<ymax>40</ymax></bndbox></object>" for i, n in enumerate(names))
+        (folder / "annotations" / f"im{k}.xml").write_text(
+            f"<annotation><filename>im{k}.png</filename><size><width>128</width><height>96</height><depth>3</depth></size>"
+            f"{objects}</annotation>", encoding="utf-8")
+    return folder
+
+
+def test_detector_comparison_logs_each_class_recall_under_its_own_name(tmp_path, store):
+    from experiments.compare_face_detectors import compare_face_detectors
+
+    classes = ["戴口罩", "未戴口罩", "mask (incorrect)", "mask [incorrect]"]
+    voc = _voc(tmp_path / "a=b, (c) [d] é's", classes)
+    cfg = compose("compare_face_detectors", [override("voc", str(voc)), *(f"{k}={v}" for k, v in store.items()), "use=[haar]",
+                                             "rotations.enabled=false", f"report_dir={tmp_path / 'reports'}", "progress=false"])
+    compare_face_detectors(cfg)
+    assert (tmp_path / "reports" / "a_b_c_d_e_s.md").is_file()  # file names from the folder name, made safe
+    client, runs = mlflow_runs(tmp_path, "compare_face_detectors")
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    per_class = sorted(k for k in run.data.metrics if k.startswith("haar.recall_iou0.5/"))
+    expected = class_metric_names(sorted(classes), prefix="recall_iou0.5/")  # classes sorted, as in the tables
+    assert per_class == sorted(f"haar.{k}" for k in expected) and len(per_class) == 4
+    mapping = json.loads(Path(client.download_artifacts(run.info.run_id, CLASS_NAMES_ARTIFACT, str(tmp_path))).read_text())
+    assert {k: v for k, v in mapping.items() if k.startswith("recall_iou0.5/")} == expected
+
+
+def test_a_failing_tracking_store_is_a_warning_not_a_lost_result(tmp_path, store, monkeypatch, caplog):
+    import mlflow
+
+    from experiments import log_tool_run
+
+    def refuse(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("store refused the metric")
+
+    monkeypatch.setattr(mlflow, "log_metrics", refuse)
+    cfg = compose("eval_facemask", {**store, "voc": "x"})
+    assert log_tool_run(cfg, "run", lambda: mlflow.log_metrics({"a": 1.0})) is False
+    assert "MLflow logging failed" in caplog.text and "store refused the metric" in caplog.text
+    client, runs = mlflow_runs(tmp_path, "eval_facemask")
+    assert [r.info.status for r in runs] == ["FAILED"]
