@@ -10,10 +10,12 @@ short list of harmless stand-in classes as `allow`. A file that wants anything e
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import pickle
 import pickletools
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,28 +99,26 @@ def _refusal(path: Path, key: str, exc: Exception) -> UserError:
 def _unsafe_globals(path: Path) -> list[str]:
     """Every import a file's pickle asks for beyond the allowed ones, found by reading its opcodes without
     unpickling (torch's message names only the first, or none for e.g. a bare pickle of protocol ≥ 4)."""
-    try:
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # noqa: BLE001 — not a zip checkpoint: scan the bare pickle below
-        pass
+    if zipfile.is_zipfile(path):  # torch.save's format since 1.6
+        with contextlib.suppress(Exception):  # e.g. a zip that is not a torch checkpoint: nothing to report
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        return []
     found, strings = [], []
-    try:
-        with open(path, "rb") as handle:
-            for opcode, arg, _ in pickletools.genops(handle):
-                if opcode.name == "GLOBAL":
-                    found.append(str(arg).replace(" ", "."))
-                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(".".join(strings[-2:]))
-                elif isinstance(arg, str):
-                    strings.append(arg)
-    except Exception:  # noqa: BLE001 — a damaged pickle: report what was found before the damage
-        pass
+    with contextlib.suppress(Exception), open(path, "rb") as handle:  # a damaged pickle: what was found before the damage
+        for opcode, arg, _ in pickletools.genops(handle):
+            if opcode.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
     allowed = _allowed_names()
     return [name for name in dict.fromkeys(found) if name not in allowed]
 
 
 def _allowed_names() -> set[str]:
-    from torch import _weights_only_unpickler as unpickler  # the default allow-list has no public accessor
+    # torch's default allow-list has no public accessor
+    from torch import _weights_only_unpickler as unpickler
 
     try:
         return set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())

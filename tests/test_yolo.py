@@ -87,6 +87,14 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     assert pretrained["pretrained"] is None and pretrained["transferred_tensors"] == 0
 
 
+def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
+    from lightning_modules.yolo_detector import YoloDetector
+    from tests.test_checkpoint_trust import assert_plain_checkpoint
+
+    module = assert_plain_checkpoint(trained["checkpoint"], YoloDetector, pretrained=None)
+    assert module.names == ["with_mask", "without_mask", "mask_weared_incorrect"] and module.hparams.imgsz == 160
+
+
 def test_report_shows_the_newest_run_and_compares_real_data_runs_only(trained, tmp_path):
     run = mlflow_runs(trained["root"], "yolo_facemask")[1][0]
     text = build_report(f"sqlite:///{trained['root']}/mlflow.db", tmp_path, **report_sections()).read_text()
