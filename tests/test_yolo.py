@@ -189,6 +189,21 @@ def test_state_dict_of_the_same_architecture_loads_and_another_is_refused(tmp_pa
         load_pretrained(build_model("yolov5n.yaml", names), tmp_path / "v8.pt")
 
 
+def test_ultralytics_checkpoint_transfers_through_stand_ins(tmp_path, monkeypatch):
+    """A pickled ultralytics model (as `YOLO.save` writes it) is read as data: the 319 tensors outside the 80-class
+    head transfer; ultralytics' own loader (weights_only=False) is not used."""
+    from ultralytics import YOLO
+
+    from lightning_modules.yolo_detector import build_model
+    from lightning_modules.yolov5_checkpoint import load_pretrained
+
+    YOLO("yolov8n.yaml").save(tmp_path / "yolov8n.pt")
+    for loader in ("load_checkpoint", "torch_safe_load"):
+        monkeypatch.setattr(f"ultralytics.nn.tasks.{loader}", lambda *a, **k: pytest.fail("ultralytics' unpickler was used"))
+    model = build_model("yolov8n.yaml", ["a", "b", "c"])
+    assert load_pretrained(model, tmp_path / "yolov8n.pt") == 319
+
+
 @needs_shared_data("weights", "yolov5n.pt")
 def test_yolov5_repo_checkpoint_transfers_backbone_and_neck_and_is_refused_elsewhere():
     from lightning_modules.yolo_detector import build_model
