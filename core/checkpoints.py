@@ -25,7 +25,7 @@ import torch
 from core.errors import UserError
 
 # Classes beyond torch's own weights_only allow-list that checkpoints written by this project need: none
-# (tests/test_checkpoint_trust.py loads a real DCGAN, face-classifier and YOLO checkpoint with exactly this list).
+# (tests/test_checkpoint_trust.py::assert_plain_checkpoint, run on a real DCGAN, face-classifier and YOLO checkpoint).
 PROJECT_GLOBALS: tuple[type, ...] = ()
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL (\S+)")
