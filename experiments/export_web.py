@@ -28,16 +28,16 @@ class NotExportable(Exception):
     """This checkpoint cannot run in the page; the message says why (it goes to the manifest)."""
 
 
-def export_generator(checkpoint: Path, out_path: Path, cfg: DictConfig) -> dict:
+def export_generator(checkpoint: Path, out_path: Path, cfg: DictConfig, key: str) -> dict:
     from lightning_modules.dcgan_onnx import export_onnx
 
-    return export_onnx(checkpoint, out_path)
+    return export_onnx(checkpoint, out_path, key=key)
 
 
-def export_facemask(checkpoint: Path, out_path: Path, cfg: DictConfig) -> dict:
+def export_facemask(checkpoint: Path, out_path: Path, cfg: DictConfig, key: str) -> dict:
     from lightning_modules.yolo_export import export_onnx
 
-    exported = export_onnx(checkpoint, out_path, cfg.imgsz)
+    exported = export_onnx(checkpoint, out_path, cfg.imgsz, key=key)
     return {  # the tensors yolo_export names: raw head output, decoded and NMS-ed by the page as by ultralytics
         "file": out_path.name, "input": "images", "output": "output0", "imgsz": exported["imgsz"],
         "class_names": exported["names"], "normalisation": "RGB / 255, letterboxed with grey 114 (ultralytics' LetterBox)",
@@ -45,13 +45,13 @@ def export_facemask(checkpoint: Path, out_path: Path, cfg: DictConfig) -> dict:
     }
 
 
-def export_faces(checkpoint: Path, out_path: Path, cfg: DictConfig) -> dict:
+def export_faces(checkpoint: Path, out_path: Path, cfg: DictConfig, key: str) -> dict:
     """The page's recognise pane reads: input, output (names of the tensors), image_size, input_scale (factor
     on 0–255 RGB pixels, NCHW), output_kind ("logits" or "probabilities"), class_names, margin (crop margin)."""
     from lightning_modules import face_classifier
 
     try:
-        exported = face_classifier.export_onnx(checkpoint, out_path)
+        exported = face_classifier.export_onnx(checkpoint, out_path, key=key)
     except ValueError as reason:  # e.g. the dlib_resnet backbone, which runs in dlib
         raise NotExportable(str(reason)) from reason
     return {"file": out_path.name, "checkpoint": str(checkpoint), **exported}
@@ -84,7 +84,8 @@ def export_web(cfg: DictConfig) -> dict:
             manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command})
             continue
         try:
-            entry = {"task": task, **EXPORTERS[spec.kind](checkpoint, out_dir / f"{task}.onnx", cfg)}
+            # `key` names the file in errors: the checkpoint is read as data only (core.checkpoints)
+            entry = {"task": task, **EXPORTERS[spec.kind](checkpoint, out_dir / f"{task}.onnx", cfg, key=f"checkpoints.{task}")}
         except NotExportable as reason:
             log.warning("%s: not exported: %s", task, reason)
             manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command, "reason": str(reason)})

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core import tracking
+from core.checkpoints import PROJECT_GLOBALS, load_checkpoint
 from core.errors import UserError
 from experiments import log, user_errors
 
@@ -33,7 +34,10 @@ def newest_checkpoint(task_dir: Path) -> Path | None:
 
 
 def resume_point(ckpt_path: str | None, task_dir: Path) -> tuple[str | None, str | None]:
-    """The checkpoint to resume from and its MLflow run id. "last" means the newest last.ckpt of the task."""
+    """The checkpoint to resume from and its MLflow run id. "last" means the newest last.ckpt of the task.
+
+    The file is read once with the safe loader (`core.checkpoints`) before Lightning opens it: a missing file,
+    a non-checkpoint or one whose pickle asks for code is a UserError here, before any training starts."""
     if ckpt_path is None:
         return None, None
     if ckpt_path == "last":
@@ -44,6 +48,7 @@ def resume_point(ckpt_path: str | None, task_dir: Path) -> tuple[str | None, str
         path = Path(ckpt_path)
         if not path.is_file():
             raise UserError(f"ckpt_path: checkpoint not found: {path}")
+    load_checkpoint(path, key="ckpt_path")
     run_id_file = path.parent.parent / RUN_ID_FILE
     return str(path), run_id_file.read_text().strip() if run_id_file.exists() else None
 
@@ -99,7 +104,11 @@ def train(cfg: DictConfig) -> float | None:
             logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "config/hydra")
         log.info("MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri)
 
-    trainer.fit(torch.compile(model) if cfg.compile else model, datamodule=datamodule, ckpt_path=ckpt_path)
+    # Lightning reads ckpt_path itself: weights_only=True explicitly (also when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
+    # is set), under the same allow-list as core.checkpoints
+    with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
+        trainer.fit(torch.compile(model) if cfg.compile else model, datamodule=datamodule, ckpt_path=ckpt_path,
+                    weights_only=True)
 
     if cfg.optimized_metric:
         value = trainer.callback_metrics.get(cfg.optimized_metric)

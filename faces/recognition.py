@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.checkpoints import load_checkpoint, load_module
 from core.errors import UserError
 from datamodules.faces import FaceCrop
 from datamodules.images import UnreadableImage, find_images, read_rgb
@@ -44,7 +45,7 @@ class Recognizer:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"CKPT={path}: checkpoint not found")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(path, key="CKPT")
         names = checkpoint.get("hyper_parameters", {}).get("class_names")
         data = checkpoint.get("datamodule_hyper_parameters")
         if not names or data is None:
@@ -59,7 +60,7 @@ class Recognizer:
             if expected != list(names):
                 raise UserError(f"label map mismatch: {label_file} names {expected} but CKPT={path} was trained on {list(names)} — "
                                 "use the checkpoint and label_map.json of the same training run")
-        model = FaceClassifier.load_from_checkpoint(path, map_location="cpu", weights=None)  # the weights are in the checkpoint
+        model = load_module(FaceClassifier, path, key="CKPT", weights=None)  # the VGG16 weights are in the checkpoint
         model.eval()
         return cls(model, FaceCrop(data["image_size"], data["margin"], data.get("capture_size")), threshold)
 

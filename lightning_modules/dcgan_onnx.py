@@ -8,16 +8,20 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from core.checkpoints import load_module
 from lightning_modules.dcgan import DCGAN
 
 PARITY_SAMPLES = 8
 PARITY_ATOL = 1e-4  # tanh outputs in [-1, 1]; float32 reordering differs by ~1e-6
 
 
-def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 17) -> dict:
+def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 17, key: str = "CKPT") -> dict:
     """Write the generator of a DCGAN checkpoint as ONNX (input `z`: N×latent_dim float32 N(0, 1); output
-    `images`: N×3×H×W in [-1, 1]) and return its manifest entry, with the measured PyTorch/ONNX difference."""
-    model = DCGAN.load_from_checkpoint(str(checkpoint_path), map_location="cpu")
+    `images`: N×3×H×W in [-1, 1]) and return its manifest entry, with the measured PyTorch/ONNX difference.
+
+    The checkpoint is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting
+    with `key=`."""
+    model = load_module(DCGAN, checkpoint_path, key=key, quality=None)  # the quality metric is not exported
     generator = model.generator.eval()
     z = torch.randn(PARITY_SAMPLES, generator.latent_dim, generator=torch.Generator().manual_seed(0))
     out_path = Path(out_path)

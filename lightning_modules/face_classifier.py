@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassPrecision, MulticlassRecall
 
 from core import tracking
+from core.checkpoints import load_module
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 from lightning_modules.face_backbones import build_backbone
@@ -210,13 +211,15 @@ def head_outputs(state_dict: dict[str, torch.Tensor]) -> int:
     return int(np.shape(state_dict[weights[-1]])[0])
 
 
-def export_onnx(checkpoint_path: str | Path, out_path: str | Path) -> dict:
+def export_onnx(checkpoint_path: str | Path, out_path: str | Path, key: str = "CKPT") -> dict:
     """The classifier as ONNX (float RGB pixels 0–255, NCHW → logits), checked against PyTorch with ONNX Runtime.
 
-    Only the VGG16 backbone is a tensor graph; dlib's ResNet descriptor runs in dlib and cannot be exported."""
+    Only the VGG16 backbone is a tensor graph; dlib's ResNet descriptor runs in dlib and cannot be exported.
+    The checkpoint is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting
+    with `key=`."""
     import onnxruntime
 
-    model = FaceClassifier.load_from_checkpoint(str(checkpoint_path), map_location="cpu")
+    model = load_module(FaceClassifier, checkpoint_path, key=key, weights=None)  # the VGG16 weights are in the checkpoint
     if model.hparams.backbone != "vgg16":
         raise ValueError(f"backbone {model.hparams.backbone!r} runs in dlib, not as a tensor graph; only vgg16 exports to ONNX")
     model.eval()

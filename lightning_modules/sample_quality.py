@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from core.checkpoints import load_checkpoint
 from core.errors import UserError
 
 
@@ -59,7 +60,7 @@ class SampleQuality(nn.Module):
         super().__init__()
         net = FeatureNet(seed=feature_seed)
         if feature_weights:
-            net.load_state_dict(_load_weights(feature_weights, "quality.feature_weights"))
+            net.load_state_dict(_load_weights(feature_weights, "model.quality.feature_weights"))
         self.num_samples = num_samples
         self.feature_dim = net.feature_dim
         size = (3, image_size, image_size)
@@ -67,7 +68,8 @@ class SampleQuality(nn.Module):
         self.kid = KernelInceptionDistance(feature=net, reset_real_features=False, subset_size=min(KID_SUBSET_SIZE, num_samples))
         self.inception = None
         if inception_weights:
-            _require(inception_weights, "quality.inception_weights")
+            # checked by the safe loader before torchmetrics (torch-fidelity) opens it
+            load_checkpoint(_require(inception_weights, "model.quality.inception_weights"), key="model.quality.inception_weights")
             self.inception = FrechetInceptionDistance(feature=2048, normalize=True, reset_real_features=False,
                                                       feature_extractor_weights_path=inception_weights)
         self.has_real = False
@@ -139,4 +141,4 @@ def _require(path: str, key: str) -> Path:
 
 
 def _load_weights(path: str, key: str) -> dict:
-    return torch.load(_require(path, key), map_location="cpu", weights_only=True)
+    return load_checkpoint(_require(path, key), key=key)

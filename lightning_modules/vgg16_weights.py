@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.checkpoints import load_checkpoint
 from core.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,7 +38,7 @@ def load_vgg16_features(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"model.weights: VGG16 weights not found: {path} — {DOWNLOAD_HELP}")
     if path.suffix in (".h5", ".hdf5"):
         return keras_h5_to_torch(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, key="model.weights")  # data only: a pickle asking for code is refused
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     expected = {f"{i}.{p}" for i in CONV_INDICES for p in ("weight", "bias")}
     if set(features) != expected:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from core import tracking
+from core.checkpoints import load_module
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 
@@ -335,12 +336,15 @@ def _resolve_pretrained(pretrained: str | None, auto_pretrained: str | None) -> 
     return None
 
 
-def load_detector(checkpoint_path: str | Path, device: str = "cpu") -> YoloDetector:
-    """A trained YoloDetector from a Lightning checkpoint, in eval mode (its pretrained file is not re-read)."""
+def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "CKPT") -> YoloDetector:
+    """A trained YoloDetector from a Lightning checkpoint, in eval mode (its pretrained file is not re-read).
+
+    Read by `core.checkpoints` (data only); UserError, its message starting with `key=`, for a missing file, one
+    that is refused, or one not written by YoloDetector."""
     path = Path(checkpoint_path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} — train one with `make yolo-facemask` or pass CKPT=<file>")
-    module = YoloDetector.load_from_checkpoint(path, map_location=device, pretrained=None, weights_only=False)
+    module = load_module(YoloDetector, path, key=key, map_location=device, pretrained=None)  # its weights are in the checkpoint
     return module.eval()
 
 

@@ -26,12 +26,14 @@ class _Predictions(nn.Module):
         return self.net(images)[0]
 
 
-def export_onnx(checkpoint_path: str | Path, out_path: str | Path, imgsz: int | None = None, opset: int = 17) -> dict:
+def export_onnx(checkpoint_path: str | Path, out_path: str | Path, imgsz: int | None = None, opset: int = 17,
+                key: str = "CKPT") -> dict:
     """Write `out_path` (input `images` N×3×imgsz×imgsz in [0, 1], output `output0` N×(4+classes)×anchors) and check it.
 
     Returns the class names, image size, and the parity check (raises when ONNX Runtime disagrees with PyTorch).
+    The checkpoint is read as data only (`load_detector`); `key` names it in error messages.
     """
-    module = load_detector(checkpoint_path)
+    module = load_detector(checkpoint_path, key=key)
     net = module.eval_net.eval()
     imgsz = int(imgsz or module.hparams.imgsz)
     out_path = Path(out_path)

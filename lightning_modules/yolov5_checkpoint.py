@@ -1,11 +1,14 @@
 """Pretrained weights for an ultralytics DetectionModel from a local file, never from a hub.
 
-Two kinds of file:
+Two kinds of file, both pickled models, both read by the one safe loader (`core.checkpoints.load_checkpoint`,
+`torch.load(weights_only=True)`) with an allow-list for this reader alone: harmless stand-in classes (empty
+`nn.Module`s) under the model's own class names, and torch's layer classes. No pickled code runs, no yolov5 or
+ultralytics code is needed, and a file asking for any other import is refused with its name:
 - a checkpoint of the original ultralytics/yolov5 repository (e.g. the official COCO `yolov5n.pt`): a pickled
-  `models.yolo.Model` that `YOLO()` refuses. It is read with `torch.load(weights_only=True)` and stand-in classes
-  for its seven yolov5 class names, so no pickled code runs and no yolov5 code is needed
+  `models.yolo.Model` that `YOLO()` refuses; stand-ins for its seven yolov5 class names
   (../shared/data/weights/SOURCE.md);
-- ultralytics' own checkpoints (`yolov8n.pt`, `yolo11n.pt`, `yolov5nu.pt`…), read with ultralytics' loader.
+- ultralytics' own checkpoints (`yolov8n.pt`, `yolo11n.pt`, `yolov5nu.pt`…): stand-ins for each `ultralytics.*`
+  class the file names (ultralytics' own loader would unpickle with weights_only=False).
 
 Either way every tensor whose name and shape match is copied (ultralytics' `intersect_dicts`), the count is
 logged, and a file of which almost nothing matches is refused: it was made for another architecture.
@@ -13,11 +16,13 @@ logged, and a file of which almost nothing matches is refused: it was made for a
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from core.checkpoints import load_checkpoint
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -33,12 +38,30 @@ def _stand_in(qualified_name: str) -> type:
     return type(name, (nn.Module,), {"__module__": module})
 
 
+def _torch_layer(qualified_name: str) -> type | None:
+    """torch's own layer class of that name (`torch.nn.modules.conv.Conv2d`), looked up without importing anything."""
+    module, _, name = qualified_name.rpartition(".")
+    cls = getattr(nn, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == module else None
+
+
 def read_yolov5_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The float32 state_dict of an original-yolov5 checkpoint, loaded without executing pickled code."""
-    allowed = [_stand_in(name) for name in YOLOV5_CLASSES] + list(TORCH_MODULES)
-    with torch.serialization.safe_globals(allowed):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = checkpoint.get("ema") or checkpoint["model"]
+    return _read_pickled_model(path, [_stand_in(name) for name in YOLOV5_CLASSES] + list(TORCH_MODULES))
+
+
+def read_ultralytics_state_dict(path: str | Path, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The float32 state_dict of an ultralytics checkpoint whose pickle names the classes `names`: stand-ins for
+    its `ultralytics.*` classes, torch's layer classes for `torch.nn.modules.*`; any other import is refused."""
+    allowed = [_stand_in(n) if n.startswith("ultralytics.") else _torch_layer(n) for n in names]
+    return _read_pickled_model(path, [cls for cls in allowed if cls is not None])
+
+
+def _read_pickled_model(path: str | Path, allowed: list[type]) -> dict[str, torch.Tensor]:
+    checkpoint = load_checkpoint(path, key="model.pretrained", allow=allowed)
+    model = checkpoint.get("ema") or checkpoint.get("model")
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model.pretrained={path} holds no pickled model under 'ema' or 'model'")
     return {k: v.float() for k, v in model.state_dict().items()}
 
 
@@ -58,12 +81,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if "models.yolo.Model" in unsafe:
         return read_yolov5_state_dict(path)
     if any(name.startswith("ultralytics.") for name in unsafe):
-        from ultralytics.nn.tasks import load_checkpoint
-
-        model, _ = load_checkpoint(str(path), device="cpu")
-        return {k: v.float() for k, v in model.state_dict().items()}
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+        return read_ultralytics_state_dict(path, unsafe)
+    state = load_checkpoint(path, key="model.pretrained")
+    state = state.get("state_dict", state)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} holds neither a yolov5/ultralytics checkpoint nor a state_dict of tensors")
     return {k.removeprefix("net."): v.float() for k, v in state.items()}

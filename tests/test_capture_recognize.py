@@ -119,6 +119,14 @@ def _photo_folder(root: Path) -> Path:
     return root / "people"
 
 
+def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
+    from lightning_modules.face_classifier import FaceClassifier
+    from tests.test_checkpoint_trust import assert_plain_checkpoint
+
+    checkpoint = next(Path(trained["paths.log_dir"]).rglob("checkpoints/last.ckpt"))
+    assert assert_plain_checkpoint(checkpoint, FaceClassifier, weights=None).class_names == ["alice", "bob", "carol", "dave"]
+
+
 def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
     from experiments.recognize import recognize
 

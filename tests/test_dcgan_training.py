@@ -52,6 +52,11 @@ def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
     assert grid.std() > 5  # not blank
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"samples", "figures", "checkpoints", "config", "history.json"} <= artifacts
+    from lightning_modules.dcgan import DCGAN
+    from tests.test_checkpoint_trust import assert_plain_checkpoint
+
+    model = assert_plain_checkpoint(next(Path(cfg.paths.output_dir).rglob("last.ckpt")), DCGAN)
+    assert model.hparams.lr == cfg.model.lr and type(model.hparams.generator) is dict  # plain containers only
 
 
 def _weights(cfg) -> dict[str, torch.Tensor]:

@@ -177,24 +177,3 @@ def test_unwritable_run_folder_is_a_clear_error_before_training(store, tmp_path)
     blocker.write_text("not a folder")
     with pytest.raises(UserError, match="cannot write to the run folder"):
         check_output_dir(blocker / "run")
-
-
-def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
-    """Weight and checkpoint files load with weights_only=True: a pickle that would run code is refused."""
-    import pickle
-
-    import torch
-
-    from lightning_modules.sample_quality import SampleQuality
-
-    class Exploit:
-        def __reduce__(self):
-            return (os.system, (f"touch {tmp_path / 'pwned'}",))
-
-    evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"weight": Exploit()}))
-    with pytest.raises(pickle.UnpicklingError):
-        SampleQuality(num_samples=8, feature_weights=str(evil))
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(evil, weights_only=True)
-    assert not (tmp_path / "pwned").exists()

@@ -92,6 +92,14 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     assert pretrained["pretrained"] is None and pretrained["transferred_tensors"] == 0
 
 
+def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
+    from lightning_modules.yolo_detector import YoloDetector
+    from tests.test_checkpoint_trust import assert_plain_checkpoint
+
+    module = assert_plain_checkpoint(trained["checkpoint"], YoloDetector, pretrained=None)
+    assert module.names == ["with_mask", "without_mask", "mask_weared_incorrect"] and module.hparams.imgsz == 160
+
+
 def test_report_shows_the_newest_run_and_compares_real_data_runs_only(trained, tmp_path):
     run = mlflow_runs(trained["root"], "yolo_facemask")[1][0]
     text = build_report(f"sqlite:///{trained['root']}/mlflow.db", tmp_path, **report_sections()).read_text()
@@ -269,6 +277,21 @@ def test_state_dict_of_the_same_architecture_loads_and_another_is_refused(tmp_pa
     assert load_pretrained(build_model("yolov8n.yaml", names), tmp_path / "v8.pt") == 355
     with pytest.raises(UserError, match="matches only"):
         load_pretrained(build_model("yolov5n.yaml", names), tmp_path / "v8.pt")
+
+
+def test_ultralytics_checkpoint_transfers_through_stand_ins(tmp_path, monkeypatch):
+    """A pickled ultralytics model (as `YOLO.save` writes it) is read as data: the 319 tensors outside the 80-class
+    head transfer; ultralytics' own loader (weights_only=False) is not used."""
+    from ultralytics import YOLO
+
+    from lightning_modules.yolo_detector import build_model
+    from lightning_modules.yolov5_checkpoint import load_pretrained
+
+    YOLO("yolov8n.yaml").save(tmp_path / "yolov8n.pt")
+    for loader in ("load_checkpoint", "torch_safe_load"):
+        monkeypatch.setattr(f"ultralytics.nn.tasks.{loader}", lambda *a, **k: pytest.fail("ultralytics' unpickler was used"))
+    model = build_model("yolov8n.yaml", ["a", "b", "c"])
+    assert load_pretrained(model, tmp_path / "yolov8n.pt") == 319
 
 
 @needs_shared_data("weights", "yolov5n.pt")

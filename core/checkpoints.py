@@ -1,0 +1,137 @@
+"""The one reader of checkpoint and weights files that users name: a checkpoint is data, never code.
+
+Every file is read with `torch.load(weights_only=True)`: the unpickler rebuilds tensors, storages and plain
+containers (dict, list, tuple, OrderedDict, numbers, strings) and refuses every other import a pickle asks for,
+before anything is called. The project's own checkpoints need nothing more: the modules keep plain containers
+as hyper-parameters (the training entry instantiates them with `_convert_="partial"`), so the allow-list
+`PROJECT_GLOBALS` is empty. A reader of a foreign format (the yolov5 repository's pickled model) passes its own
+short list of harmless stand-in classes as `allow`. A file that wants anything else is refused with a one-line
+`UserError` naming the file and the import; the pickle's payload never runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import pickle
+import pickletools
+import re
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from core.errors import UserError
+
+# Classes beyond torch's own weights_only allow-list that checkpoints written by this project need: none
+# (tests/test_checkpoint_trust.py::assert_plain_checkpoint, run on a real DCGAN, face-classifier and YOLO checkpoint).
+PROJECT_GLOBALS: tuple[type, ...] = ()
+
+_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL (\S+)")
+
+Module = TypeVar("Module", bound=torch.nn.Module)
+
+
+def load_checkpoint(path: str | Path, *, key: str = "CKPT", map_location: str | torch.device = "cpu",
+                    allow: Sequence[type] = ()) -> dict[str, Any]:
+    """The dict saved in `path` (a Lightning checkpoint, a state_dict, a weights file), tensors on `map_location`.
+
+    Loaded with `weights_only=True` and the allow-list `PROJECT_GLOBALS` plus `allow` (the classes a reader of a
+    foreign format rebuilds as stand-ins). `key` is the config key or make variable that named the file; every
+    message starts with `key=path`.
+
+    Raises UserError (one line) when the file is missing, is not a torch-saved file, does not hold a dict, or
+    asks for any import outside the allow-list — then it names that import, and nothing from the file ran.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{key}={path}: file not found")
+    try:
+        with torch.serialization.safe_globals([*PROJECT_GLOBALS, *allow]):
+            try:
+                loaded = torch.load(path, map_location=map_location, weights_only=True)
+            except pickle.UnpicklingError as exc:
+                raise _refusal(path, key, exc) from None  # inside the context: the scan knows the same allow-list
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — torch raises many types (RuntimeError, KeyError, EOFError…) for non-checkpoints
+        raise UserError(f"{key}={path} is not a PyTorch checkpoint or weights file ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{key}={path} holds a {type(loaded).__name__}, not a checkpoint (a dict of tensors and settings)")
+    return loaded
+
+
+def load_module(cls: type[Module], path: str | Path, *, key: str = "CKPT", map_location: str | torch.device = "cpu",
+                **overrides: Any) -> Module:
+    """A LightningModule rebuilt from a checkpoint read by `load_checkpoint`: `cls(**hyper_parameters, **overrides)`,
+    its `on_load_checkpoint` hook, then a strict `load_state_dict`. Lightning's own `load_from_checkpoint` is not
+    used, so the one safe reader is the only code that opens the file.
+
+    Raises UserError when the file is refused (see `load_checkpoint`) or was not written by `cls` (its
+    hyper-parameters or weights do not fit).
+    """
+    checkpoint = load_checkpoint(path, key=key, map_location=map_location)
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{key}={path} is not a Lightning checkpoint (it has no state_dict)")
+    hparams = {**checkpoint.get("hyper_parameters", {}), **overrides}
+    try:
+        inspect.signature(cls).bind(**hparams)
+    except TypeError as exc:
+        raise UserError(f"{key}={path} was not written by {cls.__name__}: its hyper-parameters do not fit ({exc})") from None
+    module = cls(**hparams)
+    module.on_load_checkpoint(checkpoint)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"{key}={path}: its weights do not fit {cls.__name__} ({_first_line(exc)})") from None
+    return module.to(map_location)
+
+
+def _refusal(path: Path, key: str, exc: Exception) -> UserError:
+    wanted = _unsafe_globals(path) or _GLOBAL_IN_MESSAGE.findall(str(exc))
+    if not wanted:  # no import asked for: a damaged file or another format, not a payload
+        return UserError(f"{key}={path} is not a PyTorch checkpoint or weights file ({_torch_reason(exc)})")
+    return UserError(f"{key}={path}: refused to load: its pickle asks to import {', '.join(dict.fromkeys(wanted))}, which "
+                     "is not on the allow-list of checkpoint data — nothing in it ran (a checkpoint is loaded as data, never as code)")
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """Every import a file's pickle asks for beyond the allowed ones, found by reading its opcodes without
+    unpickling (torch's message names only the first, or none for e.g. a bare pickle of protocol ≥ 4)."""
+    if zipfile.is_zipfile(path):  # torch.save's format since 1.6
+        with contextlib.suppress(Exception):  # e.g. a zip that is not a torch checkpoint: nothing to report
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        return []
+    found, strings = [], []
+    with contextlib.suppress(Exception), open(path, "rb") as handle:  # a damaged pickle: what was found before the damage
+        for opcode, arg, _ in pickletools.genops(handle):
+            if opcode.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    allowed = _allowed_names()
+    return [name for name in dict.fromkeys(found) if name not in allowed]
+
+
+def _allowed_names() -> set[str]:
+    # torch's default allow-list has no public accessor
+    from torch import _weights_only_unpickler as unpickler
+
+    try:
+        return set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+    except AttributeError:
+        return set()
+
+
+def _torch_reason(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith(("Unsupported", "Trying to", "WeightsUnpickler error:"))]
+    return (reasons[-1] if reasons else lines[0] if lines else type(exc).__name__).removeprefix("WeightsUnpickler error: ")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
