@@ -80,8 +80,8 @@ def caps_that_bite(cfg: DictConfig) -> list[Bite]:
 
 
 def describe_bites(cfg: DictConfig) -> str | None:
-    """"trainer profile cpu_small caps max_epochs 1000 → 5, max_images all → 512", or None when no cap bites."""
+    """"trainer=cpu_small caps max_epochs 1000 → 5, max_images all → 512", or None when no cap bites."""
     bites = caps_that_bite(cfg)
     if not bites:
         return None
-    return f"trainer profile {OmegaConf.select(cfg, 'profile.name')} caps " + ", ".join(map(str, bites))
+    return f"{OmegaConf.select(cfg, 'profile.name')} caps " + ", ".join(map(str, bites))
