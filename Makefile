@@ -76,7 +76,7 @@ vgg16-faces: $(STAMP) ## face recognition by transfer learning (synthetic identi
 	$(TRAIN) experiment=vgg16_faces $(ARGS)
 
 vgg16-faces-paper: $(STAMP) ## the paper's own face pipeline (Haar, 32 px crops, rescale 1/255, RMSprop, 3 epochs)
-	$(TRAIN) experiment=vgg16_faces_paper trainer=cpu_real $(ARGS)
+	$(TRAIN) experiment=vgg16_faces_paper $(ARGS)
 
 recognize: $(STAMP) ## recognise faces in IMAGES=<folder> into OUT=<folder>/recognitions.csv [CKPT=<checkpoint>]
 	$(PY) experiments/recognize.py $(call path_arg,images,IMAGES) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(ARGS)

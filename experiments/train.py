@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from core import tracking
+from core import config, tracking
 from core.checkpoints import PROJECT_GLOBALS, load_checkpoint
 from core.errors import UserError
 from experiments import log, user_errors
@@ -96,6 +96,11 @@ def train(cfg: DictConfig) -> float | None:
 
     if trainer.is_global_zero:  # under DDP the other ranks log nothing
         (output_dir / RUN_ID_FILE).write_text(logger.run_id)
+        bites = config.caps_that_bite(cfg)  # the profile's caps that lower what the experiment asks
+        if bites:
+            log.info("%s", config.describe_bites(cfg))  # "trainer=cpu_small caps max_epochs 1000 → 5, …"
+        logger.experiment.set_tag(logger.run_id, "profile", str(cfg.profile.name))
+        logger.experiment.set_tag(logger.run_id, "profile.caps", ", ".join(map(str, bites)) or "none")
         if run_id is None:
             tracking.log_params(logger, OmegaConf.to_container(cfg, resolve=True))
         logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")

@@ -44,6 +44,10 @@ def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "train/d_loss")) == 2  # per step
     assert run.data.params["model.lr"] == str(cfg.model.lr)
+    # debug=fast forces 1 epoch (no cap) and tightens the width and image caps: recorded as tags and params
+    assert run.data.tags["profile"] == "debug=fast"
+    assert run.data.tags["profile.caps"] == "width_multiplier 1.0 → 0.0625, max_images all → 128"
+    assert (run.data.params["epochs"], run.data.params["trainer.max_epochs"]) == (str(cfg.epochs), "1")
     grid_path = client.download_artifacts(run.info.run_id, "samples/epoch_0001.png", str(tmp_path / "dl"))
     from PIL import Image
 

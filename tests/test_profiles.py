@@ -1,0 +1,173 @@
+"""Experiment × trainer profile: the experiment states what it asks, the profile caps it (never raises it).
+
+Every experiment in conf/experiment is composed with every profile in conf/trainer (a new file in either folder
+is covered without editing this file). The expected values come from the raw YAML files, not from the composed
+config: asked values from the experiment file (or conf/train.yaml's default), caps from the profile file (with
+its own defaults list, e.g. ddp → gpu). Composition only, no training.
+"""
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from core.config import CAPS, cap, caps_that_bite, describe_bites
+from tests.conftest import REPO, compose
+
+CONF = REPO / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+PROFILES = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
+TRAIN = OmegaConf.to_container(OmegaConf.load(CONF / "train.yaml"), resolve=False)
+
+
+def _raw(path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _profile_file(name: str) -> dict:
+    """conf/trainer/<name>.yaml merged over the profiles in its defaults list (raw values)."""
+    own = _raw(CONF / "trainer" / f"{name}.yaml")
+    merged = OmegaConf.create()
+    for entry in own.pop("defaults", []):
+        if entry != "_self_":
+            merged = OmegaConf.merge(merged, _profile_file(entry))
+    return OmegaConf.to_container(OmegaConf.merge(merged, own), resolve=False)
+
+
+def _leaves(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _min(asked, limit):
+    """The expected final value, written out independently of core.config.cap (None: no limit)."""
+    if limit is None:
+        return asked
+    if asked is None:
+        return limit
+    return asked if asked <= limit else limit
+
+
+def _at_most(value, asked) -> bool:
+    return asked is None or (value is not None and value <= asked)
+
+
+ASKS = {c.ask for c in CAPS}
+TARGETS = {c.name: c.targets for c in CAPS}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:  # one folder for the whole module: composition writes no files worth keeping
+    tmp = tmp_path_factory.mktemp("profiles")
+    return {"paths.log_dir": str(tmp / "logs"), "paths.mlflow_dir": str(tmp), "paths.data_dir": str(tmp / "data"),
+            "paths.cache_dir": str(tmp / "cache")}
+
+
+def test_every_experiment_and_profile_is_listed():
+    assert EXPERIMENTS == ["exp1_dcgan_fruits", "exp2_dcgan_hardhat", "exp3_dcgan_hardhat_tricks", "vgg16_faces",
+                           "vgg16_faces_paper", "yolo_facemask"]
+    assert PROFILES == ["cpu_real", "cpu_small", "ddp", "gpu"]
+
+
+def test_no_experiment_or_profile_sets_the_final_epochs_directly():
+    """The experiment asks with `epochs`, the profile caps with `profile.max_epochs`; neither writes
+    trainer.max_epochs (which would silently win over the other, depending on the defaults order)."""
+    for name in EXPERIMENTS:
+        assert "max_epochs" not in _raw(CONF / "experiment" / f"{name}.yaml").get("trainer", {}), name
+        assert "epochs" in _raw(CONF / "experiment" / f"{name}.yaml"), name
+    for name in PROFILES:
+        assert "max_epochs" not in _profile_file(name).get("trainer", {}), name
+        assert set(_profile_file(name)["profile"]) >= {c.name for c in CAPS} | {"name"}, name
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
+    cfg = compose("train", {"experiment": experiment, "trainer": profile, **store})
+    exp_file = _raw(CONF / "experiment" / f"{experiment}.yaml")
+    exp_file.pop("defaults", None)
+    prof_file = _profile_file(profile)
+    caps = {c.name: prof_file["profile"][c.name] for c in CAPS}
+    asked = {c.name: exp_file.get(c.ask, TRAIN[c.ask]) for c in CAPS}
+
+    assert cfg.profile.name == f"trainer={profile}"
+    # the asks stay as the experiment states them; the values the task reads are min(asked, cap)
+    for c in CAPS:
+        assert cfg[c.ask] == asked[c.name], c.ask
+    assert cfg.trainer.max_epochs == _min(asked["max_epochs"], caps["max_epochs"])
+    assert cfg.data.max_images == _min(asked["max_images"], caps["max_images"])
+    read = {"max_epochs": cfg.trainer.max_epochs, "max_images": cfg.data.max_images}
+    if "generator" in cfg.model:  # DCGAN
+        want = _min(asked["width_multiplier"], caps["width_multiplier"])
+        assert (cfg.model.generator.width_multiplier, cfg.model.discriminator.width_multiplier) == (want, want)
+        read["width_multiplier"] = want
+    if "imgsz" in cfg.model:  # YOLO
+        assert cfg.model.imgsz == cfg.data.imgsz == _min(asked["detector_imgsz"], caps["detector_imgsz"])
+        read["detector_imgsz"] = cfg.model.imgsz
+    # caps only ever lower
+    for name, value in read.items():
+        assert _at_most(value, asked[name]), name
+    # the caps that bite are exactly those reported (log line and MLflow tag)
+    biting = [name for name, value in read.items() if value != asked[name]]
+    assert [b.name for b in caps_that_bite(cfg)] == [c.name for c in CAPS if c.name in biting]
+    # every other setting of the experiment is what the experiment states, whatever the profile
+    for key, value in _leaves({k: v for k, v in exp_file.items() if k not in ASKS}).items():
+        assert OmegaConf.select(cfg, key) == value, key
+    # the profile's settings (accelerator, precision, max_time …) are settings: taken as the profile states them
+    for key, value in _leaves(prof_file.get("trainer", {}), "trainer.").items():
+        assert OmegaConf.select(cfg, key) == value, key
+
+
+@pytest.mark.parametrize(("experiment", "profile", "epochs", "caps"), [
+    ("exp1_dcgan_fruits", "cpu_small", 5,
+     "trainer=cpu_small caps max_epochs 1000 → 5, width_multiplier 1.0 → 0.125, max_images all → 512"),
+    ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
+    ("exp1_dcgan_fruits", "gpu", 1000, None),
+    ("exp3_dcgan_hardhat_tricks", "ddp", 200, None),
+    ("vgg16_faces_paper", "cpu_small", 3, "trainer=cpu_small caps max_images all → 512"),  # the paper's 3, not 5
+    ("vgg16_faces_paper", "cpu_real", 3, None),
+    ("vgg16_faces", "cpu_small", 5, "trainer=cpu_small caps max_epochs 20 → 5, max_images all → 512"),
+    ("yolo_facemask", "cpu_small", 5, "trainer=cpu_small caps max_epochs 30 → 5, max_images all → 512, detector_imgsz 640 → 320"),
+    ("yolo_facemask", "cpu_real", 30, "trainer=cpu_real caps detector_imgsz 640 → 416"),
+    ("yolo_facemask", "gpu", 30, None),
+])
+def test_known_pairs(experiment, profile, epochs, caps, store):
+    cfg = compose("train", {"experiment": experiment, "trainer": profile, **store})
+    assert cfg.trainer.max_epochs == epochs
+    assert describe_bites(cfg) == caps
+
+
+def test_the_cpu_real_profile_keeps_its_wall_clock_budget_and_sizes(store):
+    cfg = compose("train", {"experiment": "yolo_facemask", "trainer": "cpu_real", **store})
+    assert (cfg.trainer.max_time, cfg.trainer.accelerator, cfg.model.imgsz, cfg.data.max_images) == ("00:00:12:00", "cpu", 416, None)
+    cfg = compose("train", {"experiment": "exp2_dcgan_hardhat", "trainer": "ddp", **store})
+    assert (cfg.trainer.devices, cfg.trainer.precision, cfg.trainer.max_epochs, cfg.model.generator.width_multiplier) == (-1, "bf16-mixed", 800, 1.0)
+
+
+def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
+    base = {"experiment": "yolo_facemask", **store}
+    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 5      # cpu_small caps the ask
+    assert compose("train", {**base, "epochs": 2}).trainer.max_epochs == 2       # under the cap: as asked
+    assert compose("train", {**base, "detector_imgsz": 200, "trainer": "cpu_real"}).model.imgsz == 200  # never raised to 416
+    forced = compose("train", {**base, "trainer.max_epochs": 7})                 # the final value, taken as given
+    assert forced.trainer.max_epochs == 7 and "max_epochs" not in [b.name for b in caps_that_bite(forced)]
+    assert compose("train", {**base, "profile.detector_imgsz": 160}).model.imgsz == 160  # a tighter cap (tests use it)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_debug_fast_forces_one_epoch_and_tightens_every_cap(profile, store):
+    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "trainer": profile, "debug": "fast", **store})
+    assert (cfg.trainer.max_epochs, cfg.trainer.limit_train_batches) == (1, 2)
+    assert (cfg.model.generator.width_multiplier, cfg.data.max_images, cfg.profile.name) == (0.0625, 128, "debug=fast")
+    debug = _raw(CONF / "debug" / "fast.yaml")["profile"]
+    for name in ("width_multiplier", "max_images"):
+        assert _at_most(debug[name], _profile_file(profile)["profile"][name]), name
+
+
+def test_the_cap_resolver():
+    assert (cap(1000, 5), cap(3, 5), cap(5, 5), cap(None, 512), cap(640, None), cap(None, None)) == (5, 3, 5, 512, 640, None)
+    assert (cap(-1, 5), cap(1.0, 0.125), cap(0.5, 1.0)) == (5, 0.125, 0.5)
