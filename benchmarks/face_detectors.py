@@ -27,7 +27,7 @@ import cv2  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from datamodules.images import find_images, read_rgb  # noqa: E402
+from core.images import find_images, read_rgb  # noqa: E402
 from datamodules.synthetic import make_id_cards  # noqa: E402
 from datamodules.synthetic.faces import real_face_photos  # noqa: E402
 from faces.batch import detect_folder  # noqa: E402

@@ -164,7 +164,7 @@ def main() -> None:
         runs = {name: run(args, data, work) for name, run in (("lightning", run_lightning), ("ultralytics", run_ultralytics))
                 if args.only in (None, name)}
         if "lightning" in runs:
-            from datamodules.images import read_rgb
+            from core.images import read_rgb
 
             val_images = [read_rgb(p) for p in sorted((data.yolo_dir / "images" / "val").glob("*.png"))[:8]]
             runs["inference_cpu"] = inference(runs["lightning"].pop("checkpoint"), val_images, args.imgsz, work, args.inference_repeats)

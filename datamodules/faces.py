@@ -17,7 +17,6 @@ import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -28,41 +27,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.errors import UserError
-from datamodules.images import UnreadableImage, find_images, read_rgb
+from core.images import UnreadableImage, find_images, read_rgb
 from faces import Detection, FaceDetector
-from faces.crop import crop_face
+from faces.crop import FaceCrop
 
 log = logging.getLogger(__name__)
 
 NO_FACE = "no face found"
-
-
-@dataclass(frozen=True)
-class FaceCrop:
-    """A detection → the model's input: the box grown by `margin` × its size on each side, squared, clipped
-    to the image and resized to `image_size`. With `capture_size` (the paper: 32) the face is first shrunk
-    to that size and then enlarged to `image_size` by nearest-neighbour (Keras' `load_img` default), as the
-    paper's capture-then-train pipeline did."""
-
-    image_size: int = 224
-    margin: float = 0.2
-    capture_size: int | None = None
-
-    def __call__(self, rgb: np.ndarray, detection: Detection) -> np.ndarray:
-        return self.fit(crop_face(rgb, detection, margin=self.margin, square=True, size=self.capture_size or self.image_size))
-
-    def fit(self, face: np.ndarray) -> np.ndarray:
-        """A face crop (or a capture) at the model's input size."""
-        size = self.image_size
-        if self.capture_size and face.shape[:2] != (self.capture_size, self.capture_size):
-            face = cv2.resize(face, (self.capture_size, self.capture_size), interpolation=cv2.INTER_AREA)
-        if face.shape[:2] == (size, size):
-            return face
-        if self.capture_size:
-            interpolation = cv2.INTER_NEAREST
-        else:
-            interpolation = cv2.INTER_AREA if face.shape[0] * face.shape[1] > size * size else cv2.INTER_CUBIC
-        return cv2.resize(face, (size, size), interpolation=interpolation)
 
 
 def central_face(detections: Sequence[Detection], shape: tuple[int, ...]) -> Detection:
@@ -106,7 +77,8 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["generate", "detector"])  # the checkpoint keeps the crop for recognition
+        # the checkpoint keeps the crop for recognition; the entry logs the whole resolved config as params
+        self.save_hyperparameters(ignore=["generate", "detector"], logger=False)
         self.root = Path(root)
         self.batch_size = batch_size
         self.crop = FaceCrop(image_size, margin, capture_size)
@@ -215,7 +187,7 @@ class FaceIdentityDataModule(pl.LightningDataModule):
     # ---- features mode ---------------------------------------------------------------------------
     def use_features(self, extract: Callable[[torch.Tensor], torch.Tensor], backbone_tag: str, batch_size: int = 16) -> None:
         """Serve cached backbone features instead of images (called by a model whose backbone is frozen)."""
-        from lightning_modules.feature_cache import FeatureCache
+        from datamodules.feature_cache import FeatureCache
 
         if self.cache_dir is None:
             raise UserError("data.cache_dir must be set to cache backbone features (or set model.feature_cache=false)")

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.images import decode_folder, find_images
+from core.images import decode_folder, find_images
 from datamodules.sampling import EpochShuffle
 
 

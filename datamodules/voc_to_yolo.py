@@ -3,8 +3,8 @@
 Output: `images/{train,val}/<name>.png`, `labels/{train,val}/<name>.txt` (`class cx cy w h`, normalised),
 `difficult/{train,val}/<name>.txt` (the boxes VOC marks `<difficult>`, same format, for evaluation to ignore),
 `data.yaml` (ultralytics' dataset file) and `report.json`. `<name>` is the source image's file name with its
-extension folded in (`visit.jpg` → `visit_jpg`, `datamodules.outputs.output_name`), so two sources never share
-an output. Images and xml are paired by `datamodules.voc.pair_voc` (the xml's `<filename>` first, then the stem;
+extension folded in (`visit.jpg` → `visit_jpg`, `core.outputs.output_name`), so two sources never share
+an output. Images and xml are paired by `core.voc.pair_voc` (the xml's `<filename>` first, then the stem;
 ambiguous pairs are skipped and reported). Every fix and drop is reported by file:
 boxes outside the image are clipped, zero-area and inverted boxes are dropped, unknown class names are an
 error unless `unknown_classes="drop"`, difficult objects are left out of the labels unless `keep_difficult`
@@ -33,9 +33,9 @@ import numpy as np
 import yaml
 
 from core.errors import UserError
-from datamodules.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from datamodules.outputs import output_name
-from datamodules.voc import VocPairing, pair_voc
+from core.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
+from core.outputs import output_name
+from core.voc import VocPairing, pair_voc
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Detect faces with and without masks: `python experiments/predict_facemask.py source=<folder or video> [ckpt=...]`.
 
-Writes `annotated/` images (or `<video>_<ext>_annotated.mp4`), named by `datamodules.outputs.output_name` so two
+Writes `annotated/` images (or `<video>_<ext>_annotated.mp4`), named by `core.outputs.output_name` so two
 sources never share one (`a.jpg` → `annotated/a_jpg.jpg`, `a.png` → `annotated/a_png.jpg`), `detections.csv` and
 `detections.json` (one row per box: source, frame, class, confidence, x0, y0, x1, y1 in pixels, annotated: the
 output file relative to `out_dir`), prints per image/frame how many faces have no mask, and logs the counts and
@@ -25,8 +25,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
-from datamodules.images import UnreadableImage, find_images, read_rgb
-from datamodules.outputs import output_name
+from core.images import UnreadableImage, find_images, read_rgb
+from core.outputs import output_name
 from experiments import log, user_errors, use_tool_experiment
 from lightning_modules.yolo_detector import detect, load_detector, newest_checkpoint
 

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from core.errors import UserError
 from experiments import log, user_errors, use_tool_experiment
 from experiments.train import newest_checkpoint
-from faces.recognition import UNKNOWN, Recognizer, recognize_folder
+from faces.recognition import UNKNOWN, recognize_folder
+from lightning_modules.face_classifier import load_recognizer
 
 
 def default_checkpoint(log_dir: Path, tasks: list[str]) -> Path:
@@ -34,7 +35,7 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
     if not cfg.images:
         raise UserError("IMAGES=<folder> is required: the images to recognise faces in")
     ckpt = Path(cfg.ckpt) if cfg.ckpt else default_checkpoint(Path(cfg.paths.log_dir), list(cfg.checkpoint_tasks))
-    recognizer = Recognizer.from_checkpoint(ckpt, cfg.threshold, cfg.label_map)
+    recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     detector = instantiate(cfg.detector)
     table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)
     summary = {"images": int(table["image"].nunique()), "faces": len(table), "unknown": int((table["name"] == UNKNOWN).sum()),

@@ -1,7 +1,7 @@
 """Batch face detection over a folder: one JPEG per face, an annotated copy of each image, and a table
 of every face, computed in a process pool (dlib holds the GIL) with results identical to a serial run.
 
-Outputs under `out_dir` (the input folder is never written to), named by `datamodules.outputs.output_name`
+Outputs under `out_dir` (the input folder is never written to), named by `core.outputs.output_name`
 (the input's extension folded into the name, so `portrait.jpg` and `portrait.png` never share an output):
   faces/<sub-folder>/<name>_<ext>_face<k>.jpg   one crop per face, k = 1, 2, … best score first
   annotated/<sub-folder>/<name>_<ext>.jpg       the image with its boxes and scores drawn
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from datamodules.images import UnreadableImage, find_images, read_rgb
-from datamodules.outputs import output_name
+from core.images import UnreadableImage, find_images, read_rgb
+from core.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.crop import crop_box, crop_face
 

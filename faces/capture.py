@@ -51,7 +51,7 @@ def capture_faces(detector: FaceDetector, source: int | str, out_dir: str | Path
     """Read frames until `frames` faces are saved, the source ends, or `max_frames` frames were read.
 
     Every `every`-th frame is examined; a frame with exactly one face gives one crop (`crop`: a
-    `datamodules.faces.FaceCrop`), a frame with none or several is skipped and counted. Numbering
+    `faces.crop.FaceCrop`), a frame with none or several is skipped and counted. Numbering
     continues after the crops already in the folder, so a second capture adds to the first."""
     if not name or not re.fullmatch(r"[\w.-]+", name):
         raise UserError(f"NAME={name!r}: give the person's name as letters, digits, '_', '-' or '.' (it names the folder)")

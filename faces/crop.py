@@ -5,6 +5,8 @@ at a negative coordinate wrapped around (numpy's negative indices) into an empty
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -37,3 +39,31 @@ def crop_face(rgb: np.ndarray, detection: Detection, margin: float = 0.0, square
         shrinking = target[0] * target[1] < face.shape[0] * face.shape[1]
         face = cv2.resize(face, target, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
     return np.ascontiguousarray(face)
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A detection → the model's input: the box grown by `margin` × its size on each side, squared, clipped
+    to the image and resized to `image_size`. With `capture_size` (the paper: 32) the face is first shrunk
+    to that size and then enlarged to `image_size` by nearest-neighbour (Keras' `load_img` default), as the
+    paper's capture-then-train pipeline did."""
+
+    image_size: int = 224
+    margin: float = 0.2
+    capture_size: int | None = None
+
+    def __call__(self, rgb: np.ndarray, detection: Detection) -> np.ndarray:
+        return self.fit(crop_face(rgb, detection, margin=self.margin, square=True, size=self.capture_size or self.image_size))
+
+    def fit(self, face: np.ndarray) -> np.ndarray:
+        """A face crop (or a capture) at the model's input size."""
+        size = self.image_size
+        if self.capture_size and face.shape[:2] != (self.capture_size, self.capture_size):
+            face = cv2.resize(face, (self.capture_size, self.capture_size), interpolation=cv2.INTER_AREA)
+        if face.shape[:2] == (size, size):
+            return face
+        if self.capture_size:
+            interpolation = cv2.INTER_NEAREST
+        else:
+            interpolation = cv2.INTER_AREA if face.shape[0] * face.shape[1] > size * size else cv2.INTER_CUBIC
+        return cv2.resize(face, (size, size), interpolation=interpolation)

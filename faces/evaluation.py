@@ -6,7 +6,7 @@ to the unmatched face it overlaps most, a hit when that IoU reaches the threshol
 counts as a face (the face-mask set's classes say what the face wears, not whether it is one), and the
 detectors are class-agnostic, so per-class figures are recalls. Objects VOC marks `<difficult>` follow PASCAL VOC:
 they are no ground truth (not counted in recall), and a detection on one is neither a hit nor a false detection.
-Images and xml are paired by `datamodules.voc.pair_voc`: unpaired and ambiguous files are skipped and reported.
+Images and xml are paired by `core.voc.pair_voc`: unpaired and ambiguous files are skipped and reported.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import torch
 from torchvision.ops import box_iou
 
 from core.errors import UserError
-from datamodules.images import read_rgb
-from datamodules.voc import VocPairing, pair_voc
+from core.images import read_rgb
+from core.voc import VocPairing, pair_voc
 from faces import Detection, FaceDetector
 
 

@@ -2,7 +2,6 @@
 classify, call a face `unknown` below a confidence threshold, draw the names, write recognitions.csv."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.checkpoints import load_checkpoint, load_module
 from core.errors import UserError
-from datamodules.faces import FaceCrop
-from datamodules.images import UnreadableImage, find_images, read_rgb
-from datamodules.outputs import output_name
+from faces.crop import FaceCrop
+from core.images import UnreadableImage, find_images, read_rgb
+from core.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.batch import check_folders
 
@@ -28,41 +26,17 @@ UNKNOWN = "unknown"
 
 @dataclass
 class Recognizer:
-    model: torch.nn.Module  # a FaceClassifier in eval mode
+    """Names faces with a trained classifier: `model` maps uint8 crops (N, 3, H, W) to class probabilities
+    (N, classes) through `predict_proba` and names its classes in `class_names` (a FaceClassifier in eval
+    mode, see `lightning_modules.face_classifier.load_recognizer`); below `threshold` a face is `unknown`."""
+
+    model: torch.nn.Module
     crop: FaceCrop
     threshold: float
 
     @property
     def class_names(self) -> list[str]:
         return self.model.class_names
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, threshold: float, label_map: str | Path | None = None) -> Recognizer:
-        """Load a face-recognition checkpoint and check its identities against the label map written beside
-        it at training time (`<run>/label_map.json`) or the one given."""
-        from lightning_modules.face_classifier import LABEL_MAP, FaceClassifier, head_outputs
-
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"CKPT={path}: checkpoint not found")
-        checkpoint = load_checkpoint(path, key="CKPT")
-        names = checkpoint.get("hyper_parameters", {}).get("class_names")
-        data = checkpoint.get("datamodule_hyper_parameters")
-        if not names or data is None:
-            raise UserError(f"CKPT={path} is not a face-recognition checkpoint (no identities in it) — give one written by `make vgg16-faces`")
-        if head_outputs(checkpoint["state_dict"]) != len(names):
-            raise UserError(f"CKPT={path}: its head predicts {head_outputs(checkpoint['state_dict'])} identities but its label map names {len(names)}")
-        label_file = Path(label_map) if label_map else path.resolve().parent.parent / LABEL_MAP
-        if label_map and not label_file.is_file():
-            raise UserError(f"label_map={label_file}: file not found")
-        if label_file.is_file():
-            expected = json.loads(label_file.read_text())["class_names"]
-            if expected != list(names):
-                raise UserError(f"label map mismatch: {label_file} names {expected} but CKPT={path} was trained on {list(names)} — "
-                                "use the checkpoint and label_map.json of the same training run")
-        model = load_module(FaceClassifier, path, key="CKPT", weights=None)  # the VGG16 weights are in the checkpoint
-        model.eval()
-        return cls(model, FaceCrop(data["image_size"], data["margin"], data.get("capture_size")), threshold)
 
     def recognize(self, rgb: np.ndarray, detections: list[Detection]) -> list[tuple[str, float]]:
         """(name or 'unknown', confidence) for each detection."""
@@ -78,7 +52,7 @@ def recognize_folder(recognizer: Recognizer, detector: FaceDetector, in_dir: str
                      progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Every face in every image under `in_dir` (recursively): `out_dir/recognitions.csv` (CSV_COLUMNS,
     `image` relative to `in_dir`, `annotated` relative to `out_dir`) and an annotated JPEG of each image at its
-    relative path named by `datamodules.outputs.output_name` (`sub/a.png` → `sub/a_png.jpg`: never shared by two
+    relative path named by `core.outputs.output_name` (`sub/a.png` → `sub/a_png.jpg`: never shared by two
     inputs). Returns the table and the files skipped as unreadable."""
     from tqdm.auto import tqdm
 

@@ -197,7 +197,7 @@ class DCGAN(pl.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.history["g_loss_epoch"] and self.trainer.is_global_zero:
-            from reporting.figures import gan_loss_curves
+            from core.figures import gan_loss_curves
 
             fig = gan_loss_curves(self.history, title=f"D and G loss per epoch ({self.trainer.logger.name if self.trainer.logger else 'dcgan'})",
                                   window=self.hparams.fluctuation_window)

@@ -19,9 +19,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassPrecision, MulticlassRecall
 
 from core import tracking
-from core.checkpoints import load_module
+from core.checkpoints import load_checkpoint, load_module
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
+from faces.crop import FaceCrop
+from faces.recognition import Recognizer
 from lightning_modules.face_backbones import build_backbone
 
 LABEL_MAP = "label_map.json"
@@ -177,7 +179,7 @@ class FaceClassifier(pl.LightningModule):
         last = getattr(self, "_last_val", None)
         if last is None or self.trainer.sanity_checking:
             return
-        from reporting.figures import confusion_matrix
+        from core.figures import confusion_matrix
 
         epochs = self.current_epoch  # epochs completed
         tracking.log_figure(self.trainer, confusion_matrix(last["confusion"], self.class_names,
@@ -189,7 +191,7 @@ class FaceClassifier(pl.LightningModule):
             self._log_misclassified(*last["outputs"])
 
     def _log_misclassified(self, index: torch.Tensor, truth: torch.Tensor, probs: torch.Tensor) -> None:
-        from reporting.figures import image_panel
+        from core.figures import image_panel
 
         confidence, predicted = probs.max(dim=1)
         wrong = torch.nonzero(predicted != truth).flatten()
@@ -235,3 +237,30 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, key: str = "C
         raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference} on fixed inputs")
     return {"input": "images", "output": "logits", "image_size": size, "input_scale": 1.0, "output_kind": "logits",
             "class_names": model.class_names, "margin": model.hparams.margin, "parity": {"max_abs_difference": difference}}
+
+
+def load_recognizer(path: str | Path, threshold: float, label_map: str | Path | None = None) -> Recognizer:
+    """Load a face-recognition checkpoint and check its identities against the label map written beside
+    it at training time (`<run>/label_map.json`) or the one given."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"CKPT={path}: checkpoint not found")
+    checkpoint = load_checkpoint(path, key="CKPT")
+    names = checkpoint.get("hyper_parameters", {}).get("class_names")
+    data = checkpoint.get("datamodule_hyper_parameters")
+    if not names or data is None:
+        raise UserError(f"CKPT={path} is not a face-recognition checkpoint (no identities in it) — give one written by `make vgg16-faces`")
+    if head_outputs(checkpoint["state_dict"]) != len(names):
+        raise UserError(f"CKPT={path}: its head predicts {head_outputs(checkpoint['state_dict'])} identities but its label map names {len(names)}")
+    label_file = Path(label_map) if label_map else path.resolve().parent.parent / LABEL_MAP
+    if label_map and not label_file.is_file():
+        raise UserError(f"label_map={label_file}: file not found")
+    if label_file.is_file():
+        expected = json.loads(label_file.read_text())["class_names"]
+        if expected != list(names):
+            raise UserError(f"label map mismatch: {label_file} names {expected} but CKPT={path} was trained on {list(names)} — "
+                            "use the checkpoint and label_map.json of the same training run")
+    model = load_module(FaceClassifier, path, key="CKPT", weights=None)  # the VGG16 weights are in the checkpoint
+    model.eval()
+    return Recognizer(model, FaceCrop(data["image_size"], data["margin"], data.get("capture_size")), threshold)
+

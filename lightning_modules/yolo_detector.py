@@ -155,7 +155,7 @@ class YoloDetector(pl.LightningModule):
         figure_conf: float = 0.25,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the entry logs the whole resolved config as params
         if optimizer not in OPTIMIZERS:
             raise UserError(f"model.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         self.automatic_optimization = False  # ultralytics' accumulation schedule changes during warm-up
@@ -305,7 +305,7 @@ class YoloDetector(pl.LightningModule):
         metrics.update({key: value for key, value in zip(self.ap50_metric_names, ap50) if value is not None})
         self.log_dict(metrics, on_epoch=True)
         if self._figure is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            from reporting.figures import detection_examples
+            from core.figures import detection_examples
 
             images, detections = self._figure
             shown = [{"boxes": d["bboxes"][d["conf"] >= self.hparams.figure_conf].numpy(),

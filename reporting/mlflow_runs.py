@@ -13,7 +13,7 @@ import pandas as pd
 from mlflow.entities import Run
 
 from core.offline import PROJECT_ROOT  # importing core applies the offline switches (no telemetry)
-from datamodules.images import read_rgb
+from core.images import read_rgb
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded file would bury the report's log
 

@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 
 from core.metric_names import CLASS_NAMES_ARTIFACT
 from core.offline import PROJECT_ROOT
-from reporting import figures, mlflow_runs
+from core import figures
+from reporting import mlflow_runs
 
 NOT_RUN = "not run yet"
 PAGE = "README.md"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from core.errors import UserError
-from datamodules.faces import FaceCrop
-from datamodules.images import read_rgb
+from faces.crop import FaceCrop
+from core.images import read_rgb
 from datamodules.synthetic import write_face_video
 from datamodules.synthetic.faces import real_face_photos
 from faces.capture import capture_faces, open_source

@@ -64,7 +64,7 @@ def _run_together(target, tmp_path: Path, *args) -> list:
 
 
 def test_two_processes_decode_one_cold_folder_into_one_cache(tmp_path):
-    from datamodules.images import decode_folder
+    from core.images import decode_folder
 
     rng = np.random.default_rng(0)
     files = []
@@ -83,7 +83,7 @@ def test_two_processes_decode_one_cold_folder_into_one_cache(tmp_path):
 
 
 def test_two_processes_fill_one_cold_feature_cache(tmp_path):
-    from lightning_modules.feature_cache import FeatureCache
+    from datamodules.feature_cache import FeatureCache
 
     files = []
     for i, suffix in enumerate([".bin", ".bin", ".txt", ".bin"]):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.errors import UserError
 from experiments import user_errors
-from datamodules.images import read_rgb
+from core.images import read_rgb
 from datamodules.synthetic import make_id_cards
 from experiments.detect_faces import detect_faces
 from faces.batch import CSV_COLUMNS, CropSpec, detect_folder

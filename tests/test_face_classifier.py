@@ -15,7 +15,7 @@ from core.errors import UserError
 from datamodules.faces import FaceIdentityDataModule
 from lightning_modules.face_backbones import vgg16_features
 from lightning_modules.face_classifier import FaceClassifier
-from lightning_modules.feature_cache import FeatureCache
+from datamodules.feature_cache import FeatureCache
 from lightning_modules.vgg16_weights import (CAFFE_MEAN_BGR, CONV_INDICES, IMAGENET_MEAN, IMAGENET_STD, KERAS_CONV_NAMES,
                                              keras_h5_to_torch, load_vgg16_features)
 from tests.conftest import compose, mlflow_runs

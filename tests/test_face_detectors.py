@@ -11,7 +11,7 @@ import pytest
 from hydra.utils import instantiate
 
 from core.errors import UserError
-from datamodules.images import read_rgb
+from core.images import read_rgb
 from datamodules.synthetic import make_id_cards
 from datamodules.synthetic.faces import real_face_photos
 from faces import Detection
@@ -130,7 +130,7 @@ def test_a_detection_on_an_ignored_box_is_neither_hit_nor_false():
 
 
 def test_detector_evaluation_ignores_difficult_faces_and_pairs_by_filename(tmp_path):
-    from datamodules.voc import VocAnnotation, VocObject, write_voc
+    from core.voc import VocAnnotation, VocObject, write_voc
     from faces.evaluation import DetectorRun, scores
 
     folder = tmp_path / "voc"

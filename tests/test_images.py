@@ -9,7 +9,7 @@ from PIL import Image
 
 from core.errors import UserError
 from datamodules.gan import GANImageDataModule
-from datamodules.images import UnreadableImage, decode_folder, find_images, read_rgb
+from core.images import UnreadableImage, decode_folder, find_images, read_rgb
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
@@ -103,7 +103,7 @@ def test_gan_datamodule_max_images_keeps_every_class(tmp_path):
 
 def test_synthetic_sets_are_deterministic_and_in_the_real_formats(tmp_path):
     from datamodules.synthetic import make_hardhat
-    from datamodules.voc import read_voc
+    from core.voc import read_voc
 
     a = make_hardhat(tmp_path / "a", images=3, seed=5)
     b = make_hardhat(tmp_path / "b", images=3, seed=5)

@@ -13,10 +13,10 @@ import yaml
 from tests.conftest import REPO, SHARED_DATA, needs_shared_data
 
 from core.errors import UserError
-from datamodules.images import read_rgb
+from core.images import read_rgb
 from datamodules.synthetic import make_facemask, make_hardhat
 from datamodules.synthetic.facemask import FACEMASK_CLASSES
-from datamodules.voc import VocAnnotation, VocObject, pair_voc, read_voc, write_voc
+from core.voc import VocAnnotation, VocObject, pair_voc, read_voc, write_voc
 from datamodules.voc_to_yolo import convert_voc, difficult_boxes
 
 CLASSES = list(FACEMASK_CLASSES)

@@ -338,7 +338,7 @@ def _difficult_set(tmp_path):
     """Two 160×120 images, each with one ordinary and one difficult `with_mask` box, converted for evaluation."""
     import numpy as np
 
-    from datamodules.voc import VocAnnotation, VocObject, write_voc
+    from core.voc import VocAnnotation, VocObject, write_voc
     from datamodules.yolo import YoloDataModule
 
     voc = tmp_path / "voc"

@@ -15,7 +15,7 @@ import numpy as np
 
 from datamodules.synthetic import synthetic_set
 from datamodules.synthetic.faces import Identity, draw_face
-from datamodules.voc import VocAnnotation, VocObject, write_voc
+from core.voc import VocAnnotation, VocObject, write_voc
 
 FACEMASK_CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
 CLASS_OF_MASK = {"worn": "with_mask", "none": "without_mask", "incorrect": "mask_weared_incorrect"}

@@ -127,7 +127,7 @@ def real_face_photos() -> list[FacePhoto]:
     import matplotlib.cbook
     import skimage.data
 
-    from datamodules.images import read_rgb
+    from core.images import read_rgb
 
     return [
         FacePhoto("astronaut", skimage.data.astronaut(), (175, 76, 265, 166)),

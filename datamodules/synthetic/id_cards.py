@@ -16,7 +16,7 @@ import numpy as np
 
 from datamodules.synthetic import synthetic_set
 from datamodules.synthetic.faces import FacePhoto, real_face_photos
-from datamodules.voc import VocAnnotation, VocObject, write_voc
+from core.voc import VocAnnotation, VocObject, write_voc
 
 CARD_SIZE = (428, 270)  # width, height: ID-1 proportions (85.6 × 54 mm) at 5 px/mm
 PHOTO_SLOT = (24, 62, 120, 156)  # left, top, width, height on the card

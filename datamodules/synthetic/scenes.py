@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from datamodules.synthetic import synthetic_set
-from datamodules.voc import VocAnnotation, VocObject, write_voc
+from core.voc import VocAnnotation, VocObject, write_voc
 
 # name (Fruits-360 style, with its number suffix), RGB colour, (half-width, half-height) in a 100 px image
 FRUITS = [

@@ -112,9 +112,9 @@ def pair_voc(image_dir: str | Path, xml_dir: str | Path, suffixes: set[str] | No
     `x.png`). Nothing is guessed: an xml with two candidate images (`visit.jpg` and `visit.png`, no usable
     `<filename>`), and every xml of an image that two xml claim, are skipped and listed in `ambiguous`; xml that
     do not parse, xml without an image and images without xml are skipped and listed too (all logged as warnings).
-    `suffixes`: image extensions (lower case, with the dot; default `datamodules.images.IMAGE_SUFFIXES`).
+    `suffixes`: image extensions (lower case, with the dot; default `core.images.IMAGE_SUFFIXES`).
     """
-    from datamodules.images import IMAGE_SUFFIXES
+    from core.images import IMAGE_SUFFIXES
 
     image_dir, xml_dir = Path(image_dir), Path(xml_dir)
     suffixes = suffixes or IMAGE_SUFFIXES
