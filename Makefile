@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
-TRAIN := $(PY) experiments/train.py
+TRAIN := $(PY) -m experiments.train
 # $(call path_arg,KEY,VAR): the Hydra override KEY='<value of make variable VAR>', for every variable that takes a
 # file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME). The one place they are quoted: the raw value
 # ($(value ...), unexpanded) goes inside shell single quotes to core/overrides.py, which quotes it for Hydra, so any
@@ -61,16 +61,16 @@ mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:5001 (MLFL
 		--backend-store-uri "sqlite:///$$(pwd)/mlflow-server/mlflow.db" --artifacts-destination "$$(pwd)/mlflow-server/artifacts"
 
 mlflow-upload: $(STAMP) ## upload the runs that went on in the local store while their MLflow server was away
-	$(PY) experiments/upload_offline_runs.py $(ARGS)
+	$(PY) -m experiments.upload_offline_runs $(ARGS)
 
 bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch loop
-	$(PY) benchmarks/dcgan_throughput.py $(ARGS)
+	$(PY) -m benchmarks.dcgan_throughput $(ARGS)
 
 # ---- Face recognition (VGG16 transfer learning) -----------------------------------------------------
 .PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize bench-vgg16
 
 capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ from the camera (or ARGS="source=clip.mp4")
-	$(PY) experiments/capture_faces.py $(call path_arg,name,NAME) $(ARGS)
+	$(PY) -m experiments.capture_faces $(call path_arg,name,NAME) $(ARGS)
 
 vgg16-faces: $(STAMP) ## face recognition by transfer learning (synthetic identities; ARGS="data=faces_real model.backbone=dlib_resnet")
 	$(TRAIN) experiment=vgg16_faces $(ARGS)
@@ -79,22 +79,22 @@ vgg16-faces-paper: $(STAMP) ## the paper's own face pipeline (Haar, 32 px crops,
 	$(TRAIN) experiment=vgg16_faces_paper $(ARGS)
 
 recognize: $(STAMP) ## recognise faces in IMAGES=<folder> into OUT=<folder>/recognitions.csv [CKPT=<checkpoint>]
-	$(PY) experiments/recognize.py $(call path_arg,images,IMAGES) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+	$(PY) -m experiments.recognize $(call path_arg,images,IMAGES) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a full forward (VGG16, dlib)
-	$(PY) benchmarks/vgg16_head.py $(ARGS)
+	$(PY) -m benchmarks.vgg16_head $(ARGS)
 
 # ---- Face detection (dlib HOG / MMOD, OpenCV Haar / YuNet) ---------------------------------------------
 .PHONY: detect-faces compare-face-detectors bench-face-detectors
 
 detect-faces: $(STAMP) ## crop every face in IN=<folder> (default: generated ID cards) into OUT=<folder> (default: outputs/detect_faces), faces.csv
-	$(PY) experiments/detect_faces.py $(call opt_path_arg,in_dir,IN) $(call opt_path_arg,out_dir,OUT) $(ARGS)
+	$(PY) -m experiments.detect_faces $(call opt_path_arg,in_dir,IN) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
 compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation [VOC=<folder>] -> reports/face_detectors/
-	$(PY) experiments/compare_face_detectors.py $(call opt_path_arg,voc,VOC) $(ARGS)
+	$(PY) -m experiments.compare_face_detectors $(call opt_path_arg,voc,VOC) $(ARGS)
 
 bench-face-detectors: $(STAMP) ## images/s: detect-faces serial vs 2 processes; HOG vs Haar vs MMOD vs YuNet at 640x480
-	$(PY) benchmarks/face_detectors.py $(ARGS)
+	$(PY) -m benchmarks.face_detectors $(ARGS)
 
 # ---- Face-mask detection (YOLO) -------------------------------------------------------------------------
 .PHONY: yolo-facemask convert-facemask predict-facemask eval-facemask bench-yolo
@@ -103,16 +103,16 @@ yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facem
 	$(TRAIN) experiment=yolo_facemask $(ARGS)
 
 convert-facemask: $(STAMP) ## PASCAL VOC folder SRC=<folder with images/ annotations/> -> YOLO layout [OUT=<folder>], with a report
-	$(PY) experiments/convert_voc.py $(call path_arg,src,SRC) $(call opt_path_arg,out,OUT) $(ARGS)
+	$(PY) -m experiments.convert_voc $(call path_arg,src,SRC) $(call opt_path_arg,out,OUT) $(ARGS)
 
 predict-facemask: $(STAMP) ## boxes + unmasked-face count per frame for SRC=<images folder or video> (default: built-in images) [CKPT=...]
-	$(PY) experiments/predict_facemask.py $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+	$(PY) -m experiments.predict_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: newest) on VOC=<folder>; last line JSON
-	$(PY) experiments/eval_facemask.py $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+	$(PY) -m experiments.eval_facemask $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 bench-yolo: $(STAMP) ## s/batch of the Lightning YOLO module vs ultralytics' trainer; PyTorch vs ONNX Runtime images/s
-	$(PY) benchmarks/yolo_step.py $(ARGS)
+	$(PY) -m benchmarks.yolo_step $(ARGS)
 
 # ---- Reports and web ----------------------------------------------------------------------------------------
 .PHONY: report export-web web-deps web demo
@@ -122,10 +122,10 @@ WEB_DEPS := web/node_modules/.package-lock.json
 DEMO_ARGS ?=
 
 report: $(STAMP) ## reports/README.md: the paper's figures and tables from the MLflow store ("not run yet" where a run is missing)
-	$(PY) experiments/report.py $(ARGS)
+	$(PY) -m experiments.report $(ARGS)
 
 export-web: $(STAMP) ## ONNX models + web/public/models/manifest.json for the playground, each checked against PyTorch
-	$(PY) experiments/export_web.py $(ARGS)
+	$(PY) -m experiments.export_web $(ARGS)
 
 # npm install, not npm ci: npm 11 ci rejects this lock over optional rollup binaries
 $(WEB_DEPS): web/package-lock.json
@@ -142,10 +142,10 @@ demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, 
 		echo "== demo: training $$experiment"; $(TRAIN) experiment=$$experiment $(DEMO_ARGS); \
 	done; \
 	echo "== demo: batch size x learning rate sweep of exp3 (Hydra multirun)"; $(TRAIN) experiment=exp3_dcgan_hardhat_tricks sweep=dcgan_grid $(DEMO_ARGS); \
-	echo "== demo: dlib face detection on the built-in ID cards"; $(PY) experiments/detect_faces.py detector=hog progress=false; \
+	echo "== demo: dlib face detection on the built-in ID cards"; $(PY) -m experiments.detect_faces detector=hog progress=false; \
 	echo "== demo: face detectors compared (HOG, Haar; MMOD takes minutes per card on a CPU)"; \
-	$(PY) experiments/compare_face_detectors.py "use=[hog,haar]" progress=false; \
-	echo "== demo: report and web export"; $(PY) experiments/report.py; $(PY) experiments/export_web.py; \
+	$(PY) -m experiments.compare_face_detectors "use=[hog,haar]" progress=false; \
+	echo "== demo: report and web export"; $(PY) -m experiments.report; $(PY) -m experiments.export_web; \
 	echo; echo "Demo done in $$(( $$(date +%s) - start )) s."; \
 	echo "  Report:      $(CURDIR)/reports/README.md (figures in reports/figures/)"; \
 	echo "  MLflow UI:   make mlflow-ui, then open http://127.0.0.1:5000"; \

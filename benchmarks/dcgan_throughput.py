@@ -1,6 +1,6 @@
 """Images/s of the Lightning DCGAN training step vs a plain PyTorch loop with the same nets, batch and data.
 
-    python benchmarks/dcgan_throughput.py [--batch 64] [--steps 30] [--width 0.25] [--layers 5] [--device cpu]
+    python -m benchmarks.dcgan_throughput [--batch 64] [--steps 30] [--width 0.25] [--layers 5] [--device cpu]
 
 Both paths train from the same in-memory uint8 tensor (the datamodule's cache), take one D and one G step per
 batch, and are timed over the same number of steps after the same warm-up, in one process.
@@ -8,20 +8,16 @@ batch, and are timed over the same number of steps after the same warm-up, in on
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import core  # noqa: F401
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
-import core  # noqa: E402,F401
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
-
-from datamodules.gan import GANImageDataModule, to_unit_range  # noqa: E402
-from lightning_modules.dcgan import DCGAN  # noqa: E402
+from datamodules.gan import GANImageDataModule, to_unit_range
+from lightning_modules.dcgan import DCGAN
 
 
 def nets_config(args) -> dict:

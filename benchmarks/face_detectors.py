@@ -6,7 +6,7 @@
 2. HOG, Haar, MMOD and YuNet, each as configured in conf/detector/, on real photos resized to 640×480:
    images/s of `detect` alone and the ratio to HOG.
 
-    python benchmarks/face_detectors.py [--folder IMAGES] [--photos IMAGES] [--workers 2] [--seconds 5]
+    python -m benchmarks.face_detectors [--folder IMAGES] [--photos IMAGES] [--workers 2] [--seconds 5]
 
 Defaults: 128 generated ID cards for (1); for (2) the photos shipped in packages (skimage's astronaut,
 matplotlib's Grace Hopper) plus, when ../shared/data is there, the first photo of each LFW identity.
@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import core  # noqa: F401  (offline switches)
+import cv2
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-import core  # noqa: E402,F401  (offline switches)
-import cv2  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-
-from core.images import find_images, read_rgb  # noqa: E402
-from datamodules.synthetic import make_id_cards  # noqa: E402
-from datamodules.synthetic.faces import real_face_photos  # noqa: E402
-from faces.batch import detect_folder  # noqa: E402
+from core.images import find_images, read_rgb
+from datamodules.synthetic import make_id_cards
+from datamodules.synthetic.faces import real_face_photos
+from faces.batch import detect_folder
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = Path(os.environ.get("ML_PLAYGROUND_SHARED_DATA", REPO.parent / "shared" / "data")) / "faces"

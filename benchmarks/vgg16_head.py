@@ -12,20 +12,17 @@ and as this process's CPU time (all threads; robust to other load on the machine
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import core  # noqa: F401  (offline switches)
+import torch
+import torch.nn.functional as F
 
-import core  # noqa: E402,F401  (offline switches)
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from datamodules.faces import FaceIdentityDataModule  # noqa: E402
-from datamodules.synthetic import make_identities  # noqa: E402
-from lightning_modules.face_classifier import FaceClassifier  # noqa: E402
+from datamodules.faces import FaceIdentityDataModule
+from datamodules.synthetic import make_identities
+from lightning_modules.face_classifier import FaceClassifier
 
 
 def head_epoch(model: FaceClassifier, loader, optimizer) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """YOLO face-mask: the Lightning module vs ultralytics' own DetectionTrainer, and PyTorch vs ONNX Runtime.
 
-    python benchmarks/yolo_step.py                                   # built-in synthetic set, CPU, 320 px
-    python benchmarks/yolo_step.py --voc ../shared/data/facemask-voc --epochs 30 --imgsz 416
+    python -m benchmarks.yolo_step                                   # built-in synthetic set, CPU, 320 px
+    python -m benchmarks.yolo_step --voc ../shared/data/facemask-voc --epochs 30 --imgsz 416
 
 One run trains the same model (yaml, pretrained start), on the same converted data, image size, batch, workers
 and epochs, first with `YoloDetector` under a Lightning Trainer, then with ultralytics' `DetectionTrainer`, and
@@ -15,23 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import core  # noqa: F401  (offline switches)
+import numpy as np
+import pytorch_lightning as pl
+import torch
 
-import core  # noqa: E402,F401  (offline switches)
-import numpy as np  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-
-from datamodules.synthetic import make_facemask  # noqa: E402
-from datamodules.synthetic.facemask import FACEMASK_CLASSES  # noqa: E402
-from datamodules.yolo import YoloDataModule  # noqa: E402
-from lightning_modules.yolo_detector import YoloDetector, detect, disable_ultralytics_integrations  # noqa: E402
-from lightning_modules.yolo_export import export_onnx, onnx_detect, onnx_session  # noqa: E402
+from datamodules.synthetic import make_facemask
+from datamodules.synthetic.facemask import FACEMASK_CLASSES
+from datamodules.yolo import YoloDataModule
+from lightning_modules.yolo_detector import YoloDetector, detect, disable_ultralytics_integrations
+from lightning_modules.yolo_export import export_onnx, onnx_detect, onnx_session
 
 SKIP_BATCHES = 2  # the first batches include allocator and thread-pool warm-up
 

@@ -7,12 +7,8 @@ printed, and logged to MLflow (experiment `compare_face_detectors`; per-class re
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 import mlflow

@@ -5,11 +5,7 @@ summary, and logs the report to MLflow (experiment `convert_voc`).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 import mlflow

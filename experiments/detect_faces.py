@@ -5,11 +5,7 @@ Writes one JPEG per face, an annotated copy of each image, faces.csv/faces.json 
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 import mlflow

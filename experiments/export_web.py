@@ -7,11 +7,7 @@ checkpoint yet is listed under "missing" with the command that trains it, and it
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 import mlflow

@@ -6,11 +6,7 @@ face `unknown` below `threshold`, writes `out_dir/recognitions.csv` and annotate
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 import mlflow

@@ -1,11 +1,7 @@
 """Write the report: `python experiments/report.py [out_dir=...] [paths.mlflow_dir=...]` (conf/report.yaml)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 from omegaconf import DictConfig, OmegaConf

@@ -7,11 +7,7 @@ returns `optimized_metric` so that sweepers can optimise it.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 import pytorch_lightning as pl

@@ -2,11 +2,6 @@
 (`make mlflow-upload`, conf/upload_offline_runs.yaml). Prints one line per run; a server still away is an error."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 from omegaconf import DictConfig

@@ -181,7 +181,7 @@ def test_recognize_command_exits_2_with_one_line_and_runs_nothing(tmp_path):
     """The real process, as `make recognize CKPT=…` starts it."""
     marker = tmp_path / "pwned"
     evil = write_payload_checkpoint(tmp_path / "evil.ckpt", marker)
-    result = subprocess.run([sys.executable, "experiments/recognize.py", f"ckpt={evil}", f"images={tmp_path}",
+    result = subprocess.run([sys.executable, "-m", "experiments.recognize", f"ckpt={evil}", f"images={tmp_path}",
                              f"out_dir={tmp_path / 'out'}", f"paths.mlflow_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
                             cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2, result.stderr

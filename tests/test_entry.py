@@ -16,7 +16,7 @@ from tests.conftest import REPO, compose, mlflow_runs
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "experiments" / "train.py"), *args],
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=600, **kwargs)
 
 
@@ -53,7 +53,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     task_dir = Path(store["paths.log_dir"]) / "killed"
-    proc = subprocess.Popen([sys.executable, str(REPO / "experiments" / "train.py"), *args, "task_name=killed"],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args, "task_name=killed"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
 

@@ -25,9 +25,10 @@ if sys.argv[1] == "core/overrides.py":
 else:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
-    parsed = OverridesParser.create().parse_overrides(sys.argv[2:])
+    assert sys.argv[1] == "-m", sys.argv  # entries run as modules of the installed project
+    parsed = OverridesParser.create().parse_overrides(sys.argv[3:])
     values = OmegaConf.create({o.key_or_group: o.value() for o in parsed})
-    print(json.dumps({"entry": sys.argv[1], **OmegaConf.to_container(values, resolve=True)}))
+    print(json.dumps({"entry": sys.argv[2], **OmegaConf.to_container(values, resolve=True)}))
 '''
 
 # target: (make variables → the override key the entry must receive)
@@ -88,4 +89,4 @@ def test_every_path_variable_reaches_the_entry_unchanged(target, stub_python, tm
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_optional_path_variables_left_empty_pass_nothing(stub_python):
     received = json.loads(_make("predict-facemask", {}, stub_python).stdout.strip().splitlines()[-1])
-    assert received == {"entry": "experiments/predict_facemask.py"}
+    assert received == {"entry": "experiments.predict_facemask"}

@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.tracking import server_answers
 from tests.conftest import REPO, compose, mlflow_runs
 
-TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
+TRAIN = [sys.executable, "-m", "experiments.train"]
 # trainer=ddp as on a GPU node, but two gloo processes on this CPU
 DDP_ON_CPU = ["debug=fast", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
               "trainer.sync_batchnorm=false", "data.num_workers=0", "channels_last=false"]
