@@ -15,7 +15,7 @@ path_arg = "$$($(PY) core/overrides.py $(1) '$(subst ','\'',$(value $(2)))')"
 opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload bench-dcgan clean
+.PHONY: help setup lint test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload bench-dcgan clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the project with its pinned stack
+
+lint: $(STAMP) ## ruff (lint + format check) and the import-layer contracts (lint-imports, pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) ## run the test suite (real-data tests skip when ../shared/data is absent)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
