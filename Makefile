@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EDITABLE ?= -e  # `make setup EDITABLE=` installs the project as a plain (non-editable) package
 ARGS ?=
 TRAIN := $(PY) -m experiments.train
 # $(call path_arg,KEY,VAR): the Hydra override KEY='<value of make variable VAR>', for every variable that takes a
@@ -25,7 +26,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install -e '.[dev]'
+	$(VENV)/bin/pip install $(EDITABLE) '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the project with its pinned stack

@@ -3,7 +3,25 @@ import os
 import shutil
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_root() -> Path:
+    """The checkout the project works in: generated data, logs/, .cache/ and the MLflow store live there.
+
+    `$PROJECT_ROOT` when set; else the source tree of this file when it is a checkout (an editable install, or the
+    repository itself); else the nearest folder at or above the working directory holding `conf/train.yaml` (a
+    non-editable install run from a checkout, as `make` does); else the working directory.
+    """
+    if os.environ.get("PROJECT_ROOT"):
+        return Path(os.environ["PROJECT_ROOT"]).resolve()
+    source = Path(__file__).resolve().parents[1]
+    if (source / "pyproject.toml").is_file() and (source / "conf" / "train.yaml").is_file():
+        return source
+    cwd = Path.cwd().resolve()
+    return next((folder for folder in (cwd, *cwd.parents) if (folder / "conf" / "train.yaml").is_file()), cwd)
+
+
+PROJECT_ROOT = project_root()
 
 ENV_DEFAULTS = {
     "PROJECT_ROOT": str(PROJECT_ROOT),
