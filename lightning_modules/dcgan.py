@@ -26,6 +26,17 @@ class NonFiniteLoss(UserError):
 
 
 class DCGAN(pl.LightningModule):
+    """The paper's three DCGAN experiments as one module (conf/experiment/exp{1,2,3}_*.yaml differ only in config).
+
+    Batches: uint8 or float images (N, 3, 64, 64) scaled to [-1, 1] by the datamodule. Losses: sigmoid cross-entropy
+    on D's logits (the paper's code), with its noisy labels as `real_label_*`/`fake_label_*` and its instance noise
+    N(0, σ) on D's inputs. Logs per step `train/d_loss`, `train/g_loss`, `train/d_real`, `train/d_fake`; per epoch
+    the epoch-mean and last-batch losses, a fixed-noise grid (`samples/`), FID/KID (`quality/`) and the
+    loss-fluctuation statistic (`stability/`); names in `core.metric_names`. Raises `NonFiniteLoss` (a UserError)
+    when a loss becomes NaN/inf, keeping the last good checkpoint; ValueError for unknown `instance_noise_on` or
+    `weight_init` values.
+    """
+
     def __init__(
         self,
         generator: dict,
@@ -64,6 +75,7 @@ class DCGAN(pl.LightningModule):
         self._epoch_losses: list[torch.Tensor] = []
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent vectors (N, latent_dim) → generated images (N, 3, 64, 64) in [-1, 1]."""
         return self.generator(z)
 
     def configure_optimizers(self):

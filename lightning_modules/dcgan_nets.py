@@ -15,10 +15,20 @@ ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "leaky_relu": lambda: nn.L
 
 
 def scaled(channels: int, width_multiplier: float) -> int:
+    """`channels` × `width_multiplier`, rounded, at least 4 (the CPU profiles run the nets at 1/8 or 1/4 width)."""
     return max(4, int(round(channels * width_multiplier)))
 
 
 class Generator(nn.Module):
+    """z (N, latent_dim) ~ N(0, 1) → images (N, 3, image_size, image_size) in [-1, 1] (tanh).
+
+    The paper's code (PAPER-NOTES, "DCGAN"): Dense(4·4·C, no bias) → BN → act → (num_layers − 2) ×
+    [ConvTranspose(k, stride 2, 'same') halving the channels → BN → act] → the output layer: a k5 stride-2
+    ConvTranspose for 5 layers (exp1/exp2), a k4 stride-1 'same' Conv for 6 layers (exp3). C = proj_channels ×
+    width_multiplier. `bn_momentum` is PyTorch's (1 − Keras' momentum: 0.8 → 0.2). Raises ValueError when
+    `num_layers` cannot reach `image_size` from 4×4.
+    """
+
     def __init__(
         self,
         latent_dim: int = 128,
@@ -59,10 +69,18 @@ class Generator(nn.Module):
         self.upsample = nn.Sequential(*blocks, nn.Tanh())
 
     def forward(self, z):
-        return self.upsample(self.project(z))
+        """(N, latent_dim) → (N, 3, image_size, image_size)."""
+        return self.upsample(self.project(z))  # (N, C, 4, 4) after the projection, doubling per upsampling
 
 
 class Discriminator(nn.Module):
+    """images (N, 3, image_size, image_size) in [-1, 1] → logits (N,) (real > 0), for sigmoid cross-entropy.
+
+    The paper's code: num_layers × [Conv(k5, stride 2, 'same') with base_channels·2^i channels → BN (the first
+    layer too unless `batchnorm_first=False`, DCGAN's rule) → LeakyReLU 0.2 (or ReLU, the text) → Dropout] →
+    Flatten → Dense(1).
+    """
+
     def __init__(
         self,
         num_layers: int = 5,
@@ -89,6 +107,7 @@ class Discriminator(nn.Module):
         self.classify = nn.Sequential(nn.Flatten(), nn.Linear(channels_in * side * side, 1))
 
     def forward(self, images):
+        """(N, 3, H, W) → (N,) logits."""
         return self.classify(self.features(images)).squeeze(1)
 
 
