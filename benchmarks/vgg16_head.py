@@ -25,12 +25,14 @@ from datamodules.synthetic import make_identities
 from lightning_modules.face_classifier import FaceClassifier
 
 
-def head_epoch(model: FaceClassifier, loader, optimizer) -> tuple[float, float]:
-    """(wall-clock, process CPU) seconds of one epoch; CPU time stays meaningful on a shared machine."""
+def head_epoch(model: FaceClassifier, loader, optimizer, logits) -> tuple[float, float]:
+    """(wall-clock, process CPU) seconds of one epoch, where `logits(x)` is the model's entry for what the
+    loader serves (`model` for images, `model.head_logits` for features); CPU time stays meaningful on a
+    shared machine."""
     wall, cpu = time.perf_counter(), time.process_time()
     model.train()
     for x, y, _ in loader:
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(logits(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -38,26 +40,27 @@ def head_epoch(model: FaceClassifier, loader, optimizer) -> tuple[float, float]:
 
 
 def compare(backbone: str, root: Path, image_size: int, epochs: int, cache_dir: Path) -> None:
-    def datamodule() -> FaceIdentityDataModule:
+    def datamodule(serves: str) -> FaceIdentityDataModule:
         dm = FaceIdentityDataModule(str(root), image_size=image_size, views=1, min_images=5, batch_size=32,
-                                    augment={"hflip": 0.5, "rotate": 10}, cache_dir=str(cache_dir), seed=0)
+                                    augment={"hflip": 0.5, "rotate": 10}, cache_dir=str(cache_dir), seed=0,
+                                    serves=serves, features={"backbone": backbone})
         dm.setup()
         return dm
 
-    uncached = datamodule()
+    uncached = datamodule("images")
     model = FaceClassifier(backbone=backbone, image_size=image_size, class_names=uncached.class_names)
     optimizer = model.configure_optimizers()
     loader = uncached.train_dataloader()  # uint8 crops: the backbone runs in every step
-    head_epoch(model, loader, optimizer)  # warm-up (allocations, thread pools)
-    full = [head_epoch(model, loader, optimizer) for _ in range(epochs)]
+    head_epoch(model, loader, optimizer, model)  # warm-up (allocations, thread pools)
+    full = [head_epoch(model, loader, optimizer, model) for _ in range(epochs)]
 
-    cached = datamodule()
+    cached = datamodule("features")
+    _ = cached.extractor  # its own frozen backbone (same spec as the model's), built before the clock as the model's was
     start = time.perf_counter()
-    cached.use_features(model.features, model.backbone.tag())
+    loader = cached.train_dataloader()  # extracts and caches the features of every file once
     build = time.perf_counter() - start
-    loader = cached.train_dataloader()
-    head_epoch(model, loader, optimizer)
-    head = [head_epoch(model, loader, optimizer) for _ in range(epochs)]
+    head_epoch(model, loader, optimizer, model.head_logits)
+    head = [head_epoch(model, loader, optimizer, model.head_logits) for _ in range(epochs)]
 
     (full_wall, full_cpu), (head_wall, head_cpu) = min(full), min(head)
     print(f"{backbone:12s} {len(cached.train_files):4d} train images at {image_size} px | cache build (once): {build:7.2f} s")

@@ -5,14 +5,19 @@ The folder holds either face crops (capture-faces' output, the synthetic identit
 person (LFW's convention). Every face becomes a square crop — the detection grown by `margin` on each
 side — of `image_size` pixels (`FaceCrop`, shared with recognition).
 
-Two ways to serve it, chosen by the model:
-- images: uint8 crops, augmented by albumentations each epoch (a backbone that trains);
-- features: a frozen backbone's features, computed once per file and cached on disk (`FeatureCache`),
-  with `views` augmented views of each training image built at cache time; epoch e trains on view e mod
+Two ways to serve it, declared by `serves` (the model's `inputs` reads the same config value):
+- "images": uint8 crops, augmented by albumentations each epoch (a backbone that trains);
+- "features": the features of a frozen backbone that this datamodule owns (`features`: its spec, built as a
+  `faces.descriptors.FeatureExtractor`), computed once per file and cached on disk (`FeatureCache`), with
+  `views` augmented views of each training image built at cache time; epoch e trains on view e mod
   `views` of every image, so an epoch means the same amount of data in both ways.
+
+The data flows one way: files → face crops (`face`, one crop policy) → frozen features (cached) → the
+model's head. Nothing here calls the model, and the model never configures this datamodule.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter, defaultdict
@@ -30,10 +35,12 @@ from core.errors import UserError
 from core.images import UnreadableImage, find_images, read_rgb
 from faces import Detection, FaceDetector
 from faces.crop import FaceCrop
+from faces.descriptors import FeatureExtractor
 
 log = logging.getLogger(__name__)
 
 NO_FACE = "no face found"
+SERVES = ("images", "features")
 
 
 def central_face(detections: Sequence[Detection], shape: tuple[int, ...]) -> Detection:
@@ -58,6 +65,14 @@ def build_augmentation(hflip: float = 0.0, rotate: float = 0.0, shift: float = 0
 
 
 class FaceIdentityDataModule(pl.LightningDataModule):
+    """Identity folders → batches of (x, label (B,) int64, index (B,) into the split), where x is uint8 crops
+    (B, 3, image_size, image_size) when `serves="images"` or float32 features (B, D) when `serves="features"`.
+
+    `features`: the frozen extractor's spec (`backbone`: vgg16 | dlib_resnet, and `weights`, `normalize`,
+    `pool` as `faces.descriptors.FeatureExtractor.build`; the crop `margin` is this datamodule's), required
+    with `serves="features"`. Raises UserError for a bad `serves`, a missing spec or cache folder, bad identity
+    folders (see `identity_files`) and a split without any usable face."""
+
     def __init__(
         self,
         root: str,
@@ -75,8 +90,16 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        serves: str = "images",
+        features: dict | None = None,
     ) -> None:
         super().__init__()
+        if serves not in SERVES:
+            raise UserError(f"data.serves must be one of {list(SERVES)}, got {serves!r}")
+        if serves == "features" and not features:
+            raise UserError("data.serves=features needs data.features (the frozen backbone: backbone, weights, normalize, pool)")
+        if serves == "features" and cache_dir is None:
+            raise UserError("data.cache_dir must be set to cache backbone features (or set data.serves=images)")
         # the checkpoint keeps the crop for recognition; the entry logs the whole resolved config as params
         self.save_hyperparameters(ignore=["generate", "detector"], logger=False)
         self.root = Path(root)
@@ -92,6 +115,8 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.num_workers = num_workers
         self.seed = seed
+        self.serves = serves
+        self.features_spec = dict(features or {})
         self.class_names: list[str] = []
         self.skipped: dict[str, list[str]] = {}
         self._train: Dataset | None = None
@@ -185,45 +210,56 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         self._val = FaceImages(pixels, labels, None)
 
     # ---- features mode ---------------------------------------------------------------------------
-    def use_features(self, extract: Callable[[torch.Tensor], torch.Tensor], backbone_tag: str, batch_size: int = 16) -> None:
-        """Serve cached backbone features instead of images (called by a model whose backbone is frozen)."""
+    @functools.cached_property
+    def extractor(self) -> FeatureExtractor:
+        """The frozen backbone whose features are served (built on first use from `features`; the crops'
+        margin is this datamodule's). Raises UserError when `serves` is not "features"."""
+        if self.serves != "features":
+            raise UserError("this datamodule serves image crops (data.serves=images): it has no feature extractor")
+        return FeatureExtractor.build(**self.features_spec, margin=self.crop.margin)
+
+    @property
+    def feature_tag(self) -> str | None:
+        """What names the served features (the extractor's backbone, options and weights hash), or None
+        when serving images."""
+        return self.extractor.tag if self.serves == "features" else None
+
+    def _views_of(self, transform: A.Compose | None, views: int):
+        """compute(files, keys) for `FeatureCache.get`: per file its (views, D) features, or why it has none."""
+
+        def run(files: Sequence[Path], keys: Sequence[str]) -> list[np.ndarray | str]:
+            reasons: list[str | None] = []  # per file: why it has no features, or None
+            images: list[np.ndarray] = []
+            for key, file in zip(keys, files):
+                face = self.face(file)
+                if isinstance(face, str):
+                    reasons.append(face)
+                    continue
+                for view in range(views):
+                    if transform is not None:
+                        transform.set_random_seed(int(key[:8], 16) + view)  # a file's views do not depend on its batch
+                    images.append(transform(image=face)["image"] if transform is not None else face)
+                reasons.append(None)
+            flat = self.extractor(np.stack(images)) if images else np.empty((0, 0), np.float32)
+            out: list[np.ndarray | str] = []
+            at = 0
+            for reason in reasons:
+                out.append(reason if reason is not None else flat[at:at + views])
+                at += 0 if reason is not None else views
+            return out
+
+        return run
+
+    def _feature_datasets(self) -> None:
+        """The frozen extractor's features of every file, from the cache or computed once and cached."""
         from datamodules.feature_cache import FeatureCache
 
-        if self.cache_dir is None:
-            raise UserError("data.cache_dir must be set to cache backbone features (or set model.feature_cache=false)")
         self.feature_cache = FeatureCache(self.cache_dir)
-
-        def compute(transform: A.Compose | None, views: int):
-            def run(files: Sequence[Path], keys: Sequence[str]) -> list[np.ndarray | str]:
-                reasons: list[str | None] = []  # per file: why it has no features, or None
-                images: list[np.ndarray] = []
-                for key, file in zip(keys, files):
-                    face = self.face(file)
-                    if isinstance(face, str):
-                        reasons.append(face)
-                        continue
-                    for view in range(views):
-                        if transform is not None:
-                            transform.set_random_seed(int(key[:8], 16) + view)  # a file's views do not depend on its batch
-                        images.append(transform(image=face)["image"] if transform is not None else face)
-                    reasons.append(None)
-                features = [extract(torch.from_numpy(np.stack(images[s:s + batch_size])).permute(0, 3, 1, 2)).cpu().numpy()
-                            for s in range(0, len(images), batch_size)]
-                flat = np.concatenate(features) if features else np.empty((0, 0), np.float32)
-                out: list[np.ndarray | str] = []
-                at = 0
-                for reason in reasons:
-                    out.append(reason if reason is not None else flat[at:at + views])
-                    at += 0 if reason is not None else views
-                return out
-
-            return run
-
         augment_tag = json.dumps(A.to_dict(self.augment), sort_keys=True) if self.augment is not None else "none"
-        base = f"{self.prepare_tag()}|{backbone_tag}"
+        base = f"{self.prepare_tag()}|{self.extractor.tag}"
         train = self.feature_cache.get(self.train_files, f"{base}|{augment_tag}|views={self.views}|seed={self.seed}",
-                                       compute(self.augment, self.views), desc="train features")
-        val = self.feature_cache.get(self.val_files, f"{base}|none|views=1", compute(None, 1), desc="val features")
+                                       self._views_of(self.augment, self.views), desc="train features")
+        val = self.feature_cache.get(self.val_files, f"{base}|none|views=1", self._views_of(None, 1), desc="val features")
         kept = self._record_skips("train", self.train_files, train)
         self._train = CachedViews(np.stack([train[i] for i in kept]), self.train_labels[kept])
         self._sampler = ViewSampler(len(kept), self.views, self.seed)
@@ -231,16 +267,22 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         self._val = CachedViews(np.stack([val[i] for i in kept]), self.val_labels[kept])
         self.val_kept = [self.val_files[i] for i in kept]
 
+    def _datasets(self) -> None:
+        if self.serves == "features":
+            self._feature_datasets()
+        else:
+            self._image_datasets()
+
     # ---- loaders ---------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         if self._train is None:
-            self._image_datasets()
+            self._datasets()
         return DataLoader(self._train, batch_size=self.batch_size, sampler=self._sampler, shuffle=self._sampler is None,
                           num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         if self._val is None:
-            self._image_datasets()
+            self._datasets()
         return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def val_face(self, index: int) -> np.ndarray:

@@ -1,9 +1,16 @@
 """Face recognition by transfer learning: a pretrained backbone (VGG16 or dlib's ResNet face descriptor)
 and a head of three dense layers with a softmax over the identities.
 
-With a frozen backbone and `feature_cache` on (the default), the datamodule serves cached backbone
-features and each epoch trains only the head. The checkpoint keeps the identity names (`class_names`)
-and the datamodule's face-crop settings, which is all recognition needs besides the weights.
+What the steps train on is declared, not guessed: `inputs` is the datamodule's `serves` (one config value,
+`data.serves`). "features": the datamodule owns the frozen extractor and serves its cached features, and
+each step runs only the head; "images": it serves uint8 crops and each step runs backbone and head. Either
+way the model holds the backbone, so that a checkpoint classifies images (recognition, ONNX export): the
+frozen extractor and the model's backbone are built from one spec (`faces.descriptors`) and `setup` checks
+that their tags agree. The model only reads the datamodule (its identities, its declared mode and feature
+tag, validation crops for the report); it never configures it.
+
+The checkpoint keeps the identity names (`class_names`) and the datamodule's face-crop settings, which is
+all recognition needs besides the weights.
 """
 from __future__ import annotations
 
@@ -23,14 +30,23 @@ from core.checkpoints import load_checkpoint, load_module
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 from faces.crop import FaceCrop
+from faces.descriptors import build_backbone
 from faces.recognition import Recognizer
-from lightning_modules.face_backbones import build_backbone
 
 LABEL_MAP = "label_map.json"
+INPUTS = ("images", "features")
 log = logging.getLogger(__name__)
 
 
 class FaceClassifier(pl.LightningModule):
+    """Backbone (`faces.descriptors`) + a head of three dense layers (ReLU, dropout) + a linear layer with one
+    logit per identity. `forward(images)`: uint8 RGB crops (B, 3, image_size, image_size) → logits (B, classes);
+    `head_logits(features)`: backbone features (B, D) → logits; `predict_proba(images)`: softmax probabilities.
+
+    `inputs` ("images" | "features") says what the training and validation batches hold (the datamodule's
+    `serves`). Raises UserError for a bad option, for `inputs="features"` with a backbone that trains, and at
+    fit time when the datamodule serves something else or features of another backbone."""
+
     def __init__(
         self,
         backbone: str = "vgg16",
@@ -38,7 +54,7 @@ class FaceClassifier(pl.LightningModule):
         normalize: str = "imagenet",  # VGG16 input scaling: "imagenet" or "unit" (the paper's rescale=1/255)
         pool: str = "avg",  # VGG16 output: "avg" (512-d) or "flatten" (the paper's)
         train_last_blocks: int = 0,  # VGG16 blocks trained from the end (0: frozen backbone)
-        feature_cache: bool = True,  # with a frozen backbone, compute its features once (datamodule.use_features)
+        inputs: str = "images",  # what the batches hold: "images" (uint8 crops) or "features" (the datamodule's cached ones)
         image_size: int = 224,
         margin: float = 0.2,  # the crops' margin around the face box (dlib_resnet finds the landmarks inside it)
         hidden: tuple[int, ...] = (1024, 1024, 512),
@@ -48,15 +64,21 @@ class FaceClassifier(pl.LightningModule):
         weight_decay: float = 0.0,
         misclassified_examples: int = 16,
         class_names: list[str] | None = None,  # set from the datamodule at fit time; kept in the checkpoint
+        feature_cache: bool | None = None,  # ignored: read from checkpoints written before `inputs` (data.serves)
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)  # the entry logs the whole resolved config as params
+        self.save_hyperparameters(ignore=["feature_cache"], logger=False)  # the entry logs the whole resolved config as params
+        if inputs not in INPUTS:
+            raise UserError(f"model.inputs must be one of {list(INPUTS)}, got {inputs!r}")
         if optimizer not in ("adam", "rmsprop"):
             raise UserError(f"model.optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
         if len(hidden) != 3:
             raise UserError(f"model.hidden: the head has three dense layers, got sizes {list(hidden)}")
         self.backbone = build_backbone(backbone, weights=weights, normalize=normalize, pool=pool,
                                        train_last_blocks=train_last_blocks, margin=margin)
+        if inputs == "features" and not self.backbone.frozen:
+            raise UserError(f"model.train_last_blocks={train_last_blocks} trains the backbone, which needs image crops: "
+                            "set data.serves=images")
         self.head: nn.Module | None = None
         if class_names is not None:
             self._build_head(class_names)
@@ -82,28 +104,21 @@ class FaceClassifier(pl.LightningModule):
     def class_names(self) -> list[str]:
         return list(self.hparams.class_names or [])
 
-    @property
-    def caches_features(self) -> bool:
-        return self.backbone.frozen and self.hparams.feature_cache
-
-    # ---- fit-time wiring -----------------------------------------------------------------------
+    # ---- fit-time checks (the datamodule is read, never driven) ---------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
+        """Builds the head for the data's identities and checks that the data serves what `inputs` says,
+        and in features mode the features of this model's backbone (else the checkpoint's backbone would not
+        be the one the head learned from). Raises UserError on any mismatch."""
+        data = self.trainer.datamodule
         if self.head is None:
-            self._build_head(datamodule.class_names)
-        elif self.class_names != datamodule.class_names:
-            raise UserError(f"the checkpoint's identities {self.class_names} differ from the data's {datamodule.class_names}")
-        if self.caches_features:
-            datamodule.use_features(self.features, self.backbone.tag())
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features of uint8 crops (B, 3, H, W), in eval mode."""
-        was_training = self.backbone.training
-        self.backbone.eval()
-        out = self.backbone(images.to(self.device))
-        self.backbone.train(was_training)
-        return out
+            self._build_head(data.class_names)
+        elif self.class_names != data.class_names:
+            raise UserError(f"the checkpoint's identities {self.class_names} differ from the data's {data.class_names}")
+        if data.serves != self.hparams.inputs:
+            raise UserError(f"the data serves {data.serves} but model.inputs={self.hparams.inputs} (set both from data.serves)")
+        if self.hparams.inputs == "features" and data.feature_tag != self.backbone.tag():
+            raise UserError(f"the data serves features of {data.feature_tag} but the model's backbone is {self.backbone.tag()} — "
+                            "data.features and the model's backbone options must be the same")
 
     def on_fit_start(self) -> None:
         if self.hparams.backbone == "vgg16" and not self.hparams.weights:
@@ -121,13 +136,22 @@ class FaceClassifier(pl.LightningModule):
         return class_metric_names(self.class_names, prefix="val_class/", suffix=f"/{kind}")
 
     # ---- model ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits from uint8 crops (B, 3, H, W) or from cached features (B, D)."""
-        features = x if x.dim() == 2 else self.backbone(x)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) of uint8 (or 0–255 float) RGB crops (B, 3, H, W): backbone, then head (what
+        recognition and the ONNX export run)."""
+        return self.head(self.backbone(images))
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) of backbone features (B, D): the head alone (what cached features train)."""
         return self.head(features)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a training/validation batch, which holds what `inputs` declares."""
+        return self.head_logits(x) if self.hparams.inputs == "features" else self(x)
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (B, classes) of uint8 RGB crops (B, 3, H, W), on the model's device."""
         return F.softmax(self(images.to(self.device)), dim=1)
 
     def configure_optimizers(self):
@@ -139,7 +163,7 @@ class FaceClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
-        logits = self(x)
+        logits = self._logits(x)
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits, y)
         self.log_dict({"train/loss": loss, "train/acc": self.train_acc}, on_step=False, on_epoch=True, prog_bar=True,
@@ -148,7 +172,7 @@ class FaceClassifier(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, index = batch
-        logits = self(x)
+        logits = self._logits(x)
         loss = F.cross_entropy(logits, y)
         self.val_acc(logits, y)
         self.val_precision.update(logits, y)

@@ -181,7 +181,7 @@ def _lfw_faces(person: str, count: int) -> np.ndarray:
 def test_dlib_resnet_features_separate_two_real_people():
     import torch
 
-    from lightning_modules.face_backbones import DlibResnetBackbone
+    from faces.descriptors import DlibResnetBackbone
 
     backbone = DlibResnetBackbone(margin=0.2)
     people = ("Colin_Powell", "Serena_Williams")

@@ -38,7 +38,7 @@ def _decode_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
 
 
 def _feature_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
-    from lightning_modules import feature_cache
+    from datamodules import feature_cache
 
     _in_lockstep(feature_cache.np, "save", barrier)
     barrier.wait(timeout=30)

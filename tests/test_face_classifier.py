@@ -13,11 +13,11 @@ import torch.nn.functional as F
 
 from core.errors import UserError
 from datamodules.faces import FaceIdentityDataModule
-from lightning_modules.face_backbones import vgg16_features
-from lightning_modules.face_classifier import FaceClassifier
 from datamodules.feature_cache import FeatureCache
-from lightning_modules.vgg16_weights import (CAFFE_MEAN_BGR, CONV_INDICES, IMAGENET_MEAN, IMAGENET_STD, KERAS_CONV_NAMES,
-                                             keras_h5_to_torch, load_vgg16_features)
+from faces.descriptors import vgg16_features
+from faces.vgg16_weights import (CAFFE_MEAN_BGR, CONV_INDICES, IMAGENET_MEAN, IMAGENET_STD, KERAS_CONV_NAMES,
+                              keras_h5_to_torch, load_vgg16_features)
+from lightning_modules.face_classifier import FaceClassifier
 from tests.conftest import compose, mlflow_runs
 
 
@@ -31,8 +31,8 @@ def test_head_shapes_and_frozen_backbone_gets_no_gradients():
     F.cross_entropy(logits, torch.tensor([0, 2])).backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert all(p.grad is not None for p in model.head.parameters())
-    assert model.caches_features
-    assert model(torch.randn(2, 512)).shape == (2, 3)  # cached features take the same head
+    assert model.backbone.frozen
+    assert model.head_logits(torch.randn(2, 512)).shape == (2, 3)  # cached features take the same head
 
 
 def test_last_block_unfrozen_and_flatten_head():
@@ -42,7 +42,9 @@ def test_last_block_unfrozen_and_flatten_head():
     features = model.backbone.features
     assert all(p.grad is not None for p in features[24:].parameters())  # block 5 trains
     assert all(p.grad is None for p in features[:24].parameters())
-    assert not model.caches_features
+    assert not model.backbone.frozen
+    with pytest.raises(UserError, match="data.serves=images"):  # a backbone that trains cannot take cached features
+        FaceClassifier(backbone="vgg16", image_size=64, train_last_blocks=1, inputs="features", class_names=["a", "b"])
 
 
 def _write_keras_h5(path, rng, nested: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -165,6 +167,35 @@ def test_datamodule_split_and_corrupt_images(tmp_path):
     assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
     assert [p.endswith("9999.jpg") for p in a.skipped["unreadable"]] == [True]
     assert len(a.train_dataloader().dataset) + len(a.val_dataloader().dataset) == 36  # 37 files, one unreadable
+
+
+def test_data_path_runs_one_way_and_features_are_computed_once(tmp_path):
+    """The datamodule owns the frozen extractor and serves its cached features; the model, built from the
+    same spec, trains its head on them without configuring the datamodule (which has no `use_features`)."""
+    import pytorch_lightning as pl
+
+    root = _identity_folder(tmp_path / "ids", {"alice": 8, "bob": 8})
+
+    def fit(serves: str = "features", **model_options) -> FaceIdentityDataModule:
+        data = FaceIdentityDataModule(str(root), image_size=32, min_images=5, batch_size=4, views=2, augment={"hflip": 0.5},
+                                      cache_dir=str(tmp_path / "cache"), seed=0, serves=serves, features={"backbone": "vgg16"})
+        model = FaceClassifier(backbone="vgg16", image_size=32, hidden=(8, 8, 8), inputs="features", **model_options)
+        pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=str(tmp_path)).fit(model, datamodule=data)
+        assert model.backbone.tag() == data.extractor.tag  # the checkpoint's backbone is the one the head learned from
+        return data
+
+    data = fit()
+    assert not hasattr(data, "use_features")
+    assert (data.feature_cache.hits, data.feature_cache.misses) == (0, 16)  # each file once, for both epochs
+    features, labels, _ = next(iter(data.train_dataloader()))
+    assert features.dtype == torch.float32 and features.shape == (4, 512) and labels.shape == (4,)
+    again = fit()
+    assert (again.feature_cache.hits, again.feature_cache.misses) == (16, 0)  # a new run reads the cache only
+    with pytest.raises(UserError, match="but the model's backbone is vgg16\\|imagenet\\|flatten"):
+        fit(pool="flatten")  # features of another backbone than the model's
+    with pytest.raises(UserError, match="the data serves images but model.inputs=features"):
+        fit(serves="images")
 
 
 def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):

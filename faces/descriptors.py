@@ -1,13 +1,19 @@
-"""The two face-recognition backbones behind one interface: uint8 RGB face crops (B, 3, H, W) in, a
-feature vector (B, D) out, and a `tag` that changes whenever the features would.
+"""Face descriptors: the two backbones of face recognition behind one interface — uint8 RGB face crops
+(B, 3, H, W) in, a feature vector (B, D) out, and a `tag` that changes whenever the features would — and
+`FeatureExtractor`, a frozen backbone as the data side uses it (crops → cached features).
 
 - `VGG16Backbone`: torchvision's VGG16 convolutional part (the paper's backbone), frozen except for its
-  last `train_last_blocks` blocks, with ImageNet weights from a local file or a random init.
+  last `train_last_blocks` blocks, with ImageNet weights from a local file or a reproducible random init.
 - `DlibResnetBackbone`: dlib's ResNet face descriptor (128-d, trained for face verification) on faces
   aligned by dlib's 5-point shape predictor; not trainable.
+
+They live in the face library, not with the model, because both sides build them from the same spec: the
+datamodule (`datamodules.faces`) computes and caches the frozen features the head trains on, and the
+model (`lightning_modules.face_classifier`) keeps the same network for inference and export on images.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -15,25 +21,36 @@ import torch
 from torch import nn
 
 from core.errors import UserError
-from lightning_modules.vgg16_weights import IMAGENET_MEAN, IMAGENET_STD, load_vgg16_features
+from faces.vgg16_weights import IMAGENET_MEAN, IMAGENET_STD, load_vgg16_features
+
+# The seed of VGG16's random init (no weights file): fixed, so that two builds from one spec — the
+# datamodule's frozen extractor and the model's copy of the backbone — are the same network. Any value
+# works; 42 is the project's default run seed (conf/train.yaml).
+RANDOM_INIT_SEED = 42
 
 # first layer index of each of VGG16's five blocks in torchvision's `features`
 VGG16_BLOCK_STARTS = (0, 5, 10, 17, 24)
 
 
-def vgg16_features() -> nn.Sequential:
-    """torchvision's `vgg16().features` with its init, without building the 124M-parameter classifier."""
+def vgg16_features(seed: int = RANDOM_INIT_SEED) -> nn.Sequential:
+    """torchvision's `vgg16().features` with its init (Kaiming normal, fan-out, as `VGG.__init__`), without
+    building the 124M-parameter classifier. The init draws from its own generator seeded with `seed`, not
+    from the global RNG: the same seed gives the same weights wherever and whenever it is built."""
     from torchvision.models.vgg import cfgs, make_layers
 
     features = make_layers(cfgs["D"], batch_norm=False)
+    generator = torch.Generator().manual_seed(seed)
     for layer in features:
         if isinstance(layer, nn.Conv2d):  # as torchvision's VGG.__init__
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu", generator=generator)
             nn.init.zeros_(layer.bias)
     return features
 
 
 class VGG16Backbone(nn.Module):
+    """VGG16's convolutional blocks: uint8 (or 0–255 float) RGB crops (B, 3, H, W) → float32 (B, D), D = 512
+    (`pool="avg"`) or 512·(H//32)·(W//32) (`pool="flatten"`). Raises UserError for a bad option or weights file."""
+
     def __init__(self, weights: str | None = None, normalize: str = "imagenet", pool: str = "avg",
                  train_last_blocks: int = 0) -> None:
         """`normalize`: "imagenet" (torchvision's mean/std, what the weights expect) or "unit" (x/255 only,
@@ -133,6 +150,8 @@ class DlibResnetBackbone(nn.Module):
 
 
 def build_backbone(name: str, **options) -> nn.Module:
+    """`VGG16Backbone` (options `weights`, `normalize`, `pool`, `train_last_blocks`) or `DlibResnetBackbone`
+    (option `margin`) by name; an unknown name, or dlib with `train_last_blocks` > 0, is a UserError."""
     if name == "vgg16":
         return VGG16Backbone(**{k: options[k] for k in ("weights", "normalize", "pool", "train_last_blocks")})
     if name == "dlib_resnet":
@@ -140,3 +159,41 @@ def build_backbone(name: str, **options) -> nn.Module:
             raise UserError("model.train_last_blocks: the dlib_resnet backbone cannot be fine-tuned; set it to 0")
         return DlibResnetBackbone(margin=options["margin"])
     raise UserError(f"model.backbone must be 'vgg16' or 'dlib_resnet', got {name!r}")
+
+
+class FeatureExtractor:
+    """A frozen backbone as the data side uses it: uint8 RGB crops (N, H, W, 3) → float32 features (N, D),
+    in eval mode, without gradients, on the CPU, `batch_size` crops at a time. `tag` names the features
+    (backbone, its options and a hash of its weights) for the feature cache's keys.
+
+    Raises ValueError for a backbone that trains (its features would change under training)."""
+
+    def __init__(self, backbone: nn.Module, batch_size: int = 16) -> None:
+        if not backbone.frozen:
+            raise ValueError(f"{type(backbone).__name__} trains (train_last_blocks > 0): its features cannot be cached")
+        self.backbone = backbone.eval()
+        self.batch_size = batch_size
+
+    @classmethod
+    def build(cls, backbone: str, weights: str | None = None, normalize: str = "imagenet", pool: str = "avg",
+              margin: float = 0.2, batch_size: int = 16) -> FeatureExtractor:
+        """The frozen backbone `build_backbone` makes from the same options as the model's (`margin`: the crops'
+        margin around the face box, where dlib searches the landmarks). Raises UserError as `build_backbone`."""
+        return cls(build_backbone(backbone, weights=weights, normalize=normalize, pool=pool, train_last_blocks=0,
+                                  margin=margin), batch_size)
+
+    @functools.cached_property
+    def tag(self) -> str:
+        return self.backbone.tag()
+
+    def out_features(self, image_size: int) -> int:
+        """D for crops of `image_size` pixels."""
+        return self.backbone.out_features(image_size)
+
+    @torch.no_grad()
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.empty((0, 0), np.float32)
+        batches = [self.backbone(torch.from_numpy(np.ascontiguousarray(crops[s:s + self.batch_size])).permute(0, 3, 1, 2))
+                   for s in range(0, len(crops), self.batch_size)]
+        return torch.cat(batches).cpu().numpy()
