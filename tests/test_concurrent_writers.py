@@ -29,7 +29,7 @@ def _in_lockstep(module, name: str, barrier) -> None:
 
 
 def _decode_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
-    from datamodules import images
+    from core import images
 
     _in_lockstep(images.np, "savez", barrier)
     barrier.wait(timeout=30)  # start together
