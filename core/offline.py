@@ -38,11 +38,47 @@ ENV_DEFAULTS = {
 }
 
 
+LOOPBACK_ONLY = "ML_PLAYGROUND_LOOPBACK_ONLY"  # "1": sockets may reach loopback and Unix sockets only
+LOOPBACK_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
+
+
 def configure() -> None:
-    """Set the offline environment (without overriding what the user set) and ship ultralytics' font."""
+    """Set the offline environment (without overriding what the user set) and ship ultralytics' font.
+
+    With `$ML_PLAYGROUND_LOOPBACK_ONLY=1` (set by the test suite, inherited by every process it starts) every
+    socket of this process is limited to loopback and Unix sockets: a library that reaches for the network at
+    run time (weights, fonts, telemetry, update checks) fails with ConnectionRefusedError naming the address.
+    """
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     _ship_ultralytics_font(Path(os.environ["YOLO_CONFIG_DIR"]))
+    if os.environ.get(LOOPBACK_ONLY) == "1":
+        limit_sockets_to_loopback()
+
+
+def limit_sockets_to_loopback() -> None:
+    """Patch `socket.socket.connect` (and `connect_ex`) so that only loopback and Unix sockets connect; idempotent."""
+    import socket
+
+    if getattr(socket.socket.connect, "_loopback_only", False):
+        return
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def _check(sock: socket.socket, address) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        if sock.family != socket.AF_UNIX and not str(host).startswith(LOOPBACK_PREFIXES):
+            raise ConnectionRefusedError(f"{LOOPBACK_ONLY}=1 blocked a network connection to {address}")
+
+    def connect(sock, address):
+        _check(sock, address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        _check(sock, address)
+        return real_connect_ex(sock, address)
+
+    connect._loopback_only = True
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
 
 
 def _ship_ultralytics_font(config_dir: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import core  # noqa: F401  (offline switches)
+from core import offline
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ML_PLAYGROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -18,24 +19,11 @@ def needs_shared_data(*parts: str):
     return pytest.mark.skipif(not path.exists(), reason=f"real data not present: {path} (see ../shared/data/README.md)")
 
 
-LOOPBACK_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Every test runs with sockets limited to loopback and Unix sockets: a library that reaches for the
-    network at run time (weights, fonts, telemetry, update checks) fails the test that triggered it."""
-    import socket
-
-    real_connect = socket.socket.connect
-
-    def guarded_connect(sock, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if sock.family != socket.AF_UNIX and not str(host).startswith(LOOPBACK_PREFIXES):
-            raise ConnectionRefusedError(f"test blocked a network connection to {address}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+# Every test, and every process a test starts (they inherit the variable and import `core`), runs with sockets
+# limited to loopback and Unix sockets: a library that reaches for the network at run time (weights, fonts,
+# telemetry, update checks) fails the test that triggered it (core/offline.py).
+os.environ[offline.LOOPBACK_ONLY] = "1"
+offline.limit_sockets_to_loopback()
 
 
 @pytest.fixture(scope="session")

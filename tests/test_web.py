@@ -1,7 +1,7 @@
 """The browser playground end to end: smoke-trained models → `export_web` (ONNX, checked against PyTorch) →
 the page built with Vite → driven in real headless Chromium, whose boxes must match ONNX Runtime in Python.
 
-Needs Node.js with npm (web/node_modules is installed here with `npm install` when absent) and Debian's chromium
+Needs Node.js with npm and the page's packages (`make web-deps`; the test skips without them) and Debian's chromium
 (`apt-get install -y chromium`, or $CHROMIUM); without them the browser test skips and says which is missing.
 """
 from __future__ import annotations
@@ -120,8 +120,8 @@ def _threshold(scores: np.ndarray) -> float:
 
 def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(exported, tmp_path):
     _tool_or_skip()
-    if not (WEB / "node_modules" / ".package-lock.json").is_file():
-        _npm("install", "--no-audit", "--no-fund")
+    if not (WEB / "node_modules" / ".package-lock.json").is_file():  # the test installs nothing itself
+        pytest.skip("the page's npm packages are not installed: run `make web-deps` (CI's .ci/run does)")
     dist = tmp_path / "dist"
     _npm("run", "build", "--", "--outDir", str(dist), "--emptyOutDir", env={"PLAYGROUND_PUBLIC": str(exported["public"])})
 
