@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import core  # noqa: F401  (offline switches)
+import core  # offline switches first (core.offline)
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -27,8 +27,10 @@ import torch
 from datamodules.synthetic import make_facemask
 from datamodules.synthetic.facemask import FACEMASK_CLASSES
 from datamodules.yolo import YoloDataModule
-from lightning_modules.yolo_detector import YoloDetector, detect, disable_ultralytics_integrations
-from lightning_modules.yolo_export import export_onnx, onnx_detect, onnx_session
+from lightning_modules.onnx_export import onnx_session
+from lightning_modules.yolo_detector import YoloDetector
+from lightning_modules.yolo_export import export_onnx, onnx_detect
+from lightning_modules.yolo_inference import detect, load_detector
 
 SKIP_BATCHES = 2  # the first batches include allocator and thread-pool warm-up
 
@@ -114,8 +116,6 @@ def run_ultralytics(args, data: YoloDataModule, out: Path) -> dict:
 
 
 def inference(checkpoint: str, images: list[np.ndarray], imgsz: int, out: Path, repeats: int) -> dict:
-    from lightning_modules.yolo_detector import load_detector
-
     torch_net = load_detector(checkpoint).eval_net
     exported = export_onnx(checkpoint, out / "model.onnx", imgsz)
     session = onnx_session(out / "model.onnx")
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default=None, help="where data and runs go (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
-    disable_ultralytics_integrations()
+    core.offline.disable_ultralytics_integrations()
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:

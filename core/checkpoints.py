@@ -7,18 +7,21 @@ as hyper-parameters (the training entry instantiates them with `_convert_="parti
 `PROJECT_GLOBALS` is empty. A reader of a foreign format (the yolov5 repository's pickled model) passes its own
 short list of harmless stand-in classes as `allow`. A file that wants anything else is refused with a one-line
 `UserError` naming the file and the import; the pickle's payload never runs.
+
+`find_checkpoint` is the one search of the log folder for a task's checkpoint (resume, the tools, the web export).
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import pickle
 import pickletools
 import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -86,6 +89,61 @@ def load_module(cls: type[Module], path: str | Path, *, key: str = "CKPT", map_l
     except RuntimeError as exc:
         raise UserError(f"{key}={path}: its weights do not fit {cls.__name__} ({_first_line(exc)})") from None
     return module.to(map_location)
+
+
+Which = Literal["last", "best"]
+CHECKPOINT_NAMES: tuple[str, ...] = ("last", "best")
+# What the tools (recognize, predict/eval-facemask, export-web) take when no file is named. Resuming always asks for
+# "last" itself, so a monitored best checkpoint can become the tools' default here without touching them.
+DEFAULT_CHECKPOINT: Which = "last"
+CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoint folder (conf/callbacks/default.yaml: ${paths.output_dir}/checkpoints)
+
+
+class NoCheckpoint(UserError):
+    """No run of the task has written a checkpoint of the kind asked for (the message names the folders)."""
+
+
+def find_checkpoint(log_dir: str | Path, tasks: str | Sequence[str], which: Which = DEFAULT_CHECKPOINT, *,
+                    make_target: str | None = None, key: str = "CKPT") -> Path:
+    """The checkpoint of the newest run of `tasks` (one task name or several) under the log folder: every
+    `<log_dir>/<task>/**/checkpoints/` folder is a run (single runs and sweeps alike).
+
+    which="last": the run's `last.ckpt` (written every epoch; what resuming continues from).
+    which="best": the run's newest `best*.ckpt` (a monitored ModelCheckpoint's) when it has one, else its `last.ckpt`.
+
+    The newest run is the one whose checkpoint folder holds the most recently written checkpoint (links followed).
+    Raises NoCheckpoint (a UserError) naming the folders searched and, when given, the make target that writes
+    one (`make_target`) and the config key or make variable that names a file instead (`key`).
+    """
+    if which not in CHECKPOINT_NAMES:
+        raise UserError(f"{key}: {which!r} is neither a checkpoint file nor one of {', '.join(CHECKPOINT_NAMES)}")
+    names = [tasks] if isinstance(tasks, (str, os.PathLike)) else list(tasks)
+    roots = [Path(log_dir) / name for name in names]
+    runs = [folder for root in roots if root.is_dir() for folder in root.rglob(CHECKPOINTS_DIR) if folder.is_dir()]
+    chosen = [(run, path) for run in runs if (path := _checkpoint_of_run(run, which)) is not None]
+    if not chosen:
+        wanted = f"{CHECKPOINTS_DIR}/last.ckpt" if which == "last" else f"{CHECKPOINTS_DIR}/best*.ckpt or last.ckpt"
+        where = " or ".join(str(root) for root in roots)
+        hint = f" — `{make_target}` writes one, or pass {key}=<file>" if make_target else ""
+        raise NoCheckpoint(f"no {wanted} under {where}{hint}")
+    return max(chosen, key=lambda run_path: _newest_write(run_path[0]))[1]
+
+
+def _checkpoint_of_run(folder: Path, which: Which) -> Path | None:
+    if which == "best":
+        best = [p for p in folder.glob("best*.ckpt") if p.is_file()]
+        if best:
+            return max(best, key=_mtime)
+    last = folder / "last.ckpt"
+    return last if last.is_file() else None  # a dangling last.ckpt link is no checkpoint
+
+
+def _newest_write(folder: Path) -> float:
+    return max((_mtime(p) for p in folder.glob("*.ckpt") if p.is_file()), default=0.0)
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime  # of the file a link points to: Lightning's last.ckpt links to the newest epoch
 
 
 def _refusal(path: Path, key: str, exc: Exception) -> UserError:

@@ -1,4 +1,5 @@
-"""Every switch the libraries need to run with no network (../shared/ENVIRONMENT-NOTES.md)."""
+"""Every switch the libraries need to run with no network (../shared/ENVIRONMENT-NOTES.md): environment
+variables set when `core` is imported, and ultralytics' settings file, switched by the modules that use it."""
 import os
 import shutil
 from pathlib import Path
@@ -91,3 +92,19 @@ def _ship_ultralytics_font(config_dir: Path) -> None:
     source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
+
+
+ULTRALYTICS_OFF = {"mlflow": False, "clearml": False, "comet": False, "dvc": False, "raytune": False, "wandb": False,
+                   "tensorboard": False, "sync": False}
+
+
+def disable_ultralytics_integrations() -> None:
+    """ultralytics' MLflow callback opens its own run whenever mlflow is installed; its other integrations and
+    event sync reach for the network. This project logs through Lightning's MLflow logger only.
+
+    Called by whatever builds an ultralytics model or trainer (not on `import core`: it imports ultralytics);
+    the settings file is written only when a switch is not already off."""
+    from ultralytics.utils import SETTINGS
+
+    if any(SETTINGS.get(k) != v for k, v in ULTRALYTICS_OFF.items()):
+        SETTINGS.update(ULTRALYTICS_OFF)

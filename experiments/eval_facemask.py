@@ -18,18 +18,19 @@ import mlflow
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 from datamodules.yolo import YoloDataModule
 from experiments import log, log_tool_run, user_errors
-from lightning_modules.yolo_detector import load_detector, newest_checkpoint
+from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
 
 
 def evaluate(cfg: DictConfig) -> dict:
     if not cfg.voc:
         raise UserError("eval_facemask: pass voc=<folder with images/ and annotations/> (make eval-facemask VOC=...)")
     voc = Path(cfg.voc).resolve()
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else newest_checkpoint(cfg.paths.log_dir, "yolo_facemask")
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
     module = load_detector(ckpt)
     imgsz = int(cfg.imgsz or module.hparams.imgsz)
     key = hashlib.sha1(str(voc).encode()).hexdigest()[:10]

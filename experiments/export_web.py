@@ -1,11 +1,14 @@
 """Export the trained models for the browser playground: `python experiments/export_web.py [checkpoints.<task>=file]`.
 
-Each model is exported to ONNX and checked against PyTorch on fixed inputs by its own module's
-`export_onnx`; web/public/models/manifest.json tells the page what each file expects. A task with no
-checkpoint yet is listed under "missing" with the command that trains it, and its pane says so.
+Each model is exported to ONNX and checked against PyTorch on fixed inputs by its own module's `export_onnx`
+(one interface and one manifest entry: `lightning_modules.onnx_export`); web/public/models/manifest.json tells
+the page what each file expects. Each task's checkpoint is `checkpoints.<task>` or the newest of its runs
+(`core.checkpoints.find_checkpoint`). A task with no checkpoint yet is listed under "missing" with the command
+that trains it, and its pane says so; a checkpoint that cannot run in the page (NotExportable) too, with why.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,56 +16,41 @@ import hydra
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 
+from core.checkpoints import NoCheckpoint, find_checkpoint
 from core.errors import UserError
 from experiments import log, user_errors, use_tool_experiment
-from experiments.train import newest_checkpoint
+from lightning_modules.onnx_export import Exporter, NotExportable
 
 MANIFEST = "manifest.json"
 
 
-class NotExportable(Exception):
-    """This checkpoint cannot run in the page; the message says why (it goes to the manifest)."""
+KINDS = ("generator", "facemask", "faces")
 
 
-def export_generator(checkpoint: Path, out_path: Path, cfg: DictConfig, key: str) -> dict:
-    from lightning_modules.dcgan_onnx import export_onnx
+def exporter(kind: str, cfg: DictConfig) -> Exporter:
+    """The `export_onnx` of the module that owns the kind (`lightning_modules.onnx_export.Exporter`), imported on
+    use: ONNX Runtime and the model code load only when a checkpoint is exported."""
+    if kind == "generator":
+        from lightning_modules.dcgan_onnx import export_onnx
 
-    return export_onnx(checkpoint, out_path, key=key)
+        return export_onnx
+    if kind == "facemask":
+        from lightning_modules.yolo_export import export_onnx
 
+        return functools.partial(export_onnx, imgsz=cfg.imgsz)  # the browser's input size
+    from lightning_modules.face_classifier import export_onnx
 
-def export_facemask(checkpoint: Path, out_path: Path, cfg: DictConfig, key: str) -> dict:
-    from lightning_modules.yolo_export import export_onnx
-
-    exported = export_onnx(checkpoint, out_path, cfg.imgsz, key=key)
-    return {  # the tensors yolo_export names: raw head output, decoded and NMS-ed by the page as by ultralytics
-        "file": out_path.name, "input": "images", "output": "output0", "imgsz": exported["imgsz"],
-        "class_names": exported["names"], "normalisation": "RGB / 255, letterboxed with grey 114 (ultralytics' LetterBox)",
-        "checkpoint": str(checkpoint), "parity": exported["parity"],
-    }
-
-
-def export_faces(checkpoint: Path, out_path: Path, cfg: DictConfig, key: str) -> dict:
-    """The page's recognise pane reads: input, output (names of the tensors), image_size, input_scale (factor
-    on 0–255 RGB pixels, NCHW), output_kind ("logits" or "probabilities"), class_names, margin (crop margin)."""
-    from lightning_modules import face_classifier
-
-    try:
-        exported = face_classifier.export_onnx(checkpoint, out_path, key=key)
-    except ValueError as reason:  # e.g. the dlib_resnet backbone, which runs in dlib
-        raise NotExportable(str(reason)) from reason
-    return {"file": out_path.name, "checkpoint": str(checkpoint), **exported}
+    return export_onnx
 
 
-EXPORTERS = {"generator": export_generator, "facemask": export_facemask, "faces": export_faces}
-
-
-def checkpoint_for(cfg: DictConfig, task: str) -> Path | None:
+def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
+    """`checkpoints.<task>` when given, else the task's newest checkpoint (NoCheckpoint when it has none)."""
     if task in cfg.checkpoints:
         path = Path(cfg.checkpoints[task])
         if not path.is_file():
-            raise UserError(f"checkpoints.{task}: no such file {path}")
+            raise UserError(f"checkpoints.{task}={path}: file not found")
         return path
-    return newest_checkpoint(Path(cfg.paths.log_dir) / task)
+    return find_checkpoint(cfg.paths.log_dir, task, make_target=make_target, key=f"checkpoints.{task}")
 
 
 def export_web(cfg: DictConfig) -> dict:
@@ -72,21 +60,22 @@ def export_web(cfg: DictConfig) -> dict:
         stale.unlink()
     manifest: dict = {"generators": [], "facemask": None, "faces": None, "missing": []}
     for task, spec in cfg.models.items():
-        if spec.kind not in EXPORTERS:
-            raise UserError(f"models.{task}.kind: {spec.kind!r} is not one of {sorted(EXPORTERS)}")
-        checkpoint = checkpoint_for(cfg, task)
-        if checkpoint is None:
-            log.warning("%s: no checkpoint under %s — `%s` trains one; its pane stays empty", task, Path(cfg.paths.log_dir) / task, spec.command)
+        if spec.kind not in KINDS:
+            raise UserError(f"models.{task}.kind: {spec.kind!r} is not one of {sorted(KINDS)}")
+        try:
+            checkpoint = checkpoint_for(cfg, task, spec.command)
+        except NoCheckpoint as reason:
+            log.warning("%s: %s; its pane stays empty", task, reason)
             manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command})
             continue
         try:
             # `key` names the file in errors: the checkpoint is read as data only (core.checkpoints)
-            entry = {"task": task, **EXPORTERS[spec.kind](checkpoint, out_dir / f"{task}.onnx", cfg, key=f"checkpoints.{task}")}
+            entry = {"task": task, **exporter(spec.kind, cfg)(checkpoint, out_dir / f"{task}.onnx", key=f"checkpoints.{task}")}
         except NotExportable as reason:
-            log.warning("%s: not exported: %s", task, reason)
+            log.warning("%s: %s not exported: %s", task, checkpoint, reason)
             manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command, "reason": str(reason)})
             continue
-        log.info("%s: exported %s, checked against PyTorch: %s", task, entry["file"], entry.get("parity"))
+        log.info("%s: exported %s from %s, checked against PyTorch: %s", task, entry["file"], checkpoint, entry["parity"])
         if spec.kind == "generator":
             manifest["generators"].append(entry)
         else:

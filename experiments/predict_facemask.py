@@ -20,11 +20,12 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.images import UnreadableImage, find_images, read_rgb
 from core.outputs import output_name
 from experiments import log, user_errors, use_tool_experiment
-from lightning_modules.yolo_detector import detect, load_detector, newest_checkpoint
+from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, detect, load_detector
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 CSV_FIELDS = ("source", "frame", "class", "confidence", "x0", "y0", "x1", "y1", "annotated")
@@ -66,7 +67,8 @@ def predict(cfg: DictConfig) -> dict:
     source = Path(cfg.source) if cfg.source else instantiate(cfg.builtin) / "images"
     if not source.exists():
         raise UserError(f"source not found: {source} — pass source=<folder of images or video file>")
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else newest_checkpoint(cfg.paths.log_dir, "yolo_facemask")
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
+    log.info("checkpoint %s", ckpt)
     module = load_detector(ckpt)
     names, imgsz = list(module.names), int(cfg.imgsz or module.hparams.imgsz)
     if cfg.alert_class not in names:

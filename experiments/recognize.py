@@ -13,24 +13,19 @@ import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from experiments import log, user_errors, use_tool_experiment
-from experiments.train import newest_checkpoint
 from faces.recognition import UNKNOWN, recognize_folder
 from lightning_modules.face_classifier import load_recognizer
 
-
-def default_checkpoint(log_dir: Path, tasks: list[str]) -> Path:
-    found = [c for c in (newest_checkpoint(log_dir / task) for task in tasks) if c is not None]
-    if not found:
-        raise UserError(f"no face-recognition checkpoint under {log_dir} ({', '.join(tasks)}) — train one with `make vgg16-faces`, or give CKPT=...")
-    return max(found, key=lambda p: p.stat().st_mtime)
+TRAINED_BY = "make vgg16-faces"
 
 
 def recognize(cfg: DictConfig) -> dict[str, float]:
     if not cfg.images:
         raise UserError("IMAGES=<folder> is required: the images to recognise faces in")
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else default_checkpoint(Path(cfg.paths.log_dir), list(cfg.checkpoint_tasks))
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY)
     recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     detector = instantiate(cfg.detector)
     table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)

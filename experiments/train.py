@@ -16,35 +16,32 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core import config, tracking
-from core.checkpoints import PROJECT_GLOBALS, load_checkpoint
+from core.checkpoints import PROJECT_GLOBALS, NoCheckpoint, find_checkpoint, load_checkpoint
 from core.errors import UserError
 from experiments import log, user_errors
 
 RUN_ID_FILE = "mlflow_run_id"
 
 
-def newest_checkpoint(task_dir: Path) -> Path | None:
-    """The most recently written last.ckpt of a task's runs and sweeps, or None."""
-    candidates = sorted(task_dir.rglob("checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    return candidates[-1] if candidates else None
-
-
-def resume_point(ckpt_path: str | None, task_dir: Path) -> tuple[str | None, str | None]:
-    """The checkpoint to resume from and its MLflow run id. "last" means the newest last.ckpt of the task.
+def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None]:
+    """The checkpoint to resume from and its MLflow run id. "last" means the last.ckpt of the task's newest run
+    (`core.checkpoints.find_checkpoint`; always "last", whatever the tools' default: resuming continues a run).
 
     The file is read once with the safe loader (`core.checkpoints`) before Lightning opens it: a missing file,
     a non-checkpoint or one whose pickle asks for code is a UserError here, before any training starts."""
     if ckpt_path is None:
         return None, None
     if ckpt_path == "last":
-        path = newest_checkpoint(task_dir)
-        if path is None:
-            raise UserError(f"ckpt_path=last: no checkpoints/last.ckpt under {task_dir} — nothing to resume")
+        try:
+            path = find_checkpoint(log_dir, task_name, "last", key="ckpt_path")
+        except NoCheckpoint as exc:
+            raise UserError(f"ckpt_path=last: {exc} — nothing to resume") from None
     else:
         path = Path(ckpt_path)
         if not path.is_file():
-            raise UserError(f"ckpt_path: checkpoint not found: {path}")
+            raise UserError(f"ckpt_path={path}: file not found")
     load_checkpoint(path, key="ckpt_path")
+    log.info("resuming from %s", path)
     run_id_file = path.parent.parent / RUN_ID_FILE
     return str(path), run_id_file.read_text().strip() if run_id_file.exists() else None
 
@@ -78,7 +75,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir)
     check_tracking_server(cfg.logger.tracking_uri)
-    ckpt_path, run_id = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    ckpt_path, run_id = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir), cfg.task_name)
 
     datamodule = instantiate(cfg.data, _convert_="partial")
     model = instantiate(cfg.model, _convert_="partial")

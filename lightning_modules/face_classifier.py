@@ -237,30 +237,37 @@ def head_outputs(state_dict: dict[str, torch.Tensor]) -> int:
     return int(np.shape(state_dict[weights[-1]])[0])
 
 
-def export_onnx(checkpoint_path: str | Path, out_path: str | Path, key: str = "CKPT") -> dict:
-    """The classifier as ONNX (float RGB pixels 0–255, NCHW → logits), checked against PyTorch with ONNX Runtime.
+def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> dict:
+    """The classifier as ONNX (float RGB pixels 0–255, NCHW → logits), checked against PyTorch with ONNX Runtime;
+    returns its manifest entry (an `ExportedModel`, `lightning_modules.onnx_export`).
 
-    Only the VGG16 backbone is a tensor graph; dlib's ResNet descriptor runs in dlib and cannot be exported.
-    The checkpoint is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting
-    with `key=`."""
-    import onnxruntime
+    Only the VGG16 backbone is a tensor graph; dlib's ResNet descriptor runs in dlib: NotExportable. The checkpoint
+    is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting with `key=`;
+    ExportParityError when ONNX Runtime's logits differ by more than 1e-3 of their range (at least 1e-3)."""
+    from lightning_modules.onnx_export import ExportedModel, NotExportable, max_abs_difference, onnx_session
 
     model = load_module(FaceClassifier, checkpoint_path, key=key, weights=None)  # the VGG16 weights are in the checkpoint
     if model.hparams.backbone != "vgg16":
-        raise ValueError(f"backbone {model.hparams.backbone!r} runs in dlib, not as a tensor graph; only vgg16 exports to ONNX")
+        raise NotExportable(f"backbone {model.hparams.backbone!r} runs in dlib, not as a tensor graph; only vgg16 exports to ONNX")
     model.eval()
     size = model.hparams.image_size
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     pixels = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).astype(np.float32))
     torch.onnx.export(model, (pixels,), str(out_path), input_names=["images"], output_names=["logits"],
                       dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     with torch.no_grad():
         expected = model(pixels).numpy()
-    got = onnxruntime.InferenceSession(str(out_path), providers=["CPUExecutionProvider"]).run(None, {"images": pixels.numpy()})[0]
-    difference = float(np.abs(got - expected).max())
-    if difference > 1e-3 * max(1.0, float(np.abs(expected).max())):
-        raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference} on fixed inputs")
-    return {"input": "images", "output": "logits", "image_size": size, "input_scale": 1.0, "output_kind": "logits",
-            "class_names": model.class_names, "margin": model.hparams.margin, "parity": {"max_abs_difference": difference}}
+    got = onnx_session(out_path).run(None, {"images": pixels.numpy()})[0]
+    inputs = "2 fixed uniform-noise images"
+    tolerance = 1e-3 * max(1.0, float(np.abs(expected).max()))  # logits have no fixed range
+    difference = max_abs_difference(out_path, "the logits", expected, got, tolerance, inputs)
+    return ExportedModel(
+        file=out_path.name, checkpoint=str(checkpoint_path), input="images", output="logits", output_kind="logits",
+        image_size=size, input_scale=1.0, preprocessing="the square face crop (margin around the box) resized, RGB 0–255",
+        class_names=list(model.class_names), parity={"max_abs_difference": difference, "tolerance": tolerance, "inputs": inputs},
+        margin=float(model.hparams.margin),
+    )
 
 
 def load_recognizer(path: str | Path, threshold: float, label_map: str | Path | None = None) -> Recognizer:

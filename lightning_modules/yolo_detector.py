@@ -7,6 +7,8 @@ accumulation over the first `warmup_epochs`, linear (or cosine) decay to `lrf`, 
 an exponential moving average of the weights (validated, exported and used for prediction), and mosaic
 switched off for the last `close_mosaic` epochs. The optimizer choice "auto" is ultralytics' choice for runs
 shorter than 10,000 optimizer steps: AdamW with lr0 = 0.002·5/(4 + classes).
+
+Inference on images (load a trained detector, letterbox, NMS) is in `yolo_inference`, ONNX export in `yolo_export`.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from core import tracking
-from core.checkpoints import load_module
+from core import offline, tracking
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 
@@ -29,17 +30,6 @@ log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
-
-
-def disable_ultralytics_integrations() -> None:
-    """ultralytics' MLflow callback opens its own run whenever mlflow is installed; its other integrations and
-    event sync reach for the network. This project logs through Lightning's MLflow logger only."""
-    from ultralytics.utils import SETTINGS
-
-    off = {"mlflow": False, "clearml": False, "comet": False, "dvc": False, "raytune": False, "wandb": False,
-           "tensorboard": False, "sync": False}
-    if any(SETTINGS.get(k) != v for k, v in off.items()):
-        SETTINGS.update(off)
 
 
 def build_model(arch: str, names: Sequence[str], loss: dict | None = None):
@@ -159,7 +149,7 @@ class YoloDetector(pl.LightningModule):
         if optimizer not in OPTIMIZERS:
             raise UserError(f"model.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         self.automatic_optimization = False  # ultralytics' accumulation schedule changes during warm-up
-        disable_ultralytics_integrations()
+        offline.disable_ultralytics_integrations()
         self.names = list(names)
         self.net = build_model(arch, self.names, {"box": 7.5, "cls": 0.5, "dfl": 1.5, **(loss or {})})
         self.pretrained = _resolve_pretrained(pretrained, auto_pretrained)
@@ -334,57 +324,3 @@ def _resolve_pretrained(pretrained: str | None, auto_pretrained: str | None) -> 
     log.warning("model.pretrained=auto: %s not found, training from scratch (README, section 'Face-mask detection (YOLO)')",
                 auto_pretrained)
     return None
-
-
-def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "CKPT") -> YoloDetector:
-    """A trained YoloDetector from a Lightning checkpoint, in eval mode (its pretrained file is not re-read).
-
-    Read by `core.checkpoints` (data only); UserError, its message starting with `key=`, for a missing file, one
-    that is refused, or one not written by YoloDetector."""
-    path = Path(checkpoint_path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path} — train one with `make yolo-facemask` or pass CKPT=<file>")
-    module = load_module(YoloDetector, path, key=key, map_location=device, pretrained=None)  # its weights are in the checkpoint
-    return module.eval()
-
-
-def newest_checkpoint(log_dir: str | Path, task_name: str = "yolo_facemask") -> Path:
-    """The newest last.ckpt of a task under the local log folder."""
-    candidates = sorted((Path(log_dir) / task_name).rglob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise UserError(f"no checkpoint under {Path(log_dir) / task_name} — run `make yolo-facemask` first or pass CKPT=<file>")
-    return candidates[-1]
-
-
-@torch.no_grad()
-def detect(net: nn.Module, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45,
-           max_det: int = 300) -> list[np.ndarray]:
-    """Detections per RGB image as (N, 6) arrays `x0, y0, x1, y1, conf, class` in the image's pixels:
-    ultralytics' letterbox, NMS and box rescaling around one forward pass."""
-    batch, shapes = letterbox_batch(images, imgsz)
-    device = next(net.parameters()).device
-    preds = net(batch.to(device))
-    return postprocess(preds, batch.shape[2:], shapes, conf, iou, max_det)
-
-
-def letterbox_batch(images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """RGB uint8 images → one float batch in [0, 1], each letterboxed to imgsz×imgsz (ultralytics' LetterBox)."""
-    from ultralytics.data.augment import LetterBox
-
-    box = LetterBox((imgsz, imgsz), auto=False, stride=32)
-    batch = np.stack([box(image=image) for image in images])
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255), [image.shape[:2] for image in images]
-
-
-def postprocess(preds, input_hw, shapes: list[tuple[int, int]], conf: float, iou: float, max_det: int = 300) -> list[np.ndarray]:
-    """ultralytics' NMS on raw outputs (PyTorch or ONNX Runtime), boxes scaled back to each original image."""
-    from ultralytics.utils import nms, ops
-
-    out = nms.non_max_suppression(torch.as_tensor(preds[0] if isinstance(preds, (tuple, list)) else preds),
-                                  conf, iou, max_det=max_det)
-    results = []
-    for det, shape in zip(out, shapes):
-        det = det[:, :6].clone()
-        det[:, :4] = ops.scale_boxes(tuple(input_hw), det[:, :4], shape)
-        results.append(det.cpu().numpy())
-    return results

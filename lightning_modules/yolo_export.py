@@ -1,4 +1,5 @@
-"""ONNX export of a trained YOLO detector, checked against PyTorch with ONNX Runtime on a fixed image."""
+"""ONNX export of a trained YOLO detector, checked against PyTorch with ONNX Runtime on a fixed image
+(`lightning_modules.onnx_export`: the manifest entry, the parity error)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,11 +9,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from core.errors import UserError
-from lightning_modules.yolo_detector import letterbox_batch, load_detector, postprocess
+from lightning_modules.onnx_export import ExportedModel, ExportParityError, Parity, max_abs_difference, onnx_session
+from lightning_modules.yolo_inference import letterbox_batch, load_detector, postprocess
 
-BOX_TOLERANCE_PX = 1.0  # largest allowed difference of a box corner between PyTorch and ONNX Runtime
-OUTPUT_TOLERANCE = 1e-3  # largest allowed difference of a raw output, relative to the output's range
+# The raw head output, N×(4 + classes)×anchors, is compared in two parts, each with an absolute tolerance:
+SCORE_TOLERANCE = 1e-4  # class scores (after the sigmoid, in [0, 1]); float32 reordering differs by ~1e-7
+BOX_TOLERANCE_PX = 1e-2  # box centre, width and height, in input pixels (~1e-4 seen at 640 px)
+PARITY_CONF = 0.05  # the confidence threshold of the NMS whose box counts are compared
+INPUT_SCALE = 1 / 255
 
 
 class _Predictions(nn.Module):
@@ -26,12 +30,13 @@ class _Predictions(nn.Module):
         return self.net(images)[0]
 
 
-def export_onnx(checkpoint_path: str | Path, out_path: str | Path, imgsz: int | None = None, opset: int = 17,
-                key: str = "CKPT") -> dict:
-    """Write `out_path` (input `images` N×3×imgsz×imgsz in [0, 1], output `output0` N×(4+classes)×anchors) and check it.
+def export_onnx(checkpoint_path: str | Path, out_path: str | Path, imgsz: int | None = None, *, key: str = "CKPT",
+                opset: int = 17) -> ExportedModel:
+    """Write `out_path` (input `images` N×3×imgsz×imgsz in [0, 1], output `output0` N×(4+classes)×anchors), check
+    it, and return its manifest entry (`image_size` = imgsz, default: the training image size).
 
-    Returns the class names, image size, and the parity check (raises when ONNX Runtime disagrees with PyTorch).
-    The checkpoint is read as data only (`load_detector`); `key` names it in error messages.
+    The checkpoint is read as data only (`load_detector`); `key` names it in error messages. ExportParityError
+    when ONNX Runtime's class scores or boxes differ from PyTorch's on `parity_image()` (see `check_parity`).
     """
     module = load_detector(checkpoint_path, key=key)
     net = module.eval_net.eval()
@@ -42,7 +47,13 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, imgsz: int | 
                       opset_version=opset, input_names=["images"], output_names=["output0"],
                       dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}})
     parity = check_parity(net, out_path, imgsz)
-    return {"path": str(out_path), "imgsz": imgsz, "names": list(module.names), "parity": parity}
+    return ExportedModel(
+        file=out_path.name, checkpoint=str(checkpoint_path), input="images", output="output0", output_kind="detections",
+        image_size=imgsz, input_scale=INPUT_SCALE,
+        preprocessing="RGB / 255, letterboxed with grey 114 (ultralytics' LetterBox); output: boxes xywh in input pixels "
+                      "and class scores per anchor, decoded and NMS-ed as ultralytics does",
+        class_names=list(module.names), parity=parity,
+    )
 
 
 def parity_image() -> np.ndarray:
@@ -52,36 +63,27 @@ def parity_image() -> np.ndarray:
     return real_face_photos()[0].rgb
 
 
-def onnx_session(path: str | Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_detect(session, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45) -> list[np.ndarray]:
-    """The same detections as `yolo_detector.detect`, with the forward pass in ONNX Runtime."""
+    """The same detections as `yolo_inference.detect`, with the forward pass in ONNX Runtime."""
     batch, shapes = letterbox_batch(images, imgsz)
     raw = session.run(None, {"images": batch.numpy()})[0]
     return postprocess(torch.from_numpy(raw), batch.shape[2:], shapes, conf, iou)
 
 
 @torch.no_grad()
-def check_parity(net: nn.Module, onnx_path: str | Path, imgsz: int, conf: float = 0.05) -> dict:
-    """Raw outputs and the boxes after NMS on `parity_image()`, PyTorch vs ONNX Runtime."""
-    image = parity_image()
-    batch, shapes = letterbox_batch([image], imgsz)
+def check_parity(net: nn.Module, onnx_path: str | Path, imgsz: int, conf: float = PARITY_CONF) -> Parity:
+    """PyTorch vs ONNX Runtime on `parity_image()`: the class scores of every anchor (absolute, SCORE_TOLERANCE),
+    the boxes of every anchor (input pixels, BOX_TOLERANCE_PX) and the number of detections after NMS at `conf`.
+    One forward pass each; ExportParityError on any difference above its tolerance."""
+    batch, shapes = letterbox_batch([parity_image()], imgsz)
     torch_raw = net(batch)[0]
     onnx_raw = torch.from_numpy(onnx_session(onnx_path).run(None, {"images": batch.numpy()})[0])
-    scale = float(torch_raw.abs().max().clamp(min=1.0))
-    output_diff = float((torch_raw - onnx_raw).abs().max()) / scale
-    torch_boxes = postprocess(torch_raw, batch.shape[2:], shapes, conf, 0.45)[0]
-    onnx_boxes = postprocess(onnx_raw, batch.shape[2:], shapes, conf, 0.45)[0]
-    same_count = len(torch_boxes) == len(onnx_boxes)
-    box_diff = float(np.abs(torch_boxes[:, :4] - onnx_boxes[:, :4]).max()) if same_count and len(torch_boxes) else 0.0
-    result = {"output_max_rel_diff": output_diff, "boxes_torch": len(torch_boxes), "boxes_onnx": len(onnx_boxes),
-              "box_max_diff_px": box_diff, "conf": conf}
-    if output_diff > OUTPUT_TOLERANCE or not same_count or box_diff > BOX_TOLERANCE_PX:
-        raise UserError(f"ONNX export {onnx_path} disagrees with PyTorch on the check image: {result}")
-    return result
+    inputs = f"the astronaut photograph at {imgsz} px"
+    scores = max_abs_difference(onnx_path, "the class scores", torch_raw[:, 4:], onnx_raw[:, 4:], SCORE_TOLERANCE, inputs)
+    boxes = max_abs_difference(onnx_path, "the boxes (px)", torch_raw[:, :4], onnx_raw[:, :4], BOX_TOLERANCE_PX, inputs)
+    counts = [len(postprocess(raw, batch.shape[2:], shapes, conf, 0.45)[0]) for raw in (torch_raw, onnx_raw)]
+    if counts[0] != counts[1]:
+        raise ExportParityError(onnx_path, f"the detection counts after NMS at conf ≥ {conf} (PyTorch {counts[0]}, ONNX Runtime "
+                                f"{counts[1]})", abs(counts[0] - counts[1]), 0, inputs)
+    return Parity(max_abs_difference=scores, tolerance=SCORE_TOLERANCE, inputs=inputs, box_max_abs_difference_px=boxes,
+                  box_tolerance_px=BOX_TOLERANCE_PX, detections_torch=counts[0], detections_onnx=counts[1])

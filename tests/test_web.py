@@ -23,6 +23,7 @@ from PIL import Image
 
 from experiments.export_web import export_web
 from experiments.train import train
+from lightning_modules.onnx_export import ExportedModel
 from tests.conftest import REPO, compose
 
 WEB = REPO / "web"
@@ -56,14 +57,16 @@ def test_export_writes_checked_models_and_a_manifest(exported):
     manifest = json.loads((models / "manifest.json").read_text())
     assert manifest == json.loads(json.dumps(exported["manifest"]))
     (generator,) = manifest["generators"]
-    assert generator["task"] == "exp1_dcgan_fruits" and generator["parity"]["max_abs_diff"] < 1e-4
+    assert generator["task"] == "exp1_dcgan_fruits" and generator["parity"]["max_abs_difference"] <= generator["parity"]["tolerance"] == 1e-4
     session = ort.InferenceSession(str(models / generator["file"]), providers=["CPUExecutionProvider"])
     z = np.random.default_rng(0).standard_normal((3, generator["latent_dim"])).astype(np.float32)
     images = session.run([generator["output"]], {generator["input"]: z})[0]
     assert images.shape == (3, 3, generator["image_size"], generator["image_size"]) and np.abs(images).max() <= 1
     facemask = manifest["facemask"]
-    assert facemask["class_names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and facemask["imgsz"] == FACEMASK_IMGSZ
-    assert (models / facemask["file"]).is_file()
+    assert facemask["class_names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and facemask["image_size"] == FACEMASK_IMGSZ
+    assert (models / facemask["file"]).is_file() and facemask["parity"]["max_abs_difference"] <= facemask["parity"]["tolerance"]
+    for entry in (generator, facemask):  # one schema (lightning_modules.onnx_export.ExportedModel)
+        assert set(ExportedModel.__required_keys__) <= set(entry) and entry["checkpoint"].endswith(".ckpt")
     missing = {m["task"]: m["command"] for m in manifest["missing"]}
     assert missing["exp3_dcgan_hardhat_tricks"] == "make exp3-dcgan" and "exp1_dcgan_fruits" not in missing
     if manifest["faces"] is None:
@@ -74,7 +77,7 @@ def test_a_missing_checkpoint_file_is_a_user_error(tmp_path):
     from core.errors import UserError
 
     cfg = compose("export_web", [f"out_dir={tmp_path}", f"+checkpoints.exp1_dcgan_fruits={tmp_path / 'nope.ckpt'}"])
-    with pytest.raises(UserError, match="checkpoints.exp1_dcgan_fruits: no such file"):
+    with pytest.raises(UserError, match=r"checkpoints\.exp1_dcgan_fruits=.*nope\.ckpt: file not found"):
         export_web(cfg)
 
 
@@ -126,7 +129,8 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
     _npm("run", "build", "--", "--outDir", str(dist), "--emptyOutDir", env={"PLAYGROUND_PUBLIC": str(exported["public"])})
 
     from datamodules.synthetic.faces import real_face_photos
-    from lightning_modules.yolo_export import onnx_detect, onnx_session
+    from lightning_modules.onnx_export import onnx_session
+    from lightning_modules.yolo_export import onnx_detect
 
     facemask = exported["manifest"]["facemask"]
     # A test image at the detector's input size, so the browser's letterbox is a copy and the inputs are identical.

@@ -117,17 +117,42 @@ def test_nothing_reaches_the_network(trained, tmp_path):
     assert attempts == [("192.0.2.1", 443), "example.com"]
 
 
-def test_onnx_export_gives_pytorchs_outputs_and_boxes(trained, tmp_path):
-    from lightning_modules.yolo_export import BOX_TOLERANCE_PX, OUTPUT_TOLERANCE, export_onnx
+def test_onnx_export_gives_pytorchs_scores_and_boxes(trained, tmp_path):
+    from lightning_modules.yolo_export import BOX_TOLERANCE_PX, SCORE_TOLERANCE, export_onnx
 
     with no_network() as attempts:
         result = export_onnx(trained["checkpoint"], tmp_path / "facemask.onnx", imgsz=160)
     assert attempts == []
-    assert result["names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and result["imgsz"] == 160
+    assert result["class_names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and result["image_size"] == 160
+    assert result["file"] == "facemask.onnx" and result["input"] == "images" and result["output"] == "output0"
     parity = result["parity"]
-    assert parity["output_max_rel_diff"] <= OUTPUT_TOLERANCE and parity["box_max_diff_px"] <= BOX_TOLERANCE_PX
-    assert parity["boxes_torch"] == parity["boxes_onnx"]
+    assert parity["max_abs_difference"] <= parity["tolerance"] == SCORE_TOLERANCE  # class scores, absolute
+    assert parity["box_max_abs_difference_px"] <= parity["box_tolerance_px"] == BOX_TOLERANCE_PX
+    assert parity["detections_torch"] == parity["detections_onnx"]
     assert (tmp_path / "facemask.onnx").stat().st_size > 1_000_000
+
+
+def test_onnx_parity_fails_on_a_class_score_off_by_a_little(trained, tmp_path, monkeypatch):
+    """A score 0.01 off in one anchor is a parity failure (a tolerance relative to the raw output's range,
+    the box pixels, would pass up to ~0.16 at 160 px), named with the file and the difference."""
+    import numpy as np
+
+    from lightning_modules import yolo_export
+    from lightning_modules.onnx_export import ExportParityError, onnx_session
+
+    def off_session(path):
+        session = onnx_session(path)
+
+        class Off:
+            def run(self, names, feeds):
+                raw = session.run(names, feeds)[0].copy()
+                raw[0, 4, int(np.argmax(raw[0, 4]))] += 0.01
+                return [raw]
+        return Off()
+
+    monkeypatch.setattr(yolo_export, "onnx_session", off_session)
+    with pytest.raises(ExportParityError, match=r"facemask\.onnx: the class scores differ from PyTorch's by 0\.01 \(tolerance 0\.0001\)"):
+        yolo_export.export_onnx(trained["checkpoint"], tmp_path / "facemask.onnx", imgsz=160)
 
 
 def test_eval_entry_prints_one_json_line_with_map_and_per_class_ap(trained, tmp_path, capsys):

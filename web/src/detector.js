@@ -77,7 +77,7 @@ export function unletterbox(boxes, { ratio, left, top, width, height }) {
 }
 
 export async function detect(session, entry, source, conf, iouThreshold) {
-  const input = letterbox(source, entry.imgsz);
+  const input = letterbox(source, entry.image_size);
   const output = (await session.run({ [entry.input]: input.tensor }))[entry.output];
   return unletterbox(decode(output, conf, iouThreshold), input);
 }
