@@ -120,6 +120,19 @@ def ignore_difficult(detection: dict[str, torch.Tensor], si: int, batch: dict) -
 
 
 class YoloDetector(pl.LightningModule):
+    """Face-mask detection: an ultralytics DetectionModel (`arch`, e.g. yolov5n.yaml = YOLOv5u-n) trained by
+    Lightning with ultralytics' own loss, warm-up, nominal-batch accumulation, EMA, close-mosaic switch and
+    validator metrics, so that the numbers match what `yolo train` reports.
+
+    Batches: ultralytics' collated dicts (`img` uint8 (B, 3, imgsz, imgsz), `batch_idx`, `cls`, `bboxes` normalised
+    xywh). `forward(images)`: float (B, 3, H, W) in [0, 1] → raw predictions (B, 4 + classes, anchors).
+    Logs per step the three losses (`core.metric_names`), per validation epoch `val/map50`, `val/map50_95`,
+    precision, recall and AP50 per class (names made valid and stable by `core.metric_names`), and a figure of
+    predictions. `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository
+    files through `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
+    Raises UserError for a missing or foreign weights file.
+    """
+
     def __init__(
         self,
         arch: str = "yolov5n.yaml",
