@@ -1,8 +1,17 @@
-"""Small helpers around MLflow: the run's logger (modules log artifacts one way, rank 0 only), the store, the server."""
+"""The one way to MLflow for each kind of run, and small helpers around the store and the server.
+
+Training runs (experiments/train.py) log through the trainer's Lightning logger: metrics with `self.log` in the
+modules (`log_epoch_metrics` where `self.log` cannot, see there), and params, tags, texts, figures and other
+artifacts through the helpers here (rank 0 only). Tool runs (every other entry in experiments/) log through
+`log_tool_run` only: one MLflow run per call, where a failing tracking store is a warning and the tool's result
+stands.
+"""
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +19,10 @@ import numpy as np
 import requests
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from core.metric_names import EPOCH
+
+log = logging.getLogger(__name__)
 
 
 def mlflow_logger(trainer: Any) -> MLFlowLogger | None:
@@ -81,6 +94,21 @@ def set_tags(trainer: Any, tags: dict[str, Any]) -> None:
     if logger is not None:
         for key, value in tags.items():
             logger.experiment.set_tag(logger.run_id, key, str(value))
+
+
+def log_epoch_metrics(trainer: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
+    """Write `metrics` (name → float or 0-d tensor) and `epoch` (0-based, as the `epoch` metric) to every logger
+    of the trainer now, at step `epoch + 1`: the module's one route for epoch-end metrics `self.log` cannot take.
+
+    Why not `self.log`: Lightning hands epoch-end values to the loggers only after the monitoring callbacks'
+    `on_train_epoch_end` (pytorch_lightning/loops/fit_loop.py: `update_train_epoch_metrics` comes last), that
+    is after ModelCheckpoint has written the epoch's checkpoint. A run killed in between resumes from that
+    checkpoint with the epoch's metrics never in MLflow. Called from the module's `on_train_epoch_end`, this
+    writes them before the checkpoint exists. The step is the 1-based epoch, so each epoch's values sit at
+    one step whatever the number of batches. Loggers log on rank 0 only (their `log_metrics` is rank-zero)."""
+    values = {EPOCH: epoch, **{key: float(value) for key, value in metrics.items()}}
+    for logger in getattr(trainer, "loggers", []) or []:
+        logger.log_metrics(values, step=epoch + 1)
 
 
 @rank_zero_only
