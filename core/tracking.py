@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,13 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 @rank_zero_only
-def log_params(logger: MLFlowLogger, config: dict) -> None:
-    """Log a resolved config as MLflow params with dotted keys."""
+def log_params(trainer: Any, config: dict) -> None:
+    """Log a resolved config as MLflow params with dotted keys (`flatten`), 100 per call."""
     from mlflow.entities import Param
 
+    logger = mlflow_logger(trainer)
+    if logger is None:
+        return
     params = [Param(k, v) for k, v in flatten(config).items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
         logger.experiment.log_batch(logger.run_id, params=params[start : start + 100])
@@ -113,6 +116,7 @@ def log_epoch_metrics(trainer: Any, epoch: int, metrics: Mapping[str, Any]) -> N
 
 @rank_zero_only
 def log_text(trainer: Any, text: str, artifact_file: str) -> None:
+    """Log `text` as the artifact `artifact_file` (e.g. 'config/resolved.yaml')."""
     logger = mlflow_logger(trainer)
     if logger is not None:
         logger.experiment.log_text(logger.run_id, text, artifact_file)
@@ -131,6 +135,54 @@ def write_temp_and_log(trainer: Any, name: str, write: Any, artifact_path: str |
         path = Path(tmp) / name
         write(path)
         log_artifact(trainer, path, artifact_path)
+
+
+def _use_tool_experiment(cfg: Any) -> None:
+    """Point MLflow's fluent API at the project's store (`cfg.paths.mlflow_uri`) and the tool's experiment (named
+    `cfg.task_name`), creating it with the project's artifact location (`cfg.paths.mlflow_artifacts`) on first use.
+    Raises whatever the store raises (MlflowException, OSError, …): `log_tool_run` turns that into a warning."""
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
+    if mlflow.get_experiment_by_name(cfg.task_name) is None:
+        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
+    mlflow.set_experiment(cfg.task_name)
+
+
+def log_tool_run(cfg: Any, run_name: str | None = None, *, params: Mapping[str, Any] | None = None,
+                 metrics: Mapping[str, float] | None = None, dicts: Mapping[str, Any] | None = None,
+                 files: Sequence[str | Path] = ()) -> str | None:
+    """Log one run of a tool (every entry of experiments/ but train) as one MLflow run: the one funnel for tools.
+
+    The run, named `run_name` (MLflow picks a name when None), goes to the experiment `cfg.task_name` of the store
+    `cfg.paths.mlflow_uri` and holds `params` (values logged as str), `metrics` (name → number), `dicts`
+    ({artifact file, e.g. "report.json": JSON-serialisable value}), `files` (paths logged at the artifact root)
+    and the resolved config as `config/resolved.yaml`.
+
+    A tool's result is what it prints and writes, so the store cannot lose it: when the store fails (unreachable,
+    locked, a rejected name), the run ends FAILED and the failure is one warning in the log, not a traceback.
+    Call it after the result is written. Returns the run id, or None when the logging failed."""
+    import mlflow
+    from omegaconf import OmegaConf
+
+    try:
+        _use_tool_experiment(cfg)
+        with mlflow.start_run(run_name=run_name) as run:
+            if params:
+                mlflow.log_params(dict(params))
+            if metrics:
+                mlflow.log_metrics(dict(metrics))
+            for artifact_file, value in (dicts or {}).items():
+                mlflow.log_dict(value, artifact_file)
+            for path in files:
+                mlflow.log_artifact(str(path))
+            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    except Exception as exc:  # noqa: BLE001  (whatever the store raised: the result stands without it)
+        message = str(exc).strip().splitlines()
+        log.warning("MLflow logging failed, so this result is not in the tracking store (%s): %s: %s",
+                    cfg.paths.mlflow_uri, type(exc).__name__, message[0] if message else "")
+        return None
+    return run.info.run_id
 
 
 def server_answers(tracking_uri: str, timeout: float = 5) -> bool:
