@@ -5,6 +5,12 @@ MLflow logger silently strips the others, so `戴口罩` and `未戴口罩` both
 metric overwrote the other's. Every per-class name therefore goes through `class_metric_names`: the class's index
 (its position in the class list, which is the model's class id) makes the name unique, a slug of the class name
 keeps it readable, and the original names are kept in the run as a mapping artifact (`CLASS_NAMES_ARTIFACT`).
+
+It also owns every metric, tag and artifact name that one module logs and another reads back (the report,
+reporting/mlflow_runs.py, the notebooks): the producer and the reader import the same constant, so renaming a
+metric cannot leave the report reading a name nobody logs. They live here, in the foundations, because reporting
+may not import lightning_modules (the import-linter contracts of pyproject.toml). Names that only their producer
+uses (e.g. `train/lr`, `train/d_real`) stay in the producer.
 """
 from __future__ import annotations
 
@@ -13,6 +19,53 @@ import unicodedata
 from collections.abc import Sequence
 
 CLASS_NAMES_ARTIFACT = "class_names.json"  # {metric name: class name} logged next to per-class metrics
+
+# -- every training run ----------------------------------------------------------------------------------------
+EPOCH = "epoch"  # the 0-based epoch Lightning logs with each metric (DCGAN logs it itself, on its epoch axis)
+EPOCH_SUFFIX = "_epoch"  # Lightning's suffix for the epoch mean of a value logged with on_step=True and on_epoch=True
+TRAIN, VAL = "train/", "val/"  # metric name prefixes: the split a value was measured on
+
+
+def epoch_artifact(folder: str, epoch: int) -> str:
+    """The artifact path of an image logged once per epoch: `<folder>/epoch_<epoch:04d>.png` (`epoch` 1-based).
+    Zero-padded so that name order is epoch order: the report shows the last file of the folder by name."""
+    return f"{folder}/epoch_{epoch:04d}.png"
+
+
+# -- YOLO detector (lightning_modules/yolo_detector.py) --------------------------------------------------------
+YOLO_LOSSES = ("box_loss", "cls_loss", "dfl_loss")  # ultralytics' loss terms, logged as train/<term> and val/<term>
+YOLO_VAL_METRICS = ("map50", "map50_95", "precision", "recall")  # keys of DetectionMetrics.compute(), logged as val/<key>
+MAP50, MAP50_95, PRECISION, RECALL = (f"{VAL}{key}" for key in YOLO_VAL_METRICS)
+AP50_PREFIX = f"{VAL}ap50/"  # + class_key(index, name): per-class AP50
+OLD_AP50_PREFIX = f"{VAL}ap50_"  # + the class name: runs from before class_metric_names (read, never written)
+PRETRAINED_ARTIFACT = "pretrained.json"  # {"pretrained", "transferred_tensors", "model_tensors"}: how the run started
+PREDICTIONS_FOLDER = "predictions"  # epoch_artifact(PREDICTIONS_FOLDER, epoch): validation images with boxes
+
+# -- DCGAN (lightning_modules/dcgan.py) ------------------------------------------------------------------------
+GAN_NETS = ("d", "g")  # discriminator, generator
+GAN_LOSS_KINDS = ("epoch", "last")  # the epoch's mean loss, its last batch's loss
+
+
+def gan_loss(net: str, kind: str) -> str:
+    """`train/<net>_loss_<kind>` for `net` in GAN_NETS and `kind` in GAN_LOSS_KINDS (one value per epoch)."""
+    return f"{TRAIN}{net}_loss_{kind}"
+
+
+def gan_loss_std(net: str) -> str:
+    """`stability/<net>_loss_std`: the standard deviation of `net`'s epoch-mean loss over the fluctuation window."""
+    return f"stability/{net}_loss_std"
+
+
+QUALITY = "quality/"  # + a SampleQuality key: FID, KID … of the epoch's samples
+FID, KID = f"{QUALITY}fid", f"{QUALITY}kid"
+QUALITY_TAG = "quality."  # + a SampleQuality setting: run tags saying what the metric adapted to the data
+FID_TRUSTWORTHY_TAG, REAL_SAMPLES_TAG = f"{QUALITY_TAG}fid_trustworthy", f"{QUALITY_TAG}real_samples"
+SAMPLES_FOLDER = "samples"  # epoch_artifact(SAMPLES_FOLDER, epoch): the fixed-noise sample grid
+
+# -- face classifier (lightning_modules/face_classifier.py) ----------------------------------------------------
+TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC = f"{TRAIN}loss", f"{TRAIN}acc", f"{VAL}loss", f"{VAL}acc"
+CONFUSION_MATRIX_ARTIFACT = "figures/confusion_matrix.png"  # the last validation's confusion matrix
+PER_CLASS_ARTIFACT = "per_class.json"  # {identity: {"precision", "recall", "images"}} of the last validation
 
 # The ASCII subset that both MLflow's validation and Lightning's MLflow logger keep unchanged ("/" excluded:
 # it nests metric names in the UI, and the slug is one level).

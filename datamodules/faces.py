@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.errors import UserError
 from core.images import UnreadableImage, find_images, read_rgb
+from core.seeds import epoch_seed
 from faces import Detection, FaceDetector
 from faces.crop import FaceCrop
 from faces.descriptors import FeatureExtractor
@@ -323,7 +324,8 @@ class CachedViews(Dataset):
 
 
 class ViewSampler(Sampler[int]):
-    """Each epoch: every item once, shuffled, all from view `epoch mod views` (Lightning calls set_epoch)."""
+    """Each epoch: every item once, shuffled by `core.seeds.epoch_seed(seed, epoch)`, all from view `epoch mod views`
+    (Lightning calls set_epoch)."""
 
     def __init__(self, items: int, views: int, seed: int) -> None:
         self.items, self.views, self.seed, self.epoch = items, views, seed, 0
@@ -335,5 +337,5 @@ class ViewSampler(Sampler[int]):
         return self.items
 
     def __iter__(self):
-        order = torch.randperm(self.items, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
+        order = torch.randperm(self.items, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
         return iter((order + (self.epoch % self.views) * self.items).tolist())

@@ -6,9 +6,11 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from core.seeds import epoch_seed
+
 
 class EpochShuffle(Sampler[int]):
-    """A random permutation per epoch drawn from its own generator seeded with (seed, epoch).
+    """A random permutation per epoch drawn from its own generator seeded with `core.seeds.epoch_seed(seed, epoch)`.
 
     Lightning calls `set_epoch` before each epoch (as for DistributedSampler); the global RNG is untouched.
     """
@@ -20,7 +22,7 @@ class EpochShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
     def __len__(self) -> int:

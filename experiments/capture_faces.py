@@ -7,11 +7,11 @@ from __future__ import annotations
 
 
 import hydra
-import mlflow
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments import log, user_errors, use_tool_experiment
+from core.tracking import log_tool_run
+from experiments import log, user_errors
 from faces.capture import capture_faces
 
 
@@ -20,16 +20,13 @@ def capture(cfg: DictConfig) -> dict[str, int]:
     result = capture_faces(detector, cfg.source, cfg.out_dir, None if cfg.name is None else str(cfg.name), instantiate(cfg.crop), frames=cfg.frames,
                            every=cfg.every, max_frames=cfg.max_frames, progress=cfg.progress)
     summary = result.summary()
-    use_tool_experiment(cfg)
-    with mlflow.start_run(run_name=f"{cfg.name} ({detector.name})") as run:
-        mlflow.log_params({"name": cfg.name, "source": cfg.source, "detector": repr(detector), "frames": cfg.frames,
-                           "every": cfg.every, "crop.image_size": cfg.crop.image_size, "crop.margin": cfg.crop.margin,
-                           "folder": str(result.folder)})
-        mlflow.log_metrics(summary)
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    run_id = log_tool_run(cfg, f"{cfg.name} ({detector.name})", metrics=summary,
+                          params={"name": cfg.name, "source": cfg.source, "detector": repr(detector), "frames": cfg.frames,
+                                  "every": cfg.every, "crop.image_size": cfg.crop.image_size, "crop.margin": cfg.crop.margin,
+                                  "folder": str(result.folder)})
     log.info("%s: saved %d face(s) to %s from %d frames (%d without a face, %d with several; MLflow run %s)",
              cfg.name, summary["saved"], result.folder, summary["frames_read"], summary["frames_no_face"],
-             summary["frames_several_faces"], run.info.run_id)
+             summary["frames_several_faces"], run_id)
     return summary
 
 

@@ -11,14 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 import hydra
-import mlflow
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names, slug
-from experiments import log, log_tool_run, user_errors
+from core.tracking import log_tool_run
+from experiments import log, user_errors
 from faces.evaluation import read_voc_folder, run_detector, scores
 from core import figures
 
@@ -102,19 +102,11 @@ def _log_mlflow(cfg: DictConfig, table: pd.DataFrame, classes: list[str], report
     per_class = {f"recall_{c}@{t}": key for t in thresholds
                  for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()}
     names = {key: c for t in thresholds for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()}
-
-    def write() -> None:
-        mlflow.log_params({"voc": cfg.voc or "id_cards", "use": ",".join(cfg.use), "max_images": cfg.max_images,
-                           "iou_thresholds": ",".join(map(str, thresholds))})
-        for row in table.to_dict("records"):
-            detector = slug(row["detector"]) or "detector"
-            mlflow.log_metrics({f"{detector}.{per_class.get(k) or k.replace('@', '_iou')}": v for k, v in row.items() if k != "detector"})
-        mlflow.log_dict(names, CLASS_NAMES_ARTIFACT)
-        for file in files:
-            mlflow.log_artifact(str(report_dir / file))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-
-    log_tool_run(cfg, name, write)
+    metrics = {f"{slug(row['detector']) or 'detector'}.{per_class.get(k) or k.replace('@', '_iou')}": v
+               for row in table.to_dict("records") for k, v in row.items() if k != "detector"}
+    log_tool_run(cfg, name, metrics=metrics, dicts={CLASS_NAMES_ARTIFACT: names}, files=[report_dir / file for file in files],
+                 params={"voc": cfg.voc or "id_cards", "use": ",".join(cfg.use), "max_images": cfg.max_images,
+                         "iou_thresholds": ",".join(map(str, thresholds))})
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare_face_detectors")

@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import mlflow
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.errors import UserError
+from core.tracking import log_tool_run
 from datamodules.voc_to_yolo import ConversionReport, convert_voc
-from experiments import log, user_errors, use_tool_experiment
+from experiments import log, user_errors
 
 
 def convert(cfg: DictConfig) -> ConversionReport:
@@ -24,15 +24,13 @@ def convert(cfg: DictConfig) -> ConversionReport:
     report = convert_voc(src, out, list(cfg.classes), val_fraction=cfg.val_fraction, seed=cfg.seed,
                          unknown_classes=cfg.unknown_classes, images_dir=cfg.images_dir, annotations_dir=cfg.annotations_dir,
                          keep_difficult=cfg.keep_difficult)
-    use_tool_experiment(cfg)
-    with mlflow.start_run(run_name=src.name):
-        mlflow.log_params({"src": str(src), "out": str(out), "classes": ",".join(cfg.classes), "val_fraction": cfg.val_fraction,
-                           "seed": cfg.seed, "unknown_classes": cfg.unknown_classes, "keep_difficult": cfg.keep_difficult})
-        mlflow.log_metrics({"train_images": report.images["train"], "val_images": report.images["val"],
-                            "clipped_boxes": sum(report.clipped.values()), "backgrounds": len(report.backgrounds),
-                            "difficult_boxes": sum(report.difficult.values()), "ambiguous_pairs": len(report.ambiguous)})
-        mlflow.log_dict(report.to_dict(), "report.json")
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    log_tool_run(cfg, src.name,
+                 params={"src": str(src), "out": str(out), "classes": ",".join(cfg.classes), "val_fraction": cfg.val_fraction,
+                         "seed": cfg.seed, "unknown_classes": cfg.unknown_classes, "keep_difficult": cfg.keep_difficult},
+                 metrics={"train_images": report.images["train"], "val_images": report.images["val"],
+                          "clipped_boxes": sum(report.clipped.values()), "backgrounds": len(report.backgrounds),
+                          "difficult_boxes": sum(report.difficult.values()), "ambiguous_pairs": len(report.ambiguous)},
+                 dicts={"report.json": report.to_dict()})
     log.info("converted %s -> %s", src, out)
     print(f"{src} -> {out}: {report.summary()} (details: {out / 'report.json'})")
     return report

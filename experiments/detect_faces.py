@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import log, user_errors, use_tool_experiment
+from core.tracking import log_tool_run
+from experiments import log, user_errors
 from faces.batch import CropSpec, detect_folder
 
 
@@ -25,19 +25,14 @@ def detect_faces(cfg: DictConfig) -> dict[str, float]:
     result = detect_folder(detector, in_dir, out_dir, crop, workers=cfg.workers, progress=cfg.progress)
     summary = result.summary()
 
-    use_tool_experiment(cfg)
-    with mlflow.start_run(run_name=f"{detector.name} {in_dir.name}") as run:
-        params = {f"detector.{k}": v for k, v in OmegaConf.to_container(cfg.detector, resolve=True).items() if k != "_target_"}
-        mlflow.log_params({"detector": detector.name, **params, **{f"crop.{k}": v for k, v in cfg.crop.items()},
-                           "workers": cfg.workers, "in_dir": str(in_dir), "out_dir": str(out_dir)})
-        mlflow.log_metrics(summary)
-        for name in ("faces.csv", "faces.json", "contact_sheet.jpg"):
-            if (out_dir / name).exists():
-                mlflow.log_artifact(str(out_dir / name))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    params = {f"detector.{k}": v for k, v in OmegaConf.to_container(cfg.detector, resolve=True).items() if k != "_target_"}
+    run_id = log_tool_run(cfg, f"{detector.name} {in_dir.name}", metrics=summary,
+                          params={"detector": detector.name, **params, **{f"crop.{k}": v for k, v in cfg.crop.items()},
+                                  "workers": cfg.workers, "in_dir": str(in_dir), "out_dir": str(out_dir)},
+                          files=[out_dir / name for name in ("faces.csv", "faces.json", "contact_sheet.jpg") if (out_dir / name).exists()])
     log.info("%s: %d faces in %d images (%d without a face, %d skipped), %.3f s/image -> %s (MLflow run %s)",
              detector.name, summary["faces_found"], summary["images_processed"], summary["images_without_face"],
-             summary["images_skipped"], summary["seconds_per_image"], out_dir, run.info.run_id)
+             summary["images_skipped"], summary["seconds_per_image"], out_dir, run_id)
     return summary
 
 

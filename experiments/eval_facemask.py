@@ -14,15 +14,15 @@ import json
 from pathlib import Path
 
 import hydra
-import mlflow
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
+from core.tracking import log_tool_run
 from datamodules.yolo import YoloDataModule
-from experiments import log, log_tool_run, user_errors
+from experiments import log, user_errors
 from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
 
 
@@ -48,16 +48,10 @@ def evaluate(cfg: DictConfig) -> dict:
     out.write_text(json.dumps({**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz,
                                "conversion": data.report.summary()}, indent=2))
     names = class_metric_names(module.names, prefix="ap50/")
-
-    def write() -> None:
-        mlflow.log_params({"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz})
-        mlflow.log_metrics({"map50": result["map50"], "map50_95": result["map50_95"], "images": result["images"],
-                            **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None}})
-        mlflow.log_dict(names, CLASS_NAMES_ARTIFACT)
-        mlflow.log_artifact(str(out))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-
-    log_tool_run(cfg, voc.name, write)
+    log_tool_run(cfg, voc.name, params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz},
+                 metrics={"map50": result["map50"], "map50_95": result["map50_95"], "images": result["images"],
+                          **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None}},
+                 dicts={CLASS_NAMES_ARTIFACT: names}, files=[out])
     log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
     print(json.dumps(result), flush=True)
     return result

@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 import hydra
-import mlflow
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.checkpoints import NoCheckpoint, find_checkpoint
 from core.errors import UserError
-from experiments import log, user_errors, use_tool_experiment
+from core.tracking import log_tool_run
+from experiments import log, user_errors
 from lightning_modules.onnx_export import Exporter, NotExportable
 
 MANIFEST = "manifest.json"
@@ -82,12 +82,9 @@ def export_web(cfg: DictConfig) -> dict:
             manifest[spec.kind] = entry
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
-    use_tool_experiment(cfg)
-    with mlflow.start_run():
-        mlflow.log_dict(manifest, MANIFEST)
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-        exported = [*manifest["generators"], *(manifest[k] for k in ("facemask", "faces") if manifest[k])]
-        mlflow.log_metrics({f"parity/{e['task']}/{k}": v for e in exported for k, v in e.get("parity", {}).items() if isinstance(v, (int, float))})
+    exported = [*manifest["generators"], *(manifest[k] for k in ("facemask", "faces") if manifest[k])]
+    log_tool_run(cfg, dicts={MANIFEST: manifest},
+                 metrics={f"parity/{e['task']}/{k}": v for e in exported for k, v in e.get("parity", {}).items() if isinstance(v, (int, float))})
     return manifest
 
 

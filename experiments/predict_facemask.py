@@ -15,16 +15,16 @@ from pathlib import Path
 
 import cv2
 import hydra
-import mlflow
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.images import UnreadableImage, find_images, read_rgb
 from core.outputs import output_name
-from experiments import log, user_errors, use_tool_experiment
+from core.tracking import log_tool_run
+from experiments import log, user_errors
 from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, detect, load_detector
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -108,13 +108,8 @@ def predict(cfg: DictConfig) -> dict:
     summary = {"frames": len(per_frame), "detections": len(rows),
                f"frames_with_{cfg.alert_class}": sum(1 for f in per_frame if f[cfg.alert_class])}
 
-    use_tool_experiment(cfg)
-    with mlflow.start_run(run_name=source.name):
-        mlflow.log_params({"source": str(source), "checkpoint": str(ckpt), "imgsz": imgsz, "conf": cfg.conf, "iou": cfg.iou})
-        mlflow.log_metrics(summary)
-        for name in ("detections.csv", "detections.json"):
-            mlflow.log_artifact(str(out_dir / name))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    log_tool_run(cfg, source.name, params={"source": str(source), "checkpoint": str(ckpt), "imgsz": imgsz, "conf": cfg.conf, "iou": cfg.iou},
+                 metrics=summary, files=[out_dir / "detections.csv", out_dir / "detections.json"])
     log.info("%s: %s -> %s", source, summary, out_dir)
     return summary
 

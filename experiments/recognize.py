@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import mlflow
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
-from experiments import log, user_errors, use_tool_experiment
+from core.tracking import log_tool_run
+from experiments import log, user_errors
 from faces.recognition import UNKNOWN, recognize_folder
 from lightning_modules.face_classifier import load_recognizer
 
@@ -32,16 +32,13 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
     summary = {"images": int(table["image"].nunique()), "faces": len(table), "unknown": int((table["name"] == UNKNOWN).sum()),
                "images_skipped": len(skipped)}
 
-    use_tool_experiment(cfg)
-    with mlflow.start_run(run_name=f"{Path(cfg.images).name} ({detector.name})") as run:
-        mlflow.log_params({"ckpt": str(ckpt), "detector": repr(detector), "threshold": cfg.threshold, "images": str(cfg.images),
-                           "out_dir": str(cfg.out_dir), "identities": ", ".join(recognizer.class_names)})
-        mlflow.log_metrics(summary)
-        mlflow.log_artifact(str(Path(cfg.out_dir) / "recognitions.csv"))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    run_id = log_tool_run(cfg, f"{Path(cfg.images).name} ({detector.name})", metrics=summary,
+                          params={"ckpt": str(ckpt), "detector": repr(detector), "threshold": cfg.threshold, "images": str(cfg.images),
+                                  "out_dir": str(cfg.out_dir), "identities": ", ".join(recognizer.class_names)},
+                          files=[Path(cfg.out_dir) / "recognitions.csv"])
     log.info("%d face(s) in %d image(s), %d unknown, %d unreadable file(s) skipped -> %s (checkpoint %s, MLflow run %s)",
              summary["faces"], summary["images"], summary["unknown"], len(skipped), Path(cfg.out_dir) / "recognitions.csv",
-             ckpt, run.info.run_id)
+             ckpt, run_id)
     return summary
 
 

@@ -92,14 +92,13 @@ def train(cfg: DictConfig) -> float | None:
         bites = config.caps_that_bite(cfg)  # the profile's caps that lower what the experiment asks
         if bites:
             log.info("%s", config.describe_bites(cfg))  # "trainer=cpu_small caps max_epochs 1000 → 5, …"
-        logger.experiment.set_tag(logger.run_id, "profile", str(cfg.profile.name))
-        logger.experiment.set_tag(logger.run_id, "profile.caps", ", ".join(map(str, bites)) or "none")
+        tracking.set_tags(trainer, {"profile": cfg.profile.name, "profile.caps": ", ".join(map(str, bites)) or "none"})
         if run_id is None:
-            tracking.log_params(logger, OmegaConf.to_container(cfg, resolve=True))
-        logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+            tracking.log_params(trainer, OmegaConf.to_container(cfg, resolve=True))
+        tracking.log_text(trainer, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         hydra_dir = output_dir / ".hydra"
         if hydra_dir.is_dir():
-            logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "config/hydra")
+            tracking.log_artifact(trainer, hydra_dir, "config/hydra")
         log.info("MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri)
 
     # Lightning reads ckpt_path itself: weights_only=True explicitly (also when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD

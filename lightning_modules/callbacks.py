@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from core import tracking
+from core.seeds import epoch_seed
 
 
 class EpochSeed(pl.Callback):
-    """Re-seed every RNG at the start of each epoch from (seed, epoch).
+    """Re-seed every RNG at the start of each epoch with `core.seeds.epoch_seed(seed, epoch)`.
 
     An epoch's shuffling, noise and augmentation then depend only on its number, so a run resumed from an
     epoch-end checkpoint continues exactly as the uninterrupted run would have.
@@ -17,7 +18,7 @@ class EpochSeed(pl.Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+        pl.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
 
 
 class LogLastCheckpoint(pl.Callback):

@@ -17,6 +17,7 @@ from torchvision.utils import make_grid
 
 from core import tracking
 from core.errors import UserError
+from core.metric_names import GAN_LOSS_KINDS, GAN_NETS, QUALITY, QUALITY_TAG, SAMPLES_FOLDER, epoch_artifact, gan_loss, gan_loss_std
 from lightning_modules.dcgan_nets import Discriminator, Generator, init_normal_002
 from lightning_modules.sample_quality import SampleQuality
 
@@ -137,7 +138,7 @@ class DCGAN(pl.LightningModule):
             settings = metric.set_real(self.trainer.datamodule.real_images(metric.num_samples).to(self.device))
             for note in metric.notes:
                 rank_zero_warn(f"model.quality: {note}")
-            tracking.set_tags(self.trainer, {f"quality.{k}": str(v).lower() for k, v in settings.items()})
+            tracking.set_tags(self.trainer, {f"{QUALITY_TAG}{k}": str(v).lower() for k, v in settings.items()})
 
     def on_train_epoch_end(self) -> None:
         losses = torch.stack(self._epoch_losses).cpu()  # checked once per epoch: no per-step device sync
@@ -150,23 +151,18 @@ class DCGAN(pl.LightningModule):
                 "is kept — lower model.lr or enable the tricks of exp3"
             )
         epoch_mean, last = losses.mean(0), losses[-1]
-        for i, net in enumerate(("d", "g")):
+        for i, net in enumerate(GAN_NETS):
             self.history[f"{net}_loss_epoch"].append(float(epoch_mean[i]))
             self.history[f"{net}_loss_last"].append(float(last[i]))
-        metrics = {
-            "train/d_loss_epoch": epoch_mean[0], "train/g_loss_epoch": epoch_mean[1],
-            "train/d_loss_last": last[0], "train/g_loss_last": last[1],
-            **{f"stability/{k}": v for k, v in self.loss_fluctuation().items()},
-        }
+        metrics = {gan_loss(net, kind): value[i] for kind, value in zip(GAN_LOSS_KINDS, (epoch_mean, last)) for i, net in enumerate(GAN_NETS)}
+        metrics.update(self.loss_fluctuation())
         metrics.update(self._quality_metrics())
-        # Written to the logger now, with the epoch (1-based) as step, so they reach MLflow before this
-        # epoch's checkpoint does: a run killed after the checkpoint never misses an epoch's metrics.
+        # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the logger gets them
+        # now, before this epoch's checkpoint exists (tracking.log_epoch_metrics says why self.log cannot).
         self.log_dict(metrics, on_epoch=True, logger=False)
-        if self.logger is not None:
-            self.logger.log_metrics({"epoch": self.current_epoch, **{k: float(v) for k, v in metrics.items()}},
-                                    step=self.current_epoch + 1)
+        tracking.log_epoch_metrics(self.trainer, self.current_epoch, metrics)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
-            tracking.log_image(self.trainer, self.sample_grid(), f"samples/epoch_{self.current_epoch + 1:04d}.png")
+            tracking.log_image(self.trainer, self.sample_grid(), epoch_artifact(SAMPLES_FOLDER, self.current_epoch + 1))
 
     def _quality_metrics(self) -> dict[str, float]:
         """`quality/*` of this epoch's samples, or {} with a warning when the metric fails: a metric is a
@@ -175,17 +171,18 @@ class DCGAN(pl.LightningModule):
         if metric is None:
             return {}
         try:
-            return {f"quality/{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()}
+            return {f"{QUALITY}{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()}
         except Exception as exc:  # noqa: BLE001  (torchmetrics raises ValueError, RuntimeError, linalg errors)
             rank_zero_warn(f"model.quality: FID/KID failed at epoch {self.current_epoch + 1} and are not logged for it "
                            f"({type(exc).__name__}: {exc}); training goes on")
-            tracking.set_tags(self.trainer, {"quality.error": f"epoch {self.current_epoch + 1}: {type(exc).__name__}: {exc}"[:5000]})
+            tracking.set_tags(self.trainer, {f"{QUALITY_TAG}error": f"epoch {self.current_epoch + 1}: {type(exc).__name__}: {exc}"[:5000]})
             return {}
 
     def loss_fluctuation(self) -> dict[str, float]:
-        """Standard deviation of the epoch-mean D and G losses over the last `fluctuation_window` epochs."""
+        """{`stability/<net>_loss_std`: the standard deviation (population, numpy's default) of the epoch-mean D
+        and G losses over the last `fluctuation_window` epochs}, in the losses' units (nats)."""
         window = self.hparams.fluctuation_window
-        return {f"{net}_loss_std": float(np.std(self.history[f"{net}_loss_epoch"][-window:])) for net in ("d", "g")}
+        return {gan_loss_std(net): float(np.std(self.history[f"{net}_loss_epoch"][-window:])) for net in GAN_NETS}
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:

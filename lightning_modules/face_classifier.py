@@ -28,7 +28,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from core import tracking
 from core.checkpoints import load_checkpoint, load_module
 from core.errors import UserError
-from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
+from core.metric_names import (CLASS_NAMES_ARTIFACT, CONFUSION_MATRIX_ARTIFACT, PER_CLASS_ARTIFACT, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS,
+                               class_metric_names)
 from faces.crop import FaceCrop
 from faces.descriptors import build_backbone
 from faces.recognition import Recognizer
@@ -166,7 +167,7 @@ class FaceClassifier(pl.LightningModule):
         logits = self._logits(x)
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits, y)
-        self.log_dict({"train/loss": loss, "train/acc": self.train_acc}, on_step=False, on_epoch=True, prog_bar=True,
+        self.log_dict({TRAIN_LOSS: loss, TRAIN_ACC: self.train_acc}, on_step=False, on_epoch=True, prog_bar=True,
                       batch_size=len(y), sync_dist=True)
         return loss
 
@@ -178,7 +179,7 @@ class FaceClassifier(pl.LightningModule):
         self.val_precision.update(logits, y)
         self.val_recall.update(logits, y)
         self.val_confusion.update(logits, y)
-        self.log_dict({"val/loss": loss, "val/acc": self.val_acc}, on_step=False, on_epoch=True, prog_bar=True,
+        self.log_dict({VAL_LOSS: loss, VAL_ACC: self.val_acc}, on_step=False, on_epoch=True, prog_bar=True,
                       batch_size=len(y), sync_dist=True)
         probs = F.softmax(logits, dim=1)
         self._val_outputs.append((index.cpu(), y.cpu(), probs.cpu()))
@@ -207,10 +208,10 @@ class FaceClassifier(pl.LightningModule):
 
         epochs = self.current_epoch  # epochs completed
         tracking.log_figure(self.trainer, confusion_matrix(last["confusion"], self.class_names,
-                            title=f"Validation confusion matrix after {epochs} epoch(s)"), "figures/confusion_matrix.png")
+                            title=f"Validation confusion matrix after {epochs} epoch(s)"), CONFUSION_MATRIX_ARTIFACT)
         table = {name: {"precision": float(last["precision"][i]), "recall": float(last["recall"][i]),
                         "images": int(last["confusion"][i].sum())} for i, name in enumerate(self.class_names)}
-        tracking.log_dict(self.trainer, table, "per_class.json")
+        tracking.log_dict(self.trainer, table, PER_CLASS_ARTIFACT)
         if last["outputs"] is not None:
             self._log_misclassified(*last["outputs"])
 

@@ -24,11 +24,11 @@ import torch.nn as nn
 
 from core import offline, tracking
 from core.errors import UserError
-from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
+from core.metric_names import (AP50_PREFIX, CLASS_NAMES_ARTIFACT, PREDICTIONS_FOLDER, PRETRAINED_ARTIFACT, TRAIN, VAL, YOLO_LOSSES,
+                               YOLO_VAL_METRICS, class_metric_names, epoch_artifact)
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 
 
@@ -224,11 +224,11 @@ class YoloDetector(pl.LightningModule):
     @property
     def ap50_metric_names(self) -> dict[str, str]:
         """{MLflow metric name: class name} of the per-class AP50, in class order (`val/ap50/<index>_<slug>`)."""
-        return class_metric_names(self.names, prefix="val/ap50/")
+        return class_metric_names(self.names, prefix=AP50_PREFIX)
 
     def on_fit_start(self) -> None:
         tracking.log_dict(self.trainer, {"pretrained": self.pretrained, "transferred_tensors": self.transferred,
-                                         "model_tensors": len(self.net.state_dict())}, "pretrained.json")
+                                         "model_tensors": len(self.net.state_dict())}, PRETRAINED_ARTIFACT)
         tracking.log_dict(self.trainer, self.ap50_metric_names, CLASS_NAMES_ARTIFACT)
 
     def on_train_start(self) -> None:
@@ -277,7 +277,7 @@ class YoloDetector(pl.LightningModule):
                 self._ema.update(self.net)
             self._last_opt_step = ni
         size = batch["img"].shape[0]
-        self.log_dict({f"train/{k}": items[k] for k in LOSS_NAMES}, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log_dict({f"{TRAIN}{k}": items[k] for k in YOLO_LOSSES}, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/lr", self.optimizers().optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -295,7 +295,7 @@ class YoloDetector(pl.LightningModule):
         preds = self.eval_net(batch["img"])
         _, items = self.eval_net.loss(batch, preds[1])
         detections = self._metrics.update(preds, batch)
-        self.log_dict({f"val/{k}": items[k] for k in LOSS_NAMES}, on_epoch=True, batch_size=batch["img"].shape[0])
+        self.log_dict({f"{VAL}{k}": items[k] for k in YOLO_LOSSES}, on_epoch=True, batch_size=batch["img"].shape[0])
         if batch_idx == 0 and self.hparams.figure_images:
             k = self.hparams.figure_images
             self._figure = (batch["img"][:k].cpu(), [{n: t.cpu() for n, t in d.items()} for d in detections[:k]])
@@ -303,7 +303,7 @@ class YoloDetector(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         results = self._metrics.compute()
         self.last_metrics = results
-        metrics = {f"val/{k}": results[k] for k in ("map50", "map50_95", "precision", "recall")}
+        metrics = {f"{VAL}{k}": results[k] for k in YOLO_VAL_METRICS}
         ap50 = [results["ap50"][name] for name in self.names]  # in the order of the metric names
         metrics.update({key: value for key, value in zip(self.ap50_metric_names, ap50) if value is not None})
         self.log_dict(metrics, on_epoch=True)
@@ -317,7 +317,7 @@ class YoloDetector(pl.LightningModule):
             pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
             figure = detection_examples(pixels, shown, self.names,
                                         title=f"Validation predictions, epoch {self.current_epoch + 1} (conf ≥ {self.hparams.figure_conf})")
-            tracking.log_figure(self.trainer, figure, f"predictions/epoch_{self.current_epoch + 1:04d}.png")
+            tracking.log_figure(self.trainer, figure, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

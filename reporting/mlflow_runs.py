@@ -14,6 +14,7 @@ from mlflow.entities import Run
 
 from core.offline import PROJECT_ROOT  # importing core applies the offline switches (no telemetry)
 from core.images import read_rgb
+from core.metric_names import GAN_LOSS_KINDS, GAN_NETS, gan_loss
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded file would bury the report's log
 
@@ -75,8 +76,8 @@ def metric_history(client: mlflow.MlflowClient, run_id: str, key: str) -> pd.Dat
 
 def gan_history(client: mlflow.MlflowClient, run_id: str) -> dict[str, list[float]]:
     """The per-epoch D and G losses of a DCGAN run, in the shape `figures.gan_loss_curves` takes."""
-    return {f"{net}_loss_{kind}": metric_history(client, run_id, f"train/{net}_loss_{kind}")["value"].tolist()
-            for net in ("d", "g") for kind in ("epoch", "last")}
+    return {f"{net}_loss_{kind}": metric_history(client, run_id, gan_loss(net, kind))["value"].tolist()
+            for net in GAN_NETS for kind in GAN_LOSS_KINDS}
 
 
 def artifact_paths(client: mlflow.MlflowClient, run_id: str, folder: str) -> list[str]:

@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.entities import Run
 from omegaconf import OmegaConf
 
+from core import metric_names as names
 from core.metric_names import CLASS_NAMES_ARTIFACT
 from core.offline import PROJECT_ROOT
 from core import figures
@@ -27,7 +28,8 @@ from reporting import mlflow_runs
 NOT_RUN = "not run yet"
 PAGE = "README.md"
 FIGURES = "figures"
-YOLO_LOSSES = ("box_loss", "cls_loss", "dfl_loss")  # ultralytics' loss terms, as lightning_modules/yolo_detector.py logs them
+# label → metric of the detector's last validation, in table order
+YOLO_MAP_LABELS = (("mAP50", names.MAP50), ("mAP50-95", names.MAP50_95), ("precision", names.PRECISION), ("recall", names.RECALL))
 
 
 def report_sections(config: str | Path = PROJECT_ROOT / "conf" / "report.yaml") -> dict:
@@ -74,15 +76,15 @@ def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None
         rows.append({
             "experiment": name,
             "data": Path(param(run, "data.root", "?")).parent.name,
-            "epochs": (epochs or {}).get(name, int(metrics.get("epoch", -1)) + 1),
+            "epochs": (epochs or {}).get(name, int(metrics.get(names.EPOCH, -1)) + 1),
             "batch": param(run, "data.batch_size"),
             "lr": param(run, "model.lr"),
             "G layers": param(run, "model.generator.num_layers"),
             "width ×": param(run, "model.generator.width_multiplier"),
-            "D loss std": metrics.get("stability/d_loss_std"),
-            "G loss std": metrics.get("stability/g_loss_std"),
-            "FID": metrics.get("quality/fid"),
-            "KID": metrics.get("quality/kid"),
+            "D loss std": metrics.get(names.gan_loss_std("d")),
+            "G loss std": metrics.get(names.gan_loss_std("g")),
+            "FID": metrics.get(names.FID),
+            "KID": metrics.get(names.KID),
             "FID trustworthy": fid_trust(run),
             "run": run_label(run),
         })
@@ -93,9 +95,9 @@ def fid_trust(run: Run) -> str | None:
     """"yes", or "no (N samples)" when the FID came from fewer samples than feature dimensions (the run's
     `quality.*` tags, see lightning_modules/sample_quality.py); None for a run from before the tags."""
     tags = run.data.tags
-    if "quality.fid_trustworthy" not in tags:
+    if names.FID_TRUSTWORTHY_TAG not in tags:
         return None
-    return "yes" if tags["quality.fid_trustworthy"] == "true" else f"no ({tags.get('quality.real_samples', '?')} samples)"
+    return "yes" if tags[names.FID_TRUSTWORTHY_TAG] == "true" else f"no ({tags.get(names.REAL_SAMPLES_TAG, '?')} samples)"
 
 
 def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
@@ -111,9 +113,9 @@ def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
         return None if a is None or b is None else a < b
 
     e1, e2, e3 = "exp1_dcgan_fruits", "exp2_dcgan_hardhat", "exp3_dcgan_hardhat_tricks"
-    g = {n: metric(n, "stability/g_loss_std") for n in (e1, e2, e3)}
-    d = {n: metric(n, "stability/d_loss_std") for n in (e1, e2, e3)}
-    fid = {n: metric(n, "quality/fid") for n in (e1, e2, e3)}
+    g = {n: metric(n, names.gan_loss_std("g")) for n in (e1, e2, e3)}
+    d = {n: metric(n, names.gan_loss_std("d")) for n in (e1, e2, e3)}
+    fid = {n: metric(n, names.FID) for n in (e1, e2, e3)}
     fmt = lambda v: "—" if v is None else f"{v:.4g}"  # noqa: E731
     rows = [
         ("exp1: G loss stable, D loss fluctuating", f"G std {fmt(g[e1])}, D std {fmt(d[e1])}", verdict(compare(g[e1], d[e1]))),
@@ -139,9 +141,11 @@ def epoch_series(client: mlflow.MlflowClient, run: Run, keys: Mapping[str, str])
 def yolo_curves(client: mlflow.MlflowClient, run: Run) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
     """The detector's validation mAP, and its training and validation loss terms, per epoch."""
     return {
-        "map": epoch_series(client, run, {"mAP50": "val/map50", "mAP50-95": "val/map50_95", "precision": "val/precision", "recall": "val/recall"}),
-        "loss": epoch_series(client, run, {f"{split} {term}": f"{split}/{term}{'_epoch' if split == 'train' else ''}"
-                                           for split in ("train", "val") for term in YOLO_LOSSES}),
+        "map": epoch_series(client, run, dict(YOLO_MAP_LABELS)),
+        # the train terms are logged per step and per epoch (Lightning's `_epoch` suffix), the val terms per epoch
+        "loss": epoch_series(client, run, {f"{split} {term}": f"{prefix}{term}{suffix}" for split, prefix, suffix in
+                                           (("train", names.TRAIN, names.EPOCH_SUFFIX), ("val", names.VAL, ""))
+                                           for term in names.YOLO_LOSSES}),
     }
 
 
@@ -150,12 +154,12 @@ def yolo_table(run: Run, class_names: Mapping[str, str] | None = None) -> pd.Dat
     under its own name from `class_names` (the run's class_names.json, {metric name: class name}); a metric that
     is not in it (a run without the file, or the older `val/ap50_<name>` names) shows its metric name."""
     metrics = run.data.metrics
-    rows = [{"metric": label, "value": metrics.get(key)} for label, key in
-            (("mAP50", "val/map50"), ("mAP50-95", "val/map50_95"), ("precision", "val/precision"), ("recall", "val/recall"))]
-    names = dict(class_names or {})
-    per_class = [key for key in names if key in metrics]
-    per_class += sorted(key for key in metrics if key.startswith(("val/ap50/", "val/ap50_")) and key not in names)
-    rows += [{"metric": f"AP50 {names.get(key) or key.removeprefix('val/ap50/').removeprefix('val/ap50_')}", "value": metrics[key]}
+    rows = [{"metric": label, "value": metrics.get(key)} for label, key in YOLO_MAP_LABELS]
+    classes = dict(class_names or {})
+    prefixes = (names.AP50_PREFIX, names.OLD_AP50_PREFIX)
+    per_class = [key for key in classes if key in metrics]
+    per_class += sorted(key for key in metrics if key.startswith(prefixes) and key not in classes)
+    rows += [{"metric": f"AP50 {classes.get(key) or key.removeprefix(prefixes[0]).removeprefix(prefixes[1])}", "value": metrics[key]}
              for key in per_class]
     return pd.DataFrame(rows)
 
@@ -172,8 +176,8 @@ def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | 
         if run is None:
             rows.append({"start": label, "run": NOT_RUN})
             continue
-        start = mlflow_runs.load_json(client, run.info.run_id, "pretrained.json") or {}
-        rows.append({"start": label, "run": run_label(run), "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, "val/map50")),
+        start = mlflow_runs.load_json(client, run.info.run_id, names.PRETRAINED_ARTIFACT) or {}
+        rows.append({"start": label, "run": run_label(run), "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, names.MAP50)),
                      "tensors from the checkpoint": f"{start.get('transferred_tensors', '?')} of {start.get('model_tensors', '?')}",
                      **yolo_table(run, run_class_names(client, run)).set_index("metric")["value"].to_dict()})
     return pd.DataFrame(rows)
@@ -182,14 +186,14 @@ def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | 
 def face_accuracy_table(run: Run) -> pd.DataFrame:
     """The last epoch's train and validation accuracy and loss."""
     metrics = run.data.metrics
-    return pd.DataFrame([{"epochs": int(metrics.get("epoch", -1)) + 1, "train accuracy": metrics.get("train/acc"),
-                          "validation accuracy": metrics.get("val/acc"), "train loss": metrics.get("train/loss"),
-                          "validation loss": metrics.get("val/loss")}])
+    return pd.DataFrame([{"epochs": int(metrics.get(names.EPOCH, -1)) + 1, "train accuracy": metrics.get(names.TRAIN_ACC),
+                          "validation accuracy": metrics.get(names.VAL_ACC), "train loss": metrics.get(names.TRAIN_LOSS),
+                          "validation loss": metrics.get(names.VAL_LOSS)}])
 
 
 def face_class_table(client: mlflow.MlflowClient, run: Run) -> pd.DataFrame:
     """Per identity: validation precision, recall and image count (the run's per_class.json)."""
-    per_class = mlflow_runs.load_json(client, run.info.run_id, "per_class.json") or {}
+    per_class = mlflow_runs.load_json(client, run.info.run_id, names.PER_CLASS_ARTIFACT) or {}
     return pd.DataFrame([{"identity": name, **values} for name, values in per_class.items()])
 
 
@@ -269,7 +273,7 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
             report.add(f"{NOT_RUN}: `{commands[name]}`")
             continue
         report.add(f"Run {run_label(run)}.")
-        shown = report.newest_artifact_image(run, "samples", f"{name}_samples.png", f"{name}: samples of the last epoch")
+        shown = report.newest_artifact_image(run, names.SAMPLES_FOLDER, f"{name}_samples.png", f"{name}: samples of the last epoch")
         if shown:
             report.add(f"Final sample grid ({Path(shown).stem.replace('_', ' ')}): the 32 fixed noise vectors.")
         history = mlflow_runs.gan_history(report.client, run.info.run_id)
@@ -281,7 +285,7 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
     if histories:
         report.figure(figures.gan_loss_comparison(histories), "dcgan_loss_comparison.png", "D and G losses of the experiments side by side")
     fid_series = {name: curve for name, run in runs.items() if run is not None
-                  for curve in epoch_series(report.client, run, {name: "quality/fid"}).values()}
+                  for curve in epoch_series(report.client, run, {name: names.FID}).values()}
     if fid_series:
         report.figure(figures.metric_curves(fid_series, "FID per epoch (random-feature network)", "epoch", "FID (lower is better)"),
                       "dcgan_fid.png", "FID per epoch of each experiment")
@@ -334,14 +338,14 @@ def yolo_compare_section(report: ReportWriter, experiment: str, compare: Mapping
     if missing:
         report.add(f"{NOT_RUN}: " + "; ".join(missing))
     series = {f"{label} {name}": curve for label, run in runs.items() if run is not None
-              for name, curve in epoch_series(report.client, run, {"mAP50": "val/map50", "mAP50-95": "val/map50_95"}).items()}
+              for name, curve in epoch_series(report.client, run, dict(YOLO_MAP_LABELS[:2])).items()}
     if series:
         report.figure(figures.metric_curves(series, "Real face-mask val mAP per epoch, by start", "epoch", "mAP (fraction)"),
                       "yolo_real_pretrained_vs_scratch.png", "val mAP per epoch, COCO-pretrained vs from scratch")
 
 
 def yolo_run_section(report: ReportWriter, run: Run, experiment: str) -> None:
-    report.add(f"Newest run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'profile.imgsz', param(run, 'data.imgsz', '?'))} px.")
+    report.add(f"Newest run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'model.imgsz', '?')} px.")
     curves = yolo_curves(report.client, run)
     if curves["map"]:
         report.figure(figures.metric_curves(curves["map"], f"Validation detection metrics ({experiment})", "epoch", "value (fraction, IoU 0.5 / 0.5–0.95)"),
@@ -349,7 +353,7 @@ def yolo_run_section(report: ReportWriter, run: Run, experiment: str) -> None:
     if curves["loss"]:
         report.figure(figures.metric_curves(curves["loss"], f"Loss terms per epoch ({experiment})", "epoch", "loss (ultralytics' units, per image)"),
                       "yolo_losses.png", "training and validation losses per epoch")
-    shown = report.newest_artifact_image(run, "predictions", "yolo_predictions.png", "validation predictions")
+    shown = report.newest_artifact_image(run, names.PREDICTIONS_FOLDER, "yolo_predictions.png", "validation predictions")
     if shown:
         report.add(f"Predictions on validation images ({Path(shown).stem.replace('_', ' ')}).")
     report.add(markdown(yolo_table(run, run_class_names(report.client, run))))
@@ -361,14 +365,14 @@ def faces_section(report: ReportWriter, run: Run | None, experiment: str, comman
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
         return
     report.add(f"Run {run_label(run)}, backbone `{param(run, 'model.backbone', '?')}`, input {param(run, 'model.image_size', '?')} px.")
-    accuracy = epoch_series(report.client, run, {"train accuracy": "train/acc", "validation accuracy": "val/acc"})
+    accuracy = epoch_series(report.client, run, {"train accuracy": names.TRAIN_ACC, "validation accuracy": names.VAL_ACC})
     if accuracy:
         report.figure(figures.metric_curves(accuracy, f"Accuracy per epoch ({experiment})", "epoch", "accuracy (fraction of faces)"),
                       "faces_accuracy.png", "accuracy per epoch")
     report.add(markdown(face_accuracy_table(run)),
                f"Data: `{param(run, 'data.root', '?')}`. The paper (3 people, ~100 webcam crops each, VGG16 with "
                "ImageNet weights, 3 epochs) reported 98.39 % train and 50.97 % validation accuracy.")
-    report.artifact_image(run, "figures/confusion_matrix.png", "faces_confusion_matrix.png", "validation confusion matrix")
+    report.artifact_image(run, names.CONFUSION_MATRIX_ARTIFACT, "faces_confusion_matrix.png", "validation confusion matrix")
     report.add("Per identity, on the validation faces:", markdown(face_class_table(report.client, run)))
 
 

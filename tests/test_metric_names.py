@@ -94,14 +94,47 @@ def test_detector_comparison_logs_each_class_recall_under_its_own_name(tmp_path,
 def test_a_failing_tracking_store_is_a_warning_not_a_lost_result(tmp_path, store, monkeypatch, caplog):
     import mlflow
 
-    from experiments import log_tool_run
+    from core.tracking import log_tool_run
 
     def refuse(*args, **kwargs):
         raise mlflow.exceptions.MlflowException("store refused the metric")
 
     monkeypatch.setattr(mlflow, "log_metrics", refuse)
     cfg = compose("eval_facemask", {**store, "voc": "x"})
-    assert log_tool_run(cfg, "run", lambda: mlflow.log_metrics({"a": 1.0})) is False
+    assert log_tool_run(cfg, "run", params={"p": 1}, metrics={"a": 1.0}) is None
     assert "MLflow logging failed" in caplog.text and "store refused the metric" in caplog.text
     client, runs = mlflow_runs(tmp_path, "eval_facemask")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_tool_run_logs_params_metrics_dicts_files_and_the_resolved_config(tmp_path, store):
+    from core.tracking import log_tool_run
+
+    (tmp_path / "result.csv").write_text("a,b\n1,2\n")
+    cfg = compose("eval_facemask", {**store, "voc": "x"})
+    run_id = log_tool_run(cfg, "run", params={"p": 1}, metrics={"a": 1.5}, dicts={"d.json": {"k": "戴口罩"}},
+                          files=[tmp_path / "result.csv"])
+    client, runs = mlflow_runs(tmp_path, "eval_facemask")
+    assert [(r.info.run_id, r.info.run_name, r.info.status) for r in runs] == [(run_id, "run", "FINISHED")]
+    assert runs[0].data.params == {"p": "1"} and runs[0].data.metrics == {"a": 1.5}
+    assert {a.path for a in client.list_artifacts(run_id)} == {"config", "d.json", "result.csv"}
+    assert json.loads(Path(client.download_artifacts(run_id, "d.json", str(tmp_path / "dl"))).read_text()) == {"k": "戴口罩"}
+
+
+def test_a_tool_whose_store_fails_still_writes_and_prints_its_result(tmp_path, store, monkeypatch, caplog, capsys):
+    """The same funnel in another tool: convert_voc's conversion and summary line survive a refusing store."""
+    import mlflow
+
+    from experiments.convert_voc import convert
+
+    def refuse(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("store is locked")
+
+    monkeypatch.setattr(mlflow, "log_params", refuse)
+    voc, out = _voc(tmp_path / "voc", ["with_mask", "without_mask"], images=5), tmp_path / "yolo"
+    report = convert(compose("convert_voc", {**store, "src": str(voc), "out": str(out)}))
+    assert report.images["train"] + report.images["val"] == 5 and (out / "data.yaml").is_file()
+    assert f"{voc} -> {out}" in capsys.readouterr().out
+    assert "MLflow logging failed" in caplog.text and "store is locked" in caplog.text
+    client, runs = mlflow_runs(tmp_path, "convert_voc")
     assert [r.info.status for r in runs] == ["FAILED"]
