@@ -47,9 +47,7 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
     report_dir.mkdir(parents=True, exist_ok=True)
     title = f"Face detectors on {name} ({len(images)} images, {int(table['faces'].iloc[0])} faces)"
     notes = _data_notes(labelled)
-    sections = [f"## {title}
-", *([notes + "
-"] if notes else []), _markdown(table, thresholds, counts)]
+    sections = [f"## {title}\n", *([notes + "\n"] if notes else []), _markdown(table, thresholds, counts)]
     figure_files = {f"{stem}.png": figures.face_detector_comparison(table.to_dict("records"), thresholds, classes, title)}
     if cfg.rotations.enabled:
         rotation = _rotation_recall(cfg, detectors)
