@@ -106,7 +106,8 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["generate", "detector"])  # the checkpoint keeps the crop for recognition
+        # the checkpoint keeps the crop for recognition; the entry logs the whole resolved config as params
+        self.save_hyperparameters(ignore=["generate", "detector"], logger=False)
         self.root = Path(root)
         self.batch_size = batch_size
         self.crop = FaceCrop(image_size, margin, capture_size)

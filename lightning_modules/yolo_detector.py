@@ -155,7 +155,7 @@ class YoloDetector(pl.LightningModule):
         figure_conf: float = 0.25,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the entry logs the whole resolved config as params
         if optimizer not in OPTIMIZERS:
             raise UserError(f"model.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         self.automatic_optimization = False  # ultralytics' accumulation schedule changes during warm-up
