@@ -7,4 +7,4 @@ from core import offline as _offline
 
 _offline.configure()
 
-from core import config as _config  # noqa: E402,F401  (registers the resolver)
+from core import config as _config  # noqa: F401  (registers the resolver)

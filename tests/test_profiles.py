@@ -49,7 +49,7 @@ def _min(asked, limit):
         return asked
     if asked is None:
         return limit
-    return asked if asked <= limit else limit
+    return min(asked, limit)
 
 
 def _at_most(value, asked) -> bool:
