@@ -8,6 +8,7 @@ logged as a warning; a video file simply ends.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ def parse_source(source: int | str | Path | None, key: str = "source") -> int | 
         raise UserError(f"{key}={text}: video file not found — give a video file, a camera index (0) or a stream "
                         "URL (rtsp://…, http(s)://…)")
     return text
+
+
+def redact(url: str) -> str:
+    """A stream URL fit for logs and run records: a password in it (`rtsp://user:secret@host/…`) becomes `***`."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
 
 
 def open_quietly(source: int | str) -> cv2.VideoCapture:
@@ -99,15 +105,20 @@ class VideoSource:
                                 "a video file or a stream URL")
             if self.kind == "file":
                 raise UserError(f"{key}={source}: OpenCV cannot read this video — convert it to .mp4 (H.264) or .avi")
-            log.warning("stream %s does not answer", source)
+            log.warning("stream %s does not answer", self.label)
         self.fps = self._fps()
+
+    @property
+    def label(self) -> str:
+        """The source for logs and run records: the file's path, the camera index, the URL without its password."""
+        return redact(str(self.source)) if self.kind == "stream" else str(self.source)
 
     @property
     def name(self) -> str:
         """A short name for runs and files: the file's name, `camera<N>` or the URL."""
         if self.kind == "file":
             return Path(self.source).name
-        return f"camera{self.source}" if self.kind == "camera" else str(self.source)
+        return f"camera{self.source}" if self.kind == "camera" else self.label
 
     def _fps(self) -> float:
         fps = self._capture.get(cv2.CAP_PROP_FPS) if self._capture is not None else 0.0
@@ -120,19 +131,19 @@ class VideoSource:
             self._capture = None
         for attempt in range(1, self.reconnect_attempts + 1):
             wait = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-            log.warning("%s %s: no frames — reopening in %.1f s (attempt %d/%d)", self.kind, self.source, wait, attempt,
+            log.warning("%s %s: no frames — reopening in %.1f s (attempt %d/%d)", self.kind, self.label, wait, attempt,
                         self.reconnect_attempts)
             self._sleep(wait)
             self.reconnects += 1
             capture = self._open(self.source)
             ok, bgr = capture.read() if capture.isOpened() else (False, None)
             if ok:
-                log.warning("%s %s: reopened", self.kind, self.source)
+                log.warning("%s %s: reopened", self.kind, self.label)
                 self._capture, self._pending = capture, bgr
                 self.fps = self._fps()
                 return True
             capture.release()
-        log.warning("%s %s: gave up after %d attempts to reopen it", self.kind, self.source, self.reconnect_attempts)
+        log.warning("%s %s: gave up after %d attempts to reopen it", self.kind, self.label, self.reconnect_attempts)
         self.gave_up = True
         return False
 

@@ -63,12 +63,12 @@ def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | No
     with EventSink(out_dir / EVENTS_NAME, webhook=webhook) as sink:
         summary = monitor(video.frames(cfg.max_frames), detector, alerts, sink, out_dir, fps=video.fps, tracker=tracker,
                           save_video=cfg.save_video, progress_every=cfg.progress_every)
-    summary.update(source=str(source), kind=video.kind, checkpoint=str(ckpt) if ckpt else None,
+    summary.update(source=video.label, kind=video.kind, checkpoint=str(ckpt) if ckpt else None,
                    reconnects=video.reconnects, stream_gave_up=video.gave_up)
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
 
     def write() -> None:
-        mlflow.log_params({"source": str(source), "kind": video.kind, "checkpoint": str(ckpt), "alert_after_s": cfg.alert_after_s,
+        mlflow.log_params({"source": video.label, "kind": video.kind, "checkpoint": str(ckpt), "alert_after_s": cfg.alert_after_s,
                            "smooth_frames": cfg.smooth_frames, "alert_classes": ",".join(cfg.alert_classes),
                            "conf": cfg.conf, "iou": cfg.iou, "webhook": bool(cfg.webhook.url)})
         mlflow.log_metrics({key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")})

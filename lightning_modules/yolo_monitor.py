@@ -137,8 +137,8 @@ def _draw(rgb: np.ndarray, people, alerts: MaskAlerts) -> np.ndarray:
     annotator = Annotator(np.ascontiguousarray(rgb[..., ::-1]), line_width=max(1, round(max(rgb.shape[:2]) / 400)))
     for track_id, box, _conf, _cls in people:
         record = alerts.tracks[track_id]
-        colour = (0, 0, 255) if record.alert is not None else (0, 165, 255) if record.ever_unmasked and \
-            record.state in alerts.alert_ids else (0, 160, 0)  # BGR: red alerted, orange unmasked, green masked
+        colour = (0, 0, 255) if record.alert is not None else (0, 165, 255) if record.state in alerts.alert_ids \
+            else (0, 160, 0)  # BGR: red alerted, orange unmasked, green masked
         annotator.box_label(tuple(float(v) for v in box), f"id {track_id} {alerts.state_name(track_id)}", color=colour)
     return annotator.result()
 

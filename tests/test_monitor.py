@@ -17,7 +17,7 @@ import pytest
 from core.errors import UserError
 from core.mask_alerts import EventSink, MaskAlerts, Webhook
 from core.overrides import quote
-from core.video_sources import VideoSource, parse_source
+from core.video_sources import VideoSource, parse_source, redact
 from tests.conftest import REPO, compose, mlflow_runs
 
 NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
@@ -209,6 +209,11 @@ def test_sources_parse_to_camera_index_url_or_file(tmp_path):
         parse_source(str(tmp_path / "missing.mp4"))
     with pytest.raises(UserError, match="^source: give a video file"):
         parse_source(None)
+    # a stream's password stays out of logs, summaries and MLflow
+    assert redact("rtsp://admin:s3:cr@t@10.0.0.5:554/live?a=b") == "rtsp://admin:***@10.0.0.5:554/live?a=b"
+    assert redact("http://127.0.0.1:8080/video.mjpg") == "http://127.0.0.1:8080/video.mjpg"
+    assert redact("rtsp://user@cam/live") == "rtsp://user@cam/live"
+    assert redact("http://cam:8080/a:b@c") == "http://cam:8080/a:b@c"
 
 
 def test_absent_camera_is_a_one_line_error_through_make():
