@@ -284,3 +284,49 @@ def test_scipy_stand_in_for_lapjv_leaves_pairs_above_the_limit_unmatched():
     assert (x.tolist(), y.tolist()) == ([0, -1], [0, -1])  # the swap would need a pair at 0.5 + 0.5 > 0.3 + 0.55
     _, x, y = lapjv(np.array([[0.9], [0.95]]), extend_cost=True, cost_limit=0.8)
     assert (x.tolist(), y.tolist()) == ([-1, -1], [-1])
+
+
+class MjpegStream(BaseHTTPRequestHandler):
+    """An MJPEG camera over HTTP (multipart/x-mixed-replace, as IP cameras serve it) that sends 5 frames per
+    connection and then hangs up; from the third connection on it answers 503 (the camera went away)."""
+
+    connections = 0
+
+    def do_GET(self):  # noqa: N802
+        MjpegStream.connections += 1
+        if MjpegStream.connections > 2:
+            self.send_error(503)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        for i in range(5):
+            jpg = cv2.imencode(".jpg", np.full((SIZE[1], SIZE[0], 3), 40 * i, np.uint8))[1].tobytes()
+            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpg), jpg))
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_mjpeg_stream_that_drops_is_reopened_then_given_up_with_the_summary(tmp_path, shared_store, capsys, caplog):
+    from http.server import ThreadingHTTPServer
+
+    from experiments.monitor_facemask import run
+
+    MjpegStream.connections = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MjpegStream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/video.mjpg"
+    try:
+        cfg = _cfg(tmp_path, url, shared_store, **{"stream.reconnect_attempts": 2, "stream.backoff_s": 0.1})
+        summary = run(cfg, detector=GroundTruth([np.zeros((0, 6), np.float32)] * 20), names=NAMES)
+    finally:
+        server.shutdown()
+    messages = [r.getMessage() for r in caplog.records if r.name == "core.video_sources"]
+    assert messages == [f"stream {url}: no frames — reopening in 0.1 s (attempt 1/2)", f"stream {url}: reopened",
+                        f"stream {url}: no frames — reopening in 0.1 s (attempt 1/2)",
+                        f"stream {url}: no frames — reopening in 0.2 s (attempt 2/2)",
+                        f"stream {url}: gave up after 2 attempts to reopen it"]
+    assert _last_json(capsys.readouterr().out) == {"frames": 10, "people": 0, "unmasked_people": 0, "alerts": 0}
+    assert (summary["kind"], summary["reconnects"], summary["stream_gave_up"], MjpegStream.connections) == ("stream", 3, True, 4)
+    assert cv2.VideoCapture(str(tmp_path / "out" / "annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 10
