@@ -67,11 +67,10 @@ def lapjv(cost: np.ndarray, extend_cost: bool = True, cost_limit: float = np.inf
 
     cost = np.asarray(cost, dtype=np.float64)
     rows, cols = cost.shape
-    extended = np.full((rows + cols, rows + cols), cost_limit / 2 if np.isfinite(cost_limit) else 0.0)
+    dummy = cost_limit / 2 if np.isfinite(cost_limit) else cost.max(initial=0.0) + 1  # as lap's _lapjv.pyx does
+    extended = np.full((rows + cols, rows + cols), dummy)
     extended[rows:, cols:] = 0.0
     extended[:rows, :cols] = cost
-    if not np.isfinite(cost_limit):
-        extended[:rows, cols:] = extended[rows:, :cols] = 1e9  # every row and column assigned where possible
     r, c = linear_sum_assignment(extended)
     x, y = np.full(rows, -1, dtype=int), np.full(cols, -1, dtype=int)
     for i, j in zip(r, c):
