@@ -216,9 +216,10 @@ def test_sources_parse_to_camera_index_url_or_file(tmp_path):
     assert redact("http://cam:8080/a:b@c") == "http://cam:8080/a:b@c"
 
 
-def test_absent_camera_is_a_one_line_error_through_make():
+def test_absent_camera_is_a_one_line_error_through_make(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"SRC", "CKPT", "ARGS"}}
-    done = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "monitor-facemask", "SRC=97"],
+    done = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "monitor-facemask", "SRC=97",
+                           f"ARGS=paths.log_dir={quote(str(tmp_path))}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
