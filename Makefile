@@ -103,7 +103,7 @@ bench-face-detectors: $(STAMP) ## images/s: detect-faces serial vs 2 processes; 
 	$(PY) -m benchmarks.face_detectors $(ARGS)
 
 # ---- Face-mask detection (YOLO) -------------------------------------------------------------------------
-.PHONY: yolo-facemask convert-facemask predict-facemask eval-facemask bench-yolo
+.PHONY: yolo-facemask convert-facemask predict-facemask monitor-facemask eval-facemask bench-yolo
 
 yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facemask_real trainer=cpu_real" for the real subset)
 	$(TRAIN) experiment=yolo_facemask $(ARGS)
@@ -113,6 +113,9 @@ convert-facemask: $(STAMP) ## PASCAL VOC folder SRC=<folder with images/ annotat
 
 predict-facemask: $(STAMP) ## boxes + unmasked-face count per frame for SRC=<images folder or video> (default: built-in images) [CKPT=...]
 	$(PY) -m experiments.predict_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+
+monitor-facemask: $(STAMP) ## track people in SRC=<video, camera index or rtsp/http(s) URL>, one alert per unmasked person [CKPT=...]; last line JSON
+	$(PY) -m experiments.monitor_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: newest) on VOC=<folder>; last line JSON
 	$(PY) -m experiments.eval_facemask $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)

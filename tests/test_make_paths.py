@@ -39,6 +39,7 @@ TARGETS = {
     "compare-face-detectors": {"VOC": "voc"},
     "convert-facemask": {"SRC": "src", "OUT": "out"},
     "predict-facemask": {"SRC": "source", "CKPT": "ckpt"},
+    "monitor-facemask": {"SRC": "source", "CKPT": "ckpt"},
     "eval-facemask": {"VOC": "voc", "CKPT": "ckpt"},
 }
 

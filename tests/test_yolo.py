@@ -285,6 +285,32 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
     assert cv2.VideoCapture(str(tmp_path / "out_video" / "clip_mp4_annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
 
 
+def test_monitor_entry_tracks_with_the_trained_checkpoint(trained, tmp_path, capsys):
+    """monitor-facemask end to end on the tiny trained model (its counts depend on the model: they must agree with
+    its own files); tests/test_monitor.py checks the exact counts with a stand-in detector."""
+    from experiments.monitor_facemask import run
+
+    sources = sorted((trained["voc"] / "images").glob("*.png"))[:2]
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (400, 300))
+    for path in sources:
+        for _ in range(3):
+            writer.write(cv2.resize(cv2.imread(str(path))[..., :3], (400, 300)))
+    writer.release()
+    out = tmp_path / "out"
+    cfg = compose("monitor_facemask", {**trained["store"], "source": quote(str(video)), "ckpt": quote(str(trained["checkpoint"])),
+                                       "out_dir": str(out), "conf": 0.001, "alert_after_s": 0, "device": "cpu"})
+    with no_network() as attempts:
+        summary = run(cfg)
+    assert attempts == []
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {key: summary[key] for key in ("frames", "people", "unmasked_people", "alerts")} and printed["frames"] == 6
+    assert summary["checkpoint"] == str(trained["checkpoint"])
+    assert len((out / "tracks.csv").read_text().splitlines()) - 1 == summary["people"]
+    assert len((out / "events.jsonl").read_text().splitlines()) == summary["alerts"] == summary["unmasked_people"]
+    assert cv2.VideoCapture(str(out / "annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 6
+
+
 def test_missing_pretrained_file_says_where_to_put_it(tmp_path):
     from lightning_modules.yolo_detector import YoloDetector
 

@@ -1,0 +1,178 @@
+"""Live video input for monitors: a video file, a camera index or a network stream, read frame by frame.
+
+`parse_source` tells them apart (`0` or `"0"` → camera 0, `rtsp://…`/`http(s)://…` → stream, anything else → file);
+`VideoSource.frames()` yields `Frame`s. A camera that is absent is a UserError; a camera or stream that cannot be
+opened or stops delivering frames is reopened with exponential back-off, a bounded number of times, each attempt
+logged as a warning; a video file simply ends.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+def parse_source(source: int | str | Path | None, key: str = "source") -> int | str:
+    """A camera index as an int (`0`, `"0"`, `" 1 "`), a stream URL as it is, or a video file path as a str.
+
+    A digit string is a camera index unless a file of that name exists. UserError (message starting with
+    `key=`) for a missing value or a file that does not exist."""
+    if source is None or (isinstance(source, str) and not source.strip()):
+        raise UserError(f"{key}: give a video file, a camera index (0) or a stream URL (rtsp://…, http(s)://…)")
+    if isinstance(source, bool):
+        raise UserError(f"{key}={source}: not a video file, camera index or stream URL")
+    if isinstance(source, int):
+        return source
+    text = str(source).strip()
+    if text.isdigit() and not Path(text).exists():
+        return int(text)
+    if text.lower().startswith(STREAM_SCHEMES):
+        return text
+    if not Path(text).is_file():
+        raise UserError(f"{key}={text}: video file not found — give a video file, a camera index (0) or a stream "
+                        "URL (rtsp://…, http(s)://…)")
+    return text
+
+
+def redact(url: str) -> str:
+    """A stream URL fit for logs and run records: a password in it (`rtsp://user:secret@host/…`) becomes `***`."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
+
+
+def open_quietly(source: int | str) -> cv2.VideoCapture:
+    """cv2.VideoCapture(source) with OpenCV's own logging silenced while it probes its backends (an absent camera
+    otherwise prints a screen of backend warnings before our one-line error)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(source)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def source_kind(source: int | str) -> str:
+    """'camera', 'stream' or 'file' for a value returned by `parse_source`."""
+    if isinstance(source, int):
+        return "camera"
+    return "stream" if source.lower().startswith(STREAM_SCHEMES) else "file"
+
+
+@dataclass
+class Frame:
+    """One frame: `index` counts frames read from 0; `time_s` is seconds since the start — the video's own time
+    (index / fps) for a file, wall-clock time for a camera or a stream; `rgb` is (H, W, 3) uint8."""
+
+    index: int
+    time_s: float
+    rgb: np.ndarray
+
+
+class VideoSource:
+    """Frames from a file, a camera or a stream (see the module doc).
+
+    `reconnect_attempts`: how many times in a row a live source is reopened before giving up (then `frames()`
+    ends and `gave_up` is True); the waits are `backoff_s`, 2×, 4×… capped at `backoff_max_s` seconds.
+    `open_capture`, `sleep` and `clock` are injectable for tests. Raises UserError (from the constructor) for an
+    absent camera or a video file OpenCV cannot read."""
+
+    def __init__(self, source: int | str, reconnect_attempts: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 16.0,
+                 key: str = "source", open_capture: Callable[[int | str], cv2.VideoCapture] = open_quietly,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        self.source, self.kind, self.key = source, source_kind(source), key
+        self.reconnect_attempts, self.backoff_s, self.backoff_max_s = int(reconnect_attempts), float(backoff_s), float(backoff_max_s)
+        self._open, self._sleep, self._clock = open_capture, sleep, clock
+        self.reconnects = 0  # reopen attempts made in all
+        self.gave_up = False
+        self._pending: np.ndarray | None = None  # a frame read while reopening, yielded next
+        self._capture: cv2.VideoCapture | None = self._open(source)
+        if not self._capture.isOpened():
+            self._capture.release()
+            self._capture = None
+            if self.kind == "camera":
+                raise UserError(f"{key}={source}: no camera at index {source} on this machine — give another index, "
+                                "a video file or a stream URL")
+            if self.kind == "file":
+                raise UserError(f"{key}={source}: OpenCV cannot read this video — convert it to .mp4 (H.264) or .avi")
+            log.warning("stream %s does not answer", self.label)
+        self.fps = self._fps()
+
+    @property
+    def label(self) -> str:
+        """The source for logs and run records: the file's path, the camera index, the URL without its password."""
+        return redact(str(self.source)) if self.kind == "stream" else str(self.source)
+
+    @property
+    def name(self) -> str:
+        """A short name for runs and files: the file's name, `camera<N>` or the URL."""
+        if self.kind == "file":
+            return Path(self.source).name
+        return f"camera{self.source}" if self.kind == "camera" else self.label
+
+    def _fps(self) -> float:
+        fps = self._capture.get(cv2.CAP_PROP_FPS) if self._capture is not None else 0.0
+        return float(fps) if fps and 0 < fps < 1000 else 25.0
+
+    def _reopen(self) -> bool:
+        """Reopen a live source with back-off; False once `reconnect_attempts` attempts in a row failed."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+        for attempt in range(1, self.reconnect_attempts + 1):
+            wait = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+            log.warning("%s %s: no frames — reopening in %.1f s (attempt %d/%d)", self.kind, self.label, wait, attempt,
+                        self.reconnect_attempts)
+            self._sleep(wait)
+            self.reconnects += 1
+            capture = self._open(self.source)
+            ok, bgr = capture.read() if capture.isOpened() else (False, None)
+            if ok:
+                log.warning("%s %s: reopened", self.kind, self.label)
+                self._capture, self._pending = capture, bgr
+                self.fps = self._fps()
+                return True
+            capture.release()
+        log.warning("%s %s: gave up after %d attempts to reopen it", self.kind, self.label, self.reconnect_attempts)
+        self.gave_up = True
+        return False
+
+    def frames(self, max_frames: int | None = None) -> Iterator[Frame]:
+        """Frames until the file ends, a live source cannot be reopened, or `max_frames` were read."""
+        self._pending = None
+        index, start = 0, None
+        try:
+            while max_frames is None or index < max_frames:
+                if self._pending is not None:
+                    ok, bgr, self._pending = True, self._pending, None
+                elif self._capture is not None:
+                    ok, bgr = self._capture.read()
+                else:
+                    ok, bgr = False, None
+                if not ok:
+                    if self.kind == "file" or not self._reopen():
+                        return
+                    continue
+                now = self._clock()
+                start = now if start is None else start
+                time_s = index / self.fps if self.kind == "file" else now - start
+                yield Frame(index, time_s, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                index += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the capture (idempotent)."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None

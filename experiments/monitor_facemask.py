@@ -1,0 +1,93 @@
+"""Monitor a video file, a camera or a stream for people without a face mask:
+`python -m experiments.monitor_facemask source=<video | camera index | rtsp:// or http(s):// URL> [ckpt=...]`.
+
+Each person is tracked (ultralytics' ByteTrack) and raises one alert after `alert_after_s` seconds unmasked: a JSON
+line on stdout and in `events.jsonl`, POSTed to `webhook.url` when set. Writes `annotated.mp4`, `tracks.csv` and
+`summary.json` in `out_dir`, logs them to MLflow (experiment `monitor_facemask`), and prints the summary
+`{"frames", "people", "unmasked_people", "alerts"}` as the last stdout line — also after a stream that could not
+be reopened or Ctrl-C. An absent camera is a one-line error (exit 2).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from core.checkpoints import find_checkpoint
+from core.mask_alerts import EventSink, MaskAlerts, Webhook
+from core.video_sources import VideoSource, parse_source
+from experiments import log, log_tool_run, user_errors
+from lightning_modules.yolo_monitor import (
+    EVENTS_NAME,
+    SUMMARY_NAME,
+    TRACKS_NAME,
+    VIDEO_NAME,
+    Detector,
+    make_tracker,
+    monitor,
+)
+
+PRINTED = ("frames", "people", "unmasked_people", "alerts")
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | None = None) -> dict:
+    """Monitor `cfg.source`; return the summary. `detector` and `names` replace the checkpoint's model (tests)."""
+    source = parse_source(cfg.source)
+    video = VideoSource(source, **cfg.stream)
+    ckpt = None
+    if detector is None:
+        from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
+        from lightning_modules.yolo_monitor import yolo_detector
+
+        ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
+        log.info("checkpoint %s", ckpt)
+        module = load_detector(ckpt, device=_device(cfg.device))
+        names = list(module.names)
+        detector = yolo_detector(module, int(cfg.imgsz or module.hparams.imgsz), cfg.conf, cfg.iou)
+    alerts = MaskAlerts(names, list(cfg.alert_classes), cfg.alert_after_s, cfg.smooth_frames, source=video.name)
+    tracker = make_tracker(OmegaConf.to_container(cfg.tracker, resolve=True))
+    out_dir = Path(cfg.out_dir)
+    webhook = Webhook(cfg.webhook.url, cfg.webhook.attempts, cfg.webhook.timeout_s, cfg.webhook.backoff_s) if cfg.webhook.url else None
+    log.info("monitoring %s (%s) -> %s", video.name, video.kind, out_dir)
+    with EventSink(out_dir / EVENTS_NAME, webhook=webhook) as sink:
+        summary = monitor(video.frames(cfg.max_frames), detector, alerts, sink, out_dir, fps=video.fps, tracker=tracker,
+                          save_video=cfg.save_video, progress_every=cfg.progress_every)
+    summary.update(source=video.label, kind=video.kind, checkpoint=str(ckpt) if ckpt else None,
+                   reconnects=video.reconnects, stream_gave_up=video.gave_up)
+    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
+
+    def write() -> None:
+        mlflow.log_params({"source": video.label, "kind": video.kind, "checkpoint": str(ckpt), "alert_after_s": cfg.alert_after_s,
+                           "smooth_frames": cfg.smooth_frames, "alert_classes": ",".join(cfg.alert_classes),
+                           "conf": cfg.conf, "iou": cfg.iou, "webhook": bool(cfg.webhook.url)})
+        mlflow.log_metrics({key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")})
+        for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME) + ((VIDEO_NAME,) if cfg.log_video else ()):
+            if (out_dir / name).is_file():
+                mlflow.log_artifact(str(out_dir / name))
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+
+    log_tool_run(cfg, video.name, write)
+    log.info("%s: %s -> %s", video.name, summary, out_dir)
+    print(json.dumps({key: summary[key] for key in PRINTED}), flush=True)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="monitor_facemask")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

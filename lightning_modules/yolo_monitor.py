@@ -1,0 +1,186 @@
+"""Face-mask monitoring of a video source: the trained detector on each frame, ultralytics' ByteTrack for persistent
+person ids, `core.mask_alerts` for the smoothed mask state and the one-alert-per-person rule.
+
+`monitor()` takes the detector as a plain callable (RGB frame → (N, 6) array `x0, y0, x1, y1, conf, class`), so a
+test or another model can stand in for `yolo_detector()`'s trained YOLO. It writes, in `out_dir`:
+`annotated.mp4` (boxes with track ids and smoothed states, red once a person raised an alert), `tracks.csv`
+(one row per person), `events.jsonl` (the alerts, also printed) and `summary.json`. Ctrl-C ends the loop cleanly:
+what was seen so far is written.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.mask_alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
+from core.video_sources import Frame
+
+log = logging.getLogger(__name__)
+
+Detector = Callable[[np.ndarray], np.ndarray]  # RGB (H, W, 3) uint8 → (N, 6) float: x0, y0, x1, y1, conf, class
+VIDEO_NAME, TRACKS_NAME, EVENTS_NAME, SUMMARY_NAME = "annotated.mp4", "tracks.csv", "events.jsonl", "summary.json"
+
+
+class DetectionBoxes:
+    """The Boxes-like view of (N, 6) detections that ultralytics' trackers read: `xyxy`, `xywh` (centre x, centre
+    y, width, height), `conf`, `cls` as NumPy arrays, `len()` and boolean/integer indexing."""
+
+    def __init__(self, detections: np.ndarray):
+        self.data = np.asarray(detections, dtype=np.float32).reshape(-1, 6)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index) -> DetectionBoxes:
+        return DetectionBoxes(self.data[index])
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        return self.data[:, :4]
+
+    @property
+    def xywh(self) -> np.ndarray:
+        x0, y0, x1, y1 = self.data[:, :4].T
+        return np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=1)
+
+    @property
+    def conf(self) -> np.ndarray:
+        return self.data[:, 4]
+
+    @property
+    def cls(self) -> np.ndarray:
+        return self.data[:, 5]
+
+
+def lapjv(cost: np.ndarray, extend_cost: bool = True, cost_limit: float = np.inf, return_cost: bool = True):
+    """`lap.lapjv` as ultralytics' trackers call it, on SciPy: the assignment of minimum total cost where leaving a
+    row or a column unassigned costs `cost_limit / 2` (lap's own extension of the matrix), so no pair costing more
+    than `cost_limit` is matched. Returns (total cost, x, y): x[row] = its column or -1, y[column] = its row or -1."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.asarray(cost, dtype=np.float64)
+    rows, cols = cost.shape
+    dummy = cost_limit / 2 if np.isfinite(cost_limit) else cost.max(initial=0.0) + 1  # as lap's _lapjv.pyx does
+    extended = np.full((rows + cols, rows + cols), dummy)
+    extended[rows:, cols:] = 0.0
+    extended[:rows, :cols] = cost
+    r, c = linear_sum_assignment(extended)
+    x, y = np.full(rows, -1, dtype=int), np.full(cols, -1, dtype=int)
+    for i, j in zip(r, c):
+        if i < rows and j < cols:
+            x[i], y[j] = j, i
+    total = float(sum(cost[i, x[i]] for i in range(rows) if x[i] >= 0))
+    return (total, x, y) if return_cost else (x, y)
+
+
+def _ensure_lap() -> None:
+    """ultralytics' trackers import `lap` (a dependency in pyproject.toml); where an older environment lacks it,
+    stand in `lapjv` above for it instead of letting ultralytics try to pip-install it at run time."""
+    import importlib.util
+    import sys
+    import types
+
+    if "lap" in sys.modules or importlib.util.find_spec("lap") is not None:
+        return
+    log.warning("the `lap` package is not installed (`make setup` installs it): ByteTrack's assignment runs on SciPy")
+    sys.modules["lap"] = types.SimpleNamespace(__version__="scipy-stand-in", lapjv=lapjv)
+
+
+def make_tracker(overrides: Mapping | None = None):
+    """ultralytics' BYTETracker with the settings of its `cfg/trackers/bytetrack.yaml` (as `yolo track` reads them),
+    `overrides` (e.g. {"track_buffer": 60}) applied on top. A key the file does not have is a UserError."""
+    _ensure_lap()
+    from ultralytics.trackers.byte_tracker import BYTETracker
+    from ultralytics.utils import YAML, IterableSimpleNamespace
+    from ultralytics.utils.checks import check_yaml
+
+    from core.errors import UserError
+
+    settings = YAML.load(check_yaml("bytetrack.yaml"))
+    unknown = sorted(set(overrides or {}) - set(settings))
+    if unknown:
+        raise UserError(f"tracker: unknown key(s) {unknown} — ByteTrack's settings are {sorted(settings)}")
+    settings.update(dict(overrides or {}))
+    return BYTETracker(args=IterableSimpleNamespace(**settings))
+
+
+def track(tracker, detections: np.ndarray) -> list[tuple[int, np.ndarray, float, int]]:
+    """One frame through the tracker: (track id, detection box x0 y0 x1 y1, confidence, class) for each confirmed
+    track matched in this frame (the detection's own box and class, not the Kalman prediction)."""
+    detections = np.asarray(detections, dtype=np.float32).reshape(-1, 6)
+    tracks = tracker.update(DetectionBoxes(detections))
+    people = []
+    for row in np.asarray(tracks).reshape(-1, 8):
+        det = detections[int(row[7])]
+        people.append((int(row[4]), det[:4], float(det[4]), int(det[5])))
+    return people
+
+
+def yolo_detector(module, imgsz: int, conf: float, iou: float) -> Detector:
+    """The trained YoloDetector (`yolo_inference.load_detector`) as a Detector at `imgsz` with these thresholds."""
+    from lightning_modules.yolo_inference import detect
+
+    return lambda rgb: detect(module.eval_net, [rgb], imgsz, conf=conf, iou=iou)[0]
+
+
+def _draw(rgb: np.ndarray, people, alerts: MaskAlerts) -> np.ndarray:
+    from ultralytics.utils.plotting import Annotator
+
+    annotator = Annotator(np.ascontiguousarray(rgb[..., ::-1]), line_width=max(1, round(max(rgb.shape[:2]) / 400)))
+    for track_id, box, _conf, _cls in people:
+        record = alerts.tracks[track_id]
+        colour = (0, 0, 255) if record.alert is not None else (0, 165, 255) if record.state in alerts.alert_ids \
+            else (0, 160, 0)  # BGR: red alerted, orange unmasked, green masked
+        annotator.box_label(tuple(float(v) for v in box), f"id {track_id} {alerts.state_name(track_id)}", color=colour)
+    return annotator.result()
+
+
+def monitor(frames: Iterable[Frame], detector: Detector, alerts: MaskAlerts, sink: EventSink, out_dir: str | Path,
+            fps: float = 25.0, tracker=None, save_video: bool = True, progress_every: int = 0) -> dict:
+    """Detect, track and judge every frame of `frames`; return the summary (also written to summary.json):
+    {"frames", "people", "unmasked_people", "alerts", "interrupted", "seconds", "frames_per_s"}.
+
+    `tracker`: a fresh `make_tracker()` when None; `fps`: the annotated video's frame rate; `progress_every`:
+    log a line every that many frames (0: never). A KeyboardInterrupt (Ctrl-C) while reading or detecting ends
+    the loop with `interrupted: true`; the outputs are written either way."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker if tracker is not None else make_tracker()
+    writer, count, interrupted, start = None, 0, False, time.perf_counter()
+    try:
+        for frame in frames:
+            people = track(tracker, detector(frame.rgb))
+            for event in alerts.update(frame.index, frame.time_s, people):
+                sink.emit(event)
+            if save_video:
+                if writer is None:
+                    height, width = frame.rgb.shape[:2]
+                    writer = cv2.VideoWriter(str(out_dir / VIDEO_NAME), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+                writer.write(_draw(frame.rgb, people, alerts))
+            count += 1
+            if progress_every and count % progress_every == 0:
+                log.info("frame %d: %s", count, alerts.summary())
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted after %d frames: writing what was seen", count)
+    finally:
+        if writer is not None:
+            writer.release()
+        if hasattr(frames, "close"):  # a generator: release its capture now
+            frames.close()
+    seconds = time.perf_counter() - start
+    with open(out_dir / TRACKS_NAME, "w", newline="") as handle:
+        rows = csv.DictWriter(handle, fieldnames=TRACK_CSV_FIELDS)
+        rows.writeheader()
+        rows.writerows(alerts.rows())
+    summary = {"frames": count, **alerts.summary(), "interrupted": interrupted, "seconds": round(seconds, 3),
+               "frames_per_s": round(count / seconds, 2) if seconds > 0 else 0.0}
+    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
+    return summary
