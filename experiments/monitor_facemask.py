@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 
 import hydra
-import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from core.checkpoints import find_checkpoint
 from core.mask_alerts import EventSink, MaskAlerts, Webhook
 from core.video_sources import VideoSource, parse_source
-from experiments import log, log_tool_run, user_errors
+from core.tracking import log_tool_run
+from experiments import log, user_errors
 from lightning_modules.yolo_monitor import (
     EVENTS_NAME,
     SUMMARY_NAME,
@@ -67,17 +67,13 @@ def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | No
                    reconnects=video.reconnects, stream_gave_up=video.gave_up)
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
 
-    def write() -> None:
-        mlflow.log_params({"source": video.label, "kind": video.kind, "checkpoint": str(ckpt), "alert_after_s": cfg.alert_after_s,
-                           "smooth_frames": cfg.smooth_frames, "alert_classes": ",".join(cfg.alert_classes),
-                           "conf": cfg.conf, "iou": cfg.iou, "webhook": bool(cfg.webhook.url)})
-        mlflow.log_metrics({key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")})
-        for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME) + ((VIDEO_NAME,) if cfg.log_video else ()):
-            if (out_dir / name).is_file():
-                mlflow.log_artifact(str(out_dir / name))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-
-    log_tool_run(cfg, video.name, write)
+    log_tool_run(cfg, video.name,
+                 params={"source": video.label, "kind": video.kind, "checkpoint": str(ckpt), "alert_after_s": cfg.alert_after_s,
+                         "smooth_frames": cfg.smooth_frames, "alert_classes": ",".join(cfg.alert_classes),
+                         "conf": cfg.conf, "iou": cfg.iou, "webhook": bool(cfg.webhook.url)},
+                 metrics={key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")},
+                 files=[out_dir / name for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME) + ((VIDEO_NAME,) if cfg.log_video else ())
+                        if (out_dir / name).is_file()])
     log.info("%s: %s -> %s", video.name, summary, out_dir)
     print(json.dumps({key: summary[key] for key in PRINTED}), flush=True)
     return summary

@@ -59,44 +59,9 @@ class DetectionBoxes:
         return self.data[:, 5]
 
 
-def lapjv(cost: np.ndarray, extend_cost: bool = True, cost_limit: float = np.inf, return_cost: bool = True):
-    """`lap.lapjv` as ultralytics' trackers call it, on SciPy: the assignment of minimum total cost where leaving a
-    row or a column unassigned costs `cost_limit / 2` (lap's own extension of the matrix), so no pair costing more
-    than `cost_limit` is matched. Returns (total cost, x, y): x[row] = its column or -1, y[column] = its row or -1."""
-    from scipy.optimize import linear_sum_assignment
-
-    cost = np.asarray(cost, dtype=np.float64)
-    rows, cols = cost.shape
-    dummy = cost_limit / 2 if np.isfinite(cost_limit) else cost.max(initial=0.0) + 1  # as lap's _lapjv.pyx does
-    extended = np.full((rows + cols, rows + cols), dummy)
-    extended[rows:, cols:] = 0.0
-    extended[:rows, :cols] = cost
-    r, c = linear_sum_assignment(extended)
-    x, y = np.full(rows, -1, dtype=int), np.full(cols, -1, dtype=int)
-    for i, j in zip(r, c):
-        if i < rows and j < cols:
-            x[i], y[j] = j, i
-    total = float(sum(cost[i, x[i]] for i in range(rows) if x[i] >= 0))
-    return (total, x, y) if return_cost else (x, y)
-
-
-def _ensure_lap() -> None:
-    """ultralytics' trackers import `lap` (a dependency in pyproject.toml); where an older environment lacks it,
-    stand in `lapjv` above for it instead of letting ultralytics try to pip-install it at run time."""
-    import importlib.util
-    import sys
-    import types
-
-    if "lap" in sys.modules or importlib.util.find_spec("lap") is not None:
-        return
-    log.warning("the `lap` package is not installed (`make setup` installs it): ByteTrack's assignment runs on SciPy")
-    sys.modules["lap"] = types.SimpleNamespace(__version__="scipy-stand-in", lapjv=lapjv)
-
-
 def make_tracker(overrides: Mapping | None = None):
     """ultralytics' BYTETracker with the settings of its `cfg/trackers/bytetrack.yaml` (as `yolo track` reads them),
     `overrides` (e.g. {"track_buffer": 60}) applied on top. A key the file does not have is a UserError."""
-    _ensure_lap()
     from ultralytics.trackers.byte_tracker import BYTETracker
     from ultralytics.utils import YAML, IterableSimpleNamespace
     from ultralytics.utils.checks import check_yaml

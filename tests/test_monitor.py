@@ -275,18 +275,6 @@ def test_unknown_tracker_setting_is_a_user_error():
         make_tracker({"buffer": 60})
 
 
-def test_scipy_stand_in_for_lapjv_leaves_pairs_above_the_limit_unmatched():
-    from lightning_modules.yolo_monitor import lapjv
-
-    # matching (0,0)+(1,1) costs 1.2, the swap 1.0, leaving row 1 and column 1 out 0.3 + 2 * 0.4 = 1.1
-    total, x, y = lapjv(np.array([[0.3, 0.5], [0.5, 0.9]]), extend_cost=True, cost_limit=0.8)
-    assert (total, x.tolist(), y.tolist()) == (1.0, [1, 0], [1, 0])
-    _, x, y = lapjv(np.array([[0.3, 0.5], [0.5, 0.9]]), extend_cost=True, cost_limit=0.55)
-    assert (x.tolist(), y.tolist()) == ([0, -1], [0, -1])  # the swap would need a pair at 0.5 + 0.5 > 0.3 + 0.55
-    _, x, y = lapjv(np.array([[0.9], [0.95]]), extend_cost=True, cost_limit=0.8)
-    assert (x.tolist(), y.tolist()) == ([-1, -1], [-1])
-
-
 class MjpegStream(BaseHTTPRequestHandler):
     """An MJPEG camera over HTTP (multipart/x-mixed-replace, as IP cameras serve it) that sends 5 frames per
     connection and then hangs up; from the third connection on it answers 503 (the camera went away)."""
@@ -333,14 +321,3 @@ def test_http_mjpeg_stream_that_drops_is_reopened_then_given_up_with_the_summary
     assert cv2.VideoCapture(str(tmp_path / "out" / "annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 10
 
 
-def test_scipy_stand_in_matches_lap_where_lap_is_installed():
-    lap = pytest.importorskip("lap")
-    if lap.__version__ == "scipy-stand-in":  # yolo_monitor put it there in this session: the package is absent
-        pytest.skip("lap is not installed")
-    from lightning_modules.yolo_monitor import lapjv
-
-    rng = np.random.default_rng(1)
-    for rows, cols in ((1, 1), (3, 5), (6, 2), (8, 8)):
-        cost = rng.random((rows, cols))
-        ours, theirs = lapjv(cost, extend_cost=True, cost_limit=0.5), lap.lapjv(cost, extend_cost=True, cost_limit=0.5)
-        assert ours[1].tolist() == theirs[1].tolist() and ours[2].tolist() == theirs[2].tolist()
