@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
-from experiments import log, user_errors, use_tool_experiment
+from experiments import log, use_tool_experiment, user_errors
 from experiments.train import newest_checkpoint
 from faces.descriptors import FaceDescriber
 from faces.gallery import GalleryRecognizer, build_gallery, gallery_photos

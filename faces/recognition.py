@@ -16,11 +16,11 @@ import pandas as pd
 import torch
 
 from core.errors import UserError
-from faces.crop import FaceCrop
 from core.images import UnreadableImage, find_images, read_rgb
 from core.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.batch import check_folders
+from faces.crop import FaceCrop
 
 if TYPE_CHECKING:
     from faces.gallery import GalleryRecognizer
