@@ -62,8 +62,9 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
     detector = instantiate(cfg.detector)
     gallery = gallery_folder(cfg)
     if gallery is not None:
-        known_people = build_gallery(gallery, detector, FaceDescriber(cfg.num_jitters), cfg.gallery_cache, progress=cfg.progress)
-        recognizer, source = GalleryRecognizer(known_people, FaceDescriber(cfg.num_jitters), cfg.tolerance), gallery
+        describer = FaceDescriber(cfg.num_jitters)
+        known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
+        recognizer, source = GalleryRecognizer(known_people, describer, cfg.tolerance), gallery
         params = {"gallery": str(gallery), "tolerance": cfg.tolerance, "num_jitters": cfg.num_jitters,
                   "gallery_photos": len(known_people.files), "gallery_photos_skipped": len(known_people.skipped)}
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,7 @@ class DescriptorCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self.entries)
-        temporary = self.path.with_name(self.path.name + ".tmp.npz")
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")  # one per writer
         np.savez(temporary, keys=np.array(keys), descriptors=np.stack([self.entries[k] for k in keys]))
         temporary.replace(self.path)
         self.changed = False

@@ -132,7 +132,16 @@ def test_strangers_are_unknown_and_a_known_person_is_named(tmp_path, store):
 
 
 def test_gallery_and_checkpoint_together_is_a_user_error(tmp_path, store):
-    from experiments.recognize import recognize
+    from experiments.recognize import gallery_folder, recognize
+
+    captures = tmp_path / "captures"
+    (captures / "alice").mkdir(parents=True)
+    settings = {**store, "default_gallery": str(captures)}
+    assert gallery_folder(compose("recognize", settings)) is None  # an empty capture folder: the checkpoint
+    cv2.imwrite(str(captures / "alice" / "0001.jpg"), np.zeros((8, 8, 3), np.uint8))
+    assert gallery_folder(compose("recognize", settings)) == captures  # no CKPT, no GALLERY: the captures
+    assert gallery_folder(compose("recognize", {**settings, "ckpt": "x.ckpt"})) is None
+    assert gallery_folder(compose("recognize", {**settings, "gallery": str(tmp_path)})) == tmp_path
 
     with pytest.raises(UserError, match="not both"):
         recognize(compose("recognize", {**store, "images": str(tmp_path), "gallery": str(tmp_path), "ckpt": "x.ckpt"}))
