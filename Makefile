@@ -8,7 +8,7 @@ EDITABLE ?= -e  # `make setup EDITABLE=` installs the project as a plain (non-ed
 ARGS ?=
 TRAIN := $(PY) -m experiments.train
 # $(call path_arg,KEY,VAR): the Hydra override KEY='<value of make variable VAR>', for every variable that takes a
-# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME). The one place they are quoted: the raw value
+# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME, GALLERY, PAIRS). The one place they are quoted: the raw value
 # ($(value ...), unexpanded) goes inside shell single quotes to core/overrides.py, which quotes it for Hydra, so any
 # character a name can hold ('=', spaces, commas, brackets, quotes, '$', non-ASCII) reaches the entry unchanged.
 # $(call opt_path_arg,KEY,VAR): the same, or nothing when VAR is empty (the entry's default applies).
@@ -21,7 +21,7 @@ opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
 	@echo '  ARGS="..."               Hydra overrides for any target, e.g. ARGS="trainer=gpu" or ARGS="data=fruits360_real"'
-	@echo '  IN OUT SRC VOC IMAGES CKPT NAME  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
+	@echo '  IN OUT SRC VOC IMAGES CKPT NAME GALLERY PAIRS  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,7 +73,7 @@ bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch
 	$(PY) -m benchmarks.dcgan_throughput $(ARGS)
 
 # ---- Face recognition (VGG16 transfer learning) -----------------------------------------------------
-.PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize bench-vgg16
+.PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize eval-lfw bench-vgg16
 
 capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ from the camera (or ARGS="source=clip.mp4")
 	$(PY) -m experiments.capture_faces $(call path_arg,name,NAME) $(ARGS)
@@ -84,8 +84,11 @@ vgg16-faces: $(STAMP) ## face recognition by transfer learning (synthetic identi
 vgg16-faces-paper: $(STAMP) ## the paper's own face pipeline (Haar, 32 px crops, rescale 1/255, RMSprop, 3 epochs)
 	$(TRAIN) experiment=vgg16_faces_paper $(ARGS)
 
-recognize: $(STAMP) ## recognise faces in IMAGES=<folder> into OUT=<folder>/recognitions.csv [CKPT=<checkpoint>]
-	$(PY) -m experiments.recognize $(call path_arg,images,IMAGES) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+recognize: $(STAMP) ## name faces in IMAGES=<folder> into OUT=<folder>/recognitions.csv by GALLERY=<known-people folder> or CKPT=<checkpoint>; strangers: unknown
+	$(PY) -m experiments.recognize $(call path_arg,images,IMAGES) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,gallery,GALLERY) $(ARGS)
+
+eval-lfw: $(STAMP) ## LFW verification (View 2 k-fold) of the dlib descriptor on PAIRS=<folder> (default ../shared/data/lfw-pairs); last line JSON
+	$(PY) -m experiments.eval_lfw $(call opt_path_arg,pairs,PAIRS) $(ARGS)
 
 bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a full forward (VGG16, dlib)
 	$(PY) -m benchmarks.vgg16_head $(ARGS)

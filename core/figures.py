@@ -190,3 +190,22 @@ def recall_vs_rotation(angles: Sequence[float], recalls: Mapping[str, Sequence[f
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def roc_curve(fpr: Sequence[float], tpr: Sequence[float], title: str, points: Mapping[str, tuple[float, float]] | None = None,
+              zoom: float = 0.1):
+    """A verification ROC curve: true-positive rate (same pairs accepted) against false-positive rate (different
+    pairs accepted), both fractions 0–1, in full (left) and zoomed into the top-left corner (right: fpr ≤ `zoom`,
+    tpr ≥ 1 − `zoom`); `points` marks operating points, e.g. {"tolerance 0.6": (fpr, tpr)}."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, zoomed in zip(axes, (False, True)):
+        ax.plot(fpr, tpr, color="tab:blue", drawstyle="steps-post", label="ROC")
+        for (label, (x, y)), marker in zip((points or {}).items(), "osD^v"):
+            ax.plot([x], [y], marker=marker, linestyle="none", label=f"{label} (fpr {x:.3f}, tpr {y:.3f})")
+        limits = ((0, zoom), (1 - zoom, 1.002)) if zoomed else ((0, 1), (0, 1.02))
+        ax.set(xlim=limits[0], ylim=limits[1], xlabel="false-positive rate (different pairs called same)",
+               ylabel="true-positive rate (same pairs called same)", title="top-left corner" if zoomed else "full range")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,11 +1,16 @@
-"""Recognise faces in a folder: `python experiments/recognize.py images=<folder> out_dir=<folder> [ckpt=...]`.
+"""Recognise faces in a folder: `python -m experiments.recognize images=<folder> out_dir=<folder> [gallery=... | ckpt=...]`.
 
-Detects faces, classifies each with a checkpoint of `make vgg16-faces` (by default the newest), calls a
-face `unknown` below `threshold`, writes `out_dir/recognitions.csv` and annotated images (see
-`faces.recognition`), and logs the run to MLflow (experiment `recognize`).
+Detects faces and names each one of two ways (see `faces.recognition`):
+- by a gallery of known people (`gallery=<folder>/<Name>/*.jpg`, see `faces.gallery`): the nearest known
+  descriptor, `unknown` beyond `tolerance`. Used when `gallery` is given, or when neither it nor `ckpt` is and
+  `default_gallery` (where `make capture-faces` writes) holds photos;
+- by a checkpoint of `make vgg16-faces` (`ckpt`, by default the newest): `unknown` below `threshold`.
+Writes `out_dir/recognitions.csv` and annotated images, logs the run to MLflow (experiment `recognize`), and
+prints as its last line one JSON object `{"images", "faces", "known", "unknown", "images_skipped"}`.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
@@ -16,29 +21,64 @@ from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.tracking import log_tool_run
 from experiments import log, user_errors
+from faces.descriptors import FaceDescriber
+from faces.gallery import GalleryRecognizer, build_gallery, gallery_photos
 from faces.recognition import UNKNOWN, recognize_folder
 from lightning_modules.face_classifier import load_recognizer
 
 TRAINED_BY = "make vgg16-faces"
 
 
+def gallery_folder(cfg: DictConfig) -> Path | None:
+    """The known-people folder to recognise with: `gallery` when given (with `ckpt` too: a UserError), else
+    `default_gallery` when no `ckpt` is given and that folder holds a person's photo; None: use a checkpoint."""
+    if cfg.gallery:
+        if cfg.ckpt:
+            raise UserError("give GALLERY=<known-people folder> or CKPT=<checkpoint>, not both")
+        return Path(cfg.gallery)
+    if cfg.ckpt or not cfg.default_gallery or not Path(cfg.default_gallery).is_dir():
+        return None
+    try:
+        gallery_photos(cfg.default_gallery)
+    except UserError:  # an empty capture folder: fall back to the checkpoint
+        return None
+    return Path(cfg.default_gallery)
+
+
+def checkpoint_recognizer(cfg: DictConfig):
+    """The classifier-head recogniser of `ckpt` (default: the newest run's checkpoint of `checkpoint_tasks`), and its path."""
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY)
+    recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
+    return recognizer, ckpt
+
+
 def recognize(cfg: DictConfig) -> dict[str, float]:
     if not cfg.images:
         raise UserError("IMAGES=<folder> is required: the images to recognise faces in")
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY)
-    recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     detector = instantiate(cfg.detector)
+    gallery = gallery_folder(cfg)
+    if gallery is not None:
+        describer = FaceDescriber(cfg.num_jitters)
+        known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
+        recognizer, source = GalleryRecognizer(known_people, describer, cfg.tolerance), gallery
+        params = {"gallery": str(gallery), "tolerance": cfg.tolerance, "num_jitters": cfg.num_jitters,
+                  "gallery_photos": len(known_people.files), "gallery_photos_skipped": len(known_people.skipped)}
+    else:
+        recognizer, source = checkpoint_recognizer(cfg)
+        params = {"ckpt": str(source), "threshold": cfg.threshold}
     table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)
-    summary = {"images": int(table["image"].nunique()), "faces": len(table), "unknown": int((table["name"] == UNKNOWN).sum()),
+    unknown = int((table["name"] == UNKNOWN).sum())
+    summary = {"images": int(table["image"].nunique()), "faces": len(table), "known": len(table) - unknown, "unknown": unknown,
                "images_skipped": len(skipped)}
 
     run_id = log_tool_run(cfg, f"{Path(cfg.images).name} ({detector.name})", metrics=summary,
-                          params={"ckpt": str(ckpt), "detector": repr(detector), "threshold": cfg.threshold, "images": str(cfg.images),
-                                  "out_dir": str(cfg.out_dir), "identities": ", ".join(recognizer.class_names)},
+                          params={**params, "detector": repr(detector), "images": str(cfg.images), "out_dir": str(cfg.out_dir),
+                                  "identities": ", ".join(recognizer.class_names)[:6000]},
                           files=[Path(cfg.out_dir) / "recognitions.csv"])
-    log.info("%d face(s) in %d image(s), %d unknown, %d unreadable file(s) skipped -> %s (checkpoint %s, MLflow run %s)",
-             summary["faces"], summary["images"], summary["unknown"], len(skipped), Path(cfg.out_dir) / "recognitions.csv",
-             ckpt, run_id)
+    log.info("%d face(s) in %d image(s), %d known, %d unknown, %d unreadable file(s) skipped -> %s (%s %s, MLflow run %s)",
+             summary["faces"], summary["images"], summary["known"], summary["unknown"], len(skipped),
+             Path(cfg.out_dir) / "recognitions.csv", "gallery" if gallery is not None else "checkpoint", source, run_id)
+    print(json.dumps(summary), flush=True)
     return summary
 
 

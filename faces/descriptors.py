@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from faces import Detection
 from faces.vgg16_weights import IMAGENET_MEAN, IMAGENET_STD, load_vgg16_features
 
 # The seed of VGG16's random init (no weights file): fixed, so that two builds from one spec — the
@@ -197,3 +198,76 @@ class FeatureExtractor:
         batches = [self.backbone(torch.from_numpy(np.ascontiguousarray(crops[s:s + self.batch_size])).permute(0, 3, 1, 2))
                    for s in range(0, len(crops), self.batch_size)]
         return torch.cat(batches).cpu().numpy()
+
+
+def central_face(detections: list[Detection], image_shape: tuple[int, ...]) -> Detection | None:
+    """The detection whose box centre is nearest the image centre (LFW's convention: the named person is the
+    face in the centre; also right for a capture-faces crop), or None when there is none."""
+    if not detections:
+        return None
+    cy, cx = image_shape[0] / 2, image_shape[1] / 2
+    return min(detections, key=lambda d: ((d.left + d.right) / 2 - cx) ** 2 + ((d.top + d.bottom) / 2 - cy) ** 2)
+
+
+def centre_box(image_shape: tuple[int, ...], fraction: float = 0.44) -> Detection:
+    """A square box of `fraction` × the shorter image side around the image centre, score 0: the stand-in
+    face box when the detector finds none. 0.44 on LFW's 250×250 photos is (70, 70, 180, 180), the box dlib's
+    LFW practice uses (see ../shared/data/lfw-pairs/SOURCE.md)."""
+    height, width = image_shape[:2]
+    side = round(fraction * min(height, width))
+    left, top = (width - side) // 2, (height - side) // 2
+    return Detection(left, top, left + side, top + side, 0.0)
+
+
+class FaceDescriber:
+    """dlib's face descriptor on whole images, as face_recognition computes it: for each face box, the
+    5-point shape predictor (`shape_predictor_5_face_landmarks.dat`) places the landmarks, and
+    `compute_face_descriptor` aligns a 150×150 chip (padding 0.25) from them and maps it to a 128-d vector
+    (`dlib_face_recognition_resnet_model_v1.dat`, both from `face-recognition-models`).
+
+    Two descriptors of one person lie within Euclidean distance 0.6 of each other, by the model's training
+    (a pairwise hinge loss with margin 0.6; davisking/dlib-models README, face_recognition's `tolerance`).
+    `num_jitters` > 1 averages the descriptor over that many randomly jittered chips (dlib's option: ~n× the
+    time). The dlib models are built on first use and left out of pickling, so a describer can go to
+    worker processes."""
+
+    def __init__(self, num_jitters: int = 1, padding: float = 0.25) -> None:
+        if num_jitters < 1:
+            raise UserError(f"num_jitters must be at least 1, got {num_jitters}")
+        self.num_jitters, self.padding = num_jitters, padding
+
+    @functools.cached_property
+    def _native(self):
+        import dlib
+
+        from faces.detectors import dlib_model_path
+
+        return (dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat"))),
+                dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))))
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_native"}
+
+    def __call__(self, rgb: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """float32 (N, 128) descriptors of the N `detections` (boxes in pixels of `rgb`, HxWx3 uint8 RGB)."""
+        import dlib
+
+        if not detections:
+            return np.empty((0, 128), np.float32)
+        predictor, model = self._native
+        rgb = np.ascontiguousarray(rgb)
+        out = []
+        for d in detections:
+            shape = predictor(rgb, dlib.rectangle(d.left, d.top, d.right - 1, d.bottom - 1))
+            out.append(np.asarray(model.compute_face_descriptor(rgb, shape, self.num_jitters, self.padding), np.float32))
+        return np.stack(out)
+
+    def tag(self) -> str:
+        """Names the descriptors (model files' sizes and the options) for descriptor caches' keys."""
+        from faces.detectors import dlib_model_path
+
+        sizes = [dlib_model_path(f).stat().st_size for f in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")]
+        return f"dlib_resnet_v1|sp5|{sizes}|jitters={self.num_jitters}|padding={self.padding}"
+
+    def __repr__(self) -> str:
+        return f"FaceDescriber(num_jitters={self.num_jitters}, padding={self.padding})"

@@ -1,10 +1,14 @@
-"""Recognise faces in a folder of images with a trained face classifier: detect, crop as in training,
-classify, call a face `unknown` below a confidence threshold, draw the names, write recognitions.csv."""
+"""Recognise faces in a folder of images: detect, name each face with a recogniser, draw the names, write
+recognitions.csv. Two recognisers share one interface (`recognize(rgb, detections) -> [(name, score)]`, a
+`score_column` naming what the score is, and `class_names`): `Recognizer`, a trained face classifier that calls a
+face `unknown` below a confidence threshold, and `faces.gallery.GalleryRecognizer`, a folder of known people that
+calls a face `unknown` beyond a descriptor-distance tolerance."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -12,15 +16,18 @@ import pandas as pd
 import torch
 
 from core.errors import UserError
-from faces.crop import FaceCrop
 from core.images import UnreadableImage, find_images, read_rgb
 from core.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.batch import check_folders
+from faces.crop import FaceCrop
+
+if TYPE_CHECKING:
+    from faces.gallery import GalleryRecognizer
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ["image", "face", "name", "confidence", "left", "top", "right", "bottom", "annotated"]
+CSV_COLUMNS = ["image", "face", "name", "confidence", "distance", "left", "top", "right", "bottom", "annotated"]
 UNKNOWN = "unknown"
 
 
@@ -33,6 +40,7 @@ class Recognizer:
     model: torch.nn.Module
     crop: FaceCrop
     threshold: float
+    score_column = "confidence"  # the column of recognitions.csv its score goes to
 
     @property
     def class_names(self) -> list[str]:
@@ -48,16 +56,19 @@ class Recognizer:
         return [(self.class_names[i] if c >= self.threshold else UNKNOWN, float(c)) for c, i in zip(confidence.tolist(), index.tolist())]
 
 
-def recognize_folder(recognizer: Recognizer, detector: FaceDetector, in_dir: str | Path, out_dir: str | Path,
+def recognize_folder(recognizer: Recognizer | GalleryRecognizer, detector: FaceDetector, in_dir: str | Path, out_dir: str | Path,
                      progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Every face in every image under `in_dir` (recursively): `out_dir/recognitions.csv` (CSV_COLUMNS,
     `image` relative to `in_dir`, `annotated` relative to `out_dir`) and an annotated JPEG of each image at its
     relative path named by `core.outputs.output_name` (`sub/a.png` → `sub/a_png.jpg`: never shared by two
-    inputs). Returns the table and the files skipped as unreadable."""
+    inputs). A face's score goes to the recogniser's `score_column` (`confidence` of a classifier, `distance` to
+    the nearest known face of a gallery); the other column is left empty. Returns the table and the files skipped
+    as unreadable."""
     from tqdm.auto import tqdm
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_folders(in_dir, out_dir)
+    score_column = getattr(recognizer, "score_column", "confidence")
     rows, skipped = [], []
     for file in tqdm(find_images(in_dir), desc=f"recognising ({detector.name})", unit="img", disable=not progress):
         relative = file.relative_to(in_dir)
@@ -71,11 +82,11 @@ def recognize_folder(recognizer: Recognizer, detector: FaceDetector, in_dir: str
         labels = recognizer.recognize(rgb, detections)
         annotated = output_name(relative, ".jpg")
         for k, (d, (name, confidence)) in enumerate(zip(detections, labels), start=1):
-            rows.append({"image": relative.as_posix(), "face": k, "name": name, "confidence": round(confidence, 4),
+            rows.append({"image": relative.as_posix(), "face": k, "name": name, score_column: round(confidence, 4),
                          "left": d.left, "top": d.top, "right": d.right, "bottom": d.bottom, "annotated": annotated.as_posix()})
         target = out_dir / annotated
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(target), np.ascontiguousarray(annotate_names(rgb, detections, labels)[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        if not cv2.imwrite(str(target), np.ascontiguousarray(annotate_names(rgb, detections, labels, score_column)[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]):
             raise UserError(f"cannot write {target} — check that OUT is writable")
     table = pd.DataFrame(rows, columns=CSV_COLUMNS)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,15 +94,17 @@ def recognize_folder(recognizer: Recognizer, detector: FaceDetector, in_dir: str
     return table, skipped
 
 
-def annotate_names(rgb: np.ndarray, detections: list[Detection], labels: list[tuple[str, float]]) -> np.ndarray:
-    """A copy with each face boxed and labelled 'name 0.97': green for a known person, red for unknown."""
+def annotate_names(rgb: np.ndarray, detections: list[Detection], labels: list[tuple[str, float]],
+                   score_column: str = "confidence") -> np.ndarray:
+    """A copy with each face boxed and labelled 'name 0.97' (a confidence) or 'name d=0.42' (a distance): green
+    for a known person, red for unknown."""
     image = rgb.copy()
     thickness = max(1, round(max(rgb.shape[:2]) / 400))
     scale = 0.45 * thickness
     for d, (name, confidence) in zip(detections, labels):
         colour = (220, 40, 40) if name == UNKNOWN else (40, 200, 60)
         cv2.rectangle(image, (d.left, d.top), (d.right - 1, d.bottom - 1), colour, thickness)
-        text = f"{name} {confidence:.2f}"
+        text = f"{name} {'d=' if score_column == 'distance' else ''}{confidence:.2f}"
         (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = max(0, d.top - h - base - 2)
         cv2.rectangle(image, (d.left, top), (d.left + w + 2, top + h + base + 2), colour, -1)

@@ -34,7 +34,8 @@ else:
 # target: (make variables → the override key the entry must receive)
 TARGETS = {
     "capture-faces": {"NAME": "name"},
-    "recognize": {"IMAGES": "images", "OUT": "out_dir", "CKPT": "ckpt"},
+    "recognize": {"IMAGES": "images", "OUT": "out_dir", "CKPT": "ckpt", "GALLERY": "gallery"},
+    "eval-lfw": {"PAIRS": "pairs"},
     "detect-faces": {"IN": "in_dir", "OUT": "out_dir"},
     "compare-face-detectors": {"VOC": "voc"},
     "convert-facemask": {"SRC": "src", "OUT": "out"},
@@ -71,7 +72,7 @@ def _make(target: str, variables: dict[str, str], python=None, args: str = "") -
         command.append(f"PY={python}")
     if args:
         command.append(f"ARGS={args}")
-    env = {k: v for k, v in os.environ.items() if k not in {"IN", "OUT", "SRC", "VOC", "IMAGES", "CKPT", "NAME", "ARGS"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"IN", "OUT", "SRC", "VOC", "IMAGES", "CKPT", "NAME", "GALLERY", "PAIRS", "ARGS"}}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -91,3 +92,5 @@ def test_every_path_variable_reaches_the_entry_unchanged(target, stub_python, tm
 def test_optional_path_variables_left_empty_pass_nothing(stub_python):
     received = json.loads(_make("predict-facemask", {}, stub_python).stdout.strip().splitlines()[-1])
     assert received == {"entry": "experiments.predict_facemask"}
+    received = json.loads(_make("eval-lfw", {}, stub_python).stdout.strip().splitlines()[-1])
+    assert received == {"entry": "experiments.eval_lfw"}  # PAIRS: the config's default, ../shared/data/lfw-pairs

@@ -1,0 +1,147 @@
+"""The known-people gallery: nearest known descriptor within dlib's tolerance, `unknown` beyond it, so strangers are
+not named as someone known (issue 18: the astronaut was "Serena_Williams" to a softmax head)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import UserError
+from faces import Detection
+from faces.gallery import DescriptorCache, Gallery, build_gallery
+from faces.recognition import CSV_COLUMNS, UNKNOWN
+from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
+
+
+def test_identify_names_the_nearest_known_face_and_calls_far_ones_unknown():
+    gallery = Gallery(["ann", "ann", "bob"], np.array([[0, 0], [1, 0], [0, 2]], np.float32))
+    queries = np.array([[0.9, 0.3], [0, 1.5], [3, 3], [0, 1.4]], np.float32)
+    # distances to the nearest: ann (1,0) 0.3162; bob (0,2) 0.5; bob √10 = 3.1623; bob 0.6 (= tolerance: not a match)
+    got = gallery.identify(queries, tolerance=0.6)
+    assert [name for name, _ in got] == ["ann", "bob", UNKNOWN, UNKNOWN]
+    assert [round(d, 4) for _, d in got] == [0.3162, 0.5, 3.1623, 0.6]
+    assert gallery.people == ["ann", "bob"] and gallery.identify(np.empty((0, 2))) == []
+
+
+class CentreFace:
+    """A detector stand-in: one face in the middle of the image, none in an all-black one."""
+
+    name = "stub"
+
+    def __repr__(self):  # part of the cache key, as the real detectors' repr (their settings)
+        return "CentreFace()"
+
+    def detect(self, rgb):
+        h, w = rgb.shape[:2]
+        return [] if rgb.max() == 0 else [Detection(w // 4, h // 4, 3 * w // 4, 3 * h // 4, 1.0)]
+
+
+class MeanColour:
+    """A describer stand-in: the mean RGB of the face box / 255, counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, rgb, detections):
+        self.calls += len(detections)
+        return np.array([rgb[d.top:d.bottom, d.left:d.right].reshape(-1, 3).mean(0) / 255 for d in detections], np.float32)
+
+    def tag(self):
+        return "mean-colour"
+
+
+def _known(root: Path) -> Path:
+    for name, colours in {"red": [(200, 0, 0), (180, 10, 0)], "blue": [(0, 0, 200)]}.items():
+        (root / name).mkdir(parents=True)
+        for k, colour in enumerate(colours):
+            cv2.imwrite(str(root / name / f"{k}.png"), np.full((40, 40, 3), colour[::-1], np.uint8))
+    cv2.imwrite(str(root / "blue" / "dark.png"), np.zeros((40, 40, 3), np.uint8))  # no face: skipped
+    (root / "notes.txt").write_text("not a person")
+    return root
+
+
+def test_gallery_is_built_from_a_folder_per_person_and_cached_by_file(tmp_path):
+    folder, describer = _known(tmp_path / "known"), MeanColour()
+    gallery = build_gallery(folder, CentreFace(), describer, tmp_path / "cache.npz")
+    assert gallery.names == ["blue", "red", "red"] and describer.calls == 3
+    assert gallery.skipped == [str(folder / "blue" / "dark.png")]
+    np.testing.assert_allclose(gallery.descriptors[0], [0, 0, 200 / 255], atol=1e-6)
+    again = build_gallery(folder, CentreFace(), describer, tmp_path / "cache.npz")
+    assert describer.calls == 3 and again.names == gallery.names  # all from the cache
+    photo = folder / "red" / "1.png"
+    cv2.imwrite(str(photo), np.full((40, 40, 3), (0, 0, 100), np.uint8))  # BGR: red 100
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
+    changed = build_gallery(folder, CentreFace(), describer, tmp_path / "cache.npz")
+    assert describer.calls == 4 and changed.descriptors[2][0] == pytest.approx(100 / 255)
+    assert DescriptorCache(tmp_path / "cache.npz", "other describer").get(photo) is None
+
+
+def test_gallery_folder_errors_name_the_folder(tmp_path):
+    with pytest.raises(UserError, match="gallery=.*missing.*folder not found"):
+        build_gallery(tmp_path / "missing", CentreFace(), MeanColour())
+    (tmp_path / "empty" / "ann").mkdir(parents=True)
+    with pytest.raises(UserError, match="no <Name>/ sub-folder with photos"):
+        build_gallery(tmp_path / "empty", CentreFace(), MeanColour())
+    cv2.imwrite(str(tmp_path / "empty" / "ann" / "dark.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="no face found in any of its 1 photo"):
+        build_gallery(tmp_path / "empty", CentreFace(), MeanColour())
+
+
+# ---- real photographs: LFW people as the gallery, the package sample photos as strangers ----------------------
+
+PEOPLE = ["Colin_Powell", "George_W_Bush", "Tony_Blair"]
+
+
+@needs_shared_data("faces", "Tony_Blair")
+def test_strangers_are_unknown_and_a_known_person_is_named(tmp_path, store):
+    from datamodules.synthetic.faces import real_face_photos
+    from experiments.recognize import recognize
+
+    known = tmp_path / "known"
+    for person in PEOPLE:
+        (known / person).mkdir(parents=True)
+        for photo in sorted((SHARED_DATA / "faces" / person).glob("*.jpg"))[:4]:
+            shutil.copy(photo, known / person / photo.name)
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in real_face_photos():
+        cv2.imwrite(str(images / f"{photo.name}.png"), photo.rgb[..., ::-1])
+    held_out = sorted((SHARED_DATA / "faces" / "Tony_Blair").glob("*.jpg"))[10]
+    shutil.copy(held_out, images / "blair.jpg")
+
+    summary = recognize(compose("recognize", {**store, "images": str(images), "out_dir": str(tmp_path / "out"),
+                                              "gallery": str(known), "progress": False}))
+    table = pd.read_csv(tmp_path / "out" / "recognitions.csv")
+    assert list(table.columns) == CSV_COLUMNS and table["confidence"].isna().all()
+    blair = table[table["image"] == "blair.jpg"]
+    assert list(blair["name"]) == ["Tony_Blair"] and blair["distance"].iloc[0] < 0.6
+    strangers = table[table["image"] != "blair.jpg"]
+    assert {"astronaut.png", "grace_hopper.png"} <= set(strangers["image"])
+    assert len(strangers) == 3  # the astronaut, the badge on her suit (HOG score 0.12) and Grace Hopper
+    assert set(strangers["name"]) == {UNKNOWN} and (strangers["distance"] >= 0.6).all()
+    assert summary == {"images": 3, "faces": len(table), "known": 1, "unknown": len(table) - 1, "images_skipped": 0}
+    _, runs = mlflow_runs(tmp_path, "recognize")
+    assert runs[0].data.params["gallery"] == str(known) and runs[0].data.metrics["known"] == 1
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_gallery_and_checkpoint_together_is_a_user_error(tmp_path, store):
+    from experiments.recognize import gallery_folder, recognize
+
+    captures = tmp_path / "captures"
+    (captures / "alice").mkdir(parents=True)
+    settings = {**store, "default_gallery": str(captures)}
+    assert gallery_folder(compose("recognize", settings)) is None  # an empty capture folder: the checkpoint
+    cv2.imwrite(str(captures / "alice" / "0001.jpg"), np.zeros((8, 8, 3), np.uint8))
+    assert gallery_folder(compose("recognize", settings)) == captures  # no CKPT, no GALLERY: the captures
+    assert gallery_folder(compose("recognize", {**settings, "ckpt": "x.ckpt"})) is None
+    assert gallery_folder(compose("recognize", {**settings, "gallery": str(tmp_path)})) == tmp_path
+
+    with pytest.raises(UserError, match="not both"):
+        recognize(compose("recognize", {**store, "images": str(tmp_path), "gallery": str(tmp_path), "ckpt": "x.ckpt"}))

@@ -1,0 +1,151 @@
+"""LFW verification (View 2; Huang et al. 2007): pairs.txt parsing, fold-wise threshold choice, accuracy computed by
+hand on tiny generated pair lists, the eval-lfw entry end to end, and (slow) the shared folds 1–5."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.errors import UserError
+from faces.verification import (
+    Pair,
+    accuracy_at,
+    best_threshold,
+    evaluate_distances,
+    evaluate_pairs,
+    photo_path,
+    read_pairs,
+    roc_points,
+)
+from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
+
+PAIRS_TXT = "2\t1\nann\t1\t2\nann\t1\tbob\t1\ncid\t1\t3\ncid\t2\tdee\t4\n"
+
+
+def test_read_pairs_follows_the_header_and_the_line_kinds(tmp_path):
+    (tmp_path / "pairs.txt").write_text(PAIRS_TXT)
+    assert read_pairs(tmp_path / "pairs.txt") == [
+        Pair(("ann", 1), ("ann", 2), True, 0), Pair(("ann", 1), ("bob", 1), False, 0),
+        Pair(("cid", 1), ("cid", 3), True, 1), Pair(("cid", 2), ("dee", 4), False, 1)]
+    assert photo_path("images", ("ann", 12)) == Path("images/ann/ann_0012.jpg")
+    for text, message in [("2 1\nann\t1\t2\n", r"promises 2 folds .* \(4 lines\), the file has 1"),
+                          ("two\t1\n", r"pairs.txt:1: expected the header"),
+                          (PAIRS_TXT.replace("ann\t1\tbob\t1", "ann\t1\t3"), r"pairs.txt:3: expected 'Name1 i Name2 j'"),
+                          (PAIRS_TXT.replace("cid\t1\t3", "cid\tx\t3"), r"pairs.txt:4: expected 'Name i j' .* fold 2")]:
+        (tmp_path / "pairs.txt").write_text(text)
+        with pytest.raises(UserError, match=message):
+            read_pairs(tmp_path / "pairs.txt")
+    with pytest.raises(UserError, match="pairs file not found"):
+        read_pairs(tmp_path / "missing.txt")
+
+
+def test_best_threshold_maximises_accuracy_and_takes_the_middle_of_ties():
+    assert best_threshold([0.1, 0.2, 0.3, 0.4], [True, True, False, False]) == pytest.approx(0.25)
+    # same/different alternate: k = 1 and k = 3 pairs called same both get 3 of 4 right; the middle tie is k = 3
+    assert best_threshold([0.1, 0.2, 0.3, 0.4], [True, False, True, False]) == pytest.approx(0.35)
+    assert best_threshold([0.5, 0.5, 0.9], [True, False, False]) == pytest.approx(0.7)  # never between equal distances
+    assert accuracy_at([0.1, 0.6, 0.7], [True, True, False], 0.6) == pytest.approx(2 / 3)  # 0.6 is not < 0.6
+
+
+# three folds of 2 same + 2 different pairs; thresholds and accuracies worked out by hand (see the test)
+FOLD_DISTANCES = {0: ([0.2, 0.5], [0.7, 0.9]), 1: ([0.3, 0.8], [0.6, 1.0]), 2: ([0.4, 0.45], [0.58, 1.1])}
+
+
+def test_kfold_thresholds_are_chosen_on_the_other_folds():
+    distances, same, folds = [], [], []
+    for fold, (same_d, different_d) in FOLD_DISTANCES.items():
+        distances += same_d + different_d
+        same += [True, True, False, False]
+        folds += [fold] * 4
+    result = evaluate_distances(distances, same, folds, tolerance=0.6)
+    # fold 1 held out: folds 2+3 sorted 0.3s 0.4s 0.45s 0.58d 0.6d 0.8s 1.0d 1.1d → 7 of 8 right with the first 3
+    # called same, at (0.45+0.58)/2 = 0.515; fold 1 there: 0.2 0.5 same, 0.7 0.9 different: 4/4.
+    # fold 2 held out: 0.2s 0.4s 0.45s 0.5s | 0.58d 0.7d 0.9d 1.1d → 0.54; fold 2: 0.3 ok, 0.8 missed, 0.6 1.0 ok: 3/4.
+    # fold 3 held out: 0.2s 0.3s 0.5s | 0.6d 0.7d 0.8s 0.9d 1.0d → 0.55; fold 3: 0.4 0.45 same, 0.58 1.1 different: 4/4.
+    np.testing.assert_allclose(result.thresholds, [0.515, 0.54, 0.55])
+    np.testing.assert_allclose(result.fold_accuracy, [1.0, 0.75, 1.0])
+    assert result.accuracy == pytest.approx(11 / 12)
+    assert result.std == pytest.approx(np.sqrt(((1 / 12) ** 2 * 2 + (1 / 6) ** 2) / 2))  # ddof=1
+    # at 0.6: 0.8 (same) is missed and 0.58 (different) is called same; 0.6 (different) is not < 0.6
+    assert result.accuracy_at_tolerance == pytest.approx(10 / 12)
+    with pytest.raises(ValueError, match="at least two folds"):
+        evaluate_distances([0.1, 0.9], [True, False], [0, 0])
+
+
+def test_evaluate_pairs_describes_each_photo_once_and_measures_euclidean_distances(tmp_path):
+    (tmp_path / "pairs.txt").write_text(PAIRS_TXT)
+    pairs = read_pairs(tmp_path / "pairs.txt")
+    points = {("ann", 1): [0, 0], ("ann", 2): [0.3, 0.4], ("bob", 1): [0, 1], ("cid", 1): [2, 2], ("cid", 3): [2, 2.2],
+              ("cid", 2): [5, 5], ("dee", 4): [5, 5.9]}
+    asked = []
+
+    def describe(photos):
+        asked.append(list(photos))
+        return np.array([points[p] for p in photos], float)
+
+    result = evaluate_pairs(pairs, describe, tolerance=0.6)
+    assert asked == [sorted(points)]
+    np.testing.assert_allclose(result.distances, [0.5, 1.0, 0.2, 0.9])
+    # fold 1 held out: fold 2's 0.2 same, 0.9 different → threshold 0.55; fold 1: 0.5 same, 1.0 different: right
+    np.testing.assert_allclose(result.thresholds, [0.55, 0.75])
+    assert list(result.fold_accuracy) == [1.0, 1.0] and result.accuracy_at_tolerance == 1.0
+
+
+def test_roc_points_step_through_every_distinct_distance():
+    fpr, tpr = roc_points([0.1, 0.4, 0.2, 0.4], [True, False, True, True])
+    np.testing.assert_allclose(fpr, [0, 0, 0, 1])
+    np.testing.assert_allclose(tpr, [0, 1 / 3, 2 / 3, 1])
+
+
+def _pairs_folder(root: Path) -> Path:
+    """A tiny LFW-layout folder of generated photos (no face in them: every one gets the central box)."""
+    root.mkdir(parents=True)
+    (root / "pairs.txt").write_text(PAIRS_TXT)
+    rng = np.random.default_rng(0)
+    for pair in read_pairs(root / "pairs.txt"):
+        for photo in (pair.first, pair.second):
+            path = photo_path(root / "images", photo)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), rng.integers(0, 255, (250, 250, 3), dtype=np.uint8))
+    return root
+
+
+def test_eval_lfw_entry_prints_json_writes_roc_and_logs_to_mlflow(tmp_path, store, capsys):
+    from experiments.eval_lfw import evaluate
+
+    folder = _pairs_folder(tmp_path / "lfw")
+    summary = evaluate(compose("eval_lfw", {**store, "pairs": str(folder), "out_dir": str(tmp_path / "out"), "workers": 1,
+                                            "retry_detector": "null", "progress": False}))
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == summary and set(last) == {"accuracy", "std", "accuracy_at_tolerance", "pairs"} and last["pairs"] == 4
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["images"] == 7 and metrics["faces_found"] == {"centre box": 7} and len(metrics["fold_accuracy"]) == 2
+    assert (tmp_path / "out" / "roc.png").stat().st_size > 0
+    _, runs = mlflow_runs(tmp_path, "eval_lfw")
+    assert runs[0].data.metrics["accuracy"] == pytest.approx(summary["accuracy"])
+    client, _ = mlflow_runs(tmp_path, "eval_lfw")
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"metrics.json", "pairs.csv", "roc.png"}
+
+
+def test_eval_lfw_names_a_missing_folder_or_photo(tmp_path, store):
+    from experiments.eval_lfw import evaluate
+
+    with pytest.raises(UserError, match="PAIRS=.*folder not found"):
+        evaluate(compose("eval_lfw", {**store, "pairs": str(tmp_path / "none")}))
+    folder = _pairs_folder(tmp_path / "lfw")
+    photo_path(folder / "images", ("dee", 4)).unlink()
+    with pytest.raises(UserError, match="1 photo.* missing, e.g. .*dee_0004.jpg"):
+        evaluate(compose("eval_lfw", {**store, "pairs": str(folder)}))
+
+
+@pytest.mark.slow
+@needs_shared_data("lfw-pairs", "pairs.txt")
+def test_eval_lfw_on_the_shared_folds_beats_plain_dlib(tmp_path, store):
+    from experiments.eval_lfw import evaluate
+
+    summary = evaluate(compose("eval_lfw", {**store, "pairs": str(SHARED_DATA / "lfw-pairs"), "out_dir": str(tmp_path / "out"),
+                                            "progress": False}))
+    assert summary["pairs"] == 3000 and summary["accuracy"] >= 0.985
