@@ -17,7 +17,7 @@ import hydra
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core import figures
 from core.errors import UserError
