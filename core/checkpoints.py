@@ -93,9 +93,11 @@ def load_module(cls: type[Module], path: str | Path, *, key: str = "CKPT", map_l
 
 Which = Literal["last", "best"]
 CHECKPOINT_NAMES: tuple[str, ...] = ("last", "best")
-# What the tools (recognize, predict/eval-facemask, export-web) take when no file is named. Resuming always asks for
-# "last" itself, so a monitored best checkpoint can become the tools' default here without touching them.
-DEFAULT_CHECKPOINT: Which = "last"
+# What the tools (recognize, predict/eval-facemask, export-web) take when no file is named: the run's best epoch by
+# the experiment's `monitor` (lightning_modules.callbacks.BestCheckpoint), its last.ckpt when it kept none. Resuming
+# always asks for "last" itself.
+DEFAULT_CHECKPOINT: Which = "best"
+BEST_FILENAME = "best"  # the monitored checkpoint's file stem: checkpoints/best.ckpt
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoint folder (conf/callbacks/default.yaml: ${paths.output_dir}/checkpoints)
 
 

@@ -24,11 +24,18 @@ import torch.nn as nn
 
 from core import offline, tracking
 from core.errors import UserError
-from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
+from core.metric_names import CLASS_NAMES_ARTIFACT, YOLO_FITNESS, class_metric_names
 
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")
+
+
+def fitness(map50: float, map50_95: float) -> float:
+    """The YOLO model-selection score, 0.1·mAP50 + 0.9·mAP50-95 (both in [0, 1]; so is the score): the weights
+    (0, 0, 0.1, 0.9) over (precision, recall, mAP50, mAP50-95) of the paper's YOLOv5 (`utils/metrics.py:fitness`) and
+    of older `ultralytics.utils.metrics.Metric.fitness` releases (the installed 8.4 weighs mAP50-95 alone)."""
+    return 0.1 * map50 + 0.9 * map50_95
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 
 
@@ -291,6 +298,7 @@ class YoloDetector(pl.LightningModule):
         results = self._metrics.compute()
         self.last_metrics = results
         metrics = {f"val/{k}": results[k] for k in ("map50", "map50_95", "precision", "recall")}
+        metrics[YOLO_FITNESS] = fitness(results["map50"], results["map50_95"])
         ap50 = [results["ap50"][name] for name in self.names]  # in the order of the metric names
         metrics.update({key: value for key, value in zip(self.ap50_metric_names, ap50) if value is not None})
         self.log_dict(metrics, on_epoch=True)
