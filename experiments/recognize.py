@@ -25,7 +25,8 @@ TRAINED_BY = "make vgg16-faces"
 def recognize(cfg: DictConfig) -> dict[str, float]:
     if not cfg.images:
         raise UserError("IMAGES=<folder> is required: the images to recognise faces in")
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY)
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY,
+                                                           tracking_uri=cfg.paths.mlflow_uri)
     recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     detector = instantiate(cfg.detector)
     table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)

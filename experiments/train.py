@@ -17,12 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core import config, tracking
-from core.checkpoints import PROJECT_GLOBALS, NoCheckpoint, find_checkpoint, load_checkpoint
+from core.checkpoints import PROJECT_GLOBALS, RUN_ID_FILE, NoCheckpoint, find_checkpoint, load_checkpoint
 from core.errors import UserError
 from experiments import log, user_errors
 from lightning_modules.callbacks import BestCheckpoint
-
-RUN_ID_FILE = "mlflow_run_id"
 
 
 def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None]:
