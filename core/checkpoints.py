@@ -93,9 +93,11 @@ def load_module(cls: type[Module], path: str | Path, *, key: str = "CKPT", map_l
 
 Which = Literal["last", "best"]
 CHECKPOINT_NAMES: tuple[str, ...] = ("last", "best")
-# What the tools (recognize, predict/eval-facemask, export-web) take when no file is named. Resuming always asks for
-# "last" itself, so a monitored best checkpoint can become the tools' default here without touching them.
-DEFAULT_CHECKPOINT: Which = "last"
+# What the tools (recognize, predict/eval-facemask, export-web) take when no file is named: the run's best epoch by
+# the experiment's `monitor` (lightning_modules.callbacks.BestCheckpoint), its last.ckpt when it kept none. Resuming
+# always asks for "last" itself.
+DEFAULT_CHECKPOINT: Which = "best"
+BEST_FILENAME = "best"  # the monitored checkpoint's file stem: checkpoints/best.ckpt
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoint folder (conf/callbacks/default.yaml: ${paths.output_dir}/checkpoints)
 
 
@@ -104,16 +106,21 @@ class NoCheckpoint(UserError):
 
 
 def find_checkpoint(log_dir: str | Path, tasks: str | Sequence[str], which: Which = DEFAULT_CHECKPOINT, *,
-                    make_target: str | None = None, key: str = "CKPT") -> Path:
-    """The checkpoint of the newest run of `tasks` (one task name or several) under the log folder: every
+                    make_target: str | None = None, key: str = "CKPT", tracking_uri: str | None = None) -> Path:
+    """The checkpoint of the newest finished run of `tasks` (one task name or several) under the log folder: every
     `<log_dir>/<task>/**/checkpoints/` folder is a run (single runs and sweeps alike).
 
     which="last": the run's `last.ckpt` (written every epoch; what resuming continues from).
-    which="best": the run's newest `best*.ckpt` (a monitored ModelCheckpoint's) when it has one, else its `last.ckpt`.
+    which="best": the run's newest `best*.ckpt` (lightning_modules.callbacks.BestCheckpoint's) when it has one, else
+    its `last.ckpt`.
 
-    The newest run is the one whose checkpoint folder holds the most recently written checkpoint (links followed).
-    Raises NoCheckpoint (a UserError) naming the folders searched and, when given, the make target that writes
-    one (`make_target`) and the config key or make variable that names a file instead (`key`).
+    Runs without such a file are skipped. With `tracking_uri` (a local store: `sqlite:///…` or a folder; the tools
+    pass `paths.mlflow_uri`), a run is also skipped when its `mlflow_run_id` file names a run that this store holds
+    with a status other than FINISHED (still running, killed, failed); a run without the file, or one the store does
+    not know (e.g. logged to a tracking server), is kept. An http(s) store is not asked (no network wait). Among the
+    runs left, the newest is the one whose checkpoint folder holds the most recently written checkpoint (links
+    followed). Raises NoCheckpoint (a UserError) naming the folders searched and, when given, the make target that
+    writes one (`make_target`) and the config key or make variable that names a file instead (`key`).
     """
     if which not in CHECKPOINT_NAMES:
         raise UserError(f"{key}: {which!r} is neither a checkpoint file nor one of {', '.join(CHECKPOINT_NAMES)}")
@@ -121,12 +128,45 @@ def find_checkpoint(log_dir: str | Path, tasks: str | Sequence[str], which: Whic
     roots = [Path(log_dir) / name for name in names]
     runs = [folder for root in roots if root.is_dir() for folder in root.rglob(CHECKPOINTS_DIR) if folder.is_dir()]
     chosen = [(run, path) for run in runs if (path := _checkpoint_of_run(run, which)) is not None]
-    if not chosen:
+    unfinished = _unfinished_runs([run for run, _ in chosen], tracking_uri) if tracking_uri else set()
+    finished = [(run, path) for run, path in chosen if run not in unfinished]
+    if not finished:
         wanted = f"{CHECKPOINTS_DIR}/last.ckpt" if which == "last" else f"{CHECKPOINTS_DIR}/best*.ckpt or last.ckpt"
         where = " or ".join(str(root) for root in roots)
+        state = f" of a finished run ({len(unfinished)} run(s) with one have not finished)" if unfinished else ""
         hint = f" — `{make_target}` writes one, or pass {key}=<file>" if make_target else ""
-        raise NoCheckpoint(f"no {wanted} under {where}{hint}")
-    return max(chosen, key=lambda run_path: _newest_write(run_path[0]))[1]
+        raise NoCheckpoint(f"no {wanted}{state} under {where}{hint}")
+    return max(finished, key=lambda run_path: _newest_write(run_path[0]))[1]
+
+
+RUN_ID_FILE = "mlflow_run_id"  # beside checkpoints/ in a run folder: the MLflow run id (experiments/train.py writes it)
+FINISHED = "FINISHED"
+
+
+def _unfinished_runs(folders: Sequence[Path], tracking_uri: str) -> set[Path]:
+    """The checkpoint folders whose run the local MLflow store at `tracking_uri` holds with a status other than
+    FINISHED. Unknown runs, a missing store, a remote store and a store that cannot be read give no folder."""
+    ids = {folder: (folder.parent / RUN_ID_FILE).read_text().strip() for folder in folders
+           if (folder.parent / RUN_ID_FILE).is_file()}
+    if not ids or tracking_uri.startswith(("http://", "https://")):
+        return set()
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return set()  # no store yet: asking would create one
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    except Exception:  # noqa: BLE001 — an unreadable store: fall back to the checkpoints alone
+        return set()
+    unfinished = set()
+    for folder, run_id in ids.items():
+        try:
+            status = client.get_run(run_id).info.status
+        except Exception:  # noqa: BLE001 — a run this store does not hold (e.g. on a tracking server): kept
+            continue
+        if status != FINISHED:
+            unfinished.add(folder)
+    return unfinished
 
 
 def _checkpoint_of_run(folder: Path, which: Which) -> Path | None:

@@ -90,3 +90,8 @@ def class_metric_names(names: Sequence[str], prefix: str = "", suffix: str = "")
     """{`prefix + class_key(i, name) + suffix`: name} for each class in order; the keys are valid MLflow metric
     names (given a valid prefix and suffix) and distinct even when names slugify alike or repeat."""
     return {f"{prefix}{class_key(i, name)}{suffix}": str(name) for i, name in enumerate(names)}
+
+
+# YOLO's model-selection metric, logged every validation by lightning_modules.yolo_detector (`fitness`): the face-mask
+# experiment's monitor (checkpoints/best.ckpt) and sweep value.
+YOLO_FITNESS = "val/fitness"

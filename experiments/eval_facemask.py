@@ -30,7 +30,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.voc:
         raise UserError("eval_facemask: pass voc=<folder with images/ and annotations/> (make eval-facemask VOC=...)")
     voc = Path(cfg.voc).resolve()
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY,
+                                                           tracking_uri=cfg.paths.mlflow_uri)
     module = load_detector(ckpt)
     imgsz = int(cfg.imgsz or module.hparams.imgsz)
     key = hashlib.sha1(str(voc).encode()).hexdigest()[:10]

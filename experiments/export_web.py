@@ -50,7 +50,8 @@ def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
         if not path.is_file():
             raise UserError(f"checkpoints.{task}={path}: file not found")
         return path
-    return find_checkpoint(cfg.paths.log_dir, task, make_target=make_target, key=f"checkpoints.{task}")
+    return find_checkpoint(cfg.paths.log_dir, task, make_target=make_target, key=f"checkpoints.{task}",
+                           tracking_uri=cfg.paths.mlflow_uri)
 
 
 def export_web(cfg: DictConfig) -> dict:

@@ -67,7 +67,8 @@ def predict(cfg: DictConfig) -> dict:
     source = Path(cfg.source) if cfg.source else instantiate(cfg.builtin) / "images"
     if not source.exists():
         raise UserError(f"source not found: {source} — pass source=<folder of images or video file>")
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY,
+                                                           tracking_uri=cfg.paths.mlflow_uri)
     log.info("checkpoint %s", ckpt)
     module = load_detector(ckpt)
     names, imgsz = list(module.names), int(cfg.imgsz or module.hparams.imgsz)

@@ -46,8 +46,10 @@ def gallery_folder(cfg: DictConfig) -> Path | None:
 
 
 def checkpoint_recognizer(cfg: DictConfig):
-    """The classifier-head recogniser of `ckpt` (default: the newest run's checkpoint of `checkpoint_tasks`), and its path."""
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY)
+    """The classifier-head recogniser of `ckpt` (default: best.ckpt, else last.ckpt, of the newest finished run of
+    `checkpoint_tasks`), and its path."""
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY,
+                                                           tracking_uri=cfg.paths.mlflow_uri)
     recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     return recognizer, ckpt
 

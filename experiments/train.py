@@ -1,8 +1,9 @@
 """Train any task: `python experiments/train.py experiment=exp3_dcgan_hardhat_tricks [overrides]`.
 
 Composes conf/train.yaml, builds datamodule, model, callbacks, MLflow logger and Trainer with
-`hydra.utils.instantiate`, fits, logs the config and final checkpoint to the same MLflow run, and
-returns `optimized_metric` so that sweepers can optimise it.
+`hydra.utils.instantiate`, fits, logs the config and the last and best checkpoints to the same MLflow run, and
+returns `optimized_metric` so that sweepers can optimise it: the run's best value when the best checkpoint monitors
+it (`monitor.metric`, which `optimized_metric` follows unless overridden), else its last value.
 """
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core import config, tracking
-from core.checkpoints import PROJECT_GLOBALS, NoCheckpoint, find_checkpoint, load_checkpoint
+from core.checkpoints import PROJECT_GLOBALS, RUN_ID_FILE, NoCheckpoint, find_checkpoint, load_checkpoint
 from core.errors import UserError
 from experiments import log, user_errors
-
-RUN_ID_FILE = "mlflow_run_id"
+from lightning_modules.callbacks import BestCheckpoint
 
 
 def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None]:
@@ -81,10 +81,11 @@ def train(cfg: DictConfig) -> float | None:
     model = instantiate(cfg.model, _convert_="partial")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # a callback config may build nothing (no best checkpoint without a monitor, no early stopping without patience)
+    callbacks = [callback for c in cfg.callbacks.values() if (callback := instantiate(c)) is not None]
     with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
         logger.experiment  # creates the store, experiment and run now, one process at a time
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
     if trainer.is_global_zero:  # under DDP the other ranks log nothing
@@ -108,6 +109,9 @@ def train(cfg: DictConfig) -> float | None:
                     weights_only=True)
 
     if cfg.optimized_metric:
+        best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.monitor == cfg.optimized_metric), None)
+        if best is not None and best.best_model_score is not None:
+            return float(best.best_model_score)  # the run's best value (its best.ckpt), not its last epoch's
         value = trainer.callback_metrics.get(cfg.optimized_metric)
         if value is None:
             raise UserError(f"optimized_metric {cfg.optimized_metric!r} was not logged; logged: {sorted(trainer.callback_metrics)}")

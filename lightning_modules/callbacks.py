@@ -1,9 +1,15 @@
 """Callbacks every task shares."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from torch import Tensor
 
 from core import tracking
+from core.checkpoints import BEST_FILENAME
+from core.errors import UserError
 from core.seeds import epoch_seed
 
 
@@ -22,9 +28,80 @@ class EpochSeed(pl.Callback):
 
 
 class LogLastCheckpoint(pl.Callback):
-    """Log the final last.ckpt to the run's MLflow artifacts under checkpoints/ (before the logger closes the run)."""
+    """Log the final last.ckpt, and the best checkpoint when the run keeps one (`BestCheckpoint`), to the run's
+    MLflow artifacts under checkpoints/ (before the logger closes the run)."""
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         if last:
             tracking.log_artifact(trainer, last, "checkpoints")
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, BestCheckpoint) and callback.best_model_path:
+                tracking.log_artifact(trainer, callback.best_model_path, "checkpoints")
+
+
+MODES = ("min", "max")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """`checkpoints/best.ckpt`: the epoch with the best value of `monitor` so far (`mode` "max" or "min"), beside
+    the unmonitored ModelCheckpoint that keeps the latest epoch and `last.ckpt` (resume). One file, overwritten when
+    an epoch improves on the best (save_top_k=1; an epoch whose value is NaN never counts as better).
+
+    `best_model_score` (Lightning's) is the best value, `best_epoch` the 0-based epoch it was reached at (None
+    before the first save); both survive a resume into the same checkpoint folder. At the end of fitting both go
+    to the run's loggers as `best/<monitor>` and `best/epoch` (e.g. `best/val/fitness`).
+    """
+
+    def __init__(self, dirpath: str, monitor: str, mode: str = "max", filename: str = BEST_FILENAME) -> None:
+        super().__init__(dirpath=dirpath, filename=filename, monitor=monitor, mode=mode, save_top_k=1,
+                         auto_insert_metric_name=False)
+        self.best_epoch: int | None = None
+
+    def _update_best_and_save(self, current: Tensor, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        # Lightning calls this only for an epoch that enters the top 1, i.e. a new best: remember its epoch
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+        self.best_epoch = int(monitor_candidates["epoch"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:  # as Lightning restores best_model_score
+            self.best_epoch = state_dict.get("best_epoch")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.best_model_score is None or self.best_epoch is None:
+            return
+        metrics = {f"best/{self.monitor}": float(self.best_model_score), "best/epoch": float(self.best_epoch)}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise UserError(f"monitor.mode={mode!r}: must be max (higher is better) or min (lower is better)")
+
+
+def best_checkpoint(dirpath: str, monitor: str | None, mode: str = "max") -> BestCheckpoint | None:
+    """The run's `BestCheckpoint` on `monitor` (config: `monitor.metric`, `monitor.mode`), or None when the
+    experiment monitors nothing (then the tools fall back to last.ckpt). Raises UserError for a mode other than
+    "max" or "min"."""
+    if monitor is None:
+        return None
+    _check_mode(mode)
+    return BestCheckpoint(dirpath=dirpath, monitor=monitor, mode=mode)
+
+
+def early_stopping(monitor: str | None, mode: str = "max", patience: int | None = None) -> EarlyStopping | None:
+    """Lightning's EarlyStopping: stop after `patience` validation checks (epochs here) without an improvement of
+    `monitor`, or None (no early stopping) when `patience` is null or nothing is monitored. A monitored metric
+    that was not logged ends the run with Lightning's error (strict). Raises UserError for a negative patience or a
+    mode other than "max"/"min"."""
+    if patience is None or monitor is None:
+        return None
+    _check_mode(mode)
+    if patience < 0:
+        raise UserError(f"patience={patience}: must be null (no early stopping) or ≥ 0 epochs")
+    return EarlyStopping(monitor=monitor, mode=mode, patience=patience)

@@ -24,10 +24,18 @@ import torch.nn as nn
 
 from core import offline, tracking
 from core.errors import UserError
-from core.metric_names import (AP50_PREFIX, CLASS_NAMES_ARTIFACT, PREDICTIONS_FOLDER, PRETRAINED_ARTIFACT, TRAIN, VAL, YOLO_LOSSES,
-                               YOLO_VAL_METRICS, class_metric_names, epoch_artifact)
+from core.metric_names import (AP50_PREFIX, CLASS_NAMES_ARTIFACT, PREDICTIONS_FOLDER, PRETRAINED_ARTIFACT, TRAIN, VAL, YOLO_FITNESS,
+                               YOLO_LOSSES, YOLO_VAL_METRICS, class_metric_names, epoch_artifact)
 
 log = logging.getLogger(__name__)
+
+
+
+def fitness(map50: float, map50_95: float) -> float:
+    """The YOLO model-selection score, 0.1·mAP50 + 0.9·mAP50-95 (both in [0, 1]; so is the score): the weights
+    (0, 0, 0.1, 0.9) over (precision, recall, mAP50, mAP50-95) of the paper's YOLOv5 (`utils/metrics.py:fitness`) and
+    of older `ultralytics.utils.metrics.Metric.fitness` releases (the installed 8.4 weighs mAP50-95 alone)."""
+    return 0.1 * map50 + 0.9 * map50_95
 
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 
@@ -304,6 +312,7 @@ class YoloDetector(pl.LightningModule):
         results = self._metrics.compute()
         self.last_metrics = results
         metrics = {f"{VAL}{k}": results[k] for k in YOLO_VAL_METRICS}
+        metrics[YOLO_FITNESS] = fitness(results["map50"], results["map50_95"])
         ap50 = [results["ap50"][name] for name in self.names]  # in the order of the metric names
         metrics.update({key: value for key, value in zip(self.ap50_metric_names, ap50) if value is not None})
         self.log_dict(metrics, on_epoch=True)

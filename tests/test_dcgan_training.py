@@ -33,8 +33,8 @@ def test_experiment_composes_with_the_paper_settings(experiment, store):
 @pytest.mark.parametrize("experiment", DCGAN_EXPERIMENTS)
 def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
     cfg = compose("train", {"experiment": experiment, "debug": "fast", **store})
-    fid = train(cfg)
-    assert fid is not None and np.isfinite(fid) and fid > 0
+    kid = train(cfg)  # the experiment's monitor: the best (lowest) KID, here of the one epoch
+    assert kid is not None and np.isfinite(kid)
 
     client, runs = mlflow_runs(tmp_path, experiment)
     assert len(runs) == 1
@@ -155,11 +155,11 @@ def test_a_class_folder_smaller_than_the_quality_sample_finishes_with_adapted_ki
     cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "data": "fruits360_real",
                             "data.root": str(training), **store})
     with pytest.warns(UserWarning, match="FID from 20 samples, fewer than its 256 feature dimensions"):
-        fid = train(cfg)
+        kid = train(cfg)
     client, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits")
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["quality/fid"] == fid and np.isfinite(run.data.metrics["quality/kid"])
+    assert run.data.metrics["quality/kid"] == kid and np.isfinite(run.data.metrics["quality/fid"])
     tags = {k: v for k, v in run.data.tags.items() if k.startswith("quality.")}
     assert tags == {"quality.real_samples": "20", "quality.generated_samples": "32", "quality.kid_subset_size": "20",
                     "quality.fid_trustworthy": "false"}

@@ -65,9 +65,9 @@ def test_no_checkpoint_names_the_folder_and_the_make_target(tmp_path):
     (tmp_path / "yolo_facemask" / "runs" / "a" / "checkpoints").mkdir(parents=True)  # a run that died before its first
     with pytest.raises(NoCheckpoint, match=rf"^no checkpoints/last\.ckpt under {tmp_path}/yolo_facemask — "
                                            r"`make yolo-facemask` writes one, or pass CKPT=<file>$"):
-        find_checkpoint(tmp_path, "yolo_facemask", make_target="make yolo-facemask")
-    with pytest.raises(NoCheckpoint, match=r"best\*\.ckpt or last\.ckpt under .*/a or .*/b$"):
-        find_checkpoint(tmp_path, ["a", "b"], "best")
+        find_checkpoint(tmp_path, "yolo_facemask", "last", make_target="make yolo-facemask")
+    with pytest.raises(NoCheckpoint, match=r"^no checkpoints/best\*\.ckpt or last\.ckpt under .*/a or .*/b$"):
+        find_checkpoint(tmp_path, ["a", "b"])  # the tools' default: best, else last
     with pytest.raises(UserError, match="'newest' is neither a checkpoint file nor one of last, best"):
         find_checkpoint(tmp_path, "a", "newest")
 
@@ -78,3 +78,38 @@ def test_no_other_code_globs_for_checkpoints():
     sources = [p for d in ("experiments", "lightning_modules", "reporting", "benchmarks", "notebooks", "faces", "datamodules")
                for p in (repo / d).rglob("*") if p.suffix in (".py", ".ipynb")]
     assert [p.relative_to(repo) for p in sources if re.search(r"glob\([^)]*ckpt", p.read_text())] == []
+
+
+def test_runs_the_store_holds_as_unfinished_are_skipped_and_unknown_ones_kept(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("t")
+    now = time.time()
+    folders = {}
+    for age, (name, status) in enumerate([("running", "RUNNING"), ("failed", "FAILED"), ("finished", "FINISHED"),
+                                          ("elsewhere", None), ("no_id", None)]):
+        folders[name] = _run(tmp_path / "logs" / "t", name, now - 10 * age, best_at=now - 10 * age)
+        if status:
+            run = client.create_run(experiment)
+            client.set_terminated(run.info.run_id, status) if status != "RUNNING" else None
+            (folders[name].parent / "mlflow_run_id").write_text(run.info.run_id)
+        elif name == "elsewhere":
+            (folders[name].parent / "mlflow_run_id").write_text("0123456789abcdef")  # e.g. on a tracking server
+    best = {name: folder / "best-epoch=0.ckpt" for name, folder in folders.items()}
+
+    assert find_checkpoint(tmp_path / "logs", "t") == best["running"]  # no store asked: the newest write
+    missing = tmp_path / "none.db"
+    assert find_checkpoint(tmp_path / "logs", "t", tracking_uri=f"sqlite:///{missing}") == best["running"]
+    assert not missing.exists()  # a store that is not there is not created by asking
+    assert find_checkpoint(tmp_path / "logs", "t", tracking_uri=uri) == best["finished"]
+    (folders["finished"] / "best-epoch=0.ckpt").unlink()
+    (folders["finished"] / "last.ckpt").unlink()
+    assert find_checkpoint(tmp_path / "logs", "t", tracking_uri=uri) == best["elsewhere"]
+    for name in ("elsewhere", "no_id"):
+        for path in folders[name].iterdir():
+            path.unlink()
+    with pytest.raises(NoCheckpoint, match=r"^no checkpoints/best\*\.ckpt or last\.ckpt of a finished run \(2 run\(s\) "
+                                           r"with one have not finished\) under .*/logs/t — `make t` writes one"):
+        find_checkpoint(tmp_path / "logs", "t", tracking_uri=uri, make_target="make t")

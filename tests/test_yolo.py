@@ -81,13 +81,17 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     for key in ("train/box_loss_epoch", "train/cls_loss_epoch", "train/dfl_loss_epoch", "val/box_loss"):
         assert torch.isfinite(torch.tensor(metrics[key])) and metrics[key] > 0, key
     assert 0.0 <= metrics["val/map50_95"] <= metrics["val/map50"] <= 1.0
-    assert metrics["val/map50"] == pytest.approx(trained["metric"])
+    # ultralytics' fitness (0.1·mAP50 + 0.9·mAP50-95) picks best.ckpt; the entry returns its best value
+    assert metrics["val/fitness"] == pytest.approx(0.1 * metrics["val/map50"] + 0.9 * metrics["val/map50_95"])
+    assert metrics["best/val/fitness"] == pytest.approx(trained["metric"]) == pytest.approx(metrics["val/fitness"])
+    assert metrics["best/epoch"] == 0.0  # one epoch: it is the best
     names = {"val/ap50/0_with_mask": "with_mask", "val/ap50/1_without_mask": "without_mask",
              "val/ap50/2_mask_weared_incorrect": "mask_weared_incorrect"}
     assert set(names) <= set(metrics)
     assert json.loads(Path(client.download_artifacts(run.info.run_id, "class_names.json")).read_text()) == names
     assert [a.path for a in client.list_artifacts(run.info.run_id, "predictions")] == ["predictions/epoch_0001.png"]
-    assert "checkpoints/last.ckpt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {"checkpoints/best.ckpt",
+                                                                                       "checkpoints/last.ckpt"}
     pretrained = json.loads(Path(client.download_artifacts(run.info.run_id, "pretrained.json")).read_text())
     assert pretrained["pretrained"] is None and pretrained["transferred_tensors"] == 0
 
@@ -155,14 +159,15 @@ def test_onnx_parity_fails_on_a_class_score_off_by_a_little(trained, tmp_path, m
         yolo_export.export_onnx(trained["checkpoint"], tmp_path / "facemask.onnx", imgsz=160)
 
 
-def test_eval_entry_prints_one_json_line_with_map_and_per_class_ap(trained, tmp_path, capsys):
+def test_eval_entry_prints_one_json_line_with_map_and_per_class_ap(trained, tmp_path, capsys, caplog):
     from experiments.eval_facemask import evaluate
 
-    out = tmp_path / "metrics.json"
-    cfg = compose("eval_facemask", {**trained["store"], "voc": str(trained["voc"]), "ckpt": str(trained["checkpoint"]),
-                                    "out": str(out), "batch_size": 8})
-    with no_network() as attempts:
+    out = tmp_path / "metrics.json"  # no ckpt: the newest run's best checkpoint, named in the log and the file
+    cfg = compose("eval_facemask", {**trained["store"], "voc": str(trained["voc"]), "out": str(out), "batch_size": 8})
+    with no_network() as attempts, caplog.at_level("INFO"):
         evaluate(cfg)
+    best = trained["checkpoint"].parent / "best.ckpt"
+    assert json.loads(out.read_text())["checkpoint"] == str(best) and f"evaluated {best} on " in caplog.text
     assert attempts == []
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last) == {"map50", "map50_95", "ap50", "images"}

@@ -1,0 +1,99 @@
+"""The monitored best checkpoint beside last.ckpt: which epoch it holds, what the train entry returns and logs,
+early stopping on the same metric, and which file the tools take by default."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.checkpoints import DEFAULT_CHECKPOINT, find_checkpoint
+from experiments.train import train
+from tests.conftest import compose, mlflow_runs
+
+TASK = "exp1_dcgan_fruits"
+
+
+@pytest.fixture
+def scripted_kid(monkeypatch):
+    """Replace the FID/KID measurement by a script: epoch k's `quality/kid` is `values[k]` (exact in float32)."""
+    from lightning_modules.sample_quality import SampleQuality
+
+    values: list[float] = []
+    calls = iter(range(100))
+
+    def compute(self, fake):
+        kid = values[next(calls)]
+        return {"fid": 100 * kid, "kid": kid, "kid_std": 0.0}
+
+    monkeypatch.setattr(SampleQuality, "compute", compute)
+    return values
+
+
+def _checkpoints(cfg) -> Path:
+    return Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_patience_stops(store, tmp_path, scripted_kid):
+    # lowest KID at epoch 1; epoch 2 is worse, so patience=1 stops there (epoch 3 would have been better still)
+    scripted_kid[:] = [0.5, 0.25, 0.375, 0.125, 0.0625]
+    cfg = compose("train", {"experiment": TASK, "debug": "fast", "trainer.max_epochs": 5, "patience": 1, **store})
+    assert (cfg.monitor.metric, cfg.monitor.mode, cfg.optimized_metric) == ("quality/kid", "min", "quality/kid")
+
+    assert train(cfg) == 0.25  # the best epoch's value, not the last one's (0.375)
+
+    folder = _checkpoints(cfg)
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=2-step=12.ckpt", "last.ckpt"]
+    assert torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2  # stopped early
+    log_dir = cfg.paths.log_dir
+    assert DEFAULT_CHECKPOINT == "best"
+    assert find_checkpoint(log_dir, TASK) == find_checkpoint(log_dir, TASK, "best") == folder / "best.ckpt"
+    assert find_checkpoint(log_dir, TASK, "last") == folder / "last.ckpt"  # what resuming takes
+
+    client, runs = mlflow_runs(tmp_path, TASK)
+    metrics = runs[0].data.metrics
+    assert (metrics["best/quality/kid"], metrics["best/epoch"], metrics["quality/kid"]) == (0.25, 1.0, 0.375)
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/best.ckpt", "checkpoints/last.ckpt"}
+
+
+def _callbacks(store: dict, **overrides) -> list:
+    from hydra.utils import instantiate
+
+    cfg = compose("train", {"experiment": TASK, **overrides, **store})
+    return [instantiate(c) for c in cfg.callbacks.values()]
+
+
+def test_each_experiment_monitors_its_metric_and_the_sweep_value_follows_it(store):
+    from lightning_modules.callbacks import BestCheckpoint
+
+    expected = {"exp1_dcgan_fruits": ("quality/kid", "min"), "exp2_dcgan_hardhat": ("quality/kid", "min"),
+                "exp3_dcgan_hardhat_tricks": ("quality/kid", "min"), "vgg16_faces": ("val/acc", "max"),
+                "vgg16_faces_paper": ("val/acc", "max"), "yolo_facemask": ("val/fitness", "max")}
+    for experiment, (metric, mode) in expected.items():
+        cfg = compose("train", {"experiment": experiment, **store})
+        assert (cfg.monitor.metric, cfg.monitor.mode, cfg.optimized_metric, cfg.patience) == (metric, mode, metric, None)
+    best = [c for c in _callbacks(store) if isinstance(c, BestCheckpoint)]
+    assert [(b.monitor, b.mode, b.filename, b.save_top_k, b.save_last) for b in best] == [("quality/kid", "min", "best", 1, None)]
+
+
+def test_without_a_monitor_or_patience_those_callbacks_are_left_out(store):
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    built = _callbacks(store, **{"monitor.metric": "null"})
+    assert built[1:3] == [None, None]  # best_checkpoint, early_stopping
+    kept = [c for c in built if isinstance(c, ModelCheckpoint)]
+    assert [(c.monitor, c.save_last) for c in kept] == [(None, "link")]  # the last/resume checkpoint, unchanged
+    stop = _callbacks(store, patience=3)[2]
+    assert isinstance(stop, EarlyStopping) and (stop.monitor, stop.mode, stop.patience) == ("quality/kid", "min", 3)
+
+
+def test_a_bad_monitor_setting_is_a_user_error():
+    from core.errors import UserError
+    from lightning_modules.callbacks import best_checkpoint, early_stopping
+
+    with pytest.raises(UserError, match=r"^monitor.mode='lowest': must be max \(higher is better\) or min \(lower is better\)$"):
+        best_checkpoint("ckpts", "val/acc", "lowest")
+    with pytest.raises(UserError, match=r"^patience=-1: must be null \(no early stopping\) or ≥ 0 epochs$"):
+        early_stopping("val/acc", "max", -1)
