@@ -5,17 +5,18 @@
 Both paths train from the same in-memory uint8 tensor (the datamodule's cache), take one D and one G step per
 batch, and are timed over the same number of steps after the same warm-up, in one process.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
-import core  # noqa: F401
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+import core  # noqa: F401
 from datamodules.gan import GANImageDataModule, to_unit_range
 from lightning_modules.dcgan import DCGAN
 
@@ -24,7 +25,9 @@ def nets_config(args) -> dict:
     return {
         "generator": {"num_layers": args.layers, "width_multiplier": args.width},
         "discriminator": {"width_multiplier": args.width},
-        "lr": 2e-4, "quality": None, "sample_every_n_epochs": 10**9,
+        "lr": 2e-4,
+        "quality": None,
+        "sample_every_n_epochs": 10**9,
     }
 
 
@@ -54,9 +57,18 @@ def lightning_images_per_second(images: torch.Tensor, args) -> float:
     datamodule = GANImageDataModule(root=".", batch_size=args.batch)
     datamodule.images = images  # the decoded cache, as after setup()
     timer = StepTimer(args.warmup)
-    trainer = pl.Trainer(accelerator=args.device, devices=1, max_steps=(args.warmup + args.steps) * 2, max_epochs=-1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[timer], precision=args.precision)
+    trainer = pl.Trainer(
+        accelerator=args.device,
+        devices=1,
+        max_steps=(args.warmup + args.steps) * 2,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        precision=args.precision,
+    )
     trainer.fit(model, datamodule=datamodule)
     return args.steps * args.batch / timer.seconds
 
@@ -83,8 +95,9 @@ def plain_images_per_second(images: torch.Tensor, args) -> float:
             with autocast:
                 fake = g(torch.randn(real.shape[0], g.latent_dim, device=device))
                 logits_real, logits_fake = d(real), d(fake.detach())
-                d_loss = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real)) + \
-                    F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+                d_loss = F.binary_cross_entropy_with_logits(
+                    logits_real, torch.ones_like(logits_real)
+                ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -118,7 +131,9 @@ def main() -> None:
     lightning = lightning_images_per_second(images, args)
     plain_b = plain_images_per_second(images, args)
     plain = (plain_a + plain_b) / 2
-    print(f"device={args.device} precision={args.precision} batch={args.batch} width={args.width} layers={args.layers} steps={args.steps}")
+    print(
+        f"device={args.device} precision={args.precision} batch={args.batch} width={args.width} layers={args.layers} steps={args.steps}"
+    )
     print(f"plain PyTorch loop : {plain:8.1f} images/s  (runs: {plain_a:.1f}, {plain_b:.1f})")
     print(f"Lightning DCGAN    : {lightning:8.1f} images/s")
     print(f"ratio Lightning/plain: {lightning / plain:.3f}  (goal >= 0.95)")

@@ -11,6 +11,7 @@
 Defaults: 128 generated ID cards for (1); for (2) the photos shipped in packages (skimage's astronaut,
 matplotlib's Grace Hopper) plus, when ../shared/data is there, the first photo of each LFW identity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import core  # noqa: F401  (offline switches)
 import cv2
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import core  # noqa: F401  (offline switches)
 from core.images import find_images, read_rgb
 from datamodules.synthetic import make_id_cards
 from datamodules.synthetic.faces import real_face_photos
@@ -49,11 +50,15 @@ def serial_vs_parallel(folder: Path, workers: int) -> None:
             speeds[count] = images / (time.perf_counter() - start)
     print(f"\n1. detect-faces (hog) over {images} images of {folder}, {len(os.sched_getaffinity(0))} cores available")
     print(f"   serial (1 process):      {speeds[1]:6.2f} images/s")
-    print(f"   parallel ({workers} processes): {speeds[workers]:6.2f} images/s   ratio {speeds[workers] / speeds[1]:.2f}× (goal ≥ 1.8× on 2 cores)")
+    print(
+        f"   parallel ({workers} processes): {speeds[workers]:6.2f} images/s   ratio {speeds[workers] / speeds[1]:.2f}× (goal ≥ 1.8× on 2 cores)"
+    )
 
 
 def detector_speeds(photos: list, seconds: float) -> None:
-    print(f"\n2. detect() alone on {len(photos)} real photos resized to 640×480, one process, ≥ {seconds:.0f} s per detector")
+    print(
+        f"\n2. detect() alone on {len(photos)} real photos resized to 640×480, one process, ≥ {seconds:.0f} s per detector"
+    )
     print(f"   {'detector':<8} {'images/s':>9} {'s/image':>8} {'vs hog':>7} {'faces/image':>12}")
     reference = None
     for name in ("hog", "haar", "mmod", "yunet"):
@@ -70,8 +75,15 @@ def detector_speeds(photos: list, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--folder", type=Path, help="images for the serial/parallel comparison (default: generated ID cards)")
-    parser.add_argument("--cards", type=int, default=128, help="how many ID cards to generate (the pool's start-up needs a few seconds of work to amortise)")
+    parser.add_argument(
+        "--folder", type=Path, help="images for the serial/parallel comparison (default: generated ID cards)"
+    )
+    parser.add_argument(
+        "--cards",
+        type=int,
+        default=128,
+        help="how many ID cards to generate (the pool's start-up needs a few seconds of work to amortise)",
+    )
     parser.add_argument("--photos", type=Path, help="photos for the detector comparison (default: see above)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0, help="minimum time per detector")

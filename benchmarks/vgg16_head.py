@@ -9,6 +9,7 @@ cross-entropy, backward, optimiser step), timed without Lightning's own per-epoc
 and as this process's CPU time (all threads; robust to other load on the machine); the fastest of
 `--epochs` epochs counts. The cache build (once) is reported apart from the per-epoch times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import core  # noqa: F401  (offline switches)
 import torch
 import torch.nn.functional as F
 
+import core  # noqa: F401  (offline switches)
 from datamodules.faces import FaceIdentityDataModule
 from datamodules.synthetic import make_identities
 from lightning_modules.face_classifier import FaceClassifier
@@ -41,9 +42,18 @@ def head_epoch(model: FaceClassifier, loader, optimizer, logits) -> tuple[float,
 
 def compare(backbone: str, root: Path, image_size: int, epochs: int, cache_dir: Path) -> None:
     def datamodule(serves: str) -> FaceIdentityDataModule:
-        dm = FaceIdentityDataModule(str(root), image_size=image_size, views=1, min_images=5, batch_size=32,
-                                    augment={"hflip": 0.5, "rotate": 10}, cache_dir=str(cache_dir), seed=0,
-                                    serves=serves, features={"backbone": backbone})
+        dm = FaceIdentityDataModule(
+            str(root),
+            image_size=image_size,
+            views=1,
+            min_images=5,
+            batch_size=32,
+            augment={"hflip": 0.5, "rotate": 10},
+            cache_dir=str(cache_dir),
+            seed=0,
+            serves=serves,
+            features={"backbone": backbone},
+        )
         dm.setup()
         return dm
 
@@ -55,7 +65,9 @@ def compare(backbone: str, root: Path, image_size: int, epochs: int, cache_dir: 
     full = [head_epoch(model, loader, optimizer, model) for _ in range(epochs)]
 
     cached = datamodule("features")
-    _ = cached.extractor  # its own frozen backbone (same spec as the model's), built before the clock as the model's was
+    _ = (
+        cached.extractor
+    )  # its own frozen backbone (same spec as the model's), built before the clock as the model's was
     start = time.perf_counter()
     loader = cached.train_dataloader()  # extracts and caches the features of every file once
     build = time.perf_counter() - start
@@ -63,9 +75,15 @@ def compare(backbone: str, root: Path, image_size: int, epochs: int, cache_dir: 
     head = [head_epoch(model, loader, optimizer, model.head_logits) for _ in range(epochs)]
 
     (full_wall, full_cpu), (head_wall, head_cpu) = min(full), min(head)
-    print(f"{backbone:12s} {len(cached.train_files):4d} train images at {image_size} px | cache build (once): {build:7.2f} s")
-    print(f"{'':12s} wall s/epoch: full forward {full_wall:8.3f}, cached features {head_wall:8.4f} -> {full_wall / head_wall:7.1f}x faster")
-    print(f"{'':12s}  CPU s/epoch: full forward {full_cpu:8.3f}, cached features {head_cpu:8.4f} -> {full_cpu / head_cpu:7.1f}x faster")
+    print(
+        f"{backbone:12s} {len(cached.train_files):4d} train images at {image_size} px | cache build (once): {build:7.2f} s"
+    )
+    print(
+        f"{'':12s} wall s/epoch: full forward {full_wall:8.3f}, cached features {head_wall:8.4f} -> {full_wall / head_wall:7.1f}x faster"
+    )
+    print(
+        f"{'':12s}  CPU s/epoch: full forward {full_cpu:8.3f}, cached features {head_cpu:8.4f} -> {full_cpu / head_cpu:7.1f}x faster"
+    )
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ short list of harmless stand-in classes as `allow`. A file that wants anything e
 
 `find_checkpoint` is the one search of the log folder for a task's checkpoint (resume, the tools, the web export).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,9 @@ _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL (\S+)")
 Module = TypeVar("Module", bound=torch.nn.Module)
 
 
-def load_checkpoint(path: str | Path, *, key: str = "CKPT", map_location: str | torch.device = "cpu",
-                    allow: Sequence[type] = ()) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, *, key: str = "CKPT", map_location: str | torch.device = "cpu", allow: Sequence[type] = ()
+) -> dict[str, Any]:
     """The dict saved in `path` (a Lightning checkpoint, a state_dict, a weights file), tensors on `map_location`.
 
     Loaded with `weights_only=True` and the allow-list `PROJECT_GLOBALS` plus `allow` (the classes a reader of a
@@ -59,14 +61,24 @@ def load_checkpoint(path: str | Path, *, key: str = "CKPT", map_location: str | 
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 — torch raises many types (RuntimeError, KeyError, EOFError…) for non-checkpoints
-        raise UserError(f"{key}={path} is not a PyTorch checkpoint or weights file ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(
+            f"{key}={path} is not a PyTorch checkpoint or weights file ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     if not isinstance(loaded, dict):
-        raise UserError(f"{key}={path} holds a {type(loaded).__name__}, not a checkpoint (a dict of tensors and settings)")
+        raise UserError(
+            f"{key}={path} holds a {type(loaded).__name__}, not a checkpoint (a dict of tensors and settings)"
+        )
     return loaded
 
 
-def load_module(cls: type[Module], path: str | Path, *, key: str = "CKPT", map_location: str | torch.device = "cpu",
-                **overrides: Any) -> Module:
+def load_module(
+    cls: type[Module],
+    path: str | Path,
+    *,
+    key: str = "CKPT",
+    map_location: str | torch.device = "cpu",
+    **overrides: Any,
+) -> Module:
     """A LightningModule rebuilt from a checkpoint read by `load_checkpoint`: `cls(**hyper_parameters, **overrides)`,
     its `on_load_checkpoint` hook, then a strict `load_state_dict`. Lightning's own `load_from_checkpoint` is not
     used, so the one safe reader is the only code that opens the file.
@@ -81,7 +93,9 @@ def load_module(cls: type[Module], path: str | Path, *, key: str = "CKPT", map_l
     try:
         inspect.signature(cls).bind(**hparams)
     except TypeError as exc:
-        raise UserError(f"{key}={path} was not written by {cls.__name__}: its hyper-parameters do not fit ({exc})") from None
+        raise UserError(
+            f"{key}={path} was not written by {cls.__name__}: its hyper-parameters do not fit ({exc})"
+        ) from None
     module = cls(**hparams)
     module.on_load_checkpoint(checkpoint)
     try:
@@ -98,15 +112,24 @@ CHECKPOINT_NAMES: tuple[str, ...] = ("last", "best")
 # always asks for "last" itself.
 DEFAULT_CHECKPOINT: Which = "best"
 BEST_FILENAME = "best"  # the monitored checkpoint's file stem: checkpoints/best.ckpt
-CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoint folder (conf/callbacks/default.yaml: ${paths.output_dir}/checkpoints)
+CHECKPOINTS_DIR = (
+    "checkpoints"  # a run's checkpoint folder (conf/callbacks/default.yaml: ${paths.output_dir}/checkpoints)
+)
 
 
 class NoCheckpoint(UserError):
     """No run of the task has written a checkpoint of the kind asked for (the message names the folders)."""
 
 
-def find_checkpoint(log_dir: str | Path, tasks: str | Sequence[str], which: Which = DEFAULT_CHECKPOINT, *,
-                    make_target: str | None = None, key: str = "CKPT", tracking_uri: str | None = None) -> Path:
+def find_checkpoint(
+    log_dir: str | Path,
+    tasks: str | Sequence[str],
+    which: Which = DEFAULT_CHECKPOINT,
+    *,
+    make_target: str | None = None,
+    key: str = "CKPT",
+    tracking_uri: str | None = None,
+) -> Path:
     """The checkpoint of the newest finished run of `tasks` (one task name or several) under the log folder: every
     `<log_dir>/<task>/**/checkpoints/` folder is a run (single runs and sweeps alike).
 
@@ -146,8 +169,11 @@ FINISHED = "FINISHED"
 def _unfinished_runs(folders: Sequence[Path], tracking_uri: str) -> set[Path]:
     """The checkpoint folders whose run the local MLflow store at `tracking_uri` holds with a status other than
     FINISHED. Unknown runs, a missing store, a remote store and a store that cannot be read give no folder."""
-    ids = {folder: (folder.parent / RUN_ID_FILE).read_text().strip() for folder in folders
-           if (folder.parent / RUN_ID_FILE).is_file()}
+    ids = {
+        folder: (folder.parent / RUN_ID_FILE).read_text().strip()
+        for folder in folders
+        if (folder.parent / RUN_ID_FILE).is_file()
+    }
     if not ids or tracking_uri.startswith(("http://", "https://")):
         return set()
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
@@ -190,8 +216,10 @@ def _refusal(path: Path, key: str, exc: Exception) -> UserError:
     wanted = _unsafe_globals(path) or _GLOBAL_IN_MESSAGE.findall(str(exc))
     if not wanted:  # no import asked for: a damaged file or another format, not a payload
         return UserError(f"{key}={path} is not a PyTorch checkpoint or weights file ({_torch_reason(exc)})")
-    return UserError(f"{key}={path}: refused to load: its pickle asks to import {', '.join(dict.fromkeys(wanted))}, which "
-                     "is not on the allow-list of checkpoint data — nothing in it ran (a checkpoint is loaded as data, never as code)")
+    return UserError(
+        f"{key}={path}: refused to load: its pickle asks to import {', '.join(dict.fromkeys(wanted))}, which "
+        "is not on the allow-list of checkpoint data — nothing in it ran (a checkpoint is loaded as data, never as code)"
+    )
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -202,7 +230,10 @@ def _unsafe_globals(path: Path) -> list[str]:
             return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
         return []
     found, strings = [], []
-    with contextlib.suppress(Exception), open(path, "rb") as handle:  # a damaged pickle: what was found before the damage
+    with (
+        contextlib.suppress(Exception),
+        open(path, "rb") as handle,
+    ):  # a damaged pickle: what was found before the damage
         for opcode, arg, _ in pickletools.genops(handle):
             if opcode.name == "GLOBAL":
                 found.append(str(arg).replace(" ", "."))
@@ -227,7 +258,9 @@ def _allowed_names() -> set[str]:
 def _torch_reason(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reasons = [line for line in lines if line.startswith(("Unsupported", "Trying to", "WeightsUnpickler error:"))]
-    return (reasons[-1] if reasons else lines[0] if lines else type(exc).__name__).removeprefix("WeightsUnpickler error: ")
+    return (reasons[-1] if reasons else lines[0] if lines else type(exc).__name__).removeprefix(
+        "WeightsUnpickler error: "
+    )
 
 
 def _first_line(exc: Exception) -> str:

@@ -9,6 +9,7 @@ debug overlay replaces the interpolation and is not capped.
 
 The resolver is registered when `core` is imported, which every entry and tests/conftest.py do before composing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,14 +34,18 @@ OmegaConf.register_new_resolver(RESOLVER, cap, replace=True)
 
 @dataclass(frozen=True)
 class Cap:
-    name: str        # the key under `profile:`
-    ask: str         # the top-level key the experiment sets
-    targets: tuple   # the config paths that read `${cap:${<ask>},${profile.<name>}}`
+    name: str  # the key under `profile:`
+    ask: str  # the top-level key the experiment sets
+    targets: tuple  # the config paths that read `${cap:${<ask>},${profile.<name>}}`
 
 
 CAPS = (
     Cap("max_epochs", "epochs", ("trainer.max_epochs",)),
-    Cap("width_multiplier", "width_multiplier", ("model.generator.width_multiplier", "model.discriminator.width_multiplier")),
+    Cap(
+        "width_multiplier",
+        "width_multiplier",
+        ("model.generator.width_multiplier", "model.discriminator.width_multiplier"),
+    ),
     Cap("max_images", "max_images", ("data.max_images",)),
     Cap("detector_imgsz", "detector_imgsz", ("model.imgsz",)),
 )
@@ -80,7 +85,7 @@ def caps_that_bite(cfg: DictConfig) -> list[Bite]:
 
 
 def describe_bites(cfg: DictConfig) -> str | None:
-    """"trainer=cpu_small caps max_epochs 1000 → 5, max_images all → 512", or None when no cap bites."""
+    """ "trainer=cpu_small caps max_epochs 1000 → 5, max_images all → 512", or None when no cap bites."""
     bites = caps_that_bite(cfg)
     if not bites:
         return None

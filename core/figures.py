@@ -1,4 +1,5 @@
 """Matplotlib figures with one style; every figure has a title, axis labels and units."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -10,7 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False, "font.size": 9}
+STYLE = {
+    "figure.dpi": 110,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 9,
+}
 plt.rcParams.update(STYLE)
 
 
@@ -28,10 +36,24 @@ def _draw_gan_losses(ax, history: Mapping[str, Sequence[float]], title: str, win
     epochs = np.arange(1, len(history["g_loss_epoch"]) + 1)
     for net, colour in (("d", "tab:blue"), ("g", "tab:orange")):
         name = "discriminator (D)" if net == "d" else "generator (G)"
-        ax.plot(epochs, history[f"{net}_loss_epoch"], color=colour, marker="." if len(epochs) < 20 else None, label=f"{name}, epoch mean")
-        ax.plot(epochs, history[f"{net}_loss_last"], color=colour, linestyle=":", alpha=0.8, label=f"{name}, last batch")
+        ax.plot(
+            epochs,
+            history[f"{net}_loss_epoch"],
+            color=colour,
+            marker="." if len(epochs) < 20 else None,
+            label=f"{name}, epoch mean",
+        )
+        ax.plot(
+            epochs, history[f"{net}_loss_last"], color=colour, linestyle=":", alpha=0.8, label=f"{name}, last batch"
+        )
     if window and len(epochs) > 1:
-        ax.axvspan(max(1, len(epochs) - window + 1), len(epochs), color="grey", alpha=0.12, label=f"fluctuation window ({window} epochs)")
+        ax.axvspan(
+            max(1, len(epochs) - window + 1),
+            len(epochs),
+            color="grey",
+            alpha=0.12,
+            label=f"fluctuation window ({window} epochs)",
+        )
     ax.set(title=title, xlabel="epoch", ylabel="loss (sigmoid cross-entropy, nats)")
     if len(epochs) <= 10:
         ax.set_xticks(epochs)
@@ -47,14 +69,23 @@ def gan_loss_comparison(histories: Mapping[str, Mapping[str, Sequence[float]]], 
     for ax in axes[0][1:]:
         ax.set_ylabel("")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2 if len(histories) == 1 else len(labels), fontsize=7, frameon=False)
+    fig.legend(
+        handles, labels, loc="lower center", ncol=2 if len(histories) == 1 else len(labels), fontsize=7, frameon=False
+    )
     fig.suptitle("D and G loss per epoch, experiments side by side")
     fig.tight_layout(rect=(0, 0.14 if len(histories) == 1 else 0.08, 1, 1))
     return fig
 
 
-def sweep_heatmap(table, metric: str, rows: str = "data.batch_size", cols: str = "model.lr", title: str = "Sweep",
-                  metric_label: str | None = None, lower_is_better: bool = True):
+def sweep_heatmap(
+    table,
+    metric: str,
+    rows: str = "data.batch_size",
+    cols: str = "model.lr",
+    title: str = "Sweep",
+    metric_label: str | None = None,
+    lower_is_better: bool = True,
+):
     """A metric over a two-parameter grid (one cell per run; the mean where a cell has several), values written
     in the cells. `table` is a DataFrame with columns `rows`, `cols` and `metric` (mlflow_runs.sweep_table)."""
     grid = table.pivot_table(index=rows, columns=cols, values=metric, aggfunc="mean").sort_index().sort_index(axis=1)
@@ -66,7 +97,15 @@ def sweep_heatmap(table, metric: str, rows: str = "data.batch_size", cols: str =
     middle = np.nanmean(grid.to_numpy())
     for (i, j), value in np.ndenumerate(grid.to_numpy()):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8, color="white" if (value > middle) == lower_is_better else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:.3g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if (value > middle) == lower_is_better else "black",
+            )
     best = "lower is better" if lower_is_better else "higher is better"
     fig.colorbar(image, ax=ax, label=f"{metric_label or metric} ({best})")
     ax.set(title=title, xlabel=f"learning rate ({cols})", ylabel=f"batch size, images ({rows})")
@@ -86,7 +125,9 @@ def metric_curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     return fig
 
 
-def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix", normalise: bool = True):
+def confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix", normalise: bool = True
+):
     """Rows are true classes, columns predicted; cells hold the row fraction (`normalise`) or image counts."""
     counts = np.asarray(matrix, dtype=float)
     shown = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
@@ -99,8 +140,15 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str 
     ax.grid(False)
     if len(class_names) <= 20:
         for (i, j), value in np.ndenumerate(shown):
-            ax.text(j, i, f"{value:.2f}" if normalise else f"{value:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.5 * shown.max() else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}" if normalise else f"{value:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > 0.5 * shown.max() else "black",
+            )
     fig.colorbar(image, ax=ax, label="fraction of the true class's images" if normalise else "images")
     ax.set(title=title, xlabel="predicted class", ylabel="true class")
     fig.tight_layout()
@@ -125,8 +173,13 @@ def image_panel(images: Mapping[str, np.ndarray], title: str, columns: int = 3):
 DETECTION_COLOURS = ("tab:green", "tab:red", "tab:orange", "tab:blue", "tab:purple", "tab:brown")
 
 
-def detection_examples(images: Sequence[np.ndarray], detections: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],
-                       title: str = "Detections", columns: int = 3):
+def detection_examples(
+    images: Sequence[np.ndarray],
+    detections: Sequence[Mapping[str, np.ndarray]],
+    names: Sequence[str],
+    title: str = "Detections",
+    columns: int = 3,
+):
     """Images with their detected boxes (`boxes` x0,y0,x1,y1 in pixels, `scores`, `classes`), one colour per class."""
     from matplotlib.patches import Patch, Rectangle
 
@@ -141,15 +194,22 @@ def detection_examples(images: Sequence[np.ndarray], detections: Sequence[Mappin
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2))
             ax.text(x0, y0 - 2, f"{score:.2f}", color=colour, fontsize=6)
         ax.set_title(f"{len(det['boxes'])} detection(s)  [x, y in px]", fontsize=7)
-    handles = [Patch(edgecolor=DETECTION_COLOURS[i % len(DETECTION_COLOURS)], fill=False, label=name) for i, name in enumerate(names)]
+    handles = [
+        Patch(edgecolor=DETECTION_COLOURS[i % len(DETECTION_COLOURS)], fill=False, label=name)
+        for i, name in enumerate(names)
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=len(names), fontsize=7, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
-def face_detector_comparison(rows: Sequence[Mapping[str, float]], iou_thresholds: Sequence[float], classes: Sequence[str],
-                             title: str = "Face detectors"):
+def face_detector_comparison(
+    rows: Sequence[Mapping[str, float]],
+    iou_thresholds: Sequence[float],
+    classes: Sequence[str],
+    title: str = "Face detectors",
+):
     """Per detector: precision and recall at each IoU threshold, recall per ground-truth class at the
     strictest one, and images per second (log scale). `rows` need a 'detector' key and `faces.evaluation.scores`' keys."""
     names = [row["detector"] for row in rows]
@@ -162,7 +222,12 @@ def face_detector_comparison(rows: Sequence[Mapping[str, float]], iou_thresholds
     strict = max(iou_thresholds)
     width = 0.8 / max(1, len(classes))
     for k, name in enumerate(classes):
-        axes[1].bar(x + (k - (len(classes) - 1) / 2) * width, [row[f"recall_{name}@{strict}"] for row in rows], width, label=name)
+        axes[1].bar(
+            x + (k - (len(classes) - 1) / 2) * width,
+            [row[f"recall_{name}@{strict}"] for row in rows],
+            width,
+            label=name,
+        )
     axes[2].bar(x, [row["images_per_s"] for row in rows], color="tab:grey")
     axes[2].set_yscale("log")
     axes[0].set(title="precision and recall", ylabel="fraction of detections / of faces", ylim=(0, 1.05))
@@ -179,21 +244,35 @@ def face_detector_comparison(rows: Sequence[Mapping[str, float]], iou_thresholds
     return fig
 
 
-def recall_vs_rotation(angles: Sequence[float], recalls: Mapping[str, Sequence[float]], iou_threshold: float,
-                       title: str = "Face recall against in-plane rotation"):
+def recall_vs_rotation(
+    angles: Sequence[float],
+    recalls: Mapping[str, Sequence[float]],
+    iou_threshold: float,
+    title: str = "Face recall against in-plane rotation",
+):
     """One line per detector: the fraction of faces found at each rotation angle."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, values in recalls.items():
         ax.plot(angles, values, marker="o", label=name)
-    ax.set(title=title, xlabel="in-plane rotation of the card (degrees)", ylabel=f"recall (IoU ≥ {iou_threshold})",
-           ylim=(-0.03, 1.05), xticks=list(angles))
+    ax.set(
+        title=title,
+        xlabel="in-plane rotation of the card (degrees)",
+        ylabel=f"recall (IoU ≥ {iou_threshold})",
+        ylim=(-0.03, 1.05),
+        xticks=list(angles),
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def roc_curve(fpr: Sequence[float], tpr: Sequence[float], title: str, points: Mapping[str, tuple[float, float]] | None = None,
-              zoom: float = 0.1):
+def roc_curve(
+    fpr: Sequence[float],
+    tpr: Sequence[float],
+    title: str,
+    points: Mapping[str, tuple[float, float]] | None = None,
+    zoom: float = 0.1,
+):
     """A verification ROC curve: true-positive rate (same pairs accepted) against false-positive rate (different
     pairs accepted), both fractions 0–1, in full (left) and zoomed into the top-left corner (right: fpr ≤ `zoom`,
     tpr ≥ 1 − `zoom`); `points` marks operating points, e.g. {"tolerance 0.6": (fpr, tpr)}."""
@@ -203,8 +282,13 @@ def roc_curve(fpr: Sequence[float], tpr: Sequence[float], title: str, points: Ma
         for (label, (x, y)), marker in zip((points or {}).items(), "osD^v"):
             ax.plot([x], [y], marker=marker, linestyle="none", label=f"{label} (fpr {x:.3f}, tpr {y:.3f})")
         limits = ((0, zoom), (1 - zoom, 1.002)) if zoomed else ((0, 1), (0, 1.02))
-        ax.set(xlim=limits[0], ylim=limits[1], xlabel="false-positive rate (different pairs called same)",
-               ylabel="true-positive rate (same pairs called same)", title="top-left corner" if zoomed else "full range")
+        ax.set(
+            xlim=limits[0],
+            ylim=limits[1],
+            xlabel="false-positive rate (different pairs called same)",
+            ylabel="true-positive rate (same pairs called same)",
+            title="top-left corner" if zoomed else "full range",
+        )
     axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()

@@ -1,4 +1,5 @@
 """Writing shared files safely when several processes may write the same one at once."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,14 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                         **({} if "b" in mode else {"encoding": "utf-8"}))
+    handle = tempfile.NamedTemporaryFile(
+        mode,
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=".tmp",
+        delete=False,
+        **({} if "b" in mode else {"encoding": "utf-8"}),
+    )
     try:
         with handle:
             yield handle

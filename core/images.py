@@ -4,6 +4,7 @@ Every reader in the repo decodes still images through `read_rgb`, so EXIF orient
 JPEGs without their end marker, and corrupt, truncated, zero-byte and non-image files are handled the
 same way everywhere (detection, recognition, prediction, training data, VOC conversion, reports).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,8 +65,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
             return _to_rgb(image, path)
     # ImportError: once ultralytics is imported, its patched Image.open looks for a HEIF plugin on files PIL
     # cannot identify, and raises that instead of UnidentifiedImageError.
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, ImportError,
-            struct.error) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        ImportError,
+        struct.error,
+    ) as exc:
         raise UnreadableImage(f"{path}: {exc}") from exc
 
 
@@ -151,8 +159,8 @@ def _scans_cover_every_coefficient(data: bytes) -> bool:
             continue
         if marker == 0xD9:
             break
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        segment = data[pos + 4:pos + 2 + length]
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment = data[pos + 4 : pos + 2 + length]
         if length < 2 or len(segment) < length - 2:
             break  # cut inside a marker segment
         pos += 2 + length
@@ -202,7 +210,10 @@ def find_images(root: str | Path, classes: Sequence[str] | None = None) -> list[
         dirs = [root]
     files = sorted(p for d in dirs for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise UserError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}" + (f" for classes {list(classes)}" if classes else ""))
+        raise UserError(
+            f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}"
+            + (f" for classes {list(classes)}" if classes else "")
+        )
     return files
 
 
@@ -250,7 +261,13 @@ def decode_folder(
     from tqdm.auto import tqdm
 
     pixels, kept, skipped = [], [], []
-    for f in tqdm(files, desc=f"decoding {Path(files[0]).parent.name if files else ''}", unit="img", leave=False, disable=len(files) < 200):
+    for f in tqdm(
+        files,
+        desc=f"decoding {Path(files[0]).parent.name if files else ''}",
+        unit="img",
+        leave=False,
+        disable=len(files) < 200,
+    ):
         try:
             pixels.append(transform(read_rgb(f)))
             kept.append(str(f))

@@ -8,6 +8,7 @@ class (no mask, mask worn incorrectly) for `alert_after_s` seconds without inter
 `events.jsonl` and, when a webhook URL is given, POSTs it from a background thread (bounded retries, short
 timeouts; failures are warnings, never errors).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,18 @@ from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-TRACK_CSV_FIELDS = ("track_id", "first_frame", "last_frame", "first_time_s", "last_time_s", "frames_seen", "state",
-                    "mean_confidence", "unmasked", "alert_time_s")
+TRACK_CSV_FIELDS = (
+    "track_id",
+    "first_frame",
+    "last_frame",
+    "first_time_s",
+    "last_time_s",
+    "frames_seen",
+    "state",
+    "mean_confidence",
+    "unmasked",
+    "alert_time_s",
+)
 
 
 @dataclass
@@ -86,19 +97,30 @@ class MaskAlerts:
     `names`: the detector's class names (index → name); `alert_classes`: the names that count as unmasked (each
     must be in `names`, else UserError naming `key`); `alert_after_s` ≥ 0 seconds; `window` ≥ 1 observations."""
 
-    def __init__(self, names: Sequence[str], alert_classes: Iterable[str], alert_after_s: float, window: int,
-                 source: str = "", key: str = "alert_classes"):
+    def __init__(
+        self,
+        names: Sequence[str],
+        alert_classes: Iterable[str],
+        alert_after_s: float,
+        window: int,
+        source: str = "",
+        key: str = "alert_classes",
+    ):
         self.names = list(names)
         unknown = [name for name in alert_classes if name not in self.names]
         if unknown:
             raise UserError(f"{key}: {unknown} are not classes of the detector: {self.names}")
         if window < 1 or alert_after_s < 0:
-            raise UserError(f"smooth_frames={window}, alert_after_s={alert_after_s}: need smooth_frames ≥ 1 and alert_after_s ≥ 0")
+            raise UserError(
+                f"smooth_frames={window}, alert_after_s={alert_after_s}: need smooth_frames ≥ 1 and alert_after_s ≥ 0"
+            )
         self.alert_ids = {self.names.index(name) for name in alert_classes}
         self.alert_after_s, self.window, self.source = float(alert_after_s), int(window), source
         self.tracks: dict[int, TrackRecord] = {}
 
-    def update(self, frame: int, time_s: float, people: Iterable[tuple[int, Sequence[float], float, int]]) -> list[AlertEvent]:
+    def update(
+        self, frame: int, time_s: float, people: Iterable[tuple[int, Sequence[float], float, int]]
+    ) -> list[AlertEvent]:
         """Record one frame's tracked people as (track id, box x0 y0 x1 y1, confidence, class index); return the
         alerts this frame raises (at most one per track over the whole run)."""
         events = []
@@ -117,8 +139,15 @@ class MaskAlerts:
             if record.unmasked_since_s is None:
                 record.unmasked_since_s = time_s
             if record.alert is None and time_s - record.unmasked_since_s >= self.alert_after_s - 1e-9:
-                record.alert = AlertEvent(round(float(time_s), 3), track_id, self.names[cls], round(float(confidence), 4),
-                                          [round(float(v), 1) for v in box], frame, self.source)
+                record.alert = AlertEvent(
+                    round(float(time_s), 3),
+                    track_id,
+                    self.names[cls],
+                    round(float(confidence), 4),
+                    [round(float(v), 1) for v in box],
+                    frame,
+                    self.source,
+                )
                 events.append(record.alert)
         return events
 
@@ -131,16 +160,29 @@ class MaskAlerts:
         """{"people": tracks seen, "unmasked_people": tracks whose smoothed state was ever an alert class,
         "alerts": alerts raised}."""
         records = self.tracks.values()
-        return {"people": len(self.tracks), "unmasked_people": sum(r.ever_unmasked for r in records),
-                "alerts": sum(r.alert is not None for r in records)}
+        return {
+            "people": len(self.tracks),
+            "unmasked_people": sum(r.ever_unmasked for r in records),
+            "alerts": sum(r.alert is not None for r in records),
+        }
 
     def rows(self) -> list[dict]:
         """One row per track (TRACK_CSV_FIELDS), by track id."""
-        return [{"track_id": r.track_id, "first_frame": r.first_frame, "last_frame": r.last_frame,
-                 "first_time_s": round(r.first_time_s, 3), "last_time_s": round(r.last_time_s, 3), "frames_seen": r.frames_seen,
-                 "state": self.names[r.state], "mean_confidence": round(r.confidence_sum / r.frames_seen, 4),
-                 "unmasked": int(r.ever_unmasked), "alert_time_s": "" if r.alert is None else r.alert.time_s}
-                for r in sorted(self.tracks.values(), key=lambda r: r.track_id)]
+        return [
+            {
+                "track_id": r.track_id,
+                "first_frame": r.first_frame,
+                "last_frame": r.last_frame,
+                "first_time_s": round(r.first_time_s, 3),
+                "last_time_s": round(r.last_time_s, 3),
+                "frames_seen": r.frames_seen,
+                "state": self.names[r.state],
+                "mean_confidence": round(r.confidence_sum / r.frames_seen, 4),
+                "unmasked": int(r.ever_unmasked),
+                "alert_time_s": "" if r.alert is None else r.alert.time_s,
+            }
+            for r in sorted(self.tracks.values(), key=lambda r: r.track_id)
+        ]
 
 
 class Webhook:
@@ -148,7 +190,12 @@ class Webhook:
     `backoff_s` between them; a failure is one warning. `close(wait_s)` waits at most that long for the queue."""
 
     def __init__(self, url: str, attempts: int = 3, timeout_s: float = 2.0, backoff_s: float = 0.5):
-        self.url, self.attempts, self.timeout_s, self.backoff_s = url, max(1, int(attempts)), float(timeout_s), float(backoff_s)
+        self.url, self.attempts, self.timeout_s, self.backoff_s = (
+            url,
+            max(1, int(attempts)),
+            float(timeout_s),
+            float(backoff_s),
+        )
         self.delivered = self.failed = 0
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
@@ -176,8 +223,13 @@ class Webhook:
                 if attempt < self.attempts:
                     time.sleep(self.backoff_s * attempt)
         self.failed += 1
-        log.warning("webhook %s: event of track %s not delivered after %d attempts (%s)", self.url,
-                    event.get("track_id"), self.attempts, error)
+        log.warning(
+            "webhook %s: event of track %s not delivered after %d attempts (%s)",
+            self.url,
+            event.get("track_id"),
+            self.attempts,
+            error,
+        )
 
     def close(self, wait_s: float = 10.0) -> None:
         """Stop after the queued events are sent, waiting at most `wait_s` seconds (then they are dropped)."""

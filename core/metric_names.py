@@ -12,6 +12,7 @@ metric cannot leave the report reading a name nobody logs. They live here, in th
 may not import lightning_modules (the import-linter contracts of pyproject.toml). Names that only their producer
 uses (e.g. `train/lr`, `train/d_real`) stay in the producer.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,12 @@ def epoch_artifact(folder: str, epoch: int) -> str:
 
 # -- YOLO detector (lightning_modules/yolo_detector.py) --------------------------------------------------------
 YOLO_LOSSES = ("box_loss", "cls_loss", "dfl_loss")  # ultralytics' loss terms, logged as train/<term> and val/<term>
-YOLO_VAL_METRICS = ("map50", "map50_95", "precision", "recall")  # keys of DetectionMetrics.compute(), logged as val/<key>
+YOLO_VAL_METRICS = (
+    "map50",
+    "map50_95",
+    "precision",
+    "recall",
+)  # keys of DetectionMetrics.compute(), logged as val/<key>
 MAP50, MAP50_95, PRECISION, RECALL = (f"{VAL}{key}" for key in YOLO_VAL_METRICS)
 AP50_PREFIX = f"{VAL}ap50/"  # + class_key(index, name): per-class AP50
 OLD_AP50_PREFIX = f"{VAL}ap50_"  # + the class name: runs from before class_metric_names (read, never written)

@@ -1,9 +1,9 @@
 """Every switch the libraries need to run with no network (../shared/ENVIRONMENT-NOTES.md): environment
 variables set when `core` is imported, and ultralytics' settings file, switched by the modules that use it."""
+
 import os
 import shutil
 from pathlib import Path
-
 
 
 def project_root() -> Path:
@@ -94,8 +94,16 @@ def _ship_ultralytics_font(config_dir: Path) -> None:
     shutil.copyfile(source, target)
 
 
-ULTRALYTICS_OFF = {"mlflow": False, "clearml": False, "comet": False, "dvc": False, "raytune": False, "wandb": False,
-                   "tensorboard": False, "sync": False}
+ULTRALYTICS_OFF = {
+    "mlflow": False,
+    "clearml": False,
+    "comet": False,
+    "dvc": False,
+    "raytune": False,
+    "wandb": False,
+    "tensorboard": False,
+    "sync": False,
+}
 
 
 def disable_ultralytics_integrations() -> None:

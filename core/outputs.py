@@ -5,6 +5,7 @@ extension folded into the name: `sub/portrait.jpg` → `sub/portrait_jpg<tag><su
 `portrait_png…`). Image extensions hold no `_`, so the mapping is one-to-one: `portrait.jpg` and `portrait.png`
 give `portrait_jpg.jpg` and `portrait_png.jpg`, never one file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,4 +21,3 @@ def output_name(relative: str | Path, suffix: str, tag: str = "") -> Path:
     extension = relative.suffix[1:]
     base = f"{relative.stem}_{extension}" if extension else relative.name
     return relative.with_name(f"{base}{tag}{suffix}")
-

@@ -7,6 +7,7 @@ resolves `${...}` in the string, whose escape is `\\${`. Stdlib only, so the Mak
 
     python core/overrides.py ckpt '/runs/epoch=0-step=1.ckpt'   # prints ckpt='/runs/epoch=0-step=1.ckpt'
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """The one rule that turns a run's seed and an epoch number into that epoch's seed."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ does not, the run goes on in the local store (`paths.mlflow_uri`, where `make ml
 tagged with the server run's id, and says so. When the run ends and the server answers again, the local run is
 uploaded into the server run; otherwise `make mlflow-upload` does it later (`upload_offline_runs`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,18 +26,36 @@ from core.tracking import server_answers, store_lock
 
 log = logging.getLogger(__name__)
 
-OFFLINE_COPY_OF = "ml_playground.offline_copy_of"   # on a local run: the server run it stands in for
-OFFLINE_SERVER = "ml_playground.offline_server"     # ... and that run's server
+OFFLINE_COPY_OF = "ml_playground.offline_copy_of"  # on a local run: the server run it stands in for
+OFFLINE_SERVER = "ml_playground.offline_server"  # ... and that run's server
 UPLOADED = "ml_playground.uploaded"
 # MlflowClient methods that act on one run, its id first: they follow the run into the local store
-RUN_METHODS = frozenset({"log_batch", "log_metric", "log_param", "set_tag", "get_run", "set_terminated",
-                         "log_artifact", "log_artifacts", "log_image", "log_figure", "log_text", "log_dict"})
+RUN_METHODS = frozenset(
+    {
+        "log_batch",
+        "log_metric",
+        "log_param",
+        "set_tag",
+        "get_run",
+        "set_terminated",
+        "log_artifact",
+        "log_artifacts",
+        "log_image",
+        "log_figure",
+        "log_text",
+        "log_dict",
+    }
+)
 
 
 def local_experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     with store_lock(client.tracking_uri):
         experiment = client.get_experiment_by_name(name)
-        return experiment.experiment_id if experiment else client.create_experiment(name, artifact_location=artifact_location)
+        return (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(name, artifact_location=artifact_location)
+        )
 
 
 class _FallbackClient:
@@ -75,10 +94,16 @@ class _FallbackClient:
         experiment_id = local_experiment_id(self._local, logger.experiment_name, logger.local_artifact_location)
         tags = {**(logger.tags or {}), OFFLINE_COPY_OF: logger.run_id, OFFLINE_SERVER: self._server.tracking_uri}
         self.local_run_id = self._local.create_run(experiment_id, tags=tags).info.run_id
-        log.warning("MLflow server %s stopped answering (%s). The run goes on logging into the local store %s "
-                    "(run %s); it is uploaded into server run %s when the server is back: at the end of this run, "
-                    "or by `make mlflow-upload`", self._server.tracking_uri, exc.__class__.__name__,
-                    logger.local_tracking_uri, self.local_run_id, logger.run_id)
+        log.warning(
+            "MLflow server %s stopped answering (%s). The run goes on logging into the local store %s "
+            "(run %s); it is uploaded into server run %s when the server is back: at the end of this run, "
+            "or by `make mlflow-upload`",
+            self._server.tracking_uri,
+            exc.__class__.__name__,
+            logger.local_tracking_uri,
+            self.local_run_id,
+            logger.run_id,
+        )
 
 
 class FallbackMLFlowLogger(MLFlowLogger):
@@ -88,9 +113,17 @@ class FallbackMLFlowLogger(MLFlowLogger):
     7 retries with exponential backoff, stall a run for minutes); environment variables set by the user win.
     """
 
-    def __init__(self, experiment_name: str, tracking_uri: str, *, local_tracking_uri: str,
-                 local_artifact_location: str | None = None, request_retries: int = 2, request_timeout: int = 10,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        experiment_name: str,
+        tracking_uri: str,
+        *,
+        local_tracking_uri: str,
+        local_artifact_location: str | None = None,
+        request_retries: int = 2,
+        request_timeout: int = 10,
+        **kwargs: Any,
+    ) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(request_retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(request_timeout))
         super().__init__(experiment_name=experiment_name, tracking_uri=tracking_uri, **kwargs)
@@ -119,12 +152,20 @@ class FallbackMLFlowLogger(MLFlowLogger):
             return
         if server_answers(self.tracking_uri):
             upload_offline_run(MlflowClient(self.local_tracking_uri), self.offline_run_id)
-            log.info("MLflow server %s is back: local run %s uploaded into run %s", self.tracking_uri,
-                     self.offline_run_id, self.run_id)
+            log.info(
+                "MLflow server %s is back: local run %s uploaded into run %s",
+                self.tracking_uri,
+                self.offline_run_id,
+                self.run_id,
+            )
         else:
-            log.warning("MLflow server %s is still unreachable: this run's later metrics and artifacts are in the "
-                        "local store %s, run %s; upload them with `make mlflow-upload` when it is back",
-                        self.tracking_uri, self.local_tracking_uri, self.offline_run_id)
+            log.warning(
+                "MLflow server %s is still unreachable: this run's later metrics and artifacts are in the "
+                "local store %s, run %s; upload them with `make mlflow-upload` when it is back",
+                self.tracking_uri,
+                self.local_tracking_uri,
+                self.offline_run_id,
+            )
 
 
 def upload_offline_run(local: MlflowClient, run_id: str) -> str:
@@ -132,8 +173,11 @@ def upload_offline_run(local: MlflowClient, run_id: str) -> str:
     run = local.get_run(run_id)
     server = MlflowClient(run.data.tags[OFFLINE_SERVER])
     server_run_id = run.data.tags[OFFLINE_COPY_OF]
-    metrics = [Metric(m.key, m.value, m.timestamp, m.step)
-               for key in run.data.metrics for m in local.get_metric_history(run_id, key)]
+    metrics = [
+        Metric(m.key, m.value, m.timestamp, m.step)
+        for key in run.data.metrics
+        for m in local.get_metric_history(run_id, key)
+    ]
     for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per call
         server.log_batch(server_run_id, metrics=metrics[start : start + 1000])
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +192,11 @@ def upload_offline_run(local: MlflowClient, run_id: str) -> str:
 
 def pending_offline_runs(local: MlflowClient) -> list[Run]:
     """Finished local stand-in runs not uploaded yet (a run still RUNNING may be resumed: it waits)."""
-    return [run for run in local.search_runs(
-                [e.experiment_id for e in local.search_experiments()],
-                filter_string=f"tags.`{OFFLINE_COPY_OF}` != '' AND attributes.status != 'RUNNING'")
-            if run.data.tags.get(UPLOADED) != "true"]
+    return [
+        run
+        for run in local.search_runs(
+            [e.experiment_id for e in local.search_experiments()],
+            filter_string=f"tags.`{OFFLINE_COPY_OF}` != '' AND attributes.status != 'RUNNING'",
+        )
+        if run.data.tags.get(UPLOADED) != "true"
+    ]

@@ -6,6 +6,7 @@ artifacts through the helpers here (rank 0 only). Tool runs (every other entry i
 `log_tool_run` only: one MLflow run per call, where a failing tracking store is a warning and the tool's result
 stands.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -149,9 +150,15 @@ def _use_tool_experiment(cfg: Any) -> None:
     mlflow.set_experiment(cfg.task_name)
 
 
-def log_tool_run(cfg: Any, run_name: str | None = None, *, params: Mapping[str, Any] | None = None,
-                 metrics: Mapping[str, float] | None = None, dicts: Mapping[str, Any] | None = None,
-                 files: Sequence[str | Path] = ()) -> str | None:
+def log_tool_run(
+    cfg: Any,
+    run_name: str | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    dicts: Mapping[str, Any] | None = None,
+    files: Sequence[str | Path] = (),
+) -> str | None:
     """Log one run of a tool (every entry of experiments/ but train) as one MLflow run: the one funnel for tools.
 
     The run, named `run_name` (MLflow picks a name when None), goes to the experiment `cfg.task_name` of the store
@@ -179,8 +186,12 @@ def log_tool_run(cfg: Any, run_name: str | None = None, *, params: Mapping[str, 
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
     except Exception as exc:  # noqa: BLE001  (whatever the store raised: the result stands without it)
         message = str(exc).strip().splitlines()
-        log.warning("MLflow logging failed, so this result is not in the tracking store (%s): %s: %s",
-                    cfg.paths.mlflow_uri, type(exc).__name__, message[0] if message else "")
+        log.warning(
+            "MLflow logging failed, so this result is not in the tracking store (%s): %s: %s",
+            cfg.paths.mlflow_uri,
+            type(exc).__name__,
+            message[0] if message else "",
+        )
         return None
     return run.info.run_id
 

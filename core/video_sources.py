@@ -5,6 +5,7 @@
 opened or stops delivering frames is reopened with exponential back-off, a bounded number of times, each attempt
 logged as a warning; a video file simply ends.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,10 @@ def parse_source(source: int | str | Path | None, key: str = "source") -> int | 
     if text.lower().startswith(STREAM_SCHEMES):
         return text
     if not Path(text).is_file():
-        raise UserError(f"{key}={text}: video file not found — give a video file, a camera index (0) or a stream "
-                        "URL (rtsp://…, http(s)://…)")
+        raise UserError(
+            f"{key}={text}: video file not found — give a video file, a camera index (0) or a stream "
+            "URL (rtsp://…, http(s)://…)"
+        )
     return text
 
 
@@ -87,11 +90,23 @@ class VideoSource:
     `open_capture`, `sleep` and `clock` are injectable for tests. Raises UserError (from the constructor) for an
     absent camera or a video file OpenCV cannot read."""
 
-    def __init__(self, source: int | str, reconnect_attempts: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 16.0,
-                 key: str = "source", open_capture: Callable[[int | str], cv2.VideoCapture] = open_quietly,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        source: int | str,
+        reconnect_attempts: int = 5,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 16.0,
+        key: str = "source",
+        open_capture: Callable[[int | str], cv2.VideoCapture] = open_quietly,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.source, self.kind, self.key = source, source_kind(source), key
-        self.reconnect_attempts, self.backoff_s, self.backoff_max_s = int(reconnect_attempts), float(backoff_s), float(backoff_max_s)
+        self.reconnect_attempts, self.backoff_s, self.backoff_max_s = (
+            int(reconnect_attempts),
+            float(backoff_s),
+            float(backoff_max_s),
+        )
         self._open, self._sleep, self._clock = open_capture, sleep, clock
         self.reconnects = 0  # reopen attempts made in all
         self.gave_up = False
@@ -101,8 +116,10 @@ class VideoSource:
             self._capture.release()
             self._capture = None
             if self.kind == "camera":
-                raise UserError(f"{key}={source}: no camera at index {source} on this machine — give another index, "
-                                "a video file or a stream URL")
+                raise UserError(
+                    f"{key}={source}: no camera at index {source} on this machine — give another index, "
+                    "a video file or a stream URL"
+                )
             if self.kind == "file":
                 raise UserError(f"{key}={source}: OpenCV cannot read this video — convert it to .mp4 (H.264) or .avi")
             log.warning("stream %s does not answer", self.label)
@@ -131,8 +148,14 @@ class VideoSource:
             self._capture = None
         for attempt in range(1, self.reconnect_attempts + 1):
             wait = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-            log.warning("%s %s: no frames — reopening in %.1f s (attempt %d/%d)", self.kind, self.label, wait, attempt,
-                        self.reconnect_attempts)
+            log.warning(
+                "%s %s: no frames — reopening in %.1f s (attempt %d/%d)",
+                self.kind,
+                self.label,
+                wait,
+                attempt,
+                self.reconnect_attempts,
+            )
             self._sleep(wait)
             self.reconnects += 1
             capture = self._open(self.source)

@@ -1,4 +1,5 @@
 """PASCAL VOC annotations: one reader, one writer and one image/xml pairing used by every VOC path in the repo."""
+
 from __future__ import annotations
 
 import logging
@@ -101,7 +102,9 @@ class VocPairing:
 
     @property
     def skipped(self) -> int:
-        return len(self.xml_without_image) + len(self.image_without_xml) + len(self.unreadable_xml) + len(self.ambiguous)
+        return (
+            len(self.xml_without_image) + len(self.image_without_xml) + len(self.unreadable_xml) + len(self.ambiguous)
+        )
 
 
 def pair_voc(image_dir: str | Path, xml_dir: str | Path, suffixes: set[str] | None = None) -> VocPairing:
@@ -142,8 +145,10 @@ def pair_voc(image_dir: str | Path, xml_dir: str | Path, suffixes: set[str] | No
             candidates = candidates or by_stem.get(xml.stem, [])
         if len(candidates) > 1:
             accounted.update(candidates)
-            result.ambiguous.append(f"{xml}: <filename> {annotation.filename!r} names no file in {image_dir}, and "
-                                    f"{len(candidates)} images share its stem: {sorted(p.name for p in candidates)}")
+            result.ambiguous.append(
+                f"{xml}: <filename> {annotation.filename!r} names no file in {image_dir}, and "
+                f"{len(candidates)} images share its stem: {sorted(p.name for p in candidates)}"
+            )
             continue
         if not candidates:
             result.xml_without_image.append(str(xml))
@@ -155,8 +160,10 @@ def pair_voc(image_dir: str | Path, xml_dir: str | Path, suffixes: set[str] | No
         if len(pairs) == 1:
             result.pairs.append(pairs[0])
         else:
-            result.ambiguous += [f"{pair.xml}: {image.name} is also claimed by {[q.xml.name for q in pairs if q is not pair]}"
-                                 for pair in pairs]
+            result.ambiguous += [
+                f"{pair.xml}: {image.name} is also claimed by {[q.xml.name for q in pairs if q is not pair]}"
+                for pair in pairs
+            ]
     result.pairs.sort(key=lambda pair: pair.xml)
     result.ambiguous.sort()
     result.image_without_xml = [str(p) for p in images if p not in accounted]

@@ -15,6 +15,7 @@ Two ways to serve it, declared by `serves` (the model's `inputs` reads the same 
 The data flows one way: files → face crops (`face`, one crop policy) → frozen features (cached) → the
 model's head. Nothing here calls the model, and the model never configures this datamodule.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,8 +51,9 @@ def central_face(detections: Sequence[Detection], shape: tuple[int, ...]) -> Det
     return min(detections, key=lambda d: ((d.left + d.right) / 2 - cx) ** 2 + ((d.top + d.bottom) / 2 - cy) ** 2)
 
 
-def build_augmentation(hflip: float = 0.0, rotate: float = 0.0, shift: float = 0.0, brightness: float = 0.0,
-                       contrast: float = 0.0) -> A.Compose | None:
+def build_augmentation(
+    hflip: float = 0.0, rotate: float = 0.0, shift: float = 0.0, brightness: float = 0.0, contrast: float = 0.0
+) -> A.Compose | None:
     """Flip with probability `hflip`, rotate by up to ±`rotate`°, shift by up to `shift` × the size, and
     change brightness/contrast by up to the given fractions; None when all are zero."""
     steps = []
@@ -59,7 +61,11 @@ def build_augmentation(hflip: float = 0.0, rotate: float = 0.0, shift: float = 0
         steps.append(A.HorizontalFlip(p=hflip))
     if rotate or shift:
         # edges repeat the border pixels, as Keras' ImageDataGenerator (fill_mode='nearest') did for the paper
-        steps.append(A.Affine(rotate=(-rotate, rotate), translate_percent=(-shift, shift), border_mode=cv2.BORDER_REPLICATE, p=1.0))
+        steps.append(
+            A.Affine(
+                rotate=(-rotate, rotate), translate_percent=(-shift, shift), border_mode=cv2.BORDER_REPLICATE, p=1.0
+            )
+        )
     if brightness or contrast:
         steps.append(A.RandomBrightnessContrast(brightness_limit=brightness, contrast_limit=contrast, p=1.0))
     return A.Compose(steps) if steps else None
@@ -98,7 +104,9 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         if serves not in SERVES:
             raise UserError(f"data.serves must be one of {list(SERVES)}, got {serves!r}")
         if serves == "features" and not features:
-            raise UserError("data.serves=features needs data.features (the frozen backbone: backbone, weights, normalize, pool)")
+            raise UserError(
+                "data.serves=features needs data.features (the frozen backbone: backbone, weights, normalize, pool)"
+            )
         if serves == "features" and cache_dir is None:
             raise UserError("data.cache_dir must be set to cache backbone features (or set data.serves=images)")
         # the checkpoint keeps the crop for recognition; the entry logs the whole resolved config as params
@@ -134,21 +142,33 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             return
         files, labels, self.class_names = self.identity_files()
         if self.max_images and len(files) > self.max_images:
-            pick = np.linspace(0, len(files) - 1, self.max_images).round().astype(int)  # an even spread keeps every identity
+            pick = (
+                np.linspace(0, len(files) - 1, self.max_images).round().astype(int)
+            )  # an even spread keeps every identity
             files, labels = [files[i] for i in pick], labels[pick]
         from sklearn.model_selection import train_test_split
 
-        train_idx, val_idx = train_test_split(np.arange(len(files)), test_size=self.val_fraction, stratify=labels, random_state=self.seed)
+        train_idx, val_idx = train_test_split(
+            np.arange(len(files)), test_size=self.val_fraction, stratify=labels, random_state=self.seed
+        )
         self.train_files, self.train_labels = [files[i] for i in sorted(train_idx)], labels[np.sort(train_idx)]
         self.val_files, self.val_labels = [files[i] for i in sorted(val_idx)], labels[np.sort(val_idx)]
-        log.info("%d identities, %d train / %d val images from %s", len(self.class_names), len(self.train_files), len(self.val_files), self.root)
+        log.info(
+            "%d identities, %d train / %d val images from %s",
+            len(self.class_names),
+            len(self.train_files),
+            len(self.val_files),
+            self.root,
+        )
 
     def identity_files(self) -> tuple[list[Path], np.ndarray, list[str]]:
         """Every image under `root` with its identity (first sub-folder), checked against `min_images`."""
         files = find_images(self.root)
         loose = [f for f in files if f.parent == self.root]
         if loose:
-            raise UserError(f"{self.root} must hold one sub-folder per identity; images directly in it: {[f.name for f in loose[:5]]}")
+            raise UserError(
+                f"{self.root} must hold one sub-folder per identity; images directly in it: {[f.name for f in loose[:5]]}"
+            )
         names = [f.relative_to(self.root).parts[0] for f in files]
         counts = Counter(names)
         too_few = {name: n for name, n in sorted(counts.items()) if n < self.min_images}
@@ -156,9 +176,12 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             raise UserError(
                 f"identity folder(s) with fewer than data.min_images={self.min_images} images in {self.root}: "
                 + ", ".join(f"{name} ({n})" for name, n in too_few.items())
-                + " — capture more (make capture-faces NAME=...), remove them, or lower data.min_images")
+                + " — capture more (make capture-faces NAME=...), remove them, or lower data.min_images"
+            )
         if len(counts) < 2:
-            raise UserError(f"{self.root} holds {len(counts)} identity folder(s) ({sorted(counts)}); recognition needs at least two people")
+            raise UserError(
+                f"{self.root} holds {len(counts)} identity folder(s) ({sorted(counts)}); recognition needs at least two people"
+            )
         class_names = sorted(counts)
         index = {name: i for i, name in enumerate(class_names)}
         return files, np.array([index[n] for n in names], dtype=np.int64), class_names
@@ -191,7 +214,9 @@ class FaceIdentityDataModule(pl.LightningDataModule):
                 kept.append(i)
         for reason, skipped in reasons.items():
             self.skipped.setdefault(reason, []).extend(skipped)
-            log.warning("%s: skipped %d of %d images (%s), e.g. %s", split, len(skipped), len(files), reason, skipped[0])
+            log.warning(
+                "%s: skipped %d of %d images (%s), e.g. %s", split, len(skipped), len(files), reason, skipped[0]
+            )
         if not kept:
             raise UserError(f"no usable face in any of the {len(files)} {split} images under {self.root}")
         return kept
@@ -245,7 +270,7 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             out: list[np.ndarray | str] = []
             at = 0
             for reason in reasons:
-                out.append(reason if reason is not None else flat[at:at + views])
+                out.append(reason if reason is not None else flat[at : at + views])
                 at += 0 if reason is not None else views
             return out
 
@@ -258,9 +283,15 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         self.feature_cache = FeatureCache(self.cache_dir)
         augment_tag = json.dumps(A.to_dict(self.augment), sort_keys=True) if self.augment is not None else "none"
         base = f"{self.prepare_tag()}|{self.extractor.tag}"
-        train = self.feature_cache.get(self.train_files, f"{base}|{augment_tag}|views={self.views}|seed={self.seed}",
-                                       self._views_of(self.augment, self.views), desc="train features")
-        val = self.feature_cache.get(self.val_files, f"{base}|none|views=1", self._views_of(None, 1), desc="val features")
+        train = self.feature_cache.get(
+            self.train_files,
+            f"{base}|{augment_tag}|views={self.views}|seed={self.seed}",
+            self._views_of(self.augment, self.views),
+            desc="train features",
+        )
+        val = self.feature_cache.get(
+            self.val_files, f"{base}|none|views=1", self._views_of(None, 1), desc="val features"
+        )
         kept = self._record_skips("train", self.train_files, train)
         self._train = CachedViews(np.stack([train[i] for i in kept]), self.train_labels[kept])
         self._sampler = ViewSampler(len(kept), self.views, self.seed)
@@ -278,8 +309,13 @@ class FaceIdentityDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self._train is None:
             self._datasets()
-        return DataLoader(self._train, batch_size=self.batch_size, sampler=self._sampler, shuffle=self._sampler is None,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            self._train,
+            batch_size=self.batch_size,
+            sampler=self._sampler,
+            shuffle=self._sampler is None,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         if self._val is None:

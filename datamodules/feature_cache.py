@@ -6,6 +6,7 @@ everything between the bytes and the features (face crop, augmentation, number o
 weights). A file whose image yields no features (no face found, undecodable) is cached as skipped, with
 the reason, so it is not re-examined either.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +57,7 @@ class FeatureCache:
             log.info("%s: %d of %d files not cached yet, computing", desc, len(missing), len(files))
         with tqdm(total=len(missing), desc=desc, unit="img", leave=False, disable=not missing) as bar:
             for start in range(0, len(missing), self.chunk):
-                part = missing[start:start + self.chunk]
+                part = missing[start : start + self.chunk]
                 for i, value in zip(part, compute([files[i] for i in part], [keys[i] for i in part])):
                     self._save(keys[i], value)
                     results[i] = value

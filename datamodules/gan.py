@@ -1,4 +1,5 @@
 """Unlabelled images for the DCGAN experiments: an image folder decoded once into a uint8 tensor."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -73,7 +74,9 @@ class GANImageDataModule(pl.LightningDataModule):
             TensorDataset(self.images),
             batch_size=self.batch_size,
             sampler=EpochShuffle(len(self.images), self.seed),
-            generator=torch.Generator().manual_seed(self.seed),  # the loader's own seed draw leaves the global RNG alone
+            generator=torch.Generator().manual_seed(
+                self.seed
+            ),  # the loader's own seed draw leaves the global RNG alone
             drop_last=len(self.images) > self.batch_size,  # BatchNorm cannot take a last batch of one
             num_workers=self.num_workers,
         )

@@ -1,4 +1,5 @@
 """Shuffling that depends only on (seed, epoch), so a resumed run sees the batches an uninterrupted run would."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -15,6 +15,7 @@ a private temporary folder renamed into place, and a waiter finding the same con
 Images are decoded by `read_rgb` and written as RGB PNG (RGBA, gray and 16-bit sources become RGB).
 The split is deterministic from the seed; byte-identical images always land on the same side.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,14 +71,25 @@ class ConversionReport:
         """One line: counts of everything kept, fixed, dropped and skipped, naming the files whose xml `<size>`
         differs from the image and the ambiguous pairs (first 3 of each)."""
         fixed = sum(self.clipped.values())
-        dropped = sum(self.zero_area.values()) + sum(self.inverted.values()) + sum(len(v) for v in self.unknown_classes.values())
-        skipped = (len(self.xml_without_image) + len(self.image_without_xml) + len(self.unreadable_images)
-                   + len(self.unreadable_xml) + len(self.ambiguous))
+        dropped = (
+            sum(self.zero_area.values())
+            + sum(self.inverted.values())
+            + sum(len(v) for v in self.unknown_classes.values())
+        )
+        skipped = (
+            len(self.xml_without_image)
+            + len(self.image_without_xml)
+            + len(self.unreadable_images)
+            + len(self.unreadable_xml)
+            + len(self.ambiguous)
+        )
         difficult = sum(self.difficult.values())
-        line = (f"{self.images['train']} train / {self.images['val']} val images, boxes {self.boxes}, "
-                f"{len(self.backgrounds)} backgrounds; {difficult} difficult box(es) "
-                f"{'kept as labels' if self.keep_difficult else 'left out of labels, ignored by evaluation'}; "
-                f"clipped {fixed} box(es), dropped {dropped}, skipped {skipped} file(s), {self.converted_to_rgb} converted to RGB")
+        line = (
+            f"{self.images['train']} train / {self.images['val']} val images, boxes {self.boxes}, "
+            f"{len(self.backgrounds)} backgrounds; {difficult} difficult box(es) "
+            f"{'kept as labels' if self.keep_difficult else 'left out of labels, ignored by evaluation'}; "
+            f"clipped {fixed} box(es), dropped {dropped}, skipped {skipped} file(s), {self.converted_to_rgb} converted to RGB"
+        )
         if self.ambiguous:
             line += f"; {len(self.ambiguous)} ambiguous image/xml pair(s) skipped: {_first(Path(a.split(': ')[0]).name for a in self.ambiguous)}"
         if self.size_mismatch:
@@ -117,13 +129,20 @@ def convert_voc(
     image_root, xml_root = src / images_dir, src / annotations_dir
     for folder in (image_root, xml_root):
         if not folder.is_dir():
-            raise UserError(f"VOC folder {src} has no {folder.name}/ — expected {images_dir}/ and {annotations_dir}/ "
-                            "(README, section 'Face-mask detection (YOLO)')")
+            raise UserError(
+                f"VOC folder {src} has no {folder.name}/ — expected {images_dir}/ and {annotations_dir}/ "
+                "(README, section 'Face-mask detection (YOLO)')"
+            )
     xml_files = sorted(xml_root.glob("*.xml"))
     image_files = sorted(p for p in image_root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     spec = {
-        "src": str(src.resolve()), "classes": classes, "val_fraction": val_fraction, "seed": seed,
-        "unknown_classes": unknown_classes, "keep_difficult": bool(keep_difficult), "layout": LAYOUT,
+        "src": str(src.resolve()),
+        "classes": classes,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "unknown_classes": unknown_classes,
+        "keep_difficult": bool(keep_difficult),
+        "layout": LAYOUT,
         "sources": _fingerprint(xml_files + image_files),
     }
     from filelock import FileLock
@@ -137,8 +156,17 @@ def convert_voc(
         # a private folder per writer (never a fixed name a crashed or concurrent run could share), renamed into place
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
-            report = _convert_into(tmp, src, out, pair_voc(image_root, xml_root), classes, val_fraction, seed,
-                                   unknown_classes, keep_difficult)
+            report = _convert_into(
+                tmp,
+                src,
+                out,
+                pair_voc(image_root, xml_root),
+                classes,
+                val_fraction,
+                seed,
+                unknown_classes,
+                keep_difficult,
+            )
             (tmp / SPEC_FILE).write_text(json.dumps({"spec": spec}, indent=2))
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             shutil.rmtree(old, ignore_errors=True)
@@ -152,11 +180,24 @@ def convert_voc(
     return report
 
 
-def _convert_into(tmp: Path, src: Path, out: Path, pairing: VocPairing, classes: list[str], val_fraction: float,
-                  seed: int, unknown_classes: str, keep_difficult: bool) -> ConversionReport:
-    report = ConversionReport(keep_difficult=bool(keep_difficult), xml_without_image=pairing.xml_without_image,
-                              image_without_xml=pairing.image_without_xml, unreadable_xml=pairing.unreadable_xml,
-                              ambiguous=pairing.ambiguous)
+def _convert_into(
+    tmp: Path,
+    src: Path,
+    out: Path,
+    pairing: VocPairing,
+    classes: list[str],
+    val_fraction: float,
+    seed: int,
+    unknown_classes: str,
+    keep_difficult: bool,
+) -> ConversionReport:
+    report = ConversionReport(
+        keep_difficult=bool(keep_difficult),
+        xml_without_image=pairing.xml_without_image,
+        image_without_xml=pairing.image_without_xml,
+        unreadable_xml=pairing.unreadable_xml,
+        ambiguous=pairing.ambiguous,
+    )
     staging = tmp / "decoded"
     staging.mkdir(parents=True)
     items = _read_pairs(pairing, classes, unknown_classes, keep_difficult, report, staging)
@@ -165,8 +206,10 @@ def _convert_into(tmp: Path, src: Path, out: Path, pairing: VocPairing, classes:
     split = _split(items, val_fraction, seed)
     for name in SPLITS:
         if not split[name] and (name == "val" or val_fraction < 1.0):
-            raise UserError(f"the {name} split of {src} is empty ({len(items)} usable images, val_fraction={val_fraction}); "
-                            "add images or change val_fraction")
+            raise UserError(
+                f"the {name} split of {src} is empty ({len(items)} usable images, val_fraction={val_fraction}); "
+                "add images or change val_fraction"
+            )
 
     for name in SPLITS:
         (tmp / "images" / name).mkdir(parents=True)
@@ -176,11 +219,17 @@ def _convert_into(tmp: Path, src: Path, out: Path, pairing: VocPairing, classes:
             (tmp / "labels" / name / f"{item['name']}.txt").write_text("".join(f"{line}\n" for line in item["lines"]))
             if item["difficult"]:
                 (tmp / DIFFICULT_DIR / name).mkdir(parents=True, exist_ok=True)
-                (tmp / DIFFICULT_DIR / name / f"{item['name']}.txt").write_text("".join(f"{line}\n" for line in item["difficult"]))
+                (tmp / DIFFICULT_DIR / name / f"{item['name']}.txt").write_text(
+                    "".join(f"{line}\n" for line in item["difficult"])
+                )
         report.images[name] = len(split[name])
     staging.rmdir()
     names = dict(enumerate(classes))
-    (tmp / "data.yaml").write_text(yaml.safe_dump({"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": names}, sort_keys=False))
+    (tmp / "data.yaml").write_text(
+        yaml.safe_dump(
+            {"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": names}, sort_keys=False
+        )
+    )
     (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
 
@@ -192,11 +241,12 @@ def difficult_boxes(image_file: str | Path) -> np.ndarray:
     if "images" not in parts:
         return np.zeros((0, 5), np.float32)
     at = len(parts) - 1 - parts[::-1].index("images")  # the last "images", as ultralytics maps images/ → labels/
-    side = Path(*parts[:at], DIFFICULT_DIR, *parts[at + 1:]).with_suffix(".txt")
+    side = Path(*parts[:at], DIFFICULT_DIR, *parts[at + 1 :]).with_suffix(".txt")
     if not side.is_file():
         return np.zeros((0, 5), np.float32)
-    return np.array([[float(v) for v in line.split()] for line in side.read_text().splitlines() if line.strip()],
-                    np.float32).reshape(-1, 5)
+    return np.array(
+        [[float(v) for v in line.split()] for line in side.read_text().splitlines() if line.strip()], np.float32
+    ).reshape(-1, 5)
 
 
 def _first(names, shown: int = 3) -> str:
@@ -212,8 +262,14 @@ def _fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _read_pairs(pairing: VocPairing, classes: list[str], unknown_classes: str, keep_difficult: bool,
-                report: ConversionReport, staging: Path) -> list[dict]:
+def _read_pairs(
+    pairing: VocPairing,
+    classes: list[str],
+    unknown_classes: str,
+    keep_difficult: bool,
+    report: ConversionReport,
+    staging: Path,
+) -> list[dict]:
     """Decode each pair once, write its RGB PNG into `staging`; return its output name, label lines, difficult
     lines (left out of the labels) and pixel hash."""
     from tqdm.auto import tqdm
@@ -255,19 +311,27 @@ def _read_pairs(pairing: VocPairing, classes: list[str], unknown_classes: str, k
             report.backgrounds.append(xml.stem)
         name = output_name(image_path.name, "").as_posix()
         cv2.imwrite(str(staging / f"{name}.png"), rgb[..., ::-1])
-        items.append({"name": name, "lines": lines, "difficult": difficult, "hash": hashlib.sha1(rgb.tobytes()).hexdigest()})
+        items.append(
+            {"name": name, "lines": lines, "difficult": difficult, "hash": hashlib.sha1(rgb.tobytes()).hexdigest()}
+        )
     if unknown:
         listing = "; ".join(f"{stem}: {sorted(set(v))}" for stem, v in list(unknown.items())[:10])
         if unknown_classes == "error":
-            raise UserError(f"class names not in the class map {classes} in {len(unknown)} file(s): {listing} — add them to "
-                            "the class map, or set unknown_classes=drop to drop those boxes")
+            raise UserError(
+                f"class names not in the class map {classes} in {len(unknown)} file(s): {listing} — add them to "
+                "the class map, or set unknown_classes=drop to drop those boxes"
+            )
         report.unknown_classes = unknown
         log.warning("dropped boxes of classes not in the class map in %d file(s): %s", len(unknown), listing)
     for kind in ("clipped", "zero_area", "inverted", "difficult"):
         if getattr(report, kind):
             log.warning("%s boxes by file: %s", kind, dict(getattr(report, kind)))
     if report.size_mismatch:
-        log.warning("xml <size> differs from the decoded image in %d file(s): %s", len(report.size_mismatch), report.size_mismatch)
+        log.warning(
+            "xml <size> differs from the decoded image in %d file(s): %s",
+            len(report.size_mismatch),
+            report.size_mismatch,
+        )
     report.boxes = counts
     return items
 

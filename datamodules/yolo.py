@@ -1,5 +1,6 @@
 """Detection data for YOLO: a VOC folder converted once to the YOLO layout, then ultralytics' own dataset,
 augmentation (mosaic, HSV, flips, letterbox) and collate function."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -59,11 +60,19 @@ class YoloDataModule(pl.LightningDataModule):
         if self.generate is not None:
             self.generate()
         if not self.voc_root.is_dir():
-            raise UserError(f"face-mask data folder not found: {self.voc_root} — point data.voc_root at a folder with "
-                            "images/ and annotations/ (README, section 'Face-mask detection (YOLO)')")
-        self.report = convert_voc(self.voc_root, self.yolo_dir, self.classes, val_fraction=self.val_fraction,
-                                  seed=self.seed, unknown_classes=self.unknown_classes,
-                                  keep_difficult=self.keep_difficult)
+            raise UserError(
+                f"face-mask data folder not found: {self.voc_root} — point data.voc_root at a folder with "
+                "images/ and annotations/ (README, section 'Face-mask detection (YOLO)')"
+            )
+        self.report = convert_voc(
+            self.voc_root,
+            self.yolo_dir,
+            self.classes,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            unknown_classes=self.unknown_classes,
+            keep_difficult=self.keep_difficult,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
@@ -76,10 +85,23 @@ class YoloDataModule(pl.LightningDataModule):
         self.hyp = get_cfg(overrides={"imgsz": self.imgsz, "seed": self.seed, **self.augment})
         train_images = len(list((self.yolo_dir / "images" / "train").glob("*.png")))
         fraction = min(1.0, self.max_images / train_images) if self.max_images and train_images else 1.0
-        self.train_set = build_yolo_dataset(self.hyp, self.data["train"], self.batch_size, self.data, mode="train",
-                                            stride=STRIDE, fraction=fraction) if train_images else None
-        self.val_set = build_yolo_dataset(self.hyp, self.data["val"], self.batch_size * 2, self.data, mode="val",
-                                          rect=True, stride=STRIDE, fraction=1.0)
+        self.train_set = (
+            build_yolo_dataset(
+                self.hyp, self.data["train"], self.batch_size, self.data, mode="train", stride=STRIDE, fraction=fraction
+            )
+            if train_images
+            else None
+        )
+        self.val_set = build_yolo_dataset(
+            self.hyp,
+            self.data["val"],
+            self.batch_size * 2,
+            self.data,
+            mode="val",
+            rect=True,
+            stride=STRIDE,
+            fraction=1.0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
@@ -87,17 +109,27 @@ class YoloDataModule(pl.LightningDataModule):
         from ultralytics.data import build_dataloader
 
         # ultralytics' loader: workers persist across epochs, and reset() re-forks them when the dataset changes
-        self._train_loader = build_dataloader(self.train_set, self.batch_size, self.num_workers, shuffle=True,
-                                              drop_last=len(self.train_set) % self.batch_size == 1,  # BatchNorm needs 2+
-                                              device=self.trainer.strategy.root_device if self.trainer else "cpu")
+        self._train_loader = build_dataloader(
+            self.train_set,
+            self.batch_size,
+            self.num_workers,
+            shuffle=True,
+            drop_last=len(self.train_set) % self.batch_size == 1,  # BatchNorm needs 2+
+            device=self.trainer.strategy.root_device if self.trainer else "cpu",
+        )
         return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
         from ultralytics.data import build_dataloader
 
         # rect batches have one letterbox shape per batch, in the order ultralytics sorted them: no shuffle
-        return build_dataloader(self.val_set, self.batch_size * 2, self.num_workers, shuffle=False,
-                                device=self.trainer.strategy.root_device if self.trainer else "cpu")
+        return build_dataloader(
+            self.val_set,
+            self.batch_size * 2,
+            self.num_workers,
+            shuffle=False,
+            device=self.trainer.strategy.root_device if self.trainer else "cpu",
+        )
 
     def close_mosaic(self) -> None:
         """Switch mosaic off for the last epochs (ultralytics' `close_mosaic`) and re-fork the loader's workers."""

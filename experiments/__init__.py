@@ -1,4 +1,5 @@
 """Entry points: thin Hydra mains over the library packages. Run them as `python experiments/<name>.py`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,8 @@ def _as_user_error(exc: Exception) -> UserError | None:
         if isinstance(error, UserError):
             return error
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return UserError(f"disk full while writing {exc.filename or 'an output file'}: free space and run again "
-                         "(training resumes from its last complete checkpoint with ckpt_path=last)")
+        return UserError(
+            f"disk full while writing {exc.filename or 'an output file'}: free space and run again "
+            "(training resumes from its last complete checkpoint with ckpt_path=last)"
+        )
     return None
-
-

@@ -7,6 +7,7 @@ logs it to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<
 `class_names.json`). The result is printed and written whatever the tracking store does: an MLflow failure is a
 warning.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,29 +31,63 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.voc:
         raise UserError("eval_facemask: pass voc=<folder with images/ and annotations/> (make eval-facemask VOC=...)")
     voc = Path(cfg.voc).resolve()
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY,
-                                                           tracking_uri=cfg.paths.mlflow_uri)
+    ckpt = (
+        Path(cfg.ckpt)
+        if cfg.ckpt
+        else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri)
+    )
     module = load_detector(ckpt)
     imgsz = int(cfg.imgsz or module.hparams.imgsz)
     key = hashlib.sha1(str(voc).encode()).hexdigest()[:10]
-    data = YoloDataModule(str(voc), str(Path(cfg.work_dir) / f"{voc.name}-{key}"), module.names, imgsz=imgsz,
-                          batch_size=cfg.batch_size, val_fraction=1.0, unknown_classes=cfg.unknown_classes)
+    data = YoloDataModule(
+        str(voc),
+        str(Path(cfg.work_dir) / f"{voc.name}-{key}"),
+        module.names,
+        imgsz=imgsz,
+        batch_size=cfg.batch_size,
+        val_fraction=1.0,
+        unknown_classes=cfg.unknown_classes,
+    )
     data.prepare_data()
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=str(Path(cfg.out).parent))
+    trainer = pl.Trainer(
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(Path(cfg.out).parent),
+    )
     trainer.validate(module, datamodule=data, verbose=False)
     metrics = module.last_metrics
-    result = {"map50": metrics["map50"], "map50_95": metrics["map50_95"], "ap50": metrics["ap50"], "images": metrics["images"]}
+    result = {
+        "map50": metrics["map50"],
+        "map50_95": metrics["map50_95"],
+        "ap50": metrics["ap50"],
+        "images": metrics["images"],
+    }
 
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz,
-                               "conversion": data.report.summary()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz, "conversion": data.report.summary()},
+            indent=2,
+        )
+    )
     names = class_metric_names(module.names, prefix="ap50/")
-    log_tool_run(cfg, voc.name, params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz},
-                 metrics={"map50": result["map50"], "map50_95": result["map50_95"], "images": result["images"],
-                          **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None}},
-                 dicts={CLASS_NAMES_ARTIFACT: names}, files=[out])
+    log_tool_run(
+        cfg,
+        voc.name,
+        params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz},
+        metrics={
+            "map50": result["map50"],
+            "map50_95": result["map50_95"],
+            "images": result["images"],
+            **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None},
+        },
+        dicts={CLASS_NAMES_ARTIFACT: names},
+        files=[out],
+    )
     log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
     print(json.dumps(result), flush=True)
     return result

@@ -7,6 +7,7 @@ folds; prints mean ± std accuracy and the accuracy at the fixed `tolerance`, dr
 `out_dir/metrics.json`, `pairs.csv` and `roc.png`, and logs them to MLflow (experiment `eval_lfw`). The last stdout
 line is one JSON object `{"accuracy", "std", "accuracy_at_tolerance", "pairs"}`.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,18 @@ from faces.verification import FOUND, describe_photos, evaluate_pairs, photo_pat
 def evaluate(cfg: DictConfig) -> dict:
     folder = Path(cfg.pairs)
     if not folder.is_dir():
-        raise UserError(f"PAIRS={folder}: folder not found — give a folder holding pairs.txt and images/ (LFW's layout)")
+        raise UserError(
+            f"PAIRS={folder}: folder not found — give a folder holding pairs.txt and images/ (LFW's layout)"
+        )
     pairs = read_pairs(folder / "pairs.txt")
-    missing = sorted({str(photo_path(folder / "images", p)) for pair in pairs for p in (pair.first, pair.second)
-                      if not photo_path(folder / "images", p).is_file()})
+    missing = sorted(
+        {
+            str(photo_path(folder / "images", p))
+            for pair in pairs
+            for p in (pair.first, pair.second)
+            if not photo_path(folder / "images", p).is_file()
+        }
+    )
     if missing:
         raise UserError(f"PAIRS={folder}: {len(missing)} photo(s) named in pairs.txt are missing, e.g. {missing[0]}")
     detector = instantiate(cfg.detector)
@@ -43,52 +52,103 @@ def evaluate(cfg: DictConfig) -> dict:
 
     def describe(photos):
         start = time.perf_counter()
-        descriptors, how = describe_photos([photo_path(folder / "images", p) for p in photos], detector, describer,
-                                           retry, workers=cfg.workers, progress=cfg.progress)
+        descriptors, how = describe_photos(
+            [photo_path(folder / "images", p) for p in photos],
+            detector,
+            describer,
+            retry,
+            workers=cfg.workers,
+            progress=cfg.progress,
+        )
         found.update(seconds=time.perf_counter() - start, how=dict(zip(photos, how)))
         return descriptors
 
     result = evaluate_pairs(pairs, describe, cfg.tolerance)
     how = pd.Series(found["how"]).value_counts()
     images = len(found["how"])
-    summary = {"accuracy": result.accuracy, "std": result.std, "accuracy_at_tolerance": result.accuracy_at_tolerance,
-               "pairs": len(pairs)}
-    details = {**summary, "folds": len(result.fold_accuracy), "fold_accuracy": result.fold_accuracy.tolist(),
-               "thresholds": result.thresholds.tolist(), "tolerance": cfg.tolerance, "images": images,
-               "images_per_s": images / found["seconds"], "seconds": found["seconds"],
-               "faces_found": {k: int(v) for k, v in how.items()}, "pairs_folder": str(folder),
-               "detector": repr(detector), "retry_detector": repr(retry), "describer": repr(describer), "workers": cfg.workers}
+    summary = {
+        "accuracy": result.accuracy,
+        "std": result.std,
+        "accuracy_at_tolerance": result.accuracy_at_tolerance,
+        "pairs": len(pairs),
+    }
+    details = {
+        **summary,
+        "folds": len(result.fold_accuracy),
+        "fold_accuracy": result.fold_accuracy.tolist(),
+        "thresholds": result.thresholds.tolist(),
+        "tolerance": cfg.tolerance,
+        "images": images,
+        "images_per_s": images / found["seconds"],
+        "seconds": found["seconds"],
+        "faces_found": {k: int(v) for k, v in how.items()},
+        "pairs_folder": str(folder),
+        "detector": repr(detector),
+        "retry_detector": repr(retry),
+        "describer": repr(describer),
+        "workers": cfg.workers,
+    }
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(details, indent=2))
-    pd.DataFrame({"fold": [p.fold + 1 for p in pairs], "first": [f"{p.first[0]}_{p.first[1]:04d}" for p in pairs],
-                  "second": [f"{p.second[0]}_{p.second[1]:04d}" for p in pairs], "same": result.same,
-                  "distance": np.round(result.distances, 5),
-                  "first_face": [found["how"][p.first] for p in pairs],
-                  "second_face": [found["how"][p.second] for p in pairs]}).to_csv(out / "pairs.csv", index=False)
+    pd.DataFrame(
+        {
+            "fold": [p.fold + 1 for p in pairs],
+            "first": [f"{p.first[0]}_{p.first[1]:04d}" for p in pairs],
+            "second": [f"{p.second[0]}_{p.second[1]:04d}" for p in pairs],
+            "same": result.same,
+            "distance": np.round(result.distances, 5),
+            "first_face": [found["how"][p.first] for p in pairs],
+            "second_face": [found["how"][p.second] for p in pairs],
+        }
+    ).to_csv(out / "pairs.csv", index=False)
     fpr, tpr = roc_points(result.distances, result.same)
     at = result.distances < cfg.tolerance
     points = {f"tolerance {cfg.tolerance}": (float(at[~result.same].mean()), float(at[result.same].mean()))}
-    figure = figures.roc_curve(fpr, tpr, f"LFW verification ({len(pairs)} pairs, {len(result.fold_accuracy)} folds): "
-                               f"{100 * result.accuracy:.2f} % ± {100 * result.std:.2f}", points)
+    figure = figures.roc_curve(
+        fpr,
+        tpr,
+        f"LFW verification ({len(pairs)} pairs, {len(result.fold_accuracy)} folds): "
+        f"{100 * result.accuracy:.2f} % ± {100 * result.std:.2f}",
+        points,
+    )
     figure.savefig(out / "roc.png")
     figures.plt.close(figure)
 
-    log_tool_run(cfg, folder.name,
-                 params={"pairs": str(folder), "detector": repr(detector)[:500], "retry_detector": repr(retry)[:500],
-                         "num_jitters": cfg.num_jitters, "tolerance": cfg.tolerance, "workers": cfg.workers},
-                 metrics={**summary, "images": images, "images_per_s": details["images_per_s"],
-                          "faces_not_found": images - int(how.get(FOUND, 0)),
-                          **{f"fold_accuracy/{k + 1}": a for k, a in enumerate(result.fold_accuracy)},
-                          **{f"fold_threshold/{k + 1}": t for k, t in enumerate(result.thresholds)}},
-                 files=[out / name for name in ("metrics.json", "pairs.csv", "roc.png")])
-    print(f"LFW verification, {len(pairs)} pairs in {len(result.fold_accuracy)} folds, {images} photos "
-          f"({details['images_per_s']:.1f} images/s, {cfg.workers} worker(s)); faces: "
-          + ", ".join(f"{k} {v}" for k, v in how.items()), flush=True)
-    print(f"accuracy {100 * result.accuracy:.2f} % ± {100 * result.std:.2f} (k-fold thresholds "
-          f"{result.thresholds.min():.3f}–{result.thresholds.max():.3f}); at tolerance {cfg.tolerance}: "
-          f"{100 * result.accuracy_at_tolerance:.2f} % -> {out}", flush=True)
+    log_tool_run(
+        cfg,
+        folder.name,
+        params={
+            "pairs": str(folder),
+            "detector": repr(detector)[:500],
+            "retry_detector": repr(retry)[:500],
+            "num_jitters": cfg.num_jitters,
+            "tolerance": cfg.tolerance,
+            "workers": cfg.workers,
+        },
+        metrics={
+            **summary,
+            "images": images,
+            "images_per_s": details["images_per_s"],
+            "faces_not_found": images - int(how.get(FOUND, 0)),
+            **{f"fold_accuracy/{k + 1}": a for k, a in enumerate(result.fold_accuracy)},
+            **{f"fold_threshold/{k + 1}": t for k, t in enumerate(result.thresholds)},
+        },
+        files=[out / name for name in ("metrics.json", "pairs.csv", "roc.png")],
+    )
+    print(
+        f"LFW verification, {len(pairs)} pairs in {len(result.fold_accuracy)} folds, {images} photos "
+        f"({details['images_per_s']:.1f} images/s, {cfg.workers} worker(s)); faces: "
+        + ", ".join(f"{k} {v}" for k, v in how.items()),
+        flush=True,
+    )
+    print(
+        f"accuracy {100 * result.accuracy:.2f} % ± {100 * result.std:.2f} (k-fold thresholds "
+        f"{result.thresholds.min():.3f}–{result.thresholds.max():.3f}); at tolerance {cfg.tolerance}: "
+        f"{100 * result.accuracy_at_tolerance:.2f} % -> {out}",
+        flush=True,
+    )
     log.info("eval-lfw: %s", details)
     print(json.dumps(summary), flush=True)
     return summary

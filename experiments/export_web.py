@@ -6,6 +6,7 @@ the page what each file expects. Each task's checkpoint is `checkpoints.<task>` 
 (`core.checkpoints.find_checkpoint`). A task with no checkpoint yet is listed under "missing" with the command
 that trains it, and its pane says so; a checkpoint that cannot run in the page (NotExportable) too, with why.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,8 +51,9 @@ def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
         if not path.is_file():
             raise UserError(f"checkpoints.{task}={path}: file not found")
         return path
-    return find_checkpoint(cfg.paths.log_dir, task, make_target=make_target, key=f"checkpoints.{task}",
-                           tracking_uri=cfg.paths.mlflow_uri)
+    return find_checkpoint(
+        cfg.paths.log_dir, task, make_target=make_target, key=f"checkpoints.{task}", tracking_uri=cfg.paths.mlflow_uri
+    )
 
 
 def export_web(cfg: DictConfig) -> dict:
@@ -71,12 +73,19 @@ def export_web(cfg: DictConfig) -> dict:
             continue
         try:
             # `key` names the file in errors: the checkpoint is read as data only (core.checkpoints)
-            entry = {"task": task, **exporter(spec.kind, cfg)(checkpoint, out_dir / f"{task}.onnx", key=f"checkpoints.{task}")}
+            entry = {
+                "task": task,
+                **exporter(spec.kind, cfg)(checkpoint, out_dir / f"{task}.onnx", key=f"checkpoints.{task}"),
+            }
         except NotExportable as reason:
             log.warning("%s: %s not exported: %s", task, checkpoint, reason)
-            manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command, "reason": str(reason)})
+            manifest["missing"].append(
+                {"task": task, "kind": spec.kind, "command": spec.command, "reason": str(reason)}
+            )
             continue
-        log.info("%s: exported %s from %s, checked against PyTorch: %s", task, entry["file"], checkpoint, entry["parity"])
+        log.info(
+            "%s: exported %s from %s, checked against PyTorch: %s", task, entry["file"], checkpoint, entry["parity"]
+        )
         if spec.kind == "generator":
             manifest["generators"].append(entry)
         else:
@@ -84,8 +93,16 @@ def export_web(cfg: DictConfig) -> dict:
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     exported = [*manifest["generators"], *(manifest[k] for k in ("facemask", "faces") if manifest[k])]
-    log_tool_run(cfg, dicts={MANIFEST: manifest},
-                 metrics={f"parity/{e['task']}/{k}": v for e in exported for k, v in e.get("parity", {}).items() if isinstance(v, (int, float))})
+    log_tool_run(
+        cfg,
+        dicts={MANIFEST: manifest},
+        metrics={
+            f"parity/{e['task']}/{k}": v
+            for e in exported
+            for k, v in e.get("parity", {}).items()
+            if isinstance(v, (int, float))
+        },
+    )
     return manifest
 
 
@@ -93,8 +110,10 @@ def export_web(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     with user_errors():
         manifest = export_web(cfg)
-        print(f"exported {len(manifest['generators'])} generator(s), face-mask detector: {'yes' if manifest['facemask'] else 'no'}, "
-              f"face classifier: {'yes' if manifest['faces'] else 'no'} -> {Path(cfg.out_dir) / MANIFEST}")
+        print(
+            f"exported {len(manifest['generators'])} generator(s), face-mask detector: {'yes' if manifest['facemask'] else 'no'}, "
+            f"face classifier: {'yes' if manifest['faces'] else 'no'} -> {Path(cfg.out_dir) / MANIFEST}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ line on stdout and in `events.jsonl`, POSTed to `webhook.url` when set. Writes `
 `{"frames", "people", "unmasked_people", "alerts"}` as the last stdout line — also after a stream that could not
 be reopened or Ctrl-C. An absent camera is a one-line error (exit 2).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.checkpoints import find_checkpoint
 from core.mask_alerts import EventSink, MaskAlerts, Webhook
-from core.video_sources import VideoSource, parse_source
 from core.tracking import log_tool_run
+from core.video_sources import VideoSource, parse_source
 from experiments import log, user_errors
 from lightning_modules.yolo_monitor import (
     EVENTS_NAME,
@@ -58,22 +59,54 @@ def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | No
     alerts = MaskAlerts(names, list(cfg.alert_classes), cfg.alert_after_s, cfg.smooth_frames, source=video.name)
     tracker = make_tracker(OmegaConf.to_container(cfg.tracker, resolve=True))
     out_dir = Path(cfg.out_dir)
-    webhook = Webhook(cfg.webhook.url, cfg.webhook.attempts, cfg.webhook.timeout_s, cfg.webhook.backoff_s) if cfg.webhook.url else None
+    webhook = (
+        Webhook(cfg.webhook.url, cfg.webhook.attempts, cfg.webhook.timeout_s, cfg.webhook.backoff_s)
+        if cfg.webhook.url
+        else None
+    )
     log.info("monitoring %s (%s) -> %s", video.name, video.kind, out_dir)
     with EventSink(out_dir / EVENTS_NAME, webhook=webhook) as sink:
-        summary = monitor(video.frames(cfg.max_frames), detector, alerts, sink, out_dir, fps=video.fps, tracker=tracker,
-                          save_video=cfg.save_video, progress_every=cfg.progress_every)
-    summary.update(source=video.label, kind=video.kind, checkpoint=str(ckpt) if ckpt else None,
-                   reconnects=video.reconnects, stream_gave_up=video.gave_up)
+        summary = monitor(
+            video.frames(cfg.max_frames),
+            detector,
+            alerts,
+            sink,
+            out_dir,
+            fps=video.fps,
+            tracker=tracker,
+            save_video=cfg.save_video,
+            progress_every=cfg.progress_every,
+        )
+    summary.update(
+        source=video.label,
+        kind=video.kind,
+        checkpoint=str(ckpt) if ckpt else None,
+        reconnects=video.reconnects,
+        stream_gave_up=video.gave_up,
+    )
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
 
-    log_tool_run(cfg, video.name,
-                 params={"source": video.label, "kind": video.kind, "checkpoint": str(ckpt), "alert_after_s": cfg.alert_after_s,
-                         "smooth_frames": cfg.smooth_frames, "alert_classes": ",".join(cfg.alert_classes),
-                         "conf": cfg.conf, "iou": cfg.iou, "webhook": bool(cfg.webhook.url)},
-                 metrics={key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")},
-                 files=[out_dir / name for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME) + ((VIDEO_NAME,) if cfg.log_video else ())
-                        if (out_dir / name).is_file()])
+    log_tool_run(
+        cfg,
+        video.name,
+        params={
+            "source": video.label,
+            "kind": video.kind,
+            "checkpoint": str(ckpt),
+            "alert_after_s": cfg.alert_after_s,
+            "smooth_frames": cfg.smooth_frames,
+            "alert_classes": ",".join(cfg.alert_classes),
+            "conf": cfg.conf,
+            "iou": cfg.iou,
+            "webhook": bool(cfg.webhook.url),
+        },
+        metrics={key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")},
+        files=[
+            out_dir / name
+            for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME) + ((VIDEO_NAME,) if cfg.log_video else ())
+            if (out_dir / name).is_file()
+        ],
+    )
     log.info("%s: %s -> %s", video.name, summary, out_dir)
     print(json.dumps({key: summary[key] for key in PRINTED}), flush=True)
     return summary

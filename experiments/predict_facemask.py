@@ -6,6 +6,7 @@ sources never share one (`a.jpg` → `annotated/a_jpg.jpg`, `a.png` → `annotat
 output file relative to `out_dir`), prints per image/frame how many faces have no mask, and logs the counts and
 files to MLflow (experiment `predict_facemask`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -67,8 +68,11 @@ def predict(cfg: DictConfig) -> dict:
     source = Path(cfg.source) if cfg.source else instantiate(cfg.builtin) / "images"
     if not source.exists():
         raise UserError(f"source not found: {source} — pass source=<folder of images or video file>")
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY,
-                                                           tracking_uri=cfg.paths.mlflow_uri)
+    ckpt = (
+        Path(cfg.ckpt)
+        if cfg.ckpt
+        else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri)
+    )
     log.info("checkpoint %s", ckpt)
     module = load_detector(ckpt)
     names, imgsz = list(module.names), int(cfg.imgsz or module.hparams.imgsz)
@@ -86,17 +90,28 @@ def predict(cfg: DictConfig) -> dict:
             annotated = output_name(source.name, ".mp4", "_annotated").as_posix()
             if writer is None:
                 fps = cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) or 25.0
-                writer = cv2.VideoWriter(str(out_dir / annotated), cv2.VideoWriter_fourcc(*"mp4v"), fps, (rgb.shape[1], rgb.shape[0]))
+                writer = cv2.VideoWriter(
+                    str(out_dir / annotated), cv2.VideoWriter_fourcc(*"mp4v"), fps, (rgb.shape[1], rgb.shape[0])
+                )
             writer.write(drawn)
         else:
             annotated = (Path("annotated") / output_name(name, ".jpg")).as_posix()
             (out_dir / annotated).parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out_dir / annotated), drawn)
         unmasked = int((det[:, 5] == alert).sum())
-        per_frame.append({"source": name, "frame": index, "faces": len(det), cfg.alert_class: unmasked, "annotated": annotated})
+        per_frame.append(
+            {"source": name, "frame": index, "faces": len(det), cfg.alert_class: unmasked, "annotated": annotated}
+        )
         print(f"{name} frame {index}: {unmasked} face(s) {cfg.alert_class} of {len(det)}", flush=True)
-        rows += [dict(zip(CSV_FIELDS, (name, index, names[int(c)], round(float(p), 4), *(round(float(v), 1) for v in box), annotated)))
-                 for *box, p, c in det]
+        rows += [
+            dict(
+                zip(
+                    CSV_FIELDS,
+                    (name, index, names[int(c)], round(float(p), 4), *(round(float(v), 1) for v in box), annotated),
+                )
+            )
+            for *box, p, c in det
+        ]
     if writer is not None:
         writer.release()
     if not per_frame:
@@ -104,13 +119,22 @@ def predict(cfg: DictConfig) -> dict:
     with open(out_dir / "detections.csv", "w", newline="") as handle:
         csv.DictWriter(handle, fieldnames=CSV_FIELDS).writeheader()
         csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerows(rows)
-    (out_dir / "detections.json").write_text(json.dumps({"checkpoint": str(ckpt), "names": names, "frames": per_frame,
-                                                         "detections": rows}, indent=1))
-    summary = {"frames": len(per_frame), "detections": len(rows),
-               f"frames_with_{cfg.alert_class}": sum(1 for f in per_frame if f[cfg.alert_class])}
+    (out_dir / "detections.json").write_text(
+        json.dumps({"checkpoint": str(ckpt), "names": names, "frames": per_frame, "detections": rows}, indent=1)
+    )
+    summary = {
+        "frames": len(per_frame),
+        "detections": len(rows),
+        f"frames_with_{cfg.alert_class}": sum(1 for f in per_frame if f[cfg.alert_class]),
+    }
 
-    log_tool_run(cfg, source.name, params={"source": str(source), "checkpoint": str(ckpt), "imgsz": imgsz, "conf": cfg.conf, "iou": cfg.iou},
-                 metrics=summary, files=[out_dir / "detections.csv", out_dir / "detections.json"])
+    log_tool_run(
+        cfg,
+        source.name,
+        params={"source": str(source), "checkpoint": str(ckpt), "imgsz": imgsz, "conf": cfg.conf, "iou": cfg.iou},
+        metrics=summary,
+        files=[out_dir / "detections.csv", out_dir / "detections.json"],
+    )
     log.info("%s: %s -> %s", source, summary, out_dir)
     return summary
 

@@ -8,6 +8,7 @@ Detects faces and names each one of two ways (see `faces.recognition`):
 Writes `out_dir/recognitions.csv` and annotated images, logs the run to MLflow (experiment `recognize`), and
 prints as its last line one JSON object `{"images", "faces", "known", "unknown", "images_skipped"}`.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,13 @@ def gallery_folder(cfg: DictConfig) -> Path | None:
 def checkpoint_recognizer(cfg: DictConfig):
     """The classifier-head recogniser of `ckpt` (default: best.ckpt, else last.ckpt, of the newest finished run of
     `checkpoint_tasks`), and its path."""
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY,
-                                                           tracking_uri=cfg.paths.mlflow_uri)
+    ckpt = (
+        Path(cfg.ckpt)
+        if cfg.ckpt
+        else find_checkpoint(
+            cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri
+        )
+    )
     recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     return recognizer, ckpt
 
@@ -63,23 +69,51 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
         describer = FaceDescriber(cfg.num_jitters)
         known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
         recognizer, source = GalleryRecognizer(known_people, describer, cfg.tolerance), gallery
-        params = {"gallery": str(gallery), "tolerance": cfg.tolerance, "num_jitters": cfg.num_jitters,
-                  "gallery_photos": len(known_people.files), "gallery_photos_skipped": len(known_people.skipped)}
+        params = {
+            "gallery": str(gallery),
+            "tolerance": cfg.tolerance,
+            "num_jitters": cfg.num_jitters,
+            "gallery_photos": len(known_people.files),
+            "gallery_photos_skipped": len(known_people.skipped),
+        }
     else:
         recognizer, source = checkpoint_recognizer(cfg)
         params = {"ckpt": str(source), "threshold": cfg.threshold}
     table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)
     unknown = int((table["name"] == UNKNOWN).sum())
-    summary = {"images": int(table["image"].nunique()), "faces": len(table), "known": len(table) - unknown, "unknown": unknown,
-               "images_skipped": len(skipped)}
+    summary = {
+        "images": int(table["image"].nunique()),
+        "faces": len(table),
+        "known": len(table) - unknown,
+        "unknown": unknown,
+        "images_skipped": len(skipped),
+    }
 
-    run_id = log_tool_run(cfg, f"{Path(cfg.images).name} ({detector.name})", metrics=summary,
-                          params={**params, "detector": repr(detector), "images": str(cfg.images), "out_dir": str(cfg.out_dir),
-                                  "identities": ", ".join(recognizer.class_names)[:6000]},
-                          files=[Path(cfg.out_dir) / "recognitions.csv"])
-    log.info("%d face(s) in %d image(s), %d known, %d unknown, %d unreadable file(s) skipped -> %s (%s %s, MLflow run %s)",
-             summary["faces"], summary["images"], summary["known"], summary["unknown"], len(skipped),
-             Path(cfg.out_dir) / "recognitions.csv", "gallery" if gallery is not None else "checkpoint", source, run_id)
+    run_id = log_tool_run(
+        cfg,
+        f"{Path(cfg.images).name} ({detector.name})",
+        metrics=summary,
+        params={
+            **params,
+            "detector": repr(detector),
+            "images": str(cfg.images),
+            "out_dir": str(cfg.out_dir),
+            "identities": ", ".join(recognizer.class_names)[:6000],
+        },
+        files=[Path(cfg.out_dir) / "recognitions.csv"],
+    )
+    log.info(
+        "%d face(s) in %d image(s), %d known, %d unknown, %d unreadable file(s) skipped -> %s (%s %s, MLflow run %s)",
+        summary["faces"],
+        summary["images"],
+        summary["known"],
+        summary["unknown"],
+        len(skipped),
+        Path(cfg.out_dir) / "recognitions.csv",
+        "gallery" if gallery is not None else "checkpoint",
+        source,
+        run_id,
+    )
     print(json.dumps(summary), flush=True)
     return summary
 

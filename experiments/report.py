@@ -1,4 +1,5 @@
 """Write the report: `python experiments/report.py [out_dir=...] [paths.mlflow_dir=...]` (conf/report.yaml)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ Composes conf/train.yaml, builds datamodule, model, callbacks, MLflow logger and
 returns `optimized_metric` so that sweepers can optimise it: the run's best value when the best checkpoint monitors
 it (`monitor.metric`, which `optimized_metric` follows unless overridden), else its last value.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -57,17 +58,23 @@ def check_output_dir(output_dir: Path) -> None:
         probe.write_bytes(b"0")
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"cannot write to the run folder {output_dir}: {exc} — set paths.log_dir to a writable folder") from exc
+        raise UserError(
+            f"cannot write to the run folder {output_dir}: {exc} — set paths.log_dir to a writable folder"
+        ) from exc
     free = shutil.disk_usage(output_dir).free
     if free < MIN_FREE_BYTES:
-        raise UserError(f"only {free / 2**20:.0f} MiB free under {output_dir}; checkpoints need more — free space or move paths.log_dir")
+        raise UserError(
+            f"only {free / 2**20:.0f} MiB free under {output_dir}; checkpoints need more — free space or move paths.log_dir"
+        )
 
 
 def check_tracking_server(tracking_uri: str) -> None:
     """A remote MLflow server that does not answer is an error within seconds, not a hang in retries."""
     if tracking_uri.startswith(("http://", "https://")) and not tracking.server_answers(tracking_uri):
-        raise UserError(f"MLflow server {tracking_uri} is unreachable; start it with `make mlflow-server`, "
-                        "or log locally with logger=mlflow")
+        raise UserError(
+            f"MLflow server {tracking_uri} is unreachable; start it with `make mlflow-server`, "
+            "or log locally with logger=mlflow"
+        )
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -85,7 +92,7 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = [callback for c in cfg.callbacks.values() if (callback := instantiate(c)) is not None]
     with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
-        logger.experiment  # creates the store, experiment and run now, one process at a time
+        _ = logger.experiment  # creates the store, experiment and run now, one process at a time
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
     if trainer.is_global_zero:  # under DDP the other ranks log nothing
@@ -100,13 +107,19 @@ def train(cfg: DictConfig) -> float | None:
         hydra_dir = output_dir / ".hydra"
         if hydra_dir.is_dir():
             tracking.log_artifact(trainer, hydra_dir, "config/hydra")
-        log.info("MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri)
+        log.info(
+            "MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri
+        )
 
     # Lightning reads ckpt_path itself: weights_only=True explicitly (also when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # is set), under the same allow-list as core.checkpoints
     with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
-        trainer.fit(torch.compile(model) if cfg.compile else model, datamodule=datamodule, ckpt_path=ckpt_path,
-                    weights_only=True)
+        trainer.fit(
+            torch.compile(model) if cfg.compile else model,
+            datamodule=datamodule,
+            ckpt_path=ckpt_path,
+            weights_only=True,
+        )
 
     if cfg.optimized_metric:
         best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.monitor == cfg.optimized_metric), None)
@@ -114,7 +127,9 @@ def train(cfg: DictConfig) -> float | None:
             return float(best.best_model_score)  # the run's best value (its best.ckpt), not its last epoch's
         value = trainer.callback_metrics.get(cfg.optimized_metric)
         if value is None:
-            raise UserError(f"optimized_metric {cfg.optimized_metric!r} was not logged; logged: {sorted(trainer.callback_metrics)}")
+            raise UserError(
+                f"optimized_metric {cfg.optimized_metric!r} was not logged; logged: {sorted(trainer.callback_metrics)}"
+            )
         return float(value)
     return None
 

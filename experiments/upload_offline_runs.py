@@ -1,7 +1,7 @@
 """Upload runs kept locally while their MLflow server was away: `python experiments/upload_offline_runs.py`
 (`make mlflow-upload`, conf/upload_offline_runs.yaml). Prints one line per run; a server still away is an error."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig

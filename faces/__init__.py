@@ -3,6 +3,7 @@
 Every tool that needs faces (detect-faces, capture-faces, recognize, the detector comparison) goes
 through `FaceDetector.detect`, so detectors are interchangeable by config (`detector=hog|mmod|haar|yunet`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

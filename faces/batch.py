@@ -9,6 +9,7 @@ Outputs under `out_dir` (the input folder is never written to), named by `core.o
                                                 box, crop (the crop's file, relative to `out_dir`)
   contact_sheet.jpg                             the first crops side by side
 """
+
 from __future__ import annotations
 
 import json
@@ -79,9 +80,19 @@ class BatchResult:
 
     def table(self, detector: str) -> pd.DataFrame:
         rows = [
-            {"image": r.image, "face": k, "detector": detector, "score": round(d.score, 4),
-             "left": d.left, "top": d.top, "right": d.right, "bottom": d.bottom, "crop": crop_file(r.image, k)}
-            for r in self.processed for k, d in enumerate(r.faces, start=1)
+            {
+                "image": r.image,
+                "face": k,
+                "detector": detector,
+                "score": round(d.score, 4),
+                "left": d.left,
+                "top": d.top,
+                "right": d.right,
+                "bottom": d.bottom,
+                "crop": crop_file(r.image, k),
+            }
+            for r in self.processed
+            for k, d in enumerate(r.faces, start=1)
         ]
         return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
@@ -106,11 +117,19 @@ def check_folders(in_dir: Path, out_dir: Path) -> None:
         raise UserError(f"IN={in_dir} is not a folder — give a folder of images")
     inside, outside = in_dir.resolve(), out_dir.resolve()
     if outside == inside or inside in outside.parents or outside in inside.parents:
-        raise UserError(f"OUT={out_dir} and IN={in_dir} overlap — choose an output folder outside the input, so no input image can be overwritten")
+        raise UserError(
+            f"OUT={out_dir} and IN={in_dir} overlap — choose an output folder outside the input, so no input image can be overwritten"
+        )
 
 
-def detect_folder(detector: FaceDetector, in_dir: str | Path, out_dir: str | Path, crop: CropSpec = CropSpec(),
-                  workers: int | None = None, progress: bool = True) -> BatchResult:
+def detect_folder(
+    detector: FaceDetector,
+    in_dir: str | Path,
+    out_dir: str | Path,
+    crop: CropSpec = CropSpec(),
+    workers: int | None = None,
+    progress: bool = True,
+) -> BatchResult:
     """Detect, crop and annotate every image under `in_dir` (recursively) into `out_dir`.
 
     `workers`: processes (None: one per available core; 1: in this process). Unreadable files are
@@ -123,7 +142,12 @@ def detect_folder(detector: FaceDetector, in_dir: str | Path, out_dir: str | Pat
     job = _Job(detector, in_dir, out_dir, crop)
     from tqdm.auto import tqdm
 
-    bar = dict(total=len(files), desc=f"detecting faces ({detector.name}, {workers} worker{'s' * (workers > 1)})", unit="img", disable=not progress)
+    bar = dict(
+        total=len(files),
+        desc=f"detecting faces ({detector.name}, {workers} worker{'s' * (workers > 1)})",
+        unit="img",
+        disable=not progress,
+    )
     start = time.perf_counter()
     if workers == 1:
         results = [job(f) for f in tqdm(files, **bar)]
@@ -195,8 +219,16 @@ def annotate(rgb: np.ndarray, faces: Sequence[Detection], crop: CropSpec | None 
             left, top, right, bottom = crop_box(d, rgb.shape, crop.margin, crop.square)
             cv2.rectangle(image, (left, top), (right - 1, bottom - 1), (255, 220, 0), 1)
         cv2.rectangle(image, (d.left, d.top), (d.right - 1, d.bottom - 1), (0, 255, 0), thickness)
-        cv2.putText(image, f"{k}: {d.score:.2f}", (d.left, max(12, d.top - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, (0, 255, 0), thickness, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            f"{k}: {d.score:.2f}",
+            (d.left, max(12, d.top - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            (0, 255, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
     return image
 
 
@@ -218,8 +250,16 @@ def _write_tables(result: BatchResult, detector: FaceDetector, out_dir: Path) ->
         "detector": repr(detector),
         "summary": result.summary(),
         "faces": table.to_dict(orient="records"),
-        "images": [{"image": r.image, "annotated": annotated_file(r.image), "width": r.width, "height": r.height,
-                    "faces": len(r.faces)} for r in result.processed],
+        "images": [
+            {
+                "image": r.image,
+                "annotated": annotated_file(r.image),
+                "width": r.width,
+                "height": r.height,
+                "faces": len(r.faces),
+            }
+            for r in result.processed
+        ],
         "skipped": [{"image": r.image, "error": r.error} for r in result.skipped],
     }
     (out_dir / "faces.json").write_text(json.dumps(report, indent=1))

@@ -1,5 +1,6 @@
 """Capture face crops of one person from a camera or a video file into `<out_dir>/<name>/0001.jpg …`,
 the identity-folder layout that face-recognition training reads."""
+
 from __future__ import annotations
 
 import logging
@@ -25,15 +26,21 @@ class CaptureResult:
     several_faces: int  # frames skipped: more than one face, so whose it is is unclear
 
     def summary(self) -> dict[str, int]:
-        return {"saved": len(self.saved), "frames_read": self.frames_read, "frames_no_face": self.no_face,
-                "frames_several_faces": self.several_faces}
+        return {
+            "saved": len(self.saved),
+            "frames_read": self.frames_read,
+            "frames_no_face": self.no_face,
+            "frames_several_faces": self.several_faces,
+        }
 
 
 def open_source(source: int | str) -> cv2.VideoCapture:
     """A camera (an index such as 0) or a video file, opened; a clear error when neither works."""
     if isinstance(source, str) and not source.strip().isdigit():
         if not Path(source).is_file():
-            raise UserError(f"source={source}: video file not found — give a camera index (source=0) or an existing video file")
+            raise UserError(
+                f"source={source}: video file not found — give a camera index (source=0) or an existing video file"
+            )
         capture = cv2.VideoCapture(source)
         if not capture.isOpened():
             raise UserError(f"source={source}: OpenCV cannot read this video — convert it to .mp4 (H.264) or .avi")
@@ -41,20 +48,33 @@ def open_source(source: int | str) -> cv2.VideoCapture:
     index = int(source)
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
-        raise UserError(f"source={index}: no camera at index {index} on this machine — capture from a video file "
-                        "instead: source=path/to/video.mp4 (make capture-faces NAME=... ARGS=\"source=path/to/video.mp4\")")
+        raise UserError(
+            f"source={index}: no camera at index {index} on this machine — capture from a video file "
+            'instead: source=path/to/video.mp4 (make capture-faces NAME=... ARGS="source=path/to/video.mp4")'
+        )
     return capture
 
 
-def capture_faces(detector: FaceDetector, source: int | str, out_dir: str | Path, name: str | None, crop, frames: int = 100,
-                  every: int = 1, max_frames: int | None = None, progress: bool = True) -> CaptureResult:
+def capture_faces(
+    detector: FaceDetector,
+    source: int | str,
+    out_dir: str | Path,
+    name: str | None,
+    crop,
+    frames: int = 100,
+    every: int = 1,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> CaptureResult:
     """Read frames until `frames` faces are saved, the source ends, or `max_frames` frames were read.
 
     Every `every`-th frame is examined; a frame with exactly one face gives one crop (`crop`: a
     `faces.crop.FaceCrop`), a frame with none or several is skipped and counted. Numbering
     continues after the crops already in the folder, so a second capture adds to the first."""
     if not name or not re.fullmatch(r"[\w.-]+", name):
-        raise UserError(f"NAME={name!r}: give the person's name as letters, digits, '_', '-' or '.' (it names the folder)")
+        raise UserError(
+            f"NAME={name!r}: give the person's name as letters, digits, '_', '-' or '.' (it names the folder)"
+        )
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     existing = [int(p.stem) for p in folder.glob("*.jpg") if p.stem.isdigit()]
@@ -88,8 +108,14 @@ def capture_faces(detector: FaceDetector, source: int | str, out_dir: str | Path
         capture.release()
     result = CaptureResult(folder, saved, read, no_face, several)
     if len(saved) < frames:
-        log.warning("saved %d of the %d faces asked for: the source ended after %d frames (%d without a face, %d with several)",
-                    len(saved), frames, read, no_face, several)
+        log.warning(
+            "saved %d of the %d faces asked for: the source ended after %d frames (%d without a face, %d with several)",
+            len(saved),
+            frames,
+            read,
+            no_face,
+            several,
+        )
     return result
 
 

@@ -3,6 +3,7 @@
 The paper cropped `img[top:bottom, left:right]` with no margin and no clipping, so a box that starts
 at a negative coordinate wrapped around (numpy's negative indices) into an empty or wrong crop.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,9 @@ import numpy as np
 from faces import Detection
 
 
-def crop_box(detection: Detection, image_shape: tuple[int, ...], margin: float = 0.0,
-             square: bool = False) -> tuple[int, int, int, int]:
+def crop_box(
+    detection: Detection, image_shape: tuple[int, ...], margin: float = 0.0, square: bool = False
+) -> tuple[int, int, int, int]:
     """The crop's (left, top, right, bottom): the box grown by `margin` × its width/height on each side,
     made square around its centre (the longer side) when asked, then clipped to the image."""
     height, width = image_shape[:2]
@@ -27,8 +29,13 @@ def crop_box(detection: Detection, image_shape: tuple[int, ...], margin: float =
     return max(0, left), max(0, top), min(width, right), min(height, bottom)
 
 
-def crop_face(rgb: np.ndarray, detection: Detection, margin: float = 0.0, square: bool = False,
-              size: int | tuple[int, int] | None = None) -> np.ndarray:
+def crop_face(
+    rgb: np.ndarray,
+    detection: Detection,
+    margin: float = 0.0,
+    square: bool = False,
+    size: int | tuple[int, int] | None = None,
+) -> np.ndarray:
     """The face as an RGB array; `size` resizes it to size×size (int) or (width, height)."""
     left, top, right, bottom = crop_box(detection, rgb.shape, margin, square)
     if right <= left or bottom <= top:
@@ -53,7 +60,9 @@ class FaceCrop:
     capture_size: int | None = None
 
     def __call__(self, rgb: np.ndarray, detection: Detection) -> np.ndarray:
-        return self.fit(crop_face(rgb, detection, margin=self.margin, square=True, size=self.capture_size or self.image_size))
+        return self.fit(
+            crop_face(rgb, detection, margin=self.margin, square=True, size=self.capture_size or self.image_size)
+        )
 
     def fit(self, face: np.ndarray) -> np.ndarray:
         """A face crop (or a capture) at the model's input size."""

@@ -11,6 +11,7 @@ They live in the face library, not with the model, because both sides build them
 datamodule (`datamodules.faces`) computes and caches the frozen features the head trains on, and the
 model (`lightning_modules.face_classifier`) keeps the same network for inference and export on images.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,8 +53,9 @@ class VGG16Backbone(nn.Module):
     """VGG16's convolutional blocks: uint8 (or 0–255 float) RGB crops (B, 3, H, W) → float32 (B, D), D = 512
     (`pool="avg"`) or 512·(H//32)·(W//32) (`pool="flatten"`). Raises UserError for a bad option or weights file."""
 
-    def __init__(self, weights: str | None = None, normalize: str = "imagenet", pool: str = "avg",
-                 train_last_blocks: int = 0) -> None:
+    def __init__(
+        self, weights: str | None = None, normalize: str = "imagenet", pool: str = "avg", train_last_blocks: int = 0
+    ) -> None:
         """`normalize`: "imagenet" (torchvision's mean/std, what the weights expect) or "unit" (x/255 only,
         the paper's `rescale=1/255`). `pool`: "avg" (global average, 512-d) or "flatten" (the paper's
         Flatten of the last feature map). `train_last_blocks`: 0 freezes all, 1 trains block 5, … 5 all."""
@@ -146,7 +148,10 @@ class DlibResnetBackbone(nn.Module):
     def tag(self) -> str:
         from faces.detectors import dlib_model_path
 
-        sizes = [dlib_model_path(f).stat().st_size for f in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")]
+        sizes = [
+            dlib_model_path(f).stat().st_size
+            for f in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
+        ]
         return f"dlib_resnet|sp5|{sizes}|margin={self.margin}|jitters={self.num_jitters}"
 
 
@@ -176,12 +181,23 @@ class FeatureExtractor:
         self.batch_size = batch_size
 
     @classmethod
-    def build(cls, backbone: str, weights: str | None = None, normalize: str = "imagenet", pool: str = "avg",
-              margin: float = 0.2, batch_size: int = 16) -> FeatureExtractor:
+    def build(
+        cls,
+        backbone: str,
+        weights: str | None = None,
+        normalize: str = "imagenet",
+        pool: str = "avg",
+        margin: float = 0.2,
+        batch_size: int = 16,
+    ) -> FeatureExtractor:
         """The frozen backbone `build_backbone` makes from the same options as the model's (`margin`: the crops'
         margin around the face box, where dlib searches the landmarks). Raises UserError as `build_backbone`."""
-        return cls(build_backbone(backbone, weights=weights, normalize=normalize, pool=pool, train_last_blocks=0,
-                                  margin=margin), batch_size)
+        return cls(
+            build_backbone(
+                backbone, weights=weights, normalize=normalize, pool=pool, train_last_blocks=0, margin=margin
+            ),
+            batch_size,
+        )
 
     @functools.cached_property
     def tag(self) -> str:
@@ -195,8 +211,10 @@ class FeatureExtractor:
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
             return np.empty((0, 0), np.float32)
-        batches = [self.backbone(torch.from_numpy(np.ascontiguousarray(crops[s:s + self.batch_size])).permute(0, 3, 1, 2))
-                   for s in range(0, len(crops), self.batch_size)]
+        batches = [
+            self.backbone(torch.from_numpy(np.ascontiguousarray(crops[s : s + self.batch_size])).permute(0, 3, 1, 2))
+            for s in range(0, len(crops), self.batch_size)
+        ]
         return torch.cat(batches).cpu().numpy()
 
 
@@ -242,8 +260,10 @@ class FaceDescriber:
 
         from faces.detectors import dlib_model_path
 
-        return (dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat"))),
-                dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))))
+        return (
+            dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat"))),
+            dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))),
+        )
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_native"}
@@ -259,14 +279,19 @@ class FaceDescriber:
         out = []
         for d in detections:
             shape = predictor(rgb, dlib.rectangle(d.left, d.top, d.right - 1, d.bottom - 1))
-            out.append(np.asarray(model.compute_face_descriptor(rgb, shape, self.num_jitters, self.padding), np.float32))
+            out.append(
+                np.asarray(model.compute_face_descriptor(rgb, shape, self.num_jitters, self.padding), np.float32)
+            )
         return np.stack(out)
 
     def tag(self) -> str:
         """Names the descriptors (model files' sizes and the options) for descriptor caches' keys."""
         from faces.detectors import dlib_model_path
 
-        sizes = [dlib_model_path(f).stat().st_size for f in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")]
+        sizes = [
+            dlib_model_path(f).stat().st_size
+            for f in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
+        ]
         return f"dlib_resnet_v1|sp5|{sizes}|jitters={self.num_jitters}|padding={self.padding}"
 
     def __repr__(self) -> str:

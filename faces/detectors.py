@@ -6,6 +6,7 @@ grows with the pixel count: 3.5 s on a 2982×1926 photo) and maps the boxes back
 clipped to the image. The native detector objects are built on first use and left out of pickling, so a
 detector can be handed to worker processes.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +29,9 @@ def dlib_model_path(filename: str) -> Path:
     (its `__init__` imports `pkg_resources`, gone from recent setuptools)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"dlib model {filename} not found: install the package with `pip install face-recognition-models==0.3.0`")
+        raise UserError(
+            f"dlib model {filename} not found: install the package with `pip install face-recognition-models==0.3.0`"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / filename
     if not path.is_file():
         raise UserError(f"dlib model file missing: {path} — reinstall `face-recognition-models==0.3.0`")
@@ -50,7 +53,9 @@ class _ScaledDetector:
         scale = 1.0
         if self.max_side and max(height, width) > self.max_side:
             scale = self.max_side / max(height, width)
-            rgb = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(
+                rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+            )
         detections = []
         for left, top, right, bottom, score in self._detect(np.ascontiguousarray(rgb)):
             box = Detection(
@@ -117,11 +122,16 @@ class MmodDetector(_ScaledDetector):
 
         path = Path(self.model_path) if self.model_path else dlib_model_path("mmod_human_face_detector.dat")
         if not path.is_file():
-            raise UserError(f"detector.model_path: MMOD model not found: {path} — give the path of mmod_human_face_detector.dat, or null for the one in face-recognition-models")
+            raise UserError(
+                f"detector.model_path: MMOD model not found: {path} — give the path of mmod_human_face_detector.dat, or null for the one in face-recognition-models"
+            )
         return dlib.cnn_face_detection_model_v1(str(path))
 
     def _detect(self, rgb: np.ndarray) -> list[RawBox]:
-        return [(d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1, d.confidence) for d in self._native(rgb, self.upsample)]
+        return [
+            (d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1, d.confidence)
+            for d in self._native(rgb, self.upsample)
+        ]
 
 
 class HaarDetector(_ScaledDetector):
@@ -130,8 +140,14 @@ class HaarDetector(_ScaledDetector):
 
     name = "haar"
 
-    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", scale_factor: float = 1.3,
-                 min_neighbors: int = 5, min_size: int = 0, max_side: int | None = 1280):
+    def __init__(
+        self,
+        cascade: str = "haarcascade_frontalface_default.xml",
+        scale_factor: float = 1.3,
+        min_neighbors: int = 5,
+        min_size: int = 0,
+        max_side: int | None = 1280,
+    ):
         super().__init__(max_side)
         self.cascade = cascade
         self.scale_factor = scale_factor
@@ -145,14 +161,19 @@ class HaarDetector(_ScaledDetector):
         if classifier.empty():
             raise UserError(
                 f"detector.cascade: cannot load Haar cascade {path} — name a file in {cv2.data.haarcascades} "
-                "(opencv-python 4.x ships them; OpenCV 5 does not)")
+                "(opencv-python 4.x ships them; OpenCV 5 does not)"
+            )
         return classifier
 
     def _detect(self, rgb: np.ndarray) -> list[RawBox]:
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         rects, _, weights = self._native.detectMultiScale3(
-            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size), outputRejectLevels=True)
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+            outputRejectLevels=True,
+        )
         return [(x, y, x + w, y + h, s) for (x, y, w, h), s in zip(np.reshape(rects, (-1, 4)), np.ravel(weights))]
 
 
@@ -162,8 +183,14 @@ class YuNetDetector(_ScaledDetector):
 
     name = "yunet"
 
-    def __init__(self, model_path: str, score_threshold: float = 0.6, nms_threshold: float = 0.3,
-                 top_k: int = 5000, max_side: int | None = 1280):
+    def __init__(
+        self,
+        model_path: str,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.3,
+        top_k: int = 5000,
+        max_side: int | None = 1280,
+    ):
         super().__init__(max_side)
         self.model_path = model_path
         self.score_threshold = score_threshold
@@ -177,8 +204,11 @@ class YuNetDetector(_ScaledDetector):
             raise UserError(
                 f"detector.model_path: YuNet model not found: {path} — put OpenCV Zoo's "
                 "face_detection_yunet_2023mar.onnx there (opencv_zoo/models/face_detection_yunet; "
-                "../shared/data/weights/yunet_s_640_640.onnx is that file), or set detector.model_path")
-        return cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.score_threshold, self.nms_threshold, self.top_k)
+                "../shared/data/weights/yunet_s_640_640.onnx is that file), or set detector.model_path"
+            )
+        return cv2.FaceDetectorYN.create(
+            str(path), "", (320, 320), self.score_threshold, self.nms_threshold, self.top_k
+        )
 
     def _detect(self, rgb: np.ndarray) -> list[RawBox]:
         self._native.setInputSize((rgb.shape[1], rgb.shape[0]))

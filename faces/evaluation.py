@@ -8,6 +8,7 @@ detectors are class-agnostic, so per-class figures are recalls. Objects VOC mark
 they are no ground truth (not counted in recall), and a detection on one is neither a hit nor a false detection.
 Images and xml are paired by `core.voc.pair_voc`: unpaired and ambiguous files are skipped and reported.
 """
+
 from __future__ import annotations
 
 import time
@@ -54,8 +55,10 @@ def read_voc_folder(folder: str | Path, limit: int | None = None) -> VocFaces:
         raise UserError(f"VOC={folder}: expected images/ and annotations/*.xml inside (PASCAL VOC layout)")
     pairing = pair_voc(folder / "images", folder / "annotations")
     if not pairing.pairs:
-        raise UserError(f"VOC={folder}: no usable image/xml pair in images/ and annotations/ ({pairing.skipped} file(s) "
-                        "skipped, see the messages above)")
+        raise UserError(
+            f"VOC={folder}: no usable image/xml pair in images/ and annotations/ ({pairing.skipped} file(s) "
+            "skipped, see the messages above)"
+        )
     labelled = []
     for pair in pairing.pairs[:limit]:
         voc = pair.annotation
@@ -63,7 +66,9 @@ def read_voc_folder(folder: str | Path, limit: int | None = None) -> VocFaces:
         if voc.width and voc.height:  # some sets write xmax = width + 1
             boxes = np.clip(boxes, 0, [voc.width, voc.height, voc.width, voc.height])
         hard = np.array([o.difficult for o in voc.objects], bool)
-        labelled.append(LabelledImage(pair.image, boxes[~hard], [o.name for o in voc.objects if not o.difficult], boxes[hard]))
+        labelled.append(
+            LabelledImage(pair.image, boxes[~hard], [o.name for o in voc.objects if not o.difficult], boxes[hard])
+        )
     return VocFaces(labelled, pairing)
 
 
@@ -95,8 +100,9 @@ def run_detector(detector: FaceDetector, images: Sequence[LabelledImage], progre
     return run
 
 
-def match(detections: Sequence[Detection], truth: np.ndarray, iou_threshold: float,
-          ignore: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+def match(
+    detections: Sequence[Detection], truth: np.ndarray, iou_threshold: float, ignore: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
     """Which ground-truth boxes (N, 4) are found (bool per box), and the number of false detections.
 
     `ignore` (M, 4): boxes that are neither to be found nor false when found (VOC's difficult objects): a detection
@@ -104,11 +110,16 @@ def match(detections: Sequence[Detection], truth: np.ndarray, iou_threshold: flo
     found = np.zeros(len(truth), bool)
     if not detections:
         return found, 0
-    predicted = torch.tensor([[d.left, d.top, d.right, d.bottom] for d in sorted(detections, key=lambda d: -d.score)], dtype=torch.float32)
+    predicted = torch.tensor(
+        [[d.left, d.top, d.right, d.bottom] for d in sorted(detections, key=lambda d: -d.score)], dtype=torch.float32
+    )
     iou = box_iou(predicted, torch.from_numpy(np.asarray(truth, np.float32).reshape(-1, 4))).numpy()
     ignored = np.zeros(len(predicted), bool)
     if ignore is not None and len(ignore):
-        ignored = box_iou(predicted, torch.from_numpy(np.asarray(ignore, np.float32).reshape(-1, 4))).numpy().max(axis=1) >= iou_threshold
+        ignored = (
+            box_iou(predicted, torch.from_numpy(np.asarray(ignore, np.float32).reshape(-1, 4))).numpy().max(axis=1)
+            >= iou_threshold
+        )
     false = 0
     for row, on_ignored in zip(iou, ignored):
         candidates = np.where(found, -1.0, row)
@@ -123,8 +134,11 @@ def match(detections: Sequence[Detection], truth: np.ndarray, iou_threshold: flo
 def scores(run: DetectorRun, images: Sequence[LabelledImage], iou_thresholds: Sequence[float]) -> dict[str, float]:
     """precision@t, recall@t and recall_<class>@t for each threshold t, images_per_s and faces (difficult ones are
     not faces to find: see the module docstring)."""
-    row: dict[str, float] = {"faces": sum(len(i.boxes) for i in images), "detections": sum(map(len, run.detections)),
-                             "images_per_s": run.images_per_second}
+    row: dict[str, float] = {
+        "faces": sum(len(i.boxes) for i in images),
+        "detections": sum(map(len, run.detections)),
+        "images_per_s": run.images_per_second,
+    }
     classes = sorted({c for image in images for c in image.classes})
     for t in iou_thresholds:
         hits, false = [], 0

@@ -10,6 +10,7 @@ can say "nobody I know".
 Gallery descriptors are cached in one `.npz` file keyed by each photo's path, size and modification time and
 by the describer's and detector's settings, so a gallery is described once and a changed photo again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,7 +97,9 @@ class Gallery:
         distances = np.linalg.norm(descriptors[:, None, :] - self.descriptors[None, :, :], axis=2)  # (N, M)
         nearest = distances.argmin(axis=1)
         best = distances[np.arange(len(descriptors)), nearest]
-        return [(self.names[m] if d < tolerance else UNKNOWN, float(d)) for m, d in zip(nearest.tolist(), best.tolist())]
+        return [
+            (self.names[m] if d < tolerance else UNKNOWN, float(d)) for m, d in zip(nearest.tolist(), best.tolist())
+        ]
 
 
 def gallery_photos(folder: str | Path) -> dict[str, list[Path]]:
@@ -104,20 +107,31 @@ def gallery_photos(folder: str | Path) -> dict[str, list[Path]]:
     when the folder is missing or names nobody with a photo."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"gallery={folder}: folder not found — give a folder of known people, one sub-folder of photos per person")
+        raise UserError(
+            f"gallery={folder}: folder not found — give a folder of known people, one sub-folder of photos per person"
+        )
     people = {}
     for person in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        photos = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+        photos = sorted(
+            f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+        )
         if photos:
             people[person.name] = photos
     if not people:
-        raise UserError(f"gallery={folder}: no <Name>/ sub-folder with photos in it — put each known person's photos "
-                        "in a folder named after them (make capture-faces NAME=... writes that layout)")
+        raise UserError(
+            f"gallery={folder}: no <Name>/ sub-folder with photos in it — put each known person's photos "
+            "in a folder named after them (make capture-faces NAME=... writes that layout)"
+        )
     return people
 
 
-def build_gallery(folder: str | Path, detector: FaceDetector, describer: FaceDescriber,
-                  cache_file: str | Path | None = None, progress: bool = False) -> Gallery:
+def build_gallery(
+    folder: str | Path,
+    detector: FaceDetector,
+    describer: FaceDescriber,
+    cache_file: str | Path | None = None,
+    progress: bool = False,
+) -> Gallery:
     """Describe every photo of `folder/<Name>/`: its face nearest the image centre (`central_face`), aligned and
     described by `describer`. A photo with no face found, or unreadable, is skipped with a warning (its path in
     `Gallery.skipped`). Raises UserError when no photo gives a descriptor."""
@@ -148,7 +162,9 @@ def build_gallery(folder: str | Path, detector: FaceDetector, describer: FaceDes
         files.append(str(photo))
     cache.save()
     if not rows:
-        raise UserError(f"gallery={folder}: no face found in any of its {len(photos)} photo(s) by the {detector.name} detector")
+        raise UserError(
+            f"gallery={folder}: no face found in any of its {len(photos)} photo(s) by the {detector.name} detector"
+        )
     missing = sorted(set(people) - set(names))
     if missing:
         log.warning("gallery: no usable photo of %s — they cannot be recognised", ", ".join(missing))

@@ -3,6 +3,7 @@ recognitions.csv. Two recognisers share one interface (`recognize(rgb, detection
 `score_column` naming what the score is, and `class_names`): `Recognizer`, a trained face classifier that calls a
 face `unknown` below a confidence threshold, and `faces.gallery.GalleryRecognizer`, a folder of known people that
 calls a face `unknown` beyond a descriptor-distance tolerance."""
+
 from __future__ import annotations
 
 import logging
@@ -53,11 +54,19 @@ class Recognizer:
         faces = np.stack([self.crop(rgb, d) for d in detections])
         probs = self.model.predict_proba(torch.from_numpy(faces).permute(0, 3, 1, 2)).cpu()
         confidence, index = probs.max(dim=1)
-        return [(self.class_names[i] if c >= self.threshold else UNKNOWN, float(c)) for c, i in zip(confidence.tolist(), index.tolist())]
+        return [
+            (self.class_names[i] if c >= self.threshold else UNKNOWN, float(c))
+            for c, i in zip(confidence.tolist(), index.tolist())
+        ]
 
 
-def recognize_folder(recognizer: Recognizer | GalleryRecognizer, detector: FaceDetector, in_dir: str | Path, out_dir: str | Path,
-                     progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+def recognize_folder(
+    recognizer: Recognizer | GalleryRecognizer,
+    detector: FaceDetector,
+    in_dir: str | Path,
+    out_dir: str | Path,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, list[str]]:
     """Every face in every image under `in_dir` (recursively): `out_dir/recognitions.csv` (CSV_COLUMNS,
     `image` relative to `in_dir`, `annotated` relative to `out_dir`) and an annotated JPEG of each image at its
     relative path named by `core.outputs.output_name` (`sub/a.png` → `sub/a_png.jpg`: never shared by two
@@ -82,11 +91,26 @@ def recognize_folder(recognizer: Recognizer | GalleryRecognizer, detector: FaceD
         labels = recognizer.recognize(rgb, detections)
         annotated = output_name(relative, ".jpg")
         for k, (d, (name, confidence)) in enumerate(zip(detections, labels), start=1):
-            rows.append({"image": relative.as_posix(), "face": k, "name": name, score_column: round(confidence, 4),
-                         "left": d.left, "top": d.top, "right": d.right, "bottom": d.bottom, "annotated": annotated.as_posix()})
+            rows.append(
+                {
+                    "image": relative.as_posix(),
+                    "face": k,
+                    "name": name,
+                    score_column: round(confidence, 4),
+                    "left": d.left,
+                    "top": d.top,
+                    "right": d.right,
+                    "bottom": d.bottom,
+                    "annotated": annotated.as_posix(),
+                }
+            )
         target = out_dir / annotated
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(target), np.ascontiguousarray(annotate_names(rgb, detections, labels, score_column)[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        if not cv2.imwrite(
+            str(target),
+            np.ascontiguousarray(annotate_names(rgb, detections, labels, score_column)[..., ::-1]),
+            [cv2.IMWRITE_JPEG_QUALITY, 92],
+        ):
             raise UserError(f"cannot write {target} — check that OUT is writable")
     table = pd.DataFrame(rows, columns=CSV_COLUMNS)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,8 +118,9 @@ def recognize_folder(recognizer: Recognizer | GalleryRecognizer, detector: FaceD
     return table, skipped
 
 
-def annotate_names(rgb: np.ndarray, detections: list[Detection], labels: list[tuple[str, float]],
-                   score_column: str = "confidence") -> np.ndarray:
+def annotate_names(
+    rgb: np.ndarray, detections: list[Detection], labels: list[tuple[str, float]], score_column: str = "confidence"
+) -> np.ndarray:
     """A copy with each face boxed and labelled 'name 0.97' (a confidence) or 'name d=0.42' (a distance): green
     for a known person, red for unknown."""
     image = rgb.copy()
@@ -108,5 +133,14 @@ def annotate_names(rgb: np.ndarray, detections: list[Detection], labels: list[tu
         (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = max(0, d.top - h - base - 2)
         cv2.rectangle(image, (d.left, top), (d.left + w + 2, top + h + base + 2), colour, -1)
-        cv2.putText(image, text, (d.left + 1, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            text,
+            (d.left + 1, top + h + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            thickness,
+            cv2.LINE_AA,
+        )
     return image

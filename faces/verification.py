@@ -9,6 +9,7 @@ is reported beside it.
 different-people lines `Name1<TAB>i<TAB>Name2<TAB>j`; photo `(Name, i)` is `images/<Name>/<Name>_<i:04d>.jpg`
 (../shared/data/lfw-pairs/SOURCE.md).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -43,11 +44,15 @@ def read_pairs(path: str | Path) -> list[Pair]:
     try:
         folds, per_fold = (int(v) for v in lines[0].split())
     except (IndexError, ValueError):
-        raise UserError(f"{path}:1: expected the header 'folds<TAB>pairs per kind', got {lines[0] if lines else ''!r}") from None
+        raise UserError(
+            f"{path}:1: expected the header 'folds<TAB>pairs per kind', got {lines[0] if lines else ''!r}"
+        ) from None
     body = [line for line in lines[1:] if line.strip()]
     if len(body) != 2 * folds * per_fold:
-        raise UserError(f"{path}: the header promises {folds} folds of {per_fold} same + {per_fold} different pairs "
-                        f"({2 * folds * per_fold} lines), the file has {len(body)}")
+        raise UserError(
+            f"{path}: the header promises {folds} folds of {per_fold} same + {per_fold} different pairs "
+            f"({2 * folds * per_fold} lines), the file has {len(body)}"
+        )
     pairs = []
     for k, line in enumerate(body):
         fold, position = divmod(k, 2 * per_fold)
@@ -121,8 +126,9 @@ class VerificationResult:
         return float(np.std(self.fold_accuracy, ddof=1)) if len(self.fold_accuracy) > 1 else 0.0
 
 
-def evaluate_distances(distances: Sequence[float], same: Sequence[bool], folds: Sequence[int],
-                       tolerance: float = 0.6) -> VerificationResult:
+def evaluate_distances(
+    distances: Sequence[float], same: Sequence[bool], folds: Sequence[int], tolerance: float = 0.6
+) -> VerificationResult:
     """LFW View 2 on precomputed pair distances (N,) with labels and 0-based folds (N,): for each fold f the
     threshold is `best_threshold` of the pairs of every other fold, and the fold's accuracy is `accuracy_at` that
     threshold on its own pairs. Raises ValueError with fewer than two folds (nothing to fit on)."""
@@ -136,12 +142,14 @@ def evaluate_distances(distances: Sequence[float], same: Sequence[bool], folds: 
         threshold = best_threshold(distances[~held], same[~held])
         thresholds.append(threshold)
         accuracies.append(accuracy_at(distances[held], same[held], threshold))
-    return VerificationResult(np.array(accuracies), np.array(thresholds), tolerance,
-                              accuracy_at(distances, same, tolerance), distances, same)
+    return VerificationResult(
+        np.array(accuracies), np.array(thresholds), tolerance, accuracy_at(distances, same, tolerance), distances, same
+    )
 
 
-def evaluate_pairs(pairs: Sequence[Pair], describe: Callable[[list[Photo]], np.ndarray],
-                   tolerance: float = 0.6) -> VerificationResult:
+def evaluate_pairs(
+    pairs: Sequence[Pair], describe: Callable[[list[Photo]], np.ndarray], tolerance: float = 0.6
+) -> VerificationResult:
     """LFW View 2 with a descriptor: `describe(photos)` gives one descriptor row (len(photos), D) per distinct
     photo (each photo is described once, however many pairs use it); a pair's distance is the Euclidean
     distance between its two rows. See `evaluate_distances`."""
@@ -201,15 +209,21 @@ def _describe_in_worker(file: str) -> tuple[np.ndarray, str]:
     return describe_central_face(file, *_worker)
 
 
-def describe_photos(files: Sequence[str | Path], detector, describer, retry_detector=None, workers: int = 2,
-                    progress: bool = True) -> tuple[np.ndarray, list[str]]:
+def describe_photos(
+    files: Sequence[str | Path], detector, describer, retry_detector=None, workers: int = 2, progress: bool = True
+) -> tuple[np.ndarray, list[str]]:
     """`describe_central_face` of every file: descriptors float32 (N, D) in the order of `files`, and how each face
     was found. `workers` > 1 shares the files out between that many processes (fork), 1 runs here."""
     from tqdm.auto import tqdm
 
     files = [str(f) for f in files]
-    bar = dict(total=len(files), desc=f"describing photos ({workers} process{'es' if workers > 1 else ''})", unit="img",
-               disable=not progress, smoothing=0.1)
+    bar = dict(
+        total=len(files),
+        desc=f"describing photos ({workers} process{'es' if workers > 1 else ''})",
+        unit="img",
+        disable=not progress,
+        smoothing=0.1,
+    )
     if workers <= 1 or len(files) < 2:
         results = [describe_central_face(f, detector, retry_detector, describer) for f in tqdm(files, **bar)]
     else:

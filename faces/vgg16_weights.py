@@ -7,6 +7,7 @@ order flipped, kernel scaled by 255·std, bias shifted by the mean difference), 
 input: RGB in [0, 1] with torchvision's ImageNet normalisation. The Caffe means are 255× torchvision's
 means to within 0.5, so the fold is exact up to that difference at the zero-padded border.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 # torchvision's indices of the 13 convolutions in `vgg16().features`, in Keras' block order
 CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-KERAS_CONV_NAMES = tuple(f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1))
+KERAS_CONV_NAMES = tuple(
+    f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)
+)
 DOWNLOAD_HELP = (
     "put one of these files there and set model.weights to its path: torchvision's "
     "https://download.pytorch.org/models/vgg16-397923af.pth, or Keras' "
@@ -42,7 +45,9 @@ def load_vgg16_features(path: str | Path) -> dict[str, torch.Tensor]:
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     expected = {f"{i}.{p}" for i in CONV_INDICES for p in ("weight", "bias")}
     if set(features) != expected:
-        raise UserError(f"model.weights: {path} is not a torchvision VGG16 state_dict (features.* keys differ) — {DOWNLOAD_HELP}")
+        raise UserError(
+            f"model.weights: {path} is not a torchvision VGG16 state_dict (features.* keys differ) — {DOWNLOAD_HELP}"
+        )
     return features
 
 
@@ -55,7 +60,9 @@ def keras_h5_to_torch(path: str | Path) -> dict[str, torch.Tensor]:
         root = f["model_weights"] if "model_weights" in f else f  # a whole-model save keeps weights one level down
         for index, name in zip(CONV_INDICES, KERAS_CONV_NAMES):
             if name not in root:
-                raise UserError(f"model.weights: {path} has no layer {name!r}; is it Keras' VGG16 notop file? — {DOWNLOAD_HELP}")
+                raise UserError(
+                    f"model.weights: {path} has no layer {name!r}; is it Keras' VGG16 notop file? — {DOWNLOAD_HELP}"
+                )
             kernel, bias = (np.asarray(root[name][w]) for w in _weight_names(root[name]))
             if index == 0:
                 kernel, bias = _fold_caffe_preprocessing(kernel, bias)

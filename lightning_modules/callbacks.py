@@ -1,4 +1,5 @@
 """Callbacks every task shares."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -54,11 +55,14 @@ class BestCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: str, monitor: str, mode: str = "max", filename: str = BEST_FILENAME) -> None:
-        super().__init__(dirpath=dirpath, filename=filename, monitor=monitor, mode=mode, save_top_k=1,
-                         auto_insert_metric_name=False)
+        super().__init__(
+            dirpath=dirpath, filename=filename, monitor=monitor, mode=mode, save_top_k=1, auto_insert_metric_name=False
+        )
         self.best_epoch: int | None = None
 
-    def _update_best_and_save(self, current: Tensor, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+    def _update_best_and_save(
+        self, current: Tensor, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]
+    ) -> None:
         # Lightning calls this only for an epoch that enters the top 1, i.e. a new best: remember its epoch
         super()._update_best_and_save(current, trainer, monitor_candidates)
         self.best_epoch = int(monitor_candidates["epoch"])

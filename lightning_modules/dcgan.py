@@ -4,6 +4,7 @@ Per step: one D update on real and generated images, then one G update (Lightnin
 DDP and AMP handle; the paper's Keras code updated both from one forward pass). Per epoch: a fixed-noise
 sample grid, FID/KID on a fixed feature network, and the loss-fluctuation statistic the paper argues with.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -17,7 +18,16 @@ from torchvision.utils import make_grid
 
 from core import tracking
 from core.errors import UserError
-from core.metric_names import GAN_LOSS_KINDS, GAN_NETS, QUALITY, QUALITY_TAG, SAMPLES_FOLDER, epoch_artifact, gan_loss, gan_loss_std
+from core.metric_names import (
+    GAN_LOSS_KINDS,
+    GAN_NETS,
+    QUALITY,
+    QUALITY_TAG,
+    SAMPLES_FOLDER,
+    epoch_artifact,
+    gan_loss,
+    gan_loss_std,
+)
 from lightning_modules.dcgan_nets import Discriminator, Generator, init_normal_002
 from lightning_modules.sample_quality import SampleQuality
 
@@ -107,8 +117,11 @@ class DCGAN(pl.LightningModule):
         self.toggle_optimizer(opt_d)
         logits_real = self.discriminator(noisy_real)
         logits_fake = self.discriminator(noisy_fake.detach())
-        d_loss = F.binary_cross_entropy_with_logits(logits_real, self._targets(logits_real, hp.real_label_mean, hp.real_label_std)) + \
-            F.binary_cross_entropy_with_logits(logits_fake, self._targets(logits_fake, hp.fake_label_mean, hp.fake_label_std))
+        d_loss = F.binary_cross_entropy_with_logits(
+            logits_real, self._targets(logits_real, hp.real_label_mean, hp.real_label_std)
+        ) + F.binary_cross_entropy_with_logits(
+            logits_fake, self._targets(logits_fake, hp.fake_label_mean, hp.fake_label_std)
+        )
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
@@ -123,11 +136,20 @@ class DCGAN(pl.LightningModule):
         self.untoggle_optimizer(opt_g)
 
         self._epoch_losses.append(torch.stack([d_loss.detach(), g_loss.detach()]))
-        if (self.global_step // 2) % self.trainer.log_every_n_steps == 0:  # 2 optimizer steps per batch; logging syncs the device
-            self.log_dict({
-                "train/d_loss": d_loss, "train/g_loss": g_loss,
-                "train/d_real": torch.sigmoid(logits_real).mean(), "train/d_fake": torch.sigmoid(logits_fake).mean(),
-            }, on_step=True, on_epoch=False, prog_bar=True)
+        if (
+            self.global_step // 2
+        ) % self.trainer.log_every_n_steps == 0:  # 2 optimizer steps per batch; logging syncs the device
+            self.log_dict(
+                {
+                    "train/d_loss": d_loss,
+                    "train/g_loss": g_loss,
+                    "train/d_real": torch.sigmoid(logits_real).mean(),
+                    "train/d_fake": torch.sigmoid(logits_fake).mean(),
+                },
+                on_step=True,
+                on_epoch=False,
+                prog_bar=True,
+            )
 
     def on_fit_start(self) -> None:
         """Fit the sample-quality metric to the data before the first step: say what it adapted or flags (a
@@ -154,7 +176,11 @@ class DCGAN(pl.LightningModule):
         for i, net in enumerate(GAN_NETS):
             self.history[f"{net}_loss_epoch"].append(float(epoch_mean[i]))
             self.history[f"{net}_loss_last"].append(float(last[i]))
-        metrics = {gan_loss(net, kind): value[i] for kind, value in zip(GAN_LOSS_KINDS, (epoch_mean, last)) for i, net in enumerate(GAN_NETS)}
+        metrics = {
+            gan_loss(net, kind): value[i]
+            for kind, value in zip(GAN_LOSS_KINDS, (epoch_mean, last))
+            for i, net in enumerate(GAN_NETS)
+        }
         metrics.update(self.loss_fluctuation())
         metrics.update(self._quality_metrics())
         # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the logger gets them
@@ -173,9 +199,14 @@ class DCGAN(pl.LightningModule):
         try:
             return {f"{QUALITY}{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()}
         except Exception as exc:  # noqa: BLE001  (torchmetrics raises ValueError, RuntimeError, linalg errors)
-            rank_zero_warn(f"model.quality: FID/KID failed at epoch {self.current_epoch + 1} and are not logged for it "
-                           f"({type(exc).__name__}: {exc}); training goes on")
-            tracking.set_tags(self.trainer, {f"{QUALITY_TAG}error": f"epoch {self.current_epoch + 1}: {type(exc).__name__}: {exc}"[:5000]})
+            rank_zero_warn(
+                f"model.quality: FID/KID failed at epoch {self.current_epoch + 1} and are not logged for it "
+                f"({type(exc).__name__}: {exc}); training goes on"
+            )
+            tracking.set_tags(
+                self.trainer,
+                {f"{QUALITY_TAG}error": f"epoch {self.current_epoch + 1}: {type(exc).__name__}: {exc}"[:5000]},
+            )
             return {}
 
     def loss_fluctuation(self) -> dict[str, float]:
@@ -208,8 +239,11 @@ class DCGAN(pl.LightningModule):
         if self.history["g_loss_epoch"] and self.trainer.is_global_zero:
             from core.figures import gan_loss_curves
 
-            fig = gan_loss_curves(self.history, title=f"D and G loss per epoch ({self.trainer.logger.name if self.trainer.logger else 'dcgan'})",
-                                  window=self.hparams.fluctuation_window)
+            fig = gan_loss_curves(
+                self.history,
+                title=f"D and G loss per epoch ({self.trainer.logger.name if self.trainer.logger else 'dcgan'})",
+                window=self.hparams.fluctuation_window,
+            )
             tracking.log_figure(self.trainer, fig, "figures/loss_curves.png")
             tracking.log_dict(self.trainer, dict(self.history), "history.json")
 
@@ -218,5 +252,3 @@ class DCGAN(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = defaultdict(list, {k: list(v) for k, v in checkpoint.get("loss_history", {}).items()})
-
-

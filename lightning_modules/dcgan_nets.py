@@ -5,6 +5,7 @@ Generator: z → Dense(4·4·C) → BN → act → (num_layers − 2) ConvT(k5, 
 5 (exp1/exp2) ends with a k5 stride-2 ConvT; 6 (exp3) has one more upsampling block and ends with a k4
 stride-1 convolution. Discriminator: Conv(k5, s2) 32→…→512, each BN, LeakyReLU 0.2, Dropout → Dense(1) logit.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,9 @@ class Generator(nn.Module):
         super().__init__()
         upsamples = int(math.log2(image_size // 4))
         if 4 * 2**upsamples != image_size or num_layers - 2 not in (upsamples - 1, upsamples):
-            raise ValueError(f"generator: num_layers={num_layers} cannot reach {image_size}px from 4×4 (use {upsamples + 1} or {upsamples + 2})")
+            raise ValueError(
+                f"generator: num_layers={num_layers} cannot reach {image_size}px from 4×4 (use {upsamples + 1} or {upsamples + 2})"
+            )
         self.latent_dim = latent_dim
         channels = scaled(proj_channels, width_multiplier)
         self.project = nn.Sequential(

@@ -1,5 +1,6 @@
 """The DCGAN generator as ONNX, for the browser playground: exported from a checkpoint and checked
 against PyTorch with ONNX Runtime on fixed noise before it is used (`lightning_modules.onnx_export`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,9 @@ PARITY_SAMPLES = 8
 PARITY_ATOL = 1e-4  # tanh outputs in [-1, 1]; float32 reordering differs by ~1e-6
 
 
-def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT", opset: int = 17) -> ExportedModel:
+def export_onnx(
+    checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT", opset: int = 17
+) -> ExportedModel:
     """Write the generator of a DCGAN checkpoint as ONNX (input `z`: N×latent_dim float32 N(0, 1); output
     `images`: N×3×H×W in [-1, 1]) and return its manifest entry, with the measured PyTorch/ONNX difference.
 
@@ -26,16 +29,32 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The TorchScript exporter: the dynamo one needs onnxscript, which the pinned stack does not carry.
-    torch.onnx.export(generator, (z,), str(out_path), input_names=["z"], output_names=["images"], opset_version=opset,
-                      dynamic_axes={"z": {0: "batch"}, "images": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        generator,
+        (z,),
+        str(out_path),
+        input_names=["z"],
+        output_names=["images"],
+        opset_version=opset,
+        dynamic_axes={"z": {0: "batch"}, "images": {0: "batch"}},
+        dynamo=False,
+    )
     with torch.no_grad():
         expected = generator(z).numpy()
     got = onnx_session(out_path).run(["images"], {"z": z.numpy()})[0]
     inputs = f"{PARITY_SAMPLES} fixed noise vectors"
     difference = max_abs_difference(out_path, "the images", expected, got, PARITY_ATOL, inputs)
     return ExportedModel(
-        file=out_path.name, checkpoint=str(checkpoint_path), input="z", output="images", output_kind="images",
-        image_size=int(expected.shape[-1]), input_scale=1.0, preprocessing="z: N×latent_dim float32 noise, N(0, 1); output NCHW",
-        class_names=[], parity={"max_abs_difference": difference, "tolerance": PARITY_ATOL, "inputs": inputs},
-        latent_dim=int(generator.latent_dim), output_range=[-1.0, 1.0],
+        file=out_path.name,
+        checkpoint=str(checkpoint_path),
+        input="z",
+        output="images",
+        output_kind="images",
+        image_size=int(expected.shape[-1]),
+        input_scale=1.0,
+        preprocessing="z: N×latent_dim float32 noise, N(0, 1); output NCHW",
+        class_names=[],
+        parity={"max_abs_difference": difference, "tolerance": PARITY_ATOL, "inputs": inputs},
+        latent_dim=int(generator.latent_dim),
+        output_range=[-1.0, 1.0],
     )

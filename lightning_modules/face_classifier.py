@@ -12,6 +12,7 @@ tag, validation crops for the report); it never configures it.
 The checkpoint keeps the identity names (`class_names`) and the datamodule's face-crop settings, which is
 all recognition needs besides the weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,26 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassPrecision, MulticlassRecall
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from core import tracking
 from core.checkpoints import load_checkpoint, load_module
 from core.errors import UserError
-from core.metric_names import (CLASS_NAMES_ARTIFACT, CONFUSION_MATRIX_ARTIFACT, PER_CLASS_ARTIFACT, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS,
-                               class_metric_names)
+from core.metric_names import (
+    CLASS_NAMES_ARTIFACT,
+    CONFUSION_MATRIX_ARTIFACT,
+    PER_CLASS_ARTIFACT,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_LOSS,
+    class_metric_names,
+)
 from faces.crop import FaceCrop
 from faces.descriptors import build_backbone
 from faces.recognition import Recognizer
@@ -51,7 +65,8 @@ class FaceClassifier(pl.LightningModule):
     def __init__(
         self,
         backbone: str = "vgg16",
-        weights: str | None = None,  # VGG16: a local vgg16-*.pth or Keras notop .h5 (vgg16_weights.py); null: random init
+        weights: str
+        | None = None,  # VGG16: a local vgg16-*.pth or Keras notop .h5 (vgg16_weights.py); null: random init
         normalize: str = "imagenet",  # VGG16 input scaling: "imagenet" or "unit" (the paper's rescale=1/255)
         pool: str = "avg",  # VGG16 output: "avg" (512-d) or "flatten" (the paper's)
         train_last_blocks: int = 0,  # VGG16 blocks trained from the end (0: frozen backbone)
@@ -68,18 +83,28 @@ class FaceClassifier(pl.LightningModule):
         feature_cache: bool | None = None,  # ignored: read from checkpoints written before `inputs` (data.serves)
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["feature_cache"], logger=False)  # the entry logs the whole resolved config as params
+        self.save_hyperparameters(
+            ignore=["feature_cache"], logger=False
+        )  # the entry logs the whole resolved config as params
         if inputs not in INPUTS:
             raise UserError(f"model.inputs must be one of {list(INPUTS)}, got {inputs!r}")
         if optimizer not in ("adam", "rmsprop"):
             raise UserError(f"model.optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
         if len(hidden) != 3:
             raise UserError(f"model.hidden: the head has three dense layers, got sizes {list(hidden)}")
-        self.backbone = build_backbone(backbone, weights=weights, normalize=normalize, pool=pool,
-                                       train_last_blocks=train_last_blocks, margin=margin)
+        self.backbone = build_backbone(
+            backbone,
+            weights=weights,
+            normalize=normalize,
+            pool=pool,
+            train_last_blocks=train_last_blocks,
+            margin=margin,
+        )
         if inputs == "features" and not self.backbone.frozen:
-            raise UserError(f"model.train_last_blocks={train_last_blocks} trains the backbone, which needs image crops: "
-                            "set data.serves=images")
+            raise UserError(
+                f"model.train_last_blocks={train_last_blocks} trains the backbone, which needs image crops: "
+                "set data.serves=images"
+            )
         self.head: nn.Module | None = None
         if class_names is not None:
             self._build_head(class_names)
@@ -116,19 +141,28 @@ class FaceClassifier(pl.LightningModule):
         elif self.class_names != data.class_names:
             raise UserError(f"the checkpoint's identities {self.class_names} differ from the data's {data.class_names}")
         if data.serves != self.hparams.inputs:
-            raise UserError(f"the data serves {data.serves} but model.inputs={self.hparams.inputs} (set both from data.serves)")
+            raise UserError(
+                f"the data serves {data.serves} but model.inputs={self.hparams.inputs} (set both from data.serves)"
+            )
         if self.hparams.inputs == "features" and data.feature_tag != self.backbone.tag():
-            raise UserError(f"the data serves features of {data.feature_tag} but the model's backbone is {self.backbone.tag()} — "
-                            "data.features and the model's backbone options must be the same")
+            raise UserError(
+                f"the data serves features of {data.feature_tag} but the model's backbone is {self.backbone.tag()} — "
+                "data.features and the model's backbone options must be the same"
+            )
 
     def on_fit_start(self) -> None:
         if self.hparams.backbone == "vgg16" and not self.hparams.weights:
-            log.warning("VGG16 trains from a random init (model.weights=null); for ImageNet transfer learning see "
-                        "README, 'Face recognition (VGG16 transfer learning)'")
+            log.warning(
+                "VGG16 trains from a random init (model.weights=null); for ImageNet transfer learning see "
+                "README, 'Face recognition (VGG16 transfer learning)'"
+            )
         label_map = {"class_names": self.class_names, "backbone": self.hparams.backbone}
         tracking.log_dict(self.trainer, label_map, LABEL_MAP)
-        tracking.log_dict(self.trainer, {**self._class_metric_names("precision"), **self._class_metric_names("recall")},
-                          CLASS_NAMES_ARTIFACT)
+        tracking.log_dict(
+            self.trainer,
+            {**self._class_metric_names("precision"), **self._class_metric_names("recall")},
+            CLASS_NAMES_ARTIFACT,
+        )
         if self.trainer.is_global_zero:
             Path(self.trainer.default_root_dir, LABEL_MAP).write_text(json.dumps(label_map, indent=2))
 
@@ -167,8 +201,14 @@ class FaceClassifier(pl.LightningModule):
         logits = self._logits(x)
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits, y)
-        self.log_dict({TRAIN_LOSS: loss, TRAIN_ACC: self.train_acc}, on_step=False, on_epoch=True, prog_bar=True,
-                      batch_size=len(y), sync_dist=True)
+        self.log_dict(
+            {TRAIN_LOSS: loss, TRAIN_ACC: self.train_acc},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -179,8 +219,14 @@ class FaceClassifier(pl.LightningModule):
         self.val_precision.update(logits, y)
         self.val_recall.update(logits, y)
         self.val_confusion.update(logits, y)
-        self.log_dict({VAL_LOSS: loss, VAL_ACC: self.val_acc}, on_step=False, on_epoch=True, prog_bar=True,
-                      batch_size=len(y), sync_dist=True)
+        self.log_dict(
+            {VAL_LOSS: loss, VAL_ACC: self.val_acc},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=True,
+        )
         probs = F.softmax(logits, dim=1)
         self._val_outputs.append((index.cpu(), y.cpu(), probs.cpu()))
 
@@ -192,7 +238,8 @@ class FaceClassifier(pl.LightningModule):
         self.log_dict(per_class, sync_dist=True)
         self._last_val = {
             "confusion": self.val_confusion.compute().cpu().numpy(),
-            "precision": precision.cpu().numpy(), "recall": recall.cpu().numpy(),
+            "precision": precision.cpu().numpy(),
+            "recall": recall.cpu().numpy(),
             "outputs": [torch.cat(t) for t in zip(*self._val_outputs)] if self._val_outputs else None,
         }
         for metric in (self.val_precision, self.val_recall, self.val_confusion):
@@ -207,10 +254,21 @@ class FaceClassifier(pl.LightningModule):
         from core.figures import confusion_matrix
 
         epochs = self.current_epoch  # epochs completed
-        tracking.log_figure(self.trainer, confusion_matrix(last["confusion"], self.class_names,
-                            title=f"Validation confusion matrix after {epochs} epoch(s)"), CONFUSION_MATRIX_ARTIFACT)
-        table = {name: {"precision": float(last["precision"][i]), "recall": float(last["recall"][i]),
-                        "images": int(last["confusion"][i].sum())} for i, name in enumerate(self.class_names)}
+        tracking.log_figure(
+            self.trainer,
+            confusion_matrix(
+                last["confusion"], self.class_names, title=f"Validation confusion matrix after {epochs} epoch(s)"
+            ),
+            CONFUSION_MATRIX_ARTIFACT,
+        )
+        table = {
+            name: {
+                "precision": float(last["precision"][i]),
+                "recall": float(last["recall"][i]),
+                "images": int(last["confusion"][i].sum()),
+            }
+            for i, name in enumerate(self.class_names)
+        }
         tracking.log_dict(self.trainer, table, PER_CLASS_ARTIFACT)
         if last["outputs"] is not None:
             self._log_misclassified(*last["outputs"])
@@ -226,15 +284,24 @@ class FaceClassifier(pl.LightningModule):
             tracking.log_text(self.trainer, "no misclassified validation images\n", "misclassified.txt")
             return
         datamodule = self.trainer.datamodule
-        panel = {f"{k + 1}. true {names[truth[i]]}\npredicted {names[predicted[i]]} ({confidence[i]:.2f})": datamodule.val_face(int(index[i]))
-                 for k, i in enumerate(wrong.tolist())}
-        tracking.log_figure(self.trainer, image_panel(panel, f"Misclassified validation faces ({len(wrong)} shown, most confident first)",
-                                                      columns=4), "figures/misclassified.png")
+        panel = {
+            f"{k + 1}. true {names[truth[i]]}\npredicted {names[predicted[i]]} ({confidence[i]:.2f})": datamodule.val_face(
+                int(index[i])
+            )
+            for k, i in enumerate(wrong.tolist())
+        }
+        tracking.log_figure(
+            self.trainer,
+            image_panel(panel, f"Misclassified validation faces ({len(wrong)} shown, most confident first)", columns=4),
+            "figures/misclassified.png",
+        )
 
 
 def head_outputs(state_dict: dict[str, torch.Tensor]) -> int:
     """The number of identities the saved head predicts (its last Linear's rows)."""
-    weights = sorted((k for k in state_dict if k.startswith("head.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+    weights = sorted(
+        (k for k in state_dict if k.startswith("head.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1])
+    )
     return int(np.shape(state_dict[weights[-1]])[0])
 
 
@@ -247,16 +314,27 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
     ExportParityError when ONNX Runtime's logits differ by more than 1e-3 of their range (at least 1e-3)."""
     from lightning_modules.onnx_export import ExportedModel, NotExportable, max_abs_difference, onnx_session
 
-    model = load_module(FaceClassifier, checkpoint_path, key=key, weights=None)  # the VGG16 weights are in the checkpoint
+    model = load_module(
+        FaceClassifier, checkpoint_path, key=key, weights=None
+    )  # the VGG16 weights are in the checkpoint
     if model.hparams.backbone != "vgg16":
-        raise NotExportable(f"backbone {model.hparams.backbone!r} runs in dlib, not as a tensor graph; only vgg16 exports to ONNX")
+        raise NotExportable(
+            f"backbone {model.hparams.backbone!r} runs in dlib, not as a tensor graph; only vgg16 exports to ONNX"
+        )
     model.eval()
     size = model.hparams.image_size
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pixels = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).astype(np.float32))
-    torch.onnx.export(model, (pixels,), str(out_path), input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        (pixels,),
+        str(out_path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
     with torch.no_grad():
         expected = model(pixels).numpy()
     got = onnx_session(out_path).run(None, {"images": pixels.numpy()})[0]
@@ -264,9 +342,16 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
     tolerance = 1e-3 * max(1.0, float(np.abs(expected).max()))  # logits have no fixed range
     difference = max_abs_difference(out_path, "the logits", expected, got, tolerance, inputs)
     return ExportedModel(
-        file=out_path.name, checkpoint=str(checkpoint_path), input="images", output="logits", output_kind="logits",
-        image_size=size, input_scale=1.0, preprocessing="the square face crop (margin around the box) resized, RGB 0–255",
-        class_names=list(model.class_names), parity={"max_abs_difference": difference, "tolerance": tolerance, "inputs": inputs},
+        file=out_path.name,
+        checkpoint=str(checkpoint_path),
+        input="images",
+        output="logits",
+        output_kind="logits",
+        image_size=size,
+        input_scale=1.0,
+        preprocessing="the square face crop (margin around the box) resized, RGB 0–255",
+        class_names=list(model.class_names),
+        parity={"max_abs_difference": difference, "tolerance": tolerance, "inputs": inputs},
         margin=float(model.hparams.margin),
     )
 
@@ -281,18 +366,23 @@ def load_recognizer(path: str | Path, threshold: float, label_map: str | Path | 
     names = checkpoint.get("hyper_parameters", {}).get("class_names")
     data = checkpoint.get("datamodule_hyper_parameters")
     if not names or data is None:
-        raise UserError(f"CKPT={path} is not a face-recognition checkpoint (no identities in it) — give one written by `make vgg16-faces`")
+        raise UserError(
+            f"CKPT={path} is not a face-recognition checkpoint (no identities in it) — give one written by `make vgg16-faces`"
+        )
     if head_outputs(checkpoint["state_dict"]) != len(names):
-        raise UserError(f"CKPT={path}: its head predicts {head_outputs(checkpoint['state_dict'])} identities but its label map names {len(names)}")
+        raise UserError(
+            f"CKPT={path}: its head predicts {head_outputs(checkpoint['state_dict'])} identities but its label map names {len(names)}"
+        )
     label_file = Path(label_map) if label_map else path.resolve().parent.parent / LABEL_MAP
     if label_map and not label_file.is_file():
         raise UserError(f"label_map={label_file}: file not found")
     if label_file.is_file():
         expected = json.loads(label_file.read_text())["class_names"]
         if expected != list(names):
-            raise UserError(f"label map mismatch: {label_file} names {expected} but CKPT={path} was trained on {list(names)} — "
-                            "use the checkpoint and label_map.json of the same training run")
+            raise UserError(
+                f"label map mismatch: {label_file} names {expected} but CKPT={path} was trained on {list(names)} — "
+                "use the checkpoint and label_map.json of the same training run"
+            )
     model = load_module(FaceClassifier, path, key="CKPT", weights=None)  # the VGG16 weights are in the checkpoint
     model.eval()
     return Recognizer(model, FaceCrop(data["image_size"], data["margin"], data.get("capture_size")), threshold)
-

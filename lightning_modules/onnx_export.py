@@ -8,6 +8,7 @@ and compares with PyTorch: a difference above the tolerance is an `ExportParityE
 become a tensor graph is `NotExportable`. `experiments/export_web.py` writes the entries to
 web/public/models/manifest.json, which the page (web/src/*.js) reads.
 """
+
 # No `from __future__ import annotations` here: TypedDict reads NotRequired only from evaluated annotations.
 from pathlib import Path
 from typing import NotRequired, Protocol, TypedDict
@@ -60,8 +61,10 @@ class ExportParityError(UserError):
     """ONNX Runtime and PyTorch disagree on the fixed inputs by more than the tolerance."""
 
     def __init__(self, onnx_path: str | Path, what: str, difference: float, tolerance: float, inputs: str) -> None:
-        super().__init__(f"ONNX export {onnx_path}: {what} differ from PyTorch's by {difference:.3g} (tolerance {tolerance:.3g}) "
-                         f"on {inputs}: the file does not compute what the checkpoint does and is not used")
+        super().__init__(
+            f"ONNX export {onnx_path}: {what} differ from PyTorch's by {difference:.3g} (tolerance {tolerance:.3g}) "
+            f"on {inputs}: the file does not compute what the checkpoint does and is not used"
+        )
         self.onnx_path, self.what, self.difference, self.tolerance = Path(onnx_path), what, difference, tolerance
 
 
@@ -69,7 +72,9 @@ def max_abs_difference(onnx_path: str | Path, what: str, expected, got, toleranc
     """The largest |expected − got|; ExportParityError when it is above `tolerance` (or not finite)."""
     expected, got = np.asarray(expected, dtype=np.float64), np.asarray(got, dtype=np.float64)
     if expected.shape != got.shape:
-        raise ExportParityError(onnx_path, f"{what} (shape {got.shape} vs {expected.shape})", float("inf"), tolerance, inputs)
+        raise ExportParityError(
+            onnx_path, f"{what} (shape {got.shape} vs {expected.shape})", float("inf"), tolerance, inputs
+        )
     difference = float(np.abs(expected - got).max()) if expected.size else 0.0
     if not difference <= tolerance:  # NaN fails too
         raise ExportParityError(onnx_path, what, difference, tolerance, inputs)

@@ -5,6 +5,7 @@ by a seed (random-feature FID: comparable between runs of this repo, not with pu
 from `feature_weights` (e.g. a classifier trained on the real classes). With `inception_weights` pointing
 at torch-fidelity's `pt_inception-2015-12-05` file, Inception-FID is computed as well.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,8 +56,14 @@ class SampleQuality(nn.Module):
     covariance is singular, so the number is biased high and only comparable between runs of the same size).
     At least 2 real images are needed (UserError otherwise)."""
 
-    def __init__(self, num_samples: int = 256, feature_seed: int = 0, feature_weights: str | None = None,
-                 inception_weights: str | None = None, image_size: int = 64) -> None:
+    def __init__(
+        self,
+        num_samples: int = 256,
+        feature_seed: int = 0,
+        feature_weights: str | None = None,
+        inception_weights: str | None = None,
+        image_size: int = 64,
+    ) -> None:
         super().__init__()
         net = FeatureNet(seed=feature_seed)
         if feature_weights:
@@ -65,13 +72,21 @@ class SampleQuality(nn.Module):
         self.feature_dim = net.feature_dim
         size = (3, image_size, image_size)
         self.fid = FrechetInceptionDistance(feature=net, reset_real_features=False, input_img_size=size)
-        self.kid = KernelInceptionDistance(feature=net, reset_real_features=False, subset_size=min(KID_SUBSET_SIZE, num_samples))
+        self.kid = KernelInceptionDistance(
+            feature=net, reset_real_features=False, subset_size=min(KID_SUBSET_SIZE, num_samples)
+        )
         self.inception = None
         if inception_weights:
             # checked by the safe loader before torchmetrics (torch-fidelity) opens it
-            load_checkpoint(_require(inception_weights, "model.quality.inception_weights"), key="model.quality.inception_weights")
-            self.inception = FrechetInceptionDistance(feature=2048, normalize=True, reset_real_features=False,
-                                                      feature_extractor_weights_path=inception_weights)
+            load_checkpoint(
+                _require(inception_weights, "model.quality.inception_weights"), key="model.quality.inception_weights"
+            )
+            self.inception = FrechetInceptionDistance(
+                feature=2048,
+                normalize=True,
+                reset_real_features=False,
+                feature_extractor_weights_path=inception_weights,
+            )
         self.has_real = False
         self.settings: dict[str, object] = {}
         self.notes: list[str] = []
@@ -84,29 +99,39 @@ class SampleQuality(nn.Module):
         flagged. Raises UserError for fewer than 2 real images (no covariance, no KID)."""
         real_count, fake_count = len(real), self.num_samples
         if min(real_count, fake_count) < 2:
-            raise UserError(f"model.quality: FID/KID need at least 2 real and 2 generated images; the data has "
-                            f"{real_count} real image(s) and quality.num_samples={fake_count} — add images or set "
-                            "model.quality=null")
+            raise UserError(
+                f"model.quality: FID/KID need at least 2 real and 2 generated images; the data has "
+                f"{real_count} real image(s) and quality.num_samples={fake_count} — add images or set "
+                "model.quality=null"
+            )
         for metric in self._metrics():
             metric.reset()
         subset = min(KID_SUBSET_SIZE, real_count, fake_count)
         self.kid.subset_size = subset
         self.notes = []
         if real_count < fake_count:
-            self.notes.append(f"only {real_count} real images for the sample-quality metrics "
-                              f"(quality.num_samples={fake_count}): KID uses subsets of {subset}")
+            self.notes.append(
+                f"only {real_count} real images for the sample-quality metrics "
+                f"(quality.num_samples={fake_count}): KID uses subsets of {subset}"
+            )
         fid_samples = min(real_count, fake_count)
         dims = {"fid": self.feature_dim, **({"inception_fid": 2048} if self.inception is not None else {})}
         trustworthy = {name: fid_samples >= dim for name, dim in dims.items()}
         for name, dim in dims.items():
             if not trustworthy[name]:
-                self.notes.append(f"{name.replace('_', '-').upper()} from {fid_samples} samples, fewer than its {dim} "
-                                  f"feature dimensions: flagged as not trustworthy (biased high; compare only runs of "
-                                  f"the same size; {dim} images or more make it trustworthy)")
+                self.notes.append(
+                    f"{name.replace('_', '-').upper()} from {fid_samples} samples, fewer than its {dim} "
+                    f"feature dimensions: flagged as not trustworthy (biased high; compare only runs of "
+                    f"the same size; {dim} images or more make it trustworthy)"
+                )
         self._update(real, real=True)
         self.has_real = True
-        self.settings = {"real_samples": real_count, "generated_samples": fake_count, "kid_subset_size": subset,
-                         **{f"{name}_trustworthy": ok for name, ok in trustworthy.items()}}
+        self.settings = {
+            "real_samples": real_count,
+            "generated_samples": fake_count,
+            "kid_subset_size": subset,
+            **{f"{name}_trustworthy": ok for name, ok in trustworthy.items()},
+        }
         return self.settings
 
     @torch.no_grad()

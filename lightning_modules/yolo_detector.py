@@ -10,6 +10,7 @@ shorter than 10,000 optimizer steps: AdamW with lr0 = 0.002·5/(4 + classes).
 
 Inference on images (load a trained detector, letterbox, NMS) is in `yolo_inference`, ONNX export in `yolo_export`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,11 +25,21 @@ import torch.nn as nn
 
 from core import offline, tracking
 from core.errors import UserError
-from core.metric_names import (AP50_PREFIX, CLASS_NAMES_ARTIFACT, PREDICTIONS_FOLDER, PRETRAINED_ARTIFACT, TRAIN, VAL, YOLO_FITNESS,
-                               YOLO_LOSSES, YOLO_VAL_METRICS, class_metric_names, epoch_artifact)
+from core.metric_names import (
+    AP50_PREFIX,
+    CLASS_NAMES_ARTIFACT,
+    PREDICTIONS_FOLDER,
+    PRETRAINED_ARTIFACT,
+    TRAIN,
+    VAL,
+    YOLO_FITNESS,
+    YOLO_LOSSES,
+    YOLO_VAL_METRICS,
+    class_metric_names,
+    epoch_artifact,
+)
 
 log = logging.getLogger(__name__)
-
 
 
 def fitness(map50: float, map50_95: float) -> float:
@@ -36,6 +47,7 @@ def fitness(map50: float, map50_95: float) -> float:
     (0, 0, 0.1, 0.9) over (precision, recall, mAP50, mAP50-95) of the paper's YOLOv5 (`utils/metrics.py:fitness`) and
     of older `ultralytics.utils.metrics.Metric.fitness` releases (the installed 8.4 weighs mAP50-95 alone)."""
     return 0.1 * map50 + 0.9 * map50_95
+
 
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 
@@ -49,7 +61,9 @@ def build_model(arch: str, names: Sequence[str], loss: dict | None = None):
     try:
         net = DetectionModel(arch, nc=len(names), verbose=False)
     except FileNotFoundError as exc:
-        raise UserError(f"model.arch={arch!r} is not an ultralytics model yaml (e.g. yolov5n.yaml, yolov8s.yaml, yolo11n.yaml)") from exc
+        raise UserError(
+            f"model.arch={arch!r} is not an ultralytics model yaml (e.g. yolov5n.yaml, yolov8s.yaml, yolo11n.yaml)"
+        ) from exc
     net.names = dict(enumerate(names))
     net.args = get_cfg(overrides=dict(loss or {}))
     return net
@@ -58,12 +72,16 @@ def build_model(arch: str, names: Sequence[str], loss: dict | None = None):
 class DetectionMetrics:
     """ultralytics' DetectionValidator used as an accumulator: its NMS, box matching and AP computation."""
 
-    def __init__(self, names: Sequence[str], save_dir: str | Path, conf: float = 0.001, iou: float = 0.7, max_det: int = 300) -> None:
+    def __init__(
+        self, names: Sequence[str], save_dir: str | Path, conf: float = 0.001, iou: float = 0.7, max_det: int = 300
+    ) -> None:
         from ultralytics.models.yolo.detect import DetectionValidator
 
         self.names = list(names)
-        self.validator = DetectionValidator(save_dir=Path(save_dir), args={
-            "conf": conf, "iou": iou, "max_det": max_det, "plots": False, "save_json": False, "verbose": False})
+        self.validator = DetectionValidator(
+            save_dir=Path(save_dir),
+            args={"conf": conf, "iou": iou, "max_det": max_det, "plots": False, "save_json": False, "verbose": False},
+        )
 
     def reset(self, model: nn.Module, device: torch.device) -> None:
         v = self.validator
@@ -87,9 +105,12 @@ class DetectionMetrics:
         box = v.metrics.box
         ap50 = {self.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
         return {
-            "map50": float(stats["metrics/mAP50(B)"]), "map50_95": float(stats["metrics/mAP50-95(B)"]),
-            "precision": float(stats["metrics/precision(B)"]), "recall": float(stats["metrics/recall(B)"]),
-            "ap50": {name: ap50.get(name) for name in self.names}, "images": int(v.seen),
+            "map50": float(stats["metrics/mAP50(B)"]),
+            "map50_95": float(stats["metrics/mAP50-95(B)"]),
+            "precision": float(stats["metrics/precision(B)"]),
+            "recall": float(stats["metrics/recall(B)"]),
+            "ap50": {name: ap50.get(name) for name in self.names},
+            "images": int(v.seen),
         }
 
 
@@ -122,7 +143,11 @@ def ignore_difficult(detection: dict[str, torch.Tensor], si: int, batch: dict) -
     truth = ops.scale_boxes(imgsz, truth, (h0, w0), ratio_pad=ratio_pad)
     cls = detection["cls"].view(-1, 1)
     iou_hard = (box_iou(predicted, hard_boxes) * (cls == hard[:, 0].view(1, -1))).amax(dim=1)
-    iou_truth = (box_iou(predicted, truth) * (cls == truth_cls.view(1, -1))).amax(dim=1) if len(truth) else torch.zeros_like(iou_hard)
+    iou_truth = (
+        (box_iou(predicted, truth) * (cls == truth_cls.view(1, -1))).amax(dim=1)
+        if len(truth)
+        else torch.zeros_like(iou_hard)
+    )
     keep = ~((iou_hard >= DIFFICULT_IOU) & (iou_hard > iou_truth))
     return {k: v[keep] if isinstance(v, torch.Tensor) and len(v) == len(keep) else v for k, v in detection.items()}
 
@@ -220,8 +245,19 @@ class YoloDetector(pl.LightningModule):
             make, args = torch.optim.SGD, {"lr": lr, "momentum": momentum, "nesterov": True}
         else:
             make, args = getattr(torch.optim, name), {"lr": lr, "betas": (momentum, 0.999)}
-        return make([{"params": params, "param_group": kind, "weight_decay": decay if kind == "weight" else 0.0,
-                      "initial_lr": lr, **args} for kind, params in groups.items()], **args)
+        return make(
+            [
+                {
+                    "params": params,
+                    "param_group": kind,
+                    "weight_decay": decay if kind == "weight" else 0.0,
+                    "initial_lr": lr,
+                    **args,
+                }
+                for kind, params in groups.items()
+            ],
+            **args,
+        )
 
     def _lr_factor(self, epoch: int) -> float:
         hp, epochs = self.hparams, max(self.trainer.max_epochs, 1)
@@ -235,8 +271,15 @@ class YoloDetector(pl.LightningModule):
         return class_metric_names(self.names, prefix=AP50_PREFIX)
 
     def on_fit_start(self) -> None:
-        tracking.log_dict(self.trainer, {"pretrained": self.pretrained, "transferred_tensors": self.transferred,
-                                         "model_tensors": len(self.net.state_dict())}, PRETRAINED_ARTIFACT)
+        tracking.log_dict(
+            self.trainer,
+            {
+                "pretrained": self.pretrained,
+                "transferred_tensors": self.transferred,
+                "model_tensors": len(self.net.state_dict()),
+            },
+            PRETRAINED_ARTIFACT,
+        )
         tracking.log_dict(self.trainer, self.ap50_metric_names, CLASS_NAMES_ARTIFACT)
 
     def on_train_start(self) -> None:
@@ -275,7 +318,9 @@ class YoloDetector(pl.LightningModule):
         self._warm_up(ni)
         loss, items = self.net.loss(batch)
         if not torch.isfinite(loss).all():
-            raise UserError(f"non-finite YOLO loss at epoch {self.current_epoch}, batch {batch_idx}: {items} — lower model.lr0")
+            raise UserError(
+                f"non-finite YOLO loss at epoch {self.current_epoch}, batch {batch_idx}: {items} — lower model.lr0"
+            )
         self.manual_backward(loss.sum())
         if ni - self._last_opt_step >= self._accumulate:
             optimizer = self.optimizers()
@@ -285,8 +330,12 @@ class YoloDetector(pl.LightningModule):
                 self._ema.update(self.net)
             self._last_opt_step = ni
         size = batch["img"].shape[0]
-        self.log_dict({f"{TRAIN}{k}": items[k] for k in YOLO_LOSSES}, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train/lr", self.optimizers().optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
+        self.log_dict(
+            {f"{TRAIN}{k}": items[k] for k in YOLO_LOSSES}, on_step=True, on_epoch=True, prog_bar=True, batch_size=size
+        )
+        self.log(
+            "train/lr", self.optimizers().optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size
+        )
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.clip_gradients(optimizer, gradient_clip_val=10.0, gradient_clip_algorithm="norm")
@@ -320,12 +369,21 @@ class YoloDetector(pl.LightningModule):
             from core.figures import detection_examples
 
             images, detections = self._figure
-            shown = [{"boxes": d["bboxes"][d["conf"] >= self.hparams.figure_conf].numpy(),
-                      "scores": d["conf"][d["conf"] >= self.hparams.figure_conf].numpy(),
-                      "classes": d["cls"][d["conf"] >= self.hparams.figure_conf].numpy().astype(int)} for d in detections]
+            shown = [
+                {
+                    "boxes": d["bboxes"][d["conf"] >= self.hparams.figure_conf].numpy(),
+                    "scores": d["conf"][d["conf"] >= self.hparams.figure_conf].numpy(),
+                    "classes": d["cls"][d["conf"] >= self.hparams.figure_conf].numpy().astype(int),
+                }
+                for d in detections
+            ]
             pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-            figure = detection_examples(pixels, shown, self.names,
-                                        title=f"Validation predictions, epoch {self.current_epoch + 1} (conf ≥ {self.hparams.figure_conf})")
+            figure = detection_examples(
+                pixels,
+                shown,
+                self.names,
+                title=f"Validation predictions, epoch {self.current_epoch + 1} (conf ≥ {self.hparams.figure_conf})",
+            )
             tracking.log_figure(self.trainer, figure, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -343,6 +401,8 @@ def _resolve_pretrained(pretrained: str | None, auto_pretrained: str | None) -> 
         return pretrained
     if auto_pretrained and Path(auto_pretrained).is_file():
         return auto_pretrained
-    log.warning("model.pretrained=auto: %s not found, training from scratch (README, section 'Face-mask detection (YOLO)')",
-                auto_pretrained)
+    log.warning(
+        "model.pretrained=auto: %s not found, training from scratch (README, section 'Face-mask detection (YOLO)')",
+        auto_pretrained,
+    )
     return None

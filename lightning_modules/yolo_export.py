@@ -1,5 +1,6 @@
 """ONNX export of a trained YOLO detector, checked against PyTorch with ONNX Runtime on a fixed image
 (`lightning_modules.onnx_export`: the manifest entry, the parity error)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -30,8 +31,9 @@ class _Predictions(nn.Module):
         return self.net(images)[0]
 
 
-def export_onnx(checkpoint_path: str | Path, out_path: str | Path, imgsz: int | None = None, *, key: str = "CKPT",
-                opset: int = 17) -> ExportedModel:
+def export_onnx(
+    checkpoint_path: str | Path, out_path: str | Path, imgsz: int | None = None, *, key: str = "CKPT", opset: int = 17
+) -> ExportedModel:
     """Write `out_path` (input `images` N×3×imgsz×imgsz in [0, 1], output `output0` N×(4+classes)×anchors), check
     it, and return its manifest entry (`image_size` = imgsz, default: the training image size).
 
@@ -43,16 +45,29 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, imgsz: int | 
     imgsz = int(imgsz or module.hparams.imgsz)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(_Predictions(net).eval(), torch.zeros(1, 3, imgsz, imgsz), str(out_path), dynamo=False,
-                      opset_version=opset, input_names=["images"], output_names=["output0"],
-                      dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}})
+    torch.onnx.export(
+        _Predictions(net).eval(),
+        torch.zeros(1, 3, imgsz, imgsz),
+        str(out_path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=["images"],
+        output_names=["output0"],
+        dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
+    )
     parity = check_parity(net, out_path, imgsz)
     return ExportedModel(
-        file=out_path.name, checkpoint=str(checkpoint_path), input="images", output="output0", output_kind="detections",
-        image_size=imgsz, input_scale=INPUT_SCALE,
+        file=out_path.name,
+        checkpoint=str(checkpoint_path),
+        input="images",
+        output="output0",
+        output_kind="detections",
+        image_size=imgsz,
+        input_scale=INPUT_SCALE,
         preprocessing="RGB / 255, letterboxed with grey 114 (ultralytics' LetterBox); output: boxes xywh in input pixels "
-                      "and class scores per anchor, decoded and NMS-ed as ultralytics does",
-        class_names=list(module.names), parity=parity,
+        "and class scores per anchor, decoded and NMS-ed as ultralytics does",
+        class_names=list(module.names),
+        parity=parity,
     )
 
 
@@ -63,7 +78,9 @@ def parity_image() -> np.ndarray:
     return real_face_photos()[0].rgb
 
 
-def onnx_detect(session, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45) -> list[np.ndarray]:
+def onnx_detect(
+    session, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45
+) -> list[np.ndarray]:
     """The same detections as `yolo_inference.detect`, with the forward pass in ONNX Runtime."""
     batch, shapes = letterbox_batch(images, imgsz)
     raw = session.run(None, {"images": batch.numpy()})[0]
@@ -79,11 +96,25 @@ def check_parity(net: nn.Module, onnx_path: str | Path, imgsz: int, conf: float 
     torch_raw = net(batch)[0]
     onnx_raw = torch.from_numpy(onnx_session(onnx_path).run(None, {"images": batch.numpy()})[0])
     inputs = f"the astronaut photograph at {imgsz} px"
-    scores = max_abs_difference(onnx_path, "the class scores", torch_raw[:, 4:], onnx_raw[:, 4:], SCORE_TOLERANCE, inputs)
+    scores = max_abs_difference(
+        onnx_path, "the class scores", torch_raw[:, 4:], onnx_raw[:, 4:], SCORE_TOLERANCE, inputs
+    )
     boxes = max_abs_difference(onnx_path, "the boxes (px)", torch_raw[:, :4], onnx_raw[:, :4], BOX_TOLERANCE_PX, inputs)
     counts = [len(postprocess(raw, batch.shape[2:], shapes, conf, 0.45)[0]) for raw in (torch_raw, onnx_raw)]
     if counts[0] != counts[1]:
-        raise ExportParityError(onnx_path, f"the detection counts after NMS at conf ≥ {conf} (PyTorch {counts[0]}, ONNX Runtime "
-                                f"{counts[1]})", abs(counts[0] - counts[1]), 0, inputs)
-    return Parity(max_abs_difference=scores, tolerance=SCORE_TOLERANCE, inputs=inputs, box_max_abs_difference_px=boxes,
-                  box_tolerance_px=BOX_TOLERANCE_PX, detections_torch=counts[0], detections_onnx=counts[1])
+        raise ExportParityError(
+            onnx_path,
+            f"the detection counts after NMS at conf ≥ {conf} (PyTorch {counts[0]}, ONNX Runtime {counts[1]})",
+            abs(counts[0] - counts[1]),
+            0,
+            inputs,
+        )
+    return Parity(
+        max_abs_difference=scores,
+        tolerance=SCORE_TOLERANCE,
+        inputs=inputs,
+        box_max_abs_difference_px=boxes,
+        box_tolerance_px=BOX_TOLERANCE_PX,
+        detections_torch=counts[0],
+        detections_onnx=counts[1],
+    )

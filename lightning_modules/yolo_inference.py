@@ -1,6 +1,7 @@
 """A trained YOLO detector on images: the checkpoint loaded as data, ultralytics' letterbox, one forward pass,
 ultralytics' NMS and box rescaling. Used by predict-facemask, eval-facemask, the ONNX export (`yolo_export`, whose
 `onnx_detect` runs the same steps around ONNX Runtime) and the benchmark."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,13 +27,16 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
     path = Path(checkpoint_path)
     if not path.is_file():
         raise UserError(f"{key}={path}: checkpoint not found — `{TRAINED_BY}` writes one")
-    module = load_module(YoloDetector, path, key=key, map_location=device, pretrained=None)  # its weights are in the checkpoint
+    module = load_module(
+        YoloDetector, path, key=key, map_location=device, pretrained=None
+    )  # its weights are in the checkpoint
     return module.eval()
 
 
 @torch.no_grad()
-def detect(net: nn.Module, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45,
-           max_det: int = 300) -> list[np.ndarray]:
+def detect(
+    net: nn.Module, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
+) -> list[np.ndarray]:
     """Detections per RGB image as (N, 6) arrays `x0, y0, x1, y1, conf, class` in the image's pixels:
     ultralytics' letterbox, NMS and box rescaling around one forward pass."""
     batch, shapes = letterbox_batch(images, imgsz)
@@ -50,12 +54,15 @@ def letterbox_batch(images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Ten
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255), [image.shape[:2] for image in images]
 
 
-def postprocess(preds, input_hw, shapes: list[tuple[int, int]], conf: float, iou: float, max_det: int = 300) -> list[np.ndarray]:
+def postprocess(
+    preds, input_hw, shapes: list[tuple[int, int]], conf: float, iou: float, max_det: int = 300
+) -> list[np.ndarray]:
     """ultralytics' NMS on raw outputs (PyTorch or ONNX Runtime), boxes scaled back to each original image."""
     from ultralytics.utils import nms, ops
 
-    out = nms.non_max_suppression(torch.as_tensor(preds[0] if isinstance(preds, (tuple, list)) else preds),
-                                  conf, iou, max_det=max_det)
+    out = nms.non_max_suppression(
+        torch.as_tensor(preds[0] if isinstance(preds, (tuple, list)) else preds), conf, iou, max_det=max_det
+    )
     results = []
     for det, shape in zip(out, shapes):
         det = det[:, :6].clone()

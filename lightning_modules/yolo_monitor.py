@@ -7,6 +7,7 @@ test or another model can stand in for `yolo_detector()`'s trained YOLO. It writ
 (one row per person), `events.jsonl` (the alerts, also printed) and `summary.json`. Ctrl-C ends the loop cleanly:
 what was seen so far is written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -101,14 +102,28 @@ def _draw(rgb: np.ndarray, people, alerts: MaskAlerts) -> np.ndarray:
     annotator = Annotator(np.ascontiguousarray(rgb[..., ::-1]), line_width=max(1, round(max(rgb.shape[:2]) / 400)))
     for track_id, box, _conf, _cls in people:
         record = alerts.tracks[track_id]
-        colour = (0, 0, 255) if record.alert is not None else (0, 165, 255) if record.state in alerts.alert_ids \
-            else (0, 160, 0)  # BGR: red alerted, orange unmasked, green masked
+        colour = (
+            (0, 0, 255)
+            if record.alert is not None
+            else (0, 165, 255)
+            if record.state in alerts.alert_ids
+            else (0, 160, 0)
+        )  # BGR: red alerted, orange unmasked, green masked
         annotator.box_label(tuple(float(v) for v in box), f"id {track_id} {alerts.state_name(track_id)}", color=colour)
     return annotator.result()
 
 
-def monitor(frames: Iterable[Frame], detector: Detector, alerts: MaskAlerts, sink: EventSink, out_dir: str | Path,
-            fps: float = 25.0, tracker=None, save_video: bool = True, progress_every: int = 0) -> dict:
+def monitor(
+    frames: Iterable[Frame],
+    detector: Detector,
+    alerts: MaskAlerts,
+    sink: EventSink,
+    out_dir: str | Path,
+    fps: float = 25.0,
+    tracker=None,
+    save_video: bool = True,
+    progress_every: int = 0,
+) -> dict:
     """Detect, track and judge every frame of `frames`; return the summary (also written to summary.json):
     {"frames", "people", "unmasked_people", "alerts", "interrupted", "seconds", "frames_per_s"}.
 
@@ -127,7 +142,9 @@ def monitor(frames: Iterable[Frame], detector: Detector, alerts: MaskAlerts, sin
             if save_video:
                 if writer is None:
                     height, width = frame.rgb.shape[:2]
-                    writer = cv2.VideoWriter(str(out_dir / VIDEO_NAME), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+                    writer = cv2.VideoWriter(
+                        str(out_dir / VIDEO_NAME), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                    )
                 writer.write(_draw(frame.rgb, people, alerts))
             count += 1
             if progress_every and count % progress_every == 0:
@@ -145,7 +162,12 @@ def monitor(frames: Iterable[Frame], detector: Detector, alerts: MaskAlerts, sin
         rows = csv.DictWriter(handle, fieldnames=TRACK_CSV_FIELDS)
         rows.writeheader()
         rows.writerows(alerts.rows())
-    summary = {"frames": count, **alerts.summary(), "interrupted": interrupted, "seconds": round(seconds, 3),
-               "frames_per_s": round(count / seconds, 2) if seconds > 0 else 0.0}
+    summary = {
+        "frames": count,
+        **alerts.summary(),
+        "interrupted": interrupted,
+        "seconds": round(seconds, 3),
+        "frames_per_s": round(count / seconds, 2) if seconds > 0 else 0.0,
+    }
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
     return summary

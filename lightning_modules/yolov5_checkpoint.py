@@ -13,6 +13,7 @@ ultralytics code is needed, and a file asking for any other import is refused wi
 Either way every tensor whose name and shape match is copied (ultralytics' `intersect_dicts`), the count is
 logged, and a file of which almost nothing matches is refused: it was made for another architecture.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,15 @@ from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-YOLOV5_CLASSES = ("models.yolo.Model", "models.yolo.Detect", "models.common.Conv", "models.common.C3",
-                  "models.common.Bottleneck", "models.common.SPPF", "models.common.Concat")
+YOLOV5_CLASSES = (
+    "models.yolo.Model",
+    "models.yolo.Detect",
+    "models.common.Conv",
+    "models.common.C3",
+    "models.common.Bottleneck",
+    "models.common.SPPF",
+    "models.common.Concat",
+)
 TORCH_MODULES = (nn.SiLU, nn.Sequential, nn.MaxPool2d, nn.ModuleList, nn.BatchNorm2d, nn.Upsample, nn.Conv2d)
 MIN_MATCH = 0.5  # share of the target model's tensors that must match; yolov5n.pt into yolov5n.yaml: 342/427
 

@@ -1,5 +1,6 @@
 """Reading finished runs back from the MLflow store: the newest run of an experiment, a sweep's runs as a
 table, metric histories and artifacts. `make report` and the notebooks both read through here."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,13 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
-from core.offline import PROJECT_ROOT  # importing core applies the offline switches (no telemetry)
 from core.images import read_rgb
 from core.metric_names import GAN_LOSS_KINDS, GAN_NETS, gan_loss
+from core.offline import PROJECT_ROOT  # importing core applies the offline switches (no telemetry)
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded file would bury the report's log
+os.environ.setdefault(
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+)  # a bar per downloaded file would bury the report's log
 
 FINISHED = "attributes.status = 'FINISHED'"
 SWEEP_SUFFIX = "-sweep"  # conf/sweep/*.yaml log a sweep's runs to the experiment "<task>-sweep"
@@ -48,7 +51,9 @@ def sweep_experiments(client: mlflow.MlflowClient) -> list[str]:
     return sorted(e.name for e in client.search_experiments(filter_string=f"name LIKE '%{SWEEP_SUFFIX}'"))
 
 
-def sweep_table(experiment: str, metric: str, params: tuple[str, ...] = ("data.batch_size", "model.lr")) -> pd.DataFrame:
+def sweep_table(
+    experiment: str, metric: str, params: tuple[str, ...] = ("data.batch_size", "model.lr")
+) -> pd.DataFrame:
     """One row per finished run of the newest sweep (runs sharing the newest `sweep` tag) in `experiment`:
     columns `params` (numbers), `metric`, `run_id`. Empty when the experiment or the metric is missing.
 
@@ -76,8 +81,11 @@ def metric_history(client: mlflow.MlflowClient, run_id: str, key: str) -> pd.Dat
 
 def gan_history(client: mlflow.MlflowClient, run_id: str) -> dict[str, list[float]]:
     """The per-epoch D and G losses of a DCGAN run, in the shape `figures.gan_loss_curves` takes."""
-    return {f"{net}_loss_{kind}": metric_history(client, run_id, gan_loss(net, kind))["value"].tolist()
-            for net in GAN_NETS for kind in GAN_LOSS_KINDS}
+    return {
+        f"{net}_loss_{kind}": metric_history(client, run_id, gan_loss(net, kind))["value"].tolist()
+        for net in GAN_NETS
+        for kind in GAN_LOSS_KINDS
+    }
 
 
 def artifact_paths(client: mlflow.MlflowClient, run_id: str, folder: str) -> list[str]:

@@ -4,6 +4,7 @@ Each section takes the newest finished run of its experiment; a missing run is l
 with the command that makes it, never an error. The notebooks call the same table and figure functions,
 with the experiment lists of conf/report.yaml (`report_sections`).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -19,17 +20,22 @@ import pandas as pd
 from mlflow.entities import Run
 from omegaconf import OmegaConf
 
+from core import figures
 from core import metric_names as names
 from core.metric_names import CLASS_NAMES_ARTIFACT
 from core.offline import PROJECT_ROOT
-from core import figures
 from reporting import mlflow_runs
 
 NOT_RUN = "not run yet"
 PAGE = "README.md"
 FIGURES = "figures"
 # label → metric of the detector's last validation, in table order
-YOLO_MAP_LABELS = (("mAP50", names.MAP50), ("mAP50-95", names.MAP50_95), ("precision", names.PRECISION), ("recall", names.RECALL))
+YOLO_MAP_LABELS = (
+    ("mAP50", names.MAP50),
+    ("mAP50-95", names.MAP50_95),
+    ("precision", names.PRECISION),
+    ("recall", names.RECALL),
+)
 
 
 def report_sections(config: str | Path = PROJECT_ROOT / "conf" / "report.yaml") -> dict:
@@ -57,12 +63,34 @@ def latest_runs(client: mlflow.MlflowClient, experiments: Mapping[str, str] | li
 
 def runs_table(applications: Mapping[str, Mapping[str, Run | None]], commands: Mapping[str, str]) -> pd.DataFrame:
     """Which experiment has a run, and the command that makes (or remakes) it."""
-    rows = [{"application": app, "MLflow experiment": name, "newest finished run": run_label(run), "command": f"`{commands[name]}`"}
-            for app, runs in applications.items() for name, run in runs.items()]
+    rows = [
+        {
+            "application": app,
+            "MLflow experiment": name,
+            "newest finished run": run_label(run),
+            "command": f"`{commands[name]}`",
+        }
+        for app, runs in applications.items()
+        for name, run in runs.items()
+    ]
     return pd.DataFrame(rows)
 
 
-DCGAN_COLUMNS = ["experiment", "data", "epochs", "batch", "lr", "G layers", "width ×", "D loss std", "G loss std", "FID", "KID", "FID trustworthy", "run"]
+DCGAN_COLUMNS = [
+    "experiment",
+    "data",
+    "epochs",
+    "batch",
+    "lr",
+    "G layers",
+    "width ×",
+    "D loss std",
+    "G loss std",
+    "FID",
+    "KID",
+    "FID trustworthy",
+    "run",
+]
 
 
 def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None = None) -> pd.DataFrame:
@@ -73,35 +101,40 @@ def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None
             rows.append({"experiment": name, "run": NOT_RUN})
             continue
         metrics = run.data.metrics
-        rows.append({
-            "experiment": name,
-            "data": Path(param(run, "data.root", "?")).parent.name,
-            "epochs": (epochs or {}).get(name, int(metrics.get(names.EPOCH, -1)) + 1),
-            "batch": param(run, "data.batch_size"),
-            "lr": param(run, "model.lr"),
-            "G layers": param(run, "model.generator.num_layers"),
-            "width ×": param(run, "model.generator.width_multiplier"),
-            "D loss std": metrics.get(names.gan_loss_std("d")),
-            "G loss std": metrics.get(names.gan_loss_std("g")),
-            "FID": metrics.get(names.FID),
-            "KID": metrics.get(names.KID),
-            "FID trustworthy": fid_trust(run),
-            "run": run_label(run),
-        })
+        rows.append(
+            {
+                "experiment": name,
+                "data": Path(param(run, "data.root", "?")).parent.name,
+                "epochs": (epochs or {}).get(name, int(metrics.get(names.EPOCH, -1)) + 1),
+                "batch": param(run, "data.batch_size"),
+                "lr": param(run, "model.lr"),
+                "G layers": param(run, "model.generator.num_layers"),
+                "width ×": param(run, "model.generator.width_multiplier"),
+                "D loss std": metrics.get(names.gan_loss_std("d")),
+                "G loss std": metrics.get(names.gan_loss_std("g")),
+                "FID": metrics.get(names.FID),
+                "KID": metrics.get(names.KID),
+                "FID trustworthy": fid_trust(run),
+                "run": run_label(run),
+            }
+        )
     return pd.DataFrame(rows).reindex(columns=DCGAN_COLUMNS)
 
 
 def fid_trust(run: Run) -> str | None:
-    """"yes", or "no (N samples)" when the FID came from fewer samples than feature dimensions (the run's
+    """ "yes", or "no (N samples)" when the FID came from fewer samples than feature dimensions (the run's
     `quality.*` tags, see lightning_modules/sample_quality.py); None for a run from before the tags."""
     tags = run.data.tags
     if names.FID_TRUSTWORTHY_TAG not in tags:
         return None
-    return "yes" if tags[names.FID_TRUSTWORTHY_TAG] == "true" else f"no ({tags.get(names.REAL_SAMPLES_TAG, '?')} samples)"
+    return (
+        "yes" if tags[names.FID_TRUSTWORTHY_TAG] == "true" else f"no ({tags.get(names.REAL_SAMPLES_TAG, '?')} samples)"
+    )
 
 
 def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
     """The paper's DCGAN claims beside what the runs measured, each judged from the logged numbers."""
+
     def metric(name: str, key: str) -> float | None:
         run = runs.get(name)
         return None if run is None else run.data.metrics.get(key)
@@ -118,17 +151,33 @@ def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
     fid = {n: metric(n, names.FID) for n in (e1, e2, e3)}
     fmt = lambda v: "—" if v is None else f"{v:.4g}"  # noqa: E731
     rows = [
-        ("exp1: G loss stable, D loss fluctuating", f"G std {fmt(g[e1])}, D std {fmt(d[e1])}", verdict(compare(g[e1], d[e1]))),
-        ("exp2: the same net fails on complicated scenes (fluctuating losses, poor samples)",
-         f"G std {fmt(g[e2])} vs exp1 {fmt(g[e1])}", verdict(compare(g[e1], g[e2]))),
-        ("exp3: the tricks stabilise training on complicated scenes", f"G std {fmt(g[e3])} vs exp2 {fmt(g[e2])}",
-         verdict(compare(g[e3], g[e2]))),
-        ("exp3: better samples than exp2", f"FID {fmt(fid[e3])} vs exp2 {fmt(fid[e2])}", verdict(compare(fid[e3], fid[e2]))),
+        (
+            "exp1: G loss stable, D loss fluctuating",
+            f"G std {fmt(g[e1])}, D std {fmt(d[e1])}",
+            verdict(compare(g[e1], d[e1])),
+        ),
+        (
+            "exp2: the same net fails on complicated scenes (fluctuating losses, poor samples)",
+            f"G std {fmt(g[e2])} vs exp1 {fmt(g[e1])}",
+            verdict(compare(g[e1], g[e2])),
+        ),
+        (
+            "exp3: the tricks stabilise training on complicated scenes",
+            f"G std {fmt(g[e3])} vs exp2 {fmt(g[e2])}",
+            verdict(compare(g[e3], g[e2])),
+        ),
+        (
+            "exp3: better samples than exp2",
+            f"FID {fmt(fid[e3])} vs exp2 {fmt(fid[e2])}",
+            verdict(compare(fid[e3], fid[e2])),
+        ),
     ]
     return pd.DataFrame(rows, columns=["the paper says", "measured here", "verdict"])
 
 
-def epoch_series(client: mlflow.MlflowClient, run: Run, keys: Mapping[str, str]) -> dict[str, tuple[list[int], list[float]]]:
+def epoch_series(
+    client: mlflow.MlflowClient, run: Run, keys: Mapping[str, str]
+) -> dict[str, tuple[list[int], list[float]]]:
     """Per-epoch metrics as (epoch, value) series named by `keys` (label → metric key); absent metrics are left out."""
     series = {}
     for label, key in keys.items():
@@ -143,9 +192,15 @@ def yolo_curves(client: mlflow.MlflowClient, run: Run) -> dict[str, dict[str, tu
     return {
         "map": epoch_series(client, run, dict(YOLO_MAP_LABELS)),
         # the train terms are logged per step and per epoch (Lightning's `_epoch` suffix), the val terms per epoch
-        "loss": epoch_series(client, run, {f"{split} {term}": f"{prefix}{term}{suffix}" for split, prefix, suffix in
-                                           (("train", names.TRAIN, names.EPOCH_SUFFIX), ("val", names.VAL, ""))
-                                           for term in names.YOLO_LOSSES}),
+        "loss": epoch_series(
+            client,
+            run,
+            {
+                f"{split} {term}": f"{prefix}{term}{suffix}"
+                for split, prefix, suffix in (("train", names.TRAIN, names.EPOCH_SUFFIX), ("val", names.VAL, ""))
+                for term in names.YOLO_LOSSES
+            },
+        ),
     }
 
 
@@ -159,8 +214,13 @@ def yolo_table(run: Run, class_names: Mapping[str, str] | None = None) -> pd.Dat
     prefixes = (names.AP50_PREFIX, names.OLD_AP50_PREFIX)
     per_class = [key for key in classes if key in metrics]
     per_class += sorted(key for key in metrics if key.startswith(prefixes) and key not in classes)
-    rows += [{"metric": f"AP50 {classes.get(key) or key.removeprefix(prefixes[0]).removeprefix(prefixes[1])}", "value": metrics[key]}
-             for key in per_class]
+    rows += [
+        {
+            "metric": f"AP50 {classes.get(key) or key.removeprefix(prefixes[0]).removeprefix(prefixes[1])}",
+            "value": metrics[key],
+        }
+        for key in per_class
+    ]
     return pd.DataFrame(rows)
 
 
@@ -177,18 +237,32 @@ def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | 
             rows.append({"start": label, "run": NOT_RUN})
             continue
         start = mlflow_runs.load_json(client, run.info.run_id, names.PRETRAINED_ARTIFACT) or {}
-        rows.append({"start": label, "run": run_label(run), "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, names.MAP50)),
-                     "tensors from the checkpoint": f"{start.get('transferred_tensors', '?')} of {start.get('model_tensors', '?')}",
-                     **yolo_table(run, run_class_names(client, run)).set_index("metric")["value"].to_dict()})
+        rows.append(
+            {
+                "start": label,
+                "run": run_label(run),
+                "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, names.MAP50)),
+                "tensors from the checkpoint": f"{start.get('transferred_tensors', '?')} of {start.get('model_tensors', '?')}",
+                **yolo_table(run, run_class_names(client, run)).set_index("metric")["value"].to_dict(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def face_accuracy_table(run: Run) -> pd.DataFrame:
     """The last epoch's train and validation accuracy and loss."""
     metrics = run.data.metrics
-    return pd.DataFrame([{"epochs": int(metrics.get(names.EPOCH, -1)) + 1, "train accuracy": metrics.get(names.TRAIN_ACC),
-                          "validation accuracy": metrics.get(names.VAL_ACC), "train loss": metrics.get(names.TRAIN_LOSS),
-                          "validation loss": metrics.get(names.VAL_LOSS)}])
+    return pd.DataFrame(
+        [
+            {
+                "epochs": int(metrics.get(names.EPOCH, -1)) + 1,
+                "train accuracy": metrics.get(names.TRAIN_ACC),
+                "validation accuracy": metrics.get(names.VAL_ACC),
+                "train loss": metrics.get(names.TRAIN_LOSS),
+                "validation loss": metrics.get(names.VAL_LOSS),
+            }
+        ]
+    )
 
 
 def face_class_table(client: mlflow.MlflowClient, run: Run) -> pd.DataFrame:
@@ -273,30 +347,51 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
             report.add(f"{NOT_RUN}: `{commands[name]}`")
             continue
         report.add(f"Run {run_label(run)}.")
-        shown = report.newest_artifact_image(run, names.SAMPLES_FOLDER, f"{name}_samples.png", f"{name}: samples of the last epoch")
+        shown = report.newest_artifact_image(
+            run, names.SAMPLES_FOLDER, f"{name}_samples.png", f"{name}: samples of the last epoch"
+        )
         if shown:
             report.add(f"Final sample grid ({Path(shown).stem.replace('_', ' ')}): the 32 fixed noise vectors.")
         history = mlflow_runs.gan_history(report.client, run.info.run_id)
         if history["g_loss_epoch"]:
             histories[name] = history
             window = int(param(run, "model.fluctuation_window", "10"))
-            report.figure(figures.gan_loss_curves(history, f"D and G loss per epoch ({name})", window), f"{name}_losses.png", f"{name}: D and G loss per epoch")
+            report.figure(
+                figures.gan_loss_curves(history, f"D and G loss per epoch ({name})", window),
+                f"{name}_losses.png",
+                f"{name}: D and G loss per epoch",
+            )
     report.add("### The three experiments compared")
     if histories:
-        report.figure(figures.gan_loss_comparison(histories), "dcgan_loss_comparison.png", "D and G losses of the experiments side by side")
-    fid_series = {name: curve for name, run in runs.items() if run is not None
-                  for curve in epoch_series(report.client, run, {name: names.FID}).values()}
+        report.figure(
+            figures.gan_loss_comparison(histories),
+            "dcgan_loss_comparison.png",
+            "D and G losses of the experiments side by side",
+        )
+    fid_series = {
+        name: curve
+        for name, run in runs.items()
+        if run is not None
+        for curve in epoch_series(report.client, run, {name: names.FID}).values()
+    }
     if fid_series:
-        report.figure(figures.metric_curves(fid_series, "FID per epoch (random-feature network)", "epoch", "FID (lower is better)"),
-                      "dcgan_fid.png", "FID per epoch of each experiment")
-    report.add("### The paper's claims beside these runs",
-               "Judged from the logged numbers of the runs above (their data and sizes are in the table below); "
-               "short CPU runs of a few epochs say little about a 200–1000-epoch claim.",
-               markdown(paper_claims_table(runs)))
+        report.figure(
+            figures.metric_curves(
+                fid_series, "FID per epoch (random-feature network)", "epoch", "FID (lower is better)"
+            ),
+            "dcgan_fid.png",
+            "FID per epoch of each experiment",
+        )
+    report.add(
+        "### The paper's claims beside these runs",
+        "Judged from the logged numbers of the runs above (their data and sizes are in the table below); "
+        "short CPU runs of a few epochs say little about a 200–1000-epoch claim.",
+        markdown(paper_claims_table(runs)),
+    )
     report.add(
         "Loss fluctuation: the standard deviation of the epoch-mean loss over the last `model.fluctuation_window` "
         "epochs (the paper's stability argument). FID/KID: on a fixed random-feature network (no Inception weights "
-        "offline), comparable between runs of this project only; lower is better. \"FID trustworthy: no\": the FID came "
+        'offline), comparable between runs of this project only; lower is better. "FID trustworthy: no": the FID came '
         "from fewer samples than its 256 feature dimensions (a small data set), so it is biased high; KID then uses "
         "subsets as large as the data allows.",
         markdown(dcgan_table(runs, {name: len(h["g_loss_epoch"]) for name, h in histories.items()})),
@@ -316,10 +411,15 @@ def sweep_section(report: ReportWriter, command: str) -> None:
             continue
         fig = figures.sweep_heatmap(table, metric, title=f"{metric} over the sweep ({experiment})")
         report.figure(fig, f"{experiment}_heatmap.png", f"{metric} by batch size and learning rate")
-        report.add(f"The newest sweep's {len(table)} finished runs (tag `sweep`):", markdown(table.assign(run_id=table.run_id.str[:8])))
+        report.add(
+            f"The newest sweep's {len(table)} finished runs (tag `sweep`):",
+            markdown(table.assign(run_id=table.run_id.str[:8])),
+        )
 
 
-def yolo_section(report: ReportWriter, run: Run | None, experiment: str, command: str, compare: Mapping[str, Mapping[str, str]]) -> None:
+def yolo_section(
+    report: ReportWriter, run: Run | None, experiment: str, command: str, compare: Mapping[str, Mapping[str, str]]
+) -> None:
     report.add("## Face-mask detection (YOLO)")
     if run is None:
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
@@ -330,30 +430,60 @@ def yolo_section(report: ReportWriter, run: Run | None, experiment: str, command
 
 def yolo_compare_section(report: ReportWriter, experiment: str, compare: Mapping[str, Mapping[str, str]]) -> None:
     """The newest run of each `compare` variant (label → {filter, command}), side by side."""
-    runs = {label: mlflow_runs.latest_run(report.client, experiment, variant["filter"]) for label, variant in compare.items()}
-    report.add("### Real face-mask subset: COCO-pretrained start vs from scratch",
-               "The newest finished run of each start on `data=facemask_real` (the same deterministic val split); AP50 per "
-               "class and mAP at the last validation.", markdown(yolo_comparison_table(report.client, runs)))
+    runs = {
+        label: mlflow_runs.latest_run(report.client, experiment, variant["filter"])
+        for label, variant in compare.items()
+    }
+    report.add(
+        "### Real face-mask subset: COCO-pretrained start vs from scratch",
+        "The newest finished run of each start on `data=facemask_real` (the same deterministic val split); AP50 per "
+        "class and mAP at the last validation.",
+        markdown(yolo_comparison_table(report.client, runs)),
+    )
     missing = [f"{label}: `{compare[label]['command']}`" for label, run in runs.items() if run is None]
     if missing:
         report.add(f"{NOT_RUN}: " + "; ".join(missing))
-    series = {f"{label} {name}": curve for label, run in runs.items() if run is not None
-              for name, curve in epoch_series(report.client, run, dict(YOLO_MAP_LABELS[:2])).items()}
+    series = {
+        f"{label} {name}": curve
+        for label, run in runs.items()
+        if run is not None
+        for name, curve in epoch_series(report.client, run, dict(YOLO_MAP_LABELS[:2])).items()
+    }
     if series:
-        report.figure(figures.metric_curves(series, "Real face-mask val mAP per epoch, by start", "epoch", "mAP (fraction)"),
-                      "yolo_real_pretrained_vs_scratch.png", "val mAP per epoch, COCO-pretrained vs from scratch")
+        report.figure(
+            figures.metric_curves(series, "Real face-mask val mAP per epoch, by start", "epoch", "mAP (fraction)"),
+            "yolo_real_pretrained_vs_scratch.png",
+            "val mAP per epoch, COCO-pretrained vs from scratch",
+        )
 
 
 def yolo_run_section(report: ReportWriter, run: Run, experiment: str) -> None:
-    report.add(f"Newest run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'model.imgsz', '?')} px.")
+    report.add(
+        f"Newest run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'model.imgsz', '?')} px."
+    )
     curves = yolo_curves(report.client, run)
     if curves["map"]:
-        report.figure(figures.metric_curves(curves["map"], f"Validation detection metrics ({experiment})", "epoch", "value (fraction, IoU 0.5 / 0.5–0.95)"),
-                      "yolo_map.png", "validation mAP per epoch")
+        report.figure(
+            figures.metric_curves(
+                curves["map"],
+                f"Validation detection metrics ({experiment})",
+                "epoch",
+                "value (fraction, IoU 0.5 / 0.5–0.95)",
+            ),
+            "yolo_map.png",
+            "validation mAP per epoch",
+        )
     if curves["loss"]:
-        report.figure(figures.metric_curves(curves["loss"], f"Loss terms per epoch ({experiment})", "epoch", "loss (ultralytics' units, per image)"),
-                      "yolo_losses.png", "training and validation losses per epoch")
-    shown = report.newest_artifact_image(run, names.PREDICTIONS_FOLDER, "yolo_predictions.png", "validation predictions")
+        report.figure(
+            figures.metric_curves(
+                curves["loss"], f"Loss terms per epoch ({experiment})", "epoch", "loss (ultralytics' units, per image)"
+            ),
+            "yolo_losses.png",
+            "training and validation losses per epoch",
+        )
+    shown = report.newest_artifact_image(
+        run, names.PREDICTIONS_FOLDER, "yolo_predictions.png", "validation predictions"
+    )
     if shown:
         report.add(f"Predictions on validation images ({Path(shown).stem.replace('_', ' ')}).")
     report.add(markdown(yolo_table(run, run_class_names(report.client, run))))
@@ -364,15 +494,28 @@ def faces_section(report: ReportWriter, run: Run | None, experiment: str, comman
     if run is None:
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
         return
-    report.add(f"Run {run_label(run)}, backbone `{param(run, 'model.backbone', '?')}`, input {param(run, 'model.image_size', '?')} px.")
-    accuracy = epoch_series(report.client, run, {"train accuracy": names.TRAIN_ACC, "validation accuracy": names.VAL_ACC})
+    report.add(
+        f"Run {run_label(run)}, backbone `{param(run, 'model.backbone', '?')}`, input {param(run, 'model.image_size', '?')} px."
+    )
+    accuracy = epoch_series(
+        report.client, run, {"train accuracy": names.TRAIN_ACC, "validation accuracy": names.VAL_ACC}
+    )
     if accuracy:
-        report.figure(figures.metric_curves(accuracy, f"Accuracy per epoch ({experiment})", "epoch", "accuracy (fraction of faces)"),
-                      "faces_accuracy.png", "accuracy per epoch")
-    report.add(markdown(face_accuracy_table(run)),
-               f"Data: `{param(run, 'data.root', '?')}`. The paper (3 people, ~100 webcam crops each, VGG16 with "
-               "ImageNet weights, 3 epochs) reported 98.39 % train and 50.97 % validation accuracy.")
-    report.artifact_image(run, names.CONFUSION_MATRIX_ARTIFACT, "faces_confusion_matrix.png", "validation confusion matrix")
+        report.figure(
+            figures.metric_curves(
+                accuracy, f"Accuracy per epoch ({experiment})", "epoch", "accuracy (fraction of faces)"
+            ),
+            "faces_accuracy.png",
+            "accuracy per epoch",
+        )
+    report.add(
+        markdown(face_accuracy_table(run)),
+        f"Data: `{param(run, 'data.root', '?')}`. The paper (3 people, ~100 webcam crops each, VGG16 with "
+        "ImageNet weights, 3 epochs) reported 98.39 % train and 50.97 % validation accuracy.",
+    )
+    report.artifact_image(
+        run, names.CONFUSION_MATRIX_ARTIFACT, "faces_confusion_matrix.png", "validation confusion matrix"
+    )
     report.add("Per identity, on the validation faces:", markdown(face_class_table(report.client, run)))
 
 
@@ -415,7 +558,10 @@ def build_report(tracking_uri: str, out_dir: str | Path, **sections) -> Path:
     )
     dcgan_section(report, runs["DCGAN"], sections["dcgan"])
     sweep_section(report, sections["sweep_command"])
-    for application, key, section in (("face-mask detection", "yolo", yolo_section), ("face recognition", "faces", faces_section),
-                                      ("face detection", "face_detectors", face_detectors_section)):
+    for application, key, section in (
+        ("face-mask detection", "yolo", yolo_section),
+        ("face recognition", "faces", faces_section),
+        ("face detection", "face_detectors", face_detectors_section),
+    ):
         section(report, runs[application][sections[key]["experiment"]], **sections[key])
     return report.write()

@@ -1,4 +1,5 @@
 """Shared fixtures: compose the real configs with a temporary MLflow store and log folder."""
+
 from __future__ import annotations
 
 import os

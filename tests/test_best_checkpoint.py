@@ -1,5 +1,6 @@
 """The monitored best checkpoint beside last.ckpt: which epoch it holds, what the train entry returns and logs,
 early stopping on the same metric, and which file the tools take by default."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,9 @@ def _checkpoints(cfg) -> Path:
     return Path(cfg.paths.output_dir) / "checkpoints"
 
 
-def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_patience_stops(store, tmp_path, scripted_kid):
+def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_patience_stops(
+    store, tmp_path, scripted_kid
+):
     # lowest KID at epoch 1; epoch 2 is worse, so patience=1 stops there (epoch 3 would have been better still)
     scripted_kid[:] = [0.5, 0.25, 0.375, 0.125, 0.0625]
     cfg = compose("train", {"experiment": TASK, "debug": "fast", "trainer.max_epochs": 5, "patience": 1, **store})
@@ -68,14 +71,26 @@ def _callbacks(store: dict, **overrides) -> list:
 def test_each_experiment_monitors_its_metric_and_the_sweep_value_follows_it(store):
     from lightning_modules.callbacks import BestCheckpoint
 
-    expected = {"exp1_dcgan_fruits": ("quality/kid", "min"), "exp2_dcgan_hardhat": ("quality/kid", "min"),
-                "exp3_dcgan_hardhat_tricks": ("quality/kid", "min"), "vgg16_faces": ("val/acc", "max"),
-                "vgg16_faces_paper": ("val/acc", "max"), "yolo_facemask": ("val/fitness", "max")}
+    expected = {
+        "exp1_dcgan_fruits": ("quality/kid", "min"),
+        "exp2_dcgan_hardhat": ("quality/kid", "min"),
+        "exp3_dcgan_hardhat_tricks": ("quality/kid", "min"),
+        "vgg16_faces": ("val/acc", "max"),
+        "vgg16_faces_paper": ("val/acc", "max"),
+        "yolo_facemask": ("val/fitness", "max"),
+    }
     for experiment, (metric, mode) in expected.items():
         cfg = compose("train", {"experiment": experiment, **store})
-        assert (cfg.monitor.metric, cfg.monitor.mode, cfg.optimized_metric, cfg.patience) == (metric, mode, metric, None)
+        assert (cfg.monitor.metric, cfg.monitor.mode, cfg.optimized_metric, cfg.patience) == (
+            metric,
+            mode,
+            metric,
+            None,
+        )
     best = [c for c in _callbacks(store) if isinstance(c, BestCheckpoint)]
-    assert [(b.monitor, b.mode, b.filename, b.save_top_k, b.save_last) for b in best] == [("quality/kid", "min", "best", 1, None)]
+    assert [(b.monitor, b.mode, b.filename, b.save_top_k, b.save_last) for b in best] == [
+        ("quality/kid", "min", "best", 1, None)
+    ]
 
 
 def test_without_a_monitor_or_patience_those_callbacks_are_left_out(store):
@@ -93,7 +108,9 @@ def test_a_bad_monitor_setting_is_a_user_error():
     from core.errors import UserError
     from lightning_modules.callbacks import best_checkpoint, early_stopping
 
-    with pytest.raises(UserError, match=r"^monitor.mode='lowest': must be max \(higher is better\) or min \(lower is better\)$"):
+    with pytest.raises(
+        UserError, match=r"^monitor.mode='lowest': must be max \(higher is better\) or min \(lower is better\)$"
+    ):
         best_checkpoint("ckpts", "val/acc", "lowest")
     with pytest.raises(UserError, match=r"^patience=-1: must be null \(no early stopping\) or ≥ 0 epochs$"):
         early_stopping("val/acc", "max", -1)

@@ -1,5 +1,6 @@
 """Capture from a video and recognition of a folder, through the real entries and configs; real-photo
 checks when ../shared/data is present."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +11,11 @@ import pandas as pd
 import pytest
 
 from core.errors import UserError
-from faces.crop import FaceCrop
 from core.images import read_rgb
 from datamodules.synthetic import write_face_video
 from datamodules.synthetic.faces import real_face_photos
 from faces.capture import capture_faces, open_source
+from faces.crop import FaceCrop
 from faces.detectors import HogDetector
 from faces.recognition import CSV_COLUMNS, UNKNOWN
 from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
@@ -25,17 +26,44 @@ def test_capture_on_generated_video(tmp_path):
 
     counts = write_face_video(tmp_path / "clip.mp4", seed=1, frames=30)
     store = {"paths.log_dir": str(tmp_path / "logs"), "paths.mlflow_dir": str(tmp_path)}
-    summary = capture(compose("capture_faces", {**store, "name": "astronaut", "source": str(tmp_path / "clip.mp4"),
-                                                "out_dir": str(tmp_path / "faces"), "crop.image_size": 96, "progress": False}))
-    assert summary == {"saved": counts.count(1), "frames_read": 30, "frames_no_face": counts.count(0), "frames_several_faces": counts.count(2)}
+    summary = capture(
+        compose(
+            "capture_faces",
+            {
+                **store,
+                "name": "astronaut",
+                "source": str(tmp_path / "clip.mp4"),
+                "out_dir": str(tmp_path / "faces"),
+                "crop.image_size": 96,
+                "progress": False,
+            },
+        )
+    )
+    assert summary == {
+        "saved": counts.count(1),
+        "frames_read": 30,
+        "frames_no_face": counts.count(0),
+        "frames_several_faces": counts.count(2),
+    }
     saved = sorted((tmp_path / "faces" / "astronaut").glob("*.jpg"))
     assert [p.name for p in saved[:2]] == ["0001.jpg", "0002.jpg"] and len(saved) == counts.count(1)
     assert read_rgb(saved[0]).shape == (96, 96, 3)
     _, runs = mlflow_runs(tmp_path, "capture_faces")
     assert runs[0].data.metrics["frames_several_faces"] == counts.count(2)
 
-    again = capture_faces(HogDetector(), str(tmp_path / "clip.mp4"), tmp_path / "faces", "astronaut", FaceCrop(96), frames=2, progress=False)
-    assert [p.name for p in again.saved] == [f"{len(saved) + 1:04d}.jpg", f"{len(saved) + 2:04d}.jpg"]  # adds, never overwrites
+    again = capture_faces(
+        HogDetector(),
+        str(tmp_path / "clip.mp4"),
+        tmp_path / "faces",
+        "astronaut",
+        FaceCrop(96),
+        frames=2,
+        progress=False,
+    )
+    assert [p.name for p in again.saved] == [
+        f"{len(saved) + 1:04d}.jpg",
+        f"{len(saved) + 2:04d}.jpg",
+    ]  # adds, never overwrites
 
 
 def test_capture_bad_sources(tmp_path):
@@ -66,7 +94,9 @@ def test_a_capture_never_overwrites_a_crop_another_capture_wrote_meanwhile(tmp_p
                 (folder / "0001.jpg").write_bytes(b"the other capture's crop")
             return [Detection(8, 8, 56, 56, 1.0)]
 
-    result = capture_faces(OtherCaptureMeanwhile(), str(clip), tmp_path / "faces", "ann", FaceCrop(32), frames=2, progress=False)
+    result = capture_faces(
+        OtherCaptureMeanwhile(), str(clip), tmp_path / "faces", "ann", FaceCrop(32), frames=2, progress=False
+    )
     assert [p.name for p in result.saved] == ["0002.jpg", "0003.jpg"]
     assert (folder / "0001.jpg").read_bytes() == b"the other capture's crop"
     assert read_rgb(folder / "0002.jpg").shape == (32, 32, 3)
@@ -93,9 +123,13 @@ def test_recognize_folder_names_outputs_so_two_images_with_one_stem_never_share_
 
     table, skipped = recognize_folder(ByBrightness(), OneFace(), images, tmp_path / "out", progress=False)
     assert list(table.columns) == CSV_COLUMNS and skipped == []
-    assert table[["image", "name", "annotated"]].values.tolist() == [["visit.jpg", "dark", "visit_jpg.jpg"],
-                                                                     ["visit.png", "bright", "visit_png.jpg"]]
-    assert read_rgb(tmp_path / "out" / "visit_jpg.jpg").mean() < 128 < read_rgb(tmp_path / "out" / "visit_png.jpg").mean()
+    assert table[["image", "name", "annotated"]].values.tolist() == [
+        ["visit.jpg", "dark", "visit_jpg.jpg"],
+        ["visit.png", "bright", "visit_png.jpg"],
+    ]
+    assert (
+        read_rgb(tmp_path / "out" / "visit_jpg.jpg").mean() < 128 < read_rgb(tmp_path / "out" / "visit_png.jpg").mean()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +138,17 @@ def trained(tmp_path_factory) -> dict:
     from experiments.train import train
 
     root = tmp_path_factory.mktemp("recognise")
-    store = {"paths.log_dir": str(root / "logs"), "paths.mlflow_dir": str(root), "paths.data_dir": str(root / "data"),
-             "paths.cache_dir": str(root / "cache")}
-    train(compose("train", {"experiment": "vgg16_faces", "debug": "fast", "data.image_size": 32, "data.views": 1, **store}))
+    store = {
+        "paths.log_dir": str(root / "logs"),
+        "paths.mlflow_dir": str(root),
+        "paths.data_dir": str(root / "data"),
+        "paths.cache_dir": str(root / "cache"),
+    }
+    train(
+        compose(
+            "train", {"experiment": "vgg16_faces", "debug": "fast", "data.image_size": 32, "data.views": 1, **store}
+        )
+    )
     return store
 
 
@@ -124,15 +166,24 @@ def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
     from tests.test_checkpoint_trust import assert_plain_checkpoint
 
     checkpoint = next(Path(trained["paths.log_dir"]).rglob("checkpoints/last.ckpt"))
-    assert assert_plain_checkpoint(checkpoint, FaceClassifier, weights=None).class_names == ["alice", "bob", "carol", "dave"]
+    assert assert_plain_checkpoint(checkpoint, FaceClassifier, weights=None).class_names == [
+        "alice",
+        "bob",
+        "carol",
+        "dave",
+    ]
 
 
 def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
     from experiments.recognize import recognize
 
     images = _photo_folder(tmp_path)
-    summary = recognize(compose("recognize", {**trained, "images": str(images), "out_dir": str(tmp_path / "out0"),
-                                              "threshold": 0.0, "progress": False}))  # ckpt: the newest in the store
+    summary = recognize(
+        compose(
+            "recognize",
+            {**trained, "images": str(images), "out_dir": str(tmp_path / "out0"), "threshold": 0.0, "progress": False},
+        )
+    )  # ckpt: the newest in the store
     table = pd.read_csv(tmp_path / "out0" / "recognitions.csv")
     assert list(table.columns) == CSV_COLUMNS
     assert set(table["image"]) == {"astronaut/astronaut.png", "grace_hopper/grace_hopper.png"}
@@ -146,7 +197,18 @@ def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
     # of its unrounded value, as the CSV keeps 4 decimals
     ordered = sorted(table["confidence"])
     threshold = (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
-    recognize(compose("recognize", {**trained, "images": str(images), "out_dir": str(tmp_path / "out1"), "threshold": threshold, "progress": False}))
+    recognize(
+        compose(
+            "recognize",
+            {
+                **trained,
+                "images": str(images),
+                "out_dir": str(tmp_path / "out1"),
+                "threshold": threshold,
+                "progress": False,
+            },
+        )
+    )
     again = pd.read_csv(tmp_path / "out1" / "recognitions.csv")
     assert list(again["confidence"]) == list(table["confidence"])
     assert list(again["name"] == UNKNOWN) == list(again["confidence"] < threshold)
@@ -161,13 +223,25 @@ def test_recognize_rejects_a_mismatched_label_map(tmp_path, trained):
     label_map = tmp_path / "label_map.json"
     label_map.write_text('{"class_names": ["alice", "bob", "carol", "mallory"]}')
     with pytest.raises(UserError, match="label map mismatch"):
-        recognize(compose("recognize", {**trained, "images": str(_photo_folder(tmp_path)), "out_dir": str(tmp_path / "out"),
-                                        "ckpt": str(ckpt), "label_map": str(label_map), "progress": False}))
+        recognize(
+            compose(
+                "recognize",
+                {
+                    **trained,
+                    "images": str(_photo_folder(tmp_path)),
+                    "out_dir": str(tmp_path / "out"),
+                    "ckpt": str(ckpt),
+                    "label_map": str(label_map),
+                    "progress": False,
+                },
+            )
+        )
     with pytest.raises(UserError, match="IMAGES="):
         recognize(compose("recognize", {**trained, "progress": False}))
 
 
 # ---- real photographs (../shared/data) -----------------------------------------------------------
+
 
 def _lfw_faces(person: str, count: int) -> np.ndarray:
     from datamodules.faces import central_face
@@ -210,21 +284,53 @@ def test_real_photos_train_dlib_head_and_recognize(tmp_path, store):
         (tmp_path / "photos" / person).mkdir(parents=True)
         (tmp_path / "photos" / person / files[-1].name).symlink_to(files[-1])
         held_out[person] = [f"{person}/{files[-1].name}"]
-    value = train(compose("train", {"experiment": "vgg16_faces", "data": "faces_real", "data.root": str(tmp_path / "ids"),
-                                    "model.backbone": "dlib_resnet", "data.views": 1, "data.min_images": 4, "data.batch_size": 4,
-                                    "trainer.max_epochs": 12, **store}))
+    value = train(
+        compose(
+            "train",
+            {
+                "experiment": "vgg16_faces",
+                "data": "faces_real",
+                "data.root": str(tmp_path / "ids"),
+                "model.backbone": "dlib_resnet",
+                "data.views": 1,
+                "data.min_images": 4,
+                "data.batch_size": 4,
+                "trainer.max_epochs": 12,
+                **store,
+            },
+        )
+    )
     assert value == 1.0  # 3 validation photos of two clearly different people
-    recognize(compose("recognize", {**store, "images": str(tmp_path / "photos"), "out_dir": str(tmp_path / "out"), "progress": False}))
+    recognize(
+        compose(
+            "recognize",
+            {**store, "images": str(tmp_path / "photos"), "out_dir": str(tmp_path / "out"), "progress": False},
+        )
+    )
     table = pd.read_csv(tmp_path / "out" / "recognitions.csv")
     assert list(table.columns) == CSV_COLUMNS
-    table["off_centre"] = ((table["left"] + table["right"]) / 2 - 125) ** 2 + ((table["top"] + table["bottom"]) / 2 - 125) ** 2
-    central = table.loc[table.groupby("image")["off_centre"].idxmin()]  # LFW's named person: the face nearest the centre
-    assert dict(zip(central["image"], central["name"])) == {img: person for person, imgs in held_out.items() for img in imgs}
+    table["off_centre"] = ((table["left"] + table["right"]) / 2 - 125) ** 2 + (
+        (table["top"] + table["bottom"]) / 2 - 125
+    ) ** 2
+    central = table.loc[
+        table.groupby("image")["off_centre"].idxmin()
+    ]  # LFW's named person: the face nearest the centre
+    assert dict(zip(central["image"], central["name"])) == {
+        img: person for person, imgs in held_out.items() for img in imgs
+    }
 
 
 @needs_shared_data("video", "short_hamilton_clip.mp4")
 def test_capture_from_a_real_clip(tmp_path):
-    result = capture_faces(HogDetector(), str(SHARED_DATA / "video" / "short_hamilton_clip.mp4"), tmp_path, "hamilton",
-                           FaceCrop(160, 0.2), frames=8, every=10, progress=False)
+    result = capture_faces(
+        HogDetector(),
+        str(SHARED_DATA / "video" / "short_hamilton_clip.mp4"),
+        tmp_path,
+        "hamilton",
+        FaceCrop(160, 0.2),
+        frames=8,
+        every=10,
+        progress=False,
+    )
     assert len(result.saved) == 8 and result.several_faces == 0
     assert read_rgb(result.saved[0]).shape == (160, 160, 3)

@@ -4,6 +4,7 @@ payload is refused — exit status 2, one line naming the file and the import it
 never runs. The project's own checkpoints need nothing beyond the allow-list: `assert_plain_checkpoint` is
 called on real DCGAN, face-classifier and YOLO checkpoints by tests/test_dcgan_training.py,
 tests/test_capture_recognize.py and tests/test_yolo.py, next to the trainings they already run."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,13 @@ def write_payload_checkpoint(path: Path, marker: Path, shape: str = "lightning")
 
     shape: "lightning" (a Lightning checkpoint dict), "yolov5" (also a pickled `models.yolo.Model`, so the yolov5
     reader's stand-in allow-list is in play) or "ultralytics" (also a pickled ultralytics module)."""
-    checkpoint = {"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"lr": 1e-3, "note": Payload(marker)},
-                  "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6"}
+    checkpoint = {
+        "state_dict": {"w": torch.zeros(2)},
+        "hyper_parameters": {"lr": 1e-3, "note": Payload(marker)},
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": "2.6.6",
+    }
     if shape == "yolov5":  # a class that pickles as models.yolo.Model, without the yolov5 repository
         Model = type("Model", (torch.nn.Module,), {"__module__": "models.yolo"})
         fake = types.ModuleType("models.yolo")
@@ -81,8 +87,10 @@ def test_the_payload_is_real_and_the_loader_refuses_it_with_one_line(tmp_path):
     evil = write_payload_checkpoint(tmp_path / "evil2.ckpt", marker)
     with pytest.raises(UserError) as refused:
         load_checkpoint(evil, key="CKPT")
-    assert str(refused.value) == (f"{refusal('CKPT', evil)} of checkpoint data — nothing in it ran "
-                                  "(a checkpoint is loaded as data, never as code)")
+    assert str(refused.value) == (
+        f"{refusal('CKPT', evil)} of checkpoint data — nothing in it ran "
+        "(a checkpoint is loaded as data, never as code)"
+    )
     assert not marker.exists()
 
 
@@ -106,27 +114,44 @@ def test_a_bare_pickle_and_a_non_checkpoint_and_a_missing_file_are_one_line_erro
 def _recognize(evil, tmp_path, store):
     from experiments.recognize import recognize
 
-    recognize(compose("recognize", {**store, "ckpt": str(evil), "images": str(tmp_path), "out_dir": str(tmp_path / "out")}))
+    recognize(
+        compose("recognize", {**store, "ckpt": str(evil), "images": str(tmp_path), "out_dir": str(tmp_path / "out")})
+    )
 
 
 def _predict(evil, tmp_path, store):
     from experiments.predict_facemask import predict
 
-    predict(compose("predict_facemask", {**store, "ckpt": str(evil), "source": str(tmp_path), "out_dir": str(tmp_path / "out")}))
+    predict(
+        compose(
+            "predict_facemask", {**store, "ckpt": str(evil), "source": str(tmp_path), "out_dir": str(tmp_path / "out")}
+        )
+    )
 
 
 def _evaluate(evil, tmp_path, store):
     from experiments.eval_facemask import evaluate
 
-    evaluate(compose("eval_facemask", {**store, "ckpt": str(evil), "voc": str(tmp_path), "out": str(tmp_path / "eval.json")}))
+    evaluate(
+        compose("eval_facemask", {**store, "ckpt": str(evil), "voc": str(tmp_path), "out": str(tmp_path / "eval.json")})
+    )
 
 
 def _export(task):
     def export(evil, tmp_path, store):
         from experiments.export_web import export_web
 
-        export_web(compose("export_web", [*(f"{k}={v}" for k, v in store.items()), f"out_dir={tmp_path / 'models'}",
-                                          f"+checkpoints.{task}={evil}"]))
+        export_web(
+            compose(
+                "export_web",
+                [
+                    *(f"{k}={v}" for k, v in store.items()),
+                    f"out_dir={tmp_path / 'models'}",
+                    f"+checkpoints.{task}={evil}",
+                ],
+            )
+        )
+
     return export
 
 
@@ -135,6 +160,7 @@ def _train(experiment, key):
         from experiments.train import train
 
         train(compose("train", {"experiment": experiment, "debug": "fast", **store, key: str(evil)}))
+
     return train_with
 
 
@@ -151,10 +177,16 @@ TOOLS = {
     "yolo pretrained yolov5": (_train("yolo_facemask", "model.pretrained"), "model.pretrained", "yolov5"),
     "yolo pretrained ultralytics": (_train("yolo_facemask", "model.pretrained"), "model.pretrained", "ultralytics"),
     "vgg16 weights": (_train("vgg16_faces", "model.weights"), "model.weights", "lightning"),
-    "dcgan quality feature weights": (_train("exp1_dcgan_fruits", "model.quality.feature_weights"),
-                                      "model.quality.feature_weights", "lightning"),
-    "dcgan quality inception weights": (_train("exp1_dcgan_fruits", "model.quality.inception_weights"),
-                                        "model.quality.inception_weights", "lightning"),
+    "dcgan quality feature weights": (
+        _train("exp1_dcgan_fruits", "model.quality.feature_weights"),
+        "model.quality.feature_weights",
+        "lightning",
+    ),
+    "dcgan quality inception weights": (
+        _train("exp1_dcgan_fruits", "model.quality.inception_weights"),
+        "model.quality.inception_weights",
+        "lightning",
+    ),
 }
 
 
@@ -181,10 +213,25 @@ def test_recognize_command_exits_2_with_one_line_and_runs_nothing(tmp_path):
     """The real process, as `make recognize CKPT=…` starts it."""
     marker = tmp_path / "pwned"
     evil = write_payload_checkpoint(tmp_path / "evil.ckpt", marker)
-    result = subprocess.run([sys.executable, "-m", "experiments.recognize", f"ckpt={evil}", f"images={tmp_path}",
-                             f"out_dir={tmp_path / 'out'}", f"paths.mlflow_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.recognize",
+            f"ckpt={evil}",
+            f"images={tmp_path}",
+            f"out_dir={tmp_path / 'out'}",
+            f"paths.mlflow_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"error: {refusal('CKPT', evil)} of checkpoint data — nothing in it ran (a checkpoint is loaded as data, never as code)"]
+        f"error: {refusal('CKPT', evil)} of checkpoint data — nothing in it ran (a checkpoint is loaded as data, never as code)"
+    ]
     assert not marker.exists()

@@ -5,6 +5,7 @@ is wrapped so that both processes finish writing their cache entry and then wait
 going on to rename it: the interleaving in which writers sharing one temporary file name fail
 ("No such file or directory" on the second rename) happens every time, not by chance.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -33,7 +34,9 @@ def _decode_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
 
     _in_lockstep(images.np, "savez", barrier)
     barrier.wait(timeout=30)  # start together
-    result = images.decode_folder([Path(f) for f in files], lambda rgb: rgb[::2, ::2], cache_dir=cache_dir, cache_tag="half")
+    result = images.decode_folder(
+        [Path(f) for f in files], lambda rgb: rgb[::2, ::2], cache_dir=cache_dir, cache_tag="half"
+    )
     Path(out).write_bytes(pickle.dumps((result.pixels, result.files, result.skipped)))
 
 
@@ -94,7 +97,11 @@ def test_two_processes_fill_one_cold_feature_cache(tmp_path):
     first, second = _run_together(_feature_worker, tmp_path, [str(f) for f in files], str(cache))
     for result in (first, second):
         assert [r if isinstance(r, str) else r.tolist() for r in result] == [
-            [[10.0, 1.0]], [[11.0, 1.0]], "not a .bin file", [[13.0, 1.0]]]
+            [[10.0, 1.0]],
+            [[11.0, 1.0]],
+            "not a .bin file",
+            [[13.0, 1.0]],
+        ]
     entries = sorted(p.suffix for p in cache.rglob("*") if p.is_file())
     assert entries == [".npy", ".npy", ".npy", ".skipped"]  # no temporary file left
     reread = FeatureCache(cache).get(files, "tag", lambda paths, keys: 1 / 0)

@@ -41,7 +41,9 @@ def test_normal_init_statistics():
     torch.manual_seed(0)
     g = Generator(num_layers=6, width_multiplier=0.25)
     g.apply(init_normal_002)
-    weights = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, (torch.nn.Linear, torch.nn.ConvTranspose2d))])
+    weights = torch.cat(
+        [m.weight.flatten() for m in g.modules() if isinstance(m, (torch.nn.Linear, torch.nn.ConvTranspose2d))]
+    )
     assert abs(weights.mean().item()) < 1e-3
     assert weights.std().item() == pytest.approx(0.02, rel=0.03)
     bn = torch.cat([m.weight for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)])

@@ -1,4 +1,5 @@
 """The DCGAN experiments end to end through the real configs, entry and MLflow store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,8 +40,17 @@ def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
     client, runs = mlflow_runs(tmp_path, experiment)
     assert len(runs) == 1
     run = runs[0]
-    for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_loss_epoch",
-                "train/g_loss_last", "quality/fid", "quality/kid", "stability/g_loss_std"):
+    for key in (
+        "train/d_loss",
+        "train/g_loss",
+        "train/d_real",
+        "train/d_fake",
+        "train/d_loss_epoch",
+        "train/g_loss_last",
+        "quality/fid",
+        "quality/kid",
+        "stability/g_loss_std",
+    ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "train/d_loss")) == 2  # per step
     assert run.data.params["model.lr"] == str(cfg.model.lr)
@@ -104,7 +114,10 @@ def test_resume_from_last_continues_the_same_run_and_matches_an_uninterrupted_on
 def test_resume_without_a_checkpoint_is_a_clear_error(store):
     from core.errors import UserError
 
-    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "ckpt_path": "last", "task_name": "never_ran", **store})
+    cfg = compose(
+        "train",
+        {"experiment": "exp1_dcgan_fruits", "debug": "fast", "ckpt_path": "last", "task_name": "never_ran", **store},
+    )
     with pytest.raises(UserError, match="nothing to resume"):
         train(cfg)
 
@@ -124,9 +137,17 @@ class PoisonWeightsAtEpoch(pl.Callback):
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(store):
     from lightning_modules.dcgan import NonFiniteLoss
 
-    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3,
-                            "+callbacks.poison._target_": "tests.test_dcgan_training.PoisonWeightsAtEpoch",
-                            "+callbacks.poison.epoch": 1, **store})
+    cfg = compose(
+        "train",
+        {
+            "experiment": "exp1_dcgan_fruits",
+            "debug": "fast",
+            "trainer.max_epochs": 3,
+            "+callbacks.poison._target_": "tests.test_dcgan_training.PoisonWeightsAtEpoch",
+            "+callbacks.poison.epoch": 1,
+            **store,
+        },
+    )
     with pytest.raises(NonFiniteLoss, match="non-finite loss at epoch 1"):
         train(cfg)
     last = next(Path(cfg.paths.output_dir).rglob("last.ckpt"))
@@ -145,15 +166,25 @@ def _class_folder(root: Path, images: int) -> Path:
     for k in range(images):
         image = Image.new("RGB", (100, 100), "white")
         r, (cx, cy) = int(rng.integers(25, 40)), (int(v) for v in rng.integers(40, 60, 2))
-        ImageDraw.Draw(image).ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(v) for v in rng.integers(60, 200, 3)))
+        ImageDraw.Draw(image).ellipse(
+            (cx - r, cy - r, cx + r, cy + r), fill=tuple(int(v) for v in rng.integers(60, 200, 3))
+        )
         image.save(folder / f"{k}_100.jpg", quality=95)
     return root / "Training"
 
 
 def test_a_class_folder_smaller_than_the_quality_sample_finishes_with_adapted_kid_and_flagged_fid(store, tmp_path):
     training = _class_folder(tmp_path / "fruits", 20)  # fewer than debug=fast's 32 quality samples
-    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "data": "fruits360_real",
-                            "data.root": str(training), **store})
+    cfg = compose(
+        "train",
+        {
+            "experiment": "exp1_dcgan_fruits",
+            "debug": "fast",
+            "data": "fruits360_real",
+            "data.root": str(training),
+            **store,
+        },
+    )
     with pytest.warns(UserWarning, match="FID from 20 samples, fewer than its 256 feature dimensions"):
         kid = train(cfg)
     client, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits")
@@ -161,8 +192,12 @@ def test_a_class_folder_smaller_than_the_quality_sample_finishes_with_adapted_ki
     assert run.info.status == "FINISHED"
     assert run.data.metrics["quality/kid"] == kid and np.isfinite(run.data.metrics["quality/fid"])
     tags = {k: v for k, v in run.data.tags.items() if k.startswith("quality.")}
-    assert tags == {"quality.real_samples": "20", "quality.generated_samples": "32", "quality.kid_subset_size": "20",
-                    "quality.fid_trustworthy": "false"}
+    assert tags == {
+        "quality.real_samples": "20",
+        "quality.generated_samples": "32",
+        "quality.kid_subset_size": "20",
+        "quality.fid_trustworthy": "false",
+    }
     assert next(Path(cfg.paths.output_dir).rglob("last.ckpt")).is_file()
 
 
@@ -186,8 +221,16 @@ def test_quality_metric_needs_two_real_images_and_says_so_before_training(store,
     from core.errors import UserError
 
     training = _class_folder(tmp_path / "fruits", 1)
-    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "data": "fruits360_real",
-                            "data.root": str(training), **store})
+    cfg = compose(
+        "train",
+        {
+            "experiment": "exp1_dcgan_fruits",
+            "debug": "fast",
+            "data": "fruits360_real",
+            "data.root": str(training),
+            **store,
+        },
+    )
     with pytest.raises(UserError, match="need at least 2 real and 2 generated images; the data has 1 real image"):
         train(cfg)
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))

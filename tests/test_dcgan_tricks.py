@@ -1,4 +1,5 @@
 """Each paper trick, checked on the module's own code paths."""
+
 from __future__ import annotations
 
 import pytest

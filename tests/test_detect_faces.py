@@ -1,5 +1,6 @@
 """`experiments/detect_faces.py` and `faces.batch`: crops, tables, annotated copies, MLflow, the process
 pool, and every kind of bad input."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +13,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from core.errors import UserError
-from experiments import user_errors
 from core.images import read_rgb
 from datamodules.synthetic import make_id_cards
+from experiments import user_errors
 from experiments.detect_faces import detect_faces
 from faces.batch import CSV_COLUMNS, CropSpec, detect_folder
 from faces.detectors import HaarDetector, HogDetector
@@ -33,14 +34,29 @@ def cards(tmp_path_factory):
 
 
 def digest(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_entry_writes_crops_tables_annotations_and_an_mlflow_run(cards, tmp_path, store):
     before = digest(cards)
     out = tmp_path / "out"
-    cfg = compose("detect_faces", {**store, "in_dir": str(cards), "out_dir": str(out), "workers": 1, "progress": False,
-                                   "crop.margin": 0.2, "crop.square": True, "crop.size": 96})
+    cfg = compose(
+        "detect_faces",
+        {
+            **store,
+            "in_dir": str(cards),
+            "out_dir": str(out),
+            "workers": 1,
+            "progress": False,
+            "crop.margin": 0.2,
+            "crop.square": True,
+            "crop.size": 96,
+        },
+    )
     summary = detect_faces(cfg)
 
     table = pd.read_csv(out / "faces.csv")
@@ -88,7 +104,7 @@ def test_bad_and_unusual_inputs_are_skipped_or_converted(cards, tmp_path):
     gray = Image.fromarray(card).convert("L")
     gray.save(folder / "gray.png")
     Image.fromarray(card).convert("RGBA").save(folder / "rgba.png")
-    Image.fromarray((np.asarray(gray, np.uint16) * 257)).save(folder / "sixteen_bit.png")
+    Image.fromarray(np.asarray(gray, np.uint16) * 257).save(folder / "sixteen_bit.png")
     assert Image.open(folder / "sixteen_bit.png").mode.startswith("I")
     Image.fromarray(np.kron(card, np.ones((12, 12, 1), np.uint8))).save(folder / "huge.jpg")  # 6096×4200
     (folder / "corrupt.jpg").write_bytes((folder / "huge.jpg").read_bytes()[:3000])
@@ -104,7 +120,10 @@ def test_bad_and_unusual_inputs_are_skipped_or_converted(cards, tmp_path):
     assert all(len(f) == 1 for f in faces.values()), faces
     small, huge = faces["rgba.png"][0], faces["huge.jpg"][0]
     # the huge copy is detected downscaled, but its box is in its own full-resolution pixels
-    assert abs(huge.left - 12 * small.left) < 0.1 * 12 * small.width and abs(huge.right - 12 * small.right) < 0.1 * 12 * small.width
+    assert (
+        abs(huge.left - 12 * small.left) < 0.1 * 12 * small.width
+        and abs(huge.right - 12 * small.right) < 0.1 * 12 * small.width
+    )
     assert read_rgb(tmp_path / "out" / "faces" / "huge_jpg_face1.jpg").shape[:2] == (huge.height, huge.width)
     assert digest(folder) == before
 
@@ -119,15 +138,26 @@ def test_two_images_with_one_stem_never_share_an_output(cards, tmp_path):
     result = detect_folder(HogDetector(), folder, tmp_path / "out", workers=1, progress=False)
     table = pd.read_csv(tmp_path / "out" / "faces.csv")
     assert list(table["image"]) == ["portrait.jpg", "portrait.png", "sub/portrait.jpg"]
-    assert list(table["crop"]) == ["faces/portrait_jpg_face1.jpg", "faces/portrait_png_face1.jpg", "faces/sub/portrait_jpg_face1.jpg"]
+    assert list(table["crop"]) == [
+        "faces/portrait_jpg_face1.jpg",
+        "faces/portrait_png_face1.jpg",
+        "faces/sub/portrait_jpg_face1.jpg",
+    ]
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg"))
-    assert written == ["annotated/portrait_jpg.jpg", "annotated/portrait_png.jpg", "annotated/sub/portrait_jpg.jpg", "contact_sheet.jpg",
-                       "faces/portrait_jpg_face1.jpg", "faces/portrait_png_face1.jpg", "faces/sub/portrait_jpg_face1.jpg"]
+    assert written == [
+        "annotated/portrait_jpg.jpg",
+        "annotated/portrait_png.jpg",
+        "annotated/sub/portrait_jpg.jpg",
+        "contact_sheet.jpg",
+        "faces/portrait_jpg_face1.jpg",
+        "faces/portrait_png_face1.jpg",
+        "faces/sub/portrait_jpg_face1.jpg",
+    ]
     for face in result.processed:  # each crop is its own image's face, not the other's
         d = face.faces[0]
         crop = read_rgb(tmp_path / "out" / f"faces/{face.image.replace('.', '_')}_face1.jpg")
         assert crop.shape[:2] == (d.height, d.width)
-        assert np.abs(crop.astype(int) - read_rgb(folder / face.image)[d.top:d.bottom, d.left:d.right]).mean() < 8
+        assert np.abs(crop.astype(int) - read_rgb(folder / face.image)[d.top : d.bottom, d.left : d.right]).mean() < 8
 
 
 def test_folder_errors(cards, tmp_path):

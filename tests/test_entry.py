@@ -1,4 +1,5 @@
 """The train entry as a user runs it: subprocesses of experiments/train.py, and faults injected in-process."""
+
 from __future__ import annotations
 
 import errno
@@ -16,8 +17,14 @@ from tests.conftest import REPO, compose, mlflow_runs
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.train", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def _overrides(store: dict) -> list[str]:
@@ -25,8 +32,15 @@ def _overrides(store: dict) -> list[str]:
 
 
 def test_sweep_runs_a_grid_grouped_in_one_mlflow_experiment(store, tmp_path):
-    result = _run(["experiment=exp3_dcgan_hardhat_tricks", "sweep=dcgan_grid", "debug=fast",
-                   "data.batch_size=8", *_overrides(store)])  # the command line narrows the grid to 2 points
+    result = _run(
+        [
+            "experiment=exp3_dcgan_hardhat_tricks",
+            "sweep=dcgan_grid",
+            "debug=fast",
+            "data.batch_size=8",
+            *_overrides(store),
+        ]
+    )  # the command line narrows the grid to 2 points
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = mlflow_runs(tmp_path, "exp3_dcgan_hardhat_tricks-sweep")
     assert sorted(float(r.data.params["model.lr"]) for r in runs) == [1e-4, 2e-4]
@@ -41,20 +55,31 @@ def test_sweep_runs_a_grid_grouped_in_one_mlflow_experiment(store, tmp_path):
 def test_bad_override_and_missing_data_give_clear_messages(store):
     result = _run(["experiment=exp1_dcgan_fruits", "model.not_a_key=1", *_overrides(store)])
     assert result.returncode != 0 and "not_a_key" in result.stderr and "Traceback" not in result.stderr
-    result = _run(["experiment=exp1_dcgan_fruits", "data=fruits360_real", "paths.shared_data=/nowhere", *_overrides(store)])
+    result = _run(
+        ["experiment=exp1_dcgan_fruits", "data=fruits360_real", "paths.shared_data=/nowhere", *_overrides(store)]
+    )
     assert result.returncode == 2
     assert "data folder not found: /nowhere/fruits360/Training" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
-    args = ["experiment=exp1_dcgan_fruits", "debug=fast", "trainer.limit_train_batches=1.0", "trainer.max_epochs=4",
-            *_overrides(store)]
+    args = [
+        "experiment=exp1_dcgan_fruits",
+        "debug=fast",
+        "trainer.limit_train_batches=1.0",
+        "trainer.max_epochs=4",
+        *_overrides(store),
+    ]
     reference = _run([*args, "task_name=uninterrupted"])
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     task_dir = Path(store["paths.log_dir"]) / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args, "task_name=killed"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", *args, "task_name=killed"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
 
     def second_epoch_saved() -> bool:  # last.ckpt is re-linked only once the new checkpoint is fully written

@@ -1,5 +1,6 @@
 """Face recognition training: head and freezing, VGG16 weight conversion, feature cache, datamodule
 checks, and a two-step run through the train entry into a temporary MLflow store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,14 +16,23 @@ from core.errors import UserError
 from datamodules.faces import FaceIdentityDataModule
 from datamodules.feature_cache import FeatureCache
 from faces.descriptors import vgg16_features
-from faces.vgg16_weights import (CAFFE_MEAN_BGR, CONV_INDICES, IMAGENET_MEAN, IMAGENET_STD, KERAS_CONV_NAMES,
-                              keras_h5_to_torch, load_vgg16_features)
+from faces.vgg16_weights import (
+    CAFFE_MEAN_BGR,
+    CONV_INDICES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    KERAS_CONV_NAMES,
+    keras_h5_to_torch,
+    load_vgg16_features,
+)
 from lightning_modules.face_classifier import FaceClassifier
 from tests.conftest import compose, mlflow_runs
 
 
 def test_head_shapes_and_frozen_backbone_gets_no_gradients():
-    model = FaceClassifier(backbone="vgg16", image_size=64, hidden=(32, 16, 8), dropout=0.0, class_names=["a", "b", "c"])
+    model = FaceClassifier(
+        backbone="vgg16", image_size=64, hidden=(32, 16, 8), dropout=0.0, class_names=["a", "b", "c"]
+    )
     linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(512, 32), (32, 16), (16, 8), (8, 3)]
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
@@ -36,7 +46,9 @@ def test_head_shapes_and_frozen_backbone_gets_no_gradients():
 
 
 def test_last_block_unfrozen_and_flatten_head():
-    model = FaceClassifier(backbone="vgg16", image_size=64, pool="flatten", train_last_blocks=1, hidden=(8, 8, 8), class_names=["a", "b"])
+    model = FaceClassifier(
+        backbone="vgg16", image_size=64, pool="flatten", train_last_blocks=1, hidden=(8, 8, 8), class_names=["a", "b"]
+    )
     assert model.head[0].in_features == 512 * 2 * 2  # Flatten of a 2×2×512 map, as the paper's head
     F.cross_entropy(model(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)), torch.tensor([0, 1])).backward()
     features = model.backbone.features
@@ -79,10 +91,12 @@ def test_keras_h5_to_torch_round_trip(tmp_path, nested):
     # The first layer computes what Keras computed: Keras on Caffe-preprocessed BGR (0..255 minus the
     # channel means) against torch on ImageNet-normalised RGB (valid convolution: no padding effects).
     rgb = torch.rand(1, 3, 12, 12, dtype=torch.float64)
-    caffe = (rgb.flip(1) * 255 - torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(1, 3, 1, 1))
+    caffe = rgb.flip(1) * 255 - torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(1, 3, 1, 1)
     kernel, bias = keras[KERAS_CONV_NAMES[0]]
     expected = F.conv2d(caffe, torch.from_numpy(kernel.transpose(3, 2, 0, 1)).double(), torch.from_numpy(bias).double())
-    normalised = (rgb - torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    normalised = (rgb - torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD, dtype=torch.float64
+    ).view(1, 3, 1, 1)
     converted = F.conv2d(normalised, state["0.weight"].double(), state["0.bias"].double())
     torch.testing.assert_close(converted, expected, rtol=1e-4, atol=1e-3)
 
@@ -177,11 +191,28 @@ def test_data_path_runs_one_way_and_features_are_computed_once(tmp_path):
     root = _identity_folder(tmp_path / "ids", {"alice": 8, "bob": 8})
 
     def fit(serves: str = "features", **model_options) -> FaceIdentityDataModule:
-        data = FaceIdentityDataModule(str(root), image_size=32, min_images=5, batch_size=4, views=2, augment={"hflip": 0.5},
-                                      cache_dir=str(tmp_path / "cache"), seed=0, serves=serves, features={"backbone": "vgg16"})
+        data = FaceIdentityDataModule(
+            str(root),
+            image_size=32,
+            min_images=5,
+            batch_size=4,
+            views=2,
+            augment={"hflip": 0.5},
+            cache_dir=str(tmp_path / "cache"),
+            seed=0,
+            serves=serves,
+            features={"backbone": "vgg16"},
+        )
         model = FaceClassifier(backbone="vgg16", image_size=32, hidden=(8, 8, 8), inputs="features", **model_options)
-        pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=str(tmp_path)).fit(model, datamodule=data)
+        pl.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(tmp_path),
+        ).fit(model, datamodule=data)
         assert model.backbone.tag() == data.extractor.tag  # the checkpoint's backbone is the one the head learned from
         return data
 
@@ -207,10 +238,18 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     assert 0.0 <= value <= 1.0
     client, runs = mlflow_runs(tmp_path, "vgg16_faces")
     metrics = runs[0].data.metrics
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val_class/0_alice/precision", "val_class/3_dave/recall"):
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val_class/0_alice/precision",
+        "val_class/3_dave/recall",
+    ):
         assert key in metrics, key
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)} | {
-        a.path for d in ("figures", "checkpoints") for a in client.list_artifacts(runs[0].info.run_id, d)}
+        a.path for d in ("figures", "checkpoints") for a in client.list_artifacts(runs[0].info.run_id, d)
+    }
     assert {"label_map.json", "per_class.json", "figures/confusion_matrix.png", "checkpoints/last.ckpt"} <= artifacts
     assert "figures/misclassified.png" in artifacts or "misclassified.txt" in artifacts
 

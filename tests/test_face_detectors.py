@@ -1,5 +1,6 @@
 """The four face detectors, face crops and the detector comparison: on generated ID cards, on the real
 photos that ship in packages, and (when ../shared/data is present) on LFW and face-mask photos."""
+
 from __future__ import annotations
 
 import pickle
@@ -23,7 +24,9 @@ from tests.conftest import SHARED_DATA, compose, needs_shared_data
 YUNET_MODEL = ("weights", "yunet_s_640_640.onnx")
 DETECTORS = [
     pytest.param("hog", {}, id="hog"),
-    pytest.param("mmod", {"detector.upsample": 0}, id="mmod"),  # cards' faces are ~65 px: no upsampling needed, 4× faster
+    pytest.param(
+        "mmod", {"detector.upsample": 0}, id="mmod"
+    ),  # cards' faces are ~65 px: no upsampling needed, 4× faster
     pytest.param("haar", {}, id="haar"),
     pytest.param("yunet", {}, id="yunet", marks=needs_shared_data(*YUNET_MODEL)),
 ]
@@ -106,8 +109,8 @@ def test_crop_margin_square_size_and_clipping():
 def test_match_counts_hits_misses_and_false_detections():
     truth = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], np.float32)
     detections = [
-        Detection(0, 0, 10, 10, 0.9),    # exact hit
-        Detection(1, 1, 11, 11, 0.8),    # same face again: false (each face is found once)
+        Detection(0, 0, 10, 10, 0.9),  # exact hit
+        Detection(1, 1, 11, 11, 0.8),  # same face again: false (each face is found once)
         Detection(22, 20, 32, 30, 0.7),  # IoU 8/12 = 0.67
         Detection(70, 70, 80, 80, 0.6),  # nothing there
     ]
@@ -137,16 +140,28 @@ def test_detector_evaluation_ignores_difficult_faces_and_pairs_by_filename(tmp_p
     (folder / "images").mkdir(parents=True)
     for name in ("crowd.jpg", "crowd.png", "other.png"):  # crowd.png has no xml of its own: reported, not guessed
         cv2.imwrite(str(folder / "images" / name), np.zeros((100, 120, 3), np.uint8))
-    write_voc(folder / "annotations" / "crowd.xml", VocAnnotation("crowd.jpg", 120, 100, [
-        VocObject("with_mask", 10, 10, 40, 40), VocObject("without_mask", 60, 50, 90, 80, difficult=True)]))
-    write_voc(folder / "annotations" / "other.xml", VocAnnotation("", 120, 100, [VocObject("with_mask", 20, 20, 50, 50)]))
+    write_voc(
+        folder / "annotations" / "crowd.xml",
+        VocAnnotation(
+            "crowd.jpg",
+            120,
+            100,
+            [VocObject("with_mask", 10, 10, 40, 40), VocObject("without_mask", 60, 50, 90, 80, difficult=True)],
+        ),
+    )
+    write_voc(
+        folder / "annotations" / "other.xml", VocAnnotation("", 120, 100, [VocObject("with_mask", 20, 20, 50, 50)])
+    )
     labelled = read_voc_folder(folder)
     assert [image.path.name for image in labelled.images] == ["crowd.jpg", "other.png"]
     assert [Path(p).name for p in labelled.pairing.image_without_xml] == ["crowd.png"]
     assert labelled.difficult == 1 and labelled.images[0].classes == ["with_mask"]
 
-    found_all = DetectorRun("test", [[Detection(10, 10, 40, 40, 0.9), Detection(60, 50, 90, 80, 0.95)],
-                                     [Detection(20, 20, 50, 50, 0.8)]], [0.1, 0.1])
+    found_all = DetectorRun(
+        "test",
+        [[Detection(10, 10, 40, 40, 0.9), Detection(60, 50, 90, 80, 0.95)], [Detection(20, 20, 50, 50, 0.8)]],
+        [0.1, 0.1],
+    )
     row = scores(found_all, labelled.images, [0.5])
     assert (row["faces"], row["recall@0.5"], row["precision@0.5"]) == (2, 1.0, 1.0)
     assert "recall_without_mask@0.5" not in row  # its only face is difficult: no class to recall
@@ -158,13 +173,20 @@ def test_detector_evaluation_ignores_difficult_faces_and_pairs_by_filename(tmp_p
 @pytest.mark.parametrize("name", ["hog", pytest.param("yunet", marks=needs_shared_data(*YUNET_MODEL))])
 def test_hog_and_yunet_find_the_face_in_real_lfw_photos(name):
     detector = detector_from_config(name, {})
-    photos = [p for folder in sorted((SHARED_DATA / "faces").iterdir()) if folder.is_dir() for p in sorted(folder.glob("*.jpg"))[:2]]
+    photos = [
+        p
+        for folder in sorted((SHARED_DATA / "faces").iterdir())
+        if folder.is_dir()
+        for p in sorted(folder.glob("*.jpg"))[:2]
+    ]
     assert len(photos) >= 10
     centred = 0
     for path in photos:
         rgb = read_rgb(path)
         # LFW centres the named person's face (about 100 px wide) in the 250×250 image
-        centred += any(d.left < 125 < d.right and d.top < 125 < d.bottom and 50 < d.width < 200 for d in detector.detect(rgb))
+        centred += any(
+            d.left < 125 < d.right and d.top < 125 < d.bottom and 50 < d.width < 200 for d in detector.detect(rgb)
+        )
     assert centred >= 0.9 * len(photos), f"{name}: centred face in {centred} of {len(photos)} LFW photos"
 
 
@@ -173,9 +195,18 @@ def test_hog_and_yunet_find_the_face_in_real_lfw_photos(name):
 def test_comparison_on_real_face_mask_images(tmp_path, store):
     from experiments.compare_face_detectors import compare_face_detectors
 
-    cfg = compose("compare_face_detectors", {
-        **store, "voc": str(SHARED_DATA / "facemask-voc"), "max_images": 6, "use": "[hog,yunet]",
-        "rotations.enabled": False, "report_dir": str(tmp_path / "reports"), "progress": False})
+    cfg = compose(
+        "compare_face_detectors",
+        {
+            **store,
+            "voc": str(SHARED_DATA / "facemask-voc"),
+            "max_images": 6,
+            "use": "[hog,yunet]",
+            "rotations.enabled": False,
+            "report_dir": str(tmp_path / "reports"),
+            "progress": False,
+        },
+    )
     table = compare_face_detectors(cfg).set_index("detector")
     markdown = (tmp_path / "reports" / "facemask-voc.md").read_text()
     for column in ("precision IoU≥0.3", "recall IoU≥0.5", "images/s", "with_mask", "without_mask"):

@@ -1,5 +1,6 @@
 """The one search of the log folder for a task's checkpoint (`core.checkpoints.find_checkpoint`): resume, the
 tools (recognize, predict/eval-facemask) and export-web all use it."""
+
 from __future__ import annotations
 
 import os
@@ -63,8 +64,11 @@ def test_several_tasks_give_the_newest_of_all_and_dangling_links_are_skipped(tmp
 
 def test_no_checkpoint_names_the_folder_and_the_make_target(tmp_path):
     (tmp_path / "yolo_facemask" / "runs" / "a" / "checkpoints").mkdir(parents=True)  # a run that died before its first
-    with pytest.raises(NoCheckpoint, match=rf"^no checkpoints/last\.ckpt under {tmp_path}/yolo_facemask — "
-                                           r"`make yolo-facemask` writes one, or pass CKPT=<file>$"):
+    with pytest.raises(
+        NoCheckpoint,
+        match=rf"^no checkpoints/last\.ckpt under {tmp_path}/yolo_facemask — "
+        r"`make yolo-facemask` writes one, or pass CKPT=<file>$",
+    ):
         find_checkpoint(tmp_path, "yolo_facemask", "last", make_target="make yolo-facemask")
     with pytest.raises(NoCheckpoint, match=r"^no checkpoints/best\*\.ckpt or last\.ckpt under .*/a or .*/b$"):
         find_checkpoint(tmp_path, ["a", "b"])  # the tools' default: best, else last
@@ -75,8 +79,12 @@ def test_no_checkpoint_names_the_folder_and_the_make_target(tmp_path):
 def test_no_other_code_globs_for_checkpoints():
     """The tools, models, reports, benchmarks and notebooks search with `find_checkpoint` only."""
     repo = Path(__file__).resolve().parents[1]
-    sources = [p for d in ("experiments", "lightning_modules", "reporting", "benchmarks", "notebooks", "faces", "datamodules")
-               for p in (repo / d).rglob("*") if p.suffix in (".py", ".ipynb")]
+    sources = [
+        p
+        for d in ("experiments", "lightning_modules", "reporting", "benchmarks", "notebooks", "faces", "datamodules")
+        for p in (repo / d).rglob("*")
+        if p.suffix in (".py", ".ipynb")
+    ]
     assert [p.relative_to(repo) for p in sources if re.search(r"glob\([^)]*ckpt", p.read_text())] == []
 
 
@@ -88,8 +96,9 @@ def test_runs_the_store_holds_as_unfinished_are_skipped_and_unknown_ones_kept(tm
     experiment = client.create_experiment("t")
     now = time.time()
     folders = {}
-    for age, (name, status) in enumerate([("running", "RUNNING"), ("failed", "FAILED"), ("finished", "FINISHED"),
-                                          ("elsewhere", None), ("no_id", None)]):
+    for age, (name, status) in enumerate(
+        [("running", "RUNNING"), ("failed", "FAILED"), ("finished", "FINISHED"), ("elsewhere", None), ("no_id", None)]
+    ):
         folders[name] = _run(tmp_path / "logs" / "t", name, now - 10 * age, best_at=now - 10 * age)
         if status:
             run = client.create_run(experiment)
@@ -110,6 +119,9 @@ def test_runs_the_store_holds_as_unfinished_are_skipped_and_unknown_ones_kept(tm
     for name in ("elsewhere", "no_id"):
         for path in folders[name].iterdir():
             path.unlink()
-    with pytest.raises(NoCheckpoint, match=r"^no checkpoints/best\*\.ckpt or last\.ckpt of a finished run \(2 run\(s\) "
-                                           r"with one have not finished\) under .*/logs/t — `make t` writes one"):
+    with pytest.raises(
+        NoCheckpoint,
+        match=r"^no checkpoints/best\*\.ckpt or last\.ckpt of a finished run \(2 run\(s\) "
+        r"with one have not finished\) under .*/logs/t — `make t` writes one",
+    ):
         find_checkpoint(tmp_path / "logs", "t", tracking_uri=uri, make_target="make t")

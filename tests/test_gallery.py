@@ -1,5 +1,6 @@
 """The known-people gallery: nearest known descriptor within dlib's tolerance, `unknown` beyond it, so strangers are
 not named as someone known (issue 18: the astronaut was "Serena_Williams" to a softmax head)."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ class MeanColour:
 
     def __call__(self, rgb, detections):
         self.calls += len(detections)
-        return np.array([rgb[d.top:d.bottom, d.left:d.right].reshape(-1, 3).mean(0) / 255 for d in detections], np.float32)
+        return np.array(
+            [rgb[d.top : d.bottom, d.left : d.right].reshape(-1, 3).mean(0) / 255 for d in detections], np.float32
+        )
 
     def tag(self):
         return "mean-colour"
@@ -115,8 +118,18 @@ def test_strangers_are_unknown_and_a_known_person_is_named(tmp_path, store):
     held_out = sorted((SHARED_DATA / "faces" / "Tony_Blair").glob("*.jpg"))[10]
     shutil.copy(held_out, images / "blair.jpg")
 
-    summary = recognize(compose("recognize", {**store, "images": str(images), "out_dir": str(tmp_path / "out"),
-                                              "gallery": str(known), "progress": False}))
+    summary = recognize(
+        compose(
+            "recognize",
+            {
+                **store,
+                "images": str(images),
+                "out_dir": str(tmp_path / "out"),
+                "gallery": str(known),
+                "progress": False,
+            },
+        )
+    )
     table = pd.read_csv(tmp_path / "out" / "recognitions.csv")
     assert list(table.columns) == CSV_COLUMNS and table["confidence"].isna().all()
     blair = table[table["image"] == "blair.jpg"]

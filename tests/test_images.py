@@ -1,4 +1,5 @@
 """The one image decoder and folder reader: real formats, bad files, modes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,8 @@ import pytest
 from PIL import Image
 
 from core.errors import UserError
-from datamodules.gan import GANImageDataModule
 from core.images import UnreadableImage, decode_folder, find_images, read_rgb
+from datamodules.gan import GANImageDataModule
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
@@ -102,8 +103,8 @@ def test_gan_datamodule_max_images_keeps_every_class(tmp_path):
 
 
 def test_synthetic_sets_are_deterministic_and_in_the_real_formats(tmp_path):
-    from datamodules.synthetic import make_hardhat
     from core.voc import read_voc
+    from datamodules.synthetic import make_hardhat
 
     a = make_hardhat(tmp_path / "a", images=3, seed=5)
     b = make_hardhat(tmp_path / "b", images=3, seed=5)
@@ -145,22 +146,25 @@ def test_non_image_is_unreadable_even_after_ultralytics_patched_pil(tmp_path):
 
 # ---- EXIF orientation: what a viewer shows -------------------------------------------------------------
 
+
 def _layout() -> np.ndarray:
     """An upright 48x32 (H x W) image no rotation or mirror maps onto itself: flat 16x16 blocks of six colours."""
-    colours = np.array([[230, 20, 20], [20, 200, 20], [20, 20, 230], [240, 240, 20], [20, 220, 220], [200, 20, 200]], np.uint8)
+    colours = np.array(
+        [[230, 20, 20], [20, 200, 20], [20, 20, 230], [240, 240, 20], [20, 220, 220], [200, 20, 200]], np.uint8
+    )
     return np.kron(colours.reshape(3, 2, 3), np.ones((16, 16, 1), np.uint8)).astype(np.uint8)
 
 
 # how each EXIF orientation stores the upright image (TIFF/EXIF spec: the tag says how to turn it back)
 STORED = {
     1: lambda a: a,
-    2: np.fliplr,                                  # mirrored left-right
-    3: lambda a: np.rot90(a, 2),                   # upside down
-    4: np.flipud,                                  # mirrored top-bottom
-    5: lambda a: a.transpose(1, 0, 2),             # mirrored along the main diagonal
-    6: lambda a: np.rot90(a, 1),                   # turned 90° counter-clockwise: shown after turning clockwise
+    2: np.fliplr,  # mirrored left-right
+    3: lambda a: np.rot90(a, 2),  # upside down
+    4: np.flipud,  # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),  # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, 1),  # turned 90° counter-clockwise: shown after turning clockwise
     7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # mirrored along the other diagonal
-    8: lambda a: np.rot90(a, -1),                  # turned 90° clockwise
+    8: lambda a: np.rot90(a, -1),  # turned 90° clockwise
 }
 
 
@@ -182,8 +186,9 @@ def test_read_rgb_applies_every_exif_orientation(tmp_path, orientation):
 @pytest.mark.parametrize("orientation", [6, 3, 8])
 def test_read_rgb_shows_a_sideways_phone_jpeg_upright(tmp_path, orientation):
     upright = _layout()
-    path = _save_with_orientation(tmp_path / "phone.jpg", STORED[orientation](upright), orientation, quality=95,
-                                  subsampling=0)  # 4:4:4, so colour does not bleed across the blocks
+    path = _save_with_orientation(
+        tmp_path / "phone.jpg", STORED[orientation](upright), orientation, quality=95, subsampling=0
+    )  # 4:4:4, so colour does not bleed across the blocks
     shown = read_rgb(path)
     assert shown.shape == upright.shape  # (48, 32, 3): H and W as displayed
     # flat blocks on the 16-pixel JPEG grid survive compression to within a few levels
@@ -197,6 +202,7 @@ def test_decode_folder_sees_the_orientation(tmp_path):
 
 
 # ---- modes: every one becomes 8-bit RGB with the right values ------------------------------------------
+
 
 def test_read_rgb_converts_each_mode_to_the_right_rgb(tmp_path):
     palette = [0, 0, 0, 255, 0, 0, 0, 128, 255] + [0] * (256 * 3 - 9)
@@ -233,11 +239,14 @@ def test_read_rgb_converts_each_mode_to_the_right_rgb(tmp_path):
 
 # ---- JPEG without its end marker: kept; truncated or empty: skipped, named, counted ------------------------
 
+
 def _jpegs(folder, progressive=False):
     """complete.jpg, no_eoi.jpg (FF D9 dropped), half.jpg (cut in half), empty.jpg; returns the complete pixels."""
     folder.mkdir(parents=True, exist_ok=True)
     rgb = np.random.default_rng(14).integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    _write(folder / "complete.jpg", rgb) if not progressive else Image.fromarray(rgb).save(folder / "complete.jpg", progressive=True)
+    _write(folder / "complete.jpg", rgb) if not progressive else Image.fromarray(rgb).save(
+        folder / "complete.jpg", progressive=True
+    )
     raw = (folder / "complete.jpg").read_bytes()
     assert raw.endswith(b"\xff\xd9")
     (folder / "no_eoi.jpg").write_bytes(raw[:-2])
@@ -272,7 +281,9 @@ def test_jpeg_cut_just_before_its_last_bytes_of_image_data_is_unreadable(tmp_pat
 def test_progressive_jpeg_cut_between_scans_is_unreadable(tmp_path):
     raw = _jpegs(tmp_path, progressive=True)
     last_scan = raw.rindex(b"\xff\xda")
-    assert raw.count(b"\xff\xda") > 2  # several scans: cutting before the last leaves a blurrier, complete-looking image
+    assert (
+        raw.count(b"\xff\xda") > 2
+    )  # several scans: cutting before the last leaves a blurrier, complete-looking image
     (tmp_path / "between_scans.jpg").write_bytes(raw[:last_scan])
     with pytest.raises(UnreadableImage, match="between_scans.jpg"):
         read_rgb(tmp_path / "between_scans.jpg")

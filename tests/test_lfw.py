@@ -1,5 +1,6 @@
 """LFW verification (View 2; Huang et al. 2007): pairs.txt parsing, fold-wise threshold choice, accuracy computed by
 hand on tiny generated pair lists, the eval-lfw entry end to end, and (slow) the shared folds 1–5."""
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,18 @@ PAIRS_TXT = "2\t1\nann\t1\t2\nann\t1\tbob\t1\ncid\t1\t3\ncid\t2\tdee\t4\n"
 def test_read_pairs_follows_the_header_and_the_line_kinds(tmp_path):
     (tmp_path / "pairs.txt").write_text(PAIRS_TXT)
     assert read_pairs(tmp_path / "pairs.txt") == [
-        Pair(("ann", 1), ("ann", 2), True, 0), Pair(("ann", 1), ("bob", 1), False, 0),
-        Pair(("cid", 1), ("cid", 3), True, 1), Pair(("cid", 2), ("dee", 4), False, 1)]
+        Pair(("ann", 1), ("ann", 2), True, 0),
+        Pair(("ann", 1), ("bob", 1), False, 0),
+        Pair(("cid", 1), ("cid", 3), True, 1),
+        Pair(("cid", 2), ("dee", 4), False, 1),
+    ]
     assert photo_path("images", ("ann", 12)) == Path("images/ann/ann_0012.jpg")
-    for text, message in [("2 1\nann\t1\t2\n", r"promises 2 folds .* \(4 lines\), the file has 1"),
-                          ("two\t1\n", r"pairs.txt:1: expected the header"),
-                          (PAIRS_TXT.replace("ann\t1\tbob\t1", "ann\t1\t3"), r"pairs.txt:3: expected 'Name1 i Name2 j'"),
-                          (PAIRS_TXT.replace("cid\t1\t3", "cid\tx\t3"), r"pairs.txt:4: expected 'Name i j' .* fold 2")]:
+    for text, message in [
+        ("2 1\nann\t1\t2\n", r"promises 2 folds .* \(4 lines\), the file has 1"),
+        ("two\t1\n", r"pairs.txt:1: expected the header"),
+        (PAIRS_TXT.replace("ann\t1\tbob\t1", "ann\t1\t3"), r"pairs.txt:3: expected 'Name1 i Name2 j'"),
+        (PAIRS_TXT.replace("cid\t1\t3", "cid\tx\t3"), r"pairs.txt:4: expected 'Name i j' .* fold 2"),
+    ]:
         (tmp_path / "pairs.txt").write_text(text)
         with pytest.raises(UserError, match=message):
             read_pairs(tmp_path / "pairs.txt")
@@ -78,8 +84,15 @@ def test_kfold_thresholds_are_chosen_on_the_other_folds():
 def test_evaluate_pairs_describes_each_photo_once_and_measures_euclidean_distances(tmp_path):
     (tmp_path / "pairs.txt").write_text(PAIRS_TXT)
     pairs = read_pairs(tmp_path / "pairs.txt")
-    points = {("ann", 1): [0, 0], ("ann", 2): [0.3, 0.4], ("bob", 1): [0, 1], ("cid", 1): [2, 2], ("cid", 3): [2, 2.2],
-              ("cid", 2): [5, 5], ("dee", 4): [5, 5.9]}
+    points = {
+        ("ann", 1): [0, 0],
+        ("ann", 2): [0.3, 0.4],
+        ("bob", 1): [0, 1],
+        ("cid", 1): [2, 2],
+        ("cid", 3): [2, 2.2],
+        ("cid", 2): [5, 5],
+        ("dee", 4): [5, 5.9],
+    }
     asked = []
 
     def describe(photos):
@@ -117,8 +130,19 @@ def test_eval_lfw_entry_prints_json_writes_roc_and_logs_to_mlflow(tmp_path, stor
     from experiments.eval_lfw import evaluate
 
     folder = _pairs_folder(tmp_path / "lfw")
-    summary = evaluate(compose("eval_lfw", {**store, "pairs": str(folder), "out_dir": str(tmp_path / "out"), "workers": 1,
-                                            "retry_detector": "null", "progress": False}))
+    summary = evaluate(
+        compose(
+            "eval_lfw",
+            {
+                **store,
+                "pairs": str(folder),
+                "out_dir": str(tmp_path / "out"),
+                "workers": 1,
+                "retry_detector": "null",
+                "progress": False,
+            },
+        )
+    )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == summary and set(last) == {"accuracy", "std", "accuracy_at_tolerance", "pairs"} and last["pairs"] == 4
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -146,6 +170,10 @@ def test_eval_lfw_names_a_missing_folder_or_photo(tmp_path, store):
 def test_eval_lfw_on_the_shared_folds_beats_plain_dlib(tmp_path, store):
     from experiments.eval_lfw import evaluate
 
-    summary = evaluate(compose("eval_lfw", {**store, "pairs": str(SHARED_DATA / "lfw-pairs"), "out_dir": str(tmp_path / "out"),
-                                            "progress": False}))
+    summary = evaluate(
+        compose(
+            "eval_lfw",
+            {**store, "pairs": str(SHARED_DATA / "lfw-pairs"), "out_dir": str(tmp_path / "out"), "progress": False},
+        )
+    )
     assert summary["pairs"] == 3000 and summary["accuracy"] >= 0.985

@@ -2,6 +2,7 @@
 
 The targets run for real with a stand-in interpreter (`PY=`): it runs core/overrides.py as the Makefile asks and,
 in place of an entry, parses the overrides it receives with Hydra's own parser and OmegaConf, and prints them."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from tests.conftest import REPO
 
 NAMES = ["epoch=0-step=1.ckpt", "a=b, (c) [d] é's", 'say "hi" {x}', "戴口罩 $HOME ${oc.env:HOME} \\", "plain"]
 
-STUB = r'''
+STUB = r"""
 import json, runpy, sys
 if sys.argv[1] == "core/overrides.py":
     sys.argv = sys.argv[1:]
@@ -29,7 +30,7 @@ else:
     parsed = OverridesParser.create().parse_overrides(sys.argv[3:])
     values = OmegaConf.create({o.key_or_group: o.value() for o in parsed})
     print(json.dumps({"entry": sys.argv[2], **OmegaConf.to_container(values, resolve=True)}))
-'''
+"""
 
 # target: (make variables → the override key the entry must receive)
 TARGETS = {
@@ -67,24 +68,39 @@ def stub_python(tmp_path_factory):
 
 
 def _make(target: str, variables: dict[str, str], python=None, args: str = "") -> subprocess.CompletedProcess:
-    command = ["make", "--no-print-directory", "-o", ".venv/.installed", target, *(f"{k}={v}" for k, v in variables.items())]
+    command = [
+        "make",
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed",
+        target,
+        *(f"{k}={v}" for k, v in variables.items()),
+    ]
     if python is not None:
         command.append(f"PY={python}")
     if args:
         command.append(f"ARGS={args}")
-    env = {k: v for k, v in os.environ.items() if k not in {"IN", "OUT", "SRC", "VOC", "IMAGES", "CKPT", "NAME", "GALLERY", "PAIRS", "ARGS"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"IN", "OUT", "SRC", "VOC", "IMAGES", "CKPT", "NAME", "GALLERY", "PAIRS", "ARGS"}
+    }
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_path_variable_reaches_the_entry_unchanged(target, stub_python, tmp_path):
-    variables = {var: str(tmp_path / NAMES[i % len(NAMES)]) + ("" if i == 0 else f" {var}")
-                 for i, var in enumerate(TARGETS[target])}
+    variables = {
+        var: str(tmp_path / NAMES[i % len(NAMES)]) + ("" if i == 0 else f" {var}")
+        for i, var in enumerate(TARGETS[target])
+    }
     done = _make(target, variables, stub_python, args="extra=1")
     assert done.returncode == 0, done.stderr
     received = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {key: received[key] for key in TARGETS[target].values()} == {TARGETS[target][v]: p for v, p in variables.items()}
+    assert {key: received[key] for key in TARGETS[target].values()} == {
+        TARGETS[target][v]: p for v, p in variables.items()
+    }
     assert received["extra"] == 1  # ARGS still pass as Hydra overrides
 
 

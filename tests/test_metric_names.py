@@ -1,4 +1,5 @@
 """Class names from the data as MLflow metric names: valid, distinct, stable, the originals kept in the run."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,19 @@ from core.overrides import override
 from tests.conftest import compose, mlflow_runs
 
 # What the case showed (CJK, brackets), names that slugify alike, and names that look like paths.
-ODD_NAMES = ["戴口罩", "未戴口罩", "mask (incorrect)", "mask [incorrect]", "with mask", "with_mask", "",
-             "../up", "a/b", "é" * 60, "mask: on"]
+ODD_NAMES = [
+    "戴口罩",
+    "未戴口罩",
+    "mask (incorrect)",
+    "mask [incorrect]",
+    "with mask",
+    "with_mask",
+    "",
+    "../up",
+    "a/b",
+    "é" * 60,
+    "mask: on",
+]
 LIGHTNING_KEEPS = re.compile(r"^[a-zA-Z0-9_/. -]+$")  # pytorch_lightning.loggers.mlflow strips anything else
 
 
@@ -24,9 +36,18 @@ def test_every_class_gets_its_own_valid_stable_metric_name():
     names = class_metric_names(ODD_NAMES, prefix="val/ap50/")
     assert list(names.values()) == ODD_NAMES  # the mapping keeps every original name, in class order
     assert list(names) == [
-        "val/ap50/0", "val/ap50/1", "val/ap50/2_mask_incorrect", "val/ap50/3_mask_incorrect", "val/ap50/4_with_mask",
-        "val/ap50/5_with_mask", "val/ap50/6", "val/ap50/7_up", "val/ap50/8_a_b", f"val/ap50/9_{'e' * 40}",
-        "val/ap50/10_mask_on"]
+        "val/ap50/0",
+        "val/ap50/1",
+        "val/ap50/2_mask_incorrect",
+        "val/ap50/3_mask_incorrect",
+        "val/ap50/4_with_mask",
+        "val/ap50/5_with_mask",
+        "val/ap50/6",
+        "val/ap50/7_up",
+        "val/ap50/8_a_b",
+        f"val/ap50/9_{'e' * 40}",
+        "val/ap50/10_mask_on",
+    ]
     for key in names:
         _validate_metric_name(key)  # raises on a name MLflow refuses
         assert LIGHTNING_KEEPS.match(key), key
@@ -43,7 +64,11 @@ def test_yolo_module_names_its_per_class_metrics_by_index_and_slug():
     from lightning_modules.yolo_detector import YoloDetector
 
     model = YoloDetector(names=["戴口罩", "未戴口罩", "mask (incorrect)"], imgsz=64)
-    assert model.ap50_metric_names == {"val/ap50/0": "戴口罩", "val/ap50/1": "未戴口罩", "val/ap50/2_mask_incorrect": "mask (incorrect)"}
+    assert model.ap50_metric_names == {
+        "val/ap50/0": "戴口罩",
+        "val/ap50/1": "未戴口罩",
+        "val/ap50/2_mask_incorrect": "mask (incorrect)",
+    }
 
 
 def test_report_shows_per_class_ap_under_the_class_names_of_the_mapping():
@@ -64,11 +89,16 @@ def _voc(folder: Path, names: list[str], images: int = 2) -> Path:
     rng = np.random.default_rng(0)
     for k in range(images):
         Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(folder / "images" / f"im{k}.png")
-        objects = "".join(f"<object><name>{n}</name><bndbox><xmin>{4 + 30 * i}</xmin><ymin>10</ymin><xmax>{30 + 30 * i}</xmax>"
-                          f"<ymax>40</ymax></bndbox></object>" for i, n in enumerate(names))
+        objects = "".join(
+            f"<object><name>{n}</name><bndbox><xmin>{4 + 30 * i}</xmin><ymin>10</ymin><xmax>{30 + 30 * i}</xmax>"
+            f"<ymax>40</ymax></bndbox></object>"
+            for i, n in enumerate(names)
+        )
         (folder / "annotations" / f"im{k}.xml").write_text(
             f"<annotation><filename>im{k}.png</filename><size><width>128</width><height>96</height><depth>3</depth></size>"
-            f"{objects}</annotation>", encoding="utf-8")
+            f"{objects}</annotation>",
+            encoding="utf-8",
+        )
     return folder
 
 
@@ -77,8 +107,17 @@ def test_detector_comparison_logs_each_class_recall_under_its_own_name(tmp_path,
 
     classes = ["戴口罩", "未戴口罩", "mask (incorrect)", "mask [incorrect]"]
     voc = _voc(tmp_path / "a=b, (c) [d] é's", classes)
-    cfg = compose("compare_face_detectors", [override("voc", str(voc)), *(f"{k}={v}" for k, v in store.items()), "use=[haar]",
-                                             "rotations.enabled=false", f"report_dir={tmp_path / 'reports'}", "progress=false"])
+    cfg = compose(
+        "compare_face_detectors",
+        [
+            override("voc", str(voc)),
+            *(f"{k}={v}" for k, v in store.items()),
+            "use=[haar]",
+            "rotations.enabled=false",
+            f"report_dir={tmp_path / 'reports'}",
+            "progress=false",
+        ],
+    )
     compare_face_detectors(cfg)
     assert (tmp_path / "reports" / "a_b_c_d_e_s.md").is_file()  # file names from the folder name, made safe
     client, runs = mlflow_runs(tmp_path, "compare_face_detectors")
@@ -87,7 +126,9 @@ def test_detector_comparison_logs_each_class_recall_under_its_own_name(tmp_path,
     per_class = sorted(k for k in run.data.metrics if k.startswith("haar.recall_iou0.5/"))
     expected = class_metric_names(sorted(classes), prefix="recall_iou0.5/")  # classes sorted, as in the tables
     assert per_class == sorted(f"haar.{k}" for k in expected) and len(per_class) == 4
-    mapping = json.loads(Path(client.download_artifacts(run.info.run_id, CLASS_NAMES_ARTIFACT, str(tmp_path))).read_text())
+    mapping = json.loads(
+        Path(client.download_artifacts(run.info.run_id, CLASS_NAMES_ARTIFACT, str(tmp_path))).read_text()
+    )
     assert {k: v for k, v in mapping.items() if k.startswith("recall_iou0.5/")} == expected
 
 
@@ -112,13 +153,21 @@ def test_tool_run_logs_params_metrics_dicts_files_and_the_resolved_config(tmp_pa
 
     (tmp_path / "result.csv").write_text("a,b\n1,2\n")
     cfg = compose("eval_facemask", {**store, "voc": "x"})
-    run_id = log_tool_run(cfg, "run", params={"p": 1}, metrics={"a": 1.5}, dicts={"d.json": {"k": "戴口罩"}},
-                          files=[tmp_path / "result.csv"])
+    run_id = log_tool_run(
+        cfg,
+        "run",
+        params={"p": 1},
+        metrics={"a": 1.5},
+        dicts={"d.json": {"k": "戴口罩"}},
+        files=[tmp_path / "result.csv"],
+    )
     client, runs = mlflow_runs(tmp_path, "eval_facemask")
     assert [(r.info.run_id, r.info.run_name, r.info.status) for r in runs] == [(run_id, "run", "FINISHED")]
     assert runs[0].data.params == {"p": "1"} and runs[0].data.metrics == {"a": 1.5}
     assert {a.path for a in client.list_artifacts(run_id)} == {"config", "d.json", "result.csv"}
-    assert json.loads(Path(client.download_artifacts(run_id, "d.json", str(tmp_path / "dl"))).read_text()) == {"k": "戴口罩"}
+    assert json.loads(Path(client.download_artifacts(run_id, "d.json", str(tmp_path / "dl"))).read_text()) == {
+        "k": "戴口罩"
+    }
 
 
 def test_a_tool_whose_store_fails_still_writes_and_prints_its_result(tmp_path, store, monkeypatch, caplog, capsys):

@@ -1,6 +1,7 @@
 """Face-mask monitoring: tracked people, smoothed mask state, one alert per unmasked person, streams that drop,
 an absent camera, Ctrl-C. A generated video of moving synthetic faces with a stand-in detector that returns the
 drawn boxes, so the counts are exact and do not depend on a trained model."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,11 @@ NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
 FPS, FRAMES, SIZE = 10, 80, (400, 300)  # 8 s of video at 400x300
 # (first frame, last frame, start centre x, centre y, x step per frame, mask): each person keeps to a row
 PEOPLE = [
-    (0, 79, 30, 45, 2, "worn"),         # masked all along, but misdetected as unmasked on frames 20, 40, 60
-    (5, 64, 370, 115, -3, "none"),      # unmasked 6 s: one alert
-    (10, 45, 380, 255, -4, "worn"),     # masked, leaves
+    (0, 79, 30, 45, 2, "worn"),  # masked all along, but misdetected as unmasked on frames 20, 40, 60
+    (5, 64, 370, 115, -3, "none"),  # unmasked 6 s: one alert
+    (10, 45, 380, 255, -4, "worn"),  # masked, leaves
     (25, 79, 20, 185, 3, "incorrect"),  # mask below the nose 5.5 s: one alert
-    (50, 59, 20, 255, 4, "none"),       # unmasked 1 s, less than alert_after_s: no alert
+    (50, 59, 20, 255, 4, "none"),  # unmasked 1 s, less than alert_after_s: no alert
 ]
 BLIPS = {20, 40, 60}  # frames where person 0 is detected as without_mask
 CLASS = {"worn": 0, "none": 1, "incorrect": 2}
@@ -79,7 +80,11 @@ def shared_store(tmp_path_factory):
 
 
 def _cfg(tmp_path, source, mlflow_dir=None, **overrides):
-    store = {"paths.log_dir": str(tmp_path / "logs"), "paths.mlflow_dir": str(mlflow_dir or tmp_path), "out_dir": str(tmp_path / "out")}
+    store = {
+        "paths.log_dir": str(tmp_path / "logs"),
+        "paths.mlflow_dir": str(mlflow_dir or tmp_path),
+        "out_dir": str(tmp_path / "out"),
+    }
     return compose("monitor_facemask", {**store, "source": quote(str(source)), **overrides})
 
 
@@ -101,16 +106,25 @@ def test_generated_video_gives_exact_people_unmasked_people_and_one_alert_per_pe
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     # ByteTrack confirms a new track on its second frame; the alert comes alert_after_s (2 s = 20 frames) later.
     assert [(e["track_id"], e["class"], e["frame"], e["time_s"]) for e in events] == [
-        (2, "without_mask", 26, 2.6), (4, "mask_weared_incorrect", 46, 4.6)]
+        (2, "without_mask", 26, 2.6),
+        (4, "mask_weared_incorrect", 46, 4.6),
+    ]
     assert events[0]["confidence"] == pytest.approx(0.9) and len(events[0]["box"]) == 4
     assert [json.loads(line) for line in printed if line.startswith('{"event"')] == events  # also on stdout
 
     rows = (out / "tracks.csv").read_text().splitlines()
-    assert rows[0] == "track_id,first_frame,last_frame,first_time_s,last_time_s,frames_seen,state,mean_confidence,unmasked,alert_time_s"
+    assert (
+        rows[0]
+        == "track_id,first_frame,last_frame,first_time_s,last_time_s,frames_seen,state,mean_confidence,unmasked,alert_time_s"
+    )
     tracks = {int(r.split(",")[0]): r.split(",") for r in rows[1:]}
     assert {t: (r[1], r[2], r[6], r[8]) for t, r in tracks.items()} == {
-        1: ("0", "79", "with_mask", "0"), 2: ("6", "64", "without_mask", "1"), 3: ("11", "45", "with_mask", "0"),
-        4: ("26", "79", "mask_weared_incorrect", "1"), 5: ("51", "59", "without_mask", "1")}
+        1: ("0", "79", "with_mask", "0"),
+        2: ("6", "64", "without_mask", "1"),
+        3: ("11", "45", "with_mask", "0"),
+        4: ("26", "79", "mask_weared_incorrect", "1"),
+        5: ("51", "59", "without_mask", "1"),
+    }
     assert tracks[5][9] == ""  # seen unmasked 0.8 s: no alert
     assert cv2.VideoCapture(str(out / "annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == FRAMES
     assert json.loads((out / "summary.json").read_text())["people"] == 5
@@ -123,14 +137,22 @@ def test_generated_video_gives_exact_people_unmasked_people_and_one_alert_per_pe
 def test_without_smoothing_a_misdetected_masked_person_counts_as_unmasked(clip, tmp_path, shared_store, capsys):
     from experiments.monitor_facemask import run
 
-    summary = run(_cfg(tmp_path, clip["path"], shared_store, smooth_frames=1, save_video="false"), detector=GroundTruth(clip["truth"]), names=NAMES)
+    summary = run(
+        _cfg(tmp_path, clip["path"], shared_store, smooth_frames=1, save_video="false"),
+        detector=GroundTruth(clip["truth"]),
+        names=NAMES,
+    )
     assert (summary["people"], summary["unmasked_people"], summary["alerts"]) == (5, 4, 2)
 
 
 def test_alert_after_longer_than_anyone_stays_unmasked_raises_none(clip, tmp_path, shared_store, capsys):
     from experiments.monitor_facemask import run
 
-    summary = run(_cfg(tmp_path, clip["path"], shared_store, alert_after_s=6.0, save_video="false"), detector=GroundTruth(clip["truth"]), names=NAMES)
+    summary = run(
+        _cfg(tmp_path, clip["path"], shared_store, alert_after_s=6.0, save_video="false"),
+        detector=GroundTruth(clip["truth"]),
+        names=NAMES,
+    )
     assert (summary["unmasked_people"], summary["alerts"]) == (3, 0)
     assert (tmp_path / "out" / "events.jsonl").read_text() == ""
 
@@ -138,7 +160,9 @@ def test_alert_after_longer_than_anyone_stays_unmasked_raises_none(clip, tmp_pat
 def test_ctrl_c_ends_cleanly_with_the_summary_written(clip, tmp_path, shared_store, capsys):
     from experiments.monitor_facemask import run
 
-    summary = run(_cfg(tmp_path, clip["path"], shared_store), detector=GroundTruth(clip["truth"], interrupt_at=30), names=NAMES)
+    summary = run(
+        _cfg(tmp_path, clip["path"], shared_store), detector=GroundTruth(clip["truth"], interrupt_at=30), names=NAMES
+    )
     assert _last_json(capsys.readouterr().out) == {"frames": 30, "people": 4, "unmasked_people": 2, "alerts": 1}
     assert summary["interrupted"] is True
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["frames"] == 30
@@ -159,7 +183,9 @@ def test_stream_that_does_not_answer_gives_reconnect_messages_then_the_summary(t
     summary = run(cfg, detector=GroundTruth([]), names=NAMES)
     messages = [r.getMessage() for r in caplog.records if r.name == "core.video_sources"]
     assert messages[0] == f"stream {url} does not answer"
-    assert [m.split(" — ")[1] for m in messages[1:4]] == [f"reopening in {w} s (attempt {i}/3)" for i, w in ((1, "0.1"), (2, "0.2"), (3, "0.4"))]
+    assert [m.split(" — ")[1] for m in messages[1:4]] == [
+        f"reopening in {w} s (attempt {i}/3)" for i, w in ((1, "0.1"), (2, "0.2"), (3, "0.4"))
+    ]
     assert messages[4] == f"stream {url}: gave up after 3 attempts to reopen it"
     assert _last_json(capsys.readouterr().out) == {"frames": 0, "people": 0, "unmasked_people": 0, "alerts": 0}
     assert (summary["reconnects"], summary["stream_gave_up"]) == (3, True)
@@ -191,8 +217,15 @@ def test_a_stream_that_drops_is_reopened_with_back_off_and_counted_once(caplog):
     opens = iter([FakeCapture(3), FakeCapture(0), FakeCapture(2), FakeCapture(0), FakeCapture(0)])
     waits: list[float] = []
     clock = iter(float(t) for t in range(100))
-    source = VideoSource("rtsp://127.0.0.1/cam", reconnect_attempts=2, backoff_s=1.0, backoff_max_s=1.5,
-                         open_capture=lambda s: next(opens), sleep=waits.append, clock=lambda: next(clock))
+    source = VideoSource(
+        "rtsp://127.0.0.1/cam",
+        reconnect_attempts=2,
+        backoff_s=1.0,
+        backoff_max_s=1.5,
+        open_capture=lambda s: next(opens),
+        sleep=waits.append,
+        clock=lambda: next(clock),
+    )
     frames = list(source.frames())
     assert [f.index for f in frames] == [0, 1, 2, 3, 4] and [f.time_s for f in frames] == [0, 1, 2, 3, 4]
     assert waits == [1.0, 1.5, 1.0, 1.5]  # drop 1: fail, reopened; drop 2: fail, fail, gave up
@@ -218,13 +251,27 @@ def test_sources_parse_to_camera_index_url_or_file(tmp_path):
 
 def test_absent_camera_is_a_one_line_error_through_make(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"SRC", "CKPT", "ARGS"}}
-    done = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "monitor-facemask", "SRC=97",
-                           f"ARGS=paths.log_dir={quote(str(tmp_path))}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed",
+            "monitor-facemask",
+            "SRC=97",
+            f"ARGS=paths.log_dir={quote(str(tmp_path))}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-2] == ("error: source=97: no camera at index 97 on this machine — give another "
-                                            "index, a video file or a stream URL")
+    assert done.stderr.splitlines()[-2] == (
+        "error: source=97: no camera at index 97 on this machine — give another index, a video file or a stream URL"
+    )
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -239,7 +286,9 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_webhook_gets_each_alert_once_and_a_dead_webhook_is_only_a_warning(clip, tmp_path, shared_store, capsys, caplog):
+def test_webhook_gets_each_alert_once_and_a_dead_webhook_is_only_a_warning(
+    clip, tmp_path, shared_store, capsys, caplog
+):
     from experiments.monitor_facemask import run
 
     server = HTTPServer(("127.0.0.1", 0), Receiver)
@@ -247,10 +296,17 @@ def test_webhook_gets_each_alert_once_and_a_dead_webhook_is_only_a_warning(clip,
     Receiver.received = []
     try:
         url = f"http://127.0.0.1:{server.server_port}/alerts"
-        run(_cfg(tmp_path, clip["path"], shared_store, save_video="false", **{"webhook.url": url}), detector=GroundTruth(clip["truth"]), names=NAMES)
+        run(
+            _cfg(tmp_path, clip["path"], shared_store, save_video="false", **{"webhook.url": url}),
+            detector=GroundTruth(clip["truth"]),
+            names=NAMES,
+        )
     finally:
         server.shutdown()
-    assert [(e["track_id"], e["class"]) for e in Receiver.received] == [(2, "without_mask"), (4, "mask_weared_incorrect")]
+    assert [(e["track_id"], e["class"]) for e in Receiver.received] == [
+        (2, "without_mask"),
+        (4, "mask_weared_incorrect"),
+    ]
 
     dead = Webhook(f"http://127.0.0.1:{_closed_port()}/alerts", attempts=2, timeout_s=0.5, backoff_s=0.01)
     alerts = MaskAlerts(NAMES, ["without_mask"], alert_after_s=0, window=1)
@@ -291,13 +347,17 @@ class MjpegStream(BaseHTTPRequestHandler):
         self.end_headers()
         for i in range(5):
             jpg = cv2.imencode(".jpg", np.full((SIZE[1], SIZE[0], 3), 40 * i, np.uint8))[1].tobytes()
-            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpg), jpg))
+            self.wfile.write(
+                b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpg), jpg)
+            )
 
     def log_message(self, *args):
         pass
 
 
-def test_http_mjpeg_stream_that_drops_is_reopened_then_given_up_with_the_summary(tmp_path, shared_store, capsys, caplog):
+def test_http_mjpeg_stream_that_drops_is_reopened_then_given_up_with_the_summary(
+    tmp_path, shared_store, capsys, caplog
+):
     from http.server import ThreadingHTTPServer
 
     from experiments.monitor_facemask import run
@@ -312,12 +372,18 @@ def test_http_mjpeg_stream_that_drops_is_reopened_then_given_up_with_the_summary
     finally:
         server.shutdown()
     messages = [r.getMessage() for r in caplog.records if r.name == "core.video_sources"]
-    assert messages == [f"stream {url}: no frames — reopening in 0.1 s (attempt 1/2)", f"stream {url}: reopened",
-                        f"stream {url}: no frames — reopening in 0.1 s (attempt 1/2)",
-                        f"stream {url}: no frames — reopening in 0.2 s (attempt 2/2)",
-                        f"stream {url}: gave up after 2 attempts to reopen it"]
+    assert messages == [
+        f"stream {url}: no frames — reopening in 0.1 s (attempt 1/2)",
+        f"stream {url}: reopened",
+        f"stream {url}: no frames — reopening in 0.1 s (attempt 1/2)",
+        f"stream {url}: no frames — reopening in 0.2 s (attempt 2/2)",
+        f"stream {url}: gave up after 2 attempts to reopen it",
+    ]
     assert _last_json(capsys.readouterr().out) == {"frames": 10, "people": 0, "unmasked_people": 0, "alerts": 0}
-    assert (summary["kind"], summary["reconnects"], summary["stream_gave_up"], MjpegStream.connections) == ("stream", 3, True, 4)
+    assert (summary["kind"], summary["reconnects"], summary["stream_gave_up"], MjpegStream.connections) == (
+        "stream",
+        3,
+        True,
+        4,
+    )
     assert cv2.VideoCapture(str(tmp_path / "out" / "annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 10
-
-

@@ -1,4 +1,5 @@
 """The offline switches hold in every process the tests start, not only in pytest's own."""
+
 from __future__ import annotations
 
 import os

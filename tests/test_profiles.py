@@ -5,6 +5,7 @@ is covered without editing this file). The expected values come from the raw YAM
 config: asked values from the experiment file (or conf/train.yaml's default), caps from the profile file (with
 its own defaults list, e.g. ddp → gpu). Composition only, no training.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -63,13 +64,23 @@ TARGETS = {c.name: c.targets for c in CAPS}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:  # one folder for the whole module: composition writes no files worth keeping
     tmp = tmp_path_factory.mktemp("profiles")
-    return {"paths.log_dir": str(tmp / "logs"), "paths.mlflow_dir": str(tmp), "paths.data_dir": str(tmp / "data"),
-            "paths.cache_dir": str(tmp / "cache")}
+    return {
+        "paths.log_dir": str(tmp / "logs"),
+        "paths.mlflow_dir": str(tmp),
+        "paths.data_dir": str(tmp / "data"),
+        "paths.cache_dir": str(tmp / "cache"),
+    }
 
 
 def test_every_experiment_and_profile_is_listed():
-    assert EXPERIMENTS == ["exp1_dcgan_fruits", "exp2_dcgan_hardhat", "exp3_dcgan_hardhat_tricks", "vgg16_faces",
-                           "vgg16_faces_paper", "yolo_facemask"]
+    assert EXPERIMENTS == [
+        "exp1_dcgan_fruits",
+        "exp2_dcgan_hardhat",
+        "exp3_dcgan_hardhat_tricks",
+        "vgg16_faces",
+        "vgg16_faces_paper",
+        "yolo_facemask",
+    ]
     assert PROFILES == ["cpu_real", "cpu_small", "ddp", "gpu"]
 
 
@@ -122,19 +133,31 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         assert OmegaConf.select(cfg, key) == value, key
 
 
-@pytest.mark.parametrize(("experiment", "profile", "epochs", "caps"), [
-    ("exp1_dcgan_fruits", "cpu_small", 5,
-     "trainer=cpu_small caps max_epochs 1000 → 5, width_multiplier 1.0 → 0.125, max_images all → 512"),
-    ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
-    ("exp1_dcgan_fruits", "gpu", 1000, None),
-    ("exp3_dcgan_hardhat_tricks", "ddp", 200, None),
-    ("vgg16_faces_paper", "cpu_small", 3, "trainer=cpu_small caps max_images all → 512"),  # the paper's 3, not 5
-    ("vgg16_faces_paper", "cpu_real", 3, None),
-    ("vgg16_faces", "cpu_small", 5, "trainer=cpu_small caps max_epochs 20 → 5, max_images all → 512"),
-    ("yolo_facemask", "cpu_small", 5, "trainer=cpu_small caps max_epochs 30 → 5, max_images all → 512, detector_imgsz 640 → 320"),
-    ("yolo_facemask", "cpu_real", 30, "trainer=cpu_real caps detector_imgsz 640 → 416"),
-    ("yolo_facemask", "gpu", 30, None),
-])
+@pytest.mark.parametrize(
+    ("experiment", "profile", "epochs", "caps"),
+    [
+        (
+            "exp1_dcgan_fruits",
+            "cpu_small",
+            5,
+            "trainer=cpu_small caps max_epochs 1000 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
+        ),
+        ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
+        ("exp1_dcgan_fruits", "gpu", 1000, None),
+        ("exp3_dcgan_hardhat_tricks", "ddp", 200, None),
+        ("vgg16_faces_paper", "cpu_small", 3, "trainer=cpu_small caps max_images all → 512"),  # the paper's 3, not 5
+        ("vgg16_faces_paper", "cpu_real", 3, None),
+        ("vgg16_faces", "cpu_small", 5, "trainer=cpu_small caps max_epochs 20 → 5, max_images all → 512"),
+        (
+            "yolo_facemask",
+            "cpu_small",
+            5,
+            "trainer=cpu_small caps max_epochs 30 → 5, max_images all → 512, detector_imgsz 640 → 320",
+        ),
+        ("yolo_facemask", "cpu_real", 30, "trainer=cpu_real caps detector_imgsz 640 → 416"),
+        ("yolo_facemask", "gpu", 30, None),
+    ],
+)
 def test_known_pairs(experiment, profile, epochs, caps, store):
     cfg = compose("train", {"experiment": experiment, "trainer": profile, **store})
     assert cfg.trainer.max_epochs == epochs
@@ -143,17 +166,29 @@ def test_known_pairs(experiment, profile, epochs, caps, store):
 
 def test_the_cpu_real_profile_keeps_its_wall_clock_budget_and_sizes(store):
     cfg = compose("train", {"experiment": "yolo_facemask", "trainer": "cpu_real", **store})
-    assert (cfg.trainer.max_time, cfg.trainer.accelerator, cfg.model.imgsz, cfg.data.max_images) == ("00:00:12:00", "cpu", 416, None)
+    assert (cfg.trainer.max_time, cfg.trainer.accelerator, cfg.model.imgsz, cfg.data.max_images) == (
+        "00:00:12:00",
+        "cpu",
+        416,
+        None,
+    )
     cfg = compose("train", {"experiment": "exp2_dcgan_hardhat", "trainer": "ddp", **store})
-    assert (cfg.trainer.devices, cfg.trainer.precision, cfg.trainer.max_epochs, cfg.model.generator.width_multiplier) == (-1, "bf16-mixed", 800, 1.0)
+    assert (
+        cfg.trainer.devices,
+        cfg.trainer.precision,
+        cfg.trainer.max_epochs,
+        cfg.model.generator.width_multiplier,
+    ) == (-1, "bf16-mixed", 800, 1.0)
 
 
 def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
     base = {"experiment": "yolo_facemask", **store}
-    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 5      # cpu_small caps the ask
-    assert compose("train", {**base, "epochs": 2}).trainer.max_epochs == 2       # under the cap: as asked
-    assert compose("train", {**base, "detector_imgsz": 200, "trainer": "cpu_real"}).model.imgsz == 200  # never raised to 416
-    forced = compose("train", {**base, "trainer.max_epochs": 7})                 # the final value, taken as given
+    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 5  # cpu_small caps the ask
+    assert compose("train", {**base, "epochs": 2}).trainer.max_epochs == 2  # under the cap: as asked
+    assert (
+        compose("train", {**base, "detector_imgsz": 200, "trainer": "cpu_real"}).model.imgsz == 200
+    )  # never raised to 416
+    forced = compose("train", {**base, "trainer.max_epochs": 7})  # the final value, taken as given
     assert forced.trainer.max_epochs == 7 and "max_epochs" not in [b.name for b in caps_that_bite(forced)]
     assert compose("train", {**base, "profile.detector_imgsz": 160}).model.imgsz == 160  # a tighter cap (tests use it)
 
@@ -169,5 +204,12 @@ def test_debug_fast_forces_one_epoch_and_tightens_every_cap(profile, store):
 
 
 def test_the_cap_resolver():
-    assert (cap(1000, 5), cap(3, 5), cap(5, 5), cap(None, 512), cap(640, None), cap(None, None)) == (5, 3, 5, 512, 640, None)
+    assert (cap(1000, 5), cap(3, 5), cap(5, 5), cap(None, 512), cap(640, None), cap(None, None)) == (
+        5,
+        3,
+        5,
+        512,
+        640,
+        None,
+    )
     assert (cap(-1, 5), cap(1.0, 0.125), cap(0.5, 1.0)) == (5, 0.125, 0.5)

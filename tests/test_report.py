@@ -1,4 +1,5 @@
 """`make report` and the notebooks against a small MLflow store made by smoke runs of the real entries."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,12 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def _overrides(root: Path, data_dir: Path) -> list[str]:
-    return [f"paths.log_dir={root / 'logs'}", f"paths.mlflow_dir={root}", f"paths.data_dir={data_dir}", f"paths.cache_dir={data_dir / 'cache'}"]
+    return [
+        f"paths.log_dir={root / 'logs'}",
+        f"paths.mlflow_dir={root}",
+        f"paths.data_dir={data_dir}",
+        f"paths.cache_dir={data_dir / 'cache'}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +40,19 @@ def smoke_store(tmp_path_factory, data_dir) -> Path:
     for experiment in DCGAN:
         train(compose("train", [f"experiment={experiment}", *common]))
     for sweep, batch, lr in (("older", 8, 1e-4), ("newest", 8, 1e-4), ("newest", 16, 2e-4)):
-        train(compose("train", ["experiment=exp3_dcgan_hardhat_tricks", *common, f"logger.experiment_name={SWEEP}",
-                                f"+tags.sweep={sweep}", f"data.batch_size={batch}", f"model.lr={lr}"]))
+        train(
+            compose(
+                "train",
+                [
+                    "experiment=exp3_dcgan_hardhat_tricks",
+                    *common,
+                    f"logger.experiment_name={SWEEP}",
+                    f"+tags.sweep={sweep}",
+                    f"data.batch_size={batch}",
+                    f"model.lr={lr}",
+                ],
+            )
+        )
     return root
 
 
@@ -64,7 +81,9 @@ def test_report_shows_every_dcgan_figure_and_table(smoke_store, tmp_path):
     for name in DCGAN:  # the table's numbers are the runs' logged metrics
         run = mlflow_runs.latest_run(client, name)
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} "))
-        assert f"{run.data.metrics['quality/fid']:.4g}" in row and f"{run.data.metrics['stability/g_loss_std']:.4g}" in row
+        assert (
+            f"{run.data.metrics['quality/fid']:.4g}" in row and f"{run.data.metrics['stability/g_loss_std']:.4g}" in row
+        )
         assert run.info.run_id[:8] in row
         assert "| no (32 samples) " in row  # debug=fast: an FID from 32 samples, fewer than its 256 dimensions
 
@@ -80,7 +99,14 @@ def test_report_shows_every_dcgan_figure_and_table(smoke_store, tmp_path):
 def test_empty_store_lists_every_run_as_not_run_yet(tmp_path):
     page = build_report(_uri(tmp_path), tmp_path / "reports", **report_sections())
     text = page.read_text()
-    for command in ("make exp1-dcgan", "make exp2-dcgan", "make exp3-dcgan", "make sweep-dcgan", "make yolo-facemask", "make vgg16-faces"):
+    for command in (
+        "make exp1-dcgan",
+        "make exp2-dcgan",
+        "make exp3-dcgan",
+        "make sweep-dcgan",
+        "make yolo-facemask",
+        "make vgg16-faces",
+    ):
         assert f"{NOT_RUN}: `{command}`" in text
     assert not _linked_images(page) and not any((tmp_path / "reports" / "figures").iterdir())
 
@@ -92,12 +118,19 @@ def test_report_entry_writes_the_page_where_configured(smoke_store, tmp_path):
 
 
 def test_notebooks_carry_no_outputs():
-    assert {p.name for p in NOTEBOOKS} >= {"00_overview.ipynb", "01_dcgan.ipynb", "02_yolo_facemask.ipynb",
-                                           "03_face_recognition.ipynb", "04_face_detection.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {
+        "00_overview.ipynb",
+        "01_dcgan.ipynb",
+        "02_yolo_facemask.ipynb",
+        "03_face_recognition.ipynb",
+        "04_face_detection.ipynb",
+    }
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
-        assert not dirty, f"{path.name}: cells {dirty} carry outputs — clear them (Jupyter: Edit → Clear Outputs of All Cells) before committing"
+        assert not dirty, (
+            f"{path.name}: cells {dirty} carry outputs — clear them (Jupyter: Edit → Clear Outputs of All Cells) before committing"
+        )
 
 
 def test_notebooks_execute_against_the_smoke_store(smoke_store, monkeypatch):
@@ -105,12 +138,19 @@ def test_notebooks_execute_against_the_smoke_store(smoke_store, monkeypatch):
     notebooks = {path.name: nbformat.read(path, as_version=4) for path in NOTEBOOKS}
 
     async def run_all():  # kernels start in parallel: their imports dominate
-        await asyncio.gather(*(NotebookClient(nb, timeout=180, kernel_name="python3",
-                                              resources={"metadata": {"path": str(REPO / "notebooks")}}).async_execute()
-                               for nb in notebooks.values()))
+        await asyncio.gather(
+            *(
+                NotebookClient(
+                    nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}
+                ).async_execute()
+                for nb in notebooks.values()
+            )
+        )
 
     asyncio.run(run_all())
-    outputs = {name: [o for c in nb.cells if c.cell_type == "code" for o in c.outputs] for name, nb in notebooks.items()}
+    outputs = {
+        name: [o for c in nb.cells if c.cell_type == "code" for o in c.outputs] for name, nb in notebooks.items()
+    }
     for name, outs in outputs.items():
         assert not [o for o in outs if o.output_type == "error"], name
         assert any(_uri(smoke_store) in o.get("text", "") for o in outs), f"{name} did not read the smoke store"
@@ -129,8 +169,15 @@ def test_paper_claims_are_judged_from_the_logged_numbers():
         metrics = {"stability/g_loss_std": g_std, "stability/d_loss_std": d_std, "quality/fid": fid}
         return SimpleNamespace(data=SimpleNamespace(metrics=metrics))
 
-    table = paper_claims_table({"exp1_dcgan_fruits": run(0.01, 0.2, 30.0), "exp2_dcgan_hardhat": run(0.3, 0.1, 50.0),
-                                "exp3_dcgan_hardhat_tricks": run(0.5, 0.1, 40.0)})
+    table = paper_claims_table(
+        {
+            "exp1_dcgan_fruits": run(0.01, 0.2, 30.0),
+            "exp2_dcgan_hardhat": run(0.3, 0.1, 50.0),
+            "exp3_dcgan_hardhat_tricks": run(0.5, 0.1, 40.0),
+        }
+    )
     assert table["verdict"].tolist() == ["holds", "holds", "does not hold", "holds"]
-    empty = paper_claims_table({"exp1_dcgan_fruits": None, "exp2_dcgan_hardhat": None, "exp3_dcgan_hardhat_tricks": None})
+    empty = paper_claims_table(
+        {"exp1_dcgan_fruits": None, "exp2_dcgan_hardhat": None, "exp3_dcgan_hardhat_tricks": None}
+    )
     assert set(empty["verdict"]) == {"not run yet"}

@@ -1,4 +1,5 @@
 """Scale-out on existing engines: Lightning DDP, Hydra's launchers, an MLflow tracking server."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,16 @@ from tests.conftest import REPO, compose, mlflow_runs
 
 TRAIN = [sys.executable, "-m", "experiments.train"]
 # trainer=ddp as on a GPU node, but two gloo processes on this CPU
-DDP_ON_CPU = ["debug=fast", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-              "trainer.sync_batchnorm=false", "data.num_workers=0", "channels_last=false"]
+DDP_ON_CPU = [
+    "debug=fast",
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.precision=32-true",
+    "trainer.sync_batchnorm=false",
+    "data.num_workers=0",
+    "channels_last=false",
+]
 
 
 def _args(store: dict) -> list[str]:
@@ -30,8 +39,13 @@ def _args(store: dict) -> list[str]:
 
 
 def test_dcgan_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
-    result = subprocess.run([*TRAIN, "experiment=exp3_dcgan_hardhat_tricks", *DDP_ON_CPU, *_args(store)],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [*TRAIN, "experiment=exp3_dcgan_hardhat_tricks", *DDP_ON_CPU, *_args(store)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     client, runs = mlflow_runs(tmp_path, "exp3_dcgan_hardhat_tricks")
     assert len(runs) == 1  # rank 1 opened no run of its own
@@ -43,8 +57,13 @@ def test_dcgan_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
 
 
 def test_face_classifier_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
-    result = subprocess.run([*TRAIN, "experiment=vgg16_faces", *DDP_ON_CPU, *_args(store)],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [*TRAIN, "experiment=vgg16_faces", *DDP_ON_CPU, *_args(store)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     _, runs = mlflow_runs(tmp_path, "vgg16_faces")
     assert len(runs) == 1
@@ -58,8 +77,11 @@ def test_launcher_configs_compose(launcher, store):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[f"hydra/launcher={launcher}", "sweep=dcgan_grid", *_args(store)],
-                            return_hydra_config=True)
+        cfg = hydra_compose(
+            "train",
+            overrides=[f"hydra/launcher={launcher}", "sweep=dcgan_grid", *_args(store)],
+            return_hydra_config=True,
+        )
     target = cfg.hydra.launcher._target_
     assert target.endswith("JoblibLauncher" if launcher == "parallel" else "SlurmLauncher")
     if launcher == "slurm":
@@ -67,9 +89,21 @@ def test_launcher_configs_compose(launcher, store):
 
 
 def test_parallel_launcher_runs_a_two_point_sweep(store, tmp_path):
-    result = subprocess.run([*TRAIN, "experiment=exp1_dcgan_fruits", "sweep=dcgan_grid", "hydra/launcher=parallel",
-                             "debug=fast", "data.batch_size=64", *_args(store)],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [
+            *TRAIN,
+            "experiment=exp1_dcgan_fruits",
+            "sweep=dcgan_grid",
+            "hydra/launcher=parallel",
+            "debug=fast",
+            "data.batch_size=64",
+            *_args(store),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     _, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits-sweep")
     assert sorted(r.data.params["model.lr"] for r in runs) == ["0.0001", "0.0002"]
@@ -86,9 +120,25 @@ def mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen]:
     """A real `mlflow server` on 127.0.0.1:port with its store in `folder`, up until the block ends."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder}/server.db", "--artifacts-destination", str(folder / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        [
+            str(REPO / ".venv" / "bin" / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder}/server.db",
+            "--artifacts-destination",
+            str(folder / "server-artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not server_answers(f"http://127.0.0.1:{port}", timeout=1):
@@ -104,9 +154,20 @@ def test_runs_log_to_a_real_mlflow_server(store, tmp_path):
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     with mlflow_server(tmp_path, port):
-        result = subprocess.run([*TRAIN, "experiment=exp1_dcgan_fruits", "debug=fast", "logger=mlflow_server",
-                                 f"logger.tracking_uri={uri}", *_args(store)],
-                                capture_output=True, text=True, cwd=REPO, timeout=600)
+        result = subprocess.run(
+            [
+                *TRAIN,
+                "experiment=exp1_dcgan_fruits",
+                "debug=fast",
+                "logger=mlflow_server",
+                f"logger.tracking_uri={uri}",
+                *_args(store),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-4000:]
         client = MlflowClient(tracking_uri=uri)
         runs = client.search_runs([client.get_experiment_by_name("exp1_dcgan_fruits").experiment_id])
@@ -133,10 +194,19 @@ def test_a_server_lost_mid_run_leaves_the_run_in_the_local_store_until_uploaded(
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     with mlflow_server(tmp_path, port) as server:
-        cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3,
-                                "logger": "mlflow_server", "logger.tracking_uri": uri,
-                                "+callbacks.kill_server._target_": f"{__name__}.KillServerAfterFirstEpoch",
-                                "+callbacks.kill_server.pid": server.pid, **store})
+        cfg = compose(
+            "train",
+            {
+                "experiment": "exp1_dcgan_fruits",
+                "debug": "fast",
+                "trainer.max_epochs": 3,
+                "logger": "mlflow_server",
+                "logger.tracking_uri": uri,
+                "+callbacks.kill_server._target_": f"{__name__}.KillServerAfterFirstEpoch",
+                "+callbacks.kill_server.pid": server.pid,
+                **store,
+            },
+        )
         train(cfg)  # the server dies after epoch 0; the run still finishes
     assert "stopped answering" in caplog.text and "still unreachable" in caplog.text
 
@@ -162,8 +232,16 @@ def test_a_server_lost_mid_run_leaves_the_run_in_the_local_store_until_uploaded(
 def test_unreachable_server_is_a_clear_error_within_seconds(store):
     from experiments.train import train
 
-    cfg = compose("train", {"experiment": "exp1_dcgan_fruits", "debug": "fast", "logger": "mlflow_server",
-                            "logger.tracking_uri": f"http://127.0.0.1:{_free_port()}", **store})
+    cfg = compose(
+        "train",
+        {
+            "experiment": "exp1_dcgan_fruits",
+            "debug": "fast",
+            "logger": "mlflow_server",
+            "logger.tracking_uri": f"http://127.0.0.1:{_free_port()}",
+            **store,
+        },
+    )
     start = time.time()
     with pytest.raises(UserError, match="unreachable.*make mlflow-server"):
         train(cfg)

@@ -1,4 +1,5 @@
 """VOC → YOLO conversion: every fix and drop is reported by file; the split is deterministic."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,14 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import REPO, SHARED_DATA, needs_shared_data
 
 from core.errors import UserError
 from core.images import read_rgb
+from core.voc import VocAnnotation, VocObject, pair_voc, read_voc, write_voc
 from datamodules.synthetic import make_facemask, make_hardhat
 from datamodules.synthetic.facemask import FACEMASK_CLASSES
-from core.voc import VocAnnotation, VocObject, pair_voc, read_voc, write_voc
 from datamodules.voc_to_yolo import convert_voc, difficult_boxes
+from tests.conftest import REPO, SHARED_DATA, needs_shared_data
 
 CLASSES = list(FACEMASK_CLASSES)
 
@@ -41,7 +42,12 @@ def _labels(out: Path, stem: str) -> list[list[float]]:
 def voc(tmp_path) -> Path:
     root = tmp_path / "voc"
     for k in range(8):
-        _scene(root, f"good{k}", [VocObject("with_mask", 10, 20, 30, 60), VocObject("without_mask", 50, 10, 90, 40)], colour=k * 20)
+        _scene(
+            root,
+            f"good{k}",
+            [VocObject("with_mask", 10, 20, 30, 60), VocObject("without_mask", 50, 10, 90, 40)],
+            colour=k * 20,
+        )
     return root
 
 
@@ -101,7 +107,9 @@ def test_unknown_class_is_an_error_naming_the_file_unless_configured_to_drop(voc
 
 
 def test_missing_unreadable_and_unpaired_files_are_skipped_and_reported(voc, tmp_path):
-    write_voc(voc / "annotations" / "lost.xml", VocAnnotation("lost.png", 100, 80, [VocObject("with_mask", 1, 1, 9, 9)]))
+    write_voc(
+        voc / "annotations" / "lost.xml", VocAnnotation("lost.png", 100, 80, [VocObject("with_mask", 1, 1, 9, 9)])
+    )
     (voc / "annotations" / "broken.xml").write_text("<annotation><object>")
     (voc / "images" / "broken.png").write_bytes(b"")
     _scene(voc, "corrupt", [VocObject("with_mask", 1, 1, 9, 9)])
@@ -196,8 +204,12 @@ def test_difficult_flag_is_read_and_written_back(tmp_path):
 
 
 def test_difficult_objects_are_left_out_of_labels_counted_and_kept_with_the_option(voc, tmp_path):
-    _scene(voc, "crowd", [VocObject("with_mask", 10, 20, 30, 60), VocObject("without_mask", 50, 10, 90, 40, difficult=True)],
-           colour=230)
+    _scene(
+        voc,
+        "crowd",
+        [VocObject("with_mask", 10, 20, 30, 60), VocObject("without_mask", 50, 10, 90, 40, difficult=True)],
+        colour=230,
+    )
     report = convert_voc(voc, tmp_path / "yolo", CLASSES)
     assert _labels(tmp_path / "yolo", "crowd") == [[0, 0.2, 0.5, 0.2, 0.5]]
     assert report.difficult == {"crowd": 1}
@@ -227,12 +239,21 @@ def test_pairing_follows_filename_then_stem_and_reports_ambiguous_pairs(tmp_path
     write_voc(root / "annotations" / "shared.xml", VocAnnotation("shared.png", 100, 80, box))
     write_voc(root / "annotations" / "shared_copy.xml", VocAnnotation("shared.png", 100, 80, box))  # two xml, one image
     _image(root, "kaggle.png", 60)
-    write_voc(root / "annotations" / "kaggle.xml", VocAnnotation("kaggle.jpg", 100, 80, box))  # wrong extension: by stem
+    write_voc(
+        root / "annotations" / "kaggle.xml", VocAnnotation("kaggle.jpg", 100, 80, box)
+    )  # wrong extension: by stem
 
     pairing = pair_voc(root / "images", root / "annotations")
     assert [(p.xml.name, p.image.name) for p in pairing.pairs] == [
-        ("kaggle.xml", "kaggle.png"), ("visit.xml", "visit.jpg"), ("visit_edit.xml", "visit.png")]
-    assert sorted(Path(line.split(": ")[0]).name for line in pairing.ambiguous) == ["shared.xml", "shared_copy.xml", "twin.xml"]
+        ("kaggle.xml", "kaggle.png"),
+        ("visit.xml", "visit.jpg"),
+        ("visit_edit.xml", "visit.png"),
+    ]
+    assert sorted(Path(line.split(": ")[0]).name for line in pairing.ambiguous) == [
+        "shared.xml",
+        "shared_copy.xml",
+        "twin.xml",
+    ]
     assert pairing.image_without_xml == [] and pairing.xml_without_image == []
 
     report = convert_voc(root, tmp_path / "yolo", CLASSES, val_fraction=1.0)
@@ -244,7 +265,10 @@ def test_pairing_follows_filename_then_stem_and_reports_ambiguous_pairs(tmp_path
 
 def test_size_mismatch_is_named_in_the_summary_line(voc, tmp_path):
     _image(voc, "sideways.png", 240, size=(80, 100))
-    write_voc(voc / "annotations" / "sideways.xml", VocAnnotation("sideways.png", 100, 80, [VocObject("with_mask", 1, 1, 9, 9)]))
+    write_voc(
+        voc / "annotations" / "sideways.xml",
+        VocAnnotation("sideways.png", 100, 80, [VocObject("with_mask", 1, 1, 9, 9)]),
+    )
     report = convert_voc(voc, tmp_path / "yolo", CLASSES)
     assert report.size_mismatch == ["sideways"]
     assert report.summary().endswith("xml <size> differs from the image in 1 file(s): sideways")
@@ -252,13 +276,22 @@ def test_size_mismatch_is_named_in_the_summary_line(voc, tmp_path):
 
 def test_two_processes_converting_into_one_cold_folder_both_finish_with_the_same_report(voc, tmp_path):
     out = tmp_path / "yolo"
-    script = ("import json, sys; from datamodules.voc_to_yolo import convert_voc; "
-              f"print(json.dumps(convert_voc({str(voc)!r}, {str(out)!r}, {CLASSES!r}).to_dict(), sort_keys=True))")
-    runs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    script = (
+        "import json, sys; from datamodules.voc_to_yolo import convert_voc; "
+        f"print(json.dumps(convert_voc({str(voc)!r}, {str(out)!r}, {CLASSES!r}).to_dict(), sort_keys=True))"
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in results]
     first, second = (json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in results)
     assert first == second == json.loads((out / "report.json").read_text())
     assert first["images"] == {"train": 6, "val": 2}
-    assert sorted(p.name for p in out.parent.iterdir() if p.name != "voc") == [".yolo.lock", "yolo"]  # no temporary left
+    assert sorted(p.name for p in out.parent.iterdir() if p.name != "voc") == [
+        ".yolo.lock",
+        "yolo",
+    ]  # no temporary left

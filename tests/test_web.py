@@ -4,6 +4,7 @@ the page built with Vite → driven in real headless Chromium, whose boxes must 
 Needs Node.js with npm and the page's packages (`make web-deps`; the test skips without them) and Debian's chromium
 (`apt-get install -y chromium`, or $CHROMIUM); without them the browser test skips and says which is missing.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,12 @@ FACEMASK_IMGSZ = 160
 
 
 def _store(root: Path, data_dir: Path) -> list[str]:
-    return [f"paths.log_dir={root / 'logs'}", f"paths.mlflow_dir={root}", f"paths.data_dir={data_dir}", f"paths.cache_dir={data_dir / 'cache'}"]
+    return [
+        f"paths.log_dir={root / 'logs'}",
+        f"paths.mlflow_dir={root}",
+        f"paths.data_dir={data_dir}",
+        f"paths.cache_dir={data_dir / 'cache'}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +48,19 @@ def exported(tmp_path_factory, data_dir) -> dict:
     root = tmp_path_factory.mktemp("web")
     store = _store(root, data_dir)
     train(compose("train", ["experiment=exp1_dcgan_fruits", "debug=fast", *store]))
-    yolo = compose("train", ["experiment=yolo_facemask", "debug=fast", *store, f"profile.detector_imgsz={FACEMASK_IMGSZ}",
-                             "data.batch_size=8", "data.num_workers=0", "data.generate.images=40", "model.pretrained=null"])
+    yolo = compose(
+        "train",
+        [
+            "experiment=yolo_facemask",
+            "debug=fast",
+            *store,
+            f"profile.detector_imgsz={FACEMASK_IMGSZ}",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "data.generate.images=40",
+            "model.pretrained=null",
+        ],
+    )
     with open_dict(yolo):
         yolo.model.pop("quality", None)  # debug=fast's DCGAN-only key
     train(yolo)
@@ -57,14 +74,22 @@ def test_export_writes_checked_models_and_a_manifest(exported):
     manifest = json.loads((models / "manifest.json").read_text())
     assert manifest == json.loads(json.dumps(exported["manifest"]))
     (generator,) = manifest["generators"]
-    assert generator["task"] == "exp1_dcgan_fruits" and generator["parity"]["max_abs_difference"] <= generator["parity"]["tolerance"] == 1e-4
+    assert (
+        generator["task"] == "exp1_dcgan_fruits"
+        and generator["parity"]["max_abs_difference"] <= generator["parity"]["tolerance"] == 1e-4
+    )
     session = ort.InferenceSession(str(models / generator["file"]), providers=["CPUExecutionProvider"])
     z = np.random.default_rng(0).standard_normal((3, generator["latent_dim"])).astype(np.float32)
     images = session.run([generator["output"]], {generator["input"]: z})[0]
     assert images.shape == (3, 3, generator["image_size"], generator["image_size"]) and np.abs(images).max() <= 1
     facemask = manifest["facemask"]
-    assert facemask["class_names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and facemask["image_size"] == FACEMASK_IMGSZ
-    assert (models / facemask["file"]).is_file() and facemask["parity"]["max_abs_difference"] <= facemask["parity"]["tolerance"]
+    assert (
+        facemask["class_names"] == ["with_mask", "without_mask", "mask_weared_incorrect"]
+        and facemask["image_size"] == FACEMASK_IMGSZ
+    )
+    assert (models / facemask["file"]).is_file() and facemask["parity"]["max_abs_difference"] <= facemask["parity"][
+        "tolerance"
+    ]
     for entry in (generator, facemask):  # one schema (lightning_modules.onnx_export.ExportedModel)
         assert set(ExportedModel.__required_keys__) <= set(entry) and entry["checkpoint"].endswith(".ckpt")
     missing = {m["task"]: m["command"] for m in manifest["missing"]}
@@ -84,13 +109,17 @@ def test_a_missing_checkpoint_file_is_a_user_error(tmp_path):
 def _tool_or_skip() -> None:
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not found: the browser test needs Node.js 20+ with npm (Debian: apt-get install -y nodejs npm)")
+            pytest.skip(
+                f"{tool} not found: the browser test needs Node.js 20+ with npm (Debian: apt-get install -y nodejs npm)"
+            )
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set $CHROMIUM")
 
 
 def _npm(*args: str, env: dict | None = None) -> None:
-    done = subprocess.run(["npm", *args], cwd=WEB, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["npm", *args], cwd=WEB, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"npm {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 
 
@@ -126,7 +155,9 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
     if not (WEB / "node_modules" / ".package-lock.json").is_file():  # the test installs nothing itself
         pytest.skip("the page's npm packages are not installed: run `make web-deps` (CI's .ci/run does)")
     dist = tmp_path / "dist"
-    _npm("run", "build", "--", "--outDir", str(dist), "--emptyOutDir", env={"PLAYGROUND_PUBLIC": str(exported["public"])})
+    _npm(
+        "run", "build", "--", "--outDir", str(dist), "--emptyOutDir", env={"PLAYGROUND_PUBLIC": str(exported["public"])}
+    )
 
     from datamodules.synthetic.faces import real_face_photos
     from lightning_modules.onnx_export import onnx_session
@@ -134,7 +165,9 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
 
     facemask = exported["manifest"]["facemask"]
     # A test image at the detector's input size, so the browser's letterbox is a copy and the inputs are identical.
-    image = np.asarray(Image.fromarray(real_face_photos()[0].rgb).resize((FACEMASK_IMGSZ, FACEMASK_IMGSZ), Image.BILINEAR))
+    image = np.asarray(
+        Image.fromarray(real_face_photos()[0].rgb).resize((FACEMASK_IMGSZ, FACEMASK_IMGSZ), Image.BILINEAR)
+    )
     image_path = tmp_path / "astronaut.png"
     Image.fromarray(image).save(image_path)
     session = onnx_session(exported["public"] / "models" / facemask["file"])
@@ -144,15 +177,45 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
     assert len(expected) >= 1
 
     port = _free_port()
-    server = subprocess.Popen([str(WEB / "node_modules" / ".bin" / "vite"), "preview", "--outDir", str(dist), "--port", str(port), "--strictPort"],
-                              cwd=WEB, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            str(WEB / "node_modules" / ".bin" / "vite"),
+            "preview",
+            "--outDir",
+            str(dist),
+            "--port",
+            str(port),
+            "--strictPort",
+        ],
+        cwd=WEB,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     screenshot = tmp_path / "playground.png"
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_for(url, server)
-        driven = subprocess.run(["node", "e2e/playground.mjs", "--url", url, "--screenshot", str(screenshot), "--chromium", CHROMIUM,
-                                 "--facemask-image", str(image_path), "--conf", repr(conf)],
-                                cwd=WEB, capture_output=True, text=True, timeout=300)
+        driven = subprocess.run(
+            [
+                "node",
+                "e2e/playground.mjs",
+                "--url",
+                url,
+                "--screenshot",
+                str(screenshot),
+                "--chromium",
+                CHROMIUM,
+                "--facemask-image",
+                str(image_path),
+                "--conf",
+                repr(conf),
+            ],
+            cwd=WEB,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -168,7 +231,9 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
     assert min(generator["tile_std"]) > 5  # every tile painted with an image, none flat
     assert generator["differing_fraction"] > 0.25  # another seed, other images (a 2-step generator varies little)
     entry = exported["manifest"]["generators"][0]
-    session = ort.InferenceSession(str(exported["public"] / "models" / entry["file"]), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(exported["public"] / "models" / entry["file"]), providers=["CPUExecutionProvider"]
+    )
     tile = session.run([entry["output"]], {entry["input"]: np.array([generator["z0"]], np.float32)})[0][0]
     expected_tile = np.clip(np.round((tile + 1) / 2 * 255), 0, 255).transpose(1, 2, 0).ravel()
     assert np.abs(np.array(generator["tile0"]) - expected_tile).max() <= 1  # the browser's pixels are ONNX Runtime's

@@ -1,5 +1,6 @@
 """YOLO face-mask detection: Lightning training on the synthetic set, MLflow records, ONNX parity, the tool
 entries, pretrained weights, and no network access anywhere."""
+
 from __future__ import annotations
 
 import contextlib
@@ -65,13 +66,23 @@ def _train(overrides: dict) -> float:
 def trained(tmp_path_factory):
     """One 2-step run on 40 synthetic images at 160 px, from scratch, with the network refused throughout."""
     root = tmp_path_factory.mktemp("yolo")
-    store = {"paths.log_dir": str(root / "logs"), "paths.mlflow_dir": str(root), "paths.data_dir": str(root / "data"),
-             "paths.cache_dir": str(root / "cache")}
+    store = {
+        "paths.log_dir": str(root / "logs"),
+        "paths.mlflow_dir": str(root),
+        "paths.data_dir": str(root / "data"),
+        "paths.cache_dir": str(root / "cache"),
+    }
     with no_network() as attempts:
         metric = _train({**store, **FAST, "data.generate.images": 40, "model.pretrained": "null"})
     checkpoint = next((root / "logs" / "yolo_facemask").rglob("checkpoints/last.ckpt"))
-    return {"root": root, "store": store, "metric": metric, "checkpoint": checkpoint, "attempts": attempts,
-            "voc": root / "data" / "synthetic" / "facemask-voc"}
+    return {
+        "root": root,
+        "store": store,
+        "metric": metric,
+        "checkpoint": checkpoint,
+        "attempts": attempts,
+        "voc": root / "data" / "synthetic" / "facemask-voc",
+    }
 
 
 def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
@@ -85,13 +96,18 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     assert metrics["val/fitness"] == pytest.approx(0.1 * metrics["val/map50"] + 0.9 * metrics["val/map50_95"])
     assert metrics["best/val/fitness"] == pytest.approx(trained["metric"]) == pytest.approx(metrics["val/fitness"])
     assert metrics["best/epoch"] == 0.0  # one epoch: it is the best
-    names = {"val/ap50/0_with_mask": "with_mask", "val/ap50/1_without_mask": "without_mask",
-             "val/ap50/2_mask_weared_incorrect": "mask_weared_incorrect"}
+    names = {
+        "val/ap50/0_with_mask": "with_mask",
+        "val/ap50/1_without_mask": "without_mask",
+        "val/ap50/2_mask_weared_incorrect": "mask_weared_incorrect",
+    }
     assert set(names) <= set(metrics)
     assert json.loads(Path(client.download_artifacts(run.info.run_id, "class_names.json")).read_text()) == names
     assert [a.path for a in client.list_artifacts(run.info.run_id, "predictions")] == ["predictions/epoch_0001.png"]
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {"checkpoints/best.ckpt",
-                                                                                       "checkpoints/last.ckpt"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    }
     pretrained = json.loads(Path(client.download_artifacts(run.info.run_id, "pretrained.json")).read_text())
     assert pretrained["pretrained"] is None and pretrained["transferred_tensors"] == 0
 
@@ -127,7 +143,9 @@ def test_onnx_export_gives_pytorchs_scores_and_boxes(trained, tmp_path):
     with no_network() as attempts:
         result = export_onnx(trained["checkpoint"], tmp_path / "facemask.onnx", imgsz=160)
     assert attempts == []
-    assert result["class_names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and result["image_size"] == 160
+    assert (
+        result["class_names"] == ["with_mask", "without_mask", "mask_weared_incorrect"] and result["image_size"] == 160
+    )
     assert result["file"] == "facemask.onnx" and result["input"] == "images" and result["output"] == "output0"
     parity = result["parity"]
     assert parity["max_abs_difference"] <= parity["tolerance"] == SCORE_TOLERANCE  # class scores, absolute
@@ -152,10 +170,14 @@ def test_onnx_parity_fails_on_a_class_score_off_by_a_little(trained, tmp_path, m
                 raw = session.run(names, feeds)[0].copy()
                 raw[0, 4, int(np.argmax(raw[0, 4]))] += 0.01
                 return [raw]
+
         return Off()
 
     monkeypatch.setattr(yolo_export, "onnx_session", off_session)
-    with pytest.raises(ExportParityError, match=r"facemask\.onnx: the class scores differ from PyTorch's by 0\.01 \(tolerance 0\.0001\)"):
+    with pytest.raises(
+        ExportParityError,
+        match=r"facemask\.onnx: the class scores differ from PyTorch's by 0\.01 \(tolerance 0\.0001\)",
+    ):
         yolo_export.export_onnx(trained["checkpoint"], tmp_path / "facemask.onnx", imgsz=160)
 
 
@@ -200,8 +222,16 @@ def test_eval_logs_each_odd_class_name_under_its_own_metric_with_the_names_kept(
     from experiments.eval_facemask import evaluate
 
     store = {**trained["store"], "paths.mlflow_dir": str(tmp_path)}
-    cfg = compose("eval_facemask", {**store, "voc": str(odd_names["voc"]), "ckpt": quote(str(odd_names["checkpoint"])),
-                                    "out": str(tmp_path / "metrics.json"), "batch_size": 8})
+    cfg = compose(
+        "eval_facemask",
+        {
+            **store,
+            "voc": str(odd_names["voc"]),
+            "ckpt": quote(str(odd_names["checkpoint"])),
+            "out": str(tmp_path / "metrics.json"),
+            "batch_size": 8,
+        },
+    )
     evaluate(cfg)
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(last["ap50"]) == list(ODD_NAMES.values())
@@ -211,10 +241,15 @@ def test_eval_logs_each_odd_class_name_under_its_own_metric_with_the_names_kept(
     names = {"ap50/0": "戴口罩", "ap50/1": "未戴口罩", "ap50/2_mask_incorrect": "mask (incorrect)"}
     logged = {k: v for k, v in run.data.metrics.items() if k.startswith("ap50/")}
     assert logged == {key: last["ap50"][name] for key, name in names.items() if last["ap50"][name] is not None}
-    assert json.loads(Path(client.download_artifacts(run.info.run_id, "class_names.json", str(tmp_path))).read_text()) == names
+    assert (
+        json.loads(Path(client.download_artifacts(run.info.run_id, "class_names.json", str(tmp_path))).read_text())
+        == names
+    )
 
 
-def test_eval_prints_its_json_line_and_writes_its_file_when_mlflow_fails(trained, tmp_path, capsys, caplog, monkeypatch):
+def test_eval_prints_its_json_line_and_writes_its_file_when_mlflow_fails(
+    trained, tmp_path, capsys, caplog, monkeypatch
+):
     import mlflow
 
     from experiments.eval_facemask import evaluate
@@ -224,8 +259,17 @@ def test_eval_prints_its_json_line_and_writes_its_file_when_mlflow_fails(trained
 
     monkeypatch.setattr(mlflow, "log_metrics", refuse)
     out = tmp_path / "metrics.json"
-    cfg = compose("eval_facemask", {**trained["store"], "paths.mlflow_dir": str(tmp_path), "voc": str(trained["voc"]),
-                                    "ckpt": str(trained["checkpoint"]), "out": str(out), "batch_size": 8})
+    cfg = compose(
+        "eval_facemask",
+        {
+            **trained["store"],
+            "paths.mlflow_dir": str(tmp_path),
+            "voc": str(trained["voc"]),
+            "ckpt": str(trained["checkpoint"]),
+            "out": str(out),
+            "batch_size": 8,
+        },
+    )
     evaluate(cfg)
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["images"] == 40 and json.loads(out.read_text())["map50"] == last["map50"]
@@ -245,9 +289,23 @@ def test_make_eval_facemask_takes_lightnings_checkpoint_name(trained, odd_names,
     env = {k: v for k, v in os.environ.items() if k not in {"VOC", "CKPT", "ARGS"}}
 
     def make(args: str):
-        return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "eval-facemask", f"VOC={voc}",
-                               f"CKPT={odd_names['checkpoint']}", f"ARGS={args}"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                "-o",
+                ".venv/.installed",
+                "eval-facemask",
+                f"VOC={voc}",
+                f"CKPT={odd_names['checkpoint']}",
+                f"ARGS={args}",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     done = make(f"out={tmp_path / 'metrics.json'} paths.mlflow_dir={tmp_path} batch_size=8")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -273,8 +331,16 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
     writer.release()
 
     for source, out in ((folder, tmp_path / "out_images"), (video, tmp_path / "out_video")):
-        cfg = compose("predict_facemask", {**trained["store"], "source": str(source), "ckpt": str(trained["checkpoint"]),
-                                           "out_dir": str(out), "conf": 0.001})
+        cfg = compose(
+            "predict_facemask",
+            {
+                **trained["store"],
+                "source": str(source),
+                "ckpt": str(trained["checkpoint"]),
+                "out_dir": str(out),
+                "conf": 0.001,
+            },
+        )
         with no_network() as attempts:
             summary = predict(cfg)
         assert attempts == []
@@ -283,10 +349,14 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
         printed = [line for line in capsys.readouterr().out.splitlines() if "without_mask of" in line]
         assert len(printed) == frames
         rows = (out / "detections.csv").read_text().splitlines()
-        assert rows[0] == "source,frame,class,confidence,x0,y0,x1,y1,annotated" and len(rows) - 1 == summary["detections"]
+        assert (
+            rows[0] == "source,frame,class,confidence,x0,y0,x1,y1,annotated" and len(rows) - 1 == summary["detections"]
+        )
         assert json.loads((out / "detections.json").read_text())["names"][1] == "without_mask"
     written = sorted(p.name for p in (tmp_path / "out_images" / "annotated").glob("*.jpg"))
-    assert written == sorted([f"{sources[0].stem}_jpg.jpg"] + [f"{p.stem}_png.jpg" for p in sources])  # none overwritten
+    assert written == sorted(
+        [f"{sources[0].stem}_jpg.jpg"] + [f"{p.stem}_png.jpg" for p in sources]
+    )  # none overwritten
     assert cv2.VideoCapture(str(tmp_path / "out_video" / "clip_mp4_annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
 
 
@@ -303,13 +373,26 @@ def test_monitor_entry_tracks_with_the_trained_checkpoint(trained, tmp_path, cap
             writer.write(cv2.resize(cv2.imread(str(path))[..., :3], (400, 300)))
     writer.release()
     out = tmp_path / "out"
-    cfg = compose("monitor_facemask", {**trained["store"], "source": quote(str(video)), "ckpt": quote(str(trained["checkpoint"])),
-                                       "out_dir": str(out), "conf": 0.001, "alert_after_s": 0, "device": "cpu"})
+    cfg = compose(
+        "monitor_facemask",
+        {
+            **trained["store"],
+            "source": quote(str(video)),
+            "ckpt": quote(str(trained["checkpoint"])),
+            "out_dir": str(out),
+            "conf": 0.001,
+            "alert_after_s": 0,
+            "device": "cpu",
+        },
+    )
     with no_network() as attempts:
         summary = run(cfg)
     assert attempts == []
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == {key: summary[key] for key in ("frames", "people", "unmasked_people", "alerts")} and printed["frames"] == 6
+    assert (
+        printed == {key: summary[key] for key in ("frames", "people", "unmasked_people", "alerts")}
+        and printed["frames"] == 6
+    )
     assert summary["checkpoint"] == str(trained["checkpoint"])
     assert len((out / "tracks.csv").read_text().splitlines()) - 1 == summary["people"]
     assert len((out / "events.jsonl").read_text().splitlines()) == summary["alerts"] == summary["unmasked_people"]
@@ -345,7 +428,9 @@ def test_ultralytics_checkpoint_transfers_through_stand_ins(tmp_path, monkeypatc
 
     YOLO("yolov8n.yaml").save(tmp_path / "yolov8n.pt")
     for loader in ("load_checkpoint", "torch_safe_load"):
-        monkeypatch.setattr(f"ultralytics.nn.tasks.{loader}", lambda *a, **k: pytest.fail("ultralytics' unpickler was used"))
+        monkeypatch.setattr(
+            f"ultralytics.nn.tasks.{loader}", lambda *a, **k: pytest.fail("ultralytics' unpickler was used")
+        )
     model = build_model("yolov8n.yaml", ["a", "b", "c"])
     assert load_pretrained(model, tmp_path / "yolov8n.pt") == 319
 
@@ -369,8 +454,12 @@ def test_yolov5_repo_checkpoint_transfers_backbone_and_neck_and_is_refused_elsew
 def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
     from experiments.eval_facemask import evaluate
 
-    store = {"paths.log_dir": str(tmp_path / "logs"), "paths.mlflow_dir": str(tmp_path), "paths.data_dir": str(tmp_path / "data"),
-             "paths.cache_dir": str(tmp_path / "cache")}
+    store = {
+        "paths.log_dir": str(tmp_path / "logs"),
+        "paths.mlflow_dir": str(tmp_path),
+        "paths.data_dir": str(tmp_path / "data"),
+        "paths.cache_dir": str(tmp_path / "cache"),
+    }
     with no_network() as attempts:
         _train({**store, **FAST, "data": "facemask_real"})
         client, runs = mlflow_runs(tmp_path, "yolo_facemask")
@@ -378,8 +467,17 @@ def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
         assert pretrained["transferred_tensors"] == 342
         assert 0.0 <= runs[0].data.metrics["val/map50"] <= 1.0
         checkpoint = next((tmp_path / "logs").rglob("last.ckpt"))
-        evaluate(compose("eval_facemask", {**store, "voc": str(SHARED_DATA / "facemask-voc"), "ckpt": str(checkpoint),
-                                           "out": str(tmp_path / "eval.json")}))
+        evaluate(
+            compose(
+                "eval_facemask",
+                {
+                    **store,
+                    "voc": str(SHARED_DATA / "facemask-voc"),
+                    "ckpt": str(checkpoint),
+                    "out": str(tmp_path / "eval.json"),
+                },
+            )
+        )
     assert attempts == []
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["images"] == 114 and 0.0 <= last["map50"] <= 1.0
@@ -387,7 +485,7 @@ def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
     text = build_report(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "reports", **report_sections()).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| COCO-pretrained yolov5n "))
     assert runs[0].info.run_id[:8] in row and "342 of 427" in row and f"{runs[0].data.metrics['val/map50']:.4g}" in row
-    assert "from scratch: `make yolo-facemask ARGS=\"data=facemask_real trainer=cpu_real model.pretrained=null\"`" in text
+    assert 'from scratch: `make yolo-facemask ARGS="data=facemask_real trainer=cpu_real model.pretrained=null"`' in text
 
 
 def _difficult_set(tmp_path):
@@ -401,10 +499,23 @@ def _difficult_set(tmp_path):
     (voc / "images").mkdir(parents=True)
     for k in range(2):
         cv2.imwrite(str(voc / "images" / f"crowd{k}.png"), np.full((120, 160, 3), 60 + 40 * k, np.uint8))
-        write_voc(voc / "annotations" / f"crowd{k}.xml", VocAnnotation(f"crowd{k}.png", 160, 120, [
-            VocObject("with_mask", 10, 20, 60, 80), VocObject("with_mask", 100, 30, 140, 70, difficult=True)]))
-    data = YoloDataModule(str(voc), str(tmp_path / "yolo"), ["with_mask", "without_mask", "mask_weared_incorrect"],
-                          imgsz=96, batch_size=1, val_fraction=1.0)
+        write_voc(
+            voc / "annotations" / f"crowd{k}.xml",
+            VocAnnotation(
+                f"crowd{k}.png",
+                160,
+                120,
+                [VocObject("with_mask", 10, 20, 60, 80), VocObject("with_mask", 100, 30, 140, 70, difficult=True)],
+            ),
+        )
+    data = YoloDataModule(
+        str(voc),
+        str(tmp_path / "yolo"),
+        ["with_mask", "without_mask", "mask_weared_incorrect"],
+        imgsz=96,
+        batch_size=1,
+        val_fraction=1.0,
+    )
     data.prepare_data()
     data.setup()
     return data
@@ -419,13 +530,21 @@ def _predictions(batch: dict, names: list[str], extra_on_difficult: bool) -> tor
     preds = torch.zeros(len(batch["im_file"]), 4 + len(names), 4)
     for si, image in enumerate(batch["im_file"]):
         mine = batch["batch_idx"] == si
-        boxes = [(int(c), b * torch.tensor([width, height, width, height]), 0.9)
-                 for c, b in zip(batch["cls"][mine].view(-1), batch["bboxes"][mine])]
+        boxes = [
+            (int(c), b * torch.tensor([width, height, width, height]), 0.9)
+            for c, b in zip(batch["cls"][mine].view(-1), batch["bboxes"][mine])
+        ]
         if extra_on_difficult:
             (gain, _), (pad_x, pad_y) = batch["ratio_pad"][si]  # original pixels → letterboxed input pixels
             h0, w0 = batch["ori_shape"][si]
             for c, cx, cy, w, h in difficult_boxes(image).tolist():
-                boxes.append((int(c), torch.tensor([cx * w0 * gain + pad_x, cy * h0 * gain + pad_y, w * w0 * gain, h * h0 * gain]), 0.95))
+                boxes.append(
+                    (
+                        int(c),
+                        torch.tensor([cx * w0 * gain + pad_x, cy * h0 * gain + pad_y, w * w0 * gain, h * h0 * gain]),
+                        0.95,
+                    )
+                )
         for a, (c, xywh, score) in enumerate(boxes):
             preds[si, :4, a], preds[si, 4 + c, a] = xywh, score
     return preds
@@ -453,6 +572,8 @@ def test_eval_ignores_predictions_on_difficult_boxes(tmp_path):
     extra = _predictions(batch, data.classes, extra_on_difficult=True)
     best = _map50(perfect, batch, names, tmp_path / "val")
     assert best == pytest.approx(0.995)  # ultralytics' perfect AP (its 101-point interpolation ends at 0.99)
-    assert _map50(extra, batch, names, tmp_path / "val") == best  # the predictions on difficult boxes: neither hit nor miss
+    assert (
+        _map50(extra, batch, names, tmp_path / "val") == best
+    )  # the predictions on difficult boxes: neither hit nor miss
     shutil.move(tmp_path / "yolo" / "difficult", tmp_path / "aside")  # control: without the side files they are false
     assert _map50(extra, batch, names, tmp_path / "val") < 0.6  # positives, more confident than every hit

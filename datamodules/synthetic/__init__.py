@@ -6,6 +6,7 @@ process at a time per folder, under a sibling `<folder>.lock`), and records its 
 `manifest.json`, so calling it again with the same parameters is free.
 Data configs bind a generator with `_partial_: true`; datamodules call it in `prepare_data`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,13 +50,19 @@ def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
                 return out
             if out.exists():
                 if not manifest.exists():
-                    raise UserError(f"{out} exists and was not made by the synthetic generator; refusing to overwrite it")
+                    raise UserError(
+                        f"{out} exists and was not made by the synthetic generator; refusing to overwrite it"
+                    )
                 shutil.rmtree(out)
             tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             log.info("generating synthetic %s into %s", make.__name__, out)
-            make(tmp, rng=np.random.default_rng(spec.get("seed", 0)), **{k: v for k, v in spec.items() if k != "generator"})
+            make(
+                tmp,
+                rng=np.random.default_rng(spec.get("seed", 0)),
+                **{k: v for k, v in spec.items() if k != "generator"},
+            )
             (tmp / MANIFEST).write_text(json.dumps(spec, indent=2))
             tmp.rename(out)
         return out
@@ -63,9 +70,9 @@ def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
     return generate
 
 
-from datamodules.synthetic.scenes import make_fruits, make_hardhat  # noqa: E402
 from datamodules.synthetic.facemask import make_facemask  # noqa: E402,F401
-from datamodules.synthetic.identities import make_identities, write_face_video  # noqa: E402,F401
 from datamodules.synthetic.id_cards import make_id_card_rotations, make_id_cards  # noqa: E402
+from datamodules.synthetic.identities import make_identities, write_face_video  # noqa: E402,F401
+from datamodules.synthetic.scenes import make_fruits, make_hardhat  # noqa: E402
 
 __all__ = ["synthetic_set", "make_fruits", "make_hardhat", "make_id_cards", "make_id_card_rotations"]

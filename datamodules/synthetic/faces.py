@@ -1,5 +1,6 @@
 """Face drawing shared by every synthetic face set (identities, face-mask scenes, ID cards), and the two
 real face photographs that ship inside installed packages, for sets where a detector must find the face."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,16 @@ class Identity:
         )
 
 
-def draw_face(canvas: np.ndarray, centre: tuple[float, float], width: float, identity: Identity,
-              rng: np.random.Generator, mask: str = "none", angle: float = 0.0, light: float = 1.0) -> tuple[float, float, float, float]:
+def draw_face(
+    canvas: np.ndarray,
+    centre: tuple[float, float],
+    width: float,
+    identity: Identity,
+    rng: np.random.Generator,
+    mask: str = "none",
+    angle: float = 0.0,
+    light: float = 1.0,
+) -> tuple[float, float, float, float]:
     """Draw a frontal cartoon face on an RGB uint8 canvas in place; return its box (left, top, right, bottom).
 
     `angle` rotates the face in-plane (degrees), `light` scales its brightness (pose/lighting jitter).
@@ -54,7 +63,16 @@ def draw_face(canvas: np.ndarray, centre: tuple[float, float], width: float, ide
     skin = tuple(int(min(255, v * light)) for v in identity.skin)
     hair = tuple(int(min(255, v * light)) for v in identity.hair)
     ell = lambda img, centre_, axes, colour, start=0, end=360: cv2.ellipse(  # noqa: E731
-        img, (int(centre_[0]), int(centre_[1])), (max(1, int(axes[0])), max(1, int(axes[1]))), 0, start, end, colour, -1, cv2.LINE_AA)
+        img,
+        (int(centre_[0]), int(centre_[1])),
+        (max(1, int(axes[0])), max(1, int(axes[1]))),
+        0,
+        start,
+        end,
+        colour,
+        -1,
+        cv2.LINE_AA,
+    )
     if identity.hair_style == 1:  # long hair behind the face
         ell(patch, (c, c + h * 0.2), (w * 1.25, h * 1.15), hair)
         ell(alpha, (c, c + h * 0.2), (w * 1.25, h * 1.15), 255)
@@ -72,21 +90,48 @@ def draw_face(canvas: np.ndarray, centre: tuple[float, float], width: float, ide
         ex = c + side * gap
         ell(patch, (ex, eye_y), (w * 0.17, h * 0.07), (250, 250, 250))
         ell(patch, (ex, eye_y), (w * 0.08, h * 0.065), identity.eye_colour)
-        cv2.line(patch, (int(ex - w * 0.2), int(eye_y - h * 0.16)), (int(ex + w * 0.2), int(eye_y - h * 0.18)), hair, max(1, int(w * 0.07)), cv2.LINE_AA)
+        cv2.line(
+            patch,
+            (int(ex - w * 0.2), int(eye_y - h * 0.16)),
+            (int(ex + w * 0.2), int(eye_y - h * 0.18)),
+            hair,
+            max(1, int(w * 0.07)),
+            cv2.LINE_AA,
+        )
         if identity.glasses:
             cv2.circle(patch, (int(ex), int(eye_y)), int(w * 0.26), (20, 20, 20), max(1, int(w * 0.04)), cv2.LINE_AA)
     shadow = tuple(int(v * 0.75) for v in skin)
-    cv2.line(patch, (int(c), int(eye_y + h * 0.05)), (int(c - w * 0.08), int(c + h * 0.25)), shadow, max(1, int(w * 0.06)), cv2.LINE_AA)
+    cv2.line(
+        patch,
+        (int(c), int(eye_y + h * 0.05)),
+        (int(c - w * 0.08), int(c + h * 0.25)),
+        shadow,
+        max(1, int(w * 0.06)),
+        cv2.LINE_AA,
+    )
     ell(patch, (c, c + h * 0.5), (w * 0.3, h * 0.08), (150, 50, 60), 0, 180)  # mouth
     if identity.beard:
         ell(patch, (c, c + h * 0.72), (w * 0.7, h * 0.3), hair, 0, 180)
     if mask != "none":
         top = c + (h * 0.08 if mask == "worn" else h * 0.38)  # worn covers the nose, incorrect sits below it
         colour = MASK_COLOURS[rng.integers(len(MASK_COLOURS))]
-        pts = np.array([[c - w * 0.95, top], [c + w * 0.95, top], [c + w * 0.8, c + h * 0.8], [c, c + h * 0.98], [c - w * 0.8, c + h * 0.8]], np.int32)
+        pts = np.array(
+            [
+                [c - w * 0.95, top],
+                [c + w * 0.95, top],
+                [c + w * 0.8, c + h * 0.8],
+                [c, c + h * 0.98],
+                [c - w * 0.8, c + h * 0.8],
+            ],
+            np.int32,
+        )
         cv2.fillPoly(patch, [pts], colour, cv2.LINE_AA)
-        cv2.line(patch, (int(c - w * 0.95), int(top)), (int(c - w * 1.05), int(c - h * 0.1)), colour, max(1, int(w * 0.05)))
-        cv2.line(patch, (int(c + w * 0.95), int(top)), (int(c + w * 1.05), int(c - h * 0.1)), colour, max(1, int(w * 0.05)))
+        cv2.line(
+            patch, (int(c - w * 0.95), int(top)), (int(c - w * 1.05), int(c - h * 0.1)), colour, max(1, int(w * 0.05))
+        )
+        cv2.line(
+            patch, (int(c + w * 0.95), int(top)), (int(c + w * 1.05), int(c - h * 0.1)), colour, max(1, int(w * 0.05))
+        )
     rotation = cv2.getRotationMatrix2D((c, c), angle, 1.0)
     patch = cv2.warpAffine(patch, rotation, (size, size), flags=cv2.INTER_LINEAR)
     alpha = cv2.warpAffine(alpha, rotation, (size, size), flags=cv2.INTER_LINEAR)
@@ -131,5 +176,9 @@ def real_face_photos() -> list[FacePhoto]:
 
     return [
         FacePhoto("astronaut", skimage.data.astronaut(), (175, 76, 265, 166)),
-        FacePhoto("grace_hopper", read_rgb(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), (180, 139, 366, 325)),
+        FacePhoto(
+            "grace_hopper",
+            read_rgb(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+            (180, 139, 366, 325),
+        ),
     ]

@@ -7,6 +7,7 @@ rotations (0/15/30/45°) to measure recall against rotation.
 Face boxes of rotated faces are the axis-aligned box of the rotated ellipse inscribed in the upright face
 box, so a detector that finds the face well scores the same IoU at every angle.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.voc import VocAnnotation, VocObject, write_voc
 from datamodules.synthetic import synthetic_set
 from datamodules.synthetic.faces import FacePhoto, real_face_photos
-from core.voc import VocAnnotation, VocObject, write_voc
 
 CARD_SIZE = (428, 270)  # width, height: ID-1 proportions (85.6 × 54 mm) at 5 px/mm
 PHOTO_SLOT = (24, 62, 120, 156)  # left, top, width, height on the card
@@ -28,8 +29,16 @@ COMPANIES = ["ACME CONSTRUCTION", "HARBOUR WORKS LTD", "KOWLOON BUILDERS", "NORT
 
 
 @synthetic_set
-def make_id_cards(out_dir: Path, rng: np.random.Generator, *, seed: int = 0, cards: int = 24,
-                  rotated_rate: float = 0.3, max_rotation: float = 8.0, large: int = 1) -> None:
+def make_id_cards(
+    out_dir: Path,
+    rng: np.random.Generator,
+    *,
+    seed: int = 0,
+    cards: int = 24,
+    rotated_rate: float = 0.3,
+    max_rotation: float = 8.0,
+    large: int = 1,
+) -> None:
     """`images/card_NNN.jpg` + `annotations/card_NNN.xml`. `rotated_rate` of the cards lie rotated by
     2–`max_rotation` degrees; the last `large` cards are photographed at 2982×1926 like the paper's photo."""
     photos = real_face_photos()
@@ -42,8 +51,9 @@ def make_id_cards(out_dir: Path, rng: np.random.Generator, *, seed: int = 0, car
 
 
 @synthetic_set
-def make_id_card_rotations(out_dir: Path, rng: np.random.Generator, *, seed: int = 0, cards: int = 8,
-                           angles: tuple[int, ...] = (0, 15, 30, 45)) -> None:
+def make_id_card_rotations(
+    out_dir: Path, rng: np.random.Generator, *, seed: int = 0, cards: int = 8, angles: tuple[int, ...] = (0, 15, 30, 45)
+) -> None:
     """`rot_<angle>/{images,annotations}`: the same `cards` cards at each in-plane angle (sign alternating)."""
     photos = real_face_photos()
     drawn = [(_card(rng, photos), rng.integers(2**31)) for _ in range(cards)]
@@ -58,7 +68,9 @@ def _write(folder: Path, stem: str, image: np.ndarray, faces: list[tuple[float, 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(folder / "images" / f"{stem}.jpg"), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
     objects = [VocObject("face", *box) for box in faces]
-    write_voc(folder / "annotations" / f"{stem}.xml", VocAnnotation(f"{stem}.jpg", image.shape[1], image.shape[0], objects))
+    write_voc(
+        folder / "annotations" / f"{stem}.xml", VocAnnotation(f"{stem}.jpg", image.shape[1], image.shape[0], objects)
+    )
 
 
 def _card(rng: np.random.Generator, photos: list[FacePhoto]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -75,7 +87,7 @@ def _card(rng: np.random.Generator, photos: list[FacePhoto]) -> tuple[np.ndarray
     cv2.putText(card, "WORKER IDENTITY CARD", (14, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (230, 230, 230), 1, cv2.LINE_AA)
     left, top, slot_w, slot_h = PHOTO_SLOT
     photo, face = _photo(rng, photos[rng.integers(len(photos))], slot_w, slot_h)
-    card[top:top + slot_h, left:left + slot_w] = photo
+    card[top : top + slot_h, left : left + slot_w] = photo
     cv2.rectangle(card, (left - 1, top - 1), (left + slot_w, top + slot_h), (90, 90, 90), 1)
     ink = (30, 30, 40)
     lines = [
@@ -97,7 +109,9 @@ def _card(rng: np.random.Generator, photos: list[FacePhoto]) -> tuple[np.ndarray
     return card, (face[0] + left, face[1] + top, face[2] + left, face[3] + top)
 
 
-def _photo(rng: np.random.Generator, photo: FacePhoto, slot_w: int, slot_h: int) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+def _photo(
+    rng: np.random.Generator, photo: FacePhoto, slot_w: int, slot_h: int
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """A passport-style photo for the slot: the face about half the slot wide, jittered."""
     fl, ft, fr, fb = photo.face
     face_w = fr - fl
@@ -112,8 +126,9 @@ def _photo(rng: np.random.Generator, photo: FacePhoto, slot_w: int, slot_h: int)
     return lit, _ellipse_box(photo.face, matrix, (slot_w, slot_h))
 
 
-def _on_desk(rng: np.random.Generator, card: np.ndarray, face: tuple[float, float, float, float], angle: float,
-             scale: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+def _on_desk(
+    rng: np.random.Generator, card: np.ndarray, face: tuple[float, float, float, float], angle: float, scale: float
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The card photographed on a desk: rotated by `angle` degrees, scaled, with sensor noise."""
     height, width = card.shape[:2]
     pad = 40 + int(abs(np.sin(np.radians(angle))) * max(width, height) / 2)
@@ -130,12 +145,18 @@ def _on_desk(rng: np.random.Generator, card: np.ndarray, face: tuple[float, floa
     return np.clip(image, 0, 255).astype(np.uint8), _ellipse_box(face, matrix, size)
 
 
-def _ellipse_box(box: tuple[float, float, float, float], matrix: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float]:
+def _ellipse_box(
+    box: tuple[float, float, float, float], matrix: np.ndarray, size: tuple[int, int]
+) -> tuple[float, float, float, float]:
     """Axis-aligned box of the ellipse inscribed in `box` after the similarity transform `matrix`, clipped."""
     left, top, right, bottom = box
     centre = matrix @ np.array([(left + right) / 2, (top + bottom) / 2, 1.0])
     linear = matrix[:, :2]
     axes = linear @ np.diag([(right - left) / 2, (bottom - top) / 2])  # columns: the ellipse's transformed semi-axes
     half = np.hypot(axes[:, 0], axes[:, 1])  # half-width, half-height of the transformed ellipse's bounding box
-    return (float(max(0, centre[0] - half[0])), float(max(0, centre[1] - half[1])),
-            float(min(size[0], centre[0] + half[0])), float(min(size[1], centre[1] + half[1])))
+    return (
+        float(max(0, centre[0] - half[0])),
+        float(max(0, centre[1] - half[1])),
+        float(min(size[0], centre[0] + half[0])),
+        float(min(size[1], centre[1] + half[1])),
+    )
