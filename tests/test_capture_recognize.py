@@ -193,27 +193,28 @@ def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
     hopper = table[table["image"].str.startswith("grace")].iloc[0]
     assert hopper["left"] < 250 < hopper["right"] and hopper["top"] < 230 < hopper["bottom"]  # pixels of the original
 
-    # halfway between two faces' confidences: a threshold equal to one (the median of 3) could fall on either side
-    # of its unrounded value, as the CSV keeps 4 decimals
-    ordered = sorted(table["confidence"])
-    threshold = (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
-    recognize(
-        compose(
-            "recognize",
-            {
-                **trained,
-                "images": str(images),
-                "out_dir": str(tmp_path / "out1"),
-                "threshold": threshold,
-                "progress": False,
-            },
+    # Thresholds that no face's unrounded confidence can sit on (the CSV keeps 4 decimals, and a barely trained
+    # head may give every face the same rounded confidence): below all, above all, and between two distinct values.
+    ordered = sorted(set(table["confidence"]))
+    cuts = [ordered[0] - 1e-3, ordered[-1] + 1e-3] + [(a + b) / 2 for a, b in zip(ordered, ordered[1:]) if b - a > 2e-4]
+    for k, threshold in enumerate(cuts, start=1):
+        recognize(
+            compose(
+                "recognize",
+                {
+                    **trained,
+                    "images": str(images),
+                    "out_dir": str(tmp_path / f"out{k}"),
+                    "threshold": threshold,
+                    "progress": False,
+                },
+            )
         )
-    )
-    again = pd.read_csv(tmp_path / "out1" / "recognitions.csv")
-    assert list(again["confidence"]) == list(table["confidence"])
-    assert list(again["name"] == UNKNOWN) == list(again["confidence"] < threshold)
+        again = pd.read_csv(tmp_path / f"out{k}" / "recognitions.csv")
+        assert list(again["confidence"]) == list(table["confidence"])
+        assert list(again["name"] == UNKNOWN) == list(again["confidence"] < threshold)
     _, runs = mlflow_runs(Path(trained["paths.mlflow_dir"]), "recognize")
-    assert len(runs) == 2
+    assert len(runs) == 1 + len(cuts)
 
 
 def test_recognize_rejects_a_mismatched_label_map(tmp_path, trained):
