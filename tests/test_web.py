@@ -242,8 +242,20 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
     assert detections["canvas"] == [FACEMASK_IMGSZ, FACEMASK_IMGSZ]
     boxes = detections["boxes"]
     assert len(boxes) == len(expected), (boxes, expected)
-    for box, (x0, y0, x1, y1, score, cls) in zip(boxes, expected):
-        assert box["cls"] == int(cls)
-        assert np.allclose([box["x0"], box["y0"], box["x1"], box["y1"]], [x0, y0, x1, y1], atol=0.5)
-        assert box["score"] == pytest.approx(float(score), abs=1e-4)
+    # The same detections, matched one to one by class, box and score: with a barely trained model several classes
+    # of one box can score within 1e-6 of each other, so the order of such ties is not part of the contract.
+    unmatched = list(boxes)
+    for x0, y0, x1, y1, score, cls in expected:
+        match = next(
+            (
+                box
+                for box in unmatched
+                if box["cls"] == int(cls)
+                and np.allclose([box["x0"], box["y0"], box["x1"], box["y1"]], [x0, y0, x1, y1], atol=0.5)
+                and box["score"] == pytest.approx(float(score), abs=1e-4)
+            ),
+            None,
+        )
+        assert match is not None, (f"no browser box for {(x0, y0, x1, y1, score, cls)}", boxes)
+        unmatched.remove(match)
     assert max(detections["edge_colour_error"]) < 40  # each box is drawn on the canvas in its class colour
