@@ -55,8 +55,9 @@ sweep-dcgan: $(STAMP) ## Hydra multirun: batch size x learning rate for exp3, gr
 	$(TRAIN) experiment=exp3_dcgan_hardhat_tricks sweep=dcgan_grid $(ARGS)
 
 # (the store paths are read with $$(pwd) in the shell: the checkout's path may hold spaces)
+# Without the tracking server's job workers: measured here 532 MB and 2 processes instead of 2,577 MB and 10.
 mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
-	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri "sqlite:///$$(pwd)/mlflow.db" --default-artifact-root "$$(pwd)/mlruns"
 
 MLFLOW_SERVER_PORT ?= 5001
