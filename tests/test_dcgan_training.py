@@ -156,6 +156,20 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoin
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
 
 
+def _fruits_from(training: Path, store: dict):
+    """exp1 at debug size on a Fruits-360-layout folder (`data=fruits360_real` pointed at it)."""
+    return compose(
+        "train",
+        {
+            "experiment": "exp1_dcgan_fruits",
+            "debug": "fast",
+            "data": "fruits360_real",
+            "data.root": str(training),
+            **store,
+        },
+    )
+
+
 def _class_folder(root: Path, images: int) -> Path:
     """A Fruits-360-style Training/<class>/ folder of `images` 100x100 JPEGs (a coloured disc on white)."""
     from PIL import Image, ImageDraw
@@ -175,16 +189,7 @@ def _class_folder(root: Path, images: int) -> Path:
 
 def test_a_class_folder_smaller_than_the_quality_sample_finishes_with_adapted_kid_and_flagged_fid(store, tmp_path):
     training = _class_folder(tmp_path / "fruits", 20)  # fewer than debug=fast's 32 quality samples
-    cfg = compose(
-        "train",
-        {
-            "experiment": "exp1_dcgan_fruits",
-            "debug": "fast",
-            "data": "fruits360_real",
-            "data.root": str(training),
-            **store,
-        },
-    )
+    cfg = _fruits_from(training, store)
     with pytest.warns(UserWarning, match="FID from 20 samples, fewer than its 256 feature dimensions"):
         kid = train(cfg)
     client, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits")
@@ -221,16 +226,7 @@ def test_quality_metric_needs_two_real_images_and_says_so_before_training(store,
     from core.errors import UserError
 
     training = _class_folder(tmp_path / "fruits", 1)
-    cfg = compose(
-        "train",
-        {
-            "experiment": "exp1_dcgan_fruits",
-            "debug": "fast",
-            "data": "fruits360_real",
-            "data.root": str(training),
-            **store,
-        },
-    )
+    cfg = _fruits_from(training, store)
     with pytest.raises(UserError, match="need at least 2 real and 2 generated images; the data has 1 real image"):
         train(cfg)
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
