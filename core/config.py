@@ -31,6 +31,18 @@ def cap(asked: Any, limit: Any) -> Any:
 
 OmegaConf.register_new_resolver(RESOLVER, cap, replace=True)
 
+FACE_BACKBONE_RESOLVER = "face_backbone"
+
+
+def face_backbone(weights: Any) -> str:
+    """The face-recognition backbone when the config says `auto`: VGG16 (the paper's) when its ImageNet weights
+    are given, else dlib's ResNet face descriptor, the one backbone with pretrained weights on every install
+    (face-recognition-models): VGG16 with random weights learns nothing a person could use."""
+    return "vgg16" if weights else "dlib_resnet"
+
+
+OmegaConf.register_new_resolver(FACE_BACKBONE_RESOLVER, face_backbone, replace=True)
+
 
 @dataclass(frozen=True)
 class Cap:

@@ -102,7 +102,8 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
     exp_file = _raw(CONF / "experiment" / f"{experiment}.yaml")
     exp_file.pop("defaults", None)
     prof_file = _profile_file(profile)
-    caps = {c.name: prof_file["profile"][c.name] for c in CAPS}
+    # the cap as the composed run resolves it (cpu_small's epochs cap depends on the task: test_known_pairs)
+    caps = {c.name: cfg.profile[c.name] for c in CAPS}
     asked = {c.name: exp_file.get(c.ask, TRAIN[c.ask]) for c in CAPS}
 
     assert cfg.profile.name == f"trainer={profile}"
@@ -139,20 +140,32 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "exp1_dcgan_fruits",
             "cpu_small",
-            5,
-            "trainer=cpu_small caps max_epochs 1000 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
+            50,
+            "trainer=cpu_small caps max_epochs 1000 → 50, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
         ("exp1_dcgan_fruits", "gpu", 1000, None),
         ("exp3_dcgan_hardhat_tricks", "ddp", 200, None),
         ("vgg16_faces_paper", "cpu_small", 3, "trainer=cpu_small caps max_images all → 512"),  # the paper's 3, not 5
         ("vgg16_faces_paper", "cpu_real", 3, None),
-        ("vgg16_faces", "cpu_small", 5, "trainer=cpu_small caps max_epochs 20 → 5, max_images all → 512"),
+        ("vgg16_faces", "cpu_small", 20, "trainer=cpu_small caps max_images all → 512"),
+        (
+            "exp2_dcgan_hardhat",
+            "cpu_small",
+            30,
+            "trainer=cpu_small caps max_epochs 800 → 30, width_multiplier 1.0 → 0.125, max_images all → 512",
+        ),
+        (
+            "exp3_dcgan_hardhat_tricks",
+            "cpu_small",
+            15,
+            "trainer=cpu_small caps max_epochs 200 → 15, width_multiplier 1.0 → 0.125, max_images all → 512",
+        ),
         (
             "yolo_facemask",
             "cpu_small",
-            5,
-            "trainer=cpu_small caps max_epochs 30 → 5, max_images all → 512, detector_imgsz 640 → 320",
+            15,
+            "trainer=cpu_small caps max_epochs 30 → 15, max_images all → 512, detector_imgsz 640 → 320",
         ),
         ("yolo_facemask", "cpu_real", 30, "trainer=cpu_real caps detector_imgsz 640 → 416"),
         ("yolo_facemask", "gpu", 30, None),
@@ -183,8 +196,10 @@ def test_the_cpu_real_profile_keeps_its_wall_clock_budget_and_sizes(store):
 
 def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
     base = {"experiment": "yolo_facemask", **store}
-    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 5  # cpu_small caps the ask
+    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 15  # cpu_small caps the ask
     assert compose("train", {**base, "epochs": 2}).trainer.max_epochs == 2  # under the cap: as asked
+    # a task cpu_small does not list is capped at 5 epochs
+    assert compose("train", {**base, "task_name": "other", "epochs": 50}).trainer.max_epochs == 5
     assert (
         compose("train", {**base, "detector_imgsz": 200, "trainer": "cpu_real"}).model.imgsz == 200
     )  # never raised to 416
