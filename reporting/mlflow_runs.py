@@ -234,6 +234,7 @@ class Configuration:
 
 
 def configuration(client: mlflow.MlflowClient, run: Run) -> Configuration:
+    """The run's Configuration: `data_kind`, `model_start` (may download its pretrained.json) and `profile` tag."""
     return Configuration(data_kind(run), model_start(client, run), run.data.tags.get(PROFILE_TAG, ""))
 
 
@@ -272,13 +273,15 @@ def finished_runs(client: mlflow.MlflowClient, experiment: str) -> list[Run]:
 def best_runs(client: mlflow.MlflowClient, experiment: str) -> dict[Configuration, Run]:
     """The best finished run (`rank_best`) of each configuration of `experiment`, in the report's order: real-data
     configurations first, then synthetic; within each, runs at the experiment's own settings before demo-scale
-    ones, then by profile and model start. Empty when the experiment has no finished run."""
+    ones, then the configurations by their best run (`rank_best` again, so a COCO-pretrained detector with the
+    higher fitness comes before one from scratch). Empty when the experiment has no finished run."""
     groups: dict[Configuration, list[Run]] = {}
     for run in finished_runs(client, experiment):
         groups.setdefault(configuration(client, run), []).append(run)
     best = {config: rank_best(runs)[0] for config, runs in groups.items()}
+    rank = {run.info.run_id: i for i, run in enumerate(rank_best(list(best.values())))}
     order = sorted(
         best,
-        key=lambda c: (c.data != REAL, c.data is None, demo_scale(best[c]) is not None, c.profile, c.start),
+        key=lambda c: (c.data != REAL, c.data is None, demo_scale(best[c]) is not None, rank[best[c].info.run_id]),
     )
     return {config: best[config] for config in order}

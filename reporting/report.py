@@ -39,7 +39,8 @@ SELECTION_RULE = (
     "pretrained or from scratch, where the experiment chooses × trainer profile, the run tag `profile`), namely the "
     "best FINISHED run of that configuration by the experiment's monitor metric (`best/<monitor.metric>`, the value "
     "its best.ckpt holds; highest or lowest as `monitor.mode` says; runs without it rank last, ties go to the "
-    "newest). Real-data configurations come first, synthetic ones after. Tool runs (face detectors, LFW, open set) "
+    "newest). Real-data configurations come first, synthetic ones after; then full-scale before demo-scale, then "
+    "the better run first. Tool runs (face detectors, LFW, open set) "
     "show their newest finished run. A run is demo-scale when its profile capped what the experiment asks (the run "
     "tag `profile.caps`, e.g. fewer epochs or a narrower network) or a debug overlay made it."
 )
@@ -114,7 +115,7 @@ def runs_table(
                         **base,
                         "configuration": config.label,
                         "selected run": run_label(run),
-                        "scale": scale_label(run),
+                        "scale": scale_label(run) if config.data is not None else None,  # tools: no profile
                         "command": f"`{commands[name]}`",
                     }
                 )
@@ -202,7 +203,8 @@ def demo_scale_summary(run: Run) -> str:
     epochs = param(run, "trainer.max_epochs")
     if epochs in (None, "None", "-1"):
         epochs = str(int(run.data.metrics.get(names.EPOCH, -1)) + 1)
-    return f"{epochs} epochs at {width_fraction(param(run, 'model.generator.width_multiplier'))} width"
+    unit = "epoch" if epochs == "1" else "epochs"
+    return f"{epochs} {unit} at {width_fraction(param(run, 'model.generator.width_multiplier'))} width"
 
 
 def paper_claims_table(runs: Mapping[str, Run | None], paper_scale: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -722,8 +724,8 @@ def face_detectors_section(report: ReportWriter, run: Run | None, experiment: st
         return
     report.add(f"Newest run {run_label(run)} on `{repo_relative(param(run, 'voc', '?'))}`.")
     texts, images = face_detector_results(report.client, run)
-    for text in texts:  # its headings one level down, under this section's
-        report.add("\n".join(f"#{line}" if line.startswith("#") else line for line in text.splitlines()))
+    for text in texts:  # its headings two levels down, under this section's "##"
+        report.add("\n".join(f"##{line}" if line.startswith("#") else line for line in text.splitlines()))
     for path in images:
         report.artifact_image(run, path, f"face_detectors_{Path(path).name}", Path(path).stem)
 
