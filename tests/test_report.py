@@ -1,4 +1,5 @@
-"""`make report` and the notebooks against a small MLflow store made by smoke runs of the real entries."""
+"""`make report` and the notebooks: against a small MLflow store made by smoke runs of the real entries (DCGAN),
+and against one of the applications' runs made with MlflowClient under the names their producers log."""
 
 from __future__ import annotations
 
