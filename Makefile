@@ -134,7 +134,7 @@ WEB_DEPS := web/node_modules/.package-lock.json
 # Overrides for every training of `make demo` (its sizes are the cpu_small profile's, see conf/trainer/).
 DEMO_ARGS ?=
 
-report: $(STAMP) ## reports/README.md: the paper's figures and tables from the MLflow store ("not run yet" where a run is missing)
+report: $(STAMP) ## reports/README.md from the MLflow store: the best finished run of each configuration, demo-scale runs marked ("not run yet" where a run is missing)
 	$(PY) -m experiments.report $(ARGS)
 
 export-web: $(STAMP) ## ONNX models + web/public/models/manifest.json for the playground, each checked against PyTorch

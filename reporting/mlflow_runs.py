@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -14,7 +16,7 @@ import pandas as pd
 from mlflow.entities import Run
 
 from core.images import read_rgb
-from core.metric_names import GAN_LOSS_KINDS, GAN_NETS, gan_loss
+from core.metric_names import GAN_LOSS_KINDS, GAN_NETS, PRETRAINED_ARTIFACT, gan_loss
 from core.offline import PROJECT_ROOT  # importing core applies the offline switches (no telemetry)
 
 os.environ.setdefault(
@@ -121,3 +123,165 @@ def load_json(client: mlflow.MlflowClient, run_id: str, artifact_path: str) -> d
     with tempfile.TemporaryDirectory() as tmp:
         path = download(client, run_id, artifact_path, tmp)
         return None if path is None else json.loads(path.read_text())
+
+
+# -- run selection (issue 16): the best finished run of each configuration ---------------------------------------
+REAL, SYNTHETIC = "real data", "synthetic data"
+PROFILE_TAG, CAPS_TAG = "profile", "profile.caps"  # set by experiments/train.py on every training run
+NO_CAPS = "none"
+BEST_PREFIX = "best/"  # lightning_modules/callbacks.py BestCheckpoint: `best/<monitor>` at the end of fitting
+
+
+def run_param(run: Run, key: str, default: str | None = None) -> str | None:
+    """A run parameter by its dotted name (older runs flattened with '/')."""
+    params = run.data.params
+    return params.get(key, params.get(key.replace(".", "/"), default))
+
+
+def repo_relative(path: str | Path | None) -> str | None:
+    """`path` as the report may print it: relative to the repository (`data/x`), or to the folder beside it
+    (`../shared/data/x`); a path elsewhere becomes `<outside the repository>/<name>`, so that no machine's
+    absolute path reaches a committed page. Relative paths and None come back unchanged (None stays None)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    for base, prefix in ((PROJECT_ROOT, ""), (PROJECT_ROOT.parent, "../")):
+        if p.is_relative_to(base):
+            return prefix + str(p.relative_to(base)) if p != base else (prefix.rstrip("/") or ".")
+    return f"<outside the repository>/{p.name}"
+
+
+def repo_relative_text(text: str) -> str:
+    """`text` with the repository's absolute path, and its parent's, written relative (see `repo_relative`)."""
+    return text.replace(f"{PROJECT_ROOT}/", "").replace(f"{PROJECT_ROOT.parent}/", "../")
+
+
+def repo_relative_uri(tracking_uri: str) -> str:
+    """A tracking URI for print: `sqlite:///<abs>/mlflow.db` → `sqlite:///mlflow.db` (relative to the repository);
+    a server URI unchanged."""
+    scheme = "sqlite:///"
+    return scheme + repo_relative(tracking_uri[len(scheme) :]) if tracking_uri.startswith(scheme) else tracking_uri
+
+
+def data_kind(run: Run) -> str | None:
+    """REAL or SYNTHETIC for a training run (conf/data/*_real.yaml set `generate: null`, logged as the param
+    `data.generate` = "None"; the synthetic sets log their generator as `data.generate._target_`), None for a tool
+    run without a `data` config."""
+    if run_param(run, "data.generate") == "None":
+        return REAL
+    if run_param(run, "data.generate._target_") is not None:
+        return SYNTHETIC
+    return None
+
+
+def model_start(client: mlflow.MlflowClient, run: Run) -> str:
+    """How the model started, where an experiment chooses: a YOLO run is "pretrained (<checkpoint>)" or "from
+    scratch" (its pretrained.json, which records what `model.pretrained: auto` resolved to; the param when the
+    artifact is absent), a face classifier names its backbone and weights; "" for the others (DCGAN)."""
+    pretrained = run_param(run, "model.pretrained")
+    if pretrained is not None:
+        start = load_json(client, run.info.run_id, PRETRAINED_ARTIFACT)
+        source = start.get("pretrained") if isinstance(start, dict) else (None if pretrained == "None" else pretrained)
+        return f"pretrained ({Path(source).name})" if source else "from scratch"
+    backbone = run_param(run, "model.backbone")
+    if backbone == "vgg16":  # the one backbone with a weights choice (dlib's descriptor ships trained)
+        weights = run_param(run, "model.weights", "None")
+        return "vgg16, " + ("random init" if weights == "None" else f"weights {Path(weights).name}")
+    return backbone or ""
+
+
+def demo_scale(run: Run) -> str | None:
+    """What made the run demo-scale, or None for a run at the experiment's own settings (issue 20).
+
+    A run is demo-scale when its trainer profile's caps bite (the `profile.caps` tag, e.g. "max_epochs 1000 → 5,
+    width_multiplier 1.0 → 0.125") or a debug overlay made it (`profile` tag "debug=…"). A run from before the
+    tags is judged by its params: fewer `trainer.max_epochs` than the experiment's `epochs`."""
+    tags = run.data.tags
+    profile, caps = tags.get(PROFILE_TAG, ""), tags.get(CAPS_TAG)
+    if profile.startswith("debug="):
+        return f"{profile} smoke run" + (f", {caps}" if caps and caps != NO_CAPS else "")
+    if caps is not None:
+        return None if caps == NO_CAPS else caps
+    asked, trained = run_param(run, "epochs"), run_param(run, "trainer.max_epochs")
+    try:
+        if asked not in (None, "None") and trained is not None and 0 <= int(trained) < int(asked):
+            return f"max_epochs {asked} → {trained}"
+    except ValueError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """What a run is an instance of, beside its experiment: its data (REAL / SYNTHETIC / None for a tool), how
+    its model started (`model_start`) and its trainer profile (the `profile` tag, "" before the tag)."""
+
+    data: str | None
+    start: str
+    profile: str
+
+    @property
+    def label(self) -> str:
+        """e.g. "real data, pretrained (yolov5n.pt), trainer=cpu_real"."""
+        return ", ".join(part for part in (self.data, self.start, self.profile) if part) or "newest finished run"
+
+    @property
+    def slug(self) -> str:
+        """The label as a file-name part: "real_data_pretrained_yolov5n_pt_trainer_cpu_real"."""
+        return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
+
+
+def configuration(client: mlflow.MlflowClient, run: Run) -> Configuration:
+    """The run's Configuration: `data_kind`, `model_start` (may download its pretrained.json) and `profile` tag."""
+    return Configuration(data_kind(run), model_start(client, run), run.data.tags.get(PROFILE_TAG, ""))
+
+
+def monitor(run: Run) -> tuple[str | None, str]:
+    """The run's selection metric `best/<monitor.metric>` and its mode ("max" or "min"); (None, "max") for a run
+    that monitors nothing."""
+    metric = run_param(run, "monitor.metric")
+    mode = run_param(run, "monitor.mode", "max")
+    return (None if metric in (None, "None") else f"{BEST_PREFIX}{metric}"), mode
+
+
+def rank_best(runs: list[Run]) -> list[Run]:
+    """`runs` best first: by the value of their `best/<monitor>` metric, higher first for mode "max", lower first
+    for "min"; runs without the metric after those with it; ties and the rest newest first."""
+
+    def key(run: Run) -> tuple:
+        metric, mode = monitor(run)
+        value = run.data.metrics.get(metric) if metric else None
+        if value is None or value != value:  # absent or NaN
+            return (1, 0.0, -run.info.start_time)
+        return (0, -value if mode == "max" else value, -run.info.start_time)
+
+    return sorted(runs, key=key)
+
+
+def finished_runs(client: mlflow.MlflowClient, experiment: str) -> list[Run]:
+    """Every finished run of `experiment`, newest first (empty when the experiment is missing)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return list(
+        client.search_runs([exp.experiment_id], FINISHED, order_by=["attributes.start_time DESC"], max_results=5000)
+    )
+
+
+def best_runs(client: mlflow.MlflowClient, experiment: str) -> dict[Configuration, Run]:
+    """The best finished run (`rank_best`) of each configuration of `experiment`, in the report's order: real-data
+    configurations first, then synthetic; within each, runs at the experiment's own settings before demo-scale
+    ones, then the configurations by their best run (`rank_best` again, so a COCO-pretrained detector with the
+    higher fitness comes before one from scratch). Empty when the experiment has no finished run."""
+    groups: dict[Configuration, list[Run]] = {}
+    for run in finished_runs(client, experiment):
+        groups.setdefault(configuration(client, run), []).append(run)
+    best = {config: rank_best(runs)[0] for config, runs in groups.items()}
+    rank = {run.info.run_id: i for i, run in enumerate(rank_best(list(best.values())))}
+    order = sorted(
+        best,
+        key=lambda c: (c.data != REAL, c.data is None, demo_scale(best[c]) is not None, rank[best[c].info.run_id]),
+    )
+    return {config: best[config] for config in order}

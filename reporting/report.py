@@ -1,8 +1,13 @@
 """`make report`: the paper's figures and tables, read back from the MLflow store, on one markdown page.
 
-Each section takes the newest finished run of its experiment; a missing run is listed as "not run yet"
-with the command that makes it, never an error. The notebooks call the same table and figure functions,
-with the experiment lists of conf/report.yaml (`report_sections`).
+Run selection (issue 16), stated on the page as SELECTION_RULE: each training experiment is shown once per
+configuration (data real or synthetic × model start × trainer profile), by the best finished run of that
+configuration on the experiment's monitor (`best/<monitor.metric>`, max or min as `monitor.mode`), real-data
+configurations first. Tool runs (face detectors, LFW, open set) show their newest finished run. Demo-scale runs
+(a profile cap bit, issue 20) are marked, and the paper's claims are not judged from them. A missing run is listed
+as "not run yet" with the command that makes it, never an error. Paths are printed relative to the repository.
+The notebooks call the same table and figure functions, with the experiment lists of conf/report.yaml
+(`report_sections`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,8 +31,19 @@ from core import metric_names as names
 from core.metric_names import CLASS_NAMES_ARTIFACT
 from core.offline import PROJECT_ROOT
 from reporting import mlflow_runs
+from reporting.mlflow_runs import Configuration, demo_scale, repo_relative
 
 NOT_RUN = "not run yet"
+SELECTION_RULE = (
+    "Which runs are shown: for each experiment, one run per configuration (data: real or synthetic × model start: "
+    "pretrained or from scratch, where the experiment chooses × trainer profile, the run tag `profile`), namely the "
+    "best FINISHED run of that configuration by the experiment's monitor metric (`best/<monitor.metric>`, the value "
+    "its best.ckpt holds; highest or lowest as `monitor.mode` says; runs without it rank last, ties go to the "
+    "newest). Real-data configurations come first, synthetic ones after; then full-scale before demo-scale, then "
+    "the better run first. Tool runs (face detectors, LFW, open set) "
+    "show their newest finished run. A run is demo-scale when its profile capped what the experiment asks (the run "
+    "tag `profile.caps`, e.g. fewer epochs or a narrower network) or a debug overlay made it."
+)
 PAGE = "README.md"
 FIGURES = "figures"
 # label → metric of the detector's last validation, in table order
@@ -43,41 +60,74 @@ def report_sections(config: str | Path = PROJECT_ROOT / "conf" / "report.yaml") 
     return OmegaConf.to_container(OmegaConf.load(config).sections)
 
 
-def param(run: Run, key: str, default: str | None = None) -> str | None:
-    """A run parameter by its dotted name (older runs flattened with '/')."""
-    params = run.data.params
-    return params.get(key, params.get(key.replace(".", "/"), default))
+param = mlflow_runs.run_param
 
 
 def run_label(run: Run | None) -> str:
+    """ "`<run id[:8]>` <run name> (<start, local time>)", or NOT_RUN for None."""
     if run is None:
         return NOT_RUN
     started = datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
     return f"`{run.info.run_id[:8]}` {run.info.run_name} ({started})"
 
 
+def scale_label(run: Run | None) -> str | None:
+    """ "demo-scale (<caps>)" or "full" (the experiment's own settings); None for no run."""
+    if run is None:
+        return None
+    caps = demo_scale(run)
+    return "full" if caps is None else f"demo-scale ({caps})"
+
+
 def latest_runs(client: mlflow.MlflowClient, experiments: Mapping[str, str] | list[str]) -> dict[str, Run | None]:
-    """The newest finished run of each experiment (None where there is none)."""
+    """The newest finished run of each experiment (None where there is none): the rule for tool runs."""
     return {name: mlflow_runs.latest_run(client, name) for name in experiments}
 
 
-def runs_table(applications: Mapping[str, Mapping[str, Run | None]], commands: Mapping[str, str]) -> pd.DataFrame:
-    """Which experiment has a run, and the command that makes (or remakes) it."""
-    rows = [
-        {
-            "application": app,
-            "MLflow experiment": name,
-            "newest finished run": run_label(run),
-            "command": f"`{commands[name]}`",
-        }
-        for app, runs in applications.items()
-        for name, run in runs.items()
-    ]
-    return pd.DataFrame(rows)
+def selected_runs(
+    client: mlflow.MlflowClient, experiments: Mapping[str, str] | list[str]
+) -> dict[str, dict[Configuration, Run]]:
+    """Per training experiment, the best run of each configuration in the report's order (mlflow_runs.best_runs);
+    {} for an experiment without a finished run."""
+    return {name: mlflow_runs.best_runs(client, name) for name in experiments}
+
+
+def headline_runs(selected: Mapping[str, Mapping[Configuration, Run]]) -> dict[str, Run | None]:
+    """Per experiment, the run of its first configuration (real data and full scale before the others), or None:
+    the run the cross-experiment comparisons and the paper's claims use."""
+    return {name: next(iter(runs.values()), None) for name, runs in selected.items()}
+
+
+def runs_table(
+    applications: Mapping[str, Mapping[str, Mapping[Configuration, Run]]], commands: Mapping[str, str]
+) -> pd.DataFrame:
+    """One row per experiment and configuration: the run selected for it, its scale, and the command that makes
+    (or remakes) the experiment's run; an experiment without a run is one row saying NOT_RUN."""
+    rows = []
+    for app, experiments in applications.items():
+        for name, runs in experiments.items():
+            base = {"application": app, "MLflow experiment": name}
+            if not runs:
+                rows.append({**base, "configuration": "", "selected run": NOT_RUN, "command": f"`{commands[name]}`"})
+            for config, run in runs.items():
+                rows.append(
+                    {
+                        **base,
+                        "configuration": config.label,
+                        "selected run": run_label(run),
+                        "scale": scale_label(run) if config.data is not None else None,  # tools: no profile
+                        "command": f"`{commands[name]}`",
+                    }
+                )
+    return pd.DataFrame(rows).reindex(
+        columns=["application", "MLflow experiment", "configuration", "selected run", "scale", "command"]
+    )
 
 
 DCGAN_COLUMNS = [
     "experiment",
+    "configuration",
+    "scale",
     "data",
     "epochs",
     "batch",
@@ -93,31 +143,37 @@ DCGAN_COLUMNS = [
 ]
 
 
-def dcgan_table(runs: Mapping[str, Run | None], epochs: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Per DCGAN experiment: the settings that differ, the loss-fluctuation statistic and the sample quality."""
+def dcgan_table(
+    selected: Mapping[str, Mapping[Configuration, Run]], epochs: Mapping[str, int] | None = None
+) -> pd.DataFrame:
+    """One row per DCGAN experiment and configuration (`selected_runs`): the settings that differ, the
+    loss-fluctuation statistic and the sample quality. `epochs`: {run id: epochs trained} where known (the length
+    of its loss history), else the last logged `epoch` + 1."""
     rows = []
-    for name, run in runs.items():
-        if run is None:
+    for name, runs in selected.items():
+        if not runs:
             rows.append({"experiment": name, "run": NOT_RUN})
-            continue
-        metrics = run.data.metrics
-        rows.append(
-            {
-                "experiment": name,
-                "data": Path(param(run, "data.root", "?")).parent.name,
-                "epochs": (epochs or {}).get(name, int(metrics.get(names.EPOCH, -1)) + 1),
-                "batch": param(run, "data.batch_size"),
-                "lr": param(run, "model.lr"),
-                "G layers": param(run, "model.generator.num_layers"),
-                "width ×": param(run, "model.generator.width_multiplier"),
-                "D loss std": metrics.get(names.gan_loss_std("d")),
-                "G loss std": metrics.get(names.gan_loss_std("g")),
-                "FID": metrics.get(names.FID),
-                "KID": metrics.get(names.KID),
-                "FID trustworthy": fid_trust(run),
-                "run": run_label(run),
-            }
-        )
+        for config, run in runs.items():
+            metrics = run.data.metrics
+            rows.append(
+                {
+                    "experiment": name,
+                    "configuration": config.label,
+                    "scale": scale_label(run),
+                    "data": Path(param(run, "data.root", "?")).parent.name,
+                    "epochs": (epochs or {}).get(run.info.run_id, int(metrics.get(names.EPOCH, -1)) + 1),
+                    "batch": param(run, "data.batch_size"),
+                    "lr": param(run, "model.lr"),
+                    "G layers": param(run, "model.generator.num_layers"),
+                    "width ×": param(run, "model.generator.width_multiplier"),
+                    "D loss std": metrics.get(names.gan_loss_std("d")),
+                    "G loss std": metrics.get(names.gan_loss_std("g")),
+                    "FID": metrics.get(names.FID),
+                    "KID": metrics.get(names.KID),
+                    "FID trustworthy": fid_trust(run),
+                    "run": run_label(run),
+                }
+            )
     return pd.DataFrame(rows).reindex(columns=DCGAN_COLUMNS)
 
 
@@ -132,15 +188,47 @@ def fid_trust(run: Run) -> str | None:
     )
 
 
-def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
-    """The paper's DCGAN claims beside what the runs measured, each judged from the logged numbers."""
+def width_fraction(value: str | None) -> str:
+    """A width multiplier as the fraction of the paper's width: "0.125" → "1/8", "1.0" → "full", None → "?"."""
+    try:
+        fraction = Fraction(float(value)).limit_denominator(1024)
+    except (TypeError, ValueError):
+        return "?"
+    return "full" if fraction >= 1 else f"{fraction.numerator}/{fraction.denominator}"
+
+
+def demo_scale_summary(run: Run) -> str:
+    """ "<N> epochs at <w> width" of a DCGAN run: the epochs it was set to train (`trainer.max_epochs`, else the
+    last logged epoch + 1) and its generator's width multiplier as a fraction of the paper's net."""
+    epochs = param(run, "trainer.max_epochs")
+    if epochs in (None, "None", "-1"):
+        epochs = str(int(run.data.metrics.get(names.EPOCH, -1)) + 1)
+    unit = "epoch" if epochs == "1" else "epochs"
+    return f"{epochs} {unit} at {width_fraction(param(run, 'model.generator.width_multiplier'))} width"
+
+
+def paper_claims_table(runs: Mapping[str, Run | None], paper_scale: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The paper's DCGAN claims beside what the runs measured (`runs`: experiment → run, see `headline_runs`).
+
+    Each claim is judged from the logged numbers ("holds" / "does not hold": a smaller loss std or FID is the
+    better side) only when every run it compares ran at the experiment's own settings; when one is demo-scale
+    (`mlflow_runs.demo_scale`, issue 20) the verdict is "not judged: demo-scale run (…)" with the commands of
+    `paper_scale` (experiment → command of the paper-scale run, conf/report.yaml) that would judge it."""
+    paper_scale = paper_scale or {}
 
     def metric(name: str, key: str) -> float | None:
         run = runs.get(name)
         return None if run is None else run.data.metrics.get(key)
 
-    def verdict(holds: bool | None) -> str:
-        return "not run yet" if holds is None else ("holds" if holds else "does not hold")
+    def verdict(compared: tuple[str, ...], holds: bool | None) -> str:
+        if holds is None:
+            return NOT_RUN
+        demo = [name for name in compared if demo_scale(runs[name]) is not None]
+        if not demo:
+            return "holds" if holds else "does not hold"
+        what = "; ".join(f"{name}: {demo_scale_summary(runs[name])}" for name in demo)
+        commands = " and ".join(f"`{paper_scale[name]}`" for name in compared if name in paper_scale)
+        return f"not judged: demo-scale run ({what})" + (f"; judge with {commands}" if commands else "")
 
     def compare(a: float | None, b: float | None) -> bool | None:
         return None if a is None or b is None else a < b
@@ -154,22 +242,22 @@ def paper_claims_table(runs: Mapping[str, Run | None]) -> pd.DataFrame:
         (
             "exp1: G loss stable, D loss fluctuating",
             f"G std {fmt(g[e1])}, D std {fmt(d[e1])}",
-            verdict(compare(g[e1], d[e1])),
+            verdict((e1,), compare(g[e1], d[e1])),
         ),
         (
             "exp2: the same net fails on complicated scenes (fluctuating losses, poor samples)",
             f"G std {fmt(g[e2])} vs exp1 {fmt(g[e1])}",
-            verdict(compare(g[e1], g[e2])),
+            verdict((e1, e2), compare(g[e1], g[e2])),
         ),
         (
             "exp3: the tricks stabilise training on complicated scenes",
             f"G std {fmt(g[e3])} vs exp2 {fmt(g[e2])}",
-            verdict(compare(g[e3], g[e2])),
+            verdict((e2, e3), compare(g[e3], g[e2])),
         ),
         (
             "exp3: better samples than exp2",
             f"FID {fmt(fid[e3])} vs exp2 {fmt(fid[e2])}",
-            verdict(compare(fid[e3], fid[e2])),
+            verdict((e2, e3), compare(fid[e3], fid[e2])),
         ),
     ]
     return pd.DataFrame(rows, columns=["the paper says", "measured here", "verdict"])
@@ -278,18 +366,72 @@ def sweep_results(client: mlflow.MlflowClient, experiment: str) -> tuple[str | N
     return metric, mlflow_runs.sweep_table(experiment, metric) if metric else pd.DataFrame()
 
 
-APPLICATIONS = {"face-mask detection": "yolo", "face recognition": "faces", "face detection": "face_detectors"}
+APPLICATIONS = {"face-mask detection": "yolo", "face recognition": "faces"}  # training runs: best per configuration
+TOOLS = {"face detection": "face_detectors", "LFW verification": "lfw", "open-set recognition": "open_set"}  # newest
+TOOL_RUN = Configuration(None, "", "")  # a tool run's configuration: the label "newest finished run"
+# open-set recognition (another entry logs it): its metrics, in table order, and its figure
+OPEN_SET_METRICS = (
+    ("identification accuracy", "open_set/identification_accuracy"),
+    ("stranger rejection", "open_set/stranger_rejection"),
+)
+OPEN_SET_FIGURE = "figures/open_set.png"
+# experiments/eval_lfw.py: its summary metrics, in table order, and its ROC figure
+LFW_METRICS = (
+    ("accuracy (k-fold thresholds)", "accuracy"),
+    ("std over the folds", "std"),
+    ("accuracy at the fixed tolerance", "accuracy_at_tolerance"),
+    ("pairs", "pairs"),
+    ("photos", "images"),
+    ("photos without a detected face", "faces_not_found"),
+)
+LFW_FIGURE = "roc.png"
 
 
-def overview(client: mlflow.MlflowClient, sections: Mapping) -> tuple[dict[str, dict[str, Run | None]], pd.DataFrame]:
-    """The newest run of every experiment the report reads, by application, and the table of them."""
-    runs = {"DCGAN": latest_runs(client, sections["dcgan"])}
+def tool_runs(client: mlflow.MlflowClient, experiment: str) -> dict[Configuration, Run]:
+    """{TOOL_RUN: the newest finished run of `experiment`}, or {} when it has none."""
+    run = mlflow_runs.latest_run(client, experiment)
+    return {} if run is None else {TOOL_RUN: run}
+
+
+def overview(
+    client: mlflow.MlflowClient, sections: Mapping
+) -> tuple[dict[str, dict[str, dict[Configuration, Run]]], pd.DataFrame]:
+    """The runs the report shows, by application → experiment → configuration (`selected_runs` for trainings,
+    `tool_runs` for tools), and the table of them (`runs_table`)."""
+    runs = {"DCGAN": selected_runs(client, sections["dcgan"])}
     commands = dict(sections["dcgan"])
-    for application, key in APPLICATIONS.items():
+    for application, key in (*APPLICATIONS.items(), *TOOLS.items()):
         experiment = sections[key]["experiment"]
-        runs[application] = latest_runs(client, [experiment])
+        runs[application] = (
+            selected_runs(client, [experiment])
+            if key in APPLICATIONS.values()
+            else {experiment: tool_runs(client, experiment)}
+        )
         commands[experiment] = sections[key]["command"]
     return runs, runs_table(runs, commands)
+
+
+def metrics_table(run: Run, labels: tuple[tuple[str, str], ...]) -> pd.DataFrame:
+    """The run's metrics `labels` ((label, metric key), …) as rows (metric, value); an absent metric is empty."""
+    return pd.DataFrame([{"metric": label, "value": run.data.metrics.get(key)} for label, key in labels])
+
+
+def yolo_compare_runs(
+    selected: Mapping[Configuration, Run], compare: Mapping[str, Mapping[str, str]]
+) -> dict[str, Run | None]:
+    """Per `compare` label, the run of the first real-data configuration whose model start begins with the
+    label's `start` ("pretrained" or "from scratch"), in `selected`'s order (full scale first); None if none."""
+    return {
+        label: next(
+            (
+                run
+                for config, run in selected.items()
+                if config.data == mlflow_runs.REAL and config.start.startswith(variant["start"])
+            ),
+            None,
+        )
+        for label, variant in compare.items()
+    }
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -338,30 +480,55 @@ class ReportWriter:
         return page
 
 
-def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands: Mapping[str, str]) -> None:
+def configuration_heading(report: ReportWriter, level: str, name: str, config: Configuration, run: Run) -> None:
+    """A heading per shown configuration, then the run and, for a demo-scale run, the mark saying so."""
+    report.add(f"{level} {name}: {config.label}")
+    caps = demo_scale(run)
+    mark = (
+        f" **Demo-scale run** ({caps}): it shows the pipeline works, not what the experiment achieves." if caps else ""
+    )
+    report.add(f"Run {run_label(run)}.{mark}")
+
+
+def dcgan_section(
+    report: ReportWriter,
+    selected: Mapping[str, Mapping[Configuration, Run]],
+    commands: Mapping[str, str],
+    paper_scale: Mapping[str, str] | None = None,
+) -> None:
     report.add("## DCGAN: the three experiments")
-    histories = {}
-    for name, run in runs.items():
-        report.add(f"### {name}")
-        if run is None:
-            report.add(f"{NOT_RUN}: `{commands[name]}`")
+    histories, epochs = {}, {}
+    headline = headline_runs(selected)
+    for name, runs in selected.items():
+        if not runs:
+            report.add(f"### {name}", f"{NOT_RUN}: `{commands[name]}`")
             continue
-        report.add(f"Run {run_label(run)}.")
-        shown = report.newest_artifact_image(
-            run, names.SAMPLES_FOLDER, f"{name}_samples.png", f"{name}: samples of the last epoch"
-        )
-        if shown:
-            report.add(f"Final sample grid ({Path(shown).stem.replace('_', ' ')}): the 32 fixed noise vectors.")
-        history = mlflow_runs.gan_history(report.client, run.info.run_id)
-        if history["g_loss_epoch"]:
-            histories[name] = history
-            window = int(param(run, "model.fluctuation_window", "10"))
-            report.figure(
-                figures.gan_loss_curves(history, f"D and G loss per epoch ({name})", window),
-                f"{name}_losses.png",
-                f"{name}: D and G loss per epoch",
+        for config, run in runs.items():
+            configuration_heading(report, "###", name, config, run)
+            prefix = f"{name}_{config.slug}"
+            shown = report.newest_artifact_image(
+                run,
+                names.SAMPLES_FOLDER,
+                f"{prefix}_samples.png",
+                f"{name} ({config.label}): samples of the last epoch",
             )
-    report.add("### The three experiments compared")
+            if shown:
+                report.add(f"Final sample grid ({Path(shown).stem.replace('_', ' ')}): the 32 fixed noise vectors.")
+            history = mlflow_runs.gan_history(report.client, run.info.run_id)
+            if history["g_loss_epoch"]:
+                epochs[run.info.run_id] = len(history["g_loss_epoch"])
+                if run is headline[name]:
+                    histories[name] = history
+                window = int(param(run, "model.fluctuation_window", "10"))
+                report.figure(
+                    figures.gan_loss_curves(history, f"D and G loss per epoch ({name}, {config.label})", window),
+                    f"{prefix}_losses.png",
+                    f"{name} ({config.label}): D and G loss per epoch",
+                )
+    report.add(
+        "### The three experiments compared",
+        "Each experiment by its first configuration above (real data and full scale before the others).",
+    )
     if histories:
         report.figure(
             figures.gan_loss_comparison(histories),
@@ -370,7 +537,7 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
         )
     fid_series = {
         name: curve
-        for name, run in runs.items()
+        for name, run in headline.items()
         if run is not None
         for curve in epoch_series(report.client, run, {name: names.FID}).values()
     }
@@ -384,9 +551,10 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
         )
     report.add(
         "### The paper's claims beside these runs",
-        "Judged from the logged numbers of the runs above (their data and sizes are in the table below); "
-        "short CPU runs of a few epochs say little about a 200–1000-epoch claim.",
-        markdown(paper_claims_table(runs)),
+        "Judged from the logged numbers of each experiment's first configuration (its data and sizes are in the "
+        "table below), and only where every run compared ran at the experiment's own settings: the paper's claims "
+        "are about 200–1000 epochs of full-width nets, which a demo-scale run cannot confirm or refute.",
+        markdown(paper_claims_table(headline, paper_scale)),
     )
     report.add(
         "Loss fluctuation: the standard deviation of the epoch-mean loss over the last `model.fluctuation_window` "
@@ -394,7 +562,7 @@ def dcgan_section(report: ReportWriter, runs: Mapping[str, Run | None], commands
         'offline), comparable between runs of this project only; lower is better. "FID trustworthy: no": the FID came '
         "from fewer samples than its 256 feature dimensions (a small data set), so it is biased high; KID then uses "
         "subsets as large as the data allows.",
-        markdown(dcgan_table(runs, {name: len(h["g_loss_epoch"]) for name, h in histories.items()})),
+        markdown(dcgan_table(selected, epochs)),
     )
 
 
@@ -418,25 +586,30 @@ def sweep_section(report: ReportWriter, command: str) -> None:
 
 
 def yolo_section(
-    report: ReportWriter, run: Run | None, experiment: str, command: str, compare: Mapping[str, Mapping[str, str]]
+    report: ReportWriter,
+    selected: Mapping[Configuration, Run],
+    experiment: str,
+    command: str,
+    compare: Mapping[str, Mapping[str, str]],
 ) -> None:
     report.add("## Face-mask detection (YOLO)")
-    if run is None:
+    if not selected:
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
         return
-    yolo_run_section(report, run, experiment)
-    yolo_compare_section(report, experiment, compare)
+    for config, run in selected.items():
+        configuration_heading(report, "###", experiment, config, run)
+        yolo_run_section(report, run, experiment, config)
+    yolo_compare_section(report, selected, compare)
 
 
-def yolo_compare_section(report: ReportWriter, experiment: str, compare: Mapping[str, Mapping[str, str]]) -> None:
-    """The newest run of each `compare` variant (label → {filter, command}), side by side."""
-    runs = {
-        label: mlflow_runs.latest_run(report.client, experiment, variant["filter"])
-        for label, variant in compare.items()
-    }
+def yolo_compare_section(
+    report: ReportWriter, selected: Mapping[Configuration, Run], compare: Mapping[str, Mapping[str, str]]
+) -> None:
+    """The selected real-data run of each `compare` start (label → {start, command}, `yolo_compare_runs`), side by side."""
+    runs = yolo_compare_runs(selected, compare)
     report.add(
         "### Real face-mask subset: COCO-pretrained start vs from scratch",
-        "The newest finished run of each start on `data=facemask_real` (the same deterministic val split); AP50 per "
+        "The selected run of each start on `data=facemask_real` (the same deterministic val split); AP50 per "
         "class and mAP at the last validation.",
         markdown(yolo_comparison_table(report.client, runs)),
     )
@@ -457,45 +630,57 @@ def yolo_compare_section(report: ReportWriter, experiment: str, compare: Mapping
         )
 
 
-def yolo_run_section(report: ReportWriter, run: Run, experiment: str) -> None:
-    report.add(
-        f"Newest run {run_label(run)}, architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'model.imgsz', '?')} px."
-    )
+def yolo_run_section(report: ReportWriter, run: Run, experiment: str, config: Configuration) -> None:
+    report.add(f"Architecture `{param(run, 'model.arch', '?')}`, input {param(run, 'model.imgsz', '?')} px.")
     curves = yolo_curves(report.client, run)
     if curves["map"]:
         report.figure(
             figures.metric_curves(
                 curves["map"],
-                f"Validation detection metrics ({experiment})",
+                f"Validation detection metrics ({experiment}, {config.label})",
                 "epoch",
                 "value (fraction, IoU 0.5 / 0.5–0.95)",
             ),
-            "yolo_map.png",
-            "validation mAP per epoch",
+            f"yolo_{config.slug}_map.png",
+            f"validation mAP per epoch ({config.label})",
         )
     if curves["loss"]:
         report.figure(
             figures.metric_curves(
-                curves["loss"], f"Loss terms per epoch ({experiment})", "epoch", "loss (ultralytics' units, per image)"
+                curves["loss"],
+                f"Loss terms per epoch ({experiment}, {config.label})",
+                "epoch",
+                "loss (ultralytics' units, per image)",
             ),
-            "yolo_losses.png",
-            "training and validation losses per epoch",
+            f"yolo_{config.slug}_losses.png",
+            f"training and validation losses per epoch ({config.label})",
         )
     shown = report.newest_artifact_image(
-        run, names.PREDICTIONS_FOLDER, "yolo_predictions.png", "validation predictions"
+        run, names.PREDICTIONS_FOLDER, f"yolo_{config.slug}_predictions.png", f"validation predictions ({config.label})"
     )
     if shown:
         report.add(f"Predictions on validation images ({Path(shown).stem.replace('_', ' ')}).")
     report.add(markdown(yolo_table(run, run_class_names(report.client, run))))
 
 
-def faces_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
+def faces_section(report: ReportWriter, selected: Mapping[Configuration, Run], experiment: str, command: str) -> None:
     report.add("## Face recognition (VGG16 transfer learning)")
-    if run is None:
+    if not selected:
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
         return
+    for config, run in selected.items():
+        configuration_heading(report, "###", experiment, config, run)
+        faces_run_section(report, run, experiment, config)
     report.add(
-        f"Run {run_label(run)}, backbone `{param(run, 'model.backbone', '?')}`, input {param(run, 'model.image_size', '?')} px."
+        "The paper (3 people, ~100 webcam crops each, VGG16 with ImageNet weights, 3 epochs) reported 98.39 % train "
+        "and 50.97 % validation accuracy."
+    )
+
+
+def faces_run_section(report: ReportWriter, run: Run, experiment: str, config: Configuration) -> None:
+    report.add(
+        f"Backbone `{param(run, 'model.backbone', '?')}`, input {param(run, 'model.image_size', '?')} px, "
+        f"data `{repo_relative(param(run, 'data.root', '?'))}`."
     )
     accuracy = epoch_series(
         report.client, run, {"train accuracy": names.TRAIN_ACC, "validation accuracy": names.VAL_ACC}
@@ -503,29 +688,30 @@ def faces_section(report: ReportWriter, run: Run | None, experiment: str, comman
     if accuracy:
         report.figure(
             figures.metric_curves(
-                accuracy, f"Accuracy per epoch ({experiment})", "epoch", "accuracy (fraction of faces)"
+                accuracy, f"Accuracy per epoch ({experiment}, {config.label})", "epoch", "accuracy (fraction of faces)"
             ),
-            "faces_accuracy.png",
-            "accuracy per epoch",
+            f"faces_{config.slug}_accuracy.png",
+            f"accuracy per epoch ({config.label})",
         )
-    report.add(
-        markdown(face_accuracy_table(run)),
-        f"Data: `{param(run, 'data.root', '?')}`. The paper (3 people, ~100 webcam crops each, VGG16 with "
-        "ImageNet weights, 3 epochs) reported 98.39 % train and 50.97 % validation accuracy.",
-    )
+    report.add(markdown(face_accuracy_table(run)))
     report.artifact_image(
-        run, names.CONFUSION_MATRIX_ARTIFACT, "faces_confusion_matrix.png", "validation confusion matrix"
+        run,
+        names.CONFUSION_MATRIX_ARTIFACT,
+        f"faces_{config.slug}_confusion_matrix.png",
+        f"validation confusion matrix ({config.label})",
     )
     report.add("Per identity, on the validation faces:", markdown(face_class_table(report.client, run)))
 
 
 def face_detector_results(client: mlflow.MlflowClient, run: Run) -> tuple[list[str], dict[str, np.ndarray]]:
-    """What compare_face_detectors logged at its run's top level: its markdown tables and its figures."""
+    """What compare_face_detectors logged at its run's top level: its markdown tables (paths in them written
+    relative to the repository) and its figures."""
     texts, images = [], {}
     for artifact in client.list_artifacts(run.info.run_id):
         if artifact.path.endswith(".md"):
             with tempfile.TemporaryDirectory() as tmp:
-                texts.append(mlflow_runs.download(client, run.info.run_id, artifact.path, tmp).read_text())
+                text = mlflow_runs.download(client, run.info.run_id, artifact.path, tmp).read_text()
+                texts.append(mlflow_runs.repo_relative_text(text))
         elif artifact.path.endswith(".png"):
             images[artifact.path] = mlflow_runs.load_image(client, run.info.run_id, artifact.path)
     return texts, images
@@ -536,12 +722,43 @@ def face_detectors_section(report: ReportWriter, run: Run | None, experiment: st
     if run is None:
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
         return
-    report.add(f"Run {run_label(run)} on `{param(run, 'voc', '?')}`.")
+    report.add(f"Newest run {run_label(run)} on `{repo_relative(param(run, 'voc', '?'))}`.")
     texts, images = face_detector_results(report.client, run)
-    for text in texts:  # its headings one level down, under this section's
-        report.add("\n".join(f"#{line}" if line.startswith("#") else line for line in text.splitlines()))
+    for text in texts:  # its headings two levels down, under this section's "##"
+        report.add("\n".join(f"##{line}" if line.startswith("#") else line for line in text.splitlines()))
     for path in images:
         report.artifact_image(run, path, f"face_detectors_{Path(path).name}", Path(path).stem)
+
+
+def lfw_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
+    """LFW verification (experiments/eval_lfw.py): the newest finished run's summary and its ROC curve."""
+    report.add("## Face verification on LFW (View 2, k-fold)")
+    if run is None:
+        report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
+        return
+    report.add(
+        f"Newest run {run_label(run)} on `{repo_relative(param(run, 'pairs', '?'))}`, fixed tolerance "
+        f"{param(run, 'tolerance', '?')} (Euclidean distance between dlib descriptors). Accuracy: the mean over the "
+        "folds of each fold's accuracy at the threshold chosen on the other folds (Huang et al. 2007).",
+        markdown(metrics_table(run, LFW_METRICS)),
+    )
+    report.artifact_image(run, LFW_FIGURE, "lfw_roc.png", "LFW verification ROC curve")
+
+
+def open_set_section(report: ReportWriter, run: Run | None, experiment: str, command: str) -> None:
+    """Open-set recognition: the newest finished run's identification accuracy and stranger rejection, and its
+    figure."""
+    report.add("## Open-set recognition: known people and strangers")
+    if run is None:
+        report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
+        return
+    report.add(
+        f"Newest run {run_label(run)}, tolerance {param(run, 'tolerance', '?')}. Identification accuracy: the "
+        "fraction of known people's faces given their own name; stranger rejection: the fraction of strangers' "
+        "faces called unknown.",
+        markdown(metrics_table(run, OPEN_SET_METRICS)),
+    )
+    report.artifact_image(run, OPEN_SET_FIGURE, "open_set.png", "open-set recognition")
 
 
 def build_report(tracking_uri: str, out_dir: str | Path, **sections) -> Path:
@@ -551,17 +768,21 @@ def build_report(tracking_uri: str, out_dir: str | Path, **sections) -> Path:
     runs, table = overview(client, sections)
     report.add(
         "# ml-playground report",
-        f"Generated by `make report` from the MLflow store `{tracking_uri}`. Every figure is redrawn from the "
-        "newest finished run of its experiment; `make mlflow-ui` shows every run.",
+        f"Generated by `make report` from the MLflow store `{mlflow_runs.repo_relative_uri(tracking_uri)}`; "
+        "`make mlflow-ui` shows every run.",
+        SELECTION_RULE,
         "## Runs",
         markdown(table),
     )
-    dcgan_section(report, runs["DCGAN"], sections["dcgan"])
+    dcgan_section(report, runs["DCGAN"], sections["dcgan"], sections.get("paper_scale"))
     sweep_section(report, sections["sweep_command"])
+    yolo_section(report, runs["face-mask detection"][sections["yolo"]["experiment"]], **sections["yolo"])
+    faces_section(report, runs["face recognition"][sections["faces"]["experiment"]], **sections["faces"])
     for application, key, section in (
-        ("face-mask detection", "yolo", yolo_section),
-        ("face recognition", "faces", faces_section),
         ("face detection", "face_detectors", face_detectors_section),
+        ("LFW verification", "lfw", lfw_section),
+        ("open-set recognition", "open_set", open_set_section),
     ):
-        section(report, runs[application][sections[key]["experiment"]], **sections[key])
+        newest = runs[application][sections[key]["experiment"]]
+        section(report, newest.get(TOOL_RUN), **sections[key])
     return report.write()
