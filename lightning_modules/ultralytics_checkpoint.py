@@ -76,7 +76,8 @@ def ultralytics_checkpoint(module, imgsz: int | None = None) -> dict:
     net.criterion = None  # the loss holds training state only, as ultralytics strips it
     for parameter in net.parameters():
         parameter.requires_grad = False
-    trained = {k: v for k, v in vars(net.args).items() if k in DEFAULT_CFG_KEYS} if hasattr(net, "args") else {}
+    given = getattr(net, "args", None) or {}  # build_model's config (loss gains), a namespace or a dict
+    trained = {k: v for k, v in (given if isinstance(given, dict) else vars(given)).items() if k in DEFAULT_CFG_KEYS}
     args = {
         **DEFAULT_CFG_DICT,
         **trained,
