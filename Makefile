@@ -107,7 +107,7 @@ bench-face-detectors: $(STAMP) ## images/s: detect-faces serial vs 2 processes; 
 	$(PY) -m benchmarks.face_detectors $(ARGS)
 
 # ---- Face-mask detection (YOLO) -------------------------------------------------------------------------
-.PHONY: yolo-facemask convert-facemask predict-facemask monitor-facemask eval-facemask bench-yolo
+.PHONY: yolo-facemask convert-facemask predict-facemask monitor-facemask eval-facemask export-facemask bench-yolo
 
 yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facemask_real trainer=cpu_real" for the real subset)
 	$(TRAIN) experiment=yolo_facemask $(ARGS)
@@ -123,6 +123,9 @@ monitor-facemask: $(STAMP) ## track people in SRC=<video, camera index or rtsp/h
 
 eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: best of the newest run) on VOC=<folder>; last line JSON
 	$(PY) -m experiments.eval_facemask $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+
+export-facemask: $(STAMP) ## CKPT (default: best of the newest run) as facemask.pt for yolo predict/track/export + FORMAT=<onnx,torchscript,…>, parity-checked; last line JSON
+	$(PY) -m experiments.export_facemask 'formats=[$(FORMAT)]' $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 bench-yolo: $(STAMP) ## s/batch of the Lightning YOLO module vs ultralytics' trainer; PyTorch vs ONNX Runtime images/s
 	$(PY) -m benchmarks.yolo_step $(ARGS)
