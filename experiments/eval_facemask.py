@@ -4,8 +4,10 @@ Every image of the folder is converted (clipping and reporting as for training) 
 validation step, so the figures are the same as `val/*` in training. Prints as its last line, and writes to
 `out`, one JSON object `{"map50", "map50_95", "ap50": {class: AP50 or null when the class has no box}, "images"}`;
 logs it to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<slug>`, the class names in
-`class_names.json`). The result is printed and written whatever the tracking store does: an MLflow failure is a
-warning.
+`class_names.json`). ultralytics' evaluation plots (PR, F1, P and R curves, the confusion matrix as counts and
+normalised, the first three batches with ground truth and predictions; `lightning_modules.yolo_plots`) go to
+`plots/` beside `out` and to the run's artifacts under `plots/` (`plots=false`: none). The result is printed and
+written whatever the tracking store does: an MLflow failure is a warning.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 from core.tracking import log_tool_run
 from datamodules.yolo import YoloDataModule
 from experiments import log, user_errors
+from lightning_modules.yolo_detector import PLOTS_FOLDER
 from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
+from lightning_modules.yolo_plots import clear_plots
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -59,6 +63,9 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     trainer.validate(module, datamodule=data, verbose=False)
     metrics = module.last_metrics
+    plots_dir = Path(cfg.out).parent / PLOTS_FOLDER
+    clear_plots(plots_dir)  # only the files write_plots writes: no plot of an earlier evaluation is logged
+    plots = module.write_plots(plots_dir) if cfg.plots else []
     result = {
         "map50": metrics["map50"],
         "map50_95": metrics["map50_95"],
@@ -70,12 +77,19 @@ def evaluate(cfg: DictConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz, "conversion": data.report.summary()},
+            {
+                **result,
+                "checkpoint": str(ckpt),
+                "voc": str(voc),
+                "imgsz": imgsz,
+                "conversion": data.report.summary(),
+                "plots": [str(path) for path in plots],
+            },
             indent=2,
         )
     )
     names = class_metric_names(module.names, prefix="ap50/")
-    log_tool_run(
+    run_id = log_tool_run(
         cfg,
         voc.name,
         params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz},
@@ -88,9 +102,22 @@ def evaluate(cfg: DictConfig) -> dict:
         dicts={CLASS_NAMES_ARTIFACT: names},
         files=[out],
     )
+    if run_id is not None and plots:
+        log_plots(cfg.paths.mlflow_uri, run_id, plots_dir)
     log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
     print(json.dumps(result), flush=True)
     return result
+
+
+def log_plots(tracking_uri: str, run_id: str, folder: Path) -> None:
+    """Add the plots to the tool's finished run under `plots/` (`log_tool_run` logs files at the artifact root
+    only); as there, a failing store is one warning and the result stands."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri).log_artifacts(run_id, str(folder), PLOTS_FOLDER)
+    except Exception as exc:  # noqa: BLE001  (whatever the store raised: the plots are on disk)
+        log.warning("MLflow did not take the plots in %s: %s: %s", folder, type(exc).__name__, exc)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval_facemask")
