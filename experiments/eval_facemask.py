@@ -1,9 +1,10 @@
 """Evaluate a face-mask checkpoint on a VOC folder: `python experiments/eval_facemask.py voc=... [ckpt=...]`.
 
 Every image of the folder is converted (clipping and reporting as for training) and validated by the model's own
-validation step, so the figures are the same as `val/*` in training. Prints as its last line, and writes to
-`out`, one JSON object `{"map50", "map50_95", "ap50": {class: AP50 or null when the class has no box}, "images"}`;
-logs it to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<slug>`, the class names in
+validation step, so the figures are the same as `val/*` in training. Prints as its last line one JSON object
+`{"map50", "map50_95", "ap50": {class: AP50 or null when the class has no box}, "images"}`, and writes it to `out`
+with precision and recall (ultralytics': at the confidence of best mean F1), the box/cls/dfl `losses`, the
+checkpoint, the folder and the conversion report; logs the numbers to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<slug>`, the class names in
 `class_names.json`). ultralytics' evaluation plots (PR, F1, P and R curves, the confusion matrix as counts and
 normalised, the first three batches with ground truth and predictions; `lightning_modules.yolo_plots`) go to
 `plots/` beside `out` and to the run's artifacts under `plots/` (`plots=false`: none). The result is printed and
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
-from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
+from core.metric_names import CLASS_NAMES_ARTIFACT, VAL, YOLO_LOSSES, class_metric_names
 from core.tracking import log_tool_run
 from datamodules.yolo import YoloDataModule
 from experiments import log, user_errors
@@ -61,8 +62,11 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_progress_bar=False,
         default_root_dir=str(Path(cfg.out).parent),
     )
-    trainer.validate(module, datamodule=data, verbose=False)
+    (logged,) = trainer.validate(module, datamodule=data, verbose=False)
     metrics = module.last_metrics
+    # ultralytics' box, cls and dfl losses on the folder: as val/* in training, and unlike an untrained model's
+    # mAP never all zero, so they show that an evaluation saw the same images, letterbox and weights
+    losses = {key: float(logged[f"{VAL}{key}"]) for key in YOLO_LOSSES}
     plots_dir = Path(cfg.out).parent / PLOTS_FOLDER
     clear_plots(plots_dir)  # only the files write_plots writes: no plot of an earlier evaluation is logged
     plots = module.write_plots(plots_dir) if cfg.plots else []
@@ -79,6 +83,9 @@ def evaluate(cfg: DictConfig) -> dict:
         json.dumps(
             {
                 **result,
+                "precision": metrics["precision"],
+                "recall": metrics["recall"],
+                "losses": losses,
                 "checkpoint": str(ckpt),
                 "voc": str(voc),
                 "imgsz": imgsz,
@@ -96,6 +103,9 @@ def evaluate(cfg: DictConfig) -> dict:
         metrics={
             "map50": result["map50"],
             "map50_95": result["map50_95"],
+            "precision": metrics["precision"],
+            "recall": metrics["recall"],
+            **losses,
             "images": result["images"],
             **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None},
         },

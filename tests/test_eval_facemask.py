@@ -170,8 +170,13 @@ def test_eval_on_the_validation_split_reproduces_the_logged_val_map50(trained, t
     assert result["images"] == 8
     assert result["map50"] == pytest.approx(logged["val/map50"], abs=1e-6)
     assert result["map50_95"] == pytest.approx(logged["val/map50_95"], abs=1e-6)
+    # the 2-step model finds no face (mAP 0 both times): its losses, never 0, show the same images and weights
+    report = json.loads(out.read_text())
+    for key in ("box_loss", "cls_loss", "dfl_loss"):
+        assert report["losses"][key] > 0 and report["losses"][key] == pytest.approx(logged[f"val/{key}"], abs=1e-6)
+    assert (report["precision"], report["recall"]) == pytest.approx((logged["val/precision"], logged["val/recall"]))
 
-    written = json.loads(out.read_text())["plots"]
+    written = report["plots"]
     assert {Path(p).name for p in written} >= PLOTS and all(Path(p).parent == out.parent / "plots" for p in written)
     client, runs = mlflow_runs(tmp_path, "eval_facemask")
     logged_plots = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
