@@ -138,6 +138,8 @@ class DetectionMetrics:
 
 
 DIFFICULT_IOU = 0.5  # PASCAL VOC's match threshold
+RESULTS_ARTIFACT = "results.csv"  # the per-epoch table, named as ultralytics names it
+PLOTS_FOLDER = "plots"  # the artifact folder of ultralytics' evaluation plots
 
 
 def ignore_difficult(detection: dict[str, torch.Tensor], si: int, batch: dict) -> dict[str, torch.Tensor]:
@@ -185,8 +187,9 @@ class YoloDetector(pl.LightningModule):
     Logs per step the three losses (`core.metric_names`), per validation epoch `val/map50`, `val/map50_95`,
     precision, recall and AP50 per class (names made valid and stable by `core.metric_names`), and a figure of
     predictions. At the end of training it logs ultralytics' plots of the last validation epoch under `plots/`
-    (`write_plots`) and the per-epoch table `results.csv` (`RESULTS_ARTIFACT`, one row per training epoch). `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository
-    files through `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
+    (`write_plots`) and the per-epoch table `results.csv` (`write_results_csv`, one row per training epoch).
+    `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository files through
+    `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
     Raises UserError for a missing or foreign weights file.
     """
 
@@ -455,10 +458,6 @@ class YoloDetector(pl.LightningModule):
         if self._ema is not None:
             self._ema.updates = checkpoint.get("ema_updates", 0)
         self.results = [dict(row) for row in checkpoint.get("results", [])]
-
-
-RESULTS_ARTIFACT = "results.csv"
-PLOTS_FOLDER = "plots"
 
 
 def write_results_csv(rows: Sequence[dict[str, float]], path: str | Path) -> None:

@@ -182,3 +182,18 @@ def test_eval_on_the_validation_split_reproduces_the_logged_val_map50(trained, t
     logged_plots = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
     assert logged_plots == {f"plots/{Path(p).name}" for p in written}
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["map50"] == result["map50"]
+
+
+def test_results_csv_has_one_row_per_epoch_and_leaves_unlogged_values_empty(tmp_path):
+    from lightning_modules.yolo_detector import write_results_csv
+
+    rows = [
+        {"epoch": 1.0, "train/box_loss_epoch": 2.5, "val/map50": 0.125},
+        {"epoch": 2.0, "train/box_loss_epoch": 2.0, "val/map50": 0.25, "val/ap50/1_without_mask": 0.5},
+    ]
+    write_results_csv(rows, tmp_path / "results.csv")
+    assert (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines() == [
+        "epoch,train/box_loss_epoch,val/map50,val/ap50/1_without_mask",
+        "1.0,2.5,0.125,",
+        "2.0,2.0,0.25,0.5",
+    ]
