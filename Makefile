@@ -121,7 +121,7 @@ predict-facemask: $(STAMP) ## boxes + unmasked-face count per frame for SRC=<ima
 monitor-facemask: $(STAMP) ## track people in SRC=<video, camera index or rtsp/http(s) URL>, one alert per unmasked person [CKPT=...]; last line JSON
 	$(PY) -m experiments.monitor_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
-eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: best of the newest run) on VOC=<folder>; last line JSON
+eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: best of the newest run) on VOC=<folder>, with ultralytics' PR/F1 curves, confusion matrix, val batches; last line JSON
 	$(PY) -m experiments.eval_facemask $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
 export-facemask: $(STAMP) ## CKPT (default: best of the newest run) as facemask.pt for yolo predict/track/export + FORMAT=<onnx,torchscript,…>, parity-checked; last line JSON

@@ -1,11 +1,14 @@
 """Evaluate a face-mask checkpoint on a VOC folder: `python experiments/eval_facemask.py voc=... [ckpt=...]`.
 
 Every image of the folder is converted (clipping and reporting as for training) and validated by the model's own
-validation step, so the figures are the same as `val/*` in training. Prints as its last line, and writes to
-`out`, one JSON object `{"map50", "map50_95", "ap50": {class: AP50 or null when the class has no box}, "images"}`;
-logs it to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<slug>`, the class names in
-`class_names.json`). The result is printed and written whatever the tracking store does: an MLflow failure is a
-warning.
+validation step, so the figures are the same as `val/*` in training. Prints as its last line one JSON object
+`{"map50", "map50_95", "ap50": {class: AP50 or null when the class has no box}, "images"}`, and writes it to `out`
+with precision and recall (ultralytics': at the confidence of best mean F1), the box/cls/dfl `losses`, the
+checkpoint, the folder and the conversion report; logs the numbers to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<slug>`, the class names in
+`class_names.json`). ultralytics' evaluation plots (PR, F1, P and R curves, the confusion matrix as counts and
+normalised, the first three batches with ground truth and predictions; `lightning_modules.yolo_plots`) go to
+`plots/` beside `out` and to the run's artifacts under `plots/` (`plots=false`: none). The result is printed and
+written whatever the tracking store does: an MLflow failure is a warning.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
-from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
+from core.metric_names import CLASS_NAMES_ARTIFACT, VAL, YOLO_LOSSES, class_metric_names
 from core.tracking import log_tool_run
 from datamodules.yolo import YoloDataModule
 from experiments import log, user_errors
+from lightning_modules.yolo_detector import PLOTS_FOLDER
 from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
+from lightning_modules.yolo_plots import clear_plots
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -57,8 +62,14 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_progress_bar=False,
         default_root_dir=str(Path(cfg.out).parent),
     )
-    trainer.validate(module, datamodule=data, verbose=False)
+    (logged,) = trainer.validate(module, datamodule=data, verbose=False)
     metrics = module.last_metrics
+    # ultralytics' box, cls and dfl losses on the folder: as val/* in training, and unlike an untrained model's
+    # mAP never all zero, so they show that an evaluation saw the same images, letterbox and weights
+    losses = {key: float(logged[f"{VAL}{key}"]) for key in YOLO_LOSSES}
+    plots_dir = Path(cfg.out).parent / PLOTS_FOLDER
+    clear_plots(plots_dir)  # only the files write_plots writes: no plot of an earlier evaluation is logged
+    plots = module.write_plots(plots_dir) if cfg.plots else []
     result = {
         "map50": metrics["map50"],
         "map50_95": metrics["map50_95"],
@@ -70,27 +81,53 @@ def evaluate(cfg: DictConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {**result, "checkpoint": str(ckpt), "voc": str(voc), "imgsz": imgsz, "conversion": data.report.summary()},
+            {
+                **result,
+                "precision": metrics["precision"],
+                "recall": metrics["recall"],
+                "losses": losses,
+                "checkpoint": str(ckpt),
+                "voc": str(voc),
+                "imgsz": imgsz,
+                "conversion": data.report.summary(),
+                "plots": [str(path) for path in plots],
+            },
             indent=2,
         )
     )
     names = class_metric_names(module.names, prefix="ap50/")
-    log_tool_run(
+    run_id = log_tool_run(
         cfg,
         voc.name,
         params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz},
         metrics={
             "map50": result["map50"],
             "map50_95": result["map50_95"],
+            "precision": metrics["precision"],
+            "recall": metrics["recall"],
+            **losses,
             "images": result["images"],
             **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None},
         },
         dicts={CLASS_NAMES_ARTIFACT: names},
         files=[out],
     )
+    if run_id is not None and plots:
+        log_plots(cfg.paths.mlflow_uri, run_id, plots_dir)
     log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
     print(json.dumps(result), flush=True)
     return result
+
+
+def log_plots(tracking_uri: str, run_id: str, folder: Path) -> None:
+    """Add the plots to the tool's finished run under `plots/` (`log_tool_run` logs files at the artifact root
+    only); as there, a failing store is one warning and the result stands."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri).log_artifacts(run_id, str(folder), PLOTS_FOLDER)
+    except Exception as exc:  # noqa: BLE001  (whatever the store raised: the plots are on disk)
+        log.warning("MLflow did not take the plots in %s: %s: %s", folder, type(exc).__name__, exc)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval_facemask")

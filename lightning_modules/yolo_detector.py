@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from core.errors import UserError
 from core.metric_names import (
     AP50_PREFIX,
     CLASS_NAMES_ARTIFACT,
+    EPOCH,
+    EPOCH_SUFFIX,
     PREDICTIONS_FOLDER,
     PRETRAINED_ARTIFACT,
     TRAIN,
@@ -70,7 +73,8 @@ def build_model(arch: str, names: Sequence[str], loss: dict | None = None):
 
 
 class DetectionMetrics:
-    """ultralytics' DetectionValidator used as an accumulator: its NMS, box matching and AP computation."""
+    """ultralytics' DetectionValidator used as an accumulator: its NMS, box matching, AP computation and confusion
+    matrix. `compute` also keeps the epoch's `snapshot` (yolo_plots.ValidationSnapshot) for ultralytics' plots."""
 
     def __init__(
         self, names: Sequence[str], save_dir: str | Path, conf: float = 0.001, iou: float = 0.7, max_det: int = 300
@@ -78,30 +82,49 @@ class DetectionMetrics:
         from ultralytics.models.yolo.detect import DetectionValidator
 
         self.names = list(names)
+        # plots=True makes `update_metrics` count the confusion matrix (cheap); the curves are drawn only by
+        # yolo_plots.write_plots, since `compute` asks ultralytics for the numbers without plots
         self.validator = DetectionValidator(
             save_dir=Path(save_dir),
-            args={"conf": conf, "iou": iou, "max_det": max_det, "plots": False, "save_json": False, "verbose": False},
+            args={"conf": conf, "iou": iou, "max_det": max_det, "plots": True, "save_json": False, "verbose": False},
         )
+        self.batches: list[dict] = []
+        self.snapshot = None
 
     def reset(self, model: nn.Module, device: torch.device) -> None:
         v = self.validator
         v.device, v.data, v.training = device, {"names": dict(enumerate(self.names))}, True
         v.init_metrics(model)
+        self.batches = []
 
     def update(self, preds, batch: dict) -> list[dict[str, torch.Tensor]]:
         """Add one batch (`img` scaled to [0, 1]); returns the batch's detections after NMS.
 
         PASCAL VOC's difficult objects (left out of the labels by the converter, kept beside them; see
         `datamodules.voc_to_yolo.difficult_boxes`) are neither hits nor misses: a detection whose best match among
-        the image's boxes of its class is a difficult one at IoU ≥ 0.5 is removed before ultralytics counts it."""
+        the image's boxes of its class is a difficult one at IoU ≥ 0.5 is removed before ultralytics counts it.
+        The first `yolo_plots.PLOTTED_BATCHES` batches are kept (on the CPU, uint8) for the plots."""
+        from lightning_modules.yolo_plots import PLOTTED_BATCHES, plotted_batch
+
         detections = self.validator.postprocess(preds)
-        self.validator.update_metrics([ignore_difficult(d, si, batch) for si, d in enumerate(detections)], batch)
+        counted = [ignore_difficult(d, si, batch) for si, d in enumerate(detections)]
+        self.validator.update_metrics(counted, batch)
+        if len(self.batches) < PLOTTED_BATCHES:
+            self.batches.append(plotted_batch(batch, counted))
         return detections
 
     def compute(self) -> dict:
-        """mAP50, mAP50-95, precision, recall, AP50 per class (None for a class with no box in the images), images."""
+        """mAP50, mAP50-95, precision, recall, AP50 per class (None for a class with no box in the images), images.
+
+        The numbers are ultralytics' `DetectionValidator.get_stats` (`DetMetrics.process`, then `results_dict`),
+        called here step by step to keep the matching statistics for `snapshot` and to draw nothing."""
+        from lightning_modules.yolo_plots import ValidationSnapshot
+
         v = self.validator
-        stats = v.get_stats()
+        arrays = v.metrics.process(save_dir=v.save_dir, plot=False)
+        stats = v.metrics.results_dict
+        v.metrics.clear_stats()
+        self.snapshot = ValidationSnapshot(self.names, arrays, v.confusion_matrix.matrix.copy(), self.batches)
         box = v.metrics.box
         ap50 = {self.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
         return {
@@ -115,6 +138,8 @@ class DetectionMetrics:
 
 
 DIFFICULT_IOU = 0.5  # PASCAL VOC's match threshold
+RESULTS_ARTIFACT = "results.csv"  # the per-epoch table, named as ultralytics names it
+PLOTS_FOLDER = "plots"  # the artifact folder of ultralytics' evaluation plots
 
 
 def ignore_difficult(detection: dict[str, torch.Tensor], si: int, batch: dict) -> dict[str, torch.Tensor]:
@@ -161,8 +186,10 @@ class YoloDetector(pl.LightningModule):
     xywh). `forward(images)`: float (B, 3, H, W) in [0, 1] → raw predictions (B, 4 + classes, anchors).
     Logs per step the three losses (`core.metric_names`), per validation epoch `val/map50`, `val/map50_95`,
     precision, recall and AP50 per class (names made valid and stable by `core.metric_names`), and a figure of
-    predictions. `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository
-    files through `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
+    predictions. At the end of training it logs ultralytics' plots of the last validation epoch under `plots/`
+    (`write_plots`) and the per-epoch table `results.csv` (`write_results_csv`, one row per training epoch).
+    `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository files through
+    `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
     Raises UserError for a missing or foreign weights file.
     """
 
@@ -215,6 +242,9 @@ class YoloDetector(pl.LightningModule):
         self._figure: tuple[torch.Tensor, list] | None = None
         self._last_opt_step = -1
         self._mosaic_closed = False
+        self.last_validation = None  # yolo_plots.ValidationSnapshot of the last validation epoch
+        self.results: list[dict[str, float]] = []  # results.csv: one row per training epoch
+        self._validated_epoch = -1
 
     @property
     def eval_net(self) -> nn.Module:
@@ -365,6 +395,9 @@ class YoloDetector(pl.LightningModule):
         ap50 = [results["ap50"][name] for name in self.names]  # in the order of the metric names
         metrics.update({key: value for key, value in zip(self.ap50_metric_names, ap50) if value is not None})
         self.log_dict(metrics, on_epoch=True)
+        if not self.trainer.sanity_checking:
+            self.last_validation = self._metrics.snapshot
+            self._validated_epoch = self.current_epoch
         if self._figure is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             from core.figures import detection_examples
 
@@ -386,14 +419,57 @@ class YoloDetector(pl.LightningModule):
             )
             tracking.log_figure(self.trainer, figure, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1))
 
+    # -- what YOLO users expect at the end: results.csv and ultralytics' plots ---------------------------------
+    def on_train_epoch_end(self) -> None:
+        # Lightning runs the epoch's validation before this hook and the checkpoint callbacks after it, so the row
+        # is complete and saved with the epoch's checkpoint (a resumed run keeps its earlier rows)
+        logged = self.trainer.callback_metrics
+        row = {EPOCH: float(self.current_epoch + 1)}
+        row.update({key: float(v) for key, v in logged.items() if key.startswith(TRAIN) and key.endswith(EPOCH_SUFFIX)})
+        row["train/lr"] = float(self.optimizers().optimizer.param_groups[0]["lr"])
+        if self._validated_epoch == self.current_epoch:  # otherwise the val/ values are an earlier epoch's
+            row.update({key: float(value) for key, value in logged.items() if key.startswith(VAL)})
+        self.results.append(row)
+
+    def on_fit_end(self) -> None:
+        if not self.trainer.is_global_zero or tracking.mlflow_logger(self.trainer) is None:
+            return  # nowhere to log (benchmarks, bare trainers): no seconds spent drawing
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.results:
+                write_results_csv(self.results, Path(tmp) / RESULTS_ARTIFACT)
+                tracking.log_artifact(self.trainer, Path(tmp) / RESULTS_ARTIFACT)
+            if self.write_plots(Path(tmp) / PLOTS_FOLDER):
+                tracking.log_artifact(self.trainer, Path(tmp) / PLOTS_FOLDER, PLOTS_FOLDER)
+
+    def write_plots(self, folder: str | Path) -> list[Path]:
+        """ultralytics' plots of the last validation epoch (PR, F1, P and R curves, confusion matrices, validation
+        batches with labels and predictions; `yolo_plots.write_plots`) into `folder`; [] before any validation."""
+        from lightning_modules.yolo_plots import write_plots
+
+        return write_plots(self.last_validation, folder) if self.last_validation is not None else []
+
     # -- checkpoints -------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self._ema is not None:
             checkpoint["ema_updates"] = self._ema.updates
+        checkpoint["results"] = [dict(row) for row in self.results]  # plain floats: safe for weights_only loading
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._ema is not None:
             self._ema.updates = checkpoint.get("ema_updates", 0)
+        self.results = [dict(row) for row in checkpoint.get("results", [])]
+
+
+def write_results_csv(rows: Sequence[dict[str, float]], path: str | Path) -> None:
+    """One line per epoch, the columns in order of first appearance (MLflow's metric names; `epoch` 1-based as in
+    ultralytics' results.csv); a value an epoch did not log (e.g. AP50 of a class without boxes) is left empty."""
+    import csv
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _resolve_pretrained(pretrained: str | None, auto_pretrained: str | None) -> str | None:

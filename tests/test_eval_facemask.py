@@ -1,0 +1,199 @@
+"""YOLO evaluation as YOLO users expect it: ultralytics' AP on hand-built predictions (exact values), its plots
+(PR/F1/P/R curves, confusion matrices, validation batches) and results.csv logged to the training run and to the
+eval-facemask run, and eval-facemask reproducing the run's logged val/map50 on the validation split."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import compose, mlflow_runs
+from tests.test_yolo import FAST, no_network, trained  # noqa: F401  (the module's tiny training run, reused)
+
+NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
+PLOTS = {
+    "BoxPR_curve.png",
+    "BoxF1_curve.png",
+    "BoxP_curve.png",
+    "BoxR_curve.png",
+    "confusion_matrix.png",
+    "confusion_matrix_normalized.png",
+}
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory):
+    """Two 160×120 images with one `with_mask` box each, converted for evaluation; its one validation batch."""
+    from core.voc import VocAnnotation, VocObject, write_voc
+    from datamodules.yolo import YoloDataModule
+
+    root = tmp_path_factory.mktemp("two_faces")
+    voc = root / "voc"
+    (voc / "images").mkdir(parents=True)
+    for k in range(2):
+        cv2.imwrite(str(voc / "images" / f"face{k}.png"), np.full((120, 160, 3), 60 + 40 * k, np.uint8))
+        write_voc(
+            voc / "annotations" / f"face{k}.xml",
+            VocAnnotation(f"face{k}.png", 160, 120, [VocObject("with_mask", 10 + 20 * k, 20, 60 + 20 * k, 80)]),
+        )
+    data = YoloDataModule(str(voc), str(root / "yolo"), NAMES, imgsz=96, batch_size=1, val_fraction=1.0)
+    data.prepare_data()
+    data.setup()
+    batch = next(iter(data.val_dataloader()))
+    batch["img"] = batch["img"].float() / 255
+    assert len(batch["im_file"]) == 2 and batch["cls"].view(-1).tolist() == [0.0, 0.0]
+    return batch
+
+
+def _raw_predictions(batch: dict, false_positive: bool) -> torch.Tensor:
+    """Raw model outputs (B, 4 + classes, anchors), boxes xywh in the batch's letterboxed pixels: every ground-truth
+    box exactly, `with_mask` at score 0.9; with `false_positive`, one more `with_mask` at 0.95 in image 0 where there
+    is no face (IoU 0 with its box)."""
+    _, _, height, width = batch["img"].shape
+    scale = torch.tensor([width, height, width, height])
+    preds = torch.zeros(len(batch["im_file"]), 4 + len(NAMES), 2)
+    for si in range(len(batch["im_file"])):
+        mine = batch["batch_idx"] == si
+        (cls,), (box,) = batch["cls"][mine].view(-1).tolist(), batch["bboxes"][mine]
+        preds[si, :4, 0], preds[si, 4 + int(cls), 0] = box * scale, 0.9
+    if false_positive:
+        preds[0, :4, 1], preds[0, 4 + 0, 1] = torch.tensor([0.85, 0.5, 0.2, 0.3]) * scale, 0.95
+    return preds
+
+
+def _evaluate(batch: dict, preds: torch.Tensor, save_dir: Path):
+    from lightning_modules.yolo_detector import DetectionMetrics
+
+    metrics = DetectionMetrics(NAMES, save_dir)
+    metrics.reset(SimpleNamespace(names=dict(enumerate(NAMES))), torch.device("cpu"))
+    metrics.update(preds, batch)
+    return metrics.compute(), metrics.snapshot
+
+
+def ultralytics_ap(precision_envelope) -> float:
+    """AP as ultralytics computes it (`ultralytics.utils.metrics.compute_ap`): the precision envelope p(r) (the
+    best precision at recall ≥ r) sampled at the 101 recalls r = 0, 0.01, …, 1 (COCO's points) and integrated by
+    the trapezoidal rule, with ultralytics' sentinel p(1.0) = 0. So a perfect detector scores 1 − 0.01/2 = 0.995,
+    not COCO's 1.0 (COCO averages the 101 samples and keeps p(1.0) = 1)."""
+    r = np.linspace(0, 1, 101)
+    p = np.array([precision_envelope(x) for x in r[:-1]] + [0.0])
+    return float(0.01 * (p.sum() - (p[0] + p[-1]) / 2))
+
+
+def test_predictions_that_are_the_ground_truth_score_ultralytics_perfect_map50(two_faces, tmp_path):
+    result, snapshot = _evaluate(two_faces, _raw_predictions(two_faces, false_positive=False), tmp_path)
+    perfect = ultralytics_ap(lambda r: 1.0)
+    assert perfect == pytest.approx(0.995, abs=1e-12)
+    assert result["map50"] == pytest.approx(perfect, abs=1e-12) and result["map50_95"] == pytest.approx(perfect)
+    assert result["ap50"] == {"with_mask": pytest.approx(perfect), "without_mask": None, "mask_weared_incorrect": None}
+    # confusion matrix [predicted, true], last row/column background: both faces found, nothing else
+    expected = np.zeros((4, 4))
+    expected[0, 0] = 2
+    np.testing.assert_array_equal(snapshot.confusion, expected)
+
+
+def test_one_false_positive_gives_the_ap_computed_by_hand(two_faces, tmp_path):
+    """Ranked by confidence: the false positive (0.95), then the two hits (0.9): recall 0, 1/2, 1 at precision
+    0, 1/2, 2/3. The envelope is 2/3 up to recall 1, so AP = 0.01·(100·2/3 − (2/3 + 0)/2) = 199/300."""
+    result, snapshot = _evaluate(two_faces, _raw_predictions(two_faces, false_positive=True), tmp_path)
+    by_hand = ultralytics_ap(lambda r: 2 / 3)
+    assert by_hand == pytest.approx(199 / 300, abs=1e-12)
+    assert result["map50"] == pytest.approx(by_hand, abs=1e-9)
+    assert result["ap50"]["with_mask"] == pytest.approx(by_hand, abs=1e-9)
+    expected = np.zeros((4, 4))
+    expected[0, 0], expected[0, 3] = 2, 1  # two hits, one `with_mask` predicted on background
+    np.testing.assert_array_equal(snapshot.confusion, expected)
+
+
+def test_plots_are_ultralytics_files_with_labels_beside_predictions(two_faces, tmp_path):
+    from lightning_modules.yolo_plots import write_plots
+
+    _, snapshot = _evaluate(two_faces, _raw_predictions(two_faces, false_positive=True), tmp_path / "val")
+    assert len(snapshot.batches) == 1
+    assert snapshot.batches[0]["preds"]["conf"].tolist() == pytest.approx([0.95, 0.9, 0.9])
+    written = write_plots(snapshot, tmp_path / "plots")
+    assert {p.name for p in written} == PLOTS | {"val_batch0_labels.jpg", "val_batch0_pred.jpg"}
+    assert list((tmp_path / "val").iterdir()) == []  # the epoch's own computation draws nothing
+    labels, pred = (cv2.imread(str(tmp_path / "plots" / f"val_batch0_{k}.jpg")) for k in ("labels", "pred"))
+    assert labels.shape == pred.shape and not np.array_equal(labels, pred)  # the false positive is drawn
+
+
+def test_training_logs_results_csv_and_ultralytics_plots_of_the_last_epoch(trained):  # noqa: F811
+    client, runs = mlflow_runs(trained["root"], "yolo_facemask")
+    run = runs[0]
+    metrics = run.data.metrics
+    plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert PLOTS <= plots and {"val_batch0_labels.jpg", "val_batch0_pred.jpg"} <= plots
+    path = Path(client.download_artifacts(run.info.run_id, "results.csv"))
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert len(rows) == 1 and float(rows[0]["epoch"]) == 1.0  # one epoch, 1-based as in ultralytics' results.csv
+    for key in ("val/map50", "val/map50_95", "val/precision", "val/recall", "val/fitness", "train/box_loss_epoch"):
+        assert float(rows[0][key]) == pytest.approx(metrics[key], rel=1e-6), key
+
+
+def test_eval_on_the_validation_split_reproduces_the_logged_val_map50(trained, tmp_path, capsys):  # noqa: F811
+    from experiments.eval_facemask import evaluate
+
+    voc = tmp_path / "val-split"  # the run's validation images (as converted for training) with their annotations
+    (voc / "images").mkdir(parents=True)
+    (voc / "annotations").mkdir()
+    val = sorted((trained["root"] / "data" / "yolo" / "synthetic_facemask" / "images" / "val").glob("*.png"))
+    assert len(val) == 8
+    for image in val:  # the converter names `a.png` `a_png.png`
+        stem, extension = image.stem.rsplit("_", 1)
+        shutil.copy(trained["voc"] / "images" / f"{stem}.{extension}", voc / "images")
+        shutil.copy(trained["voc"] / "annotations" / f"{stem}.xml", voc / "annotations")
+    out = tmp_path / "out" / "metrics.json"
+    cfg = compose(
+        "eval_facemask",
+        {
+            **trained["store"],
+            "paths.mlflow_dir": str(tmp_path),
+            "voc": str(voc),
+            "ckpt": str(trained["checkpoint"]),  # last.ckpt: the weights validated at the end of the one epoch
+            "out": str(out),
+            "batch_size": FAST["data.batch_size"],  # the same batches, so the same letterbox shapes (rect)
+        },
+    )
+    with no_network() as attempts:
+        result = evaluate(cfg)
+    assert attempts == []
+    logged = mlflow_runs(trained["root"], "yolo_facemask")[1][0].data.metrics
+    assert result["images"] == 8
+    assert result["map50"] == pytest.approx(logged["val/map50"], abs=1e-6)
+    assert result["map50_95"] == pytest.approx(logged["val/map50_95"], abs=1e-6)
+    # the 2-step model finds no face (mAP 0 both times): its losses, never 0, show the same images and weights
+    report = json.loads(out.read_text())
+    for key in ("box_loss", "cls_loss", "dfl_loss"):
+        assert report["losses"][key] > 0 and report["losses"][key] == pytest.approx(logged[f"val/{key}"], abs=1e-6)
+    assert (report["precision"], report["recall"]) == pytest.approx((logged["val/precision"], logged["val/recall"]))
+
+    written = report["plots"]
+    assert {Path(p).name for p in written} >= PLOTS and all(Path(p).parent == out.parent / "plots" for p in written)
+    client, runs = mlflow_runs(tmp_path, "eval_facemask")
+    logged_plots = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
+    assert logged_plots == {f"plots/{Path(p).name}" for p in written}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["map50"] == result["map50"]
+
+
+def test_results_csv_has_one_row_per_epoch_and_leaves_unlogged_values_empty(tmp_path):
+    from lightning_modules.yolo_detector import write_results_csv
+
+    rows = [
+        {"epoch": 1.0, "train/box_loss_epoch": 2.5, "val/map50": 0.125},
+        {"epoch": 2.0, "train/box_loss_epoch": 2.0, "val/map50": 0.25, "val/ap50/1_without_mask": 0.5},
+    ]
+    write_results_csv(rows, tmp_path / "results.csv")
+    assert (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines() == [
+        "epoch,train/box_loss_epoch,val/map50,val/ap50/1_without_mask",
+        "1.0,2.5,0.125,",
+        "2.0,2.0,0.25,0.5",
+    ]
