@@ -43,6 +43,7 @@ TARGETS = {
     "predict-facemask": {"SRC": "source", "CKPT": "ckpt"},
     "monitor-facemask": {"SRC": "source", "CKPT": "ckpt"},
     "eval-facemask": {"VOC": "voc", "CKPT": "ckpt"},
+    "export-facemask": {"CKPT": "ckpt"},
 }
 
 
