@@ -140,8 +140,8 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "exp1_dcgan_fruits",
             "cpu_small",
-            50,
-            "trainer=cpu_small caps max_epochs 1000 → 50, width_multiplier 1.0 → 0.125, max_images all → 512",
+            5,
+            "trainer=cpu_small caps max_epochs 1000 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
         ("exp1_dcgan_fruits", "gpu", 1000, None),
@@ -152,14 +152,14 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "exp2_dcgan_hardhat",
             "cpu_small",
-            30,
-            "trainer=cpu_small caps max_epochs 800 → 30, width_multiplier 1.0 → 0.125, max_images all → 512",
+            5,
+            "trainer=cpu_small caps max_epochs 800 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         (
             "exp3_dcgan_hardhat_tricks",
             "cpu_small",
-            15,
-            "trainer=cpu_small caps max_epochs 200 → 15, width_multiplier 1.0 → 0.125, max_images all → 512",
+            5,
+            "trainer=cpu_small caps max_epochs 200 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         (
             "yolo_facemask",
