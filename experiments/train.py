@@ -232,7 +232,9 @@ def train(cfg: DictConfig) -> float | None:
 
     if trainer.is_global_zero and (logs_model(cfg) or cfg.register):
         checkpoint = trained_checkpoint(callbacks, trainer)
-        if checkpoint is None:
+        if getattr(logger, "offline_run_id", None):  # logger=mlflow_server, and the server went away mid-run
+            log.warning("the MLflow server is away: no MLflow model logged; the checkpoint is %s", checkpoint)
+        elif checkpoint is None:
             log.warning("no checkpoint was written: no MLflow model logged")
         elif log_trained_model(cfg, model, checkpoint, logger.run_id) and cfg.register:
             tracking.register_run_model(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)

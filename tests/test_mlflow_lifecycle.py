@@ -200,3 +200,12 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_
     assert parent.data.params == best.data.params  # model.lr 0.0002, data.batch_size 8, …
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.tags["best_run_name"] == "bs8-lr0.0002"
+
+
+def test_log_model_defaults_on_except_under_debug_overlays(store):
+    from experiments.train import logs_model
+
+    assert logs_model(compose("train", {"experiment": TASK, **store})) is True
+    assert logs_model(compose("train", {"experiment": TASK, "debug": "fast", **store})) is False
+    assert logs_model(compose("train", {"experiment": TASK, "debug": "fast", "log_model": True, **store})) is True
+    assert logs_model(compose("train", {"experiment": TASK, "log_model": False, **store})) is False
