@@ -136,13 +136,19 @@ def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Modu
         size = classifier.hparams.image_size
         example = rng.uniform(0, 255, (2, 3, size, size)).astype(np.float32)
         return classifier, example, face_classifier.export_onnx
+    from ultralytics.nn.modules import Detect
+
     from lightning_modules import yolo_export
     from lightning_modules.yolo_inference import load_detector
 
     detector = load_detector(checkpoint, key=key)
+    net = yolo_export._Predictions(detector.eval_net).eval()
+    for head in net.modules():
+        if isinstance(head, Detect):  # anchors from each input's shape, not cached for the first one: ultralytics'
+            head.dynamic = True  # own exporter does this for dynamic shapes; else torch.export fixes the batch at 2
     size = int(detector.hparams.imgsz)
     example = rng.uniform(0, 1, (2, 3, size, size)).astype(np.float32)
-    return yolo_export._Predictions(detector.eval_net).eval(), example, yolo_export.export_onnx
+    return net, example, yolo_export.export_onnx
 
 
 def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Path, run_id: str) -> str | None:
