@@ -111,8 +111,8 @@ def trained_checkpoint(callbacks: list[pl.Callback], trainer: pl.Trainer) -> Pat
 def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Module, np.ndarray, object] | None:
     """What is logged as the MLflow model of a trained `model`, rebuilt from `checkpoint` by the loaders the
     exporters use: (the network in eval mode, a float32 input example of batch 2, the task's `export_onnx`), or
-    None when the task has no tensor-graph model (the dlib face descriptor). Inputs and outputs:
-    DCGAN generator z (N, latent_dim) N(0, 1) → images (N, 3, 64, 64) in [-1, 1]; YOLO detector images
+    None when the task has no tensor-graph model (the dlib face descriptor) or is none of the three below.
+    Inputs and outputs: DCGAN generator z (N, latent_dim) N(0, 1) → images (N, 3, 64, 64) in [-1, 1]; YOLO detector images
     (N, 3, imgsz, imgsz) RGB in [0, 1] → raw predictions (N, 4 + classes, anchors); face classifier RGB crops
     (N, 3, size, size) 0–255 → logits (N, identities)."""
     from core.checkpoints import load_module
@@ -139,8 +139,11 @@ def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Modu
     from ultralytics.nn.modules import Detect
 
     from lightning_modules import yolo_export
+    from lightning_modules.yolo_detector import YoloDetector
     from lightning_modules.yolo_inference import load_detector
 
+    if not isinstance(model, YoloDetector):
+        return None
     detector = load_detector(checkpoint, key=key)
     net = yolo_export._Predictions(detector.eval_net).eval()
     for head in net.modules():
@@ -158,7 +161,7 @@ def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Pa
 
     what = servable(model, checkpoint)
     if what is None:
-        log.warning("model.backbone=%s runs in dlib: no MLflow model logged", model.hparams.backbone)
+        log.warning("%s has no tensor-graph model (dlib backbone?): no MLflow model logged", type(model).__name__)
         return None
     module, example, export_onnx = what
     with tempfile.TemporaryDirectory() as tmp:
