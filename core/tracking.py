@@ -383,13 +383,18 @@ def log_pytorch_model(
     MLflow model `name` of the PyTorch flavour, serialised with `torch.export` ("pt2": loading runs no pickled code)
     with the signature inferred from `example` (a float32 array, batch first) and its output, and `example` as the
     input example; with `onnx_path`, the ONNX file of the same weights beside it as `<name>-onnx` (ONNX flavour,
-    same signature). The model URIs are tagged on the run (`model.uri`, `model.onnx_uri`). Returns the PyTorch
+    same signature). Both are logged models of the run's experiment, their files under its artifact location.
+    The model URIs are tagged on the run (`model.uri`, `model.onnx_uri`). Returns the PyTorch
     model's URI (models:/<model id>). Raises whatever MLflow or torch.export raise."""
     import mlflow
     import torch
     from mlflow.models import infer_signature
 
     use_store(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    # MLflow creates the logged model in the fluent API's current experiment, not the run's: without this it
+    # would go to the store's Default experiment, its files to ./mlruns of the working directory
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
     with torch.no_grad():
         output = module(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, output)
@@ -404,7 +409,6 @@ def log_pytorch_model(
         pip_requirements=requirements,
         metadata=dict(metadata or {}),
     )
-    client = mlflow.MlflowClient(tracking_uri)
     client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
     if onnx_path is not None:
         import onnx

@@ -96,6 +96,10 @@ def test_the_logged_model_loads_back_and_predicts_what_the_trained_generator_doe
 
     onnx_model = mlflow.pyfunc.load_model(run.data.tags[tracking.ONNX_MODEL_URI_TAG])
     np.testing.assert_allclose(onnx_model.predict(z)["images"], expected, rtol=0, atol=1e-4)  # dcgan_onnx's tolerance
+    for uri in (run.data.tags[tracking.MODEL_URI_TAG], run.data.tags[tracking.ONNX_MODEL_URI_TAG]):
+        logged = client.get_logged_model(uri.removeprefix("models:/"))
+        assert (logged.experiment_id, logged.source_run_id) == (run.info.experiment_id, run.info.run_id)
+        assert logged.artifact_location.startswith(str(tmp / "mlruns"))  # the store's files, not ./mlruns
     assert model.metadata.metadata["checkpoint"] == "best.ckpt"
     assert model.metadata.metadata["onnx"]["input"] == "z"
 
