@@ -16,7 +16,7 @@ path_arg = "$$($(PY) core/overrides.py $(1) '$(subst ','\'',$(value $(2)))')"
 opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lint test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload bench-dcgan clean
+.PHONY: help setup lint test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload register bench-dcgan clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:5001 (MLFL
 
 mlflow-upload: $(STAMP) ## upload the runs that went on in the local store while their MLflow server was away
 	$(PY) -m experiments.upload_offline_runs $(ARGS)
+
+register: $(STAMP) ## register TASK's best finished run's model (or RUN=<run id>'s) in the MLflow Model Registry under the task's name
+	$(PY) -m experiments.register $(call opt_path_arg,task,TASK) $(if $(RUN),run_id=$(RUN)) $(ARGS)
 
 bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch loop
 	$(PY) -m benchmarks.dcgan_throughput $(ARGS)

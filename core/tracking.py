@@ -10,14 +10,21 @@ stands.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import requests
+from hydra.experimental.callback import Callback
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -146,7 +153,9 @@ def _use_tool_experiment(cfg: Any) -> None:
 
     mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
     if mlflow.get_experiment_by_name(cfg.task_name) is None:
-        mlflow.create_experiment(cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts)
+        mlflow.create_experiment(
+            cfg.task_name, artifact_location=cfg.paths.mlflow_artifacts, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        )
     mlflow.set_experiment(cfg.task_name)
 
 
@@ -214,3 +223,309 @@ def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
     database = Path(tracking_uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(f"{database}.lock")
+
+
+# ---- experiment metadata -----------------------------------------------------------------------------------
+# The tags MLflow's UI reads: the experiment's description (its "notes") and its kind. An experiment without a
+# kind is guessed by the UI, which may open it in the GenAI view; "custom_model_development" opens the
+# model-training view (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+DESCRIPTION_TAG = "mlflow.note.content"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
+def describe_experiment(client: Any, experiment_id: str, description: str | None) -> None:
+    """Mark the experiment as a model-training one (`mlflow.experimentKind`) and give it `description` (Markdown,
+    `mlflow.note.content`) when it has none yet: a description edited in the UI is kept."""
+    tags = client.get_experiment(experiment_id).tags
+    if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    if description and not tags.get(DESCRIPTION_TAG):
+        client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, description)
+
+
+# ---- datasets ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FolderDataset:
+    """One split of an image folder as a run used it, for `log_dataset` (a datamodule's `dataset_inputs()`).
+
+    `files`: the paths of the images used, relative to `source` (POSIX, in the datamodule's order); `context`:
+    "training" or "validation"; `counts`: name → number (images, boxes, skipped …); `report`: a JSON-serialisable
+    report of the conversion that produced the split (VOC → YOLO), `skipped`: the files left out, with why."""
+
+    name: str
+    source: Path
+    files: tuple[str, ...]
+    context: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+    report: Mapping[str, Any] | None = None
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """The MD5 hex digest (32 characters; MLflow keeps up to 36) of the sorted file list, one path per line
+        ("a.png\\nb.png\\n"): it changes when a file is added, removed or renamed, not when one is re-encoded."""
+        return hashlib.md5("".join(f"{f}\n" for f in sorted(self.files)).encode(), usedforsecurity=False).hexdigest()
+
+
+def dataset_name(root: str | Path) -> str:
+    """A folder's name for MLflow's dataset list: its last two parts ("fruits360/Training")."""
+    root = Path(root)
+    return f"{root.parent.name}/{root.name}" if root.parent.name else root.name
+
+
+def folder_files(root: Path, files: Sequence[str | Path]) -> tuple[str, ...]:
+    """`files` relative to `root` as POSIX strings (a file outside `root` keeps its full path)."""
+    root = Path(root)
+    out = []
+    for f in files:
+        f = Path(f)
+        out.append(f.relative_to(root).as_posix() if f.is_relative_to(root) else f.as_posix())
+    return tuple(out)
+
+
+@rank_zero_only
+def log_dataset(trainer: Any, dataset: FolderDataset) -> None:
+    """Record `dataset` as an input of the trainer's MLflow run (`MlflowClient.log_inputs`, what `mlflow.log_input`
+    does for the active run): an `mlflow.data.meta_dataset.MetaDataset` whose source is the folder, digest
+    `dataset.digest` and profile the counts; the input tags hold the context (`mlflow.data.context`) and the
+    counts; the file list, counts, report and skipped files go to `datasets/<name>-<context>.json`."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    logger = mlflow_logger(trainer)
+    if logger is None:
+        return
+
+    class _Counted(MetaDataset):  # the counts as the dataset's profile (a JSON string), shown by the UI's dataset panel
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(dict(dataset.counts))}
+
+    meta = _Counted(LocalArtifactDatasetSource(str(dataset.source)), name=dataset.name, digest=dataset.digest)
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, dataset.context)]
+    tags += [InputTag(key, str(value)) for key, value in dataset.counts.items()]
+    logger.experiment.log_inputs(logger.run_id, datasets=[DatasetInput(meta._to_mlflow_entity(), tags)])
+    record = {
+        "source": str(dataset.source),
+        "digest": dataset.digest,
+        "counts": dict(dataset.counts),
+        "report": dataset.report,
+        "skipped": list(dataset.skipped),
+        "files": list(dataset.files),
+    }
+    logger.experiment.log_dict(
+        logger.run_id, record, f"datasets/{dataset.name.replace('/', '_')}-{dataset.context}.json"
+    )
+
+
+class LogDatasets(pl.Callback):
+    """Record the datamodule's `dataset_inputs()` (a list of `FolderDataset`) as the run's MLflow dataset inputs
+    at the start of training, once its dataloaders exist (the face data decides what it skips there). A
+    datamodule without the hook logs none."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        describe = getattr(trainer.datamodule, "dataset_inputs", None)
+        if describe is None:
+            return
+        for dataset in describe():
+            log_dataset(trainer, dataset)
+
+
+# ---- system metrics ----------------------------------------------------------------------------------------
+def system_metrics_monitor(tracking_uri: str, run_id: str, sampling_interval: float, resume: bool = False) -> Any:
+    """MLflow's `SystemMetricsMonitor` for a run the Lightning logger created (what `log_system_metrics=True` on
+    `mlflow.start_run` starts for fluent runs): CPU %, memory, disk and network, and GPU utilisation and memory
+    when pynvml (NVIDIA) or pyrsmi (ROCm) finds one, as `system/*` metrics every `sampling_interval` seconds.
+    Started here; call `.finish()` after training. `resume`: continue the step count of a resumed run."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=sampling_interval, resume_logging=resume, tracking_uri=tracking_uri
+    )
+    monitor.start()
+    return monitor
+
+
+# ---- models ------------------------------------------------------------------------------------------------
+MODEL_URI_TAG = "model.uri"  # the run's logged PyTorch model (models:/<model id>), read by `register_run_model`
+ONNX_MODEL_URI_TAG = "model.onnx_uri"
+
+
+def use_store(tracking_uri: str) -> None:
+    """Point MLflow's fluent API (model logging, registry) at `tracking_uri`, also for the registry."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
+def pinned_requirements() -> list[str]:
+    """The pip requirements of a logged model, pinned to the installed versions: given, MLflow does not infer them
+    (which loads the model in a subprocess for seconds per run)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "numpy", "mlflow")]
+
+
+def log_pytorch_model(
+    tracking_uri: str,
+    run_id: str,
+    module: Any,
+    example: np.ndarray,
+    *,
+    name: str = "model",
+    onnx_path: str | Path | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Log `module` (a torch.nn.Module in eval mode: one float32 tensor in, one tensor out) to run `run_id` as an
+    MLflow model `name` of the PyTorch flavour, serialised with `torch.export` ("pt2": loading runs no pickled code)
+    with the signature inferred from `example` (a float32 array, batch first) and its output, and `example` as the
+    input example; with `onnx_path`, the ONNX file of the same weights beside it as `<name>-onnx` (ONNX flavour,
+    same signature). Both are logged models of the run's experiment, their files under its artifact location.
+    The model URIs are tagged on the run (`model.uri`, `model.onnx_uri`). Returns the PyTorch
+    model's URI (models:/<model id>). Raises whatever MLflow or torch.export raise."""
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    use_store(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    # MLflow creates the logged model in the fluent API's current experiment, not the run's: without this it
+    # would go to the store's Default experiment, its files to ./mlruns of the working directory
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+    with torch.no_grad():
+        output = module(torch.from_numpy(example)).numpy()
+    signature = infer_signature(example, output)
+    requirements = pinned_requirements()
+    info = mlflow.pytorch.log_model(
+        module,
+        name=name,
+        run_id=run_id,
+        signature=signature,
+        input_example=example,
+        serialization_format="pt2",
+        pip_requirements=requirements,
+        metadata=dict(metadata or {}),
+    )
+    client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+    if onnx_path is not None:
+        import onnx
+
+        onnx_info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name=f"{name}-onnx",
+            run_id=run_id,
+            signature=signature,
+            input_example=example,
+            pip_requirements=[*requirements, f"onnx=={onnx.__version__}"],
+            metadata=dict(metadata or {}),
+        )
+        client.set_tag(run_id, ONNX_MODEL_URI_TAG, onnx_info.model_uri)
+    return info.model_uri
+
+
+def register_run_model(tracking_uri: str, run_id: str, name: str) -> Any:
+    """Register the PyTorch model logged by run `run_id` (its `model.uri` tag) in the Model Registry as a new
+    version of `name`, with the run's metrics as version tags (name → value as text) and the run id as
+    `source_run`. Returns the `ModelVersion`. Raises UserError when the run logged no model."""
+    import mlflow
+
+    from core.errors import UserError
+
+    use_store(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    run = client.get_run(run_id)
+    model_uri = run.data.tags.get(MODEL_URI_TAG)
+    if not model_uri:
+        raise UserError(f"run {run_id} logged no model (train with log_model=true): nothing to register")
+    tags = {key: repr(float(value)) for key, value in run.data.metrics.items()}
+    version = mlflow.register_model(model_uri, name, tags={**tags, "source_run": run_id})
+    log.info("registered %s as %s version %s", model_uri, name, version.version)
+    return version
+
+
+# ---- sweeps ------------------------------------------------------------------------------------------------
+PARENT_RUN_ENV = "ML_PLAYGROUND_SWEEP_PARENT_RUN"  # the sweep's parent run id, read by each trial's logger tags
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+
+def best_child(client: Any, parent_run_id: str, experiment_id: str, metric: str, mode: str) -> Any | None:
+    """The child run of `parent_run_id` with the best `best/<metric>` (its best checkpoint's value), else `metric`
+    (its last value), `mode` "min" or "max"; None when no child logged either."""
+    children = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
+
+    def value(run: Any) -> float | None:
+        metrics = run.data.metrics
+        return metrics.get(f"best/{metric}", metrics.get(metric))
+
+    scored = [(v, run) for run in children if (v := value(run)) is not None and v == v]  # NaN never wins
+    if not scored:
+        return None
+    pick = min if mode == "min" else max
+    return pick(scored, key=lambda item: item[0])[1]
+
+
+def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    """The id of experiment `name`, created (as a model-training experiment) when missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(
+        name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+    )
+
+
+class SweepParentRun(Callback):
+    """A Hydra callback (`hydra.callbacks` in conf/sweep/*.yaml) that makes a multirun one MLflow parent run with
+    one child run per trial, so that the UI shows the sweep as one row that opens into its trials.
+
+    At the sweep's start it creates the parent run in the trials' experiment (`logger.experiment_name`, store
+    `logger.tracking_uri`), named after the sweep folder, and puts its id in $ML_PLAYGROUND_SWEEP_PARENT_RUN,
+    which the sweep config passes to each trial's logger as the `mlflow.parentRunId` tag. At its end it copies the
+    best trial's params and value to the parent (`best/<optimized_metric>`, by `monitor.mode`, see `best_child`;
+    tags `best_run_id`, `best_run_name`) and ends the parent FINISHED. A sweep that stops on an error leaves the
+    parent RUNNING, as MLflow shows any run that did not end."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+
+        uri = config.logger.tracking_uri
+        with store_lock(uri):
+            client = MlflowClient(uri)
+            experiment_id = _experiment_id(client, config.logger.experiment_name, config.logger.artifact_location)
+        sweep_dir = str(config.hydra.sweep.dir)
+        run = client.create_run(
+            experiment_id, run_name=f"sweep-{Path(sweep_dir).name}", tags={"sweep": sweep_dir, "sweep.parent": "true"}
+        )
+        self.run_id = run.info.run_id
+        os.environ[PARENT_RUN_ENV] = self.run_id
+        log.info("sweep parent run %s in experiment %r", self.run_id, config.logger.experiment_name)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric, Param
+
+        if self.run_id is None:
+            return
+        client = MlflowClient(config.logger.tracking_uri)
+        metric = config.get("optimized_metric")
+        parent = client.get_run(self.run_id)
+        best = (
+            best_child(client, self.run_id, parent.info.experiment_id, metric, config.monitor.mode) if metric else None
+        )
+        if best is not None:
+            value = best.data.metrics.get(f"best/{metric}", best.data.metrics.get(metric))
+            params = [Param(k, v) for k, v in best.data.params.items()]
+            for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+                client.log_batch(self.run_id, params=params[start : start + 100])
+            client.log_batch(self.run_id, metrics=[Metric(f"best/{metric}", float(value), int(time.time() * 1000), 0)])
+            client.set_tag(self.run_id, "best_run_id", best.info.run_id)
+            client.set_tag(self.run_id, "best_run_name", best.info.run_name)
+            log.info("sweep best: %s (%s = %s)", best.info.run_name, metric, value)
+        client.set_terminated(self.run_id, "FINISHED")
+        os.environ.pop(PARENT_RUN_ENV, None)

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from core.errors import UserError
 from core.images import UnreadableImage, find_images, read_rgb
 from core.seeds import epoch_seed
+from core.tracking import FolderDataset, dataset_name, folder_files
 from faces import Detection, FaceDetector
 from faces.crop import FaceCrop
 from faces.descriptors import FeatureExtractor
@@ -160,6 +161,22 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             len(self.val_files),
             self.root,
         )
+
+    def dataset_inputs(self) -> list[FolderDataset]:
+        """The training and validation images as split (after `setup`), with the files skipped so far (no face,
+        unreadable; by reason), for the run's MLflow dataset inputs."""
+        skipped = tuple(f"{reason}: {name}" for reason, names in self.skipped.items() for name in names)
+        return [
+            FolderDataset(
+                name=dataset_name(self.root),
+                source=self.root,
+                files=folder_files(self.root, files),
+                context=context,
+                counts={"images": len(files), "identities": len(self.class_names), "skipped": len(skipped)},
+                skipped=skipped,
+            )
+            for context, files in (("training", self.train_files), ("validation", self.val_files))
+        ]
 
     def identity_files(self) -> tuple[list[Path], np.ndarray, list[str]]:
         """Every image under `root` with its identity (first sub-folder), checked against `min_images`."""

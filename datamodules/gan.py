@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.images import decode_folder, find_images
+from core.tracking import FolderDataset, dataset_name, folder_files
 from datamodules.sampling import EpochShuffle
 
 
@@ -67,6 +68,7 @@ class GANImageDataModule(pl.LightningDataModule):
             cache_tag=f"gan|{self.image_size}|area",
         )
         self.skipped = decoded.skipped
+        self.files = decoded.files
         self.images = torch.from_numpy(decoded.pixels).permute(0, 3, 1, 2).contiguous()
 
     def train_dataloader(self) -> DataLoader:
@@ -80,6 +82,19 @@ class GANImageDataModule(pl.LightningDataModule):
             drop_last=len(self.images) > self.batch_size,  # BatchNorm cannot take a last batch of one
             num_workers=self.num_workers,
         )
+
+    def dataset_inputs(self) -> list[FolderDataset]:
+        """The training images as used (after `setup`), for the run's MLflow dataset input."""
+        return [
+            FolderDataset(
+                name=dataset_name(self.root),
+                source=self.root,
+                files=folder_files(self.root, self.files),
+                context="training",
+                counts={"images": len(self.files), "skipped": len(self.skipped)},
+                skipped=tuple(self.skipped),
+            )
+        ]
 
     def real_images(self, count: int) -> torch.Tensor:
         """A fixed subset of the real images in [-1, 1] for the sample-quality metric."""

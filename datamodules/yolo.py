@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from core.errors import UserError
+from core.tracking import FolderDataset, dataset_name, folder_files
 from datamodules.voc_to_yolo import ConversionReport, convert_voc
 
 STRIDE = 32  # the largest stride of every YOLO detection model: image sizes are padded to a multiple of it
@@ -102,6 +103,40 @@ class YoloDataModule(pl.LightningDataModule):
             stride=STRIDE,
             fraction=1.0,
         )
+
+    def dataset_inputs(self) -> list[FolderDataset]:
+        """The converted training and validation images as used (after `setup`; training: after `max_images`),
+        with the VOC conversion report and the source files it skipped, for the run's MLflow dataset inputs."""
+        report = self.report.to_dict() if self.report else None
+        skipped = ()
+        if self.report:
+            r = self.report
+            skipped = tuple(
+                f"{why}: {name}"
+                for why, names in (
+                    ("xml without image", r.xml_without_image),
+                    ("image without xml", r.image_without_xml),
+                    ("unreadable image", r.unreadable_images),
+                    ("unreadable xml", r.unreadable_xml),
+                    ("ambiguous", r.ambiguous),
+                )
+                for name in names
+            )
+        inputs = []
+        for context, dataset in (("training", self.train_set), ("validation", self.val_set)):
+            files = folder_files(self.yolo_dir, dataset.im_files if dataset is not None else [])
+            inputs.append(
+                FolderDataset(
+                    name=dataset_name(self.voc_root),
+                    source=self.voc_root,
+                    files=files,
+                    context=context,
+                    counts={"images": len(files), "skipped": len(skipped)},
+                    report=report,
+                    skipped=skipped,
+                )
+            )
+        return inputs
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

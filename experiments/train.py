@@ -4,6 +4,12 @@ Composes conf/train.yaml, builds datamodule, model, callbacks, MLflow logger and
 `hydra.utils.instantiate`, fits, logs the config and the last and best checkpoints to the same MLflow run, and
 returns `optimized_metric` so that sweepers can optimise it: the run's best value when the best checkpoint monitors
 it (`monitor.metric`, which `optimized_metric` follows unless overridden), else its last value.
+
+The MLflow lifecycle around the run (README, "MLflow lifecycle"): the experiment is marked as a model-training one
+with a description (`experiment_description`, else `DESCRIPTIONS`); the datasets are recorded as run inputs
+(`core.tracking.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the end the
+trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
+example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -77,6 +84,105 @@ def check_tracking_server(tracking_uri: str) -> None:
         )
 
 
+# Which section of the paper ("The Next Generation Image Translation App with GPU Acceleration", Chan & Li, 2021;
+# ../shared/paper.txt) each task reproduces: the MLflow experiment's description unless `experiment_description`.
+DESCRIPTIONS = {
+    "exp1_dcgan_fruits": "DCGAN experiment 1 (paper §3.2.1, §4.2.1): simple scene understanding with the original "
+    "DCGAN architecture (5 layers) on Fruits-360.",
+    "exp2_dcgan_hardhat": "DCGAN experiment 2 (paper §3.2.2, §4.2.2): complicated scene understanding with the "
+    "original DCGAN architecture on hard-hat construction scenes.",
+    "exp3_dcgan_hardhat_tricks": "DCGAN experiment 3 (paper §3.2.3, §4.2.3): complicated scenes with the re-designed "
+    "DCGAN (6 layers) and training tricks (instance noise, noisy labels).",
+    "vgg16_faces": "Face recognition by VGG16 transfer learning (paper §1.3, §3.3), with this project's defaults.",
+    "vgg16_faces_paper": "Face recognition by VGG16 transfer learning (paper §3.3) with the paper's own pipeline.",
+    "yolo_facemask": "Face-mask detection with YOLOv5 (paper §1.1, §3.1, §4.1) on the Kaggle face-mask set.",
+}
+
+
+def trained_checkpoint(callbacks: list[pl.Callback], trainer: pl.Trainer) -> Path | None:
+    """The checkpoint whose model is logged: best.ckpt when the run keeps one, else last.ckpt (None: neither)."""
+    best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.best_model_path), None)
+    if best is not None:
+        return Path(best.best_model_path)
+    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    return Path(last) if last else None
+
+
+def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Module, np.ndarray, object] | None:
+    """What is logged as the MLflow model of a trained `model`, rebuilt from `checkpoint` by the loaders the
+    exporters use: (the network in eval mode, a float32 input example of batch 2, the task's `export_onnx`), or
+    None when the task has no tensor-graph model (the dlib face descriptor) or is none of the three below.
+    Inputs and outputs: DCGAN generator z (N, latent_dim) N(0, 1) → images (N, 3, 64, 64) in [-1, 1]; YOLO detector images
+    (N, 3, imgsz, imgsz) RGB in [0, 1] → raw predictions (N, 4 + classes, anchors); face classifier RGB crops
+    (N, 3, size, size) 0–255 → logits (N, identities)."""
+    from core.checkpoints import load_module
+    from lightning_modules.dcgan import DCGAN
+    from lightning_modules.face_classifier import FaceClassifier
+
+    rng = np.random.default_rng(0)
+    key = "the trained checkpoint"
+    if isinstance(model, DCGAN):
+        from lightning_modules import dcgan_onnx
+
+        generator = load_module(DCGAN, checkpoint, key=key, quality=None).generator.eval()
+        example = rng.standard_normal((2, generator.latent_dim)).astype(np.float32)
+        return generator, example, dcgan_onnx.export_onnx
+    if isinstance(model, FaceClassifier):
+        from lightning_modules import face_classifier
+
+        if model.hparams.backbone != "vgg16":
+            return None
+        classifier = load_module(FaceClassifier, checkpoint, key=key, weights=None).eval()
+        size = classifier.hparams.image_size
+        example = rng.uniform(0, 255, (2, 3, size, size)).astype(np.float32)
+        return classifier, example, face_classifier.export_onnx
+    from ultralytics.nn.modules import Detect
+
+    from lightning_modules import yolo_export
+    from lightning_modules.yolo_detector import YoloDetector
+    from lightning_modules.yolo_inference import load_detector
+
+    if not isinstance(model, YoloDetector):
+        return None
+    detector = load_detector(checkpoint, key=key)
+    net = yolo_export._Predictions(detector.eval_net).eval()
+    for head in net.modules():
+        if isinstance(head, Detect):  # anchors from each input's shape, not cached for the first one: ultralytics'
+            head.dynamic = True  # own exporter does this for dynamic shapes; else torch.export fixes the batch at 2
+    size = int(detector.hparams.imgsz)
+    example = rng.uniform(0, 1, (2, 3, size, size)).astype(np.float32)
+    return net, example, yolo_export.export_onnx
+
+
+def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Path, run_id: str) -> str | None:
+    """Log the model of `checkpoint` to run `run_id` (`core.tracking.log_pytorch_model`, with the task's ONNX
+    export beside it) and return its URI; None when the task has no tensor-graph model."""
+    import tempfile
+
+    what = servable(model, checkpoint)
+    if what is None:
+        log.warning("%s has no tensor-graph model (dlib backbone?): no MLflow model logged", type(model).__name__)
+        return None
+    module, example, export_onnx = what
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / f"{cfg.task_name}.onnx"
+        entry = export_onnx(checkpoint, onnx_path, key="the trained checkpoint")
+        metadata = {"task": cfg.task_name, "checkpoint": checkpoint.name, "onnx": dict(entry)}
+        uri = tracking.log_pytorch_model(
+            cfg.logger.tracking_uri, run_id, module, example, onnx_path=onnx_path, metadata=metadata
+        )
+    log.info("logged the model of %s as %s (ONNX beside it)", checkpoint.name, uri)
+    return uri
+
+
+def logs_model(cfg: DictConfig) -> bool:
+    """`log_model`, where null means on except under a debug overlay (profile.name "debug=…"): logging the model,
+    its export and its ONNX file costs ~10 s, more than a debug run trains (measured on 2 CPU cores)."""
+    if cfg.log_model is not None:
+        return bool(cfg.log_model)
+    return not str(cfg.profile.name or "").startswith("debug")
+
+
 def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -90,9 +196,12 @@ def train(cfg: DictConfig) -> float | None:
         model = model.to(memory_format=torch.channels_last)
     # a callback config may build nothing (no best checkpoint without a monitor, no early stopping without patience)
     callbacks = [callback for c in cfg.callbacks.values() if (callback := instantiate(c)) is not None]
+    callbacks.append(tracking.LogDatasets())
     with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
         _ = logger.experiment  # creates the store, experiment and run now, one process at a time
+        description = cfg.experiment_description or DESCRIPTIONS.get(cfg.task_name)
+        tracking.describe_experiment(logger.experiment, logger.experiment_id, description)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
     if trainer.is_global_zero:  # under DDP the other ranks log nothing
@@ -111,15 +220,33 @@ def train(cfg: DictConfig) -> float | None:
             "MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri
         )
 
+    monitor = None
+    if cfg.system_metrics.enabled and trainer.is_global_zero:
+        monitor = tracking.system_metrics_monitor(
+            cfg.logger.tracking_uri, logger.run_id, cfg.system_metrics.sampling_interval, resume=run_id is not None
+        )
     # Lightning reads ckpt_path itself: weights_only=True explicitly (also when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # is set), under the same allow-list as core.checkpoints
-    with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
-        trainer.fit(
-            torch.compile(model) if cfg.compile else model,
-            datamodule=datamodule,
-            ckpt_path=ckpt_path,
-            weights_only=True,
-        )
+    try:
+        with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
+            trainer.fit(
+                torch.compile(model) if cfg.compile else model,
+                datamodule=datamodule,
+                ckpt_path=ckpt_path,
+                weights_only=True,
+            )
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+    if trainer.is_global_zero and (logs_model(cfg) or cfg.register):
+        checkpoint = trained_checkpoint(callbacks, trainer)
+        if getattr(logger, "offline_run_id", None):  # logger=mlflow_server, and the server went away mid-run
+            log.warning("the MLflow server is away: no MLflow model logged; the checkpoint is %s", checkpoint)
+        elif checkpoint is None:
+            log.warning("no checkpoint was written: no MLflow model logged")
+        elif log_trained_model(cfg, model, checkpoint, logger.run_id) and cfg.register:
+            tracking.register_run_model(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)
 
     if cfg.optimized_metric:
         best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.monitor == cfg.optimized_metric), None)

@@ -1,0 +1,76 @@
+"""Register a trained model in the MLflow Model Registry: `python experiments/register.py task=<task> [run_id=<id>]`
+(`make register TASK=<task> [RUN=<run id>]`, conf/register.yaml).
+
+The model is the one a training run logged (`log_model`, experiments/train.py); it becomes a new version of the
+registered model named after the task, with the run's metrics as version tags, and `mlflow models` can serve it
+(`models:/<task>/<version>`). Without `run_id` the run is the task's best finished run that logged a model: the
+best value of its monitored metric (`best/<monitor.metric>`, in its `monitor.mode`), else its newest.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from core import tracking
+from core.errors import UserError
+from experiments import log, user_errors
+
+
+def best_run(client, task: str):
+    """The task's best finished run with a logged model (see the module docstring). Raises UserError when the
+    task has no experiment or no such run."""
+    experiment = client.get_experiment_by_name(task)
+    if experiment is None:
+        raise UserError(f"task={task}: no MLflow experiment of that name — train it first (e.g. make exp1-dcgan)")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'FINISHED' and tags.`{tracking.MODEL_URI_TAG}` != ''",
+        order_by=["attributes.start_time DESC"],
+    )
+    runs = [r for r in runs if r.data.tags.get(tracking.MODEL_URI_TAG)]
+    if not runs:
+        raise UserError(f"task={task}: no finished run logged a model (train with log_model=true)")
+    newest = runs[0]
+    metric, mode = newest.data.params.get("monitor.metric"), newest.data.params.get("monitor.mode", "max")
+    scored = [(r.data.metrics[f"best/{metric}"], r) for r in runs if f"best/{metric}" in r.data.metrics]
+    scored = [(v, r) for v, r in scored if v == v]  # NaN never wins
+    if not scored:
+        return newest
+    return (min if mode == "min" else max)(scored, key=lambda item: item[0])[1]
+
+
+def register(cfg: DictConfig):
+    """Register the model of `cfg.run_id`, else of the best run of `cfg.task`, as a new version of `cfg.name`
+    (default: the task). Returns the `ModelVersion`. UserError for a missing task and run id, or an unknown run."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(cfg.tracking_uri)
+    if cfg.run_id:
+        try:
+            run = client.get_run(str(cfg.run_id))
+        except MlflowException:
+            raise UserError(f"run_id={cfg.run_id}: no such run in {cfg.tracking_uri}") from None
+        task = cfg.task or client.get_experiment(run.info.experiment_id).name
+    elif cfg.task:
+        task = cfg.task
+        run = best_run(client, task)
+    else:
+        raise UserError("task: name the training task whose model to register (make register TASK=<task>)")
+    version = tracking.register_run_model(cfg.tracking_uri, run.info.run_id, cfg.name or task)
+    log.info("run %s (%s) → %s version %s", run.info.run_id, run.info.run_name, version.name, version.version)
+    print(
+        f"registered run {run.info.run_id} as {version.name} version {version.version}: models:/{version.name}/{version.version}"
+    )
+    return version
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="register")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        register(cfg)
+
+
+if __name__ == "__main__":
+    main()

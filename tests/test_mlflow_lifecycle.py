@@ -1,0 +1,215 @@
+"""The MLflow lifecycle of a training run: the model logged with its signature, input example and ONNX export and
+loaded back, the dataset inputs, system metrics, the experiment's description and kind, the Model Registry
+(`register=true` and experiments/register.py), and a sweep as one parent run with a child run per trial."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from core import tracking
+from core.checkpoints import load_module
+from experiments.train import DESCRIPTIONS, train
+from tests.conftest import compose, mlflow_runs
+
+TASK = "exp1_dcgan_fruits"
+# The hand-made Fruits-360-style folder: 2 classes × 6 JPEGs, and one file that is not an image.
+KEPT = [f"{fruit}/{k:02d}_100.jpg" for fruit in ("Apple", "Banana") for k in range(6)]
+BROKEN = "Banana/99_100.jpg"
+
+
+def _fruits(root: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(3)
+    for name in KEPT:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.new("RGB", (100, 100), "white")
+        ImageDraw.Draw(image).ellipse((20, 20, 80, 80), fill=tuple(int(v) for v in rng.integers(60, 200, 3)))
+        image.save(path, quality=95)
+    (root / BROKEN).write_bytes(b"not a jpeg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """One debug run of exp1 on the hand-made folder, logging its model and registering it, with system
+    metrics sampled every 0.1 s: (the store folder, the composed config)."""
+    tmp = tmp_path_factory.mktemp("lifecycle")
+    store = {
+        "paths.log_dir": str(tmp / "logs"),
+        "paths.mlflow_dir": str(tmp),
+        "paths.data_dir": str(data_dir),
+        "paths.cache_dir": str(tmp / "cache"),
+    }
+    cfg = compose(
+        "train",
+        {
+            "experiment": TASK,
+            "debug": "fast",
+            "data": "fruits360_real",
+            "data.root": str(_fruits(tmp / "fruits" / "Training")),
+            "log_model": True,
+            "register": True,
+            "system_metrics.sampling_interval": 0.1,
+            **store,
+        },
+    )
+    train(cfg)
+    return tmp, cfg
+
+
+def _run(tmp: Path):
+    client, runs = mlflow_runs(tmp, TASK)
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_the_logged_model_loads_back_and_predicts_what_the_trained_generator_does(trained):
+    tmp, cfg = trained
+    client, run = _run(tmp)
+    best = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    from lightning_modules.dcgan import DCGAN
+
+    generator = load_module(DCGAN, best, quality=None).generator.eval()
+    z = np.random.default_rng(7).standard_normal((3, generator.latent_dim)).astype(np.float32)  # batch 3 ≠ 2
+    with torch.no_grad():
+        expected = generator(torch.from_numpy(z)).numpy()
+
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    model = mlflow.pyfunc.load_model(run.data.tags[tracking.MODEL_URI_TAG])
+    signature = model.metadata.signature
+    assert signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 128)}}]
+    assert signature.outputs.to_dict() == [
+        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 3, 64, 64)}}
+    ]
+    got = model.predict(z)
+    assert got.shape == (3, 3, 64, 64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+    onnx_model = mlflow.pyfunc.load_model(run.data.tags[tracking.ONNX_MODEL_URI_TAG])
+    np.testing.assert_allclose(onnx_model.predict(z)["images"], expected, rtol=0, atol=1e-4)  # dcgan_onnx's tolerance
+    for uri in (run.data.tags[tracking.MODEL_URI_TAG], run.data.tags[tracking.ONNX_MODEL_URI_TAG]):
+        logged = client.get_logged_model(uri.removeprefix("models:/"))
+        assert (logged.experiment_id, logged.source_run_id) == (run.info.experiment_id, run.info.run_id)
+        assert logged.artifact_location.startswith(str(tmp / "mlruns"))  # the store's files, not ./mlruns
+    assert model.metadata.metadata["checkpoint"] == "best.ckpt"
+    assert model.metadata.metadata["onnx"]["input"] == "z"
+
+
+def test_the_dataset_input_holds_the_folder_its_file_list_digest_counts_and_skipped_file(trained):
+    tmp, cfg = trained
+    client, run = _run(tmp)
+    [dataset_input] = run.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    listing = "".join(f"{name}\n" for name in sorted(KEPT))  # the 12 decoded files, not the broken one
+    assert dataset.digest == hashlib.md5(listing.encode()).hexdigest()
+    assert dataset.name == "fruits/Training"
+    assert dataset.source_type == "local"
+    tags = {t.key: t.value for t in dataset_input.tags}
+    assert tags == {"mlflow.data.context": "training", "images": "12", "skipped": "1"}
+    assert dataset.profile == '{"images": 12, "skipped": 1}'
+    record = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/datasets/fruits_Training-training.json")
+    assert record["skipped"] == [str(Path(cfg.data.root) / BROKEN)]
+    assert record["files"] == KEPT
+
+
+def test_system_metrics_and_the_experiment_description_and_kind(trained):
+    tmp, cfg = trained
+    client, run = _run(tmp)
+    system = {k for k in run.data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+    tags = client.get_experiment(run.info.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's model-training view
+    assert tags["mlflow.note.content"] == DESCRIPTIONS[TASK]
+    assert "§3.2.1" in tags["mlflow.note.content"]
+
+
+def _register_config(tmp: Path, **overrides):
+    return compose("register", {"paths.mlflow_dir": str(tmp), "paths.log_dir": str(tmp / "logs"), **overrides})
+
+
+def test_register_true_and_the_register_entry_add_versions_with_the_run_metrics(trained):
+    from experiments.register import register
+
+    tmp, cfg = trained
+    client, run = _run(tmp)
+    [first] = client.search_model_versions(f"name = '{TASK}'")
+    assert (first.version, first.run_id) == (1, run.info.run_id)  # register=true in the training run
+    assert first.tags["quality/kid"] == repr(run.data.metrics["quality/kid"])
+    assert first.tags["best/quality/kid"] == repr(run.data.metrics["best/quality/kid"])
+
+    version = register(_register_config(tmp, task=TASK))  # the task's best finished run: the only one
+    assert (version.name, version.version, version.run_id) == (TASK, 2, run.info.run_id)
+    assert register(_register_config(tmp, run_id=run.info.run_id, name="fruit-generator")).version == 1
+
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    z = np.zeros((2, 128), np.float32)
+    registered = mlflow.pyfunc.load_model(f"models:/{TASK}/2").predict(z)
+    from_run = mlflow.pyfunc.load_model(run.data.tags[tracking.MODEL_URI_TAG]).predict(z)
+    np.testing.assert_array_equal(registered, from_run)
+
+
+def test_register_names_a_missing_task_or_run(trained):
+    from core.errors import UserError
+    from experiments.register import register
+
+    tmp, _ = trained
+    with pytest.raises(UserError, match="task=never_trained: no MLflow experiment"):
+        register(_register_config(tmp, task="never_trained"))
+    with pytest.raises(UserError, match="run_id=0123abc: no such run"):
+        register(_register_config(tmp, run_id="0123abc"))
+    with pytest.raises(UserError, match="^task: name the training task"):
+        register(_register_config(tmp))
+
+
+def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_it(store, tmp_path, monkeypatch):
+    """The sweep's Hydra callback around two trials, run in-process as Hydra's basic launcher runs them; the
+    second trial's KID is scripted lower, so it is the best (KID: lower is better)."""
+    from omegaconf import open_dict
+
+    from lightning_modules.sample_quality import SampleQuality
+
+    kids = iter([0.5, 0.25])
+    monkeypatch.setattr(SampleQuality, "compute", lambda self, fake: {"fid": 1.0, "kid": next(kids), "kid_std": 0.0})
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    trial = {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", "data.batch_size": 8, **store}
+    sweep_config = compose("train", trial)
+    callback = tracking.SweepParentRun()
+    start_config = sweep_config.copy()
+    with open_dict(start_config):  # what Hydra passes: the config with its hydra node
+        start_config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
+    callback.on_multirun_start(start_config)
+    parent_id = os.environ[tracking.PARENT_RUN_ENV]
+    results = [train(compose("train", {**trial, "model.lr": lr})) for lr in (1e-4, 2e-4)]
+    callback.on_multirun_end(sweep_config)
+
+    assert results == [0.5, 0.25]
+    assert tracking.PARENT_RUN_ENV not in os.environ
+    client, runs = mlflow_runs(tmp_path, f"{TASK}-sweep")
+    [parent] = [r for r in runs if r.info.run_id == parent_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert len(runs) == 3 and len(children) == 2
+    assert parent.info.status == "FINISHED" and "mlflow.parentRunId" not in parent.data.tags
+    assert parent.info.run_name == "sweep-sweep"
+    best = next(r for r in children if r.data.params["model.lr"] == "0.0002")
+    assert parent.data.metrics == {"best/quality/kid": 0.25}
+    assert parent.data.params == best.data.params  # model.lr 0.0002, data.batch_size 8, …
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.tags["best_run_name"] == "bs8-lr0.0002"
+
+
+def test_log_model_defaults_on_except_under_debug_overlays(store):
+    from experiments.train import logs_model
+
+    assert logs_model(compose("train", {"experiment": TASK, **store})) is True
+    assert logs_model(compose("train", {"experiment": TASK, "debug": "fast", **store})) is False
+    assert logs_model(compose("train", {"experiment": TASK, "debug": "fast", "log_model": True, **store})) is True
+    assert logs_model(compose("train", {"experiment": TASK, "log_model": False, **store})) is False
