@@ -83,6 +83,13 @@ def test_entry_writes_crops_tables_annotations_and_an_mlflow_run(cards, tmp_path
 
 def test_crop_margin_without_resize(cards, tmp_path):
     result = detect_folder(HaarDetector(), cards, tmp_path / "out", CropSpec(margin=0.25), workers=1, progress=False)
+    # Haar finds the one face on each of the four cards (the loop below checks their crops)
+    assert [(image.image, len(image.faces)) for image in result.processed] == [
+        ("site0/card_000.jpg", 1),
+        ("site0/card_002.jpg", 1),
+        ("site1/card_001.jpg", 1),
+        ("site1/card_003.jpg", 1),
+    ]
     for image in result.processed:
         for k, face in enumerate(image.faces, start=1):
             crop = read_rgb(tmp_path / "out" / "faces" / f"{image.image.replace('.jpg', '_jpg')}_face{k}.jpg")

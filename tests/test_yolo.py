@@ -91,7 +91,9 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     metrics = run.data.metrics
     for key in ("train/box_loss_epoch", "train/cls_loss_epoch", "train/dfl_loss_epoch", "val/box_loss"):
         assert torch.isfinite(torch.tensor(metrics[key])) and metrics[key] > 0, key
-    assert 0.0 <= metrics["val/map50_95"] <= metrics["val/map50"] <= 1.0
+    # two AdamW steps from scratch: no box of the 8 validation images is found at IoU 0.5, so every detection
+    # figure is exactly 0 (test_eval_ignores_predictions_on_difficult_boxes: perfect boxes give ultralytics' 0.995)
+    assert [metrics[k] for k in ("val/map50", "val/map50_95", "val/precision", "val/recall")] == [0.0] * 4
     # ultralytics' fitness (0.1·mAP50 + 0.9·mAP50-95) picks best.ckpt; the entry returns its best value
     assert metrics["val/fitness"] == pytest.approx(0.1 * metrics["val/map50"] + 0.9 * metrics["val/map50_95"])
     assert metrics["best/val/fitness"] == pytest.approx(trained["metric"]) == pytest.approx(metrics["val/fitness"])
@@ -467,7 +469,8 @@ def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
         client, runs = mlflow_runs(tmp_path, "yolo_facemask")
         pretrained = json.loads(Path(client.download_artifacts(runs[0].info.run_id, "pretrained.json")).read_text())
         assert pretrained["transferred_tensors"] == 342
-        assert 0.0 <= runs[0].data.metrics["val/map50"] <= 1.0
+        # two steps at 160 px leave the new 3-class head untrained: nothing is found yet (exact, seeds fixed)
+        assert runs[0].data.metrics["val/map50"] == 0.0
         checkpoint = next((tmp_path / "logs").rglob("last.ckpt"))
         evaluate(
             compose(
@@ -482,7 +485,7 @@ def test_real_facemask_fine_tune_from_yolov5n_and_eval(tmp_path, capsys):
         )
     assert attempts == []
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last["images"] == 114 and 0.0 <= last["map50"] <= 1.0
+    assert last["images"] == 114 and last["map50"] == last["map50_95"] == 0.0
 
     text = build_report(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "reports", **report_sections()).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| COCO-pretrained yolov5n "))
