@@ -76,10 +76,17 @@ export function unletterbox(boxes, { ratio, left, top, width, height }) {
   }));
 }
 
-export async function detect(session, entry, source, conf, iouThreshold) {
+/** Detections in `source`'s pixels, with what produced them: the letterboxed input (its tensor and geometry) and
+ * the raw head output, so that a test can rerun each step in Python. */
+export async function detectWithInputs(session, entry, source, conf, iouThreshold) {
   const input = letterbox(source, entry.image_size);
   const output = (await session.run({ [entry.input]: input.tensor }))[entry.output];
-  return unletterbox(decode(output, conf, iouThreshold), input);
+  const { tensor, ...geometry } = input;
+  return { detections: unletterbox(decode(output, conf, iouThreshold), input), input: tensor, letterbox: geometry, raw: output };
+}
+
+export async function detect(session, entry, source, conf, iouThreshold) {
+  return (await detectWithInputs(session, entry, source, conf, iouThreshold)).detections;
 }
 
 /** Draw the source at its own size with each box and its label; `canvas` pixels map 1:1 to image pixels.
