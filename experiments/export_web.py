@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import cv2
 import hydra
 from omegaconf import DictConfig
 
@@ -64,6 +63,9 @@ def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
 
 
 def export_web(cfg: DictConfig) -> dict:
+    """Export every task of `cfg.models` into `cfg.out_dir` and write its manifest.json (see the module docstring);
+    returns the manifest. UserError for an unknown kind, a `checkpoints.<task>` file that is not there, or a bad
+    `examples` setting; ExportParityError (lightning_modules.onnx_export) when ONNX Runtime disagrees with PyTorch."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.onnx"):
@@ -118,6 +120,8 @@ def facemask_example(out_path: Path, scenes: int) -> int:
     """Write the scene with the most faces among the first `scenes` of the built-in face-mask set (seed 0, the
     scenes `make yolo-facemask` trains on; the first on a tie) to `out_path` as an RGB PNG (the set's RGBA
     alpha is opaque). Returns its number of faces. UserError when `scenes` < 1."""
+    import cv2
+
     from core.voc import read_voc
     from datamodules.synthetic import make_facemask
 
@@ -138,7 +142,8 @@ def write_examples(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
     """`out_dir/examples/`: a built-in face-mask scene when the detector is exported, and one crop per identity of
     the exported face classifier found under `cfg.faces_root/<name>/` (its first image by name; identities with
     no folder there are left out). Returns the manifest's "examples":
-    {"facemask": [{"file", "faces"}], "faces": [{"file", "name"}]}, files relative to `out_dir`."""
+    {"facemask": [{"file", "faces"}], "faces": [{"file", "name"}]}, files relative to `out_dir`. UserError when
+    `cfg.facemask_scenes` < 1."""
     folder = out_dir / EXAMPLES
     shutil.rmtree(folder, ignore_errors=True)  # stale examples of an earlier export
     examples: dict = {"facemask": [], "faces": []}
