@@ -154,14 +154,10 @@ def test_an_unexportable_classifier_is_missing_with_why_and_the_command_that_exp
     command = 'make vgg16-faces ARGS="model.backbone=vgg16 model.weights=<file>"'
     assert manifest["faces"] is None and manifest["examples"] == {"facemask": [], "faces": []}
     assert manifest["missing"] == [{"task": "vgg16_faces", "kind": "faces", "command": command, "reason": reason}]
-    if shutil.which("node") is None:
-        pytest.skip("node not found: the page's note is not checked (Debian: apt-get install -y nodejs)")
-    script = f"import {{ missingNote }} from './src/notes.js';console.log(missingNote({json.dumps(manifest)}, 'faces'))"
-    done = subprocess.run(
-        ["node", "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60
+    note = _node(
+        f"import {{ missingNote }} from './src/notes.js'; console.log(missingNote({json.dumps(manifest)}, 'faces'))"
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    assert note.strip() == (
         f"vgg16_faces cannot run in the browser ({reason}): train one that can with {command}, then run make export-web."
     )
 
@@ -172,6 +168,63 @@ def test_a_missing_checkpoint_file_is_a_user_error(tmp_path):
     cfg = compose("export_web", [f"out_dir={tmp_path}", f"+checkpoints.exp1_dcgan_fruits={tmp_path / 'nope.ckpt'}"])
     with pytest.raises(UserError, match=r"checkpoints\.exp1_dcgan_fruits=.*nope\.ckpt: file not found"):
         export_web(cfg)
+
+
+def _node(script: str) -> str:
+    """Run an ES module `script` with Node in web/ (the page's pure modules import without a browser); its stdout."""
+    if shutil.which("node") is None:
+        pytest.skip("node not found: the page's modules are not checked (Debian: apt-get install -y nodejs)")
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_page_box_maths_equal_ultralytics_on_a_hand_made_head_output():
+    """web/src/boxes.js (score threshold, class-aware NMS, boxes back to a 517×300 image letterboxed to 160) against
+    ultralytics' non_max_suppression and scale_boxes on seven hand-placed anchors: two under the threshold, one
+    suppressed by a better box of its class, one kept over the same box because its class differs, one clipped."""
+    from lightning_modules.yolo_inference import postprocess
+
+    anchors = [  # centre x, centre y, width, height (input px), class, score
+        (40, 60, 20, 30, 0, 0.9),
+        (42, 61, 20, 30, 0, 0.8),  # IoU 0.8 with the first, same class: suppressed
+        (42, 61, 20, 30, 1, 0.7),
+        (120, 100, 30, 20, 2, 0.6),
+        (100, 80, 10, 10, 0, 0.2),  # under conf 0.25
+        (5, 30, 20, 10, 1, 0.5),  # past the left edge and in the top grey band: clipped to 0
+        (80, 80, 10, 10, 2, 0.05),  # a seventh: ultralytics reads a last axis of 6 as end-to-end (N, 300, 6) output
+    ]
+    raw = np.full((1, 7, len(anchors)), 0.01, np.float32)
+    for i, (cx, cy, w, h, cls, score) in enumerate(anchors):
+        raw[0, :4, i] = cx, cy, w, h
+        raw[0, 4 + cls, i] = score
+    wanted = postprocess(raw, (160, 160), [(300, 517)], 0.25, 0.45)[0]
+    # per-axis gains 160/517 and 93/300 (the rounded content): x0 = (40 - 10) · 517/160, y0 = (60 - 15 - 33) · 300/93
+    assert wanted[:, 5].tolist() == [0, 1, 2, 1]
+    assert wanted[0, :4] == pytest.approx([96.9375, 38.709677, 161.5625, 135.483871], abs=1e-4)
+    assert wanted[3, :4] == pytest.approx([0, 0, 48.46875, 6.451613], abs=1e-4)
+    output = {"dims": list(raw.shape), "data": raw.ravel().tolist()}
+    script = (
+        "import { decode, letterboxGeometry, unletterbox } from './src/boxes.js';"
+        f"const output = {json.dumps(output)}; output.data = Float32Array.from(output.data);"
+        "const geometry = letterboxGeometry(517, 300, 160);"
+        "console.log(JSON.stringify([geometry, unletterbox(decode(output, 0.25, 0.45), geometry)]))"
+    )
+    geometry, boxes = json.loads(_node(script))
+    # 517 × 300 into 160: 160 × round(92.84) = 93 px, round((160 - 93) / 2 - 0.1) = 33 px of grey above
+    assert geometry == {
+        "ratio": 160 / 517,
+        "newWidth": 160,
+        "newHeight": 93,
+        "left": 0,
+        "top": 33,
+        "width": 517,
+        "height": 300,
+    }
+    got = [[b["x0"], b["y0"], b["x1"], b["y1"], b["score"], b["cls"]] for b in boxes]
+    assert np.allclose(got, wanted, atol=1e-4), (got, wanted)
 
 
 def _tool_or_skip() -> None:
@@ -242,8 +295,11 @@ def _check_detections(found: dict, session, image: np.ndarray, conf: float, top:
     height, width = image.shape[:2]
     ratio = min(size / width, size / height)
     assert found["conf"] == conf and found["canvas"] == [width, height]
+    new_width, new_height = round(width * ratio), round(height * ratio)
     assert found["letterbox"] == {
         "ratio": pytest.approx(ratio, abs=1e-12),
+        "newWidth": new_width,
+        "newHeight": new_height,
         "left": left,
         "top": top,
         "width": width,
@@ -251,7 +307,7 @@ def _check_detections(found: dict, session, image: np.ndarray, conf: float, top:
     }
     pixels = np.array(found["input"]["data"], np.uint8).reshape(3, size, size)
     content = np.zeros((size, size), bool)
-    content[top : size - top, left : size - left] = True  # the new size is centred: equal margins (± 1 px)
+    content[top : top + new_height, left : left + new_width] = True
     expected = _letterboxed(image, size).transpose(2, 0, 1)
     assert (pixels[:, ~content] == 114).all() and (expected[:, ~content] == 114).all()
     difference = np.abs(pixels[:, content].astype(int) - expected[:, content]).mean()

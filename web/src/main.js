@@ -96,8 +96,10 @@ async function setUpDetectorAndClassifier(manifest) {
   });
   const facemaskExample = examples.facemask[0];
   $("facemask-example").hidden = !(detector && facemaskExample);
-  $("facemask-example").addEventListener("click", () =>
-    fetchExample(facemaskExample.file).then((blob) => detectPhoto(blob, facemaskExample.file)).catch((e) => fail("facemask", e)));
+  $("facemask-example").addEventListener("click", () => {
+    $("facemask-file").value = ""; // the picker must not name a file the pane no longer shows
+    fetchExample(facemaskExample.file).then((blob) => detectPhoto(blob, facemaskExample.file)).catch((e) => fail("facemask", e));
+  });
   $("facemask-conf").addEventListener("input", detectGuarded);
   $("facemask-iou").addEventListener("input", detectGuarded);
 
@@ -154,6 +156,7 @@ async function setUpDetectorAndClassifier(manifest) {
   $("faces-example-controls").hidden = !(classifier && examples.faces.length);
   $("faces-example").addEventListener("click", () => {
     const example = examples.faces.find((e) => e.file === picker.value);
+    $("faces-file").value = "";
     fetchExample(example.file).then((blob) => recognisePhoto(blob, example.file)).catch((e) => fail("faces", e));
   });
 }
