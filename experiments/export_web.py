@@ -4,13 +4,17 @@ Each model is exported to ONNX and checked against PyTorch on fixed inputs by it
 (one interface and one manifest entry: `lightning_modules.onnx_export`); web/public/models/manifest.json tells
 the page what each file expects. Each task's checkpoint is `checkpoints.<task>` or the newest of its runs
 (`core.checkpoints.find_checkpoint`). A task with no checkpoint yet is listed under "missing" with the command
-that trains it, and its pane says so; a checkpoint that cannot run in the page (NotExportable) too, with why.
+that trains it, and its pane says so; a checkpoint that cannot run in the page (NotExportable) too, with why and
+the command that trains one that can. Next to the models, `examples/` holds the built-in images the page's "Try the
+built-in example" buttons load (`write_examples`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -23,6 +27,8 @@ from experiments import log, user_errors
 from lightning_modules.onnx_export import Exporter, NotExportable
 
 MANIFEST = "manifest.json"
+EXAMPLES = "examples"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 KINDS = ("generator", "facemask", "faces")
@@ -57,6 +63,9 @@ def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
 
 
 def export_web(cfg: DictConfig) -> dict:
+    """Export every task of `cfg.models` into `cfg.out_dir` and write its manifest.json (see the module docstring);
+    returns the manifest. UserError for an unknown kind, a `checkpoints.<task>` file that is not there, or a bad
+    `examples` setting; ExportParityError (lightning_modules.onnx_export) when ONNX Runtime disagrees with PyTorch."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.onnx"):
@@ -79,9 +88,9 @@ def export_web(cfg: DictConfig) -> dict:
             }
         except NotExportable as reason:
             log.warning("%s: %s not exported: %s", task, checkpoint, reason)
-            manifest["missing"].append(
-                {"task": task, "kind": spec.kind, "command": spec.command, "reason": str(reason)}
-            )
+            # the plain command may train the same unexportable kind again: name the one that exports
+            command = spec.get("exportable_command") or spec.command
+            manifest["missing"].append({"task": task, "kind": spec.kind, "command": command, "reason": str(reason)})
             continue
         log.info(
             "%s: exported %s from %s, checked against PyTorch: %s", task, entry["file"], checkpoint, entry["parity"]
@@ -90,6 +99,7 @@ def export_web(cfg: DictConfig) -> dict:
             manifest["generators"].append(entry)
         else:
             manifest[spec.kind] = entry
+    manifest["examples"] = write_examples(cfg.examples, manifest, out_dir)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     exported = [*manifest["generators"], *(manifest[k] for k in ("facemask", "faces") if manifest[k])]
@@ -104,6 +114,55 @@ def export_web(cfg: DictConfig) -> dict:
         },
     )
     return manifest
+
+
+def facemask_example(out_path: Path, scenes: int) -> int:
+    """Write the scene with the most faces among the first `scenes` of the built-in face-mask set (seed 0, the
+    scenes `make yolo-facemask` trains on; the first on a tie) to `out_path` as an RGB PNG (the set's RGBA
+    alpha is opaque). Returns its number of faces. UserError when `scenes` < 1."""
+    import cv2
+
+    from core.voc import read_voc
+    from datamodules.synthetic import make_facemask
+
+    if scenes < 1:
+        raise UserError(f"examples.facemask_scenes={scenes}: must be at least 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        # The generator is seeded and draws scene after scene: the first `scenes` are those of the full set.
+        voc = make_facemask(Path(tmp) / "facemask-voc", seed=0, images=scenes)
+        counts = {k: len(read_voc(voc / "annotations" / f"maksssksksss{k}.xml").objects) for k in range(scenes)}
+        best = max(counts, key=lambda k: (counts[k], -k))
+        image = cv2.imread(str(voc / "images" / f"maksssksksss{best}.png"), cv2.IMREAD_COLOR)  # drops alpha
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out_path), image)
+    return counts[best]
+
+
+def write_examples(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
+    """`out_dir/examples/`: a built-in face-mask scene when the detector is exported, and one crop per identity of
+    the exported face classifier found under `cfg.faces_root/<name>/` (its first image by name; identities with
+    no folder there are left out). Returns the manifest's "examples":
+    {"facemask": [{"file", "faces"}], "faces": [{"file", "name"}]}, files relative to `out_dir`. UserError when
+    `cfg.facemask_scenes` < 1."""
+    folder = out_dir / EXAMPLES
+    shutil.rmtree(folder, ignore_errors=True)  # stale examples of an earlier export
+    examples: dict = {"facemask": [], "faces": []}
+    if manifest["facemask"]:
+        file = f"{EXAMPLES}/facemask.png"
+        examples["facemask"].append({"file": file, "faces": facemask_example(out_dir / file, cfg.facemask_scenes)})
+    if manifest["faces"]:
+        root = Path(cfg.faces_root)
+        for k, name in enumerate(manifest["faces"]["class_names"]):
+            crops = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not crops:
+                log.info("no example face of %s under %s", name, root / name)
+                continue
+            # numbered names: identity names may hold characters a URL or file system dislikes
+            file = f"{EXAMPLES}/face-{k}{crops[0].suffix.lower()}"
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(crops[0], out_dir / file)
+            examples["faces"].append({"file": file, "name": name})
+    return examples
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export_web")

@@ -1,6 +1,9 @@
 // Drives the built playground in headless Chromium (playwright-core, the system's browser) and prints what
 // the page produced as JSON; tests/test_web.py starts the server, runs this and checks the numbers.
-// Usage: node e2e/playground.mjs --url URL --screenshot PNG [--facemask-image IMG --conf C] [--face-image IMG]
+// Usage: node e2e/playground.mjs --url URL --screenshot PNG [--facemask-image IMG --conf C]
+//   [--facemask-example --example-conf C] [--face-example NAME] [--face-image IMG]
+// Face-mask results carry the page's letterboxed input (uint8) and raw head output, to rerun each step in Python;
+// a recognised face carries the crop the classifier was fed (the faces canvas, RGB rows).
 import { chromium } from "playwright-core";
 import { parseArgs } from "node:util";
 
@@ -10,6 +13,9 @@ const { values: args } = parseArgs({
     screenshot: { type: "string" },
     "facemask-image": { type: "string" },
     "face-image": { type: "string" },
+    "facemask-example": { type: "boolean", default: false },
+    "example-conf": { type: "string", default: "0.25" },
+    "face-example": { type: "string" },
     conf: { type: "string", default: "0.25" },
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
   },
@@ -22,7 +28,7 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"],
 });
-const result = { console: [], generator: null, detections: null, recognised: null };
+const result = { console: [], generator: null, detections: null, example_detections: null, recognised: null, example_recognised: null };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   page.on("console", (message) => result.console.push(`${message.type()}: ${message.text()}`));
@@ -72,19 +78,23 @@ try {
     };
   }
 
-  if (args["facemask-image"]) {
-    await page.locator("#facemask-conf").fill(args.conf);
-    const conf = Number(await page.locator("#facemask-conf").inputValue());
-    if (conf !== Number(args.conf)) throw new Error(`the confidence slider took ${conf}, not ${args.conf}`);
-    await page.locator("#facemask-file").setInputFiles(args["facemask-image"]);
-    await page.waitForFunction((c) => window.playground.detections?.conf === c || window.playground.errors.length, conf, { timeout: TIMEOUT });
-    result.detections = await page.evaluate(() => {
+  // Set the confidence slider, run `load` (an upload or an example button), wait for the detections of `source`.
+  const detectionsOf = async (conf, source, load) => {
+    await page.locator("#facemask-conf").fill(conf);
+    const taken = Number(await page.locator("#facemask-conf").inputValue());
+    if (taken !== Number(conf)) throw new Error(`the confidence slider took ${taken}, not ${conf}`);
+    await load();
+    await page.waitForFunction(([c, s]) => (window.playground.detections?.conf === c && window.playground.detections.source === s)
+      || window.playground.errors.length, [taken, source], { timeout: TIMEOUT });
+    return page.evaluate(() => {
+      if (!window.playground.detections) return null;
       const canvas = document.getElementById("facemask-canvas");
       const context = canvas.getContext("2d");
       const hex = (c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
       // Each box's left edge, halfway down, must carry the colour of the last box drawn over that spot:
       // the box itself, or a later one whose left edge lies on it (boxes are drawn in order).
-      const boxes = window.playground.detections.boxes;
+      const { input, raw, ...detections } = window.playground.detections;
+      const boxes = detections.boxes;
       const drawn = boxes.map((box, i) => {
         const y = Math.round((box.y0 + box.y1) / 2);
         const top = boxes.slice(i).filter((b) => Math.abs(b.x0 - box.x0) <= 2 && b.y0 <= y && y <= b.y1).at(-1);
@@ -96,14 +106,41 @@ try {
         }
         return best;
       });
-      return { ...window.playground.detections, canvas: [canvas.width, canvas.height], edge_colour_error: drawn };
+      return {
+        ...detections, canvas: [canvas.width, canvas.height], edge_colour_error: drawn,
+        input: { dims: Array.from(input.dims), data: Array.from(input.data, (v) => Math.round(v * 255)) },
+        raw: { dims: Array.from(raw.dims), data: Array.from(raw.data) },
+      };
     });
-  }
+  };
+  // The classifier's input: the crop drawn on the faces canvas, RGB rows.
+  const recognisedOf = async (source, load) => {
+    await load();
+    await page.waitForFunction((s) => window.playground.recognised?.source === s || window.playground.errors.length, source, { timeout: TIMEOUT });
+    return page.evaluate(() => {
+      if (!window.playground.recognised) return null;
+      const canvas = document.getElementById("faces-canvas");
+      const rgba = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+      return { ...window.playground.recognised, canvas: [canvas.width, canvas.height], crop: Array.from(rgba).filter((_, i) => i % 4 !== 3) };
+    });
+  };
+  const examples = (await page.evaluate(() => fetch("models/manifest.json").then((r) => r.json()))).examples;
 
+  if (args["facemask-image"]) {
+    const name = args["facemask-image"].split("/").at(-1);
+    result.detections = await detectionsOf(args.conf, name, () => page.locator("#facemask-file").setInputFiles(args["facemask-image"]));
+  }
+  if (args["facemask-example"]) {
+    result.example_detections = await detectionsOf(args["example-conf"], examples.facemask[0].file, () => page.locator("#facemask-example").click());
+  }
+  if (args["face-example"]) {
+    const example = examples.faces.find((e) => e.name === args["face-example"]);
+    await page.locator("#faces-example-name").selectOption(example.file);
+    result.example_recognised = await recognisedOf(example.file, () => page.locator("#faces-example").click());
+  }
   if (args["face-image"]) {
-    await page.locator("#faces-file").setInputFiles(args["face-image"]);
-    await page.waitForFunction(() => window.playground.recognised || window.playground.errors.length, null, { timeout: TIMEOUT });
-    result.recognised = await page.evaluate(() => window.playground.recognised);
+    const name = args["face-image"].split("/").at(-1);
+    result.recognised = await recognisedOf(name, () => page.locator("#faces-file").setInputFiles(args["face-image"]));
   }
   result.errors = await page.evaluate(() => window.playground.errors);
   await page.screenshot({ path: args.screenshot, fullPage: true });

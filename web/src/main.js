@@ -1,8 +1,9 @@
 // Wires the three panes to the models listed in models/manifest.json. `window.playground` holds each pane's
 // latest result, for the browser test (tests/test_web.py) and for curious users in the console.
-import { createSession, decodeFile, loadManifest, missingNote } from "./runtime.js";
+import { createSession, decodeFile, fetchExample, loadManifest } from "./runtime.js";
+import { missingNote } from "./notes.js";
 import { generateGrid } from "./generator.js";
-import { detect, drawDetections } from "./detector.js";
+import { detect, detectWithInputs, drawDetections } from "./detector.js";
 import { faceSquare, recognise } from "./classifier.js";
 
 const $ = (id) => document.getElementById(id);
@@ -59,9 +60,11 @@ async function setUpGenerator(manifest) {
 async function setUpDetectorAndClassifier(manifest) {
   const detector = manifest.facemask ? { entry: manifest.facemask, session: await createSession(manifest.facemask.file) } : null;
   const classifier = manifest.faces ? { entry: manifest.faces, session: await createSession(manifest.faces.file) } : null;
+  const examples = manifest.examples ?? { facemask: [], faces: [] };
   if (!detector) showMissing("facemask", missingNote(manifest, "facemask"));
   if (!classifier) showMissing("faces", missingNote(manifest, "faces"));
   let source = null;
+  let sourceName = null;
 
   const runDetector = latestOnly(async () => {
     if (!detector || !source) return;
@@ -69,9 +72,9 @@ async function setUpDetectorAndClassifier(manifest) {
     const iou = Number($("facemask-iou").value);
     $("facemask-conf-value").value = conf.toFixed(3);
     $("facemask-iou-value").value = iou;
-    const detections = await detect(detector.session, detector.entry, source, conf, iou);
+    const { detections, ...steps } = await detectWithInputs(detector.session, detector.entry, source, conf, iou);
     const colours = drawDetections($("facemask-canvas"), source, detections, detector.entry.class_names);
-    state.detections = { conf, iou, boxes: detections.map((d, i) => ({ ...d, colour: colours[i] })) };
+    state.detections = { source: sourceName, conf, iou, ...steps, boxes: detections.map((d, i) => ({ ...d, colour: colours[i] })) };
     $("facemask-list").replaceChildren(...detections.map((d) => {
       const item = document.createElement("li");
       item.textContent = `${detector.entry.class_names[d.cls]} ${d.score.toFixed(3)} [${[d.x0, d.y0, d.x1, d.y1].map((v) => v.toFixed(1)).join(", ")}]`;
@@ -81,11 +84,21 @@ async function setUpDetectorAndClassifier(manifest) {
   });
   const detectGuarded = () => runDetector().catch((e) => fail("facemask", e));
 
-  $("facemask-file").addEventListener("change", async (event) => {
-    if (!event.target.files.length) return;
+  // An upload and the built-in example take the same path: a Blob, decoded, then detected.
+  async function detectPhoto(blob, name) {
     stopWebcam();
-    source = await decodeFile(event.target.files[0]);
+    source = await decodeFile(blob);
+    sourceName = name;
     await detectGuarded();
+  }
+  $("facemask-file").addEventListener("change", async (event) => {
+    if (event.target.files.length) await detectPhoto(event.target.files[0], event.target.files[0].name);
+  });
+  const facemaskExample = examples.facemask[0];
+  $("facemask-example").hidden = !(detector && facemaskExample);
+  $("facemask-example").addEventListener("click", () => {
+    $("facemask-file").value = ""; // the picker must not name a file the pane no longer shows
+    fetchExample(facemaskExample.file).then((blob) => detectPhoto(blob, facemaskExample.file)).catch((e) => fail("facemask", e));
   });
   $("facemask-conf").addEventListener("input", detectGuarded);
   $("facemask-iou").addEventListener("input", detectGuarded);
@@ -107,6 +120,7 @@ async function setUpDetectorAndClassifier(manifest) {
     video.srcObject = stream;
     await video.play();
     source = video;
+    sourceName = "webcam";
     const loop = async () => {
       if (!stream) return;
       await detectGuarded();
@@ -115,15 +129,15 @@ async function setUpDetectorAndClassifier(manifest) {
     loop();
   });
 
-  $("faces-file").addEventListener("change", async (event) => {
-    if (!classifier || !event.target.files.length) return;
+  async function recognisePhoto(blob, name) {
+    if (!classifier) return;
     try {
-      const photo = await decodeFile(event.target.files[0]);
+      const photo = await decodeFile(blob);
       // The face-mask detector finds the face when it is loaded; its best box is the one cropped.
       const faces = detector ? await detect(detector.session, detector.entry, photo, Number($("facemask-conf").value), 0.45) : [];
       const square = faceSquare(photo, faces[0], classifier.entry.margin ?? 0);
       const ranked = await recognise(classifier.session, classifier.entry, photo, square, $("faces-canvas"));
-      state.recognised = { square, ranked, faceBox: faces[0] ?? null };
+      state.recognised = { source: name, size: [photo.width, photo.height], square, ranked, faceBox: faces[0] ?? null };
       $("faces-list").replaceChildren(...ranked.slice(0, 5).map((r) => {
         const item = document.createElement("li");
         item.textContent = `${r.name}: ${(100 * r.probability).toFixed(1)} %`;
@@ -133,6 +147,17 @@ async function setUpDetectorAndClassifier(manifest) {
     } catch (error) {
       fail("faces", error);
     }
+  }
+  $("faces-file").addEventListener("change", async (event) => {
+    if (event.target.files.length) await recognisePhoto(event.target.files[0], event.target.files[0].name);
+  });
+  const picker = $("faces-example-name");
+  for (const example of examples.faces) picker.add(new Option(example.name, example.file));
+  $("faces-example-controls").hidden = !(classifier && examples.faces.length);
+  $("faces-example").addEventListener("click", () => {
+    const example = examples.faces.find((e) => e.file === picker.value);
+    $("faces-file").value = "";
+    fetchExample(example.file).then((blob) => recognisePhoto(blob, example.file)).catch((e) => fail("faces", e));
   });
 }
 

@@ -27,9 +27,9 @@ export function sizeOf(source) {
   return [source.videoWidth || source.naturalWidth || source.width, source.videoHeight || source.naturalHeight || source.height];
 }
 
-/** A note under a pane: a missing model names the command that makes it. */
-export function missingNote(manifest, kind) {
-  const missing = manifest.missing.filter((m) => m.kind === kind);
-  const why = missing.map((m) => (m.reason ? `${m.task}: ${m.reason}` : `train with "${m.command}"`));
-  return missing.length ? `Not exported yet: ${why.join("; ")}, then run "make export-web".` : "";
+/** A built-in example image listed in the manifest (`models/examples/…`), as the Blob an upload would give. */
+export async function fetchExample(file) {
+  const response = await fetch(`models/${file}`);
+  if (!response.ok) throw new Error(`example models/${file}: HTTP ${response.status}; run make export-web again`);
+  return response.blob();
 }
