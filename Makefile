@@ -143,7 +143,7 @@ DEMO_ARGS ?=
 report: $(STAMP) ## reports/README.md from the MLflow store: the best finished run of each configuration, demo-scale runs marked ("not run yet" where a run is missing)
 	$(PY) -m experiments.report $(ARGS)
 
-export-web: $(STAMP) ## ONNX models + web/public/models/manifest.json for the playground, each checked against PyTorch
+export-web: $(STAMP) ## ONNX models, built-in example images and web/public/models/manifest.json for the playground, each model checked against PyTorch
 	$(PY) -m experiments.export_web $(ARGS)
 
 # npm install, not npm ci: npm 11 ci rejects this lock over optional rollup binaries

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,76 @@ def mlflow_runs(tracking_dir: Path, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r}"
     return client, client.search_runs([exp.experiment_id])
+
+
+FAST = {"debug": "fast", "profile.detector_imgsz": 160, "data.batch_size": 8, "data.num_workers": 0}
+
+
+def _is_local(host) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def no_network():
+    """Refuse (and record) every connection or name lookup that leaves the machine; loopback and Unix sockets pass."""
+    attempts: list = []
+    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def guard(address):
+        if isinstance(address, tuple) and not _is_local(address[0]):
+            attempts.append(address)
+            raise OSError(f"test: network access refused: {address}")
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if not _is_local(host):
+            attempts.append(host)
+            raise socket.gaierror(f"test: name lookup refused: {host}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", lambda self, address: (guard(address), connect(self, address))[1])
+        mp.setattr(socket.socket, "connect_ex", lambda self, address: (guard(address), connect_ex(self, address))[1])
+        mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+        yield attempts
+
+
+@pytest.fixture(scope="session")
+def yolo_trained(tmp_path_factory):
+    """One 2-step YOLO face-mask run on 40 synthetic images at 160 px, from scratch, with the network refused
+    throughout; trained once per session for test_yolo, test_eval_facemask and test_export_facemask."""
+    from experiments.train import train
+
+    root = tmp_path_factory.mktemp("yolo")
+    store = {
+        "paths.log_dir": str(root / "logs"),
+        "paths.mlflow_dir": str(root),
+        "paths.data_dir": str(root / "data"),
+        "paths.cache_dir": str(root / "cache"),
+    }
+    with no_network() as attempts:
+        metric = train(
+            compose(
+                "train",
+                {
+                    "experiment": "yolo_facemask",
+                    **store,
+                    **FAST,
+                    "data.generate.images": 40,
+                    "model.pretrained": "null",
+                },
+            )
+        )
+    checkpoint = next((root / "logs" / "yolo_facemask").rglob("checkpoints/last.ckpt"))
+    return {
+        "root": root,
+        "store": store,
+        "metric": metric,
+        "checkpoint": checkpoint,
+        "attempts": attempts,
+        "voc": root / "data" / "synthetic" / "facemask-voc",
+    }

@@ -43,6 +43,9 @@ def test_sweep_runs_a_grid_grouped_in_one_mlflow_experiment(store, tmp_path):
     )  # the command line narrows the grid to 2 points
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = mlflow_runs(tmp_path, "exp3_dcgan_hardhat_tricks-sweep")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]  # the sweep's one row in the UI
+    runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 2
     assert sorted(float(r.data.params["model.lr"]) for r in runs) == [1e-4, 2e-4]
     assert {r.data.params["data.batch_size"] for r in runs} == {"8"}
     assert len({r.data.tags["sweep"] for r in runs}) == 1  # one tag groups the sweep's runs

@@ -58,7 +58,15 @@ def test_dcgan_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
 
 def test_face_classifier_trains_under_ddp_with_two_cpu_processes(store, tmp_path):
     result = subprocess.run(
-        [*TRAIN, "experiment=vgg16_faces", *DDP_ON_CPU, "data.image_size=32", "data.views=2", *_args(store)],
+        [
+            *TRAIN,
+            "experiment=vgg16_faces",
+            "model.backbone=vgg16",
+            *DDP_ON_CPU,
+            "data.image_size=32",
+            "data.views=2",
+            *_args(store),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -111,6 +119,8 @@ def test_parallel_launcher_runs_a_two_point_sweep(store, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     _, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits-sweep")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]  # the sweep's one row in the UI
+    runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.params["model.lr"] for r in runs) == ["0.0001", "0.0002"]
 
 

@@ -3,8 +3,6 @@ entries, pretrained weights, and no network access anywhere."""
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import json
 import os
 import shutil
@@ -18,42 +16,7 @@ import torch
 from core.errors import UserError
 from core.overrides import quote
 from reporting.report import NOT_RUN, build_report, report_sections
-from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
-
-FAST = {"debug": "fast", "profile.detector_imgsz": 160, "data.batch_size": 8, "data.num_workers": 0}
-
-
-def _is_local(host) -> bool:
-    if host in ("localhost", "", None):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@contextlib.contextmanager
-def no_network():
-    """Refuse (and record) every connection or name lookup that leaves the machine; loopback and Unix sockets pass."""
-    attempts: list = []
-    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
-
-    def guard(address):
-        if isinstance(address, tuple) and not _is_local(address[0]):
-            attempts.append(address)
-            raise OSError(f"test: network access refused: {address}")
-
-    def guarded_getaddrinfo(host, *args, **kwargs):
-        if not _is_local(host):
-            attempts.append(host)
-            raise socket.gaierror(f"test: name lookup refused: {host}")
-        return getaddrinfo(host, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", lambda self, address: (guard(address), connect(self, address))[1])
-        mp.setattr(socket.socket, "connect_ex", lambda self, address: (guard(address), connect_ex(self, address))[1])
-        mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-        yield attempts
+from tests.conftest import FAST, SHARED_DATA, compose, mlflow_runs, needs_shared_data, no_network
 
 
 def _train(overrides: dict) -> float:
@@ -62,27 +25,10 @@ def _train(overrides: dict) -> float:
     return train(compose("train", {"experiment": "yolo_facemask", **overrides}))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One 2-step run on 40 synthetic images at 160 px, from scratch, with the network refused throughout."""
-    root = tmp_path_factory.mktemp("yolo")
-    store = {
-        "paths.log_dir": str(root / "logs"),
-        "paths.mlflow_dir": str(root),
-        "paths.data_dir": str(root / "data"),
-        "paths.cache_dir": str(root / "cache"),
-    }
-    with no_network() as attempts:
-        metric = _train({**store, **FAST, "data.generate.images": 40, "model.pretrained": "null"})
-    checkpoint = next((root / "logs" / "yolo_facemask").rglob("checkpoints/last.ckpt"))
-    return {
-        "root": root,
-        "store": store,
-        "metric": metric,
-        "checkpoint": checkpoint,
-        "attempts": attempts,
-        "voc": root / "data" / "synthetic" / "facemask-voc",
-    }
+@pytest.fixture
+def trained(yolo_trained):
+    """The session's one tiny YOLO run (tests/conftest.py: `yolo_trained`), shared with the other YOLO test files."""
+    return yolo_trained
 
 
 def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
