@@ -130,23 +130,33 @@ def test_eval_lfw_entry_prints_json_writes_roc_and_logs_to_mlflow(tmp_path, stor
     from experiments.eval_lfw import evaluate
 
     folder = _pairs_folder(tmp_path / "lfw")
-    summary = evaluate(
-        compose(
-            "eval_lfw",
-            {
-                **store,
-                "pairs": str(folder),
-                "out_dir": str(tmp_path / "out"),
-                "workers": 1,
-                "retry_detector": "null",
-                "progress": False,
-            },
-        )
-    )
+    settings = {
+        **store,
+        "pairs": str(folder),
+        "out_dir": str(tmp_path / "out"),
+        "workers": 1,
+        "retry_detector": "null",
+        "progress": False,
+        "cache_file": str(tmp_path / "cache.npz"),
+    }
+    summary = evaluate(compose("eval_lfw", settings))
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == summary and set(last) == {"accuracy", "std", "accuracy_at_tolerance", "pairs"} and last["pairs"] == 4
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["images"] == 7 and metrics["faces_found"] == {"centre box": 7} and len(metrics["fold_accuracy"]) == 2
+    assert metrics["images_from_cache"] == 0 and metrics["images_per_s"] > 0
+    # a re-run (another tolerance) takes every descriptor and how its face was found from the cache
+    again = evaluate(compose("eval_lfw", {**settings, "tolerance": 0.5, "out_dir": str(tmp_path / "again")}))
+    cached = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert (
+        cached["images_from_cache"] == 7 and "images_per_s" not in cached and cached["faces_found"] == {"centre box": 7}
+    )
+    assert (again["accuracy"], again["std"]) == (summary["accuracy"], summary["std"])
+    pd_first = (tmp_path / "out" / "pairs.csv").read_text()
+    assert (tmp_path / "again" / "pairs.csv").read_text() == pd_first  # the same distances to the last digit
+    # flip=true is another pipeline: described again, not answered from the flip=false entries
+    evaluate(compose("eval_lfw", {**settings, "flip": "true", "out_dir": str(tmp_path / "flip")}))
+    assert json.loads((tmp_path / "flip" / "metrics.json").read_text())["images_from_cache"] == 0
     assert (tmp_path / "out" / "roc.png").stat().st_size > 0
     _, runs = mlflow_runs(tmp_path, "eval_lfw")
     assert runs[0].data.metrics["accuracy"] == pytest.approx(summary["accuracy"])
