@@ -154,8 +154,8 @@ def test_eval_lfw_entry_prints_json_writes_roc_and_logs_to_mlflow(tmp_path, stor
     assert (again["accuracy"], again["std"]) == (summary["accuracy"], summary["std"])
     pd_first = (tmp_path / "out" / "pairs.csv").read_text()
     assert (tmp_path / "again" / "pairs.csv").read_text() == pd_first  # the same distances to the last digit
-    # flip=true is another pipeline: described again, not answered from the flip=false entries
-    evaluate(compose("eval_lfw", {**settings, "flip": "true", "out_dir": str(tmp_path / "flip")}))
+    # flip=false is another pipeline: described again, not answered from the flip=true (default) entries
+    evaluate(compose("eval_lfw", {**settings, "flip": "false", "out_dir": str(tmp_path / "flip")}))
     assert json.loads((tmp_path / "flip" / "metrics.json").read_text())["images_from_cache"] == 0
     assert (tmp_path / "out" / "roc.png").stat().st_size > 0
     _, runs = mlflow_runs(tmp_path, "eval_lfw")
