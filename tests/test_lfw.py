@@ -186,4 +186,5 @@ def test_eval_lfw_on_the_shared_folds_beats_plain_dlib(tmp_path, store):
             {**store, "pairs": str(SHARED_DATA / "lfw-pairs"), "out_dir": str(tmp_path / "out"), "progress": False},
         )
     )
-    assert summary["pairs"] == 3000 and summary["accuracy"] >= 0.985
+    # measured 98.90 % (README); plain dlib's anchor is 98.73 % (../shared/data/lfw-pairs/SOURCE.md)
+    assert summary["pairs"] == 3000 and summary["accuracy"] > 0.9873
