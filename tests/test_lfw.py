@@ -188,3 +188,25 @@ def test_eval_lfw_on_the_shared_folds_beats_plain_dlib(tmp_path, store):
     )
     # measured 98.90 % (README); plain dlib's anchor is 98.73 % (../shared/data/lfw-pairs/SOURCE.md)
     assert summary["pairs"] == 3000 and summary["accuracy"] > 0.9873
+
+
+@needs_shared_data("lfw-pairs", "images", "Abel_Pacheco")
+def test_describer_is_dlibs_descriptor_and_flip_averages_the_mirrored_chip():
+    import dlib
+
+    from core.images import read_rgb
+    from faces.descriptors import FaceDescriber, central_face
+    from faces.detectors import HogDetector
+
+    rgb = read_rgb(photo_path(SHARED_DATA / "lfw-pairs" / "images", ("Abel_Pacheco", 1)))
+    face = central_face(HogDetector().detect(rgb), rgb.shape)
+    plain, flipped = FaceDescriber(), FaceDescriber(flip=True)
+    predictor, model = plain._native
+    shape = predictor(rgb, dlib.rectangle(face.left, face.top, face.right - 1, face.bottom - 1))
+    # one chip: bit for bit what face_recognition / dlib compute from the image and the landmarks
+    np.testing.assert_array_equal(plain(rgb, [face])[0], np.asarray(model.compute_face_descriptor(rgb, shape, 1)))
+    chip = dlib.get_face_chip(rgb, shape, 150, 0.25)
+    mirrored = np.asarray(model.compute_face_descriptor(np.ascontiguousarray(chip[:, ::-1])), np.float32)
+    expected = (plain(rgb, [face])[0] + mirrored) / 2  # the plain mean: not re-normalised
+    np.testing.assert_allclose(flipped(rgb, [face])[0], expected, rtol=0, atol=1e-6)
+    assert "flip=True" in flipped.tag() and flipped.tag() != plain.tag()
