@@ -77,7 +77,7 @@ bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch
 	$(PY) -m benchmarks.dcgan_throughput $(ARGS)
 
 # ---- Face recognition (VGG16 transfer learning) -----------------------------------------------------
-.PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize eval-lfw bench-vgg16
+.PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize eval-lfw eval-openset bench-vgg16
 
 capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ from the camera (or ARGS="source=clip.mp4")
 	$(PY) -m experiments.capture_faces $(call path_arg,name,NAME) $(ARGS)
@@ -93,6 +93,9 @@ recognize: $(STAMP) ## name faces in IMAGES=<folder> into OUT=<folder>/recogniti
 
 eval-lfw: $(STAMP) ## LFW verification (View 2 k-fold) of the dlib descriptor on PAIRS=<folder> (default ../shared/data/lfw-pairs); last line JSON
 	$(PY) -m experiments.eval_lfw $(call opt_path_arg,pairs,PAIRS) $(ARGS)
+
+eval-openset: $(STAMP) ## open-set identification: GALLERY=<known folder> (default ../shared/data/faces), PROBES=<labelled folder> (default: other photos + LFW strangers); last line JSON
+	$(PY) -m experiments.eval_openset $(call opt_path_arg,gallery,GALLERY) $(call opt_path_arg,probes,PROBES) $(ARGS)
 
 bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a full forward (VGG16, dlib)
 	$(PY) -m benchmarks.vgg16_head $(ARGS)

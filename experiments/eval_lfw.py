@@ -1,8 +1,10 @@
 """Face verification on LFW's standard protocol: `python -m experiments.eval_lfw [pairs=<folder>]`.
 
 Reads `pairs.txt` (see `faces.verification`), describes each distinct photo once (its face nearest the centre,
-found by `detector`, else by `retry_detector`, else the central box; 5-point alignment; dlib's 128-d descriptor)
-in `workers` processes, and scores every pair by Euclidean distance. Per fold the threshold is chosen on the other
+found by `detector`, else by `retry_detector`, else the central box; 5-point alignment; dlib's 128-d descriptor,
+averaged with the mirrored chip's when `flip`) in `workers` processes, keeping the descriptors in `cache_file`
+(per photo file and pipeline settings: a re-run with another tolerance is instant), and scores every pair by
+Euclidean distance. Per fold the threshold is chosen on the other
 folds; prints mean ± std accuracy and the accuracy at the fixed `tolerance`, draws the ROC curve, writes
 `out_dir/metrics.json`, `pairs.csv` and `roc.png`, and logs them to MLflow (experiment `eval_lfw`). The last stdout
 line is one JSON object `{"accuracy", "std", "accuracy_at_tolerance", "pairs"}`.
@@ -11,6 +13,7 @@ line is one JSON object `{"accuracy", "std", "accuracy_at_tolerance", "pairs"}`.
 from __future__ import annotations
 
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -25,7 +28,16 @@ from core.errors import UserError
 from core.tracking import log_tool_run
 from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
-from faces.verification import FOUND, describe_photos, evaluate_pairs, photo_path, read_pairs, roc_points
+from faces.gallery import DescriptorCache
+from faces.verification import (
+    FOUND,
+    describe_photos,
+    evaluate_pairs,
+    photo_path,
+    pipeline_tag,
+    read_pairs,
+    roc_points,
+)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -47,25 +59,28 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"PAIRS={folder}: {len(missing)} photo(s) named in pairs.txt are missing, e.g. {missing[0]}")
     detector = instantiate(cfg.detector)
     retry = instantiate(cfg.retry_detector) if cfg.retry_detector else None
-    describer = FaceDescriber(num_jitters=cfg.num_jitters)
+    describer = FaceDescriber(num_jitters=cfg.num_jitters, flip=cfg.flip)
+    cache = DescriptorCache(cfg.cache_file, pipeline_tag(detector, describer, retry))
     found: dict = {}
 
     def describe(photos):
-        start = time.perf_counter()
-        descriptors, how = describe_photos(
-            [photo_path(folder / "images", p) for p in photos],
-            detector,
-            describer,
-            retry,
-            workers=cfg.workers,
-            progress=cfg.progress,
+        files = [photo_path(folder / "images", p) for p in photos]
+        cached = sum(cache.get_labelled(f) is not None for f in files)
+        start, cpu = time.perf_counter(), cpu_seconds()
+        descriptors, how = describe_photos(files, detector, describer, retry, cfg.workers, cfg.progress, cache)
+        found.update(
+            seconds=time.perf_counter() - start,
+            cpu_seconds=cpu_seconds() - cpu,
+            cached=cached,
+            how=dict(zip(photos, how)),
         )
-        found.update(seconds=time.perf_counter() - start, how=dict(zip(photos, how)))
         return descriptors
 
     result = evaluate_pairs(pairs, describe, cfg.tolerance)
     how = pd.Series(found["how"]).value_counts()
     images = len(found["how"])
+    described = images - found["cached"]
+    speed = {"images_per_s": described / found["seconds"]} if described else {}  # none described: no speed
     summary = {
         "accuracy": result.accuracy,
         "std": result.std,
@@ -79,8 +94,11 @@ def evaluate(cfg: DictConfig) -> dict:
         "thresholds": result.thresholds.tolist(),
         "tolerance": cfg.tolerance,
         "images": images,
-        "images_per_s": images / found["seconds"],
+        "images_from_cache": found["cached"],
+        **speed,
         "seconds": found["seconds"],
+        # CPU time of this process and its workers over the wall time: ~`workers` when every worker had a core
+        "cores_busy": found["cpu_seconds"] / found["seconds"] if found["seconds"] > 0 else 0.0,
         "faces_found": {k: int(v) for k, v in how.items()},
         "pairs_folder": str(folder),
         "detector": repr(detector),
@@ -124,22 +142,29 @@ def evaluate(cfg: DictConfig) -> dict:
             "detector": repr(detector)[:500],
             "retry_detector": repr(retry)[:500],
             "num_jitters": cfg.num_jitters,
+            "flip": cfg.flip,
             "tolerance": cfg.tolerance,
             "workers": cfg.workers,
         },
         metrics={
             **summary,
             "images": images,
-            "images_per_s": details["images_per_s"],
+            **speed,
             "faces_not_found": images - int(how.get(FOUND, 0)),
             **{f"fold_accuracy/{k + 1}": a for k, a in enumerate(result.fold_accuracy)},
             **{f"fold_threshold/{k + 1}": t for k, t in enumerate(result.thresholds)},
         },
         files=[out / name for name in ("metrics.json", "pairs.csv", "roc.png")],
     )
+    rate = (
+        f"{described} described at {speed['images_per_s']:.2f} images/s by {cfg.workers} worker(s), "
+        f"{details['cores_busy']:.1f} cores busy; "
+        if described
+        else ""
+    )
     print(
         f"LFW verification, {len(pairs)} pairs in {len(result.fold_accuracy)} folds, {images} photos "
-        f"({details['images_per_s']:.1f} images/s, {cfg.workers} worker(s)); faces: "
+        f"({rate}{found['cached']} from the cache {cache.path}); faces: "
         + ", ".join(f"{k} {v}" for k, v in how.items()),
         flush=True,
     )
@@ -152,6 +177,12 @@ def evaluate(cfg: DictConfig) -> dict:
     log.info("eval-lfw: %s", details)
     print(json.dumps(summary), flush=True)
     return summary
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished (joined) child processes."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval_lfw")

@@ -34,18 +34,24 @@ DEFAULT_TOLERANCE = 0.6  # dlib / face_recognition: same person when the descrip
 
 class DescriptorCache:
     """Descriptors (float32, D) of image files in one `.npz` file, keyed by `tag`, the file's resolved path, size
-    and mtime: a changed or moved file, or another describer/detector (another `tag`), is described again.
-    Without a path (None) it keeps nothing between runs."""
+    and mtime: a changed or moved file, or another describer/detector (another `tag`), is described again. Each
+    entry may carry a short label (e.g. how its face was found). Without a path (None) it keeps nothing between
+    runs. Several processes may share the file: each save is atomic, and the last one wins (the others' new
+    entries are described again next time)."""
 
     def __init__(self, path: str | Path | None, tag: str) -> None:
         self.path = Path(path) if path else None
         self.tag = tag
         self.entries: dict[str, np.ndarray] = {}
+        self.labels: dict[str, str] = {}
         self.changed = False
         if self.path is not None and self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as stored:
-                    self.entries = dict(zip(stored["keys"].tolist(), stored["descriptors"]))
+                    keys = stored["keys"].tolist()
+                    self.entries = dict(zip(keys, stored["descriptors"]))
+                    if "labels" in stored.files:
+                        self.labels = dict(zip(keys, stored["labels"].tolist()))
             except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not an error
                 log.warning("ignoring unreadable descriptor cache %s (%s)", self.path, exc)
 
@@ -56,8 +62,15 @@ class DescriptorCache:
     def get(self, file: Path) -> np.ndarray | None:
         return self.entries.get(self.key(file))
 
-    def put(self, file: Path, descriptor: np.ndarray) -> None:
-        self.entries[self.key(file)] = np.asarray(descriptor, np.float32)
+    def get_labelled(self, file: Path) -> tuple[np.ndarray, str] | None:
+        """(descriptor, label) of `file`, or None when it is not cached under this tag."""
+        key = self.key(file)
+        return (self.entries[key], self.labels.get(key, "")) if key in self.entries else None
+
+    def put(self, file: Path, descriptor: np.ndarray, label: str = "") -> None:
+        key = self.key(file)
+        self.entries[key] = np.asarray(descriptor, np.float32)
+        self.labels[key] = label
         self.changed = True
 
     def save(self) -> None:
@@ -67,7 +80,12 @@ class DescriptorCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self.entries)
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")  # one per writer
-        np.savez(temporary, keys=np.array(keys), descriptors=np.stack([self.entries[k] for k in keys]))
+        np.savez(
+            temporary,
+            keys=np.array(keys),
+            descriptors=np.stack([self.entries[k] for k in keys]),
+            labels=np.array([self.labels.get(k, "") for k in keys]),
+        )
         temporary.replace(self.path)
         self.changed = False
 
@@ -189,3 +207,53 @@ class GalleryRecognizer:
     def recognize(self, rgb: np.ndarray, detections: list[Detection]) -> list[tuple[str, float]]:
         """(name or 'unknown', distance) for each detection in `rgb` (HxWx3 uint8 RGB)."""
         return self.gallery.identify(self.describer(rgb, detections), self.tolerance)
+
+
+@dataclass
+class OpenSetResult:
+    """Open-set identification of P probes against a gallery, at each of T tolerances. `known` (P,) marks the
+    probes whose person is in the gallery; `nearest` (P,) names the nearest gallery descriptor's person and
+    `distance` (P,) gives its Euclidean distance. `identification_accuracy` (T,): the fraction of known probes
+    named right (nearest person correct AND distance < tolerance); `stranger_rejection` (T,): the fraction of
+    the other probes (strangers) called `unknown` (distance >= tolerance). These are the open-set rates of
+    Phillips, Grother and Micheals ("Evaluation Methods in Face Recognition", Handbook of Face Recognition,
+    2005): the detection-and-identification rate at rank 1, and 1 − the false-alarm rate."""
+
+    tolerances: np.ndarray
+    identification_accuracy: np.ndarray
+    stranger_rejection: np.ndarray
+    names: list[str]
+    known: np.ndarray
+    nearest: list[str]
+    distance: np.ndarray
+
+    def at(self, tolerance: float) -> tuple[float, float]:
+        """(identification accuracy, stranger rejection) at one tolerance (Gallery.identify's rule)."""
+        named = self.distance < tolerance
+        truth = np.array(self.names, dtype=object)
+        right = named & (np.array(self.nearest, dtype=object) == truth)
+        return float(right[self.known].mean()), float((~named)[~self.known].mean())
+
+
+def open_set_rates(
+    gallery: Gallery, descriptors: np.ndarray, names: list[str], tolerances: np.ndarray | list[float]
+) -> OpenSetResult:
+    """`OpenSetResult` of the probes `descriptors` (P, D) whose true people are `names` (P,): a probe is known when
+    its name is one of `gallery.people`. Raises ValueError when the probes hold no known person or no stranger
+    (one of the two rates would be undefined) or when `names` and `descriptors` differ in length."""
+    descriptors = np.asarray(descriptors, np.float32)
+    if len(names) != len(descriptors):
+        raise ValueError(f"{len(names)} probe names for {len(descriptors)} probe descriptors")
+    known = np.array([n in set(gallery.names) for n in names], bool)
+    if not known.any() or known.all():
+        raise ValueError(
+            f"open-set evaluation needs known probes and strangers; got {known.sum()} known, {(~known).sum()} strangers"
+        )
+    identified = gallery.identify(descriptors, tolerance=np.inf)  # nearest person and distance, no rejection
+    nearest, distance = [n for n, _ in identified], np.array([d for _, d in identified])
+    tolerances = np.asarray(tolerances, float)
+    right_person = np.array([a == b for a, b in zip(nearest, names)], bool)
+    within = distance[None, :] < tolerances[:, None]  # (T, P)
+    accuracy = (within & right_person[None, :])[:, known].mean(axis=1)
+    rejection = (~within)[:, ~known].mean(axis=1)
+    return OpenSetResult(tolerances, accuracy, rejection, list(names), known, nearest, distance)

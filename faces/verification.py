@@ -209,29 +209,60 @@ def _describe_in_worker(file: str) -> tuple[np.ndarray, str]:
     return describe_central_face(file, *_worker)
 
 
+def pipeline_tag(detector, describer, retry_detector=None) -> str:
+    """Everything between a photo's bytes and its descriptor in `describe_central_face` (detector and retry
+    settings, describer models and options): the tag of a `faces.gallery.DescriptorCache` for these photos."""
+    return f"{describer.tag()}|{detector!r}|retry={retry_detector!r}"
+
+
 def describe_photos(
-    files: Sequence[str | Path], detector, describer, retry_detector=None, workers: int = 2, progress: bool = True
+    files: Sequence[str | Path],
+    detector,
+    describer,
+    retry_detector=None,
+    workers: int = 2,
+    progress: bool = True,
+    cache=None,
+    save_every: int = 500,
 ) -> tuple[np.ndarray, list[str]]:
     """`describe_central_face` of every file: descriptors float32 (N, D) in the order of `files`, and how each face
-    was found. `workers` > 1 shares the files out between that many processes (fork), 1 runs here."""
+    was found. `workers` > 1 shares the files out between that many processes (fork), 1 runs here. `cache` (a
+    `faces.gallery.DescriptorCache` tagged with `pipeline_tag`) answers the photos it holds; the others are
+    described and added, and the cache is saved every `save_every` new photos (an interrupted run keeps them)
+    and at the end."""
     from tqdm.auto import tqdm
 
-    files = [str(f) for f in files]
+    files = [Path(f) for f in files]
+    results: list[tuple[np.ndarray, str] | None] = [cache.get_labelled(f) if cache is not None else None for f in files]
+    todo = [k for k, r in enumerate(results) if r is None]
     bar = dict(
-        total=len(files),
+        total=len(todo),
         desc=f"describing photos ({workers} process{'es' if workers > 1 else ''})",
         unit="img",
-        disable=not progress,
+        disable=not progress or not todo,
         smoothing=0.1,
     )
-    if workers <= 1 or len(files) < 2:
-        results = [describe_central_face(f, detector, retry_detector, describer) for f in tqdm(files, **bar)]
+
+    def keep(k: int, result: tuple[np.ndarray, str], added: int) -> None:
+        results[k] = result
+        if cache is not None:
+            cache.put(files[k], *result)
+            if added % save_every == 0:
+                cache.save()
+
+    if workers <= 1 or len(todo) < 2:
+        for added, k in enumerate(tqdm(todo, **bar), 1):
+            keep(k, describe_central_face(files[k], detector, retry_detector, describer), added)
     else:
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
         with context.Pool(workers, initializer=_init_worker, initargs=(detector, retry_detector, describer)) as pool:
-            results = list(tqdm(pool.imap(_describe_in_worker, files, chunksize=8), **bar))
+            described = pool.imap(_describe_in_worker, [str(files[k]) for k in todo], chunksize=8)
+            for added, (k, result) in enumerate(tqdm(zip(todo, described), **bar), 1):
+                keep(k, result, added)
+    if cache is not None:
+        cache.save()
     if not results:
         return np.empty((0, 128), np.float32), []
     return np.stack([r[0] for r in results]).astype(np.float32), [r[1] for r in results]
