@@ -8,7 +8,7 @@ EDITABLE ?= -e  # `make setup EDITABLE=` installs the project as a plain (non-ed
 ARGS ?=
 TRAIN := $(PY) -m experiments.train
 # $(call path_arg,KEY,VAR): the Hydra override KEY='<value of make variable VAR>', for every variable that takes a
-# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME, GALLERY, PAIRS). The one place they are quoted: the raw value
+# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME, GALLERY, PAIRS, PROBES, TASK). The one place they are quoted: the raw value
 # ($(value ...), unexpanded) goes inside shell single quotes to core/overrides.py, which quotes it for Hydra, so any
 # character a name can hold ('=', spaces, commas, brackets, quotes, '$', non-ASCII) reaches the entry unchanged.
 # $(call opt_path_arg,KEY,VAR): the same, or nothing when VAR is empty (the entry's default applies).
@@ -21,7 +21,7 @@ opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
 	@echo '  ARGS="..."               Hydra overrides for any target, e.g. ARGS="trainer=gpu" or ARGS="data=fruits360_real"'
-	@echo '  IN OUT SRC VOC IMAGES CKPT NAME GALLERY PAIRS  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
+	@echo '  IN OUT SRC VOC IMAGES CKPT NAME GALLERY PAIRS PROBES TASK  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

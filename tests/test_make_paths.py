@@ -37,6 +37,8 @@ TARGETS = {
     "capture-faces": {"NAME": "name"},
     "recognize": {"IMAGES": "images", "OUT": "out_dir", "CKPT": "ckpt", "GALLERY": "gallery"},
     "eval-lfw": {"PAIRS": "pairs"},
+    "eval-openset": {"GALLERY": "gallery", "PROBES": "probes"},
+    "register": {"TASK": "task"},
     "detect-faces": {"IN": "in_dir", "OUT": "out_dir"},
     "compare-face-detectors": {"VOC": "voc"},
     "convert-facemask": {"SRC": "src", "OUT": "out"},
