@@ -158,7 +158,7 @@ web-deps: $(WEB_DEPS) ## the playground's npm packages (vite, onnxruntime-web, p
 web: $(WEB_DEPS) ## build the playground and serve it on http://127.0.0.1:4173 (WEB_PORT=...; after make export-web)
 	cd web && npm run build && npm run preview -- --port $(WEB_PORT)
 
-demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, then report + export-web (about 7 min on 2 cores)
+demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, then report + export-web (about 8 min on 2 cores)
 	@set -e; start=$$(date +%s); \
 	for experiment in exp1_dcgan_fruits exp2_dcgan_hardhat exp3_dcgan_hardhat_tricks yolo_facemask vgg16_faces; do \
 		echo "== demo: training $$experiment"; $(TRAIN) experiment=$$experiment $(DEMO_ARGS); \
