@@ -200,11 +200,11 @@ def train(cfg: DictConfig) -> float | None:
     with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
         _ = logger.experiment  # creates the store, experiment and run now, one process at a time
-        description = cfg.experiment_description or DESCRIPTIONS.get(cfg.task_name)
-        tracking.describe_experiment(logger.experiment, logger.experiment_id, description)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
-    if trainer.is_global_zero:  # under DDP the other ranks log nothing
+    if trainer.is_global_zero:  # under DDP the other ranks log nothing (their logger has no experiment)
+        description = cfg.experiment_description or DESCRIPTIONS.get(cfg.task_name)
+        tracking.describe_experiment(logger.experiment, logger.experiment_id, description)
         (output_dir / RUN_ID_FILE).write_text(logger.run_id)
         bites = config.caps_that_bite(cfg)  # the profile's caps that lower what the experiment asks
         if bites:

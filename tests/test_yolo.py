@@ -25,7 +25,7 @@ def _train(overrides: dict) -> float:
     return train(compose("train", {"experiment": "yolo_facemask", **overrides}))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def trained(yolo_trained):
     """The session's one tiny YOLO run (tests/conftest.py: `yolo_trained`), shared with the other YOLO test files."""
     return yolo_trained
@@ -68,11 +68,15 @@ def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
     assert module.names == ["with_mask", "without_mask", "mask_weared_incorrect"] and module.hparams.imgsz == 160
 
 
-def test_report_shows_the_newest_run_and_compares_real_data_runs_only(trained, tmp_path):
+def test_report_shows_the_run_and_compares_real_data_runs_only(trained, tmp_path):
     run = mlflow_runs(trained["root"], "yolo_facemask")[1][0]
     text = build_report(f"sqlite:///{trained['root']}/mlflow.db", tmp_path, **report_sections()).read_text()
-    assert f"Newest run `{run.info.run_id[:8]}`" in text and "![validation mAP per epoch](figures/yolo_map.png)" in text
-    assert f"{NOT_RUN}: COCO-pretrained yolov5n: " in text  # a synthetic run is not a real-data one
+    section = text.split("## Face-mask detection (YOLO)")[1].split("\n## ")[0]
+    assert "### yolo_facemask: synthetic data, from scratch, debug=fast" in section
+    assert f"Run `{run.info.run_id[:8]}`" in section and "**Demo-scale run**" in section
+    figure = "figures/yolo_synthetic_data_from_scratch_debug_fast_map.png"
+    assert f"({figure})" in section and (tmp_path / figure).is_file()
+    assert f"{NOT_RUN}: COCO-pretrained yolov5n: " in section  # a synthetic run is not a real-data one
 
 
 def test_nothing_reaches_the_network(trained, tmp_path):
