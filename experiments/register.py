@@ -3,8 +3,9 @@
 
 The model is the one a training run logged (`log_model`, experiments/train.py); it becomes a new version of the
 registered model named after the task, with the run's metrics as version tags, and `mlflow models` can serve it
-(`models:/<task>/<version>`). Without `run_id` the run is the task's best finished run that logged a model: the
-best value of its monitored metric (`best/<monitor.metric>`, in its `monitor.mode`), else its newest.
+(`models:/<task>/<version>`). Without `run_id` the run is the task's best finished run that logged a model, among
+the runs on the same data as its newest one (a metric on another dataset is not comparable): the best value of its
+monitored metric (`best/<monitor.metric>`, in its `monitor.mode`), else its newest.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from omegaconf import DictConfig
 from core import tracking
 from core.errors import UserError
 from experiments import log, user_errors
+
+# The params that name where a run's data came from (the built-in sets are generated under data_dir, real ones
+# are folders under ../shared/data or the user's).
+DATA_SOURCE_PARAMS = ("data.root", "data.voc_root", "data._target_")
+
+
+def _data_source(run) -> tuple:
+    return tuple(run.data.params.get(key) for key in DATA_SOURCE_PARAMS)
 
 
 def best_run(client, task: str):
@@ -32,6 +41,7 @@ def best_run(client, task: str):
     if not runs:
         raise UserError(f"task={task}: no finished run logged a model (train with log_model=true)")
     newest = runs[0]
+    runs = [r for r in runs if _data_source(r) == _data_source(newest)]
     metric, mode = newest.data.params.get("monitor.metric"), newest.data.params.get("monitor.mode", "max")
     scored = [(r.data.metrics[f"best/{metric}"], r) for r in runs if f"best/{metric}" in r.data.metrics]
     scored = [(v, r) for v, r in scored if v == v]  # NaN never wins
