@@ -175,14 +175,6 @@ def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Pa
     return uri
 
 
-def logs_model(cfg: DictConfig) -> bool:
-    """`log_model`, where null means on except under a debug overlay (profile.name "debug=…"): logging the model,
-    its export and its ONNX file costs ~10 s, more than a debug run trains (measured on 2 CPU cores)."""
-    if cfg.log_model is not None:
-        return bool(cfg.log_model)
-    return not str(cfg.profile.name or "").startswith("debug")
-
-
 def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -239,7 +231,7 @@ def train(cfg: DictConfig) -> float | None:
         if monitor is not None:
             monitor.finish()
 
-    if trainer.is_global_zero and (logs_model(cfg) or cfg.register):
+    if trainer.is_global_zero and (cfg.log_model or cfg.register):
         checkpoint = trained_checkpoint(callbacks, trainer)
         if getattr(logger, "offline_run_id", None):  # logger=mlflow_server, and the server went away mid-run
             log.warning("the MLflow server is away: no MLflow model logged; the checkpoint is %s", checkpoint)

@@ -207,9 +207,10 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_
 
 
 def test_log_model_defaults_on_except_under_debug_overlays(store):
-    from experiments.train import logs_model
+    def logs_model(overrides: dict) -> bool:
+        return compose("train", {"experiment": TASK, **overrides, **store}).log_model
 
-    assert logs_model(compose("train", {"experiment": TASK, **store})) is True
-    assert logs_model(compose("train", {"experiment": TASK, "debug": "fast", **store})) is False
-    assert logs_model(compose("train", {"experiment": TASK, "debug": "fast", "log_model": True, **store})) is True
-    assert logs_model(compose("train", {"experiment": TASK, "log_model": False, **store})) is False
+    assert logs_model({}) is True
+    assert logs_model({"debug": "fast"}) is False
+    assert logs_model({"debug": "fast", "log_model": True}) is True  # the command line wins over the overlay
+    assert logs_model({"log_model": False}) is False
