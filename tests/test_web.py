@@ -467,3 +467,149 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
         dict(zip(IDENTITIES, probabilities)), abs=1e-5
     )
     assert recognised["ranked"][0]["name"] == IDENTITIES[int(np.argmax(probabilities))]
+
+
+# The face-mask pane's live view: web/src/tracker.js against ultralytics' BYTETracker and core.mask_alerts.
+
+MONITOR_NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
+
+
+def _monitor_truth() -> list[np.ndarray]:
+    """tests/test_monitor.py's clip as detections, without the video: per frame (N, 6) boxes x0 y0 x1 y1 conf cls
+    of faces 32 px wide moving along rows (the boxes draw_face returns for those centres)."""
+    from datamodules.synthetic.faces import Identity, draw_face
+    from tests.test_monitor import BLIPS, CLASS, FRAMES, PEOPLE, SIZE
+
+    rng = np.random.default_rng(0)
+    identities = [Identity.random(rng) for _ in PEOPLE]
+    truth = []
+    for frame in range(FRAMES):
+        canvas = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+        boxes = []
+        for person, (first, last, x, y, step, mask) in enumerate(PEOPLE):
+            if first <= frame <= last:
+                box = draw_face(canvas, (x + step * (frame - first), y), 32, identities[person], rng, mask=mask)
+                boxes.append([*box, 0.9, CLASS["none"] if person == 0 and frame in BLIPS else CLASS[mask]])
+        truth.append(np.array(boxes, np.float32).reshape(-1, 6))
+    return truth
+
+
+def _python_monitor(sequence: list[np.ndarray], settings: dict, fps: float) -> dict:
+    """ultralytics' BYTETracker (yolo_monitor.track) and MaskAlerts on `sequence`: per frame [[track id, class]],
+    the events and the summary, as the Python monitor computes them."""
+    from core.mask_alerts import MaskAlerts
+    from lightning_modules.yolo_monitor import make_tracker, track
+
+    tracker = make_tracker({k: v for k, v in settings["tracker"].items()})
+    alerts = MaskAlerts(MONITOR_NAMES, settings["alert_classes"], settings["alert_after_s"], settings["smooth_frames"])
+    frames, events = [], []
+    for index, detections in enumerate(sequence):
+        people = track(tracker, detections)
+        frames.append(sorted([track_id, cls] for track_id, _box, _conf, cls in people))
+        events += [
+            {k: v for k, v in e.to_dict().items() if k not in ("wall_time", "box", "confidence")}
+            for e in alerts.update(index, round(index / fps, 6), people)
+        ]
+    return {"frames": frames, "events": events, "summary": alerts.summary()}
+
+
+def _js_monitor(sequence: list[np.ndarray], settings: dict, fps: float) -> dict:
+    """The same through web/src/tracker.js, run by Node."""
+    detections = [
+        [
+            {"x0": float(x0), "y0": float(y0), "x1": float(x1), "y1": float(y1), "score": float(s), "cls": int(c)}
+            for x0, y0, x1, y1, s, c in frame
+        ]
+        for frame in sequence
+    ]
+    script = (
+        "import { ByteTracker, MaskAlerts } from './src/tracker.js';"
+        f"const settings = {json.dumps(settings)}; const sequence = {json.dumps(detections)};"
+        "const tracker = new ByteTracker(settings.tracker);"
+        f"const alerts = new MaskAlerts({json.dumps(MONITOR_NAMES)}, settings.alert_classes, settings.alert_after_s,"
+        " settings.smooth_frames);"
+        "const frames = []; const events = [];"
+        "sequence.forEach((detections, index) => {"
+        "  const people = tracker.update(detections);"
+        "  frames.push(people.map((p) => [p.trackId, p.cls]).sort((a, b) => a[0] - b[0]));"
+        f"  for (const e of alerts.update(index, Math.round(index / {fps} * 1e6) / 1e6, people)) {{"
+        "    const { box, confidence, ...rest } = e; events.push(rest); }"
+        "});"
+        "console.log(JSON.stringify({ frames, events, summary: alerts.summary() }));"
+    )
+    return json.loads(_node(script))
+
+
+def _monitor_settings() -> dict:
+    from experiments.export_web import monitor_settings
+
+    return monitor_settings(REPO / "conf" / "monitor_facemask.yaml")
+
+
+def test_manifest_monitor_settings_are_ultralytics_bytetrack_and_the_monitor_config():
+    from omegaconf import OmegaConf
+    from ultralytics.utils import YAML
+    from ultralytics.utils.checks import check_yaml
+
+    settings = _monitor_settings()
+    monitor = OmegaConf.load(REPO / "conf" / "monitor_facemask.yaml")
+    assert settings == {
+        "tracker": YAML.load(check_yaml("bytetrack.yaml")),  # the config's `tracker: {}` overrides nothing
+        "alert_classes": ["without_mask", "mask_weared_incorrect"],
+        "alert_after_s": monitor.alert_after_s,
+        "smooth_frames": monitor.smooth_frames,
+    }
+    assert settings["tracker"]["track_buffer"] == 30 and settings["tracker"]["match_thresh"] == 0.8
+
+
+def test_page_tracker_and_alerts_equal_the_python_monitor_on_the_monitor_test_clip():
+    """tests/test_monitor.py's five people (one misdetected for single frames, two alerts, one unmasked too briefly):
+    the page's ids per frame, alerts and summary are those of ultralytics' ByteTrack and core.mask_alerts."""
+    from tests.test_monitor import FPS
+
+    settings = _monitor_settings()
+    truth = _monitor_truth()
+    python, page = _python_monitor(truth, settings, FPS), _js_monitor(truth, settings, FPS)
+    assert page["summary"] == python["summary"] == {"people": 5, "unmasked_people": 3, "alerts": 2}
+    wanted = [(2, "without_mask", 26, 2.6), (4, "mask_weared_incorrect", 46, 4.6)]  # as test_monitor's events
+    assert [(e["track_id"], e["class"], e["frame"], e["time_s"]) for e in page["events"]] == wanted
+    assert page["events"] == python["events"]
+    assert page["frames"] == python["frames"]
+
+
+def _person(frames: range, start: tuple[float, float], step: float, score=lambda frame: 0.9, cls: int = 1):
+    """(frame, box, score, class) of a 40 px face moving `step` px per frame to the right from `start`."""
+    return [
+        (
+            f,
+            [start[0] + step * (f - frames[0]), start[1], start[0] + step * (f - frames[0]) + 40, start[1] + 40],
+            score(f),
+            cls,
+        )
+        for f in frames
+    ]
+
+
+def test_page_tracker_keeps_ids_through_gaps_and_low_scores_and_gives_a_late_returner_a_new_id():
+    """Box sequences with known answers (and ultralytics' the same): A leaves for 10 frames (< track_buffer 30) and
+    keeps id 1; B is detected at score 0.15 (ByteTrack's low-score second stage) for 10 frames and keeps id 2; C (id
+    3) leaves for 41 frames (> 30) and comes back as id 5; D, there on frame 5 only, is never confirmed but uses id
+    4. A and C are unmasked (alert_after_s out of reach): 4 people seen, 3 of them unmasked, no alert."""
+    settings = _monitor_settings()
+    people = [
+        *_person(range(0, 20), (10, 10), 2),
+        *_person(range(30, 60), (70, 10), 2),  # A back after 10 frames, where it was heading
+        *_person(range(0, 60), (10, 100), 1, score=lambda f: 0.15 if 20 <= f < 30 else 0.9, cls=0),  # B
+        *_person(range(0, 10), (10, 200), 0, cls=2),  # C ...
+        *_person(range(51, 60), (10, 200), 0, cls=2),  # ... back 41 frames later
+        *_person(range(5, 6), (300, 300), 0),  # D
+    ]
+    sequence = [
+        np.array([[*box, s, c] for f, box, s, c in people if f == frame], np.float32).reshape(-1, 6)
+        for frame in range(60)
+    ]
+    page = _js_monitor(sequence, {**settings, "alert_after_s": 100.0}, fps=10)
+    assert page["frames"] == _python_monitor(sequence, {**settings, "alert_after_s": 100.0}, fps=10)["frames"]
+    ids = lambda frame: [track_id for track_id, _ in page["frames"][frame]]  # noqa: E731
+    assert ids(0) == [1, 2, 3] and ids(25) == [2] and ids(35) == [1, 2] and ids(55) == [1, 2, 5]
+    assert page["summary"] == {"people": 4, "unmasked_people": 3, "alerts": 0}
