@@ -613,3 +613,219 @@ def test_page_tracker_keeps_ids_through_gaps_and_low_scores_and_gives_a_late_ret
     ids = lambda frame: [track_id for track_id, _ in page["frames"][frame]]  # noqa: E731
     assert ids(0) == [1, 2, 3] and ids(25) == [2] and ids(35) == [1, 2] and ids(55) == [1, 2, 5]
     assert page["summary"] == {"people": 4, "unmasked_people": 3, "alerts": 0}
+
+
+# The live view in Chromium: a fake webcam playing generated faces, a stand-in detector exported as ONNX.
+
+LIVE_SIZE, LIVE_FPS, LIVE_FRAMES, LIVE_IMGSZ = (640, 480), 10, 40, 320
+LIVE_FACE = 96  # px wide in the video, 48 in the detector's input
+# (centre x, centre y, mask): three people who stay in view, swaying ±20 px once per clip, so that the webcam's loop
+# of the file is seamless and the counts do not depend on how many frames the page manages to process.
+LIVE_PEOPLE = [(130, 150, "worn"), (330, 330, "none"), (520, 150, "incorrect")]
+MASK_SHARE = {"none": 0.0, "incorrect": 0.27, "worn": 0.43}  # measured: mask pixels / face pixels of LIVE_IDENTITY
+
+
+class _FirstMaskColour:
+    """draw_face's rng for the mask colour: always MASK_COLOURS[0], a blue no skin tone comes near."""
+
+    def integers(self, n: int) -> int:
+        return 0
+
+
+def _live_frames() -> list[np.ndarray]:
+    from datamodules.synthetic.faces import Identity, draw_face
+
+    identity = Identity(
+        skin=(224, 172, 105),
+        hair=(30, 25, 20),
+        hair_style=2,
+        aspect=1.3,
+        eye_gap=0.4,
+        eye_colour=(40, 40, 40),
+        glasses=False,
+        beard=False,
+    )
+    frames = []
+    for k in range(LIVE_FRAMES):
+        canvas = np.full((LIVE_SIZE[1], LIVE_SIZE[0], 3), 90, np.uint8)
+        for x, y, mask in LIVE_PEOPLE:
+            sway = 20 * np.sin(2 * np.pi * k / LIVE_FRAMES)
+            draw_face(canvas, (x + sway, y), LIVE_FACE, identity, _FirstMaskColour(), mask=mask)
+        frames.append(canvas)
+    return frames
+
+
+def _write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """Raw YUV 4:2:0 frames in a YUV4MPEG2 file, the format Chromium's fake capture device plays (and loops)."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420mpeg2\n".encode())
+        for rgb in frames:
+            handle.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
+
+
+def _stand_in_detector(path: Path) -> dict:
+    """A deterministic face-mask 'detector' for LIVE_IDENTITY's faces on the grey 90 background, exported as ONNX with
+    the YOLO head's layout (1, 4 + 3 classes, anchors), so the page runs it as it runs the trained model. Each anchor
+    is a face-sized box (stride 2): its objectness rises with the share of non-background pixels inside and falls
+    with those in an 8 px ring around it; class c scores objectness · (1 − |mask share − MASK_SHARE of c|), the mask
+    share being the blue mask pixels over the face pixels in the box. Returns the manifest entry."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    kh, kw, ring, stride = 62, 54, 8, 2
+
+    class StandIn(torch.nn.Module):
+        def forward(self, images):
+            face = ((images - 90 / 255).abs().amax(1, keepdim=True) > 0.12).float()
+            blue = ((images[:, 2:3] - images[:, 0:1]) > 0.15).float()
+            inside = F.avg_pool2d(face, (kh, kw), stride)
+            outer = (
+                F.avg_pool2d(face, (kh + 2 * ring, kw + 2 * ring), stride, padding=ring)
+                * (kh + 2 * ring)
+                * (kw + 2 * ring)
+            )
+            around = (outer - inside * kh * kw) / ((kh + 2 * ring) * (kw + 2 * ring) - kh * kw)
+            objectness = ((inside - 0.55) / 0.17).clamp(0, 1) * (1 - around).clamp(0, 1) ** 3
+            share = F.avg_pool2d(blue, (kh, kw), stride) / inside.clamp(min=1e-6)
+            scores = torch.cat(
+                [
+                    objectness * (1 - (share - MASK_SHARE[m]).abs() / 0.08).clamp(0, 1)
+                    for m in ("worn", "none", "incorrect")
+                ],
+                1,
+            )
+            rows, cols = scores.shape[2:]
+            cy = (torch.arange(rows, dtype=torch.float32) * stride + kh / 2).view(rows, 1).expand(rows, cols)
+            cx = (torch.arange(cols, dtype=torch.float32) * stride + kw / 2).view(1, cols).expand(rows, cols)
+            boxes = torch.stack([cx, cy, torch.full_like(cx, kw), torch.full_like(cx, kh)]).unsqueeze(0)
+            return torch.cat([boxes, scores], 1).flatten(2)
+
+    torch.onnx.export(
+        StandIn(),
+        torch.zeros(1, 3, LIVE_IMGSZ, LIVE_IMGSZ),
+        str(path),
+        input_names=["images"],
+        output_names=["output0"],
+        opset_version=17,
+        dynamo=False,
+    )
+    return {
+        "task": "stand_in",
+        "file": path.name,
+        "input": "images",
+        "output": "output0",
+        "image_size": LIVE_IMGSZ,
+        "class_names": MONITOR_NAMES,
+    }
+
+
+def test_stand_in_detector_finds_each_live_face_with_its_mask_state(tmp_path):
+    """The stand-in is reliable on the generated frames (ultralytics' NMS on its ONNX output, as the page decodes
+    it): one box per person, the right class, on every frame."""
+    from lightning_modules.onnx_export import onnx_session
+    from lightning_modules.yolo_inference import postprocess
+
+    entry = _stand_in_detector(tmp_path / "stand_in.onnx")
+    session = onnx_session(tmp_path / entry["file"])
+    for rgb in _live_frames()[::4]:
+        raw = session.run(
+            None, {"images": (_letterboxed(rgb, LIVE_IMGSZ).transpose(2, 0, 1)[None] / 255).astype(np.float32)}
+        )
+        found = postprocess(raw[0], (LIVE_IMGSZ, LIVE_IMGSZ), [rgb.shape[:2]], 0.25, 0.45)[0]
+        found = found[np.argsort(found[:, 0])]
+        assert [int(c) for c in found[:, 5]] == [0, 1, 2], found
+
+
+@pytest.mark.slow  # a Vite build and about 4 s of live tracking: 40 s on a busy machine
+def test_page_tracks_a_fake_webcam_and_warns_once_per_unmasked_person_in_headless_chromium(tmp_path):
+    """Chromium's fake webcam plays (and loops) three generated people who stay in view: masked, unmasked, mask below
+    the nose. With the stand-in detector, the page must count exactly 3 people, 2 unmasked and 2 alerts — one
+    warning per unmasked person, whatever the frame rate it manages — with the monitor's settings from the manifest."""
+    _tool_or_skip()
+    if not (WEB / "node_modules" / ".package-lock.json").is_file():
+        pytest.skip("the page's npm packages are not installed: run `make web-deps` (CI's .ci/run does)")
+    models = tmp_path / "public" / "models"
+    models.mkdir(parents=True)
+    settings = _monitor_settings()
+    manifest = {
+        "generators": [],
+        "facemask": _stand_in_detector(models / "stand_in.onnx"),
+        "faces": None,
+        "missing": [],
+        "examples": {"facemask": [], "faces": []},
+        "monitor": settings,
+    }
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    video = tmp_path / "people.y4m"
+    _write_y4m(video, _live_frames(), LIVE_FPS)
+    dist = tmp_path / "dist"
+    _npm(
+        "run",
+        "build",
+        "--",
+        "--outDir",
+        str(dist),
+        "--emptyOutDir",
+        env={"PLAYGROUND_PUBLIC": str(tmp_path / "public")},
+    )
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(WEB / "node_modules" / ".bin" / "vite"),
+            "preview",
+            "--outDir",
+            str(dist),
+            "--port",
+            str(port),
+            "--strictPort",
+        ],
+        cwd=WEB,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seconds = settings["alert_after_s"] + 2  # every unmasked person stays in view past alert_after_s
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for(url, server)
+        driven = subprocess.run(
+            [
+                "node",
+                "e2e/live.mjs",
+                "--url",
+                url,
+                "--video",
+                str(video),
+                "--seconds",
+                str(seconds),
+                "--screenshot",
+                str(tmp_path / "live.png"),
+                "--chromium",
+                CHROMIUM,
+            ],
+            cwd=WEB,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert driven.returncode == 0, driven.stderr[-3000:]
+    result = json.loads(driven.stdout.strip().splitlines()[-1])
+    assert not result["errors"], result["errors"]
+    assert not [line for line in result["console"] if line.startswith(("error", "pageerror"))], result["console"]
+    live = result["live"]
+    print(f"live: {live['frames']} frames tracked, screenshot {tmp_path / 'live.png'}")
+    assert live["source"] == "webcam" and live["summary"] == {"people": 3, "unmasked_people": 2, "alerts": 2}
+    assert live["shown"] == ["3", "2", "2"]
+    # one alert per unmasked person: their classes, each on a track id of the people in view at the end
+    assert sorted(e["class"] for e in live["events"]) == ["mask_weared_incorrect", "without_mask"]
+    by_id = {p["trackId"]: p["state"] for p in live["people"]}
+    assert sorted(by_id) == [1, 2, 3] and all(by_id[e["track_id"]] == e["class"] for e in live["events"])
+    assert all(e["time_s"] >= settings["alert_after_s"] for e in live["events"])
+    assert live["warnings"] == [f"id {e['track_id']}: {e['class']} at {e['time_s']:.1f} s" for e in live["events"]]
+    assert sorted(by_id.values()) == sorted(MONITOR_NAMES)
