@@ -6,7 +6,9 @@ the page what each file expects. Each task's checkpoint is `checkpoints.<task>` 
 (`core.checkpoints.find_checkpoint`). A task with no checkpoint yet is listed under "missing" with the command
 that trains it, and its pane says so; a checkpoint that cannot run in the page (NotExportable) too, with why and
 the command that trains one that can. Next to the models, `examples/` holds the built-in images the page's "Try the
-built-in example" buttons load (`write_examples`).
+built-in example" buttons load (`write_examples`). The manifest's "monitor" carries the tracker and alert settings of
+the face-mask pane's live view, those of `make monitor-facemask` (`monitor_settings`), so the page follows the same
+rules without numbers of its own.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def export_web(cfg: DictConfig) -> dict:
         else:
             manifest[spec.kind] = entry
     manifest["examples"] = write_examples(cfg.examples, manifest, out_dir)
+    manifest["monitor"] = monitor_settings(Path(cfg.monitor_config))
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     exported = [*manifest["generators"], *(manifest[k] for k in ("facemask", "faces") if manifest[k])]
@@ -114,6 +117,26 @@ def export_web(cfg: DictConfig) -> dict:
         },
     )
     return manifest
+
+
+def monitor_settings(path: Path) -> dict:
+    """What the face-mask pane's live tracking follows, as the Python monitor does (experiments/monitor_facemask.py):
+    {"tracker": ultralytics' bytetrack.yaml settings with the file's `tracker` overrides, "alert_classes",
+    "alert_after_s" (seconds), "smooth_frames"} from `path` (conf/monitor_facemask.yaml). UserError when the file
+    is missing or a tracker key is unknown."""
+    from omegaconf import OmegaConf
+
+    from lightning_modules.yolo_monitor import bytetrack_settings
+
+    if not path.is_file():
+        raise UserError(f"monitor_config={path}: file not found")
+    monitor = OmegaConf.load(path)  # only plain keys are read: its ${paths...} stay unresolved
+    return {
+        "tracker": bytetrack_settings(OmegaConf.to_container(monitor.tracker)),
+        "alert_classes": list(monitor.alert_classes),
+        "alert_after_s": float(monitor.alert_after_s),
+        "smooth_frames": int(monitor.smooth_frames),
+    }
 
 
 def facemask_example(out_path: Path, scenes: int) -> int:

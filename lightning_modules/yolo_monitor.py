@@ -60,11 +60,10 @@ class DetectionBoxes:
         return self.data[:, 5]
 
 
-def make_tracker(overrides: Mapping | None = None):
-    """ultralytics' BYTETracker with the settings of its `cfg/trackers/bytetrack.yaml` (as `yolo track` reads them),
+def bytetrack_settings(overrides: Mapping | None = None) -> dict:
+    """The settings of the installed ultralytics' `cfg/trackers/bytetrack.yaml` (as `yolo track` reads them), with
     `overrides` (e.g. {"track_buffer": 60}) applied on top. A key the file does not have is a UserError."""
-    from ultralytics.trackers.byte_tracker import BYTETracker
-    from ultralytics.utils import YAML, IterableSimpleNamespace
+    from ultralytics.utils import YAML
     from ultralytics.utils.checks import check_yaml
 
     from core.errors import UserError
@@ -74,7 +73,15 @@ def make_tracker(overrides: Mapping | None = None):
     if unknown:
         raise UserError(f"tracker: unknown key(s) {unknown} — ByteTrack's settings are {sorted(settings)}")
     settings.update(dict(overrides or {}))
-    return BYTETracker(args=IterableSimpleNamespace(**settings))
+    return settings
+
+
+def make_tracker(overrides: Mapping | None = None):
+    """ultralytics' BYTETracker with `bytetrack_settings(overrides)`."""
+    from ultralytics.trackers.byte_tracker import BYTETracker
+    from ultralytics.utils import IterableSimpleNamespace
+
+    return BYTETracker(args=IterableSimpleNamespace(**bytetrack_settings(overrides)))
 
 
 def track(tracker, detections: np.ndarray) -> list[tuple[int, np.ndarray, float, int]]:

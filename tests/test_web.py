@@ -467,3 +467,365 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
         dict(zip(IDENTITIES, probabilities)), abs=1e-5
     )
     assert recognised["ranked"][0]["name"] == IDENTITIES[int(np.argmax(probabilities))]
+
+
+# The face-mask pane's live view: web/src/tracker.js against ultralytics' BYTETracker and core.mask_alerts.
+
+MONITOR_NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
+
+
+def _monitor_truth() -> list[np.ndarray]:
+    """tests/test_monitor.py's clip as detections, without the video: per frame (N, 6) boxes x0 y0 x1 y1 conf cls
+    of faces 32 px wide moving along rows (the boxes draw_face returns for those centres)."""
+    from datamodules.synthetic.faces import Identity, draw_face
+    from tests.test_monitor import BLIPS, CLASS, FRAMES, PEOPLE, SIZE
+
+    rng = np.random.default_rng(0)
+    identities = [Identity.random(rng) for _ in PEOPLE]
+    truth = []
+    for frame in range(FRAMES):
+        canvas = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+        boxes = []
+        for person, (first, last, x, y, step, mask) in enumerate(PEOPLE):
+            if first <= frame <= last:
+                box = draw_face(canvas, (x + step * (frame - first), y), 32, identities[person], rng, mask=mask)
+                boxes.append([*box, 0.9, CLASS["none"] if person == 0 and frame in BLIPS else CLASS[mask]])
+        truth.append(np.array(boxes, np.float32).reshape(-1, 6))
+    return truth
+
+
+def _python_monitor(sequence: list[np.ndarray], settings: dict, fps: float) -> dict:
+    """ultralytics' BYTETracker (yolo_monitor.track) and MaskAlerts on `sequence`: per frame [[track id, class]],
+    the events and the summary, as the Python monitor computes them."""
+    from core.mask_alerts import MaskAlerts
+    from lightning_modules.yolo_monitor import make_tracker, track
+
+    tracker = make_tracker({k: v for k, v in settings["tracker"].items()})
+    alerts = MaskAlerts(MONITOR_NAMES, settings["alert_classes"], settings["alert_after_s"], settings["smooth_frames"])
+    frames, events = [], []
+    for index, detections in enumerate(sequence):
+        people = track(tracker, detections)
+        frames.append(sorted([track_id, cls] for track_id, _box, _conf, cls in people))
+        events += [
+            {k: v for k, v in e.to_dict().items() if k not in ("wall_time", "box", "confidence")}
+            for e in alerts.update(index, round(index / fps, 6), people)
+        ]
+    return {"frames": frames, "events": events, "summary": alerts.summary()}
+
+
+def _js_monitor(sequence: list[np.ndarray], settings: dict, fps: float) -> dict:
+    """The same through web/src/tracker.js, run by Node."""
+    detections = [
+        [
+            {"x0": float(x0), "y0": float(y0), "x1": float(x1), "y1": float(y1), "score": float(s), "cls": int(c)}
+            for x0, y0, x1, y1, s, c in frame
+        ]
+        for frame in sequence
+    ]
+    script = (
+        "import { ByteTracker, MaskAlerts } from './src/tracker.js';"
+        f"const settings = {json.dumps(settings)}; const sequence = {json.dumps(detections)};"
+        "const tracker = new ByteTracker(settings.tracker);"
+        f"const alerts = new MaskAlerts({json.dumps(MONITOR_NAMES)}, settings.alert_classes, settings.alert_after_s,"
+        " settings.smooth_frames);"
+        "const frames = []; const events = [];"
+        "sequence.forEach((detections, index) => {"
+        "  const people = tracker.update(detections);"
+        "  frames.push(people.map((p) => [p.trackId, p.cls]).sort((a, b) => a[0] - b[0]));"
+        f"  for (const e of alerts.update(index, Math.round(index / {fps} * 1e6) / 1e6, people)) {{"
+        "    const { box, confidence, ...rest } = e; events.push(rest); }"
+        "});"
+        "console.log(JSON.stringify({ frames, events, summary: alerts.summary() }));"
+    )
+    return json.loads(_node(script))
+
+
+def _monitor_settings() -> dict:
+    from experiments.export_web import monitor_settings
+
+    return monitor_settings(REPO / "conf" / "monitor_facemask.yaml")
+
+
+def test_manifest_monitor_settings_are_ultralytics_bytetrack_and_the_monitor_config():
+    from omegaconf import OmegaConf
+    from ultralytics.utils import YAML
+    from ultralytics.utils.checks import check_yaml
+
+    settings = _monitor_settings()
+    monitor = OmegaConf.load(REPO / "conf" / "monitor_facemask.yaml")
+    assert settings == {
+        "tracker": YAML.load(check_yaml("bytetrack.yaml")),  # the config's `tracker: {}` overrides nothing
+        "alert_classes": ["without_mask", "mask_weared_incorrect"],
+        "alert_after_s": monitor.alert_after_s,
+        "smooth_frames": monitor.smooth_frames,
+    }
+    assert settings["tracker"]["track_buffer"] == 30 and settings["tracker"]["match_thresh"] == 0.8
+
+
+def test_page_tracker_and_alerts_equal_the_python_monitor_on_the_monitor_test_clip():
+    """tests/test_monitor.py's five people (one misdetected for single frames, two alerts, one unmasked too briefly):
+    the page's ids per frame, alerts and summary are those of ultralytics' ByteTrack and core.mask_alerts."""
+    from tests.test_monitor import FPS
+
+    settings = _monitor_settings()
+    truth = _monitor_truth()
+    python, page = _python_monitor(truth, settings, FPS), _js_monitor(truth, settings, FPS)
+    assert page["summary"] == python["summary"] == {"people": 5, "unmasked_people": 3, "alerts": 2}
+    wanted = [(2, "without_mask", 26, 2.6), (4, "mask_weared_incorrect", 46, 4.6)]  # as test_monitor's events
+    assert [(e["track_id"], e["class"], e["frame"], e["time_s"]) for e in page["events"]] == wanted
+    assert page["events"] == python["events"]
+    assert page["frames"] == python["frames"]
+
+
+def _person(frames: range, start: tuple[float, float], step: float, score=lambda frame: 0.9, cls: int = 1):
+    """(frame, box, score, class) of a 40 px face moving `step` px per frame to the right from `start`."""
+    return [
+        (
+            f,
+            [start[0] + step * (f - frames[0]), start[1], start[0] + step * (f - frames[0]) + 40, start[1] + 40],
+            score(f),
+            cls,
+        )
+        for f in frames
+    ]
+
+
+def test_page_tracker_keeps_ids_through_gaps_and_low_scores_and_gives_a_late_returner_a_new_id():
+    """Box sequences with known answers (and ultralytics' the same): A leaves for 10 frames (< track_buffer 30) and
+    keeps id 1; B is detected at score 0.15 (ByteTrack's low-score second stage) for 10 frames and keeps id 2; C (id
+    3) leaves for 41 frames (> 30) and comes back as id 5; D, there on frame 5 only, is never confirmed but uses id
+    4. A and C are unmasked (alert_after_s out of reach): 4 people seen, 3 of them unmasked, no alert."""
+    settings = _monitor_settings()
+    people = [
+        *_person(range(0, 20), (10, 10), 2),
+        *_person(range(30, 60), (70, 10), 2),  # A back after 10 frames, where it was heading
+        *_person(range(0, 60), (10, 100), 1, score=lambda f: 0.15 if 20 <= f < 30 else 0.9, cls=0),  # B
+        *_person(range(0, 10), (10, 200), 0, cls=2),  # C ...
+        *_person(range(51, 60), (10, 200), 0, cls=2),  # ... back 41 frames later
+        *_person(range(5, 6), (300, 300), 0),  # D
+    ]
+    sequence = [
+        np.array([[*box, s, c] for f, box, s, c in people if f == frame], np.float32).reshape(-1, 6)
+        for frame in range(60)
+    ]
+    page = _js_monitor(sequence, {**settings, "alert_after_s": 100.0}, fps=10)
+    assert page["frames"] == _python_monitor(sequence, {**settings, "alert_after_s": 100.0}, fps=10)["frames"]
+    ids = lambda frame: [track_id for track_id, _ in page["frames"][frame]]  # noqa: E731
+    assert ids(0) == [1, 2, 3] and ids(25) == [2] and ids(35) == [1, 2] and ids(55) == [1, 2, 5]
+    assert page["summary"] == {"people": 4, "unmasked_people": 3, "alerts": 0}
+
+
+# The live view in Chromium: a fake webcam playing generated faces, a stand-in detector exported as ONNX.
+
+LIVE_SIZE, LIVE_FPS, LIVE_FRAMES, LIVE_IMGSZ = (640, 480), 10, 40, 320
+LIVE_FACE = 96  # px wide in the video, 48 in the detector's input
+# (centre x, centre y, mask): three people who stay in view, swaying ±20 px once per clip, so that the webcam's loop
+# of the file is seamless and the counts do not depend on how many frames the page manages to process.
+LIVE_PEOPLE = [(130, 150, "worn"), (330, 330, "none"), (520, 150, "incorrect")]
+MASK_SHARE = {"none": 0.0, "incorrect": 0.27, "worn": 0.43}  # measured: mask pixels / face pixels of LIVE_IDENTITY
+
+
+class _FirstMaskColour:
+    """draw_face's rng for the mask colour: always MASK_COLOURS[0], a blue no skin tone comes near."""
+
+    def integers(self, n: int) -> int:
+        return 0
+
+
+def _live_frames() -> list[np.ndarray]:
+    from datamodules.synthetic.faces import Identity, draw_face
+
+    identity = Identity(
+        skin=(224, 172, 105),
+        hair=(30, 25, 20),
+        hair_style=2,
+        aspect=1.3,
+        eye_gap=0.4,
+        eye_colour=(40, 40, 40),
+        glasses=False,
+        beard=False,
+    )
+    frames = []
+    for k in range(LIVE_FRAMES):
+        canvas = np.full((LIVE_SIZE[1], LIVE_SIZE[0], 3), 90, np.uint8)
+        for x, y, mask in LIVE_PEOPLE:
+            sway = 20 * np.sin(2 * np.pi * k / LIVE_FRAMES)
+            draw_face(canvas, (x + sway, y), LIVE_FACE, identity, _FirstMaskColour(), mask=mask)
+        frames.append(canvas)
+    return frames
+
+
+def _write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """Raw YUV 4:2:0 frames in a YUV4MPEG2 file, the format Chromium's fake capture device plays (and loops)."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420mpeg2\n".encode())
+        for rgb in frames:
+            handle.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
+
+
+def _stand_in_detector(path: Path) -> dict:
+    """A deterministic face-mask 'detector' for LIVE_IDENTITY's faces on the grey 90 background, exported as ONNX with
+    the YOLO head's layout (1, 4 + 3 classes, anchors), so the page runs it as it runs the trained model. Each anchor
+    is a face-sized box (stride 2): its objectness rises with the share of non-background pixels inside and falls
+    with those in an 8 px ring around it; class c scores objectness · (1 − |mask share − MASK_SHARE of c|), the mask
+    share being the blue mask pixels over the face pixels in the box. Returns the manifest entry."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    kh, kw, ring, stride = 62, 54, 8, 2
+
+    class StandIn(torch.nn.Module):
+        def forward(self, images):
+            face = ((images - 90 / 255).abs().amax(1, keepdim=True) > 0.12).float()
+            blue = ((images[:, 2:3] - images[:, 0:1]) > 0.15).float()
+            inside = F.avg_pool2d(face, (kh, kw), stride)
+            outer = (
+                F.avg_pool2d(face, (kh + 2 * ring, kw + 2 * ring), stride, padding=ring)
+                * (kh + 2 * ring)
+                * (kw + 2 * ring)
+            )
+            around = (outer - inside * kh * kw) / ((kh + 2 * ring) * (kw + 2 * ring) - kh * kw)
+            objectness = ((inside - 0.55) / 0.17).clamp(0, 1) * (1 - around).clamp(0, 1) ** 3
+            share = F.avg_pool2d(blue, (kh, kw), stride) / inside.clamp(min=1e-6)
+            scores = torch.cat(
+                [
+                    objectness * (1 - (share - MASK_SHARE[m]).abs() / 0.08).clamp(0, 1)
+                    for m in ("worn", "none", "incorrect")
+                ],
+                1,
+            )
+            rows, cols = scores.shape[2:]
+            cy = (torch.arange(rows, dtype=torch.float32) * stride + kh / 2).view(rows, 1).expand(rows, cols)
+            cx = (torch.arange(cols, dtype=torch.float32) * stride + kw / 2).view(1, cols).expand(rows, cols)
+            boxes = torch.stack([cx, cy, torch.full_like(cx, kw), torch.full_like(cx, kh)]).unsqueeze(0)
+            return torch.cat([boxes, scores], 1).flatten(2)
+
+    torch.onnx.export(
+        StandIn(),
+        torch.zeros(1, 3, LIVE_IMGSZ, LIVE_IMGSZ),
+        str(path),
+        input_names=["images"],
+        output_names=["output0"],
+        opset_version=17,
+        dynamo=False,
+    )
+    return {
+        "task": "stand_in",
+        "file": path.name,
+        "input": "images",
+        "output": "output0",
+        "image_size": LIVE_IMGSZ,
+        "class_names": MONITOR_NAMES,
+    }
+
+
+def test_stand_in_detector_finds_each_live_face_with_its_mask_state(tmp_path):
+    """The stand-in is reliable on the generated frames (ultralytics' NMS on its ONNX output, as the page decodes
+    it): one box per person, the right class, on every frame."""
+    from lightning_modules.onnx_export import onnx_session
+    from lightning_modules.yolo_inference import postprocess
+
+    entry = _stand_in_detector(tmp_path / "stand_in.onnx")
+    session = onnx_session(tmp_path / entry["file"])
+    for rgb in _live_frames()[::4]:
+        raw = session.run(
+            None, {"images": (_letterboxed(rgb, LIVE_IMGSZ).transpose(2, 0, 1)[None] / 255).astype(np.float32)}
+        )
+        found = postprocess(raw[0], (LIVE_IMGSZ, LIVE_IMGSZ), [rgb.shape[:2]], 0.25, 0.45)[0]
+        found = found[np.argsort(found[:, 0])]
+        assert [int(c) for c in found[:, 5]] == [0, 1, 2], found
+
+
+@pytest.mark.slow  # a Vite build and about 4 s of live tracking: 40 s on a busy machine
+def test_page_tracks_a_fake_webcam_and_warns_once_per_unmasked_person_in_headless_chromium(tmp_path):
+    """Chromium's fake webcam plays (and loops) three generated people who stay in view: masked, unmasked, mask below
+    the nose. With the stand-in detector, the page must count exactly 3 people, 2 unmasked and 2 alerts — one
+    warning per unmasked person, whatever the frame rate it manages — with the monitor's settings from the manifest."""
+    _tool_or_skip()
+    if not (WEB / "node_modules" / ".package-lock.json").is_file():
+        pytest.skip("the page's npm packages are not installed: run `make web-deps` (CI's .ci/run does)")
+    models = tmp_path / "public" / "models"
+    models.mkdir(parents=True)
+    settings = _monitor_settings()
+    manifest = {
+        "generators": [],
+        "facemask": _stand_in_detector(models / "stand_in.onnx"),
+        "faces": None,
+        "missing": [],
+        "examples": {"facemask": [], "faces": []},
+        "monitor": settings,
+    }
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    video = tmp_path / "people.y4m"
+    _write_y4m(video, _live_frames(), LIVE_FPS)
+    dist = tmp_path / "dist"
+    _npm(
+        "run",
+        "build",
+        "--",
+        "--outDir",
+        str(dist),
+        "--emptyOutDir",
+        env={"PLAYGROUND_PUBLIC": str(tmp_path / "public")},
+    )
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(WEB / "node_modules" / ".bin" / "vite"),
+            "preview",
+            "--outDir",
+            str(dist),
+            "--port",
+            str(port),
+            "--strictPort",
+        ],
+        cwd=WEB,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seconds = settings["alert_after_s"] + 2  # every unmasked person stays in view past alert_after_s
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for(url, server)
+        driven = subprocess.run(
+            [
+                "node",
+                "e2e/live.mjs",
+                "--url",
+                url,
+                "--video",
+                str(video),
+                "--seconds",
+                str(seconds),
+                "--screenshot",
+                str(tmp_path / "live.png"),
+                "--chromium",
+                CHROMIUM,
+            ],
+            cwd=WEB,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert driven.returncode == 0, driven.stderr[-3000:]
+    result = json.loads(driven.stdout.strip().splitlines()[-1])
+    assert not result["errors"], result["errors"]
+    assert not [line for line in result["console"] if line.startswith(("error", "pageerror"))], result["console"]
+    live = result["live"]
+    print(f"live: {live['frames']} frames tracked, screenshot {tmp_path / 'live.png'}")
+    assert live["source"] == "webcam" and live["summary"] == {"people": 3, "unmasked_people": 2, "alerts": 2}
+    assert live["shown"] == ["3", "2", "2"]
+    # one alert per unmasked person: their classes, each on a track id of the people in view at the end
+    assert sorted(e["class"] for e in live["events"]) == ["mask_weared_incorrect", "without_mask"]
+    by_id = {p["trackId"]: p["state"] for p in live["people"]}
+    assert sorted(by_id) == [1, 2, 3] and all(by_id[e["track_id"]] == e["class"] for e in live["events"])
+    assert all(e["time_s"] >= settings["alert_after_s"] for e in live["events"])
+    assert live["warnings"] == [f"id {e['track_id']}: {e['class']} at {e['time_s']:.1f} s" for e in live["events"]]
+    assert sorted(by_id.values()) == sorted(MONITOR_NAMES)

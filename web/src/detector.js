@@ -66,3 +66,33 @@ export function drawDetections(canvas, source, detections, classNames) {
     return colour;
   });
 }
+
+// The live view's colours, as the Python monitor's annotated video: red once the person raised an alert, orange
+// while their smoothed state is an alert class, green otherwise (lightning_modules/yolo_monitor.py _draw).
+export const TRACK_COLOURS = { alerted: "#ff0000", unmasked: "#ffa500", masked: "#00a000" };
+
+/** Draw `source` with each tracked person [{trackId, x0, y0, x1, y1}] boxed and labelled "id N state", coloured by
+ * `alerts` (tracker.js MaskAlerts). Returns the colour of each box, in order. */
+export function drawTracks(canvas, source, people, alerts) {
+  const [width, height] = sizeOf(source);
+  if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
+  const context = canvas.getContext("2d");
+  context.drawImage(source, 0, 0, width, height);
+  const line = Math.max(2, Math.round(Math.min(width, height) / 150));
+  context.lineWidth = line;
+  context.font = `${Math.max(12, 4 * line)}px sans-serif`;
+  context.textBaseline = "bottom";
+  return people.map((p) => {
+    const record = alerts.tracks.get(p.trackId);
+    const colour = record.alert ? TRACK_COLOURS.alerted : alerts.alertIds.has(record.state) ? TRACK_COLOURS.unmasked : TRACK_COLOURS.masked;
+    context.strokeStyle = colour;
+    context.strokeRect(p.x0, p.y0, p.x1 - p.x0, p.y1 - p.y0);
+    const label = `id ${p.trackId} ${alerts.stateName(p.trackId)}`;
+    const textTop = Math.max(p.y0, 4 * line + 4);
+    context.fillStyle = colour;
+    context.fillRect(p.x0 - line / 2, textTop - 4 * line - 4, context.measureText(label).width + 6, 4 * line + 4);
+    context.fillStyle = "#fff";
+    context.fillText(label, p.x0 + 3, textTop - 2);
+    return colour;
+  });
+}

@@ -3,11 +3,12 @@
 import { createSession, decodeFile, fetchExample, loadManifest } from "./runtime.js";
 import { missingNote } from "./notes.js";
 import { generateGrid } from "./generator.js";
-import { detect, detectWithInputs, drawDetections } from "./detector.js";
+import { detect, detectWithInputs, drawDetections, drawTracks } from "./detector.js";
+import { ByteTracker, MaskAlerts } from "./tracker.js";
 import { faceSquare, recognise } from "./classifier.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { generated: null, detections: null, recognised: null, errors: [] };
+const state = { generated: null, detections: null, live: null, recognised: null, errors: [] };
 window.playground = state;
 
 function fail(where, error) {
@@ -86,7 +87,7 @@ async function setUpDetectorAndClassifier(manifest) {
 
   // An upload and the built-in example take the same path: a Blob, decoded, then detected.
   async function detectPhoto(blob, name) {
-    stopWebcam();
+    stopLive();
     source = await decodeFile(blob);
     sourceName = name;
     await detectGuarded();
@@ -103,30 +104,109 @@ async function setUpDetectorAndClassifier(manifest) {
   $("facemask-conf").addEventListener("input", detectGuarded);
   $("facemask-iou").addEventListener("input", detectGuarded);
 
-  let stream = null;
-  function stopWebcam() {
-    stream?.getTracks().forEach((t) => t.stop());
-    stream = null;
-    $("facemask-video").hidden = true;
+  // The live view, webcam or video file: every frame the page manages to process is detected, tracked (tracker.js,
+  // ultralytics' ByteTrack settings) and judged (one alert per person unmasked for alert_after_s seconds) with the
+  // settings of `make monitor-facemask`, which the manifest carries. Time is the video's for a file, the wall
+  // clock's for the webcam, as in the Python monitor. `state.live` holds the counts and the alerts so far.
+  let live = null; // { video, stream } or { video, url }
+  function stopLive() {
+    if (!live) return;
+    $("facemask-webcam").textContent = "Use the webcam";
+    live.stream?.getTracks().forEach((t) => t.stop());
+    live.video.pause();
+    if (live.url) URL.revokeObjectURL(live.url);
+    live = null;
   }
+
+  async function startLive(name, session) {
+    const monitor = manifest.monitor;
+    if (!monitor) throw new Error("the manifest has no tracker settings (an older export): run make export-web again");
+    live = session;
+    const { video } = session;
+    await video.play();
+    source = null; // the sliders act on the next live frame, not through the still-image path
+    sourceName = name;
+    const tracker = new ByteTracker(monitor.tracker);
+    const alerts = new MaskAlerts(detector.entry.class_names, monitor.alert_classes, monitor.alert_after_s, monitor.smooth_frames, name);
+    const started = performance.now();
+    state.live = { source: name, frames: 0, people: [], events: [], summary: alerts.summary(), ended: false };
+    $("facemask-list").replaceChildren();
+    $("facemask-warnings").replaceChildren();
+    $("facemask-live").hidden = false;
+    $("facemask-note").textContent = `Tracking ${name}: one warning per person ${monitor.alert_classes.join(" or ")} for ${monitor.alert_after_s} s.`;
+    let lastTime = null;
+    async function track() {
+      if (session.url && video.ended) {
+        state.live.ended = true;
+        $("facemask-note").textContent = `${name}: done, ${state.live.frames} frames tracked.`;
+        return false;
+      }
+      const timeS = session.url ? video.currentTime : (performance.now() - started) / 1000;
+      if (timeS === lastTime || video.readyState < 2) return true; // no new frame yet
+      lastTime = timeS;
+      const frame = await createImageBitmap(video); // one picture for the detector and the drawing
+      const conf = Number($("facemask-conf").value);
+      const iou = Number($("facemask-iou").value);
+      $("facemask-conf-value").value = conf.toFixed(3);
+      $("facemask-iou-value").value = iou;
+      try {
+        const detections = await detect(detector.session, detector.entry, frame, conf, iou);
+        if (live !== session) return false;
+        const people = tracker.update(detections);
+        const events = alerts.update(state.live.frames, timeS, people);
+        drawTracks($("facemask-canvas"), frame, people, alerts);
+        state.live.frames += 1;
+        state.live.people = people.map((p) => ({ ...p, state: alerts.stateName(p.trackId) }));
+        state.live.events.push(...events);
+        state.live.summary = alerts.summary();
+        $("facemask-people").value = state.live.summary.people;
+        $("facemask-unmasked-people").value = state.live.summary.unmasked_people;
+        $("facemask-alerts").value = state.live.summary.alerts;
+        $("facemask-warnings").append(...events.map((e) => {
+          const item = document.createElement("li");
+          item.textContent = `id ${e.track_id}: ${e.class} at ${e.time_s.toFixed(1)} s`;
+          return item;
+        }));
+      } finally {
+        frame.close();
+      }
+      return true;
+    }
+    function step() {
+      if (live !== session) return;
+      track().then((more) => more && requestAnimationFrame(step)).catch((e) => {
+        stopLive();
+        fail("facemask", e);
+      });
+    }
+    requestAnimationFrame(step);
+  }
+
   $("facemask-webcam").addEventListener("click", async () => {
-    if (stream) return stopWebcam();
+    if (live?.stream) return stopLive();
+    stopLive();
+    if (!detector) return;
+    let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ video: true });
     } catch (error) {
-      return fail("facemask", new Error(`webcam not available here (${error.message}); upload an image instead`));
+      return fail("facemask", new Error(`webcam not available here (${error.message}); upload an image or a video instead`));
     }
     const video = $("facemask-video");
+    video.removeAttribute("src");
     video.srcObject = stream;
-    await video.play();
-    source = video;
-    sourceName = "webcam";
-    const loop = async () => {
-      if (!stream) return;
-      await detectGuarded();
-      requestAnimationFrame(loop);
-    };
-    loop();
+    $("facemask-webcam").textContent = "Stop the webcam";
+    await startLive("webcam", { video, stream }).catch((e) => fail("facemask", e));
+  });
+  $("facemask-video-file").addEventListener("change", async (event) => {
+    stopLive();
+    if (!detector || !event.target.files.length) return;
+    const file = event.target.files[0];
+    const video = $("facemask-video");
+    const url = URL.createObjectURL(file);
+    video.srcObject = null;
+    video.src = url;
+    await startLive(file.name, { video, url }).catch((e) => fail("facemask", e));
   });
 
   async function recognisePhoto(blob, name) {
