@@ -9,6 +9,11 @@ the command that trains one that can. Next to the models, `examples/` holds the 
 built-in example" buttons load (`write_examples`). The manifest's "monitor" carries the tracker and alert settings of
 the face-mask pane's live view, those of `make monitor-facemask` (`monitor_settings`), so the page follows the same
 rules without numbers of its own.
+
+The recognise pane has two kinds of face model (the entry's `face_model`): a "classifier" (VGG16 backbone + head,
+softmax over the identities) or, when the face classifier's backbone is dlib's ResNet (the default), a "descriptor":
+dlib's 128-d descriptor network ported to ONNX (`lightning_modules.dlib_descriptor_onnx`) with a gallery of one mean
+descriptor per identity and dlib's distance tolerance, as `make recognize` names faces (`descriptor_gallery`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 from core.checkpoints import NoCheckpoint, find_checkpoint
@@ -34,6 +40,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 KINDS = ("generator", "facemask", "faces")
+DLIB_BACKBONE = "dlib_resnet"
 
 
 def exporter(kind: str, cfg: DictConfig) -> Exporter:
@@ -47,9 +54,7 @@ def exporter(kind: str, cfg: DictConfig) -> Exporter:
         from lightning_modules.yolo_export import export_onnx
 
         return functools.partial(export_onnx, imgsz=cfg.imgsz)  # the browser's input size
-    from lightning_modules.face_classifier import export_onnx
-
-    return export_onnx
+    return export_faces
 
 
 def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
@@ -62,6 +67,28 @@ def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
     return find_checkpoint(
         cfg.paths.log_dir, task, make_target=make_target, key=f"checkpoints.{task}", tracking_uri=cfg.paths.mlflow_uri
     )
+
+
+def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> dict:
+    """The face model's manifest entry: the classifier's ONNX (`lightning_modules.face_classifier.export_onnx`), or,
+    when the checkpoint's backbone is dlib's ResNet, dlib's descriptor network (`dlib_descriptor_onnx.export_onnx`),
+    which needs no trained weights: the checkpoint gives its identities and the crops' margin (its hyperparameters,
+    read as data only; UserError, starting with `key=`, for a file that is not a checkpoint)."""
+    from core.checkpoints import load_checkpoint
+
+    hparams = load_checkpoint(checkpoint_path, key=key).get("hyper_parameters", {})
+    if hparams.get("backbone") != DLIB_BACKBONE:
+        from lightning_modules.face_classifier import export_onnx
+
+        return export_onnx(checkpoint_path, out_path, key=key)
+    from lightning_modules.dlib_descriptor_onnx import export_onnx as export_descriptor
+
+    return {
+        **export_descriptor(out_path),
+        "class_names": list(hparams.get("class_names") or []),
+        "margin": float(hparams.get("margin", 0.0)),
+        "identities_from": str(checkpoint_path),
+    }
 
 
 def export_web(cfg: DictConfig) -> dict:
@@ -101,6 +128,11 @@ def export_web(cfg: DictConfig) -> dict:
             manifest["generators"].append(entry)
         else:
             manifest[spec.kind] = entry
+    if manifest["faces"]:
+        is_descriptor = manifest["faces"]["output_kind"] == "descriptor"
+        manifest["faces"]["face_model"] = "descriptor" if is_descriptor else "classifier"
+        if is_descriptor:
+            manifest["faces"].update(descriptor_gallery(cfg, manifest, out_dir))
     manifest["examples"] = write_examples(cfg.examples, manifest, out_dir)
     manifest["monitor"] = monitor_settings(Path(cfg.monitor_config))
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -136,6 +168,58 @@ def monitor_settings(path: Path) -> dict:
         "alert_classes": list(monitor.alert_classes),
         "alert_after_s": float(monitor.alert_after_s),
         "smooth_frames": int(monitor.smooth_frames),
+    }
+
+
+def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
+    """The descriptor pane's gallery: for each identity of `manifest["faces"]["class_names"]`, the mean descriptor of
+    its first `cfg.descriptor.gallery_images` photos under `cfg.examples.faces_root/<name>/`, each cropped as the page
+    crops an upload (`faces.crop.face_square` around the exported face-mask detector's best box at the page's
+    default confidence, else the centre square; resized to 150 px) and described by the exported ONNX file. Returns
+    {"gallery": [{"name", "descriptor", "images"}], "tolerance", "gallery_crop"}; identities without photos are
+    left out (logged). UserError when `cfg.descriptor.gallery_images` < 1."""
+    from core.images import read_rgb
+    from faces.crop import face_square, square_crop
+    from lightning_modules.onnx_export import onnx_session
+    from lightning_modules.yolo_export import onnx_detect
+
+    spec, faces, facemask = cfg.descriptor, manifest["faces"], manifest["facemask"]
+    if spec.gallery_images < 1:
+        raise UserError(f"descriptor.gallery_images={spec.gallery_images}: must be at least 1")
+    describe = onnx_session(out_dir / faces["file"])
+    detector = onnx_session(out_dir / facemask["file"]) if facemask else None
+    root, size = Path(cfg.examples.faces_root), faces["image_size"]
+    gallery, boxed, total = [], 0, 0
+    for name in faces["class_names"]:
+        photos = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: spec.gallery_images]
+        if not photos:
+            log.warning("no photo of %s under %s: left out of the descriptor gallery", name, root / name)
+            continue
+        chips = []
+        for photo in photos:
+            rgb = read_rgb(photo)
+            box = None
+            if detector is not None:
+                found = onnx_detect(
+                    detector, [rgb], facemask["image_size"], conf=spec.detector_conf, iou=spec.detector_iou
+                )[0]
+                box = tuple(float(v) for v in found[0, :4]) if len(found) else None
+            boxed += box is not None
+            chips.append(square_crop(rgb, face_square(rgb.shape[1], rgb.shape[0], box, faces["margin"]), size))
+        total += len(chips)
+        batch = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
+        descriptors = describe.run([faces["output"]], {faces["input"]: batch})[0]
+        gallery.append({"name": name, "descriptor": descriptors.mean(axis=0).tolist(), "images": len(chips)})
+    log.info(
+        "descriptor gallery: %d identities from %d photos (%d cropped around a detected face)",
+        len(gallery),
+        total,
+        boxed,
+    )
+    return {
+        "gallery": gallery,
+        "tolerance": float(spec.tolerance),
+        "gallery_crop": "around the face-mask detector's best box" if detector else "the centre square",
     }
 
 
@@ -194,7 +278,7 @@ def main(cfg: DictConfig) -> None:
         manifest = export_web(cfg)
         print(
             f"exported {len(manifest['generators'])} generator(s), face-mask detector: {'yes' if manifest['facemask'] else 'no'}, "
-            f"face classifier: {'yes' if manifest['faces'] else 'no'} -> {Path(cfg.out_dir) / MANIFEST}"
+            f"face model: {manifest['faces']['face_model'] if manifest['faces'] else 'no'} -> {Path(cfg.out_dir) / MANIFEST}"
         )
 
 

@@ -76,3 +76,29 @@ class FaceCrop:
         else:
             interpolation = cv2.INTER_AREA if face.shape[0] * face.shape[1] > size * size else cv2.INTER_CUBIC
         return cv2.resize(face, (size, size), interpolation=interpolation)
+
+
+def face_square(
+    width: int, height: int, box: tuple[float, float, float, float] | None, margin: float
+) -> tuple[float, float, float]:
+    """The browser playground's face crop (web/src/classifier.js `faceSquare`; one rule on both sides, so that a
+    descriptor gallery computed here matches the page): (x, y, side) in pixels, fractional. Around `box`
+    (x0, y0, x1, y1): its longer side grown by `margin` of it on each side, at most the image's shorter side,
+    centred on the box and shifted inside the image; without a box, the centred square of the shorter side."""
+    if box is None:
+        side = min(width, height)
+        return (width - side) / 2, (height - side) / 2, side
+    x0, y0, x1, y1 = box
+    side = min(max(x1 - x0, y1 - y0) * (1 + 2 * margin), width, height)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return min(max(cx - side / 2, 0), width - side), min(max(cy - side / 2, 0), height - side), side
+
+
+def square_crop(rgb: np.ndarray, square: tuple[float, float, float], size: int) -> np.ndarray:
+    """The `square` (x, y, side; fractional, as `face_square`) of an RGB uint8 image resized to size×size by area
+    averaging (PIL's BOX filter on the fractional source box, the nearest to the browser's `drawImage` with
+    smoothing; the two differ by a few levels)."""
+    from PIL import Image
+
+    x, y, side = square
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BOX, box=(x, y, x + side, y + side)))

@@ -339,43 +339,18 @@ def _check_detections(found: dict, session, image: np.ndarray, conf: float, top:
 
 
 def _face_square(width: int, height: int, box: dict | None, margin: float) -> dict:
-    """web/src/classifier.js faceSquare: the square around the box (`margin` of its longer side added on each side),
-    clipped to the image; the centred square without a box."""
-    if box is None:
-        side = min(width, height)
-        return {"x": (width - side) / 2, "y": (height - side) / 2, "side": side}
-    side = min(max(box["x1"] - box["x0"], box["y1"] - box["y0"]) * (1 + 2 * margin), width, height)
-    cx, cy = (box["x0"] + box["x1"]) / 2, (box["y0"] + box["y1"]) / 2
-    return {
-        "x": min(max(cx - side / 2, 0), width - side),
-        "y": min(max(cy - side / 2, 0), height - side),
-        "side": side,
-    }
+    """web/src/classifier.js faceSquare as faces.crop.face_square computes it, keyed as the page's."""
+    from faces.crop import face_square
+
+    corners = None if box is None else tuple(box[k] for k in ("x0", "y0", "x1", "y1"))
+    return dict(zip(("x", "y", "side"), face_square(width, height, corners, margin)))
 
 
-def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(exported, tmp_path):
-    _tool_or_skip()
-    if not (WEB / "node_modules" / ".package-lock.json").is_file():  # the test installs nothing itself
-        pytest.skip("the page's npm packages are not installed: run `make web-deps` (CI's .ci/run does)")
+def _drive_page(public: Path, tmp_path: Path, *args: str) -> dict:
+    """Build the page on `public` (its models/ and manifest), serve it with vite preview and drive it in headless
+    Chromium with web/e2e/playground.mjs `args`; the page's result (checked: ready, no error, no console error)."""
     dist = tmp_path / "dist"
-    _npm(
-        "run", "build", "--", "--outDir", str(dist), "--emptyOutDir", env={"PLAYGROUND_PUBLIC": str(exported["public"])}
-    )
-
-    from datamodules.synthetic.faces import real_face_photos
-    from lightning_modules.onnx_export import onnx_session
-
-    manifest = exported["manifest"]
-    models = exported["public"] / "models"
-    detector = onnx_session(models / manifest["facemask"]["file"])
-    # Larger than the detector's input and not square, so that the page's letterbox scales and pads.
-    image = np.asarray(Image.fromarray(real_face_photos()[0].rgb).resize((517, 300), Image.BILINEAR))
-    image_path = tmp_path / "astronaut.png"
-    Image.fromarray(image).save(image_path)
-    conf = _conf_for(detector, image)
-    scene = np.asarray(Image.open(models / manifest["examples"]["facemask"][0]["file"]))
-    example_conf = _conf_for(detector, scene)
-
+    _npm("run", "build", "--", "--outDir", str(dist), "--emptyOutDir", env={"PLAYGROUND_PUBLIC": str(public)})
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -406,15 +381,7 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
                 str(screenshot),
                 "--chromium",
                 CHROMIUM,
-                "--facemask-image",
-                str(image_path),
-                "--conf",
-                repr(conf),
-                "--facemask-example",
-                "--example-conf",
-                repr(example_conf),
-                "--face-example",
-                IDENTITIES[1],
+                *args,
             ],
             cwd=WEB,
             capture_output=True,
@@ -430,6 +397,43 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
     assert screenshot.stat().st_size > 10_000
     assert result["status"]["state"] == "ready" and not result["errors"], result["errors"]
     assert not [line for line in result["console"] if line.startswith(("error", "pageerror"))], result["console"]
+    return result
+
+
+def _page_tools_or_skip() -> None:
+    _tool_or_skip()
+    if not (WEB / "node_modules" / ".package-lock.json").is_file():  # the test installs nothing itself
+        pytest.skip("the page's npm packages are not installed: run `make web-deps` (CI's .ci/run does)")
+
+
+def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(exported, tmp_path):
+    _page_tools_or_skip()
+    from datamodules.synthetic.faces import real_face_photos
+    from lightning_modules.onnx_export import onnx_session
+
+    manifest = exported["manifest"]
+    models = exported["public"] / "models"
+    detector = onnx_session(models / manifest["facemask"]["file"])
+    # Larger than the detector's input and not square, so that the page's letterbox scales and pads.
+    image = np.asarray(Image.fromarray(real_face_photos()[0].rgb).resize((517, 300), Image.BILINEAR))
+    image_path = tmp_path / "astronaut.png"
+    Image.fromarray(image).save(image_path)
+    conf = _conf_for(detector, image)
+    scene = np.asarray(Image.open(models / manifest["examples"]["facemask"][0]["file"]))
+    example_conf = _conf_for(detector, scene)
+    result = _drive_page(
+        exported["public"],
+        tmp_path,
+        "--facemask-image",
+        str(image_path),
+        "--conf",
+        repr(conf),
+        "--facemask-example",
+        "--example-conf",
+        repr(example_conf),
+        "--face-example",
+        IDENTITIES[1],
+    )
 
     generator = result["generator"]  # 16 samples in a 4×4 grid of 64 px tiles with 2 px gaps
     assert generator["tile"] == [64, 64] and generator["canvas"] == [4 * 66 + 2, 4 * 66 + 2]
@@ -829,3 +833,122 @@ def test_page_tracks_a_fake_webcam_and_warns_once_per_unmasked_person_in_headles
     assert all(e["time_s"] >= settings["alert_after_s"] for e in live["events"])
     assert live["warnings"] == [f"id {e['track_id']}: {e['class']} at {e['time_s']:.1f} s" for e in live["events"]]
     assert sorted(by_id.values()) == sorted(MONITOR_NAMES)
+
+
+@pytest.fixture(scope="module")
+def dlib_exported(tmp_path_factory, data_dir) -> dict:
+    """A face model on dlib's ResNet (the default backbone; 2 steps of its head, which the descriptor export does not
+    use) exported alone: the recognise pane gets dlib's descriptor network and a gallery of the built-in identities.
+    With no face-mask detector exported, the gallery and the page both crop the centre square. `stranger` is a face
+    photo of someone not in the gallery: skimage's astronaut cut to her face box grown by the crops' margin."""
+    from datamodules.synthetic.faces import real_face_photos
+    from faces.crop import face_square, square_crop
+
+    root = tmp_path_factory.mktemp("web-dlib")
+    store = _store(root, data_dir)
+    faces = ["model.backbone=dlib_resnet", "data.views=1", "max_images=16", "model.misclassified_examples=0"]
+    train(compose("train", ["experiment=vgg16_faces", "debug=fast", *store, *faces]))
+    public = root / "public"
+    cfg = compose("export_web", [*store, f"out_dir={public / 'models'}"])
+    with open_dict(cfg):
+        cfg.models = {"vgg16_faces": cfg.models.vgg16_faces}
+    manifest = export_web(cfg)
+    astronaut = real_face_photos()[0]
+    x, y, side = face_square(*astronaut.rgb.shape[1::-1], astronaut.face, manifest["faces"]["margin"])
+    stranger = root / "stranger.png"
+    Image.fromarray(square_crop(astronaut.rgb, (x, y, side), round(side))).save(stranger)
+    return {"public": public, "manifest": manifest, "data_dir": data_dir, "stranger": stranger}
+
+
+def _square_crop_of(rgb: np.ndarray) -> np.ndarray:
+    """The page's 150-px crop of `rgb` without a face box (the centre square), as export_web computes it."""
+    from faces.crop import face_square, square_crop
+
+    return square_crop(rgb, face_square(rgb.shape[1], rgb.shape[0], None, 0.0), 150)
+
+
+def _descriptor_of_chip(port, chip: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return port(torch.from_numpy(np.array(chip)).permute(2, 0, 1)[None]).numpy()[0]
+
+
+def _port_descriptor(port, rgb: np.ndarray) -> np.ndarray:
+    """dlib's descriptor (the PyTorch port, not the exported ONNX) of the page's crop of `rgb` without a face box."""
+    return _descriptor_of_chip(port, _square_crop_of(rgb))
+
+
+def test_a_dlib_face_model_exports_the_descriptor_a_gallery_and_the_tolerance(dlib_exported):
+    """The gallery is each identity's mean descriptor of its first 20 photos, recomputed here with the PyTorch port
+    (the export used ONNX Runtime); at tolerance 0.6 the browser-style crop of each identity's example is named after
+    it (measured: 0.18–0.28 from its own mean, the next mean 0.017 (alice) to 0.147 (bob) farther: the cartoon faces
+    lie close together for dlib), and the stranger is unknown (0.640 from the nearest mean, 0.04 past the tolerance)."""
+    from faces.dlib_resnet_port import load_dlib_face_resnet
+    from faces.gallery import Gallery
+
+    faces = dlib_exported["manifest"]["faces"]
+    assert faces["face_model"] == "descriptor" and faces["output_kind"] == "descriptor"
+    assert faces["class_names"] == IDENTITIES and faces["image_size"] == 150 and faces["tolerance"] == 0.6
+    assert faces["parity"]["max_abs_difference"] <= faces["parity"]["tolerance"] == 1e-4
+    assert faces["gallery_crop"] == "the centre square" and faces["margin"] == 0.2
+    assert [(g["name"], g["images"]) for g in faces["gallery"]] == [(n, 20) for n in IDENTITIES]
+    port = load_dlib_face_resnet()
+    root = dlib_exported["data_dir"] / "synthetic" / "faces"
+    for entry in faces["gallery"]:
+        photos = sorted((root / entry["name"]).glob("*.jpg"))[:20]
+        mean = np.mean([_port_descriptor(port, np.asarray(Image.open(p).convert("RGB"))) for p in photos], axis=0)
+        assert np.abs(np.array(entry["descriptor"]) - mean).max() <= 1e-4
+    gallery = Gallery([g["name"] for g in faces["gallery"]], np.array([g["descriptor"] for g in faces["gallery"]]))
+    models = dlib_exported["public"] / "models"
+    examples = dlib_exported["manifest"]["examples"]["faces"]
+    assert [e["name"] for e in examples] == IDENTITIES
+    for example in examples:
+        descriptor = _port_descriptor(port, np.asarray(Image.open(models / example["file"]).convert("RGB")))
+        ((name, distance),) = gallery.identify(descriptor[None], faces["tolerance"])
+        others = sorted(np.linalg.norm(gallery.descriptors - descriptor, axis=1))
+        print(f"{example['name']}: named {name} at {distance:.3f}; the means at {np.round(others, 3).tolist()}")
+        assert name == example["name"]
+    stranger = np.asarray(Image.open(dlib_exported["stranger"]).convert("RGB"))
+    ((name, distance),) = gallery.identify(_port_descriptor(port, stranger)[None], faces["tolerance"])
+    print(f"stranger: {name} at {distance:.3f}")
+    assert name == "unknown"
+
+
+def test_page_names_a_built_in_identity_and_calls_a_stranger_unknown_in_headless_chromium(dlib_exported, tmp_path):
+    """The descriptor pane in Chromium: the second identity's built-in example is named after it and the stranger's
+    face photo is "unknown", each with the distance the PyTorch port gives for the crop the page drew (onnxruntime-web
+    runs the exported graph: 1e-4), the crop itself within resampling differences of Python's."""
+    _page_tools_or_skip()
+    from faces.dlib_resnet_port import load_dlib_face_resnet
+
+    result = _drive_page(
+        dlib_exported["public"],
+        tmp_path,
+        "--face-example",
+        IDENTITIES[1],
+        "--face-image",
+        str(dlib_exported["stranger"]),
+    )
+    faces = dlib_exported["manifest"]["faces"]
+    means = {g["name"]: np.array(g["descriptor"]) for g in faces["gallery"]}
+    port = load_dlib_face_resnet()
+    models = dlib_exported["public"] / "models"
+    for key, photo, wanted in (
+        ("example_recognised", models / "examples" / "face-1.jpg", IDENTITIES[1]),
+        ("recognised", dlib_exported["stranger"], "unknown"),
+    ):
+        found = result[key]
+        print(f"{key}: {found['name']} at {found['distance']:.3f}, ranked {found['ranked']}")
+        assert found["name"] == wanted and found["canvas"] == [150, 150] and found["faceBox"] is None
+        rgb = np.asarray(Image.open(photo).convert("RGB"))
+        assert found["square"] == pytest.approx(_face_square(rgb.shape[1], rgb.shape[0], None, faces["margin"]))
+        crop = np.array(found["crop"], np.uint8).reshape(150, 150, 3)
+        difference = np.abs(crop.astype(int) - _square_crop_of(rgb)).mean()
+        print(f"{key} crop: mean |browser - PIL| = {difference:.2f} levels")
+        assert difference < 6
+        descriptor = _descriptor_of_chip(port, crop)
+        assert np.abs(np.array(found["descriptor"]) - descriptor).max() <= 1e-4
+        distances = {name: float(np.linalg.norm(mean - descriptor)) for name, mean in means.items()}
+        assert {r["name"]: r["distance"] for r in found["ranked"]} == pytest.approx(distances, abs=1e-4)
+        assert found["distance"] == pytest.approx(min(distances.values()), abs=1e-4)

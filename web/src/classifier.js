@@ -1,8 +1,10 @@
 // The recognise-a-face pane: a square face crop (around the detector's best box when the face-mask model is
-// loaded, else the centre of the photo) resized to the classifier's input, then a softmax over the identities.
+// loaded, else the centre of the photo) resized to the face model's input, then either a softmax over the
+// identities (a "classifier" entry) or dlib's 128-d descriptor and the nearest gallery identity within the
+// distance tolerance, else "unknown" (a "descriptor" entry, as `make recognize` names faces).
 import { ort, sizeOf } from "./runtime.js";
 
-/** The square crop the Python side makes (`margin` of the box added on each side), clipped to the image. */
+/** The square crop the Python side makes (faces/crop.py `face_square`, the same rule) (`margin` of the box added on each side), clipped to the image. */
 export function faceSquare(source, box, margin) {
   const [width, height] = sizeOf(source);
   if (!box) {
@@ -28,8 +30,8 @@ function softmax(logits) {
   return exps.map((v) => v / sum);
 }
 
-/** Identities ranked by probability for the crop `square` of `source`; the crop is drawn on `canvas`. */
-export async function recognise(session, entry, source, square, canvas) {
+/** The crop `square` of `source` drawn on `canvas` at the entry's input size: float32 NCHW RGB × input_scale. */
+function cropTensor(entry, source, square, canvas) {
   const size = entry.image_size;
   canvas.width = size;
   canvas.height = size;
@@ -42,10 +44,31 @@ export async function recognise(session, entry, source, square, canvas) {
   for (let p = 0; p < plane; p++) {
     for (let c = 0; c < 3; c++) data[c * plane + p] = pixels[4 * p + c] * entry.input_scale;
   }
-  const input = new ort.Tensor("float32", data, [1, 3, size, size]);
+  return new ort.Tensor("float32", data, [1, 3, size, size]);
+}
+
+/** Identities ranked by probability for the crop `square` of `source`; the crop is drawn on `canvas`. */
+export async function recognise(session, entry, source, square, canvas) {
+  const input = cropTensor(entry, source, square, canvas);
   const logits = Array.from((await session.run({ [entry.input]: input }))[entry.output].data);
   const probabilities = entry.output_kind === "probabilities" ? logits : softmax(logits);
   return probabilities
     .map((probability, index) => ({ name: entry.class_names[index] ?? String(index), probability }))
     .sort((a, b) => b.probability - a.probability);
+}
+
+/** dlib's descriptor (128 floats) of the crop `square` of `source`; the crop is drawn on `canvas`. */
+export async function describe(session, entry, source, square, canvas) {
+  const input = cropTensor(entry, source, square, canvas);
+  return Array.from((await session.run({ [entry.input]: input }))[entry.output].data);
+}
+
+/** The gallery's identities by Euclidean distance to `descriptor`, nearest first, and the name: the nearest
+ * identity when its distance is below `tolerance` (faces/gallery.py `Gallery.identify`), else "unknown". */
+export function identify(gallery, descriptor, tolerance) {
+  const ranked = gallery
+    .map((g) => ({ name: g.name, distance: Math.hypot(...g.descriptor.map((v, i) => v - descriptor[i])) }))
+    .sort((a, b) => a.distance - b.distance);
+  const nearest = ranked[0];
+  return { name: nearest && nearest.distance < tolerance ? nearest.name : "unknown", distance: nearest?.distance ?? null, ranked };
 }

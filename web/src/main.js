@@ -5,7 +5,7 @@ import { missingNote } from "./notes.js";
 import { generateGrid } from "./generator.js";
 import { detect, detectWithInputs, drawDetections, drawTracks } from "./detector.js";
 import { ByteTracker, MaskAlerts } from "./tracker.js";
-import { faceSquare, recognise } from "./classifier.js";
+import { describe, faceSquare, identify, recognise } from "./classifier.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { generated: null, detections: null, live: null, recognised: null, errors: [] };
@@ -64,6 +64,9 @@ async function setUpDetectorAndClassifier(manifest) {
   const examples = manifest.examples ?? { facemask: [], faces: [] };
   if (!detector) showMissing("facemask", missingNote(manifest, "facemask"));
   if (!classifier) showMissing("faces", missingNote(manifest, "faces"));
+  else $("faces-title").textContent = classifier.entry.face_model === "descriptor"
+    ? "Recognise a face (dlib's face descriptor and a gallery of known people)"
+    : "Recognise a face (VGG16 transfer learning)";
   let source = null;
   let sourceName = null;
 
@@ -216,13 +219,30 @@ async function setUpDetectorAndClassifier(manifest) {
       // The face-mask detector finds the face when it is loaded; its best box is the one cropped.
       const faces = detector ? await detect(detector.session, detector.entry, photo, Number($("facemask-conf").value), 0.45) : [];
       const square = faceSquare(photo, faces[0], classifier.entry.margin ?? 0);
-      const ranked = await recognise(classifier.session, classifier.entry, photo, square, $("faces-canvas"));
-      state.recognised = { source: name, size: [photo.width, photo.height], square, ranked, faceBox: faces[0] ?? null };
-      $("faces-list").replaceChildren(...ranked.slice(0, 5).map((r) => {
-        const item = document.createElement("li");
-        item.textContent = `${r.name}: ${(100 * r.probability).toFixed(1)} %`;
-        return item;
-      }));
+      const common = { source: name, size: [photo.width, photo.height], square, faceBox: faces[0] ?? null };
+      if (classifier.entry.face_model === "descriptor") {
+        const descriptor = await describe(classifier.session, classifier.entry, photo, square, $("faces-canvas"));
+        const found = identify(classifier.entry.gallery, descriptor, classifier.entry.tolerance);
+        state.recognised = { ...common, ...found, descriptor };
+        $("faces-list").replaceChildren(...found.ranked.slice(0, 5).map((r, k) => {
+          const item = document.createElement("li");
+          const named = k === 0 && found.name !== "unknown" ? " (named)" : "";
+          item.textContent = `${r.name}: distance ${r.distance.toFixed(3)}${named}`;
+          return item;
+        }));
+        $("faces-result").textContent = found.name === "unknown"
+          ? `unknown: nearest ${found.ranked[0]?.name} at distance ${found.distance?.toFixed(3)}, not below ${classifier.entry.tolerance}`
+          : `${found.name} (distance ${found.distance.toFixed(3)} < ${classifier.entry.tolerance})`;
+      } else {
+        const ranked = await recognise(classifier.session, classifier.entry, photo, square, $("faces-canvas"));
+        state.recognised = { ...common, ranked };
+        $("faces-list").replaceChildren(...ranked.slice(0, 5).map((r) => {
+          const item = document.createElement("li");
+          item.textContent = `${r.name}: ${(100 * r.probability).toFixed(1)} %`;
+          return item;
+        }));
+        $("faces-result").textContent = ranked[0] ? ranked[0].name : "";
+      }
       $("faces-note").textContent = faces[0] ? "Crop around the detected face." : "No face box (no detector or none found): centre crop.";
     } catch (error) {
       fail("faces", error);
