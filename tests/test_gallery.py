@@ -141,6 +141,7 @@ def test_strangers_are_unknown_and_a_known_person_is_named(tmp_path, store):
     assert summary == {"images": 3, "faces": len(table), "known": 1, "unknown": len(table) - 1, "images_skipped": 0}
     _, runs = mlflow_runs(tmp_path, "recognize")
     assert runs[0].data.params["gallery"] == str(known) and runs[0].data.metrics["known"] == 1
+    assert runs[0].data.params["flip"] == "True"  # described as eval-lfw and eval-openset describe (conf/describer)
     assert json.loads(json.dumps(summary)) == summary
 
 
