@@ -106,8 +106,8 @@ bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a f
 detect-faces: $(STAMP) ## crop every face in IN=<folder> (default: generated ID cards) into OUT=<folder> (default: outputs/detect_faces), faces.csv
 	$(PY) -m experiments.detect_faces $(call opt_path_arg,in_dir,IN) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
-compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation [VOC=<folder>] -> reports/face_detectors/
-	$(PY) -m experiments.compare_face_detectors $(call opt_path_arg,voc,VOC) $(ARGS)
+compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation, P/R/F1 vs score threshold [VOC=<folder>] [LFW=<Name>/*.jpg folder] -> reports/face_detectors/
+	$(PY) -m experiments.compare_face_detectors $(call opt_path_arg,voc,VOC) $(call opt_path_arg,lfw,LFW) $(ARGS)
 
 bench-face-detectors: $(STAMP) ## images/s: detect-faces serial vs 2 processes; HOG vs Haar vs MMOD vs YuNet at 640x480
 	$(PY) -m benchmarks.face_detectors $(ARGS)

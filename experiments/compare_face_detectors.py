@@ -1,9 +1,11 @@
-"""Compare face detectors: `python experiments/compare_face_detectors.py voc=<folder> use=[hog,yunet]`.
+"""Compare face detectors: `python experiments/compare_face_detectors.py voc=<folder> [lfw=<folder>] use=[hog,yunet]`.
 
-Precision and recall at each IoU threshold, recall per class and images/s on a labelled VOC folder, and
-recall against in-plane rotation on generated ID cards; written as markdown and plots to `report_dir`,
-printed, and logged to MLflow (experiment `compare_face_detectors`; per-class recall as
-`<detector>.recall_iou<t>/<index>_<slug>`, the class names in `class_names.json`).
+Precision and recall at each IoU threshold, recall per class and images/s on a labelled VOC folder, recall
+against in-plane rotation on generated ID cards, and precision, recall and F1 against each detector's score
+threshold on the VOC folder and on LFW photos (`lfw`, the named face in the centre: `faces.evaluation`), with the
+threshold of the best F1; written as markdown, CSV and plots to `report_dir`, printed, and logged to MLflow
+(experiment `compare_face_detectors`; per-class recall as `<detector>.recall_iou<t>/<index>_<slug>`, the class
+names in `class_names.json`; the sweep's best as `<detector>.<set>.best_f1_threshold` and `.best_f1`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names, slug
 from core.tracking import log_tool_run
 from experiments import log, user_errors
-from faces.evaluation import read_voc_folder, run_detector, scores
+from faces.evaluation import (
+    LFW_CENTRE_IOU,
+    DetectorRun,
+    best_f1,
+    lfw_centre_faces,
+    read_voc_folder,
+    run_detector,
+    score_sweep,
+    scores,
+)
 
 
 def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
@@ -36,8 +47,12 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
     thresholds = list(cfg.iou_thresholds)
     counts = Counter(c for image in images for c in image.classes)
     classes = sorted(counts)
+    runs = _runs(cfg, images)
     table = pd.DataFrame(
-        [{"detector": d.name, **scores(run_detector(d, images, cfg.progress), images, thresholds)} for d in detectors]
+        [
+            {"detector": d.name, **scores(runs[name].at_threshold(d.score_threshold), images, thresholds)}
+            for name, d in zip(cfg.use, detectors)
+        ]
     )
 
     name = cfg.name or voc.name
@@ -47,6 +62,7 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
     title = f"Face detectors on {name} ({len(images)} images, {int(table['faces'].iloc[0])} faces)"
     notes = _data_notes(labelled)
     sections = [f"## {title}\n", *([notes + "\n"] if notes else []), _markdown(table, thresholds, counts)]
+    extra_files: list[str] = []
     figure_files = {
         f"{stem}.png": figures.face_detector_comparison(table.to_dict("records"), thresholds, classes, title)
     }
@@ -60,14 +76,105 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
         figure_files[f"{stem}_rotation.png"] = figures.recall_vs_rotation(
             list(rotation.index), rotation.to_dict("list"), cfg.rotations.iou_threshold
         )
+    sweep_metrics: dict[str, float] = {}
+    if cfg.score_sweep.enabled:
+        sets = {Path(voc).name: (images, runs, cfg.score_sweep.iou_threshold)}
+        if cfg.lfw:
+            lfw_images = lfw_centre_faces(cfg.lfw, cfg.lfw_per_person)
+            sets[f"LFW ({Path(cfg.lfw).name})"] = (lfw_images, _runs(cfg, lfw_images), LFW_CENTRE_IOU)
+        sweep = _score_sweeps(cfg, detectors, sets)
+        sections.append(_sweep_markdown(sweep, detectors, sets))
+        pd.DataFrame([{"set": s, "detector": d, **row} for (s, d), rows in sweep.items() for row in rows]).to_csv(
+            report_dir / f"{stem}_score_sweep.csv", index=False
+        )
+        figure_files[f"{stem}_score_sweep.png"] = figures.metric_curves(
+            {
+                f"{d} {kind} ({s.split(' ')[0]})": ([r["threshold"] for r in rows], [r[kind] for r in rows])
+                for (s, d), rows in sweep.items()
+                for kind in ("precision", "recall")
+            },
+            "Precision and recall against the score threshold (own scale per detector)",
+            "score threshold",
+            "fraction",
+        )
+        extra_files.append(f"{stem}_score_sweep.csv")
+        for (s, d), rows in sweep.items():
+            best = best_f1(rows)
+            key = f"{slug(d) or 'detector'}.{slug(s.split(' ')[0]) or 'set'}"
+            sweep_metrics |= {f"{key}.best_f1_threshold": best["threshold"], f"{key}.best_f1": best["f1"]}
     markdown = "\n".join(sections)
     (report_dir / f"{stem}.md").write_text(markdown)
     for file, figure in figure_files.items():
         figure.savefig(report_dir / file)
     print(markdown)
-    _log_mlflow(cfg, table, classes, report_dir, [f"{stem}.md", *figure_files], name)
+    _log_mlflow(cfg, table, classes, report_dir, [f"{stem}.md", *figure_files, *extra_files], name, sweep_metrics)
     log.info("report written to %s", report_dir / f"{stem}.md")
     return table
+
+
+def _runs(cfg: DictConfig, images: list) -> dict[str, DetectorRun]:
+    """One run of each detector of `cfg.use` over `images`: at the lowest threshold of its score sweep (or its
+    configured one, if lower) when the sweep is on, so that every threshold's detections are a subset of it
+    (`DetectorRun.at_threshold`); else at its configured threshold. images/s is that run's."""
+    runs = {}
+    for name in cfg.use:
+        options = {}
+        if cfg.score_sweep.enabled:
+            configured = cfg.detectors[name].get("score_threshold", float("-inf"))
+            options["score_threshold"] = min(configured, min(_sweep_thresholds(cfg, name)))
+        runs[name] = run_detector(instantiate(cfg.detectors[name], **options), images, cfg.progress)
+    return runs
+
+
+def _sweep_thresholds(cfg: DictConfig, name: str) -> list[float]:
+    """The score thresholds swept for detector `name`: `low` to `high` inclusive by `step`."""
+    grid = cfg.score_sweep.thresholds.get(name)
+    if grid is None:
+        raise UserError(f"score_sweep.thresholds.{name}: no threshold grid for detector {name} (low, high, step)")
+    count = int(round((grid.high - grid.low) / grid.step)) + 1
+    return [round(grid.low + k * grid.step, 6) for k in range(count)]
+
+
+def _score_sweeps(cfg: DictConfig, detectors: list, sets: dict) -> dict[tuple[str, str], list[dict[str, float]]]:
+    """{(set, detector): score_sweep rows} over the configured grid plus the detector's configured threshold."""
+    sweep = {}
+    for set_name, (images, runs, iou) in sets.items():
+        for name, detector in zip(cfg.use, detectors):
+            grid = sorted(set(_sweep_thresholds(cfg, name)) | {float(detector.score_threshold)})
+            grid = [t for t in grid if t > float("-inf")]
+            sweep[set_name, detector.name] = score_sweep(runs[name], images, grid, iou)
+    return sweep
+
+
+def _sweep_markdown(sweep: dict, detectors: list, sets: dict) -> str:
+    """Per set and detector: precision, recall and F1 at the configured threshold and at the best-F1 one."""
+    rows = []
+    for (set_name, name), sweep_rows in sweep.items():
+        detector = next(d for d in detectors if d.name == name)
+        configured = next((r for r in sweep_rows if r["threshold"] == float(detector.score_threshold)), sweep_rows[0])
+        best = best_f1(sweep_rows)
+        rows.append(
+            {
+                "set": set_name,
+                "detector": name,
+                "configured threshold": configured["threshold"],
+                "P": configured["precision"],
+                "R": configured["recall"],
+                "F1": configured["f1"],
+                "best-F1 threshold": best["threshold"],
+                "P there": best["precision"],
+                "R there": best["recall"],
+                "best F1": best["f1"],
+            }
+        )
+    ious = ", ".join(f"{s}: IoU ≥ {iou}" for s, (_, _, iou) in sets.items())
+    return (
+        f"\n### Precision (P), recall (R) and F1 against the score threshold ({ious})\n\n"
+        "Each detector's own score (HOG: SVM margin, MMOD: CNN confidence, Haar: level weight, YuNet: face score); "
+        "on LFW the face to find is the photo's central box and any other detection counts as false.\n\n"
+        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f")
+        + "\n"
+    )
 
 
 def _data_notes(labelled) -> str:
@@ -127,7 +234,13 @@ def _rotation_recall(cfg: DictConfig, detectors: list) -> pd.DataFrame:
 
 
 def _log_mlflow(
-    cfg: DictConfig, table: pd.DataFrame, classes: list[str], report_dir: Path, files: list[str], name: str
+    cfg: DictConfig,
+    table: pd.DataFrame,
+    classes: list[str],
+    report_dir: Path,
+    files: list[str],
+    name: str,
+    extra_metrics: dict[str, float],
 ) -> None:
     """The table as metrics `<detector>.<figure>`; per-class recalls under `recall_iou<t>/<index>_<slug>` of the
     sorted class list, with {metric name suffix: class name} in class_names.json. A store failure is a warning."""
@@ -147,11 +260,12 @@ def _log_mlflow(
     log_tool_run(
         cfg,
         name,
-        metrics=metrics,
+        metrics=metrics | extra_metrics,
         dicts={CLASS_NAMES_ARTIFACT: names},
         files=[report_dir / file for file in files],
         params={
             "voc": cfg.voc or "id_cards",
+            "lfw": cfg.lfw or "",
             "use": ",".join(cfg.use),
             "max_images": cfg.max_images,
             "iou_thresholds": ",".join(map(str, thresholds)),

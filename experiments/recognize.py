@@ -2,9 +2,12 @@
 
 Detects faces and names each one of two ways (see `faces.recognition`):
 - by a gallery of known people (`gallery=<folder>/<Name>/*.jpg`, see `faces.gallery`): the nearest known
-  descriptor, `unknown` beyond `tolerance`. Used when `gallery` is given, or when neither it nor `ckpt` is and
-  `default_gallery` (where `make capture-faces` writes) holds photos;
-- by a checkpoint of `make vgg16-faces` (`ckpt`, by default the newest): `unknown` below `threshold`.
+  descriptor, `unknown` beyond `tolerance`; faces are described as eval-lfw and eval-openset describe them
+  (`flip`, `num_jitters` from conf/describer/dlib.yaml), so the tolerance measured there holds here. Used when
+  `gallery` is given, or when neither it nor `ckpt` is and `default_gallery` (where `make capture-faces` writes)
+  holds photos;
+- by a checkpoint of `make vgg16-faces` (`ckpt`, by default the newest): `unknown` below `threshold` (null: the
+  threshold calibrated on the validation split at training, kept in the checkpoint).
 Writes `out_dir/recognitions.csv` and annotated images, logs the run to MLflow (experiment `recognize`), and
 prints as its last line one JSON object `{"images", "faces", "known", "unknown", "images_skipped"}`.
 """
@@ -66,19 +69,24 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
     detector = instantiate(cfg.detector)
     gallery = gallery_folder(cfg)
     if gallery is not None:
-        describer = FaceDescriber(cfg.num_jitters)
+        describer = FaceDescriber(cfg.num_jitters, flip=cfg.flip)
         known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
         recognizer, source = GalleryRecognizer(known_people, describer, cfg.tolerance), gallery
         params = {
             "gallery": str(gallery),
             "tolerance": cfg.tolerance,
             "num_jitters": cfg.num_jitters,
+            "flip": cfg.flip,
             "gallery_photos": len(known_people.files),
             "gallery_photos_skipped": len(known_people.skipped),
         }
     else:
         recognizer, source = checkpoint_recognizer(cfg)
-        params = {"ckpt": str(source), "threshold": cfg.threshold}
+        params = {
+            "ckpt": str(source),
+            "threshold": recognizer.threshold,
+            "threshold_source": "configured" if cfg.threshold is not None else "calibrated at training",
+        }
     table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)
     unknown = int((table["name"] == UNKNOWN).sum())
     summary = {

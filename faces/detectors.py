@@ -5,6 +5,13 @@ Each detector downscales an image whose longer side exceeds `max_side` before de
 grows with the pixel count: 3.5 s on a 2982×1926 photo) and maps the boxes back to full resolution,
 clipped to the image. The native detector objects are built on first use and left out of pickling, so a
 detector can be handed to worker processes.
+
+Every detector keeps only the detections whose score reaches its `score_threshold` (config key of the same
+name). The scores are each library's own and are not comparable across detectors: HOG's is the SVM margin
+(dlib's `run()`; 0 is dlib's default cut), MMOD's the CNN's confidence (dlib's cut: 0), Haar's the level weight
+of the cascade's last stage (`detectMultiScale3(..., outputRejectLevels=True)`) and YuNet's a probability-like
+score in [0, 1]. The defaults in `conf/detector/*.yaml` maximise F1 on the real photos (README, "Face
+detectors": `make compare-face-detectors`).
 """
 
 from __future__ import annotations
@@ -39,12 +46,14 @@ def dlib_model_path(filename: str) -> Path:
 
 
 class _ScaledDetector:
-    """Shared work: input checks, downscaling for detection, mapping back, clipping, best-first order."""
+    """Shared work: input checks, downscaling for detection, mapping back, clipping, the score threshold,
+    best-first order."""
 
     name: str
 
-    def __init__(self, max_side: int | None = 1280):
+    def __init__(self, max_side: int | None = 1280, score_threshold: float = float("-inf")):
         self.max_side = max_side
+        self.score_threshold = score_threshold
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -65,7 +74,7 @@ class _ScaledDetector:
                 bottom=int(np.clip(round(bottom / scale), 0, height)),
                 score=float(score),
             )
-            if box.width > 0 and box.height > 0:
+            if box.width > 0 and box.height > 0 and box.score >= self.score_threshold:
                 detections.append(box)
         return sorted(detections, key=lambda d: -d.score)
 
@@ -85,14 +94,14 @@ class HogDetector(_ScaledDetector):
     """dlib's `get_frontal_face_detector()` (HOG + linear SVM), the paper's detector.
 
     `upsample`: times the image is doubled first (1 finds faces down to ~40 px; the paper used 1).
-    `adjust_threshold`: added to the SVM threshold; negative finds more faces and more false ones."""
+    `score_threshold`: dlib's `adjust_threshold`, the least SVM margin a detection keeps (dlib's default 0;
+    negative finds more faces and more false ones)."""
 
     name = "hog"
 
-    def __init__(self, upsample: int = 1, adjust_threshold: float = 0.0, max_side: int | None = 1280):
-        super().__init__(max_side)
+    def __init__(self, upsample: int = 1, score_threshold: float = 0.0, max_side: int | None = 1280):
+        super().__init__(max_side, score_threshold)
         self.upsample = upsample
-        self.adjust_threshold = adjust_threshold
 
     @cached_property
     def _native(self):
@@ -101,18 +110,25 @@ class HogDetector(_ScaledDetector):
         return dlib.get_frontal_face_detector()
 
     def _detect(self, rgb: np.ndarray) -> list[RawBox]:
-        rects, scores, _ = self._native.run(rgb, self.upsample, self.adjust_threshold)
+        rects, scores, _ = self._native.run(rgb, self.upsample, self.score_threshold)
         return [(r.left(), r.top(), r.right() + 1, r.bottom() + 1, s) for r, s in zip(rects, scores)]
 
 
 class MmodDetector(_ScaledDetector):
     """dlib's MMOD CNN face detector (`mmod_human_face_detector.dat` from `face-recognition-models`, or
-    `model_path`). More pose-tolerant than HOG, ~50× slower on a CPU."""
+    `model_path`). More pose-tolerant than HOG, ~50× slower on a CPU. `score_threshold`: the least CNN
+    confidence kept; dlib's Python binding already drops detections below 0, so only positive values cut more."""
 
     name = "mmod"
 
-    def __init__(self, upsample: int = 1, model_path: str | None = None, max_side: int | None = 1280):
-        super().__init__(max_side)
+    def __init__(
+        self,
+        upsample: int = 1,
+        model_path: str | None = None,
+        max_side: int | None = 1280,
+        score_threshold: float = 0.0,
+    ):
+        super().__init__(max_side, score_threshold)
         self.upsample = upsample
         self.model_path = model_path
 
@@ -136,7 +152,9 @@ class MmodDetector(_ScaledDetector):
 
 class HaarDetector(_ScaledDetector):
     """OpenCV's Viola-Jones Haar cascade (shipped inside opencv-python 4.x under `cv2.data.haarcascades`);
-    the comparison baseline and the paper's capture detector. Score: the cascade's level weight."""
+    the comparison baseline and the paper's capture detector. A face is a group of at least `min_neighbors`
+    overlapping windows; its score is the level weight (the last stage's summed weak-classifier votes) that
+    `detectMultiScale3(..., outputRejectLevels=True)` reports, and `score_threshold` is the least one kept."""
 
     name = "haar"
 
@@ -147,8 +165,9 @@ class HaarDetector(_ScaledDetector):
         min_neighbors: int = 5,
         min_size: int = 0,
         max_side: int | None = 1280,
+        score_threshold: float = float("-inf"),
     ):
-        super().__init__(max_side)
+        super().__init__(max_side, score_threshold)
         self.cascade = cascade
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
@@ -179,7 +198,8 @@ class HaarDetector(_ScaledDetector):
 
 class YuNetDetector(_ScaledDetector):
     """OpenCV's YuNet CNN (`cv2.FaceDetectorYN`, OpenCV Zoo's ONNX model): small, fast, and finds
-    small and masked faces that HOG and Haar miss."""
+    small and masked faces that HOG and Haar miss. `score_threshold`: the least face score kept (YuNet's own
+    cut, applied before its non-maximum suppression)."""
 
     name = "yunet"
 
@@ -191,9 +211,8 @@ class YuNetDetector(_ScaledDetector):
         top_k: int = 5000,
         max_side: int | None = 1280,
     ):
-        super().__init__(max_side)
+        super().__init__(max_side, score_threshold)
         self.model_path = model_path
-        self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.top_k = top_k
 

@@ -7,6 +7,17 @@ counts as a face (the face-mask set's classes say what the face wears, not wheth
 detectors are class-agnostic, so per-class figures are recalls. Objects VOC marks `<difficult>` follow PASCAL VOC:
 they are no ground truth (not counted in recall), and a detection on one is neither a hit nor a false detection.
 Images and xml are paired by `core.voc.pair_voc`: unpaired and ambiguous files are skipped and reported.
+
+LFW photos (`lfw_centre_faces`) carry no boxes: LFW centred each photo on the named person's face (Huang et al.,
+"Labeled Faces in the Wild", UMass TR 07-49, 2007: the Viola-Jones box, grown 2.2× and rescaled to 250×250), so
+the one face to find is the central box of 0.44 × the side (70, 70, 180, 180 on 250×250: dlib's LFW box, see
+`faces.descriptors.centre_box`); a detection finds it at IoU ≥ `LFW_CENTRE_IOU`, and any other detection counts
+as false, including a real face in the background (LFW does not label those), so LFW precision is a lower bound.
+
+`score_sweep` gives precision and recall against a detector's score threshold from ONE run at the lowest
+threshold: keeping the detections whose score reaches t gives exactly the detections of a run at t, because
+every detector's non-maximum suppression is greedy by score (a box is kept unless a kept higher-scoring box
+overlaps it), so the boxes scoring t or more never depend on the lower-scoring ones.
 """
 
 from __future__ import annotations
@@ -24,6 +35,11 @@ from core.errors import UserError
 from core.images import read_rgb
 from core.voc import VocPairing, pair_voc
 from faces import Detection, FaceDetector
+from faces.descriptors import centre_box
+
+# IoU a detection needs with LFW's nominal face box to be the named face: lenient, because the detectors' boxes
+# differ in extent (HOG's is ~90 px, tight on the eyes and mouth; YuNet's and Haar's take in the forehead)
+LFW_CENTRE_IOU = 0.3
 
 
 @dataclass
@@ -72,6 +88,30 @@ def read_voc_folder(folder: str | Path, limit: int | None = None) -> VocFaces:
     return VocFaces(labelled, pairing)
 
 
+def lfw_centre_faces(folder: str | Path, per_person: int | None = None) -> list[LabelledImage]:
+    """LFW-layout photos `folder/<Name>/*.jpg` (the first `per_person` of each, by file name; None: all) as
+    labelled images whose one face is the photo's central box (module docstring), class "lfw". Raises UserError
+    when the folder is missing or holds no photo."""
+    from core.images import IMAGE_SUFFIXES
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"lfw={folder}: folder not found — give a folder of LFW photos, <Name>/*.jpg")
+    photos = [
+        photo
+        for person in sorted(p for p in folder.iterdir() if p.is_dir())
+        for photo in sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:per_person]
+    ]
+    if not photos:
+        raise UserError(f"lfw={folder}: no <Name>/ sub-folder with photos in it (LFW's layout)")
+    images = []
+    for photo in photos:
+        height, width = read_rgb(photo).shape[:2]
+        box = centre_box((height, width))
+        images.append(LabelledImage(photo, np.array([[box.left, box.top, box.right, box.bottom]], np.float32), ["lfw"]))
+    return images
+
+
 @dataclass
 class DetectorRun:
     """One detector's detections on each image, and the seconds each `detect` call took."""
@@ -83,6 +123,12 @@ class DetectorRun:
     @property
     def images_per_second(self) -> float:
         return len(self.seconds) / max(sum(self.seconds), 1e-9)
+
+    def at_threshold(self, threshold: float) -> DetectorRun:
+        """The detections scoring `threshold` or more: the run a detector would give at that score threshold
+        (see the module docstring); the timings are this run's."""
+        kept = [[d for d in image if d.score >= threshold] for image in self.detections]
+        return DetectorRun(self.detector, kept, list(self.seconds))
 
 
 def run_detector(detector: FaceDetector, images: Sequence[LabelledImage], progress: bool = True) -> DetectorRun:
@@ -153,3 +199,30 @@ def scores(run: DetectorRun, images: Sequence[LabelledImage], iou_thresholds: Se
             of_class = [found for c, found in hits if c == name]
             row[f"recall_{name}@{t}"] = sum(of_class) / len(of_class)
     return row
+
+
+def score_sweep(
+    run: DetectorRun, images: Sequence[LabelledImage], thresholds: Sequence[float], iou_threshold: float
+) -> list[dict[str, float]]:
+    """One row per score threshold t (ascending): threshold, precision, recall, F1 (2PR / (P + R), 0 when both
+    are 0) and detections of `run.at_threshold(t)` at `iou_threshold`, matched as `scores`. `run` must come from
+    a detector whose own threshold is at most min(thresholds), else the low rows miss detections."""
+    rows = []
+    for t in sorted(thresholds):
+        row = scores(run.at_threshold(t), images, [iou_threshold])
+        precision, recall = row[f"precision@{iou_threshold}"], row[f"recall@{iou_threshold}"]
+        rows.append(
+            {
+                "threshold": float(t),
+                "precision": precision,
+                "recall": recall,
+                "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+                "detections": row["detections"],
+            }
+        )
+    return rows
+
+
+def best_f1(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The `score_sweep` row of the highest F1; on a tie the highest threshold (fewer detections, same F1)."""
+    return max(rows, key=lambda r: (round(r["f1"], 12), r["threshold"]))

@@ -9,8 +9,16 @@ frozen extractor and the model's backbone are built from one spec (`faces.descri
 that their tags agree. The model only reads the datamodule (its identities, its declared mode and feature
 tag, validation crops for the report); it never configures it.
 
-The checkpoint keeps the identity names (`class_names`) and the datamodule's face-crop settings, which is
-all recognition needs besides the weights.
+The checkpoint keeps the identity names (`class_names`), the datamodule's face-crop settings and the calibrated
+"unknown" threshold (`unknown_threshold`), which is all recognition needs besides the weights.
+
+A softmax over the known people cannot say "nobody I know", so recognition calls a face `unknown` below a
+confidence threshold calibrated on the validation split at each validation (`calibrate_unknown_threshold`): the
+highest confidence that still names `unknown_keep` (95 %) of the correctly named validation faces. A stranger's
+face, which the head has never seen, gets a flatter softmax than the known people's faces and falls below it. The
+rule is the usual one for open-set rejection by maximum softmax probability (Hendrycks and Gimpel, "A Baseline
+for Detecting Misclassified and Out-of-Distribution Examples", ICLR 2017: the threshold is set on
+in-distribution data at a chosen true-positive rate).
 """
 
 from __future__ import annotations
@@ -80,6 +88,9 @@ class FaceClassifier(pl.LightningModule):
         weight_decay: float = 0.0,
         misclassified_examples: int = 16,
         class_names: list[str] | None = None,  # set from the datamodule at fit time; kept in the checkpoint
+        unknown_keep: float = 0.95,  # share of correctly named validation faces the "unknown" threshold keeps named
+        unknown_threshold: float
+        | None = None,  # calibrated at each validation (set, not configured); in the checkpoint
         feature_cache: bool | None = None,  # ignored: read from checkpoints written before `inputs` (data.serves)
     ) -> None:
         super().__init__()
@@ -92,6 +103,8 @@ class FaceClassifier(pl.LightningModule):
             raise UserError(f"model.optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
         if len(hidden) != 3:
             raise UserError(f"model.hidden: the head has three dense layers, got sizes {list(hidden)}")
+        if not 0 < unknown_keep <= 1:
+            raise UserError(f"model.unknown_keep must be in (0, 1], got {unknown_keep}")
         self.backbone = build_backbone(
             backbone,
             weights=weights,
@@ -231,6 +244,13 @@ class FaceClassifier(pl.LightningModule):
         self._val_outputs.append((index.cpu(), y.cpu(), probs.cpu()))
 
     def on_validation_epoch_end(self) -> None:
+        if self._val_outputs and not self.trainer.sanity_checking:
+            _, truth, probs = (torch.cat(t) for t in zip(*self._val_outputs))
+            threshold = calibrate_unknown_threshold(probs, truth, self.hparams.unknown_keep)
+            if threshold is not None:
+                # in hparams: Lightning writes them into every checkpoint saved after this validation
+                self.hparams.unknown_threshold = threshold
+                self.log("val/unknown_threshold", threshold)
         precision, recall = self.val_precision.compute(), self.val_recall.compute()
         per_class = {}
         for kind, values in (("precision", precision), ("recall", recall)):
@@ -297,6 +317,18 @@ class FaceClassifier(pl.LightningModule):
         )
 
 
+def calibrate_unknown_threshold(probs: torch.Tensor, truth: torch.Tensor, keep: float) -> float | None:
+    """The softmax confidence below which a face is called unknown: the largest t such that at least `keep` of
+    the correctly named faces have confidence >= t, i.e. the ceil(keep·n)-th highest confidence of the n correct
+    ones (probs (N, classes) softmax probabilities, truth (N,) class indices). None when no face is named right
+    (nothing to calibrate on). Source of the rule: the module docstring."""
+    confidence, predicted = probs.max(dim=1)
+    correct = confidence[predicted == truth].sort(descending=True).values
+    if len(correct) == 0:
+        return None
+    return float(correct[int(np.ceil(keep * len(correct))) - 1])
+
+
 def head_outputs(state_dict: dict[str, torch.Tensor]) -> int:
     """The number of identities the saved head predicts (its last Linear's rows)."""
     weights = sorted(
@@ -356,9 +388,12 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
     )
 
 
-def load_recognizer(path: str | Path, threshold: float, label_map: str | Path | None = None) -> Recognizer:
+def load_recognizer(path: str | Path, threshold: float | None, label_map: str | Path | None = None) -> Recognizer:
     """Load a face-recognition checkpoint and check its identities against the label map written beside
-    it at training time (`<run>/label_map.json`) or the one given."""
+    it at training time (`<run>/label_map.json`) or the one given. `threshold`: the confidence below which a face
+    is unknown; None: the one calibrated at training (`unknown_threshold` in the checkpoint). Raises UserError for
+    a file that is no face-recognition checkpoint, a label-map mismatch, or threshold None with a checkpoint
+    written before calibration."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"CKPT={path}: checkpoint not found")
@@ -383,6 +418,13 @@ def load_recognizer(path: str | Path, threshold: float, label_map: str | Path | 
                 f"label map mismatch: {label_file} names {expected} but CKPT={path} was trained on {list(names)} — "
                 "use the checkpoint and label_map.json of the same training run"
             )
+    if threshold is None:
+        threshold = checkpoint["hyper_parameters"].get("unknown_threshold")
+        if threshold is None:
+            raise UserError(
+                f"CKPT={path} holds no calibrated unknown threshold (written before calibration, or no validation "
+                "face was named right): give threshold=<softmax confidence>, or train again"
+            )
     model = load_module(FaceClassifier, path, key="CKPT", weights=None)  # the VGG16 weights are in the checkpoint
     model.eval()
-    return Recognizer(model, FaceCrop(data["image_size"], data["margin"], data.get("capture_size")), threshold)
+    return Recognizer(model, FaceCrop(data["image_size"], data["margin"], data.get("capture_size")), float(threshold))

@@ -3,6 +3,7 @@ checks when ../shared/data is present."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.checkpoints import load_checkpoint
 from core.errors import UserError
 from core.images import read_rgb
 from datamodules.synthetic import write_face_video
@@ -225,6 +227,21 @@ def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
     assert len(runs) == 1 + len(cuts)
 
 
+def test_unknown_threshold_keeps_the_stated_share_of_correctly_named_faces():
+    import torch
+
+    from lightning_modules.face_classifier import calibrate_unknown_threshold
+
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
+    truth = torch.tensor([0, 1, 0, 0, 0])  # the 4th is named wrong: its 0.7 does not count
+    # correct confidences, highest first: 0.9, 0.8, 0.6, 0.55; keep k of them: the ceil(keep·4)-th
+    assert calibrate_unknown_threshold(probs, truth, 1.0) == pytest.approx(0.55)
+    assert calibrate_unknown_threshold(probs, truth, 0.75) == pytest.approx(0.6)
+    assert calibrate_unknown_threshold(probs, truth, 0.76) == pytest.approx(0.55)
+    assert calibrate_unknown_threshold(probs, truth, 0.5) == pytest.approx(0.8)
+    assert calibrate_unknown_threshold(probs, torch.tensor([1, 0, 1, 0, 1]), 0.95) is None  # none named right
+
+
 def test_recognize_rejects_a_mismatched_label_map(tmp_path, trained):
     from experiments.recognize import recognize
 
@@ -313,7 +330,13 @@ def test_real_photos_train_dlib_head_and_recognize(tmp_path, store):
     recognize(
         compose(
             "recognize",
-            {**store, "images": str(tmp_path / "photos"), "out_dir": str(tmp_path / "out"), "progress": False},
+            {
+                **store,
+                "images": str(tmp_path / "photos"),
+                "out_dir": str(tmp_path / "out"),
+                "threshold": 0.5,  # the head's naming alone, whatever the calibration says
+                "progress": False,
+            },
         )
     )
     table = pd.read_csv(tmp_path / "out" / "recognitions.csv")
@@ -327,6 +350,34 @@ def test_real_photos_train_dlib_head_and_recognize(tmp_path, store):
     assert dict(zip(central["image"], central["name"])) == {
         img: person for person, imgs in held_out.items() for img in imgs
     }
+
+    # issue 18: strangers named as known people. With no threshold given, recognition takes the one calibrated on
+    # the val split (kept in the checkpoint): the known people's photos (train and val) are named, the package
+    # sample photos (the astronaut came out "Serena_Williams") are unknown. last.ckpt: the trained head (best.ckpt
+    # is the first epoch at val accuracy 1.0, here the first epoch, whose softmax is still near 0.5 everywhere)
+    last = next(Path(store["paths.log_dir"]).rglob("checkpoints/last.ckpt"))
+    calibrated = load_checkpoint(last)["hyper_parameters"]["unknown_threshold"]
+    images = tmp_path / "calibrated"
+    shutil.copytree(tmp_path / "ids", images / "known", symlinks=True)
+    (images / "strangers").mkdir()
+    for photo in real_face_photos():
+        cv2.imwrite(str(images / "strangers" / f"{photo.name}.png"), photo.rgb[..., ::-1])
+    recognize(
+        compose(
+            "recognize",
+            {**store, "images": str(images), "ckpt": str(last), "out_dir": str(tmp_path / "out2"), "progress": False},
+        )
+    )
+    table = pd.read_csv(tmp_path / "out2" / "recognitions.csv")
+    _, runs = mlflow_runs(Path(store["paths.mlflow_dir"]), "recognize")
+    newest = max(runs, key=lambda run: run.info.start_time)
+    assert float(newest.data.params["threshold"]) == pytest.approx(calibrated)
+    assert newest.data.params["threshold_source"] == "calibrated at training"
+    known = table[table["image"].str.startswith("known/")]
+    assert len(known) == 12 and list(known["name"]) == [image.split("/")[1] for image in known["image"]], known
+    strangers = table[table["image"].str.startswith("strangers/")]
+    assert sorted(strangers["image"]) == ["strangers/astronaut.png", "strangers/grace_hopper.png"]
+    assert set(strangers["name"]) == {UNKNOWN} and (strangers["confidence"] < calibrated).all(), strangers
 
 
 @needs_shared_data("video", "short_hamilton_clip.mp4")
