@@ -1,7 +1,7 @@
 """The one way to MLflow for each kind of run, and small helpers around the store and the server.
 
 Training runs (experiments/train.py) log through the trainer's Lightning logger: metrics with `self.log` in the
-modules (`log_epoch_metrics` where `self.log` cannot, see there), and params, tags, texts, figures and other
+modules (`EpochMetrics` where `self.log` cannot, see there), and params, tags, texts, figures and other
 artifacts through the helpers here (rank 0 only). Tool runs (every other entry in experiments/) log through
 `log_tool_run` only: one MLflow run per call, where a failing tracking store is a warning and the tool's result
 stands.
@@ -107,19 +107,71 @@ def set_tags(trainer: Any, tags: dict[str, Any]) -> None:
             logger.experiment.set_tag(logger.run_id, key, str(value))
 
 
-def log_epoch_metrics(trainer: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
-    """Write `metrics` (name → float or 0-d tensor) and `epoch` (0-based, as the `epoch` metric) to every logger
-    of the trainer now, at step `epoch + 1`: the module's one route for epoch-end metrics `self.log` cannot take.
+class EpochMetrics(pl.Callback):
+    """Epoch-end metrics that `self.log` cannot take, written to every logger of the trainer exactly once per
+    epoch, at step `epoch + 1` (the 1-based epoch, so each epoch's values sit at one step whatever the number of
+    batches), together with `epoch` (0-based, as the `epoch` metric), and only once the epoch's checkpoint exists.
 
-    Why not `self.log`: Lightning hands epoch-end values to the loggers only after the monitoring callbacks'
-    `on_train_epoch_end` (pytorch_lightning/loops/fit_loop.py: `update_train_epoch_metrics` comes last), that
-    is after ModelCheckpoint has written the epoch's checkpoint. A run killed in between resumes from that
-    checkpoint with the epoch's metrics never in MLflow. Called from the module's `on_train_epoch_end`, this
-    writes them before the checkpoint exists. The step is the 1-based epoch, so each epoch's values sit at
-    one step whatever the number of batches. Loggers log on rank 0 only (their `log_metrics` is rank-zero)."""
-    values = {EPOCH: epoch, **{key: float(value) for key, value in metrics.items()}}
-    for logger in getattr(trainer, "loggers", []) or []:
-        logger.log_metrics(values, step=epoch + 1)
+    A module makes one in `__init__`, returns it from `configure_callbacks` and calls `stage(epoch, metrics)`
+    (name → float or 0-d tensor) in its `on_train_epoch_end`.
+
+    Why this order. Lightning runs the module's `on_train_epoch_end`, then the checkpoint callbacks' (which write
+    the epoch's checkpoint), then hands `self.log`'s epoch values to the loggers
+    (pytorch_lightning/loops/fit_loop.py, `_FitLoop.on_advance_end`). Writing to the loggers before the checkpoint
+    logs an epoch twice when its checkpoint is never written (a full disk, a kill) and the resumed run repeats the
+    epoch; writing after it (Lightning's way) loses the epoch when the run dies in between. Here the staged values
+    are this callback's state, so they travel in the epoch's checkpoint, and they are written when the next epoch
+    starts or training ends, i.e. after the checkpoint. A run resumed from a checkpoint whose values may not have
+    been written yet (it died between the checkpoint and the next epoch) writes, at `on_train_start`, the values
+    that MLflow does not already hold at that step. An epoch whose checkpoint was never written is logged by the
+    resumed run that repeats it. Loggers log on rank 0 only (their `log_metrics` is rank-zero)."""
+
+    def __init__(self) -> None:
+        self.staged: dict[str, Any] | None = None  # {"epoch": int, "values": {name: float}}
+        self._restored = False
+
+    def stage(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Keep `metrics` of the 0-based `epoch` for the loggers; written after this epoch's checkpoint."""
+        self.staged = {"epoch": epoch, "values": {EPOCH: float(epoch), **{k: float(v) for k, v in metrics.items()}}}
+        self._restored = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"staged": self.staged}  # plain ints and floats: loadable with weights_only=True
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.staged = state_dict.get("staged")
+        self._restored = self.staged is not None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.staged is not None and self._restored:
+            self._write(trainer, missing_only=True)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer, missing_only: bool = False) -> None:
+        if self.staged is None:
+            return
+        step, values = self.staged["epoch"] + 1, dict(self.staged["values"])
+        self.staged, self._restored = None, False
+        logger = mlflow_logger(trainer)
+        if missing_only and logger is not None and trainer.is_global_zero:
+            # a row with this step and value may also come from Lightning's step logging (it adds `epoch` to
+            # every row it logs): either way the value is there, and writing it again would be a duplicate
+            values = {
+                key: value
+                for key, value in values.items()
+                if not any(
+                    m.step == step and m.value == value
+                    for m in logger.experiment.get_metric_history(logger.run_id, key)
+                )
+            }
+        if values:
+            for each in getattr(trainer, "loggers", []) or []:
+                each.log_metrics(values, step=step)
 
 
 @rank_zero_only

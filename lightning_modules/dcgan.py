@@ -84,6 +84,10 @@ class DCGAN(pl.LightningModule):
         self._quality = {"metric": SampleQuality(**quality) if quality else None}  # kept out of the state_dict
         self.history: dict[str, list[float]] = defaultdict(list)
         self._epoch_losses: list[torch.Tensor] = []
+        self.epoch_metrics = tracking.EpochMetrics()  # epoch-end values reach the loggers after the checkpoint
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self.epoch_metrics]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Latent vectors (N, latent_dim) → generated images (N, 3, 64, 64) in [-1, 1]."""
@@ -183,10 +187,10 @@ class DCGAN(pl.LightningModule):
         }
         metrics.update(self.loss_fluctuation())
         metrics.update(self._quality_metrics())
-        # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the logger gets them
-        # now, before this epoch's checkpoint exists (tracking.log_epoch_metrics says why self.log cannot).
+        # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the loggers get them
+        # once this epoch's checkpoint is written (tracking.EpochMetrics says why self.log cannot do that).
         self.log_dict(metrics, on_epoch=True, logger=False)
-        tracking.log_epoch_metrics(self.trainer, self.current_epoch, metrics)
+        self.epoch_metrics.stage(self.current_epoch, metrics)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
             tracking.log_image(self.trainer, self.sample_grid(), epoch_artifact(SAMPLES_FOLDER, self.current_epoch + 1))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.metric_names import GAN_LOSS_KINDS, GAN_NETS, QUALITY, gan_loss, gan_loss_std
 from tests.conftest import REPO, compose, mlflow_runs
 
 
@@ -29,6 +30,16 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def _overrides(store: dict) -> list[str]:
     return [f"{k}={v}" for k, v in store.items()]
+
+
+def _epoch_rows(tracking_dir: Path, task: str) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value), ...] in logging order} of DCGAN's epoch-end metrics (tracking.EpochMetrics) in the
+    one run of `task`: a duplicated or missing epoch shows as an extra or missing row."""
+    client, [run] = mlflow_runs(tracking_dir, task)
+    names = [gan_loss(net, kind) for net in GAN_NETS for kind in GAN_LOSS_KINDS] + [gan_loss_std(n) for n in GAN_NETS]
+    names += [key for key in run.data.metrics if key.startswith(QUALITY)]
+    assert f"{QUALITY}kid" in names, sorted(run.data.metrics)
+    return {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)] for key in names}
 
 
 def test_sweep_runs_a_grid_grouped_in_one_mlflow_experiment(store, tmp_path):
@@ -107,7 +118,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     client, runs = mlflow_runs(tmp_path, "killed")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert len(client.get_metric_history(runs[0].info.run_id, "train/g_loss_epoch")) == 4
+    # each epoch once, at step 1..4, with the uninterrupted run's values: whether the kill fell before or after
+    # epoch 2's metrics reached MLflow, the resumed run writes exactly the ones missing
+    killed, reference = _epoch_rows(tmp_path, "killed"), _epoch_rows(tmp_path, "uninterrupted")
+    assert [step for step, _ in killed[gan_loss("g", "epoch")]] == [1, 2, 3, 4]
+    assert killed == reference
 
 
 def test_a_disk_filling_up_mid_run_is_a_clear_error_and_the_run_resumes(store, tmp_path, monkeypatch, capsys):
@@ -136,11 +151,40 @@ def test_a_disk_filling_up_mid_run_is_a_clear_error_and_the_run_resumes(store, t
     train(compose("train", {**overrides, "ckpt_path": "last"}))
     client, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    # one row per epoch (step = 1-based epoch): epoch 1, logged before its checkpoint failed, must not be logged twice
-    steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train/g_loss_epoch"))
-    if steps == [1, 2, 2, 3]:
-        pytest.xfail(
-            "known bug (issue 19): the resumed run logs epoch 1's metrics a second time (core.tracking."
-            "log_epoch_metrics writes them before the checkpoint, and the resume repeats the epoch)"
-        )
-    assert steps == [1, 2, 3]
+    train(compose("train", {**overrides, "task_name": "uninterrupted"}))
+    resumed, reference = _epoch_rows(tmp_path, "exp1_dcgan_fruits"), _epoch_rows(tmp_path, "uninterrupted")
+    # one row per epoch (step = 1-based epoch): epoch 1, whose checkpoint failed, is logged once, by the resumed
+    # run that repeated it, with the values an uninterrupted run logs
+    assert [step for step, _ in resumed[gan_loss("g", "epoch")]] == [1, 2, 3]
+    assert resumed == reference
+
+
+def test_a_run_stopped_between_a_checkpoint_and_its_metrics_resumes_with_each_epoch_once(store, tmp_path, monkeypatch):
+    """The other window: epoch 1's checkpoint is written and the run stops before epoch 1's metrics reach MLflow
+    (they are written when epoch 2 starts); the resumed run starts at epoch 2 and must write them from the
+    checkpoint, once."""
+    from experiments.train import train
+    from lightning_modules.callbacks import EpochSeed
+
+    seed = EpochSeed.on_train_epoch_start
+
+    def stop_at_epoch_2(self, trainer, module):  # EpochSeed runs before the module's callbacks (EpochMetrics)
+        if trainer.current_epoch == 2:
+            raise RuntimeError("stopped after epoch 1's checkpoint")
+        seed(self, trainer, module)
+
+    overrides = {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3, **store}
+    monkeypatch.setattr(EpochSeed, "on_train_epoch_start", stop_at_epoch_2)
+    with pytest.raises(RuntimeError, match="stopped after epoch 1"):
+        train(compose("train", overrides))
+    [last] = (Path(store["paths.log_dir"]) / "exp1_dcgan_fruits").rglob("last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1
+    # epoch 1 (step 2) is in its checkpoint only
+    assert [step for step, _ in _epoch_rows(tmp_path, "exp1_dcgan_fruits")[gan_loss("g", "epoch")]] == [1]
+
+    monkeypatch.undo()
+    train(compose("train", {**overrides, "ckpt_path": "last"}))
+    train(compose("train", {**overrides, "task_name": "uninterrupted"}))
+    resumed, reference = _epoch_rows(tmp_path, "exp1_dcgan_fruits"), _epoch_rows(tmp_path, "uninterrupted")
+    assert [step for step, _ in resumed[gan_loss("g", "epoch")]] == [1, 2, 3]
+    assert resumed == reference
