@@ -164,8 +164,8 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "yolo_facemask",
             "cpu_small",
-            20,
-            "trainer=cpu_small caps max_epochs 30 → 20, max_images all → 512, detector_imgsz 640 → 320",
+            10,
+            "trainer=cpu_small caps max_epochs 30 → 10, max_images all → 512, detector_imgsz 640 → 320",
         ),
         ("yolo_facemask", "cpu_real", 30, "trainer=cpu_real caps detector_imgsz 640 → 416"),
         ("yolo_facemask", "gpu", 30, None),
@@ -196,7 +196,7 @@ def test_the_cpu_real_profile_keeps_its_wall_clock_budget_and_sizes(store):
 
 def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
     base = {"experiment": "yolo_facemask", **store}
-    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 20  # cpu_small caps the ask
+    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 10  # cpu_small caps the ask
     assert compose("train", {**base, "epochs": 2}).trainer.max_epochs == 2  # under the cap: as asked
     # a task cpu_small does not list is capped at 5 epochs
     assert compose("train", {**base, "task_name": "other", "epochs": 50}).trainer.max_epochs == 5
@@ -206,6 +206,18 @@ def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
     forced = compose("train", {**base, "trainer.max_epochs": 7})  # the final value, taken as given
     assert forced.trainer.max_epochs == 7 and "max_epochs" not in [b.name for b in caps_that_bite(forced)]
     assert compose("train", {**base, "profile.detector_imgsz": 160}).model.imgsz == 160  # a tighter cap (tests use it)
+
+
+@pytest.mark.parametrize(("profile", "batch", "nbs"), [("cpu_small", 16, 16), ("gpu", 16, 64), ("ddp", 16, 64)])
+def test_a_profile_may_set_the_detectors_batch_and_nominal_batch(profile, batch, nbs, store):
+    """cpu_* profiles step the optimizer every batch on their few images; the others keep ultralytics' nominal 64;
+    a command-line value is taken as given."""
+    cfg = compose("train", {"experiment": "yolo_facemask", "trainer": profile, **store})
+    assert (cfg.data.batch_size, cfg.model.nbs) == (batch, nbs)
+    cfg = compose(
+        "train", {"experiment": "yolo_facemask", "trainer": profile, "data.batch_size": 4, "model.nbs": 32, **store}
+    )
+    assert (cfg.data.batch_size, cfg.model.nbs) == (4, 32)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
