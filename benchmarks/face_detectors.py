@@ -7,9 +7,9 @@
    cores). Each time holds reading, detecting, cropping, writing crops and annotated copies, faces.csv/json and
    the contact sheet, and starting the pool; not the MLflow logging, the same for all three.
 2. HOG, Haar, MMOD and YuNet, each as configured in conf/detector/, on real photos resized to 640×480:
-   images/s of `detect` alone and the ratio to HOG.
+   images/s of `detect` alone and the ratio to HOG (`--detectors` picks some; the first is the reference).
 
-    python -m benchmarks.face_detectors [--folder IMAGES] [--cards 24] [--workers N] [--photos IMAGES] [--seconds 5]
+    python -m benchmarks.face_detectors [--folder IMAGES] [--cards 24] [--workers N] [--photos IMAGES] [--seconds 5] [--detectors hog yunet]
     make bench-face-detectors ARGS="--seconds 2"
 
 The printed headline (`ratio …`) is the parallel path's (processes) to serial. Defaults for (2): the photos shipped
@@ -36,6 +36,7 @@ from datamodules.synthetic.faces import real_face_photos
 from faces.batch import detect_folder
 
 REPO = Path(__file__).resolve().parents[1]
+DETECTORS = ["hog", "haar", "mmod", "yunet"]
 DEFAULT_DETECTOR = "hog"  # conf/detect_faces.yaml's default
 LFW = Path(os.environ.get("ML_PLAYGROUND_SHARED_DATA", REPO.parent / "shared" / "data")) / "faces"
 
@@ -76,13 +77,13 @@ def serial_vs_parallel(folder: Path, workers: int) -> float:
     return speeds[f"{workers} processes"] / serial
 
 
-def detector_speeds(photos: list, seconds: float) -> None:
+def detector_speeds(photos: list, seconds: float, detectors: list[str]) -> None:
     print(
         f"\n2. detect() alone on {len(photos)} real photos resized to 640×480, one process, ≥ {seconds:.0f} s per detector"
     )
-    print(f"   {'detector':<8} {'images/s':>9} {'s/image':>8} {'vs hog':>7} {'faces/image':>12}")
+    print(f"   {'detector':<8} {'images/s':>9} {'s/image':>8} {'vs ' + detectors[0]:>7} {'faces/image':>12}")
     reference = None
-    for name in ("hog", "haar", "mmod", "yunet"):
+    for name in detectors:
         detector = configured_detector(name)
         detector.detect(photos[0])  # warm-up: builds the native detector, loads the model
         calls, faces, start = 0, 0, time.perf_counter()
@@ -103,6 +104,9 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help="photos for the detector comparison (default: see above)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="default: cores available")
     parser.add_argument("--seconds", type=float, default=5.0, help="minimum time per detector")
+    parser.add_argument(
+        "--detectors", nargs="+", default=DETECTORS, choices=DETECTORS, help="for (2); the first is the reference"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +121,9 @@ def main() -> None:
         pixels = [photo.rgb for photo in real_face_photos()]
         if LFW.is_dir():
             pixels += [read_rgb(sorted(person.glob("*.jpg"))[0]) for person in sorted(LFW.iterdir()) if person.is_dir()]
-    detector_speeds([cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_LINEAR) for rgb in pixels], args.seconds)
+    detector_speeds(
+        [cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_LINEAR) for rgb in pixels], args.seconds, args.detectors
+    )
     print_ratio(f"detect-faces speed, {args.workers} processes / serial", ratio, 1.8)
 
 
