@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 import core  # noqa: F401  (offline switches, PROJECT_ROOT)
 from benchmarks.common import REPO, SHARED_DATA, compose, print_ratio
 from core.checkpoints import NoCheckpoint, find_checkpoint
@@ -61,14 +63,18 @@ def run_ours(cfg) -> dict:
     return {"frames": summary["frames"], "seconds": time.perf_counter() - start, "loop_fps": summary["frames_per_s"]}
 
 
-def run_peer(pt: Path, source: Path, cfg, imgsz: int, out: Path) -> dict:
+def run_peer(pt: Path, source: Path, cfg, imgsz: int, out: Path, threads: int | None) -> dict:
     from ultralytics import YOLO
 
     from experiments.monitor_facemask import _device
 
     device = _device(cfg.device)
     start = time.perf_counter()
-    results = YOLO(str(pt)).track(
+    model, used = YOLO(str(pt)), []
+    if threads:  # its predictor's select_device sets its own count first
+        model.add_callback("on_predict_batch_start", lambda predictor: torch.set_num_threads(threads))
+    model.add_callback("on_predict_batch_end", lambda predictor: used.append(torch.get_num_threads()))
+    results = model.track(
         source=str(source),
         stream=True,
         imgsz=imgsz,
@@ -87,7 +93,7 @@ def run_peer(pt: Path, source: Path, cfg, imgsz: int, out: Path) -> dict:
         frames += 1
         if frames == cfg.max_frames:
             break
-    return {"frames": frames, "seconds": time.perf_counter() - start}
+    return {"frames": frames, "seconds": time.perf_counter() - start, "threads": max(used, default=0)}
 
 
 def main() -> None:
@@ -96,6 +102,7 @@ def main() -> None:
     parser.add_argument("--ckpt", type=Path, help="a face-mask checkpoint (default: see above)")
     parser.add_argument("--tracker", choices=("bytetrack", "botsort"), default="bytetrack")
     parser.add_argument("--frames", type=int, help="the first N frames only (both)")
+    parser.add_argument("--peer-threads", choices=("same", "own"), default="same")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for our entry")
     args = parser.parse_args()
     if not args.source.is_file():
@@ -124,7 +131,8 @@ def main() -> None:
         imgsz = int(cfg.imgsz or module.hparams.imgsz)
         pt = write_ultralytics_checkpoint(module, work / "facemask.pt", imgsz)
         ours = run_ours(cfg)
-        peer = run_peer(pt, args.source, cfg, imgsz, work / "ultralytics")
+        threads = torch.get_num_threads() if args.peer_threads == "same" else None
+        peer = run_peer(pt, args.source, cfg, imgsz, work / "ultralytics", threads)
 
     ours_fps, peer_fps = ours["frames"] / ours["seconds"], peer["frames"] / peer["seconds"]
     print(f"\nmonitor-facemask vs yolo track on {args.source.name}, {imgsz} px, {args.tracker}, checkpoint {ckpt}")
@@ -133,7 +141,7 @@ def main() -> None:
         f"{ours['seconds']:.1f} s), {ours['loop_fps']:.2f} frames/s in its frame loop"
     )
     print(
-        f"  yolo track (save=True): {peer_fps:.2f} frames/s over the call ({peer['frames']} frames, {peer['seconds']:.1f} s)"
+        f"  yolo track (save=True, {peer['threads']} torch threads): {peer_fps:.2f} frames/s over the call ({peer['frames']} frames, {peer['seconds']:.1f} s)"
     )
     print(json.dumps({"ours": ours, "yolo_track": peer}))
     print_ratio(f"monitor-facemask frames/s, ours / yolo track ({args.tracker})", ours_fps / peer_fps, 1.0)
