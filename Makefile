@@ -73,8 +73,8 @@ mlflow-upload: $(STAMP) ## upload the runs that went on in the local store while
 register: $(STAMP) ## register TASK's best finished run's model (or RUN=<run id>'s) in the MLflow Model Registry under the task's name
 	$(PY) -m experiments.register $(call opt_path_arg,task,TASK) $(if $(RUN),run_id=$(RUN)) $(ARGS)
 
-bench-dcgan: $(STAMP) ## images/s of the Lightning DCGAN step vs a plain PyTorch loop
-	$(PY) -m benchmarks.dcgan_throughput $(ARGS)
+bench-dcgan: $(STAMP) ## s/epoch of make exp1-dcgan (FID/KID, grids, MLflow, checkpoints) vs a plain PyTorch loop saving the same grids and checkpoints; ratio
+	$(PY) -m benchmarks.dcgan_epoch $(ARGS)
 
 # ---- Face recognition (VGG16 transfer learning) -----------------------------------------------------
 .PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize eval-lfw eval-openset bench-vgg16
@@ -109,11 +109,11 @@ detect-faces: $(STAMP) ## crop every face in IN=<folder> (default: generated ID 
 compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation, P/R/F1 vs score threshold [VOC=<folder>] [LFW=<Name>/*.jpg folder] -> reports/face_detectors/
 	$(PY) -m experiments.compare_face_detectors $(call opt_path_arg,voc,VOC) $(call opt_path_arg,lfw,LFW) $(ARGS)
 
-bench-face-detectors: $(STAMP) ## images/s: detect-faces serial vs 2 processes; HOG vs Haar vs MMOD vs YuNet at 640x480
+bench-face-detectors: $(STAMP) ## images/s of make detect-faces on its default cards: serial vs processes vs threads (ratio); HOG vs Haar vs MMOD vs YuNet at 640x480
 	$(PY) -m benchmarks.face_detectors $(ARGS)
 
 # ---- Face-mask detection (YOLO) -------------------------------------------------------------------------
-.PHONY: yolo-facemask convert-facemask predict-facemask monitor-facemask eval-facemask export-facemask bench-yolo
+.PHONY: yolo-facemask convert-facemask predict-facemask monitor-facemask eval-facemask export-facemask bench-yolo bench-monitor
 
 yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facemask_real trainer=cpu_real" for the real subset)
 	$(TRAIN) experiment=yolo_facemask $(ARGS)
@@ -133,8 +133,11 @@ eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: bes
 export-facemask: $(STAMP) ## CKPT (default: best of the newest run) as facemask.pt for yolo predict/track/export + FORMAT=<onnx,torchscript,…>, parity-checked; last line JSON
 	$(PY) -m experiments.export_facemask 'formats=[$(FORMAT)]' $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
-bench-yolo: $(STAMP) ## s/batch of the Lightning YOLO module vs ultralytics' trainer; PyTorch vs ONNX Runtime images/s
-	$(PY) -m benchmarks.yolo_step $(ARGS)
+bench-yolo: $(STAMP) ## s/epoch of make yolo-facemask ARGS="data=facemask_real trainer=cpu_real" vs ultralytics' DetectionTrainer, val mAP50 of both; ratio
+	$(PY) -m benchmarks.yolo_facemask_train $(ARGS)
+
+bench-monitor: $(STAMP) ## frames/s of make monitor-facemask vs yolo track on ../shared/data/video, same weights, size and tracker; ratio
+	$(PY) -m benchmarks.monitor_facemask $(ARGS)
 
 # ---- Reports and web ----------------------------------------------------------------------------------------
 .PHONY: report export-web web-deps web demo

@@ -1,7 +1,7 @@
 """Monitor a video file, a camera or a stream for people without a face mask:
 `python -m experiments.monitor_facemask source=<video | camera index | rtsp:// or http(s):// URL> [ckpt=...]`.
 
-Each person is tracked (ultralytics' ByteTrack) and raises one alert after `alert_after_s` seconds unmasked: a JSON
+Each person is tracked (ultralytics' ByteTrack, or BoT-SORT with `tracker_type=botsort`) and raises one alert after `alert_after_s` seconds unmasked: a JSON
 line on stdout and in `events.jsonl`, POSTed to `webhook.url` when set. Writes `annotated.mp4`, `tracks.csv` and
 `summary.json` in `out_dir`, logs them to MLflow (experiment `monitor_facemask`), and prints the summary
 `{"frames", "people", "unmasked_people", "alerts"}` as the last stdout line — also after a stream that could not
@@ -57,7 +57,7 @@ def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | No
         names = list(module.names)
         detector = yolo_detector(module, int(cfg.imgsz or module.hparams.imgsz), cfg.conf, cfg.iou)
     alerts = MaskAlerts(names, list(cfg.alert_classes), cfg.alert_after_s, cfg.smooth_frames, source=video.name)
-    tracker = make_tracker(OmegaConf.to_container(cfg.tracker, resolve=True))
+    tracker = make_tracker(OmegaConf.to_container(cfg.tracker, resolve=True), cfg.tracker_type)
     out_dir = Path(cfg.out_dir)
     webhook = (
         Webhook(cfg.webhook.url, cfg.webhook.attempts, cfg.webhook.timeout_s, cfg.webhook.backoff_s)

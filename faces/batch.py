@@ -12,6 +12,7 @@ Outputs under `out_dir` (the input folder is never written to), named by `core.o
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import multiprocessing
@@ -129,11 +130,13 @@ def detect_folder(
     crop: CropSpec = CropSpec(),
     workers: int | None = None,
     progress: bool = True,
+    threads: bool = False,
 ) -> BatchResult:
     """Detect, crop and annotate every image under `in_dir` (recursively) into `out_dir`.
 
-    `workers`: processes (None: one per available core; 1: in this process). Unreadable files are
-    skipped, logged and counted, never fatal."""
+    `workers`: processes (None: one per available core; 1: in this process), or threads of this process when
+    `threads` (dlib and OpenCV release the GIL in detection, decoding and encoding; benchmarks/face_detectors.py
+    compares the two). Unreadable files are skipped, logged and counted, never fatal."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_folders(in_dir, out_dir)
     files = find_images(in_dir)
@@ -151,6 +154,9 @@ def detect_folder(
     start = time.perf_counter()
     if workers == 1:
         results = [job(f) for f in tqdm(files, **bar)]
+    elif threads:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            results = list(tqdm(pool.map(job, files), **bar))
     else:
         # spawn, not fork: a child forked after OpenCV has started its thread pool can hang in cv2 calls
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:

@@ -1,5 +1,5 @@
-"""Face-mask monitoring of a video source: the trained detector on each frame, ultralytics' ByteTrack for persistent
-person ids, `core.mask_alerts` for the smoothed mask state and the one-alert-per-person rule.
+"""Face-mask monitoring of a video source: the trained detector on each frame, ultralytics' ByteTrack (or BoT-SORT)
+for persistent person ids, `core.mask_alerts` for the smoothed mask state and the one-alert-per-person rule.
 
 `monitor()` takes the detector as a plain callable (RGB frame → (N, 6) array `x0, y0, x1, y1, conf, class`), so a
 test or another model can stand in for `yolo_detector()`'s trained YOLO. It writes, in `out_dir`:
@@ -60,35 +60,55 @@ class DetectionBoxes:
         return self.data[:, 5]
 
 
-def bytetrack_settings(overrides: Mapping | None = None) -> dict:
-    """The settings of the installed ultralytics' `cfg/trackers/bytetrack.yaml` (as `yolo track` reads them), with
-    `overrides` (e.g. {"track_buffer": 60}) applied on top. A key the file does not have is a UserError."""
+TRACKERS = ("bytetrack", "botsort")
+
+
+def tracker_settings(overrides: Mapping | None = None, tracker_type: str = "bytetrack") -> dict:
+    """The settings of the installed ultralytics' `cfg/trackers/<tracker_type>.yaml` (as `yolo track
+    tracker=<tracker_type>.yaml` reads them), with `overrides` (e.g. {"track_buffer": 60}) applied on top. An unknown
+    tracker or a key its file does not have is a UserError."""
     from ultralytics.utils import YAML
     from ultralytics.utils.checks import check_yaml
 
     from core.errors import UserError
 
-    settings = YAML.load(check_yaml("bytetrack.yaml"))
+    if tracker_type not in TRACKERS:
+        raise UserError(f"tracker_type: {tracker_type!r} is none of {list(TRACKERS)}")
+    settings = YAML.load(check_yaml(f"{tracker_type}.yaml"))
     unknown = sorted(set(overrides or {}) - set(settings))
     if unknown:
-        raise UserError(f"tracker: unknown key(s) {unknown} — ByteTrack's settings are {sorted(settings)}")
+        raise UserError(f"tracker: unknown key(s) {unknown} — {tracker_type}'s settings are {sorted(settings)}")
     settings.update(dict(overrides or {}))
     return settings
 
 
-def make_tracker(overrides: Mapping | None = None):
-    """ultralytics' BYTETracker with `bytetrack_settings(overrides)`."""
+def bytetrack_settings(overrides: Mapping | None = None) -> dict:
+    """`tracker_settings(overrides, "bytetrack")`."""
+    return tracker_settings(overrides, "bytetrack")
+
+
+def make_tracker(overrides: Mapping | None = None, tracker_type: str = "bytetrack"):
+    """ultralytics' BYTETracker, or BOTSORT for `tracker_type="botsort"`, with `tracker_settings(overrides,
+    tracker_type)`. BoT-SORT runs as its file sets it: global motion compensation (sparse optical flow) and no ReID
+    model (`with_reid: False`)."""
+    from ultralytics.trackers.bot_sort import BOTSORT
     from ultralytics.trackers.byte_tracker import BYTETracker
     from ultralytics.utils import IterableSimpleNamespace
 
-    return BYTETracker(args=IterableSimpleNamespace(**bytetrack_settings(overrides)))
+    tracker = BOTSORT if tracker_type == "botsort" else BYTETracker
+    return tracker(args=IterableSimpleNamespace(**tracker_settings(overrides, tracker_type)))
 
 
-def track(tracker, detections: np.ndarray) -> list[tuple[int, np.ndarray, float, int]]:
+def track(tracker, detections: np.ndarray, rgb: np.ndarray | None = None) -> list[tuple[int, np.ndarray, float, int]]:
     """One frame through the tracker: (track id, detection box x0 y0 x1 y1, confidence, class) for each confirmed
-    track matched in this frame (the detection's own box and class, not the Kalman prediction)."""
+    track matched in this frame (the detection's own box and class, not the Kalman prediction). `rgb`: the frame
+    (H, W, 3) uint8, which BoT-SORT's motion compensation needs (given to it as BGR, as `yolo track` does);
+    ByteTrack does not read it."""
+    from ultralytics.trackers.bot_sort import BOTSORT
+
     detections = np.asarray(detections, dtype=np.float32).reshape(-1, 6)
-    tracks = tracker.update(DetectionBoxes(detections))
+    bgr = np.ascontiguousarray(rgb[..., ::-1]) if rgb is not None and isinstance(tracker, BOTSORT) else None
+    tracks = tracker.update(DetectionBoxes(detections), bgr)
     people = []
     for row in np.asarray(tracks).reshape(-1, 8):
         det = detections[int(row[7])]
@@ -143,7 +163,7 @@ def monitor(
     writer, count, interrupted, start = None, 0, False, time.perf_counter()
     try:
         for frame in frames:
-            people = track(tracker, detector(frame.rgb))
+            people = track(tracker, detector(frame.rgb), frame.rgb)
             for event in alerts.update(frame.index, frame.time_s, people):
                 sink.emit(event)
             if save_video:

@@ -329,6 +329,25 @@ def test_unknown_tracker_setting_is_a_user_error():
     assert make_tracker({"track_buffer": 60}).max_frames_lost == 60
     with pytest.raises(UserError, match=r"^tracker: unknown key\(s\) \['buffer'\]"):
         make_tracker({"buffer": 60})
+    with pytest.raises(UserError, match=r"^tracker_type: 'sort' is none of \['bytetrack', 'botsort'\]"):
+        make_tracker(tracker_type="sort")
+
+
+def test_botsort_without_reid_tracks_the_generated_video_to_the_same_people_and_alerts(clip, tmp_path, capsys):
+    from ultralytics.trackers.bot_sort import BOTSORT
+
+    from experiments.monitor_facemask import run
+    from lightning_modules.yolo_monitor import make_tracker
+
+    tracker = make_tracker(tracker_type="botsort")
+    assert (
+        isinstance(tracker, BOTSORT) and tracker.args.with_reid is False and tracker.args.gmc_method == "sparseOptFlow"
+    )
+    # Its motion compensation reads every frame (without one it fails): the run itself shows the frame reaches it.
+    run(_cfg(tmp_path, clip["path"], tracker_type="botsort"), detector=GroundTruth(clip["truth"]), names=NAMES)
+    # The same unmasked people and alerts as ByteTrack; 8 ids for the 5 people (measured: BoT-SORT's association,
+    # not ByteTrack's, re-identifies 3 of them as new on this clip of jumping cartoon faces).
+    assert _last_json(capsys.readouterr().out) == {"frames": 80, "people": 8, "unmasked_people": 3, "alerts": 2}
 
 
 class MjpegStream(BaseHTTPRequestHandler):

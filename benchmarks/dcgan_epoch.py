@@ -1,0 +1,119 @@
+"""DCGAN experiment 1 as `make exp1-dcgan` runs it, against a plain PyTorch loop doing the same training, in one run:
+
+    python -m benchmarks.dcgan_epoch [--epochs 5] [hydra overrides for our entry, e.g. data=fruits360_real trainer=cpu_real]
+    make bench-dcgan ARGS="--epochs 8"
+
+Ours: `python -m experiments.train experiment=exp1_dcgan_fruits trainer.max_epochs=E <overrides>` in a child process,
+the make target's path with everything on (FID/KID every epoch, the sample grid, MLflow metrics and system metrics,
+checkpoints, loss curves, the logged model), its log folder and MLflow store in a temporary folder. The peer, in this
+process: the same nets (`model` of our composed config, built by the same class), data (the datamodule's decoded
+uint8 images), batch, optimiser settings and targets, in a plain loop (one D and one G step per batch, as
+`DCGAN.training_step`) that writes the same fixed-noise grid (`DCGAN.sample_grid`) as a PNG every
+`sample_every_n_epochs` and a checkpoint (both nets and optimisers) every epoch; no metrics, no MLflow.
+
+Printed: s/epoch of each (benchmarks/common.py: epochs 2 … E−1; start-up and end excluded) and `ratio …` = our
+speed / the plain loop's (goal ≥ 0.95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader, TensorDataset
+
+import core  # noqa: F401  (offline switches, PROJECT_ROOT)
+from benchmarks.common import compose, merge_overrides, per_epoch, print_ratio, steady_epoch_seconds, train_entry
+from datamodules.gan import to_unit_range
+
+TARGET = ("experiment=exp1_dcgan_fruits",)
+
+
+def plain_loop(cfg, out: Path) -> dict:
+    """Train `cfg`'s DCGAN for `cfg.trainer.max_epochs` in a plain loop; return {"epoch_s", "images"}."""
+    torch.manual_seed(int(cfg.seed))
+    data = instantiate(cfg.data, _convert_="partial")
+    data.prepare_data()
+    data.setup("fit")
+    model = instantiate(cfg.model, quality=None, _convert_="partial")  # its nets and fixed grid noise; no FID/KID
+    hp = model.hparams
+    g, d = model.generator, model.discriminator
+    opt_g = torch.optim.Adam(g.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+    opt_d = torch.optim.Adam(d.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+    loader = DataLoader(TensorDataset(data.images), batch_size=int(cfg.data.batch_size), shuffle=True, drop_last=True)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    starts = []
+    for epoch in range(int(cfg.trainer.max_epochs)):
+        starts.append(time.time())
+        for (batch,) in loader:
+            real = to_unit_range(batch)
+            fake = g(torch.randn(real.shape[0], g.latent_dim))
+            logits_real, logits_fake = d(real), d(fake.detach())
+            d_loss = F.binary_cross_entropy_with_logits(
+                logits_real, torch.full_like(logits_real, hp.real_label_mean)
+            ) + F.binary_cross_entropy_with_logits(logits_fake, torch.full_like(logits_fake, hp.fake_label_mean))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            logits_gen = d(fake)
+            g_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+        if (epoch + 1) % hp.sample_every_n_epochs == 0:
+            cv2.imwrite(str(out / "samples" / f"epoch_{epoch + 1:04d}.png"), model.sample_grid()[..., ::-1])
+        state = {"epoch": epoch, "generator": g.state_dict(), "discriminator": d.state_dict()}
+        torch.save({**state, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}, out / "last.pt")
+    return {"epoch_s": steady_epoch_seconds(starts), "images": len(data.images)}  # timed as ours: epochs 2 … E−1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of both runs (>= 3; E-2 are timed)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="logs, MLflow store and the plain loop's files (default: temporary)"
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for our entry (the plain loop follows them)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        overrides = merge_overrides(
+            [
+                *TARGET,
+                f"trainer.max_epochs={args.epochs}",  # as given: not lowered by the profile's epoch cap
+                f"paths.log_dir={work / 'logs'}",
+                f"paths.mlflow_dir={work}",
+            ],
+            args.overrides,
+        )
+        ours = train_entry(overrides, work)
+        cfg = compose("train", overrides)
+        plain = plain_loop(cfg, work / "plain")
+
+    width = cfg.model.generator.width_multiplier
+    print(
+        f"\nDCGAN exp1 ({plain['images']} images, batch {cfg.data.batch_size}, width {width}), "
+        f"epochs 2..{args.epochs - 1} timed"
+    )
+    print(f"  ours (make exp1-dcgan: FID/KID, grids, MLflow, checkpoints): {per_epoch(ours['epoch_s'])}")
+    print(f"  plain PyTorch loop (grids, checkpoints): {per_epoch(plain['epoch_s'])}")
+    print(json.dumps({"ours": ours, "plain": plain}, default=float))
+    print_ratio(
+        "DCGAN exp1 speed, ours / plain PyTorch per epoch",
+        statistics.median(plain["epoch_s"]) / statistics.median(ours["epoch_s"]),
+        0.95,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Frames/s of `make monitor-facemask` against `yolo track` on the same weights, image size and tracker, in one run:
+
+    python -m benchmarks.monitor_facemask [--source VIDEO] [--ckpt CKPT] [--tracker bytetrack|botsort] [overrides …]
+    make bench-monitor ARGS="--tracker botsort"
+
+Ours: `experiments.monitor_facemask.run` on the composed `monitor_facemask` config (the entry's path: checkpoint
+loading, detection, tracking, alerts, annotated.mp4, tracks.csv, summary.json, MLflow logging), its outputs and MLflow
+store in a temporary folder; trailing arguments are Hydra overrides for it (e.g. `max_frames=100`). The peer:
+ultralytics' `YOLO(<facemask.pt>).track(...)`, the API behind `yolo track`, on the ultralytics-format checkpoint
+that `make export-facemask` writes (`write_ultralytics_checkpoint`, the same function), with the same image size
+(the checkpoint's training size), `conf`, `iou`, tracker yaml (`tracker_type`) and device, and `save=True` (the
+annotated video, as `yolo track` on the command line saves it). Both run in this process, ours first.
+
+Default input: ../shared/data/video/short_hamilton_clip.mp4. Default weights: `--ckpt`, else the newest face-mask
+run under logs/, else a tiny one trained here first (`experiments.train experiment=yolo_facemask debug=fast`).
+
+Printed: frames/s of each over the whole call (model loading and outputs included) and of ours' frame loop alone
+(its summary's `frames_per_s`), and `ratio …` = ours / `yolo track`, whole calls (goal ≥ 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import core  # noqa: F401  (offline switches, PROJECT_ROOT)
+from benchmarks.common import REPO, SHARED_DATA, compose, print_ratio
+from core.checkpoints import NoCheckpoint, find_checkpoint
+
+VIDEO = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
+
+
+def trained_checkpoint(ckpt: Path | None, work: Path) -> Path:
+    """`ckpt`, else the newest face-mask checkpoint under logs/, else a tiny one trained into `work`."""
+    if ckpt:
+        return ckpt
+    try:
+        return find_checkpoint(REPO / "logs", "yolo_facemask")
+    except NoCheckpoint:
+        pass
+    print("no face-mask checkpoint under logs/: training a tiny one (debug=fast)", flush=True)
+    logs = work / "tiny"
+    command = [sys.executable, "-m", "experiments.train", "experiment=yolo_facemask", "debug=fast"]
+    subprocess.run([*command, f"paths.log_dir={logs}", f"paths.mlflow_dir={logs}"], cwd=REPO, check=True)
+    return find_checkpoint(logs, "yolo_facemask")
+
+
+def run_ours(cfg) -> dict:
+    from experiments.monitor_facemask import run
+
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # its alerts and summary lines
+        summary = run(cfg)
+    return {"frames": summary["frames"], "seconds": time.perf_counter() - start, "loop_fps": summary["frames_per_s"]}
+
+
+def run_peer(pt: Path, source: Path, cfg, imgsz: int, out: Path, threads: int | None) -> dict:
+    from ultralytics import YOLO
+
+    from experiments.monitor_facemask import _device
+
+    device = _device(cfg.device)
+    start = time.perf_counter()
+    model, used = YOLO(str(pt)), []
+    if threads:  # its predictor's select_device sets its own count first
+        model.add_callback("on_predict_batch_start", lambda predictor: torch.set_num_threads(threads))
+    model.add_callback("on_predict_batch_end", lambda predictor: used.append(torch.get_num_threads()))
+    results = model.track(
+        source=str(source),
+        stream=True,
+        imgsz=imgsz,
+        conf=cfg.conf,
+        iou=cfg.iou,
+        tracker=f"{cfg.tracker_type}.yaml",
+        device="cpu" if device == "cpu" else 0,
+        save=True,
+        project=str(out),
+        name="yolo_track",
+        exist_ok=True,
+        verbose=False,
+    )
+    frames = 0
+    for _ in results:
+        frames += 1
+        if frames == cfg.max_frames:
+            break
+    return {"frames": frames, "seconds": time.perf_counter() - start, "threads": max(used, default=0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, default=VIDEO, help="a video file")
+    parser.add_argument("--ckpt", type=Path, help="a face-mask checkpoint (default: see above)")
+    parser.add_argument("--tracker", choices=("bytetrack", "botsort"), default="bytetrack")
+    parser.add_argument("--frames", type=int, help="the first N frames only (both)")
+    parser.add_argument("--peer-threads", choices=("same", "own"), default="same")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for our entry")
+    args = parser.parse_args()
+    if not args.source.is_file():
+        parser.error(f"--source {args.source}: video not found (see ../shared/data/README.md)")
+    core.offline.disable_ultralytics_integrations()
+
+    from lightning_modules.ultralytics_checkpoint import write_ultralytics_checkpoint
+    from lightning_modules.yolo_inference import load_detector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        ckpt = trained_checkpoint(args.ckpt, work)
+        cfg = compose(
+            "monitor_facemask",
+            [
+                f"source={args.source}",
+                f"ckpt={ckpt}",
+                f"tracker_type={args.tracker}",
+                f"out_dir={work / 'ours'}",
+                f"paths.mlflow_dir={work}",
+                *([f"max_frames={args.frames}"] if args.frames else []),
+                *args.overrides,
+            ],
+        )
+        module = load_detector(ckpt)
+        imgsz = int(cfg.imgsz or module.hparams.imgsz)
+        pt = write_ultralytics_checkpoint(module, work / "facemask.pt", imgsz)
+        ours = run_ours(cfg)
+        threads = torch.get_num_threads() if args.peer_threads == "same" else None
+        peer = run_peer(pt, args.source, cfg, imgsz, work / "ultralytics", threads)
+
+    ours_fps, peer_fps = ours["frames"] / ours["seconds"], peer["frames"] / peer["seconds"]
+    print(f"\nmonitor-facemask vs yolo track on {args.source.name}, {imgsz} px, {args.tracker}, checkpoint {ckpt}")
+    print(
+        f"  ours (make monitor-facemask): {ours_fps:.2f} frames/s over the call ({ours['frames']} frames, "
+        f"{ours['seconds']:.1f} s), {ours['loop_fps']:.2f} frames/s in its frame loop"
+    )
+    print(
+        f"  yolo track (save=True, {peer['threads']} torch threads): {peer_fps:.2f} frames/s over the call ({peer['frames']} frames, {peer['seconds']:.1f} s)"
+    )
+    print(json.dumps({"ours": ours, "yolo_track": peer}))
+    print_ratio(f"monitor-facemask frames/s, ours / yolo track ({args.tracker})", ours_fps / peer_fps, 1.0)
+
+
+if __name__ == "__main__":
+    main()
