@@ -208,7 +208,9 @@ def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
     assert compose("train", {**base, "profile.detector_imgsz": 160}).model.imgsz == 160  # a tighter cap (tests use it)
 
 
-@pytest.mark.parametrize(("profile", "batch", "nbs"), [("cpu_small", 16, 16), ("gpu", 16, 64), ("ddp", 16, 64)])
+@pytest.mark.parametrize(
+    ("profile", "batch", "nbs"), [("cpu_small", 16, 16), ("cpu_real", 8, 8), ("gpu", 16, 64), ("ddp", 16, 64)]
+)
 def test_a_profile_may_set_the_detectors_batch_and_nominal_batch(profile, batch, nbs, store):
     """cpu_* profiles step the optimizer every batch on their few images; the others keep ultralytics' nominal 64;
     a command-line value is taken as given."""

@@ -2,7 +2,7 @@
 user runs, through the train entry with the real configs and the default profile (`trainer=cpu_small`), reaches at
 least the figure measured here minus a stated margin. A change that makes a model learn less fails them.
 
-The face-mask fine-tune's floor is kept elsewhere (its profile is being tuned).
+The face-mask fine-tune runs `trainer=cpu_real`, the profile the README gives for the real subset.
 """
 
 from __future__ import annotations
@@ -16,27 +16,31 @@ from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
 pytestmark = pytest.mark.slow
 
 
-def _train(store: dict, experiment: str, data: str) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Train `experiment` on `data` as `python -m experiments.train experiment=… data=…` does; the run's metric
-    histories {name: [value per step, in step order]} and its params."""
+def _train(
+    store: dict, experiment: str, data: str, trainer: str = "cpu_small", metrics: tuple[str, ...] = (VAL_ACC, KID, FID)
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Train `experiment` on `data` as `python -m experiments.train experiment=… data=… trainer=…` does; the run's
+    metric histories {name: [value per epoch, in step order]} of `metrics` and its params."""
     cfg = compose(
         "train",
         {
             "experiment": experiment,
             "data": data,
+            "trainer": trainer,
             "paths.shared_data": str(SHARED_DATA),  # the folder the skip condition looked at
             "trainer.enable_progress_bar": False,
+            "log_model": False,  # the MLflow model is not what these floors measure
             **store,
         },
     )
-    assert cfg.profile.name == "trainer=cpu_small"  # the default profile: the floors below were measured with it
+    assert cfg.profile.name == f"trainer={trainer}"  # the profile the floors below were measured with
     train(cfg)
     client, runs = mlflow_runs(store["paths.mlflow_dir"], cfg.task_name)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
     histories = {
         name: [m.value for m in sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)]
-        for name in (VAL_ACC, KID, FID)
+        for name in metrics
     }
     return histories, run.data.params
 
@@ -64,3 +68,21 @@ def test_exp1_dcgan_on_real_fruits_kid_falls(store):
     kid, fid = metrics[KID], metrics[FID]
     assert len(kid) == 5 and kid[-1] <= 0.70 * kid[0], kid
     assert len(fid) == 5 and fid[-1] <= 0.75 * fid[0], fid
+
+
+@needs_shared_data("facemask-voc")
+@needs_shared_data("weights", "yolov5n.pt")
+def test_facemask_fine_tune_from_coco_reaches_its_measured_map50(store):
+    # Measured 2026-11-30 (30 epochs from the COCO start at 416 px, batch 8, an optimizer step every batch):
+    #   python -m experiments.train experiment=yolo_facemask data=facemask_real trainer=cpu_real
+    # best epoch 27 (by val/fitness): val mAP50 0.654, without_mask AP50 0.692 on the 23 val images
+    # (before the profile's batch 8 / nbs 8: 0.311 and 0.119).
+    # Floors, at the best epoch (the checkpoint every tool uses): mAP50 >= 0.55, without_mask AP50 >= 0.55 (issue 19's
+    # goals are 0.50 and 0.55; the margin covers CPU thread-order noise, not a change that learns less).
+    names = ("val/map50", "val/ap50/1_without_mask", "val/fitness")
+    metrics, params = _train(store, "yolo_facemask", "facemask_real", trainer="cpu_real", metrics=names)
+    assert (params["data.batch_size"], params["model.nbs"]) == ("8", "8")
+    best = max(range(len(metrics["val/fitness"])), key=metrics["val/fitness"].__getitem__)
+    assert len(metrics["val/map50"]) == 30, metrics["val/map50"]  # 30 epochs within the profile's 12-minute budget
+    assert metrics["val/map50"][best] >= 0.55, (best, metrics)
+    assert metrics["val/ap50/1_without_mask"][best] >= 0.55, (best, metrics)
