@@ -1,8 +1,8 @@
 """The demo's trainings learn (slow): each application's default CPU-sized run (`trainer=cpu_small`, the
 configuration `make demo` trains) on the built-in data reaches the result a person can see work.
 
-Thresholds (README, "make demo"): exp1's KID against the built-in fruits at its best epoch is at most half its
-first epoch's (not reached yet: marked xfail, strict, so that the day it passes is noticed); the face-mask detector's best val mAP50 is at least 0.5 (from the COCO start when
+Thresholds (README, "make demo"): exp1's KID against the built-in fruits at its last epoch (the grid the demo
+shows) is at most half its first epoch's; the face-mask detector's best val mAP50 is at least 0.5 (from the COCO start when
 ../shared/data/weights/yolov5n.pt exists, as the demo does); the face classifier's best val accuracy is at least
 0.9 on the built-in identities (dlib's descriptor: no VGG16 weights are configured). The default suite runs the
 same configurations for two steps (tests/test_entry.py, test_best_checkpoint.py).
@@ -30,15 +30,12 @@ def _train(experiment: str, store: dict) -> None:
     train(cfg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not yet: exp1's paper settings (batch 64, lr 1e-4, beta1 0.9) still draw noise after 11 epochs of the "
-    "built-in fruits (KID 0.735 -> 0.427, flat from epoch 4); the demo keeps its 5 epochs and the report marks it",
-)
 def test_exp1_kid_at_least_halves(tmp_path, store):
+    # Measured 2026-11-30 (cpu_small: 20 epochs, DCGAN's recipe of profile.dcgan): KID 0.887 at epoch 1, 0.475 at 10,
+    # 0.024 at 20; the paper code's recipe stayed at 0.80 after 40 epochs (README, "Sizes").
     _train("exp1_dcgan_fruits", store)
     kid = _history(tmp_path, "exp1_dcgan_fruits", "quality/kid")
-    assert min(kid) <= 0.5 * kid[0], kid
+    assert len(kid) == 20 and kid[-1] <= 0.5 * kid[0], kid
 
 
 def test_facemask_detector_finds_the_faces(tmp_path, store):

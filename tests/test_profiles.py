@@ -9,6 +9,7 @@ its own defaults list, e.g. ddp → gpu). Composition only, no training.
 from __future__ import annotations
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from core.config import CAPS, cap, caps_that_bite, describe_bites
@@ -42,6 +43,21 @@ def _leaves(node: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _recipe_or(value, prof_file: dict):
+    """`value`, or for "${oc.select:profile.<dotted key>,<default>}" the profile file's <dotted key> when it has one,
+    else <default> parsed as YAML (written out here, independently of OmegaConf's resolver)."""
+    prefix = "${oc.select:profile."
+    if not (isinstance(value, str) and value.startswith(prefix)):
+        return value
+    key, default = value[len(prefix) : -1].split(",", 1)
+    node = prof_file.get("profile", {})
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return yaml.safe_load(default)
+        node = node[part]
+    return node
 
 
 def _min(asked, limit):
@@ -126,9 +142,11 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
     # the caps that bite are exactly those reported (log line and MLflow tag)
     biting = [name for name, value in read.items() if value != asked[name]]
     assert [b.name for b in caps_that_bite(cfg)] == [c.name for c in CAPS if c.name in biting]
-    # every other setting of the experiment is what the experiment states, whatever the profile
+    # every other setting of the experiment is what the experiment states, whatever the profile; a setting the
+    # experiment leaves to a profile's recipe (`${oc.select:profile.<key>,<paper value>}`) is the profile file's value
+    # when it gives one, else the paper value
     for key, value in _leaves({k: v for k, v in exp_file.items() if k not in ASKS}).items():
-        assert OmegaConf.select(cfg, key) == value, key
+        assert OmegaConf.select(cfg, key) == _recipe_or(value, prof_file), key
     # the profile's settings (accelerator, precision, max_time …) are settings: taken as the profile states them
     for key, value in _leaves(prof_file.get("trainer", {}), "trainer.").items():
         assert OmegaConf.select(cfg, key) == value, key
@@ -140,8 +158,8 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "exp1_dcgan_fruits",
             "cpu_small",
-            5,
-            "trainer=cpu_small caps max_epochs 1000 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
+            20,
+            "trainer=cpu_small caps max_epochs 1000 → 20, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
         ("exp1_dcgan_fruits", "gpu", 1000, None),
@@ -152,14 +170,14 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "exp2_dcgan_hardhat",
             "cpu_small",
-            5,
-            "trainer=cpu_small caps max_epochs 800 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
+            10,
+            "trainer=cpu_small caps max_epochs 800 → 10, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         (
             "exp3_dcgan_hardhat_tricks",
             "cpu_small",
-            5,
-            "trainer=cpu_small caps max_epochs 200 → 5, width_multiplier 1.0 → 0.125, max_images all → 512",
+            10,
+            "trainer=cpu_small caps max_epochs 200 → 10, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         (
             "yolo_facemask",
@@ -242,3 +260,32 @@ def test_the_cap_resolver():
         None,
     )
     assert (cap(-1, 5), cap(1.0, 0.125), cap(0.5, 1.0)) == (5, 0.125, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "profile", "want"),
+    [
+        # cpu_small: DCGAN's own recipe (Radford et al. 2016) for the demo; exp3 keeps its own batch and lr
+        ("exp1_dcgan_fruits", "cpu_small", (16, 2e-4, [0.5, 0.999], 0.5, False)),
+        ("exp2_dcgan_hardhat", "cpu_small", (16, 2e-4, [0.5, 0.999], 0.5, False)),
+        ("exp3_dcgan_hardhat_tricks", "cpu_small", (8, 2e-4, [0.5, 0.999], 0.5, False)),
+        # every other profile: the paper code's (batch 64 / 8, lr 1e-4 / 2e-4, Adam's default betas, D with BN on
+        # its input layer); D's dropout is the paper code's 0.5 in all
+        ("exp1_dcgan_fruits", "cpu_real", (64, 1e-4, [0.9, 0.999], 0.5, True)),
+        ("exp2_dcgan_hardhat", "gpu", (64, 1e-4, [0.9, 0.999], 0.5, True)),
+        ("exp3_dcgan_hardhat_tricks", "ddp", (8, 2e-4, [0.9, 0.999], 0.5, True)),
+    ],
+)
+def test_the_demo_profile_trains_the_dcgans_with_dcgans_own_recipe(experiment, profile, want, store):
+    cfg = compose("train", {"experiment": experiment, "trainer": profile, **store})
+    got = (
+        cfg.data.batch_size,
+        cfg.model.lr,
+        list(cfg.model.betas),
+        cfg.model.discriminator.dropout,
+        cfg.model.discriminator.batchnorm_first,
+    )
+    assert got == want
+    # a command-line value is taken as given
+    cfg = compose("train", {"experiment": experiment, "trainer": profile, "model.lr": 3e-4, **store})
+    assert cfg.model.lr == 3e-4
