@@ -59,15 +59,16 @@ def test_dlib_face_recogniser_on_real_faces_stays_above_95_percent(store):
 
 @needs_shared_data("fruits360", "Training")
 def test_exp1_dcgan_on_real_fruits_kid_falls(store):
-    # Measured 2026-11-30 on 2 busy cores (3 min 37 s):
+    # Measured 2026-11-30 on 2 shared cores (132 s):
     #   python -m experiments.train experiment=exp1_dcgan_fruits data=fruits360_real
-    # (cpu_small: 5 epochs, 512 images, 1/8 width, batch 64; KID and FID against 256 real images)
-    # KID 0.312, 0.228, 0.180, 0.178, 0.177 (last/first 0.57); FID 7.10, 5.26, 4.27, 4.22, 4.19 (0.59).
-    # Floors: the last epoch's KID at most 0.70 of the first's, FID at most 0.75 of the first's.
+    # (cpu_small: 20 epochs, 512 images, 1/8 width, its DCGAN recipe: batch 16, lr 2e-4, beta1 0.5, no BN on D's
+    # input layer; KID and FID against 256 real images)
+    # KID 0.170 at epoch 1, 0.144 at 10, 0.065 at 20 (last/first 0.38); FID 4.13, 3.75, 2.09 (0.51).
+    # Floors: the last epoch's KID at most 0.55 of the first's, FID at most 0.70 of the first's.
     metrics, _ = _train(store, "exp1_dcgan_fruits", "fruits360_real")
     kid, fid = metrics[KID], metrics[FID]
-    assert len(kid) == 5 and kid[-1] <= 0.70 * kid[0], kid
-    assert len(fid) == 5 and fid[-1] <= 0.75 * fid[0], fid
+    assert len(kid) == 20 and kid[-1] <= 0.55 * kid[0], kid
+    assert len(fid) == 20 and fid[-1] <= 0.70 * fid[0], fid
 
 
 @needs_shared_data("facemask-voc")
