@@ -169,8 +169,8 @@ demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, 
 	echo "== demo: batch size x learning rate sweep of exp3 (Hydra multirun; 2 epochs a trial: the mechanism, not a result)"; \
 	$(TRAIN) experiment=exp3_dcgan_hardhat_tricks sweep=dcgan_grid epochs=2 $(DEMO_ARGS); \
 	echo "== demo: dlib face detection on the built-in ID cards"; $(PY) -m experiments.detect_faces detector=hog progress=false; \
-	echo "== demo: face detectors compared (HOG, Haar; MMOD takes minutes per card on a CPU)"; \
-	$(PY) -m experiments.compare_face_detectors "use=[hog,haar]" progress=false; \
+	echo "== demo: face detectors compared (HOG, Haar; MMOD takes minutes per card on a CPU; make compare-face-detectors adds rotations)"; \
+	$(PY) -m experiments.compare_face_detectors "use=[hog,haar]" rotations.enabled=false progress=false; \
 	echo "== demo: report and web export"; $(PY) -m experiments.report; $(PY) -m experiments.export_web; \
 	echo; echo "Demo done in $$(( $$(date +%s) - start )) s."; \
 	echo "  Report:      $(CURDIR)/reports/README.md (figures in reports/figures/)"; \

@@ -434,7 +434,7 @@ def log_pytorch_model(
     """Log `module` (a torch.nn.Module in eval mode: one float32 tensor in, one tensor out) to run `run_id` as an
     MLflow model `name` of the PyTorch flavour, serialised with `torch.export` ("pt2": loading runs no pickled code)
     with the signature inferred from `example` (a float32 array, batch first) and its output, and `example` as the
-    input example; with `onnx_path`, the ONNX file of the same weights beside it as `<name>-onnx` (ONNX flavour,
+    input example (of the PyTorch model); with `onnx_path`, the ONNX file of the same weights beside it as `<name>-onnx` (ONNX flavour,
     same signature). Both are logged models of the run's experiment, their files under its artifact location.
     The model URIs are tagged on the run (`model.uri`, `model.onnx_uri`). Returns the PyTorch
     model's URI (models:/<model id>). Raises whatever MLflow or torch.export raise."""
@@ -451,6 +451,9 @@ def log_pytorch_model(
         output = module(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, output)
     requirements = pinned_requirements()
+    # The input example is written as JSON after a deep copy and a cast per value (a detector's image batch: 11 s
+    # each time, profiled), so only the PyTorch model, which torch.export traces with it, gets it; the ONNX model
+    # has the same signature.
     info = mlflow.pytorch.log_model(
         module,
         name=name,
@@ -470,7 +473,6 @@ def log_pytorch_model(
             name=f"{name}-onnx",
             run_id=run_id,
             signature=signature,
-            input_example=example,
             pip_requirements=[*requirements, f"onnx=={onnx.__version__}"],
             metadata=dict(metadata or {}),
         )
