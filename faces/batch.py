@@ -13,10 +13,13 @@ Outputs under `out_dir` (the input folder is never written to), named by `core.o
 from __future__ import annotations
 
 import concurrent.futures
+import copy
+import dataclasses
 import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -155,8 +158,19 @@ def detect_folder(
     if workers == 1:
         results = [job(f) for f in tqdm(files, **bar)]
     elif threads:
+        # one detector per thread: dlib's detector objects are not safe to share between threads (a shared HOG
+        # detector crashed the process in bench-face-detectors); each thread builds its own on first use
+        local = threading.local()
+
+        def run(path: Path) -> ImageResult:
+            if not hasattr(local, "job"):
+                detector = copy.copy(job.detector)
+                detector.__dict__.pop("_native", None)  # the native detector (a cached_property) is rebuilt
+                local.job = dataclasses.replace(job, detector=detector)
+            return local.job(path)
+
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(job, files), **bar))
+            results = list(tqdm(pool.map(run, files), **bar))
     else:
         # spawn, not fork: a child forked after OpenCV has started its thread pool can hang in cv2 calls
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:

@@ -158,8 +158,8 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "exp1_dcgan_fruits",
             "cpu_small",
-            20,
-            "trainer=cpu_small caps max_epochs 1000 → 20, width_multiplier 1.0 → 0.125, max_images all → 512",
+            16,
+            "trainer=cpu_small caps max_epochs 1000 → 16, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
         ("exp1_dcgan_fruits", "gpu", 1000, None),
@@ -182,8 +182,8 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "yolo_facemask",
             "cpu_small",
-            10,
-            "trainer=cpu_small caps max_epochs 30 → 10, max_images all → 512, detector_imgsz 640 → 320",
+            8,
+            "trainer=cpu_small caps max_epochs 30 → 8, max_images all → 512, detector_imgsz 640 → 320",
         ),
         ("yolo_facemask", "cpu_real", 30, "trainer=cpu_real caps detector_imgsz 640 → 416"),
         ("yolo_facemask", "gpu", 30, None),
@@ -214,7 +214,7 @@ def test_the_cpu_real_profile_keeps_its_wall_clock_budget_and_sizes(store):
 
 def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
     base = {"experiment": "yolo_facemask", **store}
-    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 10  # cpu_small caps the ask
+    assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 8  # cpu_small caps the ask
     assert compose("train", {**base, "epochs": 2}).trainer.max_epochs == 2  # under the cap: as asked
     # a task cpu_small does not list is capped at 5 epochs
     assert compose("train", {**base, "task_name": "other", "epochs": 50}).trainer.max_epochs == 5
