@@ -278,6 +278,7 @@ def test_the_cap_resolver():
 )
 def test_the_demo_profile_trains_the_dcgans_with_dcgans_own_recipe(experiment, profile, want, store):
     cfg = compose("train", {"experiment": experiment, "trainer": profile, **store})
+    assert cfg.model.weight_init == ("normal_0.02" if profile == "cpu_small" or "exp3" in experiment else "default")
     got = (
         cfg.data.batch_size,
         cfg.model.lr,
