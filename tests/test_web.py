@@ -8,6 +8,7 @@ Needs Node.js with npm and the page's packages (`make web-deps`; the test skips 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -348,9 +349,10 @@ def _face_square(width: int, height: int, box: dict | None, margin: float) -> di
     return dict(zip(("x", "y", "side"), face_square(width, height, corners, margin)))
 
 
-def _drive_page(public: Path, tmp_path: Path, *args: str) -> dict:
-    """Build the page on `public` (its models/ and manifest), serve it with vite preview and drive it in headless
-    Chromium with web/e2e/playground.mjs `args`; the page's result (checked: ready, no error, no console error)."""
+@contextlib.contextmanager
+def _served_page(public: Path, tmp_path: Path):
+    """Build the page on `public` (its models/ and manifest) into tmp_path/dist and serve it with vite preview on a
+    free port; yields the page's URL once it answers, and stops the server on exit."""
     dist = tmp_path / "dist"
     _npm("run", "build", "--", "--outDir", str(dist), "--emptyOutDir", env={"PLAYGROUND_PUBLIC": str(public)})
     port = _free_port()
@@ -369,10 +371,20 @@ def _drive_page(public: Path, tmp_path: Path, *args: str) -> dict:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    screenshot = tmp_path / "playground.png"
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_for(url, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _drive_page(public: Path, tmp_path: Path, *args: str) -> dict:
+    """Build the page on `public` (its models/ and manifest), serve it with vite preview and drive it in headless
+    Chromium with web/e2e/playground.mjs `args`; the page's result (checked: ready, no error, no console error)."""
+    screenshot = tmp_path / "playground.png"
+    with _served_page(public, tmp_path) as url:
         driven = subprocess.run(
             [
                 "node",
@@ -390,9 +402,6 @@ def _drive_page(public: Path, tmp_path: Path, *args: str) -> dict:
             text=True,
             timeout=300,
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     assert driven.returncode == 0, driven.stderr[-3000:]
     result = json.loads(driven.stdout.strip().splitlines()[-1])
     print(f"screenshot: {screenshot}")
@@ -767,36 +776,8 @@ def test_page_tracks_a_fake_webcam_and_warns_once_per_unmasked_person_in_headles
     (models / "manifest.json").write_text(json.dumps(manifest))
     video = tmp_path / "people.y4m"
     _write_y4m(video, _live_frames(), LIVE_FPS)
-    dist = tmp_path / "dist"
-    _npm(
-        "run",
-        "build",
-        "--",
-        "--outDir",
-        str(dist),
-        "--emptyOutDir",
-        env={"PLAYGROUND_PUBLIC": str(tmp_path / "public")},
-    )
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(WEB / "node_modules" / ".bin" / "vite"),
-            "preview",
-            "--outDir",
-            str(dist),
-            "--port",
-            str(port),
-            "--strictPort",
-        ],
-        cwd=WEB,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     seconds = settings["alert_after_s"] + 2  # every unmasked person stays in view past alert_after_s
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        _wait_for(url, server)
+    with _served_page(tmp_path / "public", tmp_path) as url:
         driven = subprocess.run(
             [
                 "node",
@@ -817,9 +798,6 @@ def test_page_tracks_a_fake_webcam_and_warns_once_per_unmasked_person_in_headles
             text=True,
             timeout=300,
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     assert driven.returncode == 0, driven.stderr[-3000:]
     result = json.loads(driven.stdout.strip().splitlines()[-1])
     assert not result["errors"], result["errors"]
