@@ -24,9 +24,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+import core  # offline switches first; core.offline.STARTUP_ENVIRONMENT
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ML_PLAYGROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
 RATIO_LINE = re.compile(r"^ratio (?P<what>.+): (?P<ratio>\d+(\.\d+)?)x \(goal >= (?P<goal>\d+(\.\d+)?)x\)$")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch's OpenMP and MKL at start-up
 TIMER_KEY = "bench_epoch_timer"  # the callback's name in the entry's `callbacks` group
 
 
@@ -52,6 +55,19 @@ def steady_epoch_seconds(epoch_starts: Sequence[float]) -> list[float]:
     return [b - a for a, b in zip(epoch_starts[1:-1], epoch_starts[2:])]
 
 
+def user_environment() -> dict[str, str]:
+    """This process's environment with the thread settings the user started it with, for a child that runs a make
+    target's entry as the user runs it. Importing ultralytics sets OMP_NUM_THREADS=1 when it is unset, and a child
+    inherits that: the entry then trained on one of 2 cores (22-29 s an epoch in bench-yolo, 12-15 s from a shell)."""
+    env = dict(os.environ)
+    for key in THREAD_VARIABLES:
+        if key in core.offline.STARTUP_ENVIRONMENT:
+            env[key] = core.offline.STARTUP_ENVIRONMENT[key]
+        else:
+            env.pop(key, None)
+    return env
+
+
 def train_entry(overrides: Sequence[str], work: Path, profile: Path | None = None) -> dict:
     """`python -m experiments.train <overrides>` in a child process, as `make <target> ARGS=...` runs it, with
     `EpochTimer` added as one more callback (and under cProfile, stats to `profile`, when given); returns
@@ -68,7 +84,7 @@ def train_entry(overrides: Sequence[str], work: Path, profile: Path | None = Non
         f"+callbacks.{TIMER_KEY}.path={timer}",
     ]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=user_environment())
     wall = time.perf_counter() - start
     if done.returncode != 0 or not timer.is_file():
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 import core  # noqa: F401  (offline switches, PROJECT_ROOT)
-from benchmarks.common import REPO, SHARED_DATA, compose, print_ratio
+from benchmarks.common import REPO, SHARED_DATA, compose, print_ratio, user_environment
 from core.checkpoints import NoCheckpoint, find_checkpoint
 
 VIDEO = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
@@ -50,7 +50,9 @@ def trained_checkpoint(ckpt: Path | None, work: Path) -> Path:
     print("no face-mask checkpoint under logs/: training a tiny one (debug=fast)", flush=True)
     logs = work / "tiny"
     command = [sys.executable, "-m", "experiments.train", "experiment=yolo_facemask", "debug=fast"]
-    subprocess.run([*command, f"paths.log_dir={logs}", f"paths.mlflow_dir={logs}"], cwd=REPO, check=True)
+    subprocess.run(
+        [*command, f"paths.log_dir={logs}", f"paths.mlflow_dir={logs}"], cwd=REPO, check=True, env=user_environment()
+    )
     return find_checkpoint(logs, "yolo_facemask")
 
 

@@ -170,40 +170,6 @@ def image_panel(images: Mapping[str, np.ndarray], title: str, columns: int = 3):
     return fig
 
 
-DETECTION_COLOURS = ("tab:green", "tab:red", "tab:orange", "tab:blue", "tab:purple", "tab:brown")
-
-
-def detection_examples(
-    images: Sequence[np.ndarray],
-    detections: Sequence[Mapping[str, np.ndarray]],
-    names: Sequence[str],
-    title: str = "Detections",
-    columns: int = 3,
-):
-    """Images with their detected boxes (`boxes` x0,y0,x1,y1 in pixels, `scores`, `classes`), one colour per class."""
-    from matplotlib.patches import Patch, Rectangle
-
-    rows = max(1, int(np.ceil(len(images) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, det in zip(axes.flat, images, detections):
-        ax.imshow(image)
-        for (x0, y0, x1, y1), score, cls in zip(det["boxes"], det["scores"], det["classes"]):
-            colour = DETECTION_COLOURS[int(cls) % len(DETECTION_COLOURS)]
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2))
-            ax.text(x0, y0 - 2, f"{score:.2f}", color=colour, fontsize=6)
-        ax.set_title(f"{len(det['boxes'])} detection(s)  [x, y in px]", fontsize=7)
-    handles = [
-        Patch(edgecolor=DETECTION_COLOURS[i % len(DETECTION_COLOURS)], fill=False, label=name)
-        for i, name in enumerate(names)
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=len(names), fontsize=7, frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
-
-
 def face_detector_comparison(
     rows: Sequence[Mapping[str, float]],
     iou_thresholds: Sequence[float],

@@ -24,6 +24,10 @@ def project_root() -> Path:
 
 PROJECT_ROOT = project_root()
 
+# The environment as the user's shell gave it, before `configure` or any library changed it (ultralytics sets
+# OMP_NUM_THREADS=1 on import when it is unset): what a child process started "as the user would" should get.
+STARTUP_ENVIRONMENT = dict(os.environ)
+
 ENV_DEFAULTS = {
     "PROJECT_ROOT": str(PROJECT_ROOT),
     "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -185,8 +185,8 @@ class YoloDetector(pl.LightningModule):
     Batches: ultralytics' collated dicts (`img` uint8 (B, 3, imgsz, imgsz), `batch_idx`, `cls`, `bboxes` normalised
     xywh). `forward(images)`: float (B, 3, H, W) in [0, 1] → raw predictions (B, 4 + classes, anchors).
     Logs per step the three losses (`core.metric_names`), per validation epoch `val/map50`, `val/map50_95`,
-    precision, recall and AP50 per class (names made valid and stable by `core.metric_names`), and a figure of
-    predictions. At the end of training it logs ultralytics' plots of the last validation epoch under `plots/`
+    precision, recall and AP50 per class (names made valid and stable by `core.metric_names`), and the first
+    `figure_images` validation images with their predictions (`yolo_plots.prediction_grid`). At the end of training it logs ultralytics' plots of the last validation epoch under `plots/`
     (`write_plots`) and the per-epoch table `results.csv` (`write_results_csv`, one row per training epoch).
     `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository files through
     `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
@@ -239,7 +239,7 @@ class YoloDetector(pl.LightningModule):
             self.ema_net = self._ema.ema  # a registered submodule: moved with the module, saved in checkpoints
         self._val = dict(val or {})
         self._metrics: DetectionMetrics | None = None
-        self._figure: tuple[torch.Tensor, list] | None = None
+        self._figure: dict | None = None  # yolo_plots.plotted_batch of the epoch's first validation batch
         self._last_opt_step = -1
         self._mosaic_closed = False
         self.last_validation = None  # yolo_plots.ValidationSnapshot of the last validation epoch
@@ -384,8 +384,9 @@ class YoloDetector(pl.LightningModule):
         detections = self._metrics.update(preds, batch)
         self.log_dict({f"{VAL}{k}": items[k] for k in YOLO_LOSSES}, on_epoch=True, batch_size=batch["img"].shape[0])
         if batch_idx == 0 and self.hparams.figure_images:
-            k = self.hparams.figure_images
-            self._figure = (batch["img"][:k].cpu(), [{n: t.cpu() for n, t in d.items()} for d in detections[:k]])
+            from lightning_modules.yolo_plots import plotted_batch
+
+            self._figure = plotted_batch(batch, detections, limit=self.hparams.figure_images)
 
     def on_validation_epoch_end(self) -> None:
         results = self._metrics.compute()
@@ -399,25 +400,10 @@ class YoloDetector(pl.LightningModule):
             self.last_validation = self._metrics.snapshot
             self._validated_epoch = self.current_epoch
         if self._figure is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            from core.figures import detection_examples
+            from lightning_modules.yolo_plots import prediction_grid
 
-            images, detections = self._figure
-            shown = [
-                {
-                    "boxes": d["bboxes"][d["conf"] >= self.hparams.figure_conf].numpy(),
-                    "scores": d["conf"][d["conf"] >= self.hparams.figure_conf].numpy(),
-                    "classes": d["cls"][d["conf"] >= self.hparams.figure_conf].numpy().astype(int),
-                }
-                for d in detections
-            ]
-            pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-            figure = detection_examples(
-                pixels,
-                shown,
-                self.names,
-                title=f"Validation predictions, epoch {self.current_epoch + 1} (conf ≥ {self.hparams.figure_conf})",
-            )
-            tracking.log_figure(self.trainer, figure, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1))
+            grid = prediction_grid(self._figure, self.names, self.hparams.figure_conf)
+            tracking.log_image(self.trainer, grid, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1))
 
     # -- what YOLO users expect at the end: results.csv and ultralytics' plots ---------------------------------
     def on_train_epoch_end(self) -> None:

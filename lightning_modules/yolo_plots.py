@@ -42,12 +42,12 @@ class ValidationSnapshot:
     batches: list[dict] = field(default_factory=list)
 
 
-def plotted_batch(batch: dict, detections: list[dict[str, torch.Tensor]]) -> dict:
-    """The first `PLOTTED_IMAGES` images of a validation batch (`img` float in [0, 1]) and their detections after
-    NMS (ultralytics' dicts, `bboxes` xyxy in letterboxed pixels), on the CPU, in `plot_images`' layout."""
+def plotted_batch(batch: dict, detections: list[dict[str, torch.Tensor]], limit: int = PLOTTED_IMAGES) -> dict:
+    """The first `limit` images of a validation batch (`img` float in [0, 1]) and their detections after NMS
+    (ultralytics' dicts, `bboxes` xyxy in letterboxed pixels), on the CPU, in `plot_images`' layout."""
     from ultralytics.utils import ops
 
-    k = min(len(batch["im_file"]), PLOTTED_IMAGES)
+    k = min(len(batch["im_file"]), limit)
     mine = batch["batch_idx"] < k
     labels = {
         "batch_idx": batch["batch_idx"][mine].cpu(),
@@ -64,6 +64,25 @@ def plotted_batch(batch: dict, detections: list[dict[str, torch.Tensor]]) -> dic
     # uint8 as the loader gave it (exact: the float image is uint8 / 255): a quarter of the memory
     img = (batch["img"][:k] * 255).round().to(torch.uint8).cpu()
     return {"img": img, "labels": labels, "preds": preds, "im_file": list(batch["im_file"][:k])}
+
+
+def prediction_grid(batch: dict, names: list[str], conf: float = 0.25) -> np.ndarray:
+    """A `plotted_batch`'s images with their predictions at confidence ≥ `conf`, boxes labelled with class and score:
+    ultralytics' `plot_images` (the drawing of its val_batch*_pred.jpg), as an (H, W, 3) uint8 RGB grid, at most
+    1920 px a side. A few hundredths of a second: cheap enough for every epoch."""
+    from ultralytics.utils.plotting import plot_images
+
+    labelled = dict(enumerate(names))
+    _ship_unicode_font(labelled)
+    return plot_images(
+        labels={k: v.clone() for k, v in batch["preds"].items()},
+        images=batch["img"].float() / 255,
+        paths=batch["im_file"],
+        names=labelled,
+        save=False,
+        conf_thres=conf,
+        threaded=False,
+    )
 
 
 def write_plots(snapshot: ValidationSnapshot, folder: str | Path) -> list[Path]:
