@@ -52,6 +52,8 @@ class FeatureNet(nn.Module):
         self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim == 2:  # (N, feature_dim): features already computed (SampleQuality feeds FID and KID both)
+            return images
         if images.dtype == torch.uint8:  # torchmetrics probes the network with a uint8 batch
             images = images.float() / 127.5 - 1
         return self.body(images)
@@ -170,8 +172,9 @@ class SampleQuality(nn.Module):
 
     def _update(self, images: torch.Tensor, real: bool) -> None:
         for chunk in images.split(128):
-            self.fid.update(chunk, real=real)
-            self.kid.update(chunk, real=real)
+            features = self.fid.inception(chunk)  # the FeatureNet, run once for both (it passes (N, dim) features on)
+            self.fid.update(features, real=real)
+            self.kid.update(features, real=real)
             if self.inception is not None:
                 self.inception.update((chunk + 1) / 2, real=real)
 
