@@ -71,6 +71,28 @@ def export_onnx(
     )
 
 
+def runtime_session(net: nn.Module, imgsz: int, folder: str | Path):
+    """An ONNX Runtime session (CPU) running `net` (a YOLO DetectionModel, e.g. `fuse`d, in eval mode) on inputs
+    N×3×H×W in [0, 1] of any H, W that are multiples of 32 (dynamic axes: `letterbox_batch(rect=True)` frames), its
+    output `output0` N×(4+classes)×anchors as PyTorch's. The file is written to `folder` as `detector.onnx` (about
+    half a second at yolov5n size) and checked on `parity_image()` at imgsz×imgsz (`check_parity`: ExportParityError
+    when ONNX Runtime and PyTorch differ beyond the tolerances)."""
+    path = Path(folder) / "detector.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        _Predictions(net).eval(),
+        torch.zeros(1, 3, imgsz, imgsz),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["images"],
+        output_names=["output0"],
+        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}},
+    )
+    check_parity(net, path, imgsz)
+    return onnx_session(path)
+
+
 def parity_image() -> np.ndarray:
     """The fixed check image: skimage's astronaut photograph (a real face that ships with the package)."""
     from datamodules.synthetic.faces import real_face_photos
@@ -79,10 +101,11 @@ def parity_image() -> np.ndarray:
 
 
 def onnx_detect(
-    session, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45
+    session, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45, rect: bool = False
 ) -> list[np.ndarray]:
-    """The same detections as `yolo_inference.detect`, with the forward pass in ONNX Runtime."""
-    batch, shapes = letterbox_batch(images, imgsz)
+    """The same detections as `yolo_inference.detect`, with the forward pass in ONNX Runtime (`rect` needs a session
+    with dynamic height and width: `runtime_session`)."""
+    batch, shapes = letterbox_batch(images, imgsz, rect)
     raw = session.run(None, {"images": batch.numpy()})[0]
     return postprocess(torch.from_numpy(raw), batch.shape[2:], shapes, conf, iou)
 

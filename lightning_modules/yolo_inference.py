@@ -33,23 +33,35 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
     return module.eval()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def detect(
-    net: nn.Module, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
+    net: nn.Module,
+    images: Sequence[np.ndarray],
+    imgsz: int,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    rect: bool = False,
 ) -> list[np.ndarray]:
     """Detections per RGB image as (N, 6) arrays `x0, y0, x1, y1, conf, class` in the image's pixels:
-    ultralytics' letterbox, NMS and box rescaling around one forward pass."""
-    batch, shapes = letterbox_batch(images, imgsz)
+    ultralytics' letterbox, NMS and box rescaling around one forward pass. `rect`: see `letterbox_batch`."""
+    batch, shapes = letterbox_batch(images, imgsz, rect)
     device = next(net.parameters()).device
     preds = net(batch.to(device))
     return postprocess(preds, batch.shape[2:], shapes, conf, iou, max_det)
 
 
-def letterbox_batch(images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """RGB uint8 images → one float batch in [0, 1], each letterboxed to imgsz×imgsz (ultralytics' LetterBox)."""
+def letterbox_batch(
+    images: Sequence[np.ndarray], imgsz: int, rect: bool = False
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """RGB uint8 images (H, W, 3) → one float batch (B, 3, h, w) in [0, 1] and the images' (H, W): each scaled to fit
+    imgsz×imgsz and padded (ultralytics' LetterBox) to that square, or, with `rect` and images of one shape, only to
+    the next multiple of the stride (32), as `yolo predict` does: a 640×360 frame at 320 px is 320×192, 40 % fewer
+    pixels than the square. A fixed-shape export (ONNX) needs the square."""
     from ultralytics.data.augment import LetterBox
 
-    box = LetterBox((imgsz, imgsz), auto=False, stride=32)
+    auto = rect and len({image.shape[:2] for image in images}) == 1
+    box = LetterBox((imgsz, imgsz), auto=auto, stride=32)
     batch = np.stack([box(image=image) for image in images])
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255), [image.shape[:2] for image in images]
 

@@ -198,3 +198,26 @@ def test_make_passes_format_as_a_list_and_ckpt_unchanged(stub_python, tmp_path):
     }
     received = json.loads(_make("export-facemask", {}, stub_python).stdout.strip().splitlines()[-1])
     assert received == {"entry": "experiments.export_facemask", "formats": []}  # the .pt alone, default checkpoint
+
+
+def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorch(trained, tmp_path):  # noqa: F811
+    """monitor-facemask's detector on the CPU (backend auto = ONNX Runtime on a fused copy, frames letterboxed to the
+    smallest stride-32 rectangle) finds what the fused PyTorch net finds on a 16:9 frame, box for box."""
+    from lightning_modules.yolo_inference import letterbox_batch, load_detector
+    from lightning_modules.yolo_monitor import yolo_detector
+
+    module = load_detector(trained["checkpoint"])
+    frame = cv2.resize(read_rgb(_images(trained, 1)[0]), (640, 360))
+    batch, _ = letterbox_batch([frame], 160, rect=True)
+    assert tuple(batch.shape[2:]) == (96, 160)  # 160 × 90 padded to 96, not to the 160 × 160 square
+    found = {
+        backend: yolo_detector(module, 160, conf=0.001, iou=0.45, backend=backend, work_dir=tmp_path)(frame)
+        for backend in ("pytorch", "auto")
+    }
+    assert (tmp_path / "detector.onnx").is_file()  # auto chose ONNX Runtime on the CPU
+    assert len(found["pytorch"]) == len(found["auto"]) > 0
+    np.testing.assert_allclose(found["auto"][:, :4], found["pytorch"][:, :4], atol=1e-2)  # pixels
+    np.testing.assert_allclose(found["auto"][:, 4], found["pytorch"][:, 4], atol=1e-4)  # confidences
+    np.testing.assert_array_equal(found["auto"][:, 5], found["pytorch"][:, 5])  # classes
+    with pytest.raises(UserError, match="backend"):
+        yolo_detector(module, 160, 0.25, 0.45, backend="tensorrt")
