@@ -102,6 +102,8 @@ def test_parallel_equals_serial(cards, tmp_path):
     parallel = detect_folder(HogDetector(), cards, tmp_path / "parallel", workers=2, progress=False)
     assert [(r.image, r.faces) for r in parallel.images] == [(r.image, r.faces) for r in serial.images]
     assert (tmp_path / "serial" / "faces.csv").read_text() == (tmp_path / "parallel" / "faces.csv").read_text()
+    threaded = detect_folder(HogDetector(), cards, tmp_path / "threads", workers=2, progress=False, threads=True)
+    assert [(r.image, r.faces) for r in threaded.images] == [(r.image, r.faces) for r in serial.images]
 
 
 def test_bad_and_unusual_inputs_are_skipped_or_converted(cards, tmp_path):
