@@ -13,6 +13,9 @@ epochs, seed and device, each read from our composed config; everything else its
 (last.pt, best.pt) and results.csv on. ultralytics sets 1 torch thread on a 2-core CPU (`NUM_THREADS` = cores − 1);
 `--peer-threads same` (default) gives it ours, `--peer-threads own` keeps its choice.
 
+The peer trains before and after ours (the same seed: the same run twice), and its epochs of both runs are its
+reference: this machine's speed drifts, and bracketing ours keeps the drift out of the ratio.
+
 Printed: s/epoch of each (benchmarks/common.py: epochs 2 … E−1, start-up and end excluded), both last-epoch val
 mAP50, the whole command's seconds, and `ratio …` = our speed / the peer's (goal ≥ 1.0). `--profile FILE` runs our
 entry under cProfile and prints its 25 costliest functions (cumulative).
@@ -121,10 +124,19 @@ def main() -> None:
             [*TARGET, f"epochs={args.epochs}", f"paths.log_dir={work / 'logs'}", f"paths.mlflow_dir={work}"],
             args.overrides,
         )
-        ours = train_entry(overrides, work, profile=args.profile)
         settings = peer_settings(compose("train", overrides))
         threads = torch.get_num_threads() if args.peer_threads == "same" else None
-        peer = run_peer(settings, work / "ultralytics", threads)
+        # ultralytics, ours, ultralytics again: the reference brackets ours, so a drift of this machine's speed
+        # (the peer's epoch varied from 10.6 to 14.4 s between runs here) biases the ratio less
+        before = run_peer(settings, work / "ultralytics", threads)
+        ours = train_entry(overrides, work, profile=args.profile)
+        after = run_peer(settings, work / "ultralytics", threads)
+        peer = {
+            "epoch_s": before["epoch_s"] + after["epoch_s"],
+            "map50": after["map50"],
+            "wall_s": (before["wall_s"] + after["wall_s"]) / 2,
+            "threads": after["threads"],
+        }
 
     setup = ", ".join(f"{k} {settings['overrides'][k]}" for k in ("model", "imgsz", "batch", "epochs", "fraction"))
     print(f"\nface-mask training ({setup}; start {settings['pretrained_file']}), epochs 2..{args.epochs - 1} timed")
@@ -132,7 +144,7 @@ def main() -> None:
         f"  ours  (make yolo-facemask): {per_epoch(ours['epoch_s'])}, val mAP50 {ours['metrics'].get(MAP50, float('nan')):.3f}, whole command {ours['wall_s']:.0f} s"
     )
     print(
-        f"  ultralytics DetectionTrainer ({peer['threads']} threads): {per_epoch(peer['epoch_s'])}, val mAP50 {peer['map50']:.3f}, train() {peer['wall_s']:.0f} s"
+        f"  ultralytics DetectionTrainer ({peer['threads']} threads): {per_epoch(peer['epoch_s'])}, val mAP50 {peer['map50']:.3f}, train() {peer['wall_s']:.0f} s (mean of its 2 runs)"
     )
     print(json.dumps({"ours": ours, "ultralytics": peer}, default=float))
     if args.profile:
