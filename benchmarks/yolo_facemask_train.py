@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 
 import core  # noqa: F401  (offline switches, PROJECT_ROOT)
 from benchmarks.common import compose, merge_overrides, per_epoch, print_ratio, steady_epoch_seconds, train_entry
@@ -124,7 +125,11 @@ def main() -> None:
             [*TARGET, f"epochs={args.epochs}", f"paths.log_dir={work / 'logs'}", f"paths.mlflow_dir={work}"],
             args.overrides,
         )
-        settings = peer_settings(compose("train", overrides))
+        cfg = compose("train", overrides)
+        instantiate(
+            cfg.data, _convert_="partial"
+        ).prepare_data()  # the YOLO layout the peer reads, as our entry makes it
+        settings = peer_settings(cfg)
         threads = torch.get_num_threads() if args.peer_threads == "same" else None
         # ultralytics, ours, ultralytics again: the reference brackets ours, so a drift of this machine's speed
         # (the peer's epoch varied from 10.6 to 14.4 s between runs here) biases the ratio less

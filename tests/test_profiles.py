@@ -120,7 +120,7 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
     prof_file = _profile_file(profile)
     # the cap as the composed run resolves it (cpu_small's epochs cap depends on the task: test_known_pairs)
     caps = {c.name: cfg.profile[c.name] for c in CAPS}
-    asked = {c.name: exp_file.get(c.ask, TRAIN[c.ask]) for c in CAPS}
+    asked = {c.name: _recipe_or(exp_file.get(c.ask, TRAIN[c.ask]), prof_file) for c in CAPS}
 
     assert cfg.profile.name == f"trainer={profile}"
     # the asks stay as the experiment states them; the values the task reads are min(asked, cap)
@@ -185,7 +185,7 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
             8,
             "trainer=cpu_small caps max_epochs 30 → 8, max_images all → 512, detector_imgsz 640 → 320",
         ),
-        ("yolo_facemask", "cpu_real", 30, "trainer=cpu_real caps detector_imgsz 640 → 416"),
+        ("yolo_facemask", "cpu_real", 55, "trainer=cpu_real caps detector_imgsz 640 → 416"),
         ("yolo_facemask", "gpu", 30, None),
     ],
 )

@@ -74,18 +74,20 @@ def test_exp1_dcgan_on_real_fruits_kid_falls(store):
 @needs_shared_data("facemask-voc")
 @needs_shared_data("weights", "yolov5n.pt")
 def test_facemask_fine_tune_from_coco_reaches_its_measured_map50(store):
-    # Measured 2026-11-30 (30 epochs from the COCO start at 416 px, batch 8, an optimizer step every batch):
+    # Measured 2026-11-30 (the profile's 55 epochs from the COCO start at 416 px, batch 8, an optimizer step every
+    # batch, 682 s on a quiet machine):
     #   python -m experiments.train experiment=yolo_facemask data=facemask_real trainer=cpu_real
-    # best epoch 27 (by val/fitness): val mAP50 0.654, without_mask AP50 0.692 on the 23 val images
-    # (before the profile's batch 8 / nbs 8: 0.311 and 0.119).
-    # Floors, at the best epoch (the checkpoint every tool uses): mAP50 >= 0.55, without_mask AP50 >= 0.55 (issue 19's
-    # goals are 0.50 and 0.55; the margin covers CPU thread-order noise, not a change that learns less).
+    # best epoch 47 (by val/fitness): val mAP50 0.789, without_mask AP50 0.742 on the 23 val images; with 30 epochs
+    # 0.654 / 0.692, and before the profile's batch 8 / nbs 8: 0.311 and 0.119.
+    # Floors, at the best epoch (the checkpoint every tool uses): mAP50 >= 0.65, without_mask AP50 >= 0.62 (issue 19's
+    # goals are 0.50 and 0.55; the margin of ~0.13 covers the epoch-to-epoch swing of ±0.05 seen on 23 val images and
+    # a run the budget ends early, not a change that learns less).
     names = ("val/map50", "val/ap50/1_without_mask", "val/fitness")
     metrics, params = _train(store, "yolo_facemask", "facemask_real", trainer="cpu_real", metrics=names)
     assert (params["data.batch_size"], params["model.nbs"]) == ("8", "8")
     best = max(range(len(metrics["val/fitness"])), key=metrics["val/fitness"].__getitem__)
-    # the profile's 12-minute budget (max_time) may stop it before its 30 epochs on a loaded machine (bench-yolo times
-    # 13 s an epoch on a quiet one: 30 epochs take 7 minutes); the measured run had reached 0.590 / 0.647 by epoch 24
-    assert len(metrics["val/map50"]) >= 20, metrics["val/map50"]
-    assert metrics["val/map50"][best] >= 0.55, (best, metrics)
-    assert metrics["val/ap50/1_without_mask"][best] >= 0.55, (best, metrics)
+    # the profile's 12-minute budget (max_time) may stop it before its 55 epochs on a loaded machine (13 s an epoch on
+    # a quiet one); the measured run had reached 0.725 / 0.702 by epoch 30
+    assert len(metrics["val/map50"]) >= 30, metrics["val/map50"]
+    assert metrics["val/map50"][best] >= 0.65, (best, metrics)
+    assert metrics["val/ap50/1_without_mask"][best] >= 0.62, (best, metrics)
