@@ -139,7 +139,7 @@ def detect_folder(
 
     `workers`: processes (None: one per available core; 1: in this process), forked, fed the largest images first;
     or threads of this process when `threads` (benchmarks/face_detectors.py compares the two: on 2 cores processes
-    1.56× serial, threads 1.09×, since dlib's HOG detection holds the GIL). Results are in file order either way.
+    1.59× serial, threads 1.30×, since dlib's HOG detection holds the GIL). Results are in file order either way.
     Unreadable files are skipped, logged and counted, never fatal."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_folders(in_dir, out_dir)

@@ -44,18 +44,7 @@ def export_onnx(
     net = module.eval_net.eval()
     imgsz = int(imgsz or module.hparams.imgsz)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        _Predictions(net).eval(),
-        torch.zeros(1, 3, imgsz, imgsz),
-        str(out_path),
-        dynamo=False,
-        opset_version=opset,
-        input_names=["images"],
-        output_names=["output0"],
-        dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
-    )
-    parity = check_parity(net, out_path, imgsz)
+    parity = _write_checked(net, imgsz, out_path, opset)
     return ExportedModel(
         file=out_path.name,
         checkpoint=str(checkpoint_path),
@@ -78,19 +67,28 @@ def runtime_session(net: nn.Module, imgsz: int, folder: str | Path):
     half a second at yolov5n size) and checked on `parity_image()` at imgsz×imgsz (`check_parity`: ExportParityError
     when ONNX Runtime and PyTorch differ beyond the tolerances)."""
     path = Path(folder) / "detector.onnx"
+    _write_checked(net, imgsz, path, dynamic_size=True)
+    return onnx_session(path)
+
+
+def _write_checked(net: nn.Module, imgsz: int, path: Path, opset: int = 17, dynamic_size: bool = False) -> Parity:
+    """`net`'s detections (`_Predictions`) as ONNX at `path`, traced at imgsz×imgsz; the batch axis is dynamic, and
+    with `dynamic_size` height, width (and so the anchors) too. Checked by `check_parity`, whose Parity it returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    images, output = {0: "batch"}, {0: "batch"}
+    if dynamic_size:
+        images, output = {**images, 2: "height", 3: "width"}, {**output, 2: "anchors"}
     torch.onnx.export(
         _Predictions(net).eval(),
         torch.zeros(1, 3, imgsz, imgsz),
         str(path),
         dynamo=False,
-        opset_version=17,
+        opset_version=opset,
         input_names=["images"],
         output_names=["output0"],
-        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}},
+        dynamic_axes={"images": images, "output0": output},
     )
-    check_parity(net, path, imgsz)
-    return onnx_session(path)
+    return check_parity(net, path, imgsz)
 
 
 def parity_image() -> np.ndarray:

@@ -132,6 +132,8 @@ def yolo_detector(
     UserError for another name."""
     import copy
 
+    import torch
+
     from core.errors import UserError
     from lightning_modules.yolo_inference import detect
 
@@ -151,8 +153,6 @@ def yolo_detector(
     def detect_in_runtime(rgb: np.ndarray) -> np.ndarray:
         # the letterbox and NMS around the session are small torch ops: on one torch thread, since torch's OpenMP
         # threads spinning beside ONNX Runtime's own took a frame from 10 to 17 ms on 2 cores
-        import torch
-
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
