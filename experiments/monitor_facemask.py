@@ -29,6 +29,9 @@ from lightning_modules.yolo_monitor import (
     Detector,
     make_tracker,
     monitor,
+    resolve_backend,
+    runtime_detector,
+    yolo_detector,
 )
 
 PRINTED = ("frames", "people", "unmasked_people", "alerts")
@@ -42,21 +45,33 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _trained_detector(cfg: DictConfig) -> tuple[Path, list[str], Detector]:
+    """The checkpoint (`cfg.ckpt`, else the newest face-mask run's), its class names and its Detector on `cfg.backend`:
+    in ONNX Runtime from the export kept beside the checkpoint (`yolo_export.runtime_model`), or in PyTorch."""
+    from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
+
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
+    log.info("checkpoint %s", ckpt)
+    device = _device(cfg.device)
+    if resolve_backend(cfg.backend, device) == "onnxruntime":
+        from lightning_modules.yolo_export import runtime_model
+
+        model = runtime_model(ckpt, fallback_dir=cfg.out_dir)
+        log.info("detector: ONNX Runtime, %s (%s)", model.path, "reused" if model.cached else "exported and checked")
+        imgsz = int(cfg.imgsz or model.imgsz)
+        return ckpt, model.names, runtime_detector(model.session, imgsz, cfg.conf, cfg.iou)
+    module = load_detector(ckpt, device=device)
+    imgsz = int(cfg.imgsz or module.hparams.imgsz)
+    return ckpt, list(module.names), yolo_detector(module, imgsz, cfg.conf, cfg.iou)
+
+
 def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | None = None) -> dict:
     """Monitor `cfg.source`; return the summary. `detector` and `names` replace the checkpoint's model (tests)."""
     source = parse_source(cfg.source)
     video = VideoSource(source, **cfg.stream)
     ckpt = None
     if detector is None:
-        from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
-        from lightning_modules.yolo_monitor import yolo_detector
-
-        ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
-        log.info("checkpoint %s", ckpt)
-        module = load_detector(ckpt, device=_device(cfg.device))
-        names = list(module.names)
-        imgsz = int(cfg.imgsz or module.hparams.imgsz)
-        detector = yolo_detector(module, imgsz, cfg.conf, cfg.iou, cfg.backend, work_dir=Path(cfg.out_dir))
+        ckpt, names, detector = _trained_detector(cfg)
     alerts = MaskAlerts(names, list(cfg.alert_classes), cfg.alert_after_s, cfg.smooth_frames, source=video.name)
     tracker = make_tracker(OmegaConf.to_container(cfg.tracker, resolve=True), cfg.tracker_type)
     out_dir = Path(cfg.out_dir)

@@ -2,7 +2,7 @@
 for persistent person ids, `core.mask_alerts` for the smoothed mask state and the one-alert-per-person rule.
 
 `monitor()` takes the detector as a plain callable (RGB frame → (N, 6) array `x0, y0, x1, y1, conf, class`), so a
-test or another model can stand in for `yolo_detector()`'s trained YOLO. It writes, in `out_dir`:
+test or another model can stand in for the trained YOLO (`yolo_detector`, `runtime_detector`). It writes, in `out_dir`:
 `annotated.mp4` (boxes with track ids and smoothed states, red once a person raised an alert), `tracks.csv`
 (one row per person), `events.jsonl` (the alerts, also printed) and `summary.json`. Ctrl-C ends the loop cleanly:
 what was seen so far is written.
@@ -119,36 +119,40 @@ def track(tracker, detections: np.ndarray, rgb: np.ndarray | None = None) -> lis
 BACKENDS = ("auto", "pytorch", "onnxruntime")
 
 
-def yolo_detector(
-    module, imgsz: int, conf: float, iou: float, backend: str = "auto", work_dir: str | Path | None = None
-) -> Detector:
-    """The trained YoloDetector (`yolo_inference.load_detector`) as a Detector at `imgsz` with these thresholds, as
-    `yolo track` runs a model: a copy of its weights with each BatchNorm folded into its convolution (ultralytics'
-    `fuse`), and each frame letterboxed to the smallest stride-multiple rectangle (`letterbox_batch(rect=True)`).
-
-    `backend`: "pytorch"; "onnxruntime" (the fused copy exported to `work_dir`/detector.onnx with dynamic height and
-    width and checked against PyTorch, `yolo_export.runtime_session`; a yolov5n frame at 320×192 px took 7 ms there
-    against 19 ms in PyTorch on 2 CPU cores); "auto": ONNX Runtime when the module is on the CPU, else PyTorch.
-    UserError for another name."""
-    import copy
-
-    import torch
-
+def resolve_backend(backend: str, device: str) -> str:
+    """The detector's runtime for `backend` on `device` ("cpu", "cuda", …): "auto" is ONNX Runtime on the CPU (a
+    yolov5n frame at 320×192 px took 7 ms there against 19 ms in PyTorch, 2 cores) and PyTorch elsewhere.
+    UserError for a name outside BACKENDS, and for onnxruntime on another device (this runtime is CPU-only)."""
     from core.errors import UserError
-    from lightning_modules.yolo_inference import detect
 
     if backend not in BACKENDS:
         raise UserError(f"backend: {backend!r} is none of {list(BACKENDS)}")
-    net = copy.deepcopy(module.eval_net).fuse(verbose=False).eval()
+    on_cpu = device == "cpu"
     if backend == "auto":
-        backend = "onnxruntime" if next(net.parameters()).device.type == "cpu" else "pytorch"
-    if backend == "pytorch":
-        return lambda rgb: detect(net, [rgb], imgsz, conf=conf, iou=iou, rect=True)[0]
-    from lightning_modules.yolo_export import onnx_detect, runtime_session
+        return "onnxruntime" if on_cpu else "pytorch"
+    if backend == "onnxruntime" and not on_cpu:
+        raise UserError(f"backend=onnxruntime runs on the CPU only: pass device=cpu or backend=pytorch ({device=})")
+    return backend
 
-    if work_dir is None:
-        raise UserError("backend=onnxruntime needs a work_dir for its detector.onnx")
-    session = runtime_session(net.cpu(), imgsz, work_dir)
+
+def yolo_detector(module, imgsz: int, conf: float, iou: float) -> Detector:
+    """The trained YoloDetector (`yolo_inference.load_detector`) in PyTorch as a Detector at `imgsz` with these
+    thresholds, as `yolo track` runs a model: a copy of its weights with each BatchNorm folded into its convolution
+    (ultralytics' `fuse`), each frame letterboxed to the smallest stride-multiple rectangle (`rect=True`)."""
+    import copy
+
+    from lightning_modules.yolo_inference import detect
+
+    net = copy.deepcopy(module.eval_net).fuse(verbose=False).eval()
+    return lambda rgb: detect(net, [rgb], imgsz, conf=conf, iou=iou, rect=True)[0]
+
+
+def runtime_detector(session, imgsz: int, conf: float, iou: float) -> Detector:
+    """`yolo_detector`'s detections with the forward pass in ONNX Runtime: `session` is `yolo_export.runtime_model`'s
+    (the fused net, dynamic height and width)."""
+    import torch
+
+    from lightning_modules.yolo_export import onnx_detect
 
     def detect_in_runtime(rgb: np.ndarray) -> np.ndarray:
         # the letterbox and NMS around the session are small torch ops: on one torch thread, since torch's OpenMP

@@ -202,22 +202,45 @@ def test_make_passes_format_as_a_list_and_ckpt_unchanged(stub_python, tmp_path):
 
 def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorch(trained, tmp_path):  # noqa: F811
     """monitor-facemask's detector on the CPU (backend auto = ONNX Runtime on a fused copy, frames letterboxed to the
-    smallest stride-32 rectangle) finds what the fused PyTorch net finds on a 16:9 frame, box for box."""
-    from lightning_modules.yolo_inference import letterbox_batch, load_detector
-    from lightning_modules.yolo_monitor import yolo_detector
+    smallest stride-32 rectangle) finds what the fused PyTorch net finds on a 16:9 frame, box for box; the export is
+    written once beside the checkpoint and reused while the checkpoint is unchanged."""
+    import shutil
 
-    module = load_detector(trained["checkpoint"])
+    from lightning_modules.yolo_export import runtime_model
+    from lightning_modules.yolo_inference import letterbox_batch, load_detector
+    from lightning_modules.yolo_monitor import resolve_backend, runtime_detector, yolo_detector
+
+    ckpt = tmp_path / "run" / "best.ckpt"
+    ckpt.parent.mkdir()
+    shutil.copyfile(trained["checkpoint"], ckpt)
+    module = load_detector(ckpt)
     frame = cv2.resize(read_rgb(_images(trained, 1)[0]), (640, 360))
     batch, _ = letterbox_batch([frame], 160, rect=True)
     assert tuple(batch.shape[2:]) == (96, 160)  # 160 × 90 padded to 96, not to the 160 × 160 square
+    assert resolve_backend("auto", "cpu") == "onnxruntime" and resolve_backend("auto", "cuda") == "pytorch"
+
+    first = runtime_model(ckpt, fallback_dir=tmp_path / "out")
+    assert not first.cached and first.path == ckpt.parent / "best.runtime.onnx"
+    assert (first.names, first.imgsz) == (list(module.names), int(module.hparams.imgsz))
     found = {
-        backend: yolo_detector(module, 160, conf=0.001, iou=0.45, backend=backend, work_dir=tmp_path)(frame)
-        for backend in ("pytorch", "auto")
+        "pytorch": yolo_detector(module, 160, conf=0.001, iou=0.45)(frame),
+        "onnxruntime": runtime_detector(first.session, 160, conf=0.001, iou=0.45)(frame),
     }
-    assert (tmp_path / "detector.onnx").is_file()  # auto chose ONNX Runtime on the CPU
-    assert len(found["pytorch"]) == len(found["auto"]) > 0
-    np.testing.assert_allclose(found["auto"][:, :4], found["pytorch"][:, :4], atol=1e-2)  # pixels
-    np.testing.assert_allclose(found["auto"][:, 4], found["pytorch"][:, 4], atol=1e-4)  # confidences
-    np.testing.assert_array_equal(found["auto"][:, 5], found["pytorch"][:, 5])  # classes
+    assert len(found["pytorch"]) == len(found["onnxruntime"]) > 0
+    np.testing.assert_allclose(found["onnxruntime"][:, :4], found["pytorch"][:, :4], atol=1e-2)  # pixels
+    np.testing.assert_allclose(found["onnxruntime"][:, 4], found["pytorch"][:, 4], atol=1e-4)  # confidences
+    np.testing.assert_array_equal(found["onnxruntime"][:, 5], found["pytorch"][:, 5])  # classes
+
+    again = runtime_model(ckpt, fallback_dir=tmp_path / "out")
+    assert again.cached and again.names == first.names
+    np.testing.assert_array_equal(runtime_detector(again.session, 160, 0.001, 0.45)(frame), found["onnxruntime"])
+    with ckpt.open("ab") as f:  # another checkpoint under the same name (best.ckpt overwritten by more training)
+        f.write(b"\0")
+    assert not runtime_model(ckpt, fallback_dir=tmp_path / "out").cached
+    first.path.write_bytes(first.path.read_bytes()[:-1])  # a damaged export is not reused either
+    assert not runtime_model(ckpt, fallback_dir=tmp_path / "out").cached
+
     with pytest.raises(UserError, match="backend"):
-        yolo_detector(module, 160, 0.25, 0.45, backend="tensorrt")
+        resolve_backend("tensorrt", "cpu")
+    with pytest.raises(UserError, match="CPU only"):
+        resolve_backend("onnxruntime", "cuda")
