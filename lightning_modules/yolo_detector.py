@@ -32,6 +32,7 @@ from core.metric_names import (
     EPOCH,
     EPOCH_SUFFIX,
     PREDICTIONS_FOLDER,
+    PREDICTIONS_SUFFIX,
     PRETRAINED_ARTIFACT,
     TRAIN,
     VAL,
@@ -403,7 +404,9 @@ class YoloDetector(pl.LightningModule):
             from lightning_modules.yolo_plots import prediction_grid
 
             grid = prediction_grid(self._figure, self.names, self.hparams.figure_conf)
-            tracking.log_image(self.trainer, grid, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1))
+            tracking.log_image(
+                self.trainer, grid, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1, PREDICTIONS_SUFFIX)
+            )
 
     # -- what YOLO users expect at the end: results.csv and ultralytics' plots ---------------------------------
     def on_train_epoch_end(self) -> None:

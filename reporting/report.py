@@ -460,7 +460,9 @@ class ReportWriter:
         self.add(f"![{alt}]({FIGURES}/{name})")
 
     def artifact_image(self, run: Run, artifact: str, name: str, alt: str) -> bool:
-        """Copy a logged image into the report; False when the run has no such artifact."""
+        """Copy a logged image into the report as `name` with the artifact's own suffix (a .jpg stays a .jpg); False
+        when the run has no such artifact."""
+        name = str(Path(name).with_suffix(Path(artifact).suffix or Path(name).suffix))
         with tempfile.TemporaryDirectory() as tmp:
             path = mlflow_runs.download(self.client, run.info.run_id, artifact, tmp)
             if path is None:

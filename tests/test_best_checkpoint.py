@@ -36,10 +36,19 @@ def _checkpoints(cfg) -> Path:
 
 
 def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_patience_stops(
-    store, tmp_path, scripted_kid
+    store, tmp_path, scripted_kid, monkeypatch
 ):
+    import pytorch_lightning as pl
+
     # lowest KID at epoch 1; epoch 2 is worse, so patience=1 stops there (epoch 3 would have been better still)
     scripted_kid[:] = [0.5, 0.25, 0.375, 0.125, 0.0625]
+    dumps, save_checkpoint = [], pl.Trainer.save_checkpoint
+
+    def counted(trainer, filepath, *args, **kwargs):
+        dumps.append(Path(filepath).name)
+        return save_checkpoint(trainer, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", counted)
     cfg = compose("train", {"experiment": TASK, "debug": "fast", "trainer.max_epochs": 5, "patience": 1, **store})
     assert (cfg.monitor.metric, cfg.monitor.mode, cfg.optimized_metric) == ("quality/kid", "min", "quality/kid")
 
@@ -47,6 +56,9 @@ def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_pa
 
     folder = _checkpoints(cfg)
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=2-step=12.ckpt", "last.ckpt"]
+    # one serialisation an epoch: best.ckpt is a copy of the epoch's file when the epoch is the best (as ultralytics
+    # writes one buffer to last.pt and best.pt)
+    assert dumps == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt"]
     assert torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2  # stopped early
     log_dir = cfg.paths.log_dir

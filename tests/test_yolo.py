@@ -51,7 +51,9 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     }
     assert set(names) <= set(metrics)
     assert json.loads(Path(client.download_artifacts(run.info.run_id, "class_names.json")).read_text()) == names
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "predictions")] == ["predictions/epoch_0001.png"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "predictions")] == [
+        "predictions/epoch_0001.jpg"
+    ]  # JPEG, as ultralytics writes these
     assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {
         "checkpoints/best.ckpt",
         "checkpoints/last.ckpt",
