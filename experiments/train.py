@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from core import config, tracking
 from core.checkpoints import PROJECT_GLOBALS, RUN_ID_FILE, NoCheckpoint, find_checkpoint, load_checkpoint
@@ -31,14 +32,20 @@ from experiments import log, user_errors
 from lightning_modules.callbacks import BestCheckpoint
 
 
-def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None]:
-    """The checkpoint to resume from and its MLflow run id. "last" means the last.ckpt of the task's newest run
-    (`core.checkpoints.find_checkpoint`; always "last", whatever the tools' default: resuming continues a run).
+def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None, str | None]:
+    """The checkpoint to resume from, its MLflow run id and its run's checkpoint folder. "last" means the last.ckpt
+    of the task's newest run (`core.checkpoints.find_checkpoint`; always "last", whatever the tools' default:
+    resuming continues a run).
+
+    The folder is the one the checkpoint's ModelCheckpoints saved into (their state), when it is the folder that
+    holds the file, else the file's own folder: the resumed run writes its checkpoints there, so that Lightning
+    restores each ModelCheckpoint's best score and files (it does only for the same `dirpath`) and best.ckpt stays
+    the best of all the run's epochs, not of the resumed ones alone.
 
     The file is read once with the safe loader (`core.checkpoints`) before Lightning opens it: a missing file,
     a non-checkpoint or one whose pickle asks for code is a UserError here, before any training starts."""
     if ckpt_path is None:
-        return None, None
+        return None, None, None
     if ckpt_path == "last":
         try:
             path = find_checkpoint(log_dir, task_name, "last", key="ckpt_path")
@@ -48,10 +55,21 @@ def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[
         path = Path(ckpt_path)
         if not path.is_file():
             raise UserError(f"ckpt_path={path}: file not found")
-    load_checkpoint(path, key="ckpt_path")
+    checkpoint = load_checkpoint(path, key="ckpt_path")
     log.info("resuming from %s", path)
     run_id_file = path.parent.parent / RUN_ID_FILE
-    return str(path), run_id_file.read_text().strip() if run_id_file.exists() else None
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    return str(path), run_id, _saved_checkpoint_dir(checkpoint, path.parent)
+
+
+def _saved_checkpoint_dir(checkpoint: dict, folder: Path) -> str:
+    """The `dirpath` the checkpoint's ModelCheckpoint states name, spelled as saved (Lightning compares the strings),
+    when it is `folder`; else `folder`."""
+    for state in (checkpoint.get("callbacks") or {}).values():
+        saved = state.get("dirpath") if isinstance(state, dict) else None
+        if isinstance(saved, str) and Path(saved).is_dir() and Path(saved).samefile(folder):
+            return saved
+    return str(folder)
 
 
 MIN_FREE_BYTES = 200 * 2**20
@@ -180,7 +198,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir)
     check_tracking_server(cfg.logger.tracking_uri)
-    ckpt_path, run_id = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir), cfg.task_name)
+    ckpt_path, run_id, checkpoint_dir = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir), cfg.task_name)
 
     datamodule = instantiate(cfg.data, _convert_="partial")
     model = instantiate(cfg.model, _convert_="partial")
@@ -188,6 +206,10 @@ def train(cfg: DictConfig) -> float | None:
         model = model.to(memory_format=torch.channels_last)
     # a callback config may build nothing (no best checkpoint without a monitor, no early stopping without patience)
     callbacks = [callback for c in cfg.callbacks.values() if (callback := instantiate(c)) is not None]
+    if checkpoint_dir is not None:  # a resumed run goes on writing its checkpoints where they are (resume_point)
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.dirpath = checkpoint_dir
     callbacks.append(tracking.LogDatasets())
     with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)

@@ -64,6 +64,11 @@ def compose(config_name: str, overrides: dict | list[str]):
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # as in the entry, where the job's config has no hydra node
+        if "paths" in cfg:
+            # `${hydra:runtime.output_dir}` reads the global HydraConfig, which the next compose() replaces: this
+            # config keeps its own folder (the entry has one config per process), else a test that composes two runs
+            # reads the second one's folder through the first one's config
+            cfg.paths.output_dir = str(output_dir)
     return cfg
 
 

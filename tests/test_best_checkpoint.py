@@ -126,3 +126,25 @@ def test_a_bad_monitor_setting_is_a_user_error():
         best_checkpoint("ckpts", "val/acc", "lowest")
     with pytest.raises(UserError, match=r"^patience=-1: must be null \(no early stopping\) or ≥ 0 epochs$"):
         early_stopping("val/acc", "max", -1)
+
+
+def test_a_resumed_run_keeps_its_best_epoch_and_the_tools_take_it(store, tmp_path, scripted_kid):
+    """Resuming continues the run in its own checkpoint folder: an epoch after the resume that is worse than the
+    best before it does not become best.ckpt, the entry returns the run's best, and the tools take that file."""
+    scripted_kid[:] = [0.5, 0.125, 0.375, 0.25, 0.4375]  # best at epoch 1; epochs 3 and 4 come after the resume
+    base = {"experiment": TASK, "debug": "fast", **store}
+    first = compose("train", {**base, "trainer.max_epochs": 3})
+    assert train(first) == 0.125
+    log_dir = first.paths.log_dir
+    folder = find_checkpoint(log_dir, TASK, "last").parent
+    resumed = compose("train", {**base, "trainer.max_epochs": 5, "ckpt_path": "last"})
+    assert train(resumed) == 0.125  # not 0.25, the best of the resumed epochs alone
+
+    assert find_checkpoint(log_dir, TASK) == folder / "best.ckpt"  # the run's own folder, which the resume went on in
+    assert torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    assert find_checkpoint(log_dir, TASK, "last") == folder / "last.ckpt"
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=4-step=20.ckpt", "last.ckpt"]
+    client, runs = mlflow_runs(tmp_path, TASK)
+    assert len(runs) == 1
+    assert (runs[0].data.metrics["best/quality/kid"], runs[0].data.metrics["best/epoch"]) == (0.125, 1.0)

@@ -117,7 +117,7 @@ def test_resume_from_last_continues_the_same_run_and_matches_an_uninterrupted_on
     resumed = compose("train", {**base, "trainer.max_epochs": 3, "task_name": "resumed", "ckpt_path": "last"})
     train(resumed)
 
-    a, b = _weights(full), _weights(resumed)
+    a, b = _weights(full), _weights(first)  # the resumed run went on in the first run's checkpoint folder
     assert all(torch.equal(a[k], b[k]) for k in a)
     client, runs = mlflow_runs(tmp_path, "resumed")
     assert len(runs) == 1  # the resumed run continued the same MLflow run
