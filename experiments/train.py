@@ -14,6 +14,7 @@ example, its ONNX export beside it (`log_model`), and registered under the task'
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -26,21 +27,23 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from core import config, tracking
-from core.checkpoints import PROJECT_GLOBALS, RUN_ID_FILE, NoCheckpoint, find_checkpoint, load_checkpoint
+from core.checkpoints import (
+    CHECKPOINTS_DIR,
+    PROJECT_GLOBALS,
+    RUN_ID_FILE,
+    NoCheckpoint,
+    find_checkpoint,
+    load_checkpoint,
+)
 from core.errors import UserError
 from experiments import log, user_errors
-from lightning_modules.callbacks import BestCheckpoint
+from lightning_modules.callbacks import BestCheckpoint, last_checkpoint_path
 
 
 def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None, str | None]:
-    """The checkpoint to resume from, its MLflow run id and its run's checkpoint folder. "last" means the last.ckpt
-    of the task's newest run (`core.checkpoints.find_checkpoint`; always "last", whatever the tools' default:
-    resuming continues a run).
-
-    The folder is the one the checkpoint's ModelCheckpoints saved into (their state), when it is the folder that
-    holds the file, else the file's own folder: the resumed run writes its checkpoints there, so that Lightning
-    restores each ModelCheckpoint's best score and files (it does only for the same `dirpath`) and best.ckpt stays
-    the best of all the run's epochs, not of the resumed ones alone.
+    """The checkpoint to resume from, its MLflow run id, and the checkpoint folder the resumed run goes on writing in
+    (`_continued_folder`; None: a new one, as for any run). "last" means the last.ckpt of the task's newest run
+    (`core.checkpoints.find_checkpoint`; always "last", whatever the tools' default: resuming continues a run).
 
     The file is read once with the safe loader (`core.checkpoints`) before Lightning opens it: a missing file,
     a non-checkpoint or one whose pickle asks for code is a UserError here, before any training starts."""
@@ -59,17 +62,28 @@ def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[
     log.info("resuming from %s", path)
     run_id_file = path.parent.parent / RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-    return str(path), run_id, _saved_checkpoint_dir(checkpoint, path.parent)
+    return str(path), run_id, _continued_folder(checkpoint, path)
 
 
-def _saved_checkpoint_dir(checkpoint: dict, folder: Path) -> str:
-    """The `dirpath` the checkpoint's ModelCheckpoint states name, spelled as saved (Lightning compares the strings),
-    when it is `folder`; else `folder`."""
+def _continued_folder(checkpoint: dict, path: Path) -> str | None:
+    """The folder a run resumed from `path` goes on writing its checkpoints in: `path`'s own folder, when `path` is
+    the last.ckpt of a run's `checkpoints/` (the run's mlflow_run_id beside it), that folder can be written, and it
+    is the folder the checkpoint's ModelCheckpoints saved into — spelled as they saved it, since Lightning restores a
+    ModelCheckpoint's best score and files only for the very same `dirpath` string. Then best.ckpt stays the best of
+    all the run's epochs; in a new folder it would hold the best of the resumed epochs alone, and the tools would
+    take it as the newest. None otherwise (a checkpoint outside a run folder, a moved run, best.ckpt or an older
+    epoch's file): a new folder, as any run, and nothing of the old one is touched."""
+    folder = path.parent
+    last = folder / "last.ckpt"
+    if folder.name != CHECKPOINTS_DIR or not (folder.parent / RUN_ID_FILE).is_file():
+        return None
+    if not last.exists() or last.resolve() != path.resolve() or not os.access(folder, os.W_OK):
+        return None
     for state in (checkpoint.get("callbacks") or {}).values():
         saved = state.get("dirpath") if isinstance(state, dict) else None
         if isinstance(saved, str) and Path(saved).is_dir() and Path(saved).samefile(folder):
             return saved
-    return str(folder)
+    return None
 
 
 MIN_FREE_BYTES = 200 * 2**20
@@ -122,7 +136,7 @@ def trained_checkpoint(callbacks: list[pl.Callback], trainer: pl.Trainer) -> Pat
     best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.best_model_path), None)
     if best is not None:
         return Path(best.best_model_path)
-    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    last = last_checkpoint_path(trainer)
     return Path(last) if last else None
 
 
@@ -207,8 +221,9 @@ def train(cfg: DictConfig) -> float | None:
     # a callback config may build nothing (no best checkpoint without a monitor, no early stopping without patience)
     callbacks = [callback for c in cfg.callbacks.values() if (callback := instantiate(c)) is not None]
     if checkpoint_dir is not None:  # a resumed run goes on writing its checkpoints where they are (resume_point)
+        default = os.path.realpath(Path(cfg.paths.output_dir) / CHECKPOINTS_DIR)  # as ModelCheckpoint spells a dirpath
         for callback in callbacks:
-            if isinstance(callback, ModelCheckpoint):
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath == default:
                 callback.dirpath = checkpoint_dir
     callbacks.append(tracking.LogDatasets())
     with tracking.store_lock(cfg.logger.tracking_uri):

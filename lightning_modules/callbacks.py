@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
-from weakref import proxy
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -37,12 +33,18 @@ class LogLastCheckpoint(pl.Callback):
     MLflow artifacts under checkpoints/ (before the logger closes the run)."""
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        last = last_checkpoint_path(trainer)
         if last:
             tracking.log_artifact(trainer, last, "checkpoints")
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, BestCheckpoint) and callback.best_model_path:
                 tracking.log_artifact(trainer, callback.best_model_path, "checkpoints")
+
+
+def last_checkpoint_path(trainer: pl.Trainer) -> str:
+    """The run's last.ckpt (the ModelCheckpoint with `save_last`), or "" before it is written or without one."""
+    keeper = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.save_last), None)
+    return keeper.last_model_path if keeper is not None else ""
 
 
 MODES = ("min", "max")
@@ -56,6 +58,10 @@ class BestCheckpoint(ModelCheckpoint):
     `best_model_score` (Lightning's) is the best value, `best_epoch` the 0-based epoch it was reached at (None
     before the first save); both survive a resume into the same checkpoint folder. At the end of fitting both go
     to the run's loggers as `best/<monitor>` and `best/epoch` (e.g. `best/val/fitness`).
+
+    It must come before the latest-epoch ModelCheckpoint in the callback list (Lightning keeps the order of its
+    checkpoint callbacks; conf/callbacks/default.yaml lists it first): that one's file, which resuming reads, then
+    holds this epoch's best, not the one before it.
     """
 
     def __init__(self, dirpath: str, monitor: str, mode: str = "max", filename: str = BEST_FILENAME) -> None:
@@ -70,44 +76,6 @@ class BestCheckpoint(ModelCheckpoint):
         # Lightning calls this only for an epoch that enters the top 1, i.e. a new best: remember its epoch
         super()._update_best_and_save(current, trainer, monitor_candidates)
         self.best_epoch = int(monitor_candidates["epoch"])
-
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        # ultralytics serialises an epoch's checkpoint once and writes the bytes as last.pt and, when the epoch is the
-        # best, as best.pt. The same here: when the epoch's checkpoint was just written (by the ModelCheckpoint
-        # before this one), best.ckpt is a copy of that file, not a second dump (0.3 s an epoch for the 40 MB face-mask
-        # checkpoint, 30 ms to copy). The copy holds this callback's state as it was before this epoch's update, as
-        # the epoch's own file does; resuming reads that file, and best.ckpt is read for its weights.
-        source = self._this_steps_checkpoint(trainer)
-        if source is None:
-            super()._save_checkpoint(trainer, filepath)
-            return
-        if trainer.is_global_zero:  # as Lightning's CheckpointIO writes: rank 0 only
-            partial = Path(f"{filepath}.partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, filepath)  # a reader never sees half a best.ckpt
-        trainer.strategy.barrier("BestCheckpoint.copy")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:  # as Lightning's ModelCheckpoint._save_checkpoint does
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
-
-    def _this_steps_checkpoint(self, trainer: pl.Trainer) -> Path | None:
-        """The full checkpoint of this very step that a ModelCheckpoint before this one in the callback order has
-        written (Lightning keeps their order; the configs put the latest-epoch one first), else None."""
-        for callback in trainer.checkpoint_callbacks:
-            if callback is self:
-                return None
-            saved = getattr(callback, "_last_checkpoint_saved", "")
-            if (
-                isinstance(callback, ModelCheckpoint)
-                and not callback.save_weights_only
-                and callback._last_global_step_saved == trainer.global_step
-                and saved
-                and Path(saved).is_file()
-            ):
-                return Path(saved)
-        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_epoch": self.best_epoch}

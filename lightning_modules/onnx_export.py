@@ -81,10 +81,11 @@ def max_abs_difference(onnx_path: str | Path, what: str, expected, got, toleranc
     return difference
 
 
-def onnx_session(path: str | Path):
-    """An ONNX Runtime session on the CPU, its warnings off."""
+def onnx_session(model: str | Path | bytes):
+    """An ONNX Runtime session on the CPU, its warnings off, on an ONNX file or its bytes."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 
 from core.errors import UserError
+from core.files import atomic_write
 from lightning_modules.onnx_export import ExportedModel, ExportParityError, Parity, max_abs_difference, onnx_session
-from lightning_modules.yolo_inference import letterbox_batch, load_detector, postprocess
+from lightning_modules.yolo_inference import fused_copy, letterbox_batch, load_detector, postprocess
 
 # The raw head output, N×(4 + classes)×anchors, is compared in two parts, each with an absolute tolerance:
 SCORE_TOLERANCE = 1e-4  # class scores (after the sigmoid, in [0, 1]); float32 reordering differs by ~1e-7
@@ -68,7 +69,7 @@ def export_onnx(
     )
 
 
-RUNTIME_SUFFIX = ".runtime.onnx"  # beside the checkpoint: <stem>.runtime.onnx and <stem>.runtime.json
+RUNTIME_SUFFIX = ".runtime.onnx"  # <stem>.runtime.onnx and <stem>.runtime.json
 RUNTIME_FORMAT = 1  # part of the cache key: raise it when what `runtime_model` exports changes
 
 
@@ -84,65 +85,71 @@ class RuntimeModel:
 
 
 def runtime_model(checkpoint: str | Path, fallback_dir: str | Path, key: str = "CKPT") -> RuntimeModel:
-    """The detector of `checkpoint` with each BatchNorm folded into its convolution (ultralytics' `fuse`, as
+    """The detector of `checkpoint` with each BatchNorm folded into its convolution (`yolo_inference.fused_copy`, as
     `yolo track` runs a model) in ONNX Runtime on the CPU, with dynamic batch, height and width
     (`letterbox_batch(rect=True)` frames): its output0 is PyTorch's, checked by `check_parity` (ExportParityError).
 
     Exported once per checkpoint, as `yolo export` writes best.onnx beside best.pt: `<stem>.runtime.onnx` beside the
-    checkpoint (in `fallback_dir` when that folder cannot be written), with `<stem>.runtime.json` holding the key —
-    the checkpoint's SHA-256, torch's version, RUNTIME_FORMAT — the ONNX file's SHA-256, the class names and the
-    training image size. A later call whose key and file match opens the file without loading the checkpoint: at
-    yolov5n size that is 0.1 s of hashing instead of 0.65 s of loading and 0.75 s of exporting and checking (2 CPU
-    cores here). A changed checkpoint (best.ckpt is overwritten as training goes on) changes the key: exported
-    again. UserError (`key`=…) for a checkpoint that is missing or refused (`load_detector`)."""
+    checkpoint (in `fallback_dir`, named by the checkpoint's hash, when that folder cannot be written), with a
+    `.runtime.json` holding the key — the checkpoint's SHA-256, the torch and ultralytics versions, RUNTIME_FORMAT —
+    the ONNX file's SHA-256, the class names and the training image size. A later call whose key matches opens the
+    bytes it hashed without loading the checkpoint: at yolov5n size 0.1 s of hashing instead of 0.65 s of loading and
+    0.75 s of exporting and checking (2 CPU cores here). A changed checkpoint (best.ckpt is overwritten as training
+    goes on) or a damaged file is exported again. UserError (`key`=…) for a checkpoint that is missing or refused."""
+    import ultralytics
+
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         load_detector(checkpoint, key=key)  # its one-line UserError
-    wanted = {"checkpoint_sha256": _sha256(checkpoint), "torch": torch.__version__, "format": RUNTIME_FORMAT}
-    folders = [checkpoint.parent, Path(fallback_dir)]
-    for folder in folders:
-        onnx_path, sidecar = _runtime_files(folder, checkpoint)
+    digest = _sha256(checkpoint.read_bytes())
+    wanted = {
+        "checkpoint_sha256": digest,
+        "torch": torch.__version__,
+        "ultralytics": ultralytics.__version__,
+        "format": RUNTIME_FORMAT,
+    }
+    places = [(checkpoint.parent, checkpoint.stem), (Path(fallback_dir), digest[:16])]
+    for folder, stem in places:
+        onnx_path, sidecar = _runtime_files(folder, stem)
         entry = _read_json(sidecar)
-        if (
-            entry is not None
-            and {k: entry.get(k) for k in wanted} == wanted
-            and onnx_path.is_file()
-            and entry.get("onnx_sha256") == _sha256(onnx_path)
-        ):
-            return RuntimeModel(onnx_session(onnx_path), list(entry["names"]), int(entry["imgsz"]), onnx_path, True)
+        if entry is None or {k: entry.get(k) for k in wanted} != wanted or not onnx_path.is_file():
+            continue
+        data = onnx_path.read_bytes()
+        if entry.get("onnx_sha256") == _sha256(data):  # the very bytes the session opens
+            return RuntimeModel(onnx_session(data), list(entry["names"]), int(entry["imgsz"]), onnx_path, True)
 
     module = load_detector(checkpoint, key=key)
-    net = copy.deepcopy(module.eval_net).cpu().fuse(verbose=False).eval()
+    net = fused_copy(module).cpu()
     imgsz = int(module.hparams.imgsz)
-    for folder in folders:
-        onnx_path, sidecar = _runtime_files(folder, checkpoint)
-        partial = onnx_path.with_name(f"{onnx_path.name}.{os.getpid()}.partial")
+    for folder, stem in places:
+        onnx_path, sidecar = _runtime_files(folder, stem)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            partial.touch()
+            handle, partial = tempfile.mkstemp(prefix=f".{onnx_path.name}.", dir=folder)  # unique: concurrent callers
+            os.close(handle)
         except OSError:  # a read-only checkpoint folder: the fallback
             continue
+        partial = Path(partial)
         try:
             _write_checked(net, imgsz, partial, dynamic_size=True)
-        except BaseException:
+            data = partial.read_bytes()
+            os.replace(partial, onnx_path)
+        finally:
             partial.unlink(missing_ok=True)
-            raise
-        os.replace(partial, onnx_path)  # whole files only, also with two monitors starting at once
-        entry = {**wanted, "onnx_sha256": _sha256(onnx_path), "names": list(module.names), "imgsz": imgsz}
-        with contextlib.suppress(OSError):  # without its sidecar the file is exported again next time
-            sidecar.write_text(json.dumps(entry, indent=1))
-        return RuntimeModel(onnx_session(onnx_path), list(module.names), imgsz, onnx_path, False)
-    raise UserError(f"cannot write the ONNX export of {checkpoint} to {folders[0]} nor to {folders[1]}")
+        entry = {**wanted, "onnx_sha256": _sha256(data), "names": list(module.names), "imgsz": imgsz}
+        with contextlib.suppress(OSError), atomic_write(sidecar, "w") as handle:  # without it: exported again
+            json.dump(entry, handle, indent=1)
+        return RuntimeModel(onnx_session(data), list(module.names), imgsz, onnx_path, False)
+    raise UserError(f"cannot write the ONNX export of {checkpoint} to {places[0][0]} nor to {places[1][0]}")
 
 
-def _runtime_files(folder: Path, checkpoint: Path) -> tuple[Path, Path]:
-    onnx_path = folder / f"{checkpoint.stem}{RUNTIME_SUFFIX}"
+def _runtime_files(folder: Path, stem: str) -> tuple[Path, Path]:
+    onnx_path = folder / f"{stem}{RUNTIME_SUFFIX}"
     return onnx_path, onnx_path.with_suffix(".json")
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _read_json(path: Path) -> dict | None:

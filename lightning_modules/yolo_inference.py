@@ -33,6 +33,14 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
     return module.eval()
 
 
+def fused_copy(module: YoloDetector) -> nn.Module:
+    """A copy of the module's evaluated weights (`eval_net`: the EMA when training kept one) with each BatchNorm
+    folded into its convolution (ultralytics' `fuse`, as its predictor runs a model), in eval mode."""
+    import copy
+
+    return copy.deepcopy(module.eval_net).fuse(verbose=False).eval()
+
+
 @torch.inference_mode()
 def detect(
     net: nn.Module,

@@ -52,7 +52,7 @@ def compose(config_name: str, overrides: dict | list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict, read_write
+    from omegaconf import OmegaConf, open_dict, read_write
 
     items = [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -64,7 +64,7 @@ def compose(config_name: str, overrides: dict | list[str]):
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # as in the entry, where the job's config has no hydra node
-        if "paths" in cfg:
+        if "paths" in cfg and OmegaConf.is_interpolation(cfg.paths, "output_dir"):  # not when a test gave one
             # `${hydra:runtime.output_dir}` reads the global HydraConfig, which the next compose() replaces: this
             # config keeps its own folder (the entry has one config per process), else a test that composes two runs
             # reads the second one's folder through the first one's config

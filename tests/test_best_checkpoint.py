@@ -56,9 +56,8 @@ def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_pa
 
     folder = _checkpoints(cfg)
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=2-step=12.ckpt", "last.ckpt"]
-    # one serialisation an epoch: best.ckpt is a copy of the epoch's file when the epoch is the best (as ultralytics
-    # writes one buffer to last.pt and best.pt)
-    assert dumps == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt"]
+    # best.ckpt is written before the epoch's own file, so that file (what resuming reads) holds this epoch's best
+    assert dumps == ["best.ckpt", "epoch=0-step=4.ckpt", "best.ckpt", "epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt"]
     assert torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2  # stopped early
     log_dir = cfg.paths.log_dir
@@ -109,7 +108,7 @@ def test_without_a_monitor_or_patience_those_callbacks_are_left_out(store):
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     built = _callbacks(store, **{"monitor.metric": "null"})
-    assert built[1:3] == [None, None]  # best_checkpoint, early_stopping
+    assert [built[0], built[2]] == [None, None]  # best_checkpoint, early_stopping
     kept = [c for c in built if isinstance(c, ModelCheckpoint)]
     assert [(c.monitor, c.save_last) for c in kept] == [(None, "link")]  # the last/resume checkpoint, unchanged
     stop = _callbacks(store, patience=3)[2]
@@ -131,7 +130,9 @@ def test_a_bad_monitor_setting_is_a_user_error():
 def test_a_resumed_run_keeps_its_best_epoch_and_the_tools_take_it(store, tmp_path, scripted_kid):
     """Resuming continues the run in its own checkpoint folder: an epoch after the resume that is worse than the
     best before it does not become best.ckpt, the entry returns the run's best, and the tools take that file."""
-    scripted_kid[:] = [0.5, 0.125, 0.375, 0.25, 0.4375]  # best at epoch 1; epochs 3 and 4 come after the resume
+    # best at epoch 2, the last one before the resume; epoch 3 (0.25) is worse than it but better than epoch 1, the
+    # best an epoch file written before its epoch's best would remember
+    scripted_kid[:] = [0.5, 0.375, 0.125, 0.25, 0.4375]
     base = {"experiment": TASK, "debug": "fast", **store}
     first = compose("train", {**base, "trainer.max_epochs": 3})
     assert train(first) == 0.125
@@ -141,10 +142,36 @@ def test_a_resumed_run_keeps_its_best_epoch_and_the_tools_take_it(store, tmp_pat
     assert train(resumed) == 0.125  # not 0.25, the best of the resumed epochs alone
 
     assert find_checkpoint(log_dir, TASK) == folder / "best.ckpt"  # the run's own folder, which the resume went on in
-    assert torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    assert torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2
     assert find_checkpoint(log_dir, TASK, "last") == folder / "last.ckpt"
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 4
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=4-step=20.ckpt", "last.ckpt"]
     client, runs = mlflow_runs(tmp_path, TASK)
     assert len(runs) == 1
-    assert (runs[0].data.metrics["best/quality/kid"], runs[0].data.metrics["best/epoch"]) == (0.125, 1.0)
+    assert (runs[0].data.metrics["best/quality/kid"], runs[0].data.metrics["best/epoch"]) == (0.125, 2.0)
+
+
+def test_a_resume_from_another_file_than_a_runs_last_ckpt_writes_a_new_folder_and_touches_no_file(
+    store, tmp_path, scripted_kid
+):
+    """Only a run's own last.ckpt is continued in place: a copy outside logs/ or the run's best.ckpt starts a new
+    checkpoint folder, and the file resumed from stays as it was."""
+    import hashlib
+    import shutil
+
+    scripted_kid[:] = [0.5, 0.25, 0.375, 0.125, 0.0625, 0.03125]
+    base = {"experiment": TASK, "debug": "fast", **store}
+    train(compose("train", {**base, "trainer.max_epochs": 2}))
+    folder = find_checkpoint(store["paths.log_dir"], TASK, "last").parent
+    elsewhere = tmp_path / "elsewhere" / "last.ckpt"
+    elsewhere.parent.mkdir()
+    shutil.copyfile(folder / "last.ckpt", elsewhere)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (elsewhere, folder / "best.ckpt")}
+
+    for resumed_from in before:
+        cfg = compose("train", {**base, "trainer.max_epochs": 3, "ckpt_path": str(resumed_from)})
+        train(cfg)
+        assert sorted(p.name for p in _checkpoints(cfg).iterdir()) == ["best.ckpt", "epoch=2-step=12.ckpt", "last.ckpt"]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before} == before
+    assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["last.ckpt"] and not elsewhere.is_symlink()
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=1-step=8.ckpt", "last.ckpt"]

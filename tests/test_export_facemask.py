@@ -200,7 +200,7 @@ def test_make_passes_format_as_a_list_and_ckpt_unchanged(stub_python, tmp_path):
     assert received == {"entry": "experiments.export_facemask", "formats": []}  # the .pt alone, default checkpoint
 
 
-def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorch(trained, tmp_path):  # noqa: F811
+def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorch(trained, tmp_path, monkeypatch):  # noqa: F811
     """monitor-facemask's detector on the CPU (backend auto = ONNX Runtime on a fused copy, frames letterboxed to the
     smallest stride-32 rectangle) finds what the fused PyTorch net finds on a 16:9 frame, box for box; the export is
     written once beside the checkpoint and reused while the checkpoint is unchanged."""
@@ -240,7 +240,23 @@ def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorc
     first.path.write_bytes(first.path.read_bytes()[:-1])  # a damaged export is not reused either
     assert not runtime_model(ckpt, fallback_dir=tmp_path / "out").cached
 
+    import lightning_modules.yolo_export as yolo_export
+
+    mkstemp = yolo_export.tempfile.mkstemp
+
+    def read_only_checkpoint_folder(*args, dir, **kwargs):  # as root, a chmod would not stop the write
+        if Path(dir) == ckpt.parent:
+            raise PermissionError(13, "Permission denied", dir)
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    with ckpt.open("ab") as f:
+        f.write(b"\0")
+    monkeypatch.setattr(yolo_export.tempfile, "mkstemp", read_only_checkpoint_folder)
+    elsewhere = runtime_model(ckpt, fallback_dir=tmp_path / "out")
+    assert not elsewhere.cached and elsewhere.path.parent == tmp_path / "out"
+    assert elsewhere.path.name.endswith(".runtime.onnx") and elsewhere.path.name != "best.runtime.onnx"  # by hash
+    assert runtime_model(ckpt, fallback_dir=tmp_path / "out").cached
+
     with pytest.raises(UserError, match="backend"):
         resolve_backend("tensorrt", "cpu")
-    with pytest.raises(UserError, match="CPU only"):
-        resolve_backend("onnxruntime", "cuda")
+    assert resolve_backend("onnxruntime", "cuda") == "onnxruntime"  # on the CPU, as asked
