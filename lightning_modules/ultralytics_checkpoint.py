@@ -49,6 +49,17 @@ FORMAT_PACKAGES = {
 }
 
 
+# Why a format may differ though its file is right. OpenVINO: its CPU plugin computes in bfloat16 by default on CPUs with
+# AMX or AVX512-BF16, and ultralytics' predictor (AutoBackend) compiles the model without asking for f32; measured
+# here (openvino 2026.4, a Sapphire Rapids-class CPU): raw boxes 21 px apart between the default and
+# INFERENCE_PRECISION_HINT=f32, a box corner 0.48 px off after NMS. A `runtime_options` entry in the IR does not
+# change that default.
+FORMAT_HINTS = {
+    "openvino": " (or OpenVINO ran it in bfloat16: its CPU plugin's default on CPUs with AMX or AVX512-BF16, which "
+    "ultralytics' predictor keeps; f32 needs INFERENCE_PRECISION_HINT=f32 when compiling the model)"
+}
+
+
 class FormatParityError(UserError):
     """An exported model's detections differ from the project's own inference by more than the tolerance."""
 
@@ -56,6 +67,7 @@ class FormatParityError(UserError):
         super().__init__(
             f"export format={fmt} ({path}): {what} differ from the project's inference by {difference:.3g} "
             f"(tolerance {tolerance:.3g}) on image {image}: the file does not compute what the checkpoint does"
+            + FORMAT_HINTS.get(fmt, "")
         )
         self.format, self.path, self.image = fmt, Path(path), image
         self.what, self.difference, self.tolerance = what, difference, tolerance

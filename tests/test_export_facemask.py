@@ -160,6 +160,11 @@ def test_a_box_off_by_a_little_more_than_the_tolerance_names_the_format_and_imag
     assert e.value.image == "b.png" and e.value.difference == pytest.approx(0.06) and e.value.tolerance == 0.05
     with pytest.raises(FormatParityError, match="the confidences"):
         compare_detections(mine, mine + [0, 0, 0, 0, 2e-4, 0], conf=0.25, fmt="onnx", path="m.onnx", image="b.png")
+    assert "bfloat16" not in str(e.value)
+    with pytest.raises(FormatParityError, match="OpenVINO ran it in bfloat16"):  # its CPU plugin's default on AMX
+        compare_detections(
+            mine, mine + [0, 0, 0.5, 0, 0, 0], conf=0.25, fmt="openvino", path="m_openvino_model", image="b.png"
+        )
 
 
 def test_a_missing_or_other_class_box_is_a_mismatch_but_one_at_the_threshold_is_not():
