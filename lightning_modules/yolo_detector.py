@@ -187,8 +187,9 @@ class YoloDetector(pl.LightningModule):
     xywh). `forward(images)`: float (B, 3, H, W) in [0, 1] → raw predictions (B, 4 + classes, anchors).
     Logs per step the three losses (`core.metric_names`), per validation epoch `val/map50`, `val/map50_95`,
     precision, recall and AP50 per class (names made valid and stable by `core.metric_names`), and the first
-    `figure_images` validation images with their predictions (`yolo_plots.prediction_grid`). At the end of training it logs ultralytics' plots of the last validation epoch under `plots/`
-    (`write_plots`) and the per-epoch table `results.csv` (`write_results_csv`, one row per training epoch).
+    `figure_images` validation images with their predictions (`yolo_plots.prediction_grid`, a JPEG). At the end of
+    training it logs ultralytics' plots of the last validation epoch under `plots/` (`write_plots`) and the
+    per-epoch table `results.csv` (`write_results_csv`, one row per training epoch).
     `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository files through
     `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
     Raises UserError for a missing or foreign weights file.
