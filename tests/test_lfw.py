@@ -210,3 +210,19 @@ def test_describer_is_dlibs_descriptor_and_flip_averages_the_mirrored_chip():
     expected = (plain(rgb, [face])[0] + mirrored) / 2  # the plain mean: not re-normalised
     np.testing.assert_allclose(flipped(rgb, [face])[0], expected, rtol=0, atol=1e-6)
     assert "flip=True" in flipped.tag() and flipped.tag() != plain.tag()
+
+
+def test_a_jittered_descriptor_depends_on_the_face_alone_not_on_the_faces_described_before_it():
+    from faces import Detection
+    from faces.descriptors import FaceDescriber
+
+    rng = np.random.default_rng(0)
+    photos = [cv2.GaussianBlur((rng.random((160, 160, 3)) * 255).astype(np.uint8), (0, 0), 3) for _ in range(2)]
+    box = [Detection(30, 30, 130, 130, 1.0)]
+    describer = FaceDescriber(num_jitters=3)
+    first = describer(photos[0], box)
+    describer(photos[1], box)  # with one shared dlib model this would advance its jitter generator
+    np.testing.assert_array_equal(describer(photos[0], box), first)
+    np.testing.assert_array_equal(FaceDescriber(num_jitters=3)(photos[0], box), first)  # as in another worker
+    assert np.abs(first - FaceDescriber()(photos[0], box)).max() > 1e-3  # the jitter did move it
+    assert "jitters=3/per-face" in describer.tag() and "jitters=1|" in FaceDescriber().tag()
