@@ -240,20 +240,23 @@ def centre_box(image_shape: tuple[int, ...], fraction: float = 0.44) -> Detectio
 class FaceDescriber:
     """dlib's face descriptor on whole images, as face_recognition computes it: for each face box, the
     5-point shape predictor (`shape_predictor_5_face_landmarks.dat`) places the landmarks, `dlib.get_face_chip`
-    aligns a 150×150 chip (padding 0.25) from them, and the ResNet maps it to a 128-d vector
-    (`dlib_face_recognition_resnet_model_v1.dat`, both from `face-recognition-models`). The chip path gives
-    bit-for-bit the descriptor of `compute_face_descriptor(img, shape)` (checked on LFW photos).
+    aligns a 150×150 chip (padding 0.25) from them, and dlib's ResNet maps it to a 128-d vector
+    (`dlib_face_recognition_resnet_model_v1.dat`, both from `face-recognition-models`).
+
+    The ResNet runs as `faces.dlib_resnet_port.DlibFaceResnet`, read from dlib's own file: within 1e-4 of
+    dlib's `compute_face_descriptor` on every chip (tests/test_dlib_resnet_port.py), and 5–10× faster on this
+    CPU, where dlib's wheel has no BLAS, because PyTorch runs a face's views as one batch. It is the network the
+    web page runs (exported to ONNX), so the page and these tools compute the same descriptors.
 
     Two descriptors of one person lie within Euclidean distance 0.6 of each other, by the model's training
     (a pairwise hinge loss with margin 0.6; davisking/dlib-models README, face_recognition's `tolerance`).
-    `num_jitters` > 1 averages the descriptor over that many randomly jittered chips (dlib's option: ~n× the
-    time). dlib's jitter generator lives in the model object and advances with every jittered chip, so each
-    face is described by a freshly loaded model (about 0.05 s, against ~1 s for 10 jitters): a jittered
-    descriptor then depends on the face alone, not on which photos a worker process described before it, and
-    a run reproduces whatever the number of workers. `flip` averages the chip's descriptor with that of its mirror image (horizontal flip at
-    test time, as in Taigman et al., DeepFace, CVPR 2014, and most LFW protocols since: 2× the time); the
-    average is not re-normalised (measured on LFW: see the README). The dlib models are built on first use
-    and left out of pickling, so a describer can go to worker processes."""
+    `flip` averages the chip's descriptor with that of its mirror image (horizontal flip at test time, as in
+    Taigman et al., DeepFace, CVPR 2014, and most LFW protocols since). `num_jitters` > 1 replaces each view by
+    that many jittered copies (`jitter_chip`: dlib's jitter, the test-time augmentation of dlib's
+    `num_jitters`) and averages their descriptors, drawn from a generator seeded by the chip's bytes: a jittered
+    descriptor depends on the face alone, not on the photos described before it or on the number of worker
+    processes. The average is not re-normalised (measured on LFW: see the README). The models are built on
+    first use and left out of pickling, so a describer can go to worker processes (one torch thread each)."""
 
     def __init__(self, num_jitters: int = 1, padding: float = 0.25, flip: bool = False) -> None:
         if num_jitters < 1:
@@ -265,8 +268,11 @@ class FaceDescriber:
         import dlib
 
         from faces.detectors import dlib_model_path
+        from faces.dlib_resnet_port import load_dlib_face_resnet
 
-        return dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat"))), self._resnet()
+        return dlib.shape_predictor(
+            str(dlib_model_path("shape_predictor_5_face_landmarks.dat"))
+        ), load_dlib_face_resnet()
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_native"}
@@ -287,26 +293,25 @@ class FaceDescriber:
             for d in detections
         ]
 
+    def views(self, chip: np.ndarray) -> np.ndarray:
+        """The uint8 views (V, 150, 150, 3) of one chip whose descriptors are averaged: the chip, its mirror image
+        when `flip`, each replaced by `num_jitters` jittered copies when that is > 1."""
+        views = [chip, chip[:, ::-1]] if self.flip else [chip]
+        if self.num_jitters > 1:
+            rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(chip.tobytes(), digest_size=8).digest()))
+            views = [jitter_chip(view, rng) for view in views for _ in range(self.num_jitters)]
+        return np.stack(views)
+
+    @torch.inference_mode()
     def __call__(self, rgb: np.ndarray, detections: list[Detection]) -> np.ndarray:
         """float32 (N, 128) descriptors of the N `detections` (boxes in pixels of `rgb`, HxWx3 uint8 RGB)."""
         if not detections:
             return np.empty((0, 128), np.float32)
-        _, model = self._native
-        out = []
-        for chip in self.chips(rgb, detections):
-            if self.num_jitters > 1:
-                model = self._resnet()  # its jitter generator starts from dlib's seed: see the class docstring
-            views = [chip, np.ascontiguousarray(chip[:, ::-1])] if self.flip else [chip]
-            out.append(np.mean(np.asarray(model.compute_face_descriptor(views, self.num_jitters), np.float32), axis=0))
-        return np.stack(out).astype(np.float32)
-
-    @staticmethod
-    def _resnet():
-        import dlib
-
-        from faces.detectors import dlib_model_path
-
-        return dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))
+        _, network = self._native
+        views = [self.views(chip) for chip in self.chips(rgb, detections)]  # (V, 150, 150, 3) per face
+        batch = torch.from_numpy(np.concatenate(views)).permute(0, 3, 1, 2)  # (N·V, 3, 150, 150)
+        descriptors = network(batch).view(len(views), len(views[0]), -1)  # (N, V, 128)
+        return descriptors.mean(dim=1).numpy().astype(np.float32)
 
     def tag(self) -> str:
         """Names the descriptors (model files' sizes and the options) for descriptor caches' keys."""
@@ -316,9 +321,31 @@ class FaceDescriber:
             dlib_model_path(f).stat().st_size
             for f in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
         ]
-        # "per-face": jittered descriptors from a fresh model per face (earlier ones depended on the photos' order)
-        jitters = f"{self.num_jitters}/per-face" if self.num_jitters > 1 else "1"
-        return f"dlib_resnet_v1|sp5|{sizes}|jitters={jitters}|padding={self.padding}|flip={self.flip}"
+        # "port": the PyTorch port of the ResNet (equal to dlib's within 1e-4), jitter seeded per chip
+        return f"dlib_resnet_v1|sp5|{sizes}|port|jitters={self.num_jitters}|padding={self.padding}|flip={self.flip}"
 
     def __repr__(self) -> str:
         return f"FaceDescriber(num_jitters={self.num_jitters}, padding={self.padding}, flip={self.flip})"
+
+
+JITTER_MAX_ROTATION_DEGREES, JITTER_OBJECT_HEIGHT, JITTER_TRANSLATE = 3.0, (0.97, 0.99999), 0.02
+
+
+def jitter_chip(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One randomly jittered copy (S, S, 3) uint8 of a square uint8 chip (S, S, 3), as dlib's `jitter_image`
+    (dlib/image_transforms/interpolation.h) makes it, with `rng` in place of dlib's generator: the chip's box,
+    shrunk by 3 px, moved by up to ±2 % of its size, grown by 1/U(0.97, 0.99999) and turned by up to ±3°, is
+    resampled to S×S by dlib's `extract_image_chip` (bilinear), then mirrored with probability 1/2."""
+    import dlib
+
+    size = chip.shape[0]
+    rect = dlib.shrink_rect(dlib.rectangle(0, 0, size - 1, size - 1), 3)
+    dx, dy = rng.uniform(-JITTER_TRANSLATE, JITTER_TRANSLATE, 2) * (rect.width(), rect.height())
+    box = int(rect.height() / rng.uniform(*JITTER_OBJECT_HEIGHT))
+    centre = dlib.center(rect)
+    crop = dlib.centered_rect(dlib.point(centre.x + round(dx), centre.y + round(dy)), box, box)
+    angle = np.deg2rad(rng.uniform(-JITTER_MAX_ROTATION_DEGREES, JITTER_MAX_ROTATION_DEGREES))
+    out = dlib.extract_image_chip(
+        np.ascontiguousarray(chip), dlib.chip_details(dlib.drectangle(crop), dlib.chip_dims(size, size), angle)
+    )
+    return out[:, ::-1] if rng.random() > 0.5 else out

@@ -177,16 +177,19 @@ def roc_points(distances: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.
 
 
 # ---- describing photos, in worker processes -------------------------------------------------------------------
-# dlib's descriptor holds the GIL (2 threads ran at 0.7× one thread's speed here), so the photos are shared out
-# between processes; each builds its dlib models once (the describer and detectors pickle without them).
+# dlib's HOG detector and shape predictor hold the GIL (2 threads ran at 0.7× one thread's speed here), so the photos
+# are shared out between processes; each builds its models once (the describer and detectors pickle without them).
 _worker: tuple | None = None
 
 FOUND, RETRIED, CENTRE_BOX = "detected", "detected on retry", "centre box"
 
 
 def _init_worker(detector, retry_detector, describer) -> None:
+    import torch
+
     global _worker
     _worker = (detector, retry_detector, describer)
+    torch.set_num_threads(1)  # one process per core: the describer's network must not share out its own threads
 
 
 def describe_central_face(file: str | Path, detector, retry_detector, describer) -> tuple[np.ndarray, str]:
