@@ -101,8 +101,9 @@ class VGG16Backbone(nn.Module):
 
 
 class DlibResnetBackbone(nn.Module):
-    """dlib's `dlib_face_recognition_resnet_model_v1.dat` on each crop, aligned with
-    `shape_predictor_5_face_landmarks.dat` (both from `face-recognition-models`).
+    """dlib's face descriptor on face crops, uint8 RGB (B, 3, H, W) → float32 (B, 128): `FaceDescriber` (5-point
+    landmarks of `shape_predictor_5_face_landmarks.dat`, the aligned 150×150 chip, dlib's ResNet
+    `dlib_face_recognition_resnet_model_v1.dat` as its PyTorch port), one chip per crop, on the CPU.
 
     The crop is assumed to hold the face box grown by `margin` on each side (what capture-faces and the
     datamodule write), so the landmarks are searched in the crop's central box."""
@@ -110,49 +111,24 @@ class DlibResnetBackbone(nn.Module):
     frozen = True
     train_last_blocks = 0
 
-    def __init__(self, margin: float = 0.2, num_jitters: int = 0) -> None:
+    def __init__(self, margin: float = 0.2) -> None:
         super().__init__()
-        self.margin, self.num_jitters = margin, num_jitters
-
-    @property
-    def _models(self):
-        if not hasattr(self, "_dlib"):  # built on first use; dlib objects do not pickle or move devices
-            import dlib
-
-            from faces.detectors import dlib_model_path
-
-            self._dlib = (
-                dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat"))),
-                dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))),
-            )
-        return self._dlib
+        self.margin = margin
+        self.describer = FaceDescriber()  # a plain object, not a submodule: its network stays on the CPU
 
     def out_features(self, image_size: int) -> int:
         return 128
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        import dlib
-
-        predictor, descriptor = self._models
         crops = images.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()
-        out = []
-        for crop in crops:
-            h, w = crop.shape[:2]
-            inset_x, inset_y = w * self.margin / (1 + 2 * self.margin), h * self.margin / (1 + 2 * self.margin)
-            box = dlib.rectangle(round(inset_x), round(inset_y), round(w - inset_x) - 1, round(h - inset_y) - 1)
-            crop = np.ascontiguousarray(crop)
-            shape = predictor(crop, box)
-            out.append(np.asarray(descriptor.compute_face_descriptor(crop, shape, self.num_jitters), np.float32))
-        return torch.from_numpy(np.stack(out)).to(images.device)
+        height, width = crops.shape[1:3]
+        inset_x, inset_y = width * self.margin / (1 + 2 * self.margin), height * self.margin / (1 + 2 * self.margin)
+        face = Detection(round(inset_x), round(inset_y), round(width - inset_x), round(height - inset_y), 1.0)
+        out = np.concatenate([self.describer(np.ascontiguousarray(crop), [face]) for crop in crops])
+        return torch.from_numpy(out).to(images.device)
 
     def tag(self) -> str:
-        from faces.detectors import dlib_model_path
-
-        sizes = [
-            dlib_model_path(f).stat().st_size
-            for f in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
-        ]
-        return f"dlib_resnet|sp5|{sizes}|margin={self.margin}|jitters={self.num_jitters}"
+        return f"dlib_resnet|{self.describer.tag()}|margin={self.margin}"
 
 
 def build_backbone(name: str, **options) -> nn.Module:
