@@ -19,22 +19,28 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pytorch_lightning as pl
 import requests
 from hydra.experimental.callback import Callback
-from pytorch_lightning.loggers import MLFlowLogger
-from pytorch_lightning.utilities import rank_zero_only
 
-from core.metric_names import EPOCH
+# Lightning's own rank_zero_only (pytorch_lightning re-exports this object and sets its rank), imported from the
+# small lightning_utilities package: the tools that only log a run (monitor-facemask, eval-lfw …) never import
+# pytorch_lightning, whose import chain (lightning_fabric → torchmetrics → torchvision.models → torch._dynamo)
+# took 3.0 s of a 6-second monitor call. The Lightning callbacks that write here live in lightning_modules.callbacks.
+from lightning_utilities.core.rank_zero import rank_zero_only
+
+if TYPE_CHECKING:
+    from pytorch_lightning.loggers import MLFlowLogger
 
 log = logging.getLogger(__name__)
 
 
 def mlflow_logger(trainer: Any) -> MLFlowLogger | None:
     """The trainer's MLflow logger, or None when the run logs elsewhere (benchmarks, bare tests)."""
+    from pytorch_lightning.loggers import MLFlowLogger  # a trainer exists: Lightning is loaded
+
     for logger in getattr(trainer, "loggers", []) or []:
         if isinstance(logger, MLFlowLogger):
             return logger
@@ -105,73 +111,6 @@ def set_tags(trainer: Any, tags: dict[str, Any]) -> None:
     if logger is not None:
         for key, value in tags.items():
             logger.experiment.set_tag(logger.run_id, key, str(value))
-
-
-class EpochMetrics(pl.Callback):
-    """Epoch-end metrics that `self.log` cannot take, written to every logger of the trainer exactly once per
-    epoch, at step `epoch + 1` (the 1-based epoch, so each epoch's values sit at one step whatever the number of
-    batches), together with `epoch` (0-based, as the `epoch` metric), and only once the epoch's checkpoint exists.
-
-    A module makes one in `__init__`, returns it from `configure_callbacks` and calls `stage(epoch, metrics)`
-    (name → float or 0-d tensor) in its `on_train_epoch_end`.
-
-    Why this order. Lightning runs the module's `on_train_epoch_end`, then the checkpoint callbacks' (which write
-    the epoch's checkpoint), then hands `self.log`'s epoch values to the loggers
-    (pytorch_lightning/loops/fit_loop.py, `_FitLoop.on_advance_end`). Writing to the loggers before the checkpoint
-    logs an epoch twice when its checkpoint is never written (a full disk, a kill) and the resumed run repeats the
-    epoch; writing after it (Lightning's way) loses the epoch when the run dies in between. Here the staged values
-    are this callback's state, so they travel in the epoch's checkpoint, and they are written when the next epoch
-    starts or training ends, i.e. after the checkpoint. A run resumed from a checkpoint whose values may not have
-    been written yet (it died between the checkpoint and the next epoch) writes, at `on_train_start`, the values
-    that MLflow does not already hold at that step. An epoch whose checkpoint was never written is logged by the
-    resumed run that repeats it. Loggers log on rank 0 only (their `log_metrics` is rank-zero)."""
-
-    def __init__(self) -> None:
-        self.staged: dict[str, Any] | None = None  # {"epoch": int, "values": {name: float}}
-        self._restored = False
-
-    def stage(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Keep `metrics` of the 0-based `epoch` for the loggers; written after this epoch's checkpoint."""
-        self.staged = {"epoch": epoch, "values": {EPOCH: float(epoch), **{k: float(v) for k, v in metrics.items()}}}
-        self._restored = False
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"staged": self.staged}  # plain ints and floats: loadable with weights_only=True
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.staged = state_dict.get("staged")
-        self._restored = self.staged is not None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.staged is not None and self._restored:
-            self._write(trainer, missing_only=True)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer)
-
-    def _write(self, trainer: pl.Trainer, missing_only: bool = False) -> None:
-        if self.staged is None:
-            return
-        step, values = self.staged["epoch"] + 1, dict(self.staged["values"])
-        self.staged, self._restored = None, False
-        logger = mlflow_logger(trainer)
-        if missing_only and logger is not None and trainer.is_global_zero:
-            # a row with this step and value may also come from Lightning's step logging (it adds `epoch` to
-            # every row it logs): either way the value is there, and writing it again would be a duplicate
-            values = {
-                key: value
-                for key, value in values.items()
-                if not any(
-                    m.step == step and m.value == value
-                    for m in logger.experiment.get_metric_history(logger.run_id, key)
-                )
-            }
-        if values:
-            for each in getattr(trainer, "loggers", []) or []:
-                each.log_metrics(values, step=step)
 
 
 @rank_zero_only
@@ -370,19 +309,6 @@ def log_dataset(trainer: Any, dataset: FolderDataset) -> None:
     logger.experiment.log_dict(
         logger.run_id, record, f"datasets/{dataset.name.replace('/', '_')}-{dataset.context}.json"
     )
-
-
-class LogDatasets(pl.Callback):
-    """Record the datamodule's `dataset_inputs()` (a list of `FolderDataset`) as the run's MLflow dataset inputs
-    at the start of training, once its dataloaders exist (the face data decides what it skips there). A
-    datamodule without the hook logs none."""
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        describe = getattr(trainer.datamodule, "dataset_inputs", None)
-        if describe is None:
-            return
-        for dataset in describe():
-            log_dataset(trainer, dataset)
 
 
 # ---- system metrics ----------------------------------------------------------------------------------------

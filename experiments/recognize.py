@@ -28,7 +28,6 @@ from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
 from faces.gallery import GalleryRecognizer, build_gallery, gallery_photos
 from faces.recognition import UNKNOWN, recognize_folder
-from lightning_modules.face_classifier import load_recognizer
 
 TRAINED_BY = "make vgg16-faces"
 
@@ -59,6 +58,9 @@ def checkpoint_recognizer(cfg: DictConfig):
             cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri
         )
     )
+    # the classifier is a LightningModule: imported only on this path, so a gallery run never loads Lightning (3 s)
+    from lightning_modules.face_classifier import load_recognizer
+
     recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     return recognizer, ckpt
 

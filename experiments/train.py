@@ -7,7 +7,7 @@ it (`monitor.metric`, which `optimized_metric` follows unless overridden), else 
 
 The MLflow lifecycle around the run (README, "MLflow lifecycle"): the experiment is marked as a model-training one
 with a description (`experiment_description`, else `DESCRIPTIONS`); the datasets are recorded as run inputs
-(`core.tracking.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the end the
+(`lightning_modules.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the end the
 trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
 example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`).
 """
@@ -37,7 +37,7 @@ from core.checkpoints import (
 )
 from core.errors import UserError
 from experiments import log, user_errors
-from lightning_modules.callbacks import BestCheckpoint, last_checkpoint_path
+from lightning_modules.callbacks import BestCheckpoint, LogDatasets, last_checkpoint_path
 
 
 def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None, str | None]:
@@ -225,7 +225,7 @@ def train(cfg: DictConfig) -> float | None:
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath == default:
                 callback.dirpath = checkpoint_dir
-    callbacks.append(tracking.LogDatasets())
+    callbacks.append(LogDatasets())
     with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
         _ = logger.experiment  # creates the store, experiment and run now, one process at a time

@@ -28,6 +28,7 @@ from core.metric_names import (
     gan_loss,
     gan_loss_std,
 )
+from lightning_modules import callbacks
 from lightning_modules.dcgan_nets import Discriminator, Generator, init_normal_002
 from lightning_modules.sample_quality import SampleQuality
 
@@ -84,7 +85,7 @@ class DCGAN(pl.LightningModule):
         self._quality = {"metric": SampleQuality(**quality) if quality else None}  # kept out of the state_dict
         self.history: dict[str, list[float]] = defaultdict(list)
         self._epoch_losses: list[torch.Tensor] = []
-        self.epoch_metrics = tracking.EpochMetrics()  # epoch-end values reach the loggers after the checkpoint
+        self.epoch_metrics = callbacks.EpochMetrics()  # epoch-end values reach the loggers after the checkpoint
 
     def configure_callbacks(self) -> list[pl.Callback]:
         return [self.epoch_metrics]
@@ -188,7 +189,7 @@ class DCGAN(pl.LightningModule):
         metrics.update(self.loss_fluctuation())
         metrics.update(self._quality_metrics())
         # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the loggers get them
-        # once this epoch's checkpoint is written (tracking.EpochMetrics says why self.log cannot do that).
+        # once this epoch's checkpoint is written (lightning_modules.callbacks.EpochMetrics says why self.log cannot do that).
         self.log_dict(metrics, on_epoch=True, logger=False)
         self.epoch_metrics.stage(self.current_epoch, metrics)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:

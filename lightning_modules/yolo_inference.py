@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,7 +14,9 @@ import torch.nn as nn
 
 from core.checkpoints import load_module
 from core.errors import UserError
-from lightning_modules.yolo_detector import YoloDetector
+
+if TYPE_CHECKING:
+    from lightning_modules.yolo_detector import YoloDetector
 
 TRAINED_BY = "make yolo-facemask"  # the make target that writes the checkpoints these helpers read
 TASK_NAME = "yolo_facemask"  # its runs' folder under paths.log_dir
@@ -24,6 +27,10 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
 
     Read by `core.checkpoints` (data only); UserError, its message starting with `key=`, for a missing file, one
     that is refused, or one not written by YoloDetector."""
+    # imported here: the LightningModule brings pytorch_lightning (3 s of imports), which a monitor call that
+    # finds its ONNX export beside the checkpoint (yolo_export.runtime_model) never needs
+    from lightning_modules.yolo_detector import YoloDetector
+
     path = Path(checkpoint_path)
     if not path.is_file():
         raise UserError(f"{key}={path}: checkpoint not found — `{TRAINED_BY}` writes one")

@@ -406,3 +406,17 @@ def test_http_mjpeg_stream_that_drops_is_reopened_then_given_up_with_the_summary
         4,
     )
     assert cv2.VideoCapture(str(tmp_path / "out" / "annotated.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 10
+
+
+def test_the_tools_that_only_log_a_run_do_not_load_lightning():
+    """pytorch_lightning's import chain took 3 s of a 6-second monitor call: the monitor (whose ONNX path loads the
+    LightningModule only when it has to export), eval-lfw and recognize import without it."""
+    import sys
+
+    code = (
+        "import sys, experiments.monitor_facemask, experiments.eval_lfw, experiments.recognize, "
+        "lightning_modules.yolo_export; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pytorch_lightning', 'lightning_fabric')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout[:500]
