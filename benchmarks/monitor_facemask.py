@@ -80,6 +80,8 @@ def run_ours(overrides: list[str]) -> dict:
 def _child(overrides: list[str]) -> None:
     """One call of ours, under the imports the peer's process has (torch, Lightning, ultralytics: `main` imports them
     before either runs); prints {"frames", "seconds", "loop_fps"} as the last line."""
+    import pytorch_lightning  # noqa: F401  (the monitor's ONNX path no longer imports it; the peer's process has it)
+
     from experiments.monitor_facemask import run
     from lightning_modules.ultralytics_checkpoint import write_ultralytics_checkpoint  # noqa: F401
     from lightning_modules.yolo_inference import load_detector  # noqa: F401

@@ -1,10 +1,10 @@
 """The one way to MLflow for each kind of run, and small helpers around the store and the server.
 
 Training runs (experiments/train.py) log through the trainer's Lightning logger: metrics with `self.log` in the
-modules (`EpochMetrics` where `self.log` cannot, see there), and params, tags, texts, figures and other
-artifacts through the helpers here (rank 0 only). Tool runs (every other entry in experiments/) log through
-`log_tool_run` only: one MLflow run per call, where a failing tracking store is a warning and the tool's result
-stands.
+modules (`lightning_modules.callbacks.EpochMetrics` where `self.log` cannot, see there), and params, tags, texts,
+figures and other artifacts through the helpers here (rank 0 only). Tool runs (every other entry in experiments/)
+log through `log_tool_run` only: one MLflow run per call, where a failing tracking store is a warning and the tool's
+result stands.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ from hydra.experimental.callback import Callback
 # pytorch_lightning, whose import chain (lightning_fabric → torchmetrics → torchvision.models → torch._dynamo)
 # took 3.0 s of a 6-second monitor call. The Lightning callbacks that write here live in lightning_modules.callbacks.
 from lightning_utilities.core.rank_zero import rank_zero_only
+
+if not hasattr(rank_zero_only, "rank"):  # what lightning_fabric sets on import (its _get_rank); Lightning's strategies
+    # set it again when they start. Without Lightning loaded, the @rank_zero_only helpers below would raise.
+    rank_zero_only.rank = next(
+        (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK") if k in os.environ), 0
+    )
 
 if TYPE_CHECKING:
     from pytorch_lightning.loggers import MLFlowLogger

@@ -7,8 +7,8 @@ it (`monitor.metric`, which `optimized_metric` follows unless overridden), else 
 
 The MLflow lifecycle around the run (README, "MLflow lifecycle"): the experiment is marked as a model-training one
 with a description (`experiment_description`, else `DESCRIPTIONS`); the datasets are recorded as run inputs
-(`lightning_modules.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the end the
-trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
+(`lightning_modules.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
+end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
 example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`).
 """
 

@@ -274,7 +274,7 @@ class FaceDescriber:
         when `flip`, each replaced by `num_jitters` jittered copies when that is > 1."""
         views = [chip, chip[:, ::-1]] if self.flip else [chip]
         if self.num_jitters > 1:
-            rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(chip.tobytes(), digest_size=8).digest()))
+            rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(chip.tobytes(), digest_size=8).digest(), "big"))
             views = [jitter_chip(view, rng) for view in views for _ in range(self.num_jitters)]
         return np.stack(views)
 
@@ -284,10 +284,11 @@ class FaceDescriber:
         if not detections:
             return np.empty((0, 128), np.float32)
         _, network = self._native
-        views = [self.views(chip) for chip in self.chips(rgb, detections)]  # (V, 150, 150, 3) per face
+        views = [self.views(chip) for chip in self.chips(rgb, detections)]  # (V, 150, 150, 3) per face, V alike
         batch = torch.from_numpy(np.concatenate(views)).permute(0, 3, 1, 2)  # (N·V, 3, 150, 150)
-        descriptors = network(batch).view(len(views), len(views[0]), -1)  # (N, V, 128)
-        return descriptors.mean(dim=1).numpy().astype(np.float32)
+        # in chunks: a group photo with flip and 10 jitters is 20 views a face, and the activations grow with them
+        descriptors = torch.cat([network(chunk) for chunk in batch.split(DESCRIBE_BATCH)])  # (N·V, 128)
+        return descriptors.reshape(len(views), -1, 128).mean(dim=1).numpy().astype(np.float32)
 
     def tag(self) -> str:
         """Names the descriptors (model files' sizes and the options) for descriptor caches' keys."""
@@ -305,6 +306,7 @@ class FaceDescriber:
 
 
 JITTER_MAX_ROTATION_DEGREES, JITTER_OBJECT_HEIGHT, JITTER_TRANSLATE = 3.0, (0.97, 0.99999), 0.02
+DESCRIBE_BATCH = 64  # chips per forward pass of the descriptor network: bounds its activations' memory
 
 
 def jitter_chip(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -319,7 +321,9 @@ def jitter_chip(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     dx, dy = rng.uniform(-JITTER_TRANSLATE, JITTER_TRANSLATE, 2) * (rect.width(), rect.height())
     box = int(rect.height() / rng.uniform(*JITTER_OBJECT_HEIGHT))
     centre = dlib.center(rect)
-    crop = dlib.centered_rect(dlib.point(centre.x + round(dx), centre.y + round(dy)), box, box)
+    # dlib turns the shift into whole pixels as floor(x + 0.5) (its dpoint → point conversion)
+    shift = np.floor(np.array([dx, dy]) + 0.5).astype(int)
+    crop = dlib.centered_rect(dlib.point(centre.x + int(shift[0]), centre.y + int(shift[1])), box, box)
     angle = np.deg2rad(rng.uniform(-JITTER_MAX_ROTATION_DEGREES, JITTER_MAX_ROTATION_DEGREES))
     out = dlib.extract_image_chip(
         np.ascontiguousarray(chip), dlib.chip_details(dlib.drectangle(crop), dlib.chip_dims(size, size), angle)

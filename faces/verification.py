@@ -178,7 +178,8 @@ def roc_points(distances: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.
 
 # ---- describing photos, in worker processes -------------------------------------------------------------------
 # dlib's HOG detector and shape predictor hold the GIL (2 threads ran at 0.7× one thread's speed here), so the photos
-# are shared out between processes; each builds its models once (the describer and detectors pickle without them).
+# are shared out between forked processes, which inherit the describer and detectors; each builds the models it has
+# not built yet once, and runs torch on one thread.
 _worker: tuple | None = None
 
 FOUND, RETRIED, CENTRE_BOX = "detected", "detected on retry", "centre box"

@@ -189,7 +189,8 @@ class DCGAN(pl.LightningModule):
         metrics.update(self.loss_fluctuation())
         metrics.update(self._quality_metrics())
         # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the loggers get them
-        # once this epoch's checkpoint is written (lightning_modules.callbacks.EpochMetrics says why self.log cannot do that).
+        # once this epoch's checkpoint is written (lightning_modules.callbacks.EpochMetrics says why self.log cannot
+        # do that).
         self.log_dict(metrics, on_epoch=True, logger=False)
         self.epoch_metrics.stage(self.current_epoch, metrics)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:

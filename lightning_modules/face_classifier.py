@@ -341,8 +341,8 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
     """The classifier as ONNX (float RGB pixels 0–255, NCHW → logits), checked against PyTorch with ONNX Runtime;
     returns its manifest entry (an `ExportedModel`, `lightning_modules.onnx_export`).
 
-    Only the VGG16 backbone is a tensor graph; dlib's ResNet descriptor runs in dlib: NotExportable. The checkpoint
-    is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting with `key=`;
+    Only the VGG16 backbone is a tensor graph; the dlib one finds landmarks and aligns in dlib: NotExportable. The
+    checkpoint is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting with `key=`;
     ExportParityError when ONNX Runtime's logits differ by more than 1e-3 of their range (at least 1e-3)."""
     from lightning_modules.onnx_export import ExportedModel, NotExportable, max_abs_difference, onnx_session
 
@@ -351,7 +351,8 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
     )  # the VGG16 weights are in the checkpoint
     if model.hparams.backbone != "vgg16":
         raise NotExportable(
-            f"backbone {model.hparams.backbone!r} runs in dlib, not as a tensor graph; only vgg16 exports to ONNX"
+            f"backbone {model.hparams.backbone!r} aligns faces in dlib, not in a tensor graph; "
+            "only vgg16 exports to ONNX"
         )
     model.eval()
     size = model.hparams.image_size

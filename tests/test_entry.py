@@ -33,8 +33,9 @@ def _overrides(store: dict) -> list[str]:
 
 
 def _epoch_rows(tracking_dir: Path, task: str) -> dict[str, list[tuple[int, float]]]:
-    """{metric: [(step, value), ...] in logging order} of DCGAN's epoch-end metrics (lightning_modules.callbacks.EpochMetrics) in the
-    one run of `task`: a duplicated or missing epoch shows as an extra or missing row."""
+    """{metric: [(step, value), ...] in logging order} of DCGAN's epoch-end metrics
+    (lightning_modules.callbacks.EpochMetrics) in the one run of `task`: a duplicated or missing epoch shows as an
+    extra or missing row."""
     client, [run] = mlflow_runs(tracking_dir, task)
     names = [gan_loss(net, kind) for net in GAN_NETS for kind in GAN_LOSS_KINDS] + [gan_loss_std(n) for n in GAN_NETS]
     names += [key for key in run.data.metrics if key.startswith(QUALITY)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from core.errors import UserError
 from faces.verification import (
@@ -228,6 +229,13 @@ def test_a_jittered_descriptor_depends_on_the_face_alone_not_on_the_faces_descri
     np.testing.assert_array_equal(FaceDescriber(num_jitters=3)(photos[0], box), first)  # as in another worker
     assert np.abs(first - FaceDescriber()(photos[0], box)).max() > 1e-3  # the jitter did move it
     assert "jitters=3|" in describer.tag() and "jitters=1|" in FaceDescriber().tag()
+    # more views than one forward pass takes (2 × 40 > DESCRIBE_BATCH): the chunks' descriptors average as one batch
+    many = FaceDescriber(num_jitters=40, flip=True)
+    views = many.views(many.chips(photos[0], box)[0])
+    assert views.shape == (80, 150, 150, 3)
+    with torch.inference_mode():
+        expected = many._native[1](torch.from_numpy(views).permute(0, 3, 1, 2)).mean(dim=0).numpy()
+    np.testing.assert_allclose(many(photos[0], box)[0], expected, rtol=0, atol=1e-5)
 
 
 def test_jitter_moves_a_chip_as_much_as_dlibs_jitter_does():

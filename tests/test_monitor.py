@@ -418,5 +418,5 @@ def test_the_tools_that_only_log_a_run_do_not_load_lightning():
         "lightning_modules.yolo_export; print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('pytorch_lightning', 'lightning_fabric')))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout[:500]

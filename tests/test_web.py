@@ -141,7 +141,7 @@ def test_an_unexportable_classifier_is_missing_with_why_and_the_command_that_exp
     import experiments.export_web as export_web_module
     from lightning_modules.onnx_export import NotExportable
 
-    reason = "backbone 'dlib_resnet' runs in dlib, not as a tensor graph; only vgg16 exports to ONNX"
+    reason = "backbone 'dlib_resnet' aligns faces in dlib, not in a tensor graph; only vgg16 exports to ONNX"
 
     def refuse(checkpoint, out_path, key):
         raise NotExportable(reason)
