@@ -46,9 +46,8 @@ MAP50, MAP50_95, PRECISION, RECALL = (f"{VAL}{key}" for key in YOLO_VAL_METRICS)
 AP50_PREFIX = f"{VAL}ap50/"  # + class_key(index, name): per-class AP50
 OLD_AP50_PREFIX = f"{VAL}ap50_"  # + the class name: runs from before class_metric_names (read, never written)
 PRETRAINED_ARTIFACT = "pretrained.json"  # {"pretrained", "transferred_tensors", "model_tensors"}: how the run started
-PREDICTIONS_FOLDER = (
-    "predictions"  # epoch_artifact(PREDICTIONS_FOLDER, epoch, PREDICTIONS_SUFFIX): validation images with boxes
-)
+# epoch_artifact(PREDICTIONS_FOLDER, epoch, PREDICTIONS_SUFFIX): validation images with boxes
+PREDICTIONS_FOLDER = "predictions"
 # JPEG, as ultralytics writes its val_batch*_pred.jpg: a 1664-px grid of photos took 0.99 s to encode as PNG here
 # and 0.012 s as JPEG, every epoch
 PREDICTIONS_SUFFIX = ".jpg"

@@ -27,13 +27,12 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
 
     Read by `core.checkpoints` (data only); UserError, its message starting with `key=`, for a missing file, one
     that is refused, or one not written by YoloDetector."""
-    # imported here: the LightningModule brings pytorch_lightning (3 s of imports), which a monitor call that
-    # finds its ONNX export beside the checkpoint (yolo_export.runtime_model) never needs
-    from lightning_modules.yolo_detector import YoloDetector
-
     path = Path(checkpoint_path)
     if not path.is_file():
         raise UserError(f"{key}={path}: checkpoint not found — `{TRAINED_BY}` writes one")
+    # imported here: the LightningModule brings pytorch_lightning (3 s of imports), which a monitor call that
+    # finds its ONNX export beside the checkpoint (yolo_export.runtime_model) never needs
+    from lightning_modules.yolo_detector import YoloDetector
     module = load_module(
         YoloDetector, path, key=key, map_location=device, pretrained=None
     )  # its weights are in the checkpoint
