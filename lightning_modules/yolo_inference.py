@@ -33,6 +33,7 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
     # imported here: the LightningModule brings pytorch_lightning (3 s of imports), which a monitor call that
     # finds its ONNX export beside the checkpoint (yolo_export.runtime_model) never needs
     from lightning_modules.yolo_detector import YoloDetector
+
     module = load_module(
         YoloDetector, path, key=key, map_location=device, pretrained=None
     )  # its weights are in the checkpoint
