@@ -1,16 +1,16 @@
-"""A run logging to a remote MLflow server survives the server going away mid-run.
+"""A run logging to a remote MLflow server survives the server going away mid-run: the MLflow side.
 
 Lightning's MLFlowLogger raises once MLflow's client gives up on an unreachable server, and the run dies with
-its metrics. `FallbackMLFlowLogger` checks, on the first failed call, whether the server still answers; when it
-does not, the run goes on in the local store (`paths.mlflow_uri`, where `make mlflow-ui` shows it), in a run
-tagged with the server run's id, and says so. When the run ends and the server answers again, the local run is
-uploaded into the server run; otherwise `make mlflow-upload` does it later (`upload_offline_runs`).
+its metrics. `FallbackClient` checks, on the first failed call, whether the server still answers; when it does
+not, the run goes on in the local store (`paths.mlflow_uri`, where `make mlflow-ui` shows it), in a run tagged
+with the server run's id, and says so. When the run ends and the server answers again, the local run is uploaded
+into the server run (`upload_offline_run`); otherwise `make mlflow-upload` does it later (`pending_offline_runs`).
+The Lightning logger that uses it is `lightning_modules.loggers.FallbackMLFlowLogger` (`logger=mlflow_server`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,6 @@ import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
-from pytorch_lightning.loggers import MLFlowLogger
-from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from core.tracking import server_answers, store_lock
 
@@ -58,10 +56,14 @@ def local_experiment_id(client: MlflowClient, name: str, artifact_location: str 
         )
 
 
-class _FallbackClient:
-    """An MlflowClient whose run methods go to the server until it stops answering, then to a local run."""
+class FallbackClient:
+    """An MlflowClient whose run methods go to the server until it stops answering, then to a local run.
 
-    def __init__(self, server: MlflowClient, logger: FallbackMLFlowLogger) -> None:
+    `logger` says where the local run goes and what it stands in for: its `local_tracking_uri`,
+    `local_artifact_location`, `experiment_name`, `tags` and the server run's `run_id` (a FallbackMLFlowLogger).
+    A call the server refuses while it still answers raises as it would without the fallback."""
+
+    def __init__(self, server: MlflowClient, logger: Any) -> None:
         self._server = server
         self._logger = logger
         self._local: MlflowClient | None = None
@@ -104,68 +106,6 @@ class _FallbackClient:
             self.local_run_id,
             logger.run_id,
         )
-
-
-class FallbackMLFlowLogger(MLFlowLogger):
-    """MLFlowLogger for a tracking server, falling back to the local store when the server goes away mid-run.
-
-    `request_retries` and `request_timeout` bound how long one call waits for a lost server (MLflow's defaults,
-    7 retries with exponential backoff, stall a run for minutes); environment variables set by the user win.
-    """
-
-    def __init__(
-        self,
-        experiment_name: str,
-        tracking_uri: str,
-        *,
-        local_tracking_uri: str,
-        local_artifact_location: str | None = None,
-        request_retries: int = 2,
-        request_timeout: int = 10,
-        **kwargs: Any,
-    ) -> None:
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(request_retries))
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(request_timeout))
-        super().__init__(experiment_name=experiment_name, tracking_uri=tracking_uri, **kwargs)
-        self.experiment_name = experiment_name
-        self.tracking_uri = tracking_uri
-        self.local_tracking_uri = local_tracking_uri
-        self.local_artifact_location = local_artifact_location
-        self._client: _FallbackClient | None = None
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> Any:
-        server = super().experiment  # creates the experiment and run on the server
-        if self._client is None:
-            self._client = _FallbackClient(server, self)
-        return self._client
-
-    @property
-    def offline_run_id(self) -> str | None:
-        """The local run standing in for the server run, once the server has gone away."""
-        return self._client.local_run_id if self._client else None
-
-    def finalize(self, status: str = "success") -> None:
-        super().finalize(status)
-        if self.offline_run_id is None:
-            return
-        if server_answers(self.tracking_uri):
-            upload_offline_run(MlflowClient(self.local_tracking_uri), self.offline_run_id)
-            log.info(
-                "MLflow server %s is back: local run %s uploaded into run %s",
-                self.tracking_uri,
-                self.offline_run_id,
-                self.run_id,
-            )
-        else:
-            log.warning(
-                "MLflow server %s is still unreachable: this run's later metrics and artifacts are in the "
-                "local store %s, run %s; upload them with `make mlflow-upload` when it is back",
-                self.tracking_uri,
-                self.local_tracking_uri,
-                self.offline_run_id,
-            )
 
 
 def upload_offline_run(local: MlflowClient, run_id: str) -> str:
