@@ -9,6 +9,7 @@ result stands.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -471,11 +472,15 @@ class SweepParentRun(Callback):
     `logger.tracking_uri`), named after the sweep folder, and puts its id in $ML_PLAYGROUND_SWEEP_PARENT_RUN,
     which the sweep config passes to each trial's logger as the `mlflow.parentRunId` tag. At its end it copies the
     best trial's params and value to the parent (`best/<optimized_metric>`, by `monitor.mode`, see `best_child`;
-    tags `best_run_id`, `best_run_name`) and ends the parent FINISHED. A sweep that stops on an error leaves the
-    parent RUNNING, as MLflow shows any run that did not end."""
+    tags `best_run_id`, `best_run_name`) and ends the parent FINISHED. A trial that fails ends the parent FAILED at
+    once (tag `failed_trial`: the trial's overrides), since Hydra's basic sweeper then stops without its multirun end;
+    a sweeper that goes on after a failure still ends it FINISHED with the best of the trials that ran. A sweep that
+    ends otherwise before its multirun end (a trial's one-line error exits the process, Ctrl-C) ends it FAILED at
+    exit (`end_unfinished`), so that no parent stays RUNNING."""
 
     def __init__(self) -> None:
         self.run_id: str | None = None
+        self._tracking_uri: str | None = None
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from mlflow import MlflowClient
@@ -488,9 +493,25 @@ class SweepParentRun(Callback):
         run = client.create_run(
             experiment_id, run_name=f"sweep-{Path(sweep_dir).name}", tags={"sweep": sweep_dir, "sweep.parent": "true"}
         )
-        self.run_id = run.info.run_id
+        self.run_id, self._tracking_uri = run.info.run_id, uri
         os.environ[PARENT_RUN_ENV] = self.run_id
+        atexit.register(self.end_unfinished)
         log.info("sweep parent run %s in experiment %r", self.run_id, config.logger.experiment_name)
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        # a launcher that runs trials in other processes (submitit) builds its own callbacks there: run_id is None
+        if self.run_id is None or job_return.status != JobStatus.FAILED:
+            return
+        from mlflow import MlflowClient
+
+        trial = " ".join(job_return.overrides or [])
+        client = MlflowClient(config.logger.tracking_uri)
+        client.set_tag(self.run_id, "failed_trial", trial[:5000])  # MLflow's tag value limit
+        client.set_terminated(self.run_id, "FAILED")
+        atexit.unregister(self.end_unfinished)
+        log.warning("sweep parent run %s ended FAILED: the trial %s failed", self.run_id, trial)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from mlflow import MlflowClient
@@ -514,4 +535,19 @@ class SweepParentRun(Callback):
             client.set_tag(self.run_id, "best_run_name", best.info.run_name)
             log.info("sweep best: %s (%s = %s)", best.info.run_name, metric, value)
         client.set_terminated(self.run_id, "FINISHED")
+        atexit.unregister(self.end_unfinished)
         os.environ.pop(PARENT_RUN_ENV, None)
+
+    def end_unfinished(self) -> None:
+        """End the parent FAILED if it is still RUNNING (registered with atexit by `on_multirun_start`)."""
+        from mlflow import MlflowClient
+
+        if self.run_id is None:
+            return
+        try:
+            client = MlflowClient(self._tracking_uri)
+            if client.get_run(self.run_id).info.status == "RUNNING":
+                client.set_terminated(self.run_id, "FAILED")
+                log.warning("sweep parent run %s ended FAILED: the sweep stopped before its end", self.run_id)
+        except Exception as exc:  # noqa: BLE001  (at exit: a store that is gone is a warning, not a traceback)
+            log.warning("sweep parent run %s could not be ended: %s: %s", self.run_id, type(exc).__name__, exc)

@@ -206,6 +206,60 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_
     assert parent.data.tags["best_run_name"] == "bs8-lr0.0002"
 
 
+def test_a_failed_trial_ends_the_sweep_parent_failed_with_the_trial_named(store, tmp_path, monkeypatch):
+    """Hydra's basic sweeper stops after a failed trial without calling on_multirun_end: the parent must not stay
+    RUNNING. A completed trial leaves it running; the failed one ends it FAILED and names its overrides."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import open_dict
+
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    config = compose("train", {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", **store})
+    start_config = config.copy()
+    with open_dict(start_config):
+        start_config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
+    callback = tracking.SweepParentRun()
+    callback.on_multirun_start(start_config)
+    parent_id = os.environ.pop(tracking.PARENT_RUN_ENV)
+    client, _ = mlflow_runs(tmp_path, f"{TASK}-sweep")
+
+    callback.on_job_end(config, JobReturn(overrides=["model.lr=0.0001"], status=JobStatus.COMPLETED))
+    assert client.get_run(parent_id).info.status == "RUNNING"
+    failed = JobReturn(overrides=["model.lr=0.0002", "data.batch_size=8"], status=JobStatus.FAILED)
+    failed.return_value = RuntimeError("non-finite loss")
+    callback.on_job_end(config, failed)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["failed_trial"] == "model.lr=0.0002 data.batch_size=8"
+
+
+def test_a_sweep_that_exits_before_its_end_leaves_no_parent_running(store, tmp_path, monkeypatch):
+    """A trial's UserError exits the process (status 2) before Hydra calls on_job_end or on_multirun_end: the
+    callback's atexit handler, run here in a child process that exits that way, ends the parent FAILED."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from omegaconf import open_dict
+from core import tracking
+from tests.conftest import compose
+config = compose("train", {{"experiment": {TASK!r}, "sweep": "dcgan_grid", "debug": "fast", **{store!r}}})
+with open_dict(config):
+    config.hydra = {{"sweep": {{"dir": {str(tmp_path / "sweep")!r}}}}}
+callback = tracking.SweepParentRun()
+callback.on_multirun_start(config)
+print(callback.run_id, flush=True)
+sys.exit(2)
+"""
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 2, done.stderr[-2000:]
+    parent_id = done.stdout.split()[-1]
+    client, _ = mlflow_runs(tmp_path, f"{TASK}-sweep")
+    assert client.get_run(parent_id).info.status == "FAILED"
+    assert "ended FAILED: the sweep stopped before its end" in done.stderr
+
+
 def test_log_model_defaults_on_except_under_debug_overlays(store):
     def logs_model(overrides: dict) -> bool:
         return compose("train", {"experiment": TASK, **overrides, **store}).log_model
