@@ -472,15 +472,20 @@ class SweepParentRun(Callback):
     `logger.tracking_uri`), named after the sweep folder, and puts its id in $ML_PLAYGROUND_SWEEP_PARENT_RUN,
     which the sweep config passes to each trial's logger as the `mlflow.parentRunId` tag. At its end it copies the
     best trial's params and value to the parent (`best/<optimized_metric>`, by `monitor.mode`, see `best_child`;
-    tags `best_run_id`, `best_run_name`) and ends the parent FINISHED. A trial that fails ends the parent FAILED at
-    once (tag `failed_trial`: the trial's overrides), since Hydra's basic sweeper then stops without its multirun end;
-    a sweeper that goes on after a failure still ends it FINISHED with the best of the trials that ran. A sweep that
-    ends otherwise before its multirun end (a trial's one-line error exits the process, Ctrl-C) ends it FAILED at
-    exit (`end_unfinished`), so that no parent stays RUNNING."""
+    tags `best_run_id`, `best_run_name`) and ends the parent FINISHED.
+
+    A trial that fails ends the parent FAILED when it fails (tag `failed_trials`: the overrides of each failed trial,
+    "; "-separated): Hydra's basic sweeper runs the rest of its batch and then raises without its multirun end, and
+    Optuna's does so at its default `max_failure_rate` 0. A sweeper that goes on after failures (Optuna with a higher
+    rate) still reaches the multirun end and ends the parent FINISHED with the best trial, the tag kept. A sweep that
+    exits before either (a trial's one-line error exits the process with status 2, Ctrl-C) ends the parent FAILED in
+    an atexit handler (`end_unfinished`). A process killed outright (SIGKILL) runs no handler: its parent stays
+    RUNNING."""
 
     def __init__(self) -> None:
         self.run_id: str | None = None
-        self._tracking_uri: str | None = None
+        self._tracking_uri: str | None = None  # the parent's store, as on_multirun_start found it
+        self._failed: list[str] = []
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from mlflow import MlflowClient
@@ -501,16 +506,17 @@ class SweepParentRun(Callback):
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
 
-        # a launcher that runs trials in other processes (submitit) builds its own callbacks there: run_id is None
+        # run_id is None only when on_multirun_start did not run; launchers that run trials elsewhere (submitit,
+        # joblib) pickle this callback, run_id and store included, into the trial's process
         if self.run_id is None or job_return.status != JobStatus.FAILED:
             return
         from mlflow import MlflowClient
 
         trial = " ".join(job_return.overrides or [])
-        client = MlflowClient(config.logger.tracking_uri)
-        client.set_tag(self.run_id, "failed_trial", trial[:5000])  # MLflow's tag value limit
+        self._failed.append(trial)
+        client = MlflowClient(self._tracking_uri)  # the parent's store, whatever store the trial itself logged to
+        client.set_tag(self.run_id, "failed_trials", "; ".join(self._failed)[:5000])  # within MLflow's 8000 limit
         client.set_terminated(self.run_id, "FAILED")
-        atexit.unregister(self.end_unfinished)
         log.warning("sweep parent run %s ended FAILED: the trial %s failed", self.run_id, trial)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -519,7 +525,7 @@ class SweepParentRun(Callback):
 
         if self.run_id is None:
             return
-        client = MlflowClient(config.logger.tracking_uri)
+        client = MlflowClient(self._tracking_uri)
         metric = config.get("optimized_metric")
         parent = client.get_run(self.run_id)
         best = (
@@ -539,13 +545,24 @@ class SweepParentRun(Callback):
         os.environ.pop(PARENT_RUN_ENV, None)
 
     def end_unfinished(self) -> None:
-        """End the parent FAILED if it is still RUNNING (registered with atexit by `on_multirun_start`)."""
+        """End the parent FAILED if it is still RUNNING (registered with atexit by `on_multirun_start`). A server
+        that does not answer, or a SQLite store whose file is gone, is a warning: exit does not wait on MLflow's
+        retries, nor create an empty store."""
         from mlflow import MlflowClient
 
-        if self.run_id is None:
+        if self.run_id is None or self._tracking_uri is None:
+            return
+        uri = self._tracking_uri
+        gone = (
+            not server_answers(uri, timeout=2)
+            if uri.startswith(("http://", "https://"))
+            else uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+        )
+        if gone:
+            log.warning("sweep parent run %s could not be ended FAILED: its store %s is gone", self.run_id, uri)
             return
         try:
-            client = MlflowClient(self._tracking_uri)
+            client = MlflowClient(uri)
             if client.get_run(self.run_id).info.status == "RUNNING":
                 client.set_terminated(self.run_id, "FAILED")
                 log.warning("sweep parent run %s ended FAILED: the sweep stopped before its end", self.run_id)

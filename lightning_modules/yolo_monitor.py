@@ -107,7 +107,7 @@ def track(tracker, detections: np.ndarray, rgb: np.ndarray | None = None) -> lis
     from ultralytics.trackers.bot_sort import BOTSORT
 
     detections = np.asarray(detections, dtype=np.float32).reshape(-1, 6)
-    bgr = np.ascontiguousarray(rgb[..., ::-1]) if rgb is not None and isinstance(tracker, BOTSORT) else None
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb is not None and isinstance(tracker, BOTSORT) else None
     tracks = tracker.update(DetectionBoxes(detections), bgr)
     people = []
     for row in np.asarray(tracks).reshape(-1, 8):

@@ -170,9 +170,13 @@ def test_register_names_a_missing_task_or_run(trained):
         register(_register_config(tmp))
 
 
-def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_it(store, tmp_path, monkeypatch):
+def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_it(
+    store, tmp_path, monkeypatch, request
+):
     """The sweep's Hydra callback around two trials, run in-process as Hydra's basic launcher runs them; the
     second trial's KID is scripted lower, so it is the best (KID: lower is better)."""
+    import atexit
+
     from omegaconf import open_dict
 
     from lightning_modules.sample_quality import SampleQuality
@@ -183,6 +187,7 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_
     trial = {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", "data.batch_size": 8, **store}
     sweep_config = compose("train", trial)
     callback = tracking.SweepParentRun()
+    request.addfinalizer(lambda: atexit.unregister(callback.end_unfinished))  # when an assertion fails before the end
     start_config = sweep_config.copy()
     with open_dict(start_config):  # what Hydra passes: the config with its hydra node
         start_config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
@@ -206,9 +211,11 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_
     assert parent.data.tags["best_run_name"] == "bs8-lr0.0002"
 
 
-def test_a_failed_trial_ends_the_sweep_parent_failed_with_the_trial_named(store, tmp_path, monkeypatch):
-    """Hydra's basic sweeper stops after a failed trial without calling on_multirun_end: the parent must not stay
-    RUNNING. A completed trial leaves it running; the failed one ends it FAILED and names its overrides."""
+def test_a_failed_trial_ends_the_sweep_parent_failed_with_the_trial_named(store, tmp_path, monkeypatch, request):
+    """Hydra's basic sweeper raises after a batch with a failed trial, without calling on_multirun_end: the parent
+    must not stay RUNNING. A completed trial leaves it running; each failed one ends it FAILED and is named."""
+    import atexit
+
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import open_dict
 
@@ -219,17 +226,19 @@ def test_a_failed_trial_ends_the_sweep_parent_failed_with_the_trial_named(store,
         start_config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
     callback = tracking.SweepParentRun()
     callback.on_multirun_start(start_config)
+    request.addfinalizer(lambda: atexit.unregister(callback.end_unfinished))
     parent_id = os.environ.pop(tracking.PARENT_RUN_ENV)
     client, _ = mlflow_runs(tmp_path, f"{TASK}-sweep")
 
     callback.on_job_end(config, JobReturn(overrides=["model.lr=0.0001"], status=JobStatus.COMPLETED))
     assert client.get_run(parent_id).info.status == "RUNNING"
-    failed = JobReturn(overrides=["model.lr=0.0002", "data.batch_size=8"], status=JobStatus.FAILED)
-    failed.return_value = RuntimeError("non-finite loss")
-    callback.on_job_end(config, failed)
+    for overrides in (["model.lr=0.0002", "data.batch_size=8"], ["model.lr=0.0004"]):
+        failed = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+        failed.return_value = RuntimeError("non-finite loss")
+        callback.on_job_end(config, failed)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FAILED"
-    assert parent.data.tags["failed_trial"] == "model.lr=0.0002 data.batch_size=8"
+    assert parent.data.tags["failed_trials"] == "model.lr=0.0002 data.batch_size=8; model.lr=0.0004"
 
 
 def test_a_sweep_that_exits_before_its_end_leaves_no_parent_running(store, tmp_path, monkeypatch):
