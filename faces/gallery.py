@@ -36,24 +36,27 @@ class DescriptorCache:
     """Descriptors (float32, D) of image files in one `.npz` file, keyed by `tag`, the file's resolved path, size
     and mtime: a changed or moved file, or another describer/detector (another `tag`), is described again. Each
     entry may carry a short label (e.g. how its face was found). Without a path (None) it keeps nothing between
-    runs. Several processes may share the file: each save is atomic, and the last one wins (the others' new
-    entries are described again next time)."""
+    runs. Several processes may share the file: each save holds a lock (`<file>.lock`), merges what the others
+    saved since this one read it, and replaces the file atomically, so no process's new entries are lost."""
 
     def __init__(self, path: str | Path | None, tag: str) -> None:
         self.path = Path(path) if path else None
         self.tag = tag
-        self.entries: dict[str, np.ndarray] = {}
-        self.labels: dict[str, str] = {}
+        self.entries, self.labels = self._read()
         self.changed = False
-        if self.path is not None and self.path.is_file():
-            try:
-                with np.load(self.path, allow_pickle=False) as stored:
-                    keys = stored["keys"].tolist()
-                    self.entries = dict(zip(keys, stored["descriptors"]))
-                    if "labels" in stored.files:
-                        self.labels = dict(zip(keys, stored["labels"].tolist()))
-            except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not an error
-                log.warning("ignoring unreadable descriptor cache %s (%s)", self.path, exc)
+
+    def _read(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The file's {key: descriptor} and {key: label}; empty when there is no file or it is damaged."""
+        if self.path is None or not self.path.is_file():
+            return {}, {}
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                keys = stored["keys"].tolist()
+                labels = dict(zip(keys, stored["labels"].tolist())) if "labels" in stored.files else {}
+                return dict(zip(keys, stored["descriptors"])), labels
+        except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not an error
+            log.warning("ignoring unreadable descriptor cache %s (%s)", self.path, exc)
+            return {}, {}
 
     def key(self, file: Path) -> str:
         stat = file.stat()
@@ -74,19 +77,25 @@ class DescriptorCache:
         self.changed = True
 
     def save(self) -> None:
-        """Write the file (atomically: a temporary file renamed over it) when something was added."""
+        """Write the file when something was added: under the lock, the entries on disk (another process's saves
+        since this one read the file) merged with this one's, written to a temporary file renamed over it."""
         if self.path is None or not self.changed or not self.entries:
             return
+        from filelock import FileLock
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(self.entries)
-        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")  # one per writer
-        np.savez(
-            temporary,
-            keys=np.array(keys),
-            descriptors=np.stack([self.entries[k] for k in keys]),
-            labels=np.array([self.labels.get(k, "") for k in keys]),
-        )
-        temporary.replace(self.path)
+        with FileLock(f"{self.path}.lock"):
+            stored, stored_labels = self._read()
+            self.entries, self.labels = {**stored, **self.entries}, {**stored_labels, **self.labels}
+            keys = list(self.entries)
+            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")  # one per writer
+            np.savez(
+                temporary,
+                keys=np.array(keys),
+                descriptors=np.stack([self.entries[k] for k in keys]),
+                labels=np.array([self.labels.get(k, "") for k in keys]),
+            )
+            temporary.replace(self.path)
         self.changed = False
 
 

@@ -85,6 +85,21 @@ def test_gallery_is_built_from_a_folder_per_person_and_cached_by_file(tmp_path):
     assert DescriptorCache(tmp_path / "cache.npz", "other describer").get(photo) is None
 
 
+def test_two_writers_of_one_descriptor_cache_keep_each_others_entries(tmp_path):
+    """Two processes that read the cache before either saved (eval-lfw and recognize at once): the second save
+    merges the first's entries instead of writing over them."""
+    folder = _known(tmp_path / "known")
+    red, blue = folder / "red" / "0.png", folder / "blue" / "0.png"
+    first, second = DescriptorCache(tmp_path / "cache.npz", "tag"), DescriptorCache(tmp_path / "cache.npz", "tag")
+    first.put(red, np.ones(3), "detected")
+    first.save()
+    second.put(blue, np.zeros(3), "centre box")
+    second.save()
+    reread = DescriptorCache(tmp_path / "cache.npz", "tag")
+    np.testing.assert_array_equal(reread.get(red), np.ones(3))
+    assert reread.get_labelled(blue)[1] == "centre box" and reread.get_labelled(red)[1] == "detected"
+
+
 def test_gallery_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(UserError, match="gallery=.*missing.*folder not found"):
         build_gallery(tmp_path / "missing", CentreFace(), MeanColour())
