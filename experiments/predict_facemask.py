@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
-from core.images import UnreadableImage, find_images, read_rgb
+from core.images import UnreadableImage, find_images, read_rgb, swap_red_blue
 from core.outputs import output_name
 from core.tracking import log_tool_run
 from experiments import log, user_errors
@@ -58,7 +58,7 @@ def annotate(rgb: np.ndarray, detections: np.ndarray, names: list[str]) -> np.nd
     """A BGR copy with each box and its class and confidence (ultralytics' Annotator)."""
     from ultralytics.utils.plotting import Annotator, colors
 
-    annotator = Annotator(np.ascontiguousarray(rgb[..., ::-1]), line_width=max(1, round(max(rgb.shape[:2]) / 400)))
+    annotator = Annotator(swap_red_blue(rgb), line_width=max(1, round(max(rgb.shape[:2]) / 400)))
     for x0, y0, x1, y1, conf, cls in detections:
         annotator.box_label((x0, y0, x1, y1), f"{names[int(cls)]} {conf:.2f}", color=colors(int(cls), True))
     return annotator.result()

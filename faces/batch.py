@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.images import UnreadableImage, find_images, read_rgb
+from core.images import UnreadableImage, find_images, read_rgb, swap_red_blue
 from core.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.crop import crop_box, crop_face
@@ -263,7 +263,7 @@ def _run_worker(path: Path) -> ImageResult:
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95]):
+    if not cv2.imwrite(str(path), swap_red_blue(rgb), [cv2.IMWRITE_JPEG_QUALITY, 95]):
         raise UserError(f"cannot write {path} — check that the output folder is writable")
 
 

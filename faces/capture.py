@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from core.errors import UserError
+from core.images import swap_red_blue
 from faces import FaceDetector
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def capture_faces(
                 read += 1
                 if (read - 1) % every:
                     continue
-                rgb = np.ascontiguousarray(bgr[..., ::-1])
+                rgb = swap_red_blue(bgr)
                 detections = detector.detect(rgb)
                 if not detections:
                     no_face += 1
@@ -122,7 +123,7 @@ def capture_faces(
 def _write_new(folder: Path, number: int, rgb: np.ndarray) -> tuple[int, Path]:
     """Write `rgb` as the first free `NNNN.jpg` after `number`; returns its number and path. The file is created
     exclusively, so a second capture into the same folder at the same time takes the next number, never this one."""
-    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    ok, jpeg = cv2.imencode(".jpg", swap_red_blue(rgb), [cv2.IMWRITE_JPEG_QUALITY, 95])
     if not ok:
         raise UserError(f"cannot encode a face crop as JPEG ({rgb.shape})")
     while True:

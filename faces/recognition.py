@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from core.errors import UserError
-from core.images import UnreadableImage, find_images, read_rgb
+from core.images import UnreadableImage, find_images, read_rgb, swap_red_blue
 from core.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.batch import check_folders
@@ -108,7 +108,7 @@ def recognize_folder(
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(
             str(target),
-            np.ascontiguousarray(annotate_names(rgb, detections, labels, score_column)[..., ::-1]),
+            swap_red_blue(annotate_names(rgb, detections, labels, score_column)),
             [cv2.IMWRITE_JPEG_QUALITY, 92],
         ):
             raise UserError(f"cannot write {target} — check that OUT is writable")

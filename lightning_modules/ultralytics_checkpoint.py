@@ -22,6 +22,7 @@ import torch
 from core import offline
 from core.errors import UserError
 from core.files import atomic_write
+from core.images import swap_red_blue
 
 # Detection-level tolerances, absolute, between the project's PyTorch inference and ultralytics' predictor on an
 # exported model (both float32 on the CPU). The formats fuse Conv+BatchNorm and reorder float32 sums, which moves
@@ -177,7 +178,7 @@ def ultralytics_detect(
     model = YOLO(str(model_path), task="detect")
     results = []
     for rgb in images:
-        bgr = np.ascontiguousarray(rgb[..., ::-1])  # ultralytics reads numpy arrays as OpenCV's BGR
+        bgr = swap_red_blue(rgb)  # ultralytics reads numpy arrays as OpenCV's BGR
         (result,) = model.predict(bgr, imgsz=imgsz, conf=conf, iou=iou, rect=False, device=device, verbose=False)
         results.append(result.boxes.data.cpu().numpy().astype(np.float64))
     return results

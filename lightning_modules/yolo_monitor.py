@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.images import swap_red_blue
 from core.mask_alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
 from core.video_sources import Frame
 
@@ -107,7 +108,7 @@ def track(tracker, detections: np.ndarray, rgb: np.ndarray | None = None) -> lis
     from ultralytics.trackers.bot_sort import BOTSORT
 
     detections = np.asarray(detections, dtype=np.float32).reshape(-1, 6)
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb is not None and isinstance(tracker, BOTSORT) else None
+    bgr = swap_red_blue(rgb) if rgb is not None and isinstance(tracker, BOTSORT) else None
     tracks = tracker.update(DetectionBoxes(detections), bgr)
     people = []
     for row in np.asarray(tracks).reshape(-1, 8):
@@ -165,8 +166,7 @@ def runtime_detector(session, imgsz: int, conf: float, iou: float) -> Detector:
 def _draw(rgb: np.ndarray, people, alerts: MaskAlerts) -> np.ndarray:
     from ultralytics.utils.plotting import Annotator
 
-    # cvtColor: 0.3 ms a 1280x720 frame here; a reversed channel view made contiguous took 8.9 ms
-    annotator = Annotator(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), line_width=max(1, round(max(rgb.shape[:2]) / 400)))
+    annotator = Annotator(swap_red_blue(rgb), line_width=max(1, round(max(rgb.shape[:2]) / 400)))
     for track_id, box, _conf, _cls in people:
         record = alerts.tracks[track_id]
         colour = (

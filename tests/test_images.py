@@ -295,3 +295,18 @@ def test_decode_folder_keeps_the_jpeg_without_end_marker_and_counts_the_rest(tmp
     assert sorted(Path(f).name for f in decoded.files) == ["complete.jpg", "no_eoi.jpg"]
     assert sorted(Path(f).name for f in decoded.skipped) == ["empty.jpg", "half.jpg"]
     assert "skipped 2 unreadable file(s) of 4" in caplog.text
+
+
+def test_swap_red_blue_is_the_reversed_channels_as_a_contiguous_copy_also_of_a_crop():
+    """The one RGB <-> BGR conversion (cv2's writers, drawing, capture frames): on a whole frame and on a crop of
+    one (a strided view, as face crops are), equal to the reversed channels, contiguous, and the input unchanged."""
+    from core.images import swap_red_blue
+
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    before = frame.copy()
+    for image in (frame, frame[5:30, 7:50]):
+        swapped = swap_red_blue(image)
+        np.testing.assert_array_equal(swapped, image[..., ::-1])
+        assert swapped.flags.c_contiguous and not np.shares_memory(swapped, frame)
+    np.testing.assert_array_equal(frame, before)
+    np.testing.assert_array_equal(swap_red_blue(swap_red_blue(frame)), frame)
