@@ -11,7 +11,10 @@ process on the same converted data (`data.yolo_dir`/data.yaml, the same `max_ima
 overrides), model yaml, COCO start (`model.pretrained`, loaded by the same `load_pretrained`), image size, batch,
 epochs, seed and device, each read from our composed config; everything else its defaults, plots, checkpoints
 (last.pt, best.pt) and results.csv on. ultralytics sets 1 torch thread on a 2-core CPU (`NUM_THREADS` = cores − 1);
-`--peer-threads same` (default) gives it ours, `--peer-threads own` keeps its choice.
+`--peer-threads same` (default) gives it ours, `--peer-threads own` keeps its choice. Precision: ours is the profile's
+(cpu_real: bf16 autocast on a CPU with AMX, `core.config.cpu_mixed_precision`, and channels_last); the peer gets
+`amp` when ours is not fp32, and ultralytics turns AMP off on any CPU (`check_amp`; its bf16 autocast is CUDA-only),
+so on a CPU it trains in fp32, its default.
 
 The peer trains before and after ours (the same seed: the same run twice), and its epochs of both runs are its
 reference: this machine's speed drifts, and bracketing ours keeps the drift out of the ratio.

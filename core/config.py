@@ -43,6 +43,22 @@ def face_backbone(weights: Any) -> str:
 
 OmegaConf.register_new_resolver(FACE_BACKBONE_RESOLVER, face_backbone, replace=True)
 
+CPU_PRECISION_RESOLVER = "cpu_mixed_precision"
+
+
+def cpu_mixed_precision() -> str:
+    """Lightning's `precision` for a CPU run that may use bf16 autocast: "bf16-mixed" on a CPU with Intel AMX tiles
+    (Sapphire Rapids and later), whose oneDNN convolutions multiply bf16 in hardware, else "32-true" (elsewhere bf16
+    is converted in software and slower than fp32). Measured on this project's AMX machine, a YOLOv5u-n training
+    step at 416 px, batch 8, channels_last: 0.45 s in bf16 against 0.81 s in fp32 (README, "Benchmarks")."""
+    import torch  # here, not at import: composing a config needs no torch
+
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own CPU-feature query (cpuinfo)
+    return "bf16-mixed" if amx is not None and amx() else "32-true"
+
+
+OmegaConf.register_new_resolver(CPU_PRECISION_RESOLVER, cpu_mixed_precision, replace=True)
+
 
 @dataclass(frozen=True)
 class Cap:

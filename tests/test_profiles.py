@@ -12,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from core.config import CAPS, cap, caps_that_bite, describe_bites
+from core.config import CAPS, cap, caps_that_bite, cpu_mixed_precision, describe_bites
 from tests.conftest import REPO, compose
 
 CONF = REPO / "conf"
@@ -58,6 +58,14 @@ def _recipe_or(value, prof_file: dict):
             return yaml.safe_load(default)
         node = node[part]
     return node
+
+
+def _task_setting(value, prof_file: dict, task: str):
+    """`value`, or for "${oc.select:profile.task_<x>.${task_name},<default>}" the profile file's entry for `task`,
+    else <default>; a `${cpu_mixed_precision:}` there is what core.config.cpu_mixed_precision says of this CPU."""
+    if isinstance(value, str) and "${task_name}" in value:
+        value = _recipe_or(value.replace("${task_name}", task), prof_file)
+    return cpu_mixed_precision() if value == "${cpu_mixed_precision:}" else value
 
 
 def _min(asked, limit):
@@ -149,7 +157,7 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         assert OmegaConf.select(cfg, key) == _recipe_or(value, prof_file), key
     # the profile's settings (accelerator, precision, max_time …) are settings: taken as the profile states them
     for key, value in _leaves(prof_file.get("trainer", {}), "trainer.").items():
-        assert OmegaConf.select(cfg, key) == value, key
+        assert OmegaConf.select(cfg, key) == _task_setting(value, prof_file, cfg.task_name), key
 
 
 @pytest.mark.parametrize(
@@ -210,6 +218,24 @@ def test_the_cpu_real_profile_keeps_its_wall_clock_budget_and_sizes(store):
         cfg.trainer.max_epochs,
         cfg.model.generator.width_multiplier,
     ) == (-1, "bf16-mixed", 800, 1.0)
+
+
+def test_cpu_real_trains_the_detector_in_bf16_on_a_cpu_with_amx_only(store, monkeypatch):
+    """cpu_real's detector: bf16 autocast where the CPU has AMX tiles, fp32 elsewhere and for every other task;
+    channels_last for the detector in every profile; a command-line precision is taken as given."""
+    import torch
+
+    def precision(experiment: str, profile: str = "cpu_real", **more) -> str:
+        return compose("train", {"experiment": experiment, "trainer": profile, **more, **store}).trainer.precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert precision("yolo_facemask") == "bf16-mixed"
+    assert precision("yolo_facemask", **{"trainer.precision": "32-true"}) == "32-true"
+    assert [precision(e) for e in EXPERIMENTS if e != "yolo_facemask"] == ["32-true"] * (len(EXPERIMENTS) - 1)
+    assert (precision("yolo_facemask", "cpu_small"), precision("yolo_facemask", "gpu")) == ("32-true", "bf16-mixed")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert precision("yolo_facemask") == "32-true"
+    assert all(compose("train", {"experiment": "yolo_facemask", "trainer": p, **store}).channels_last for p in PROFILES)
 
 
 def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):

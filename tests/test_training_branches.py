@@ -181,3 +181,42 @@ def test_ddp_profile_builds_a_trainer_with_sync_bn_bf16_and_a_channels_last_mode
     assert batch_norms == 10 and sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules()) == 10
     convs = [p for name, p in model.named_parameters() if p.dim() == 4]
     assert len(convs) == 10 and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+
+# -- (d) YOLO under bf16 autocast: trained in bf16, measured in fp32 ----------------------------------------------
+def test_yolo_trains_under_bf16_autocast_and_validates_in_fp32(store, monkeypatch):
+    """trainer.precision=bf16-mixed (cpu_real's choice on a CPU with AMX, and the gpu profile's): the training
+    losses are computed under autocast, validation's forward, loss and NMS in fp32, so mAP does not depend on the
+    training precision (bf16 keeps 8 significant bits of a box coordinate)."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from experiments.train import train
+    from lightning_modules.yolo_detector import DetectionMetrics
+
+    calls, seen_preds = [], []
+    loss, update = DetectionModel.loss, DetectionMetrics.update
+
+    def spy_loss(self, batch, preds=None):
+        calls.append((self.training, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return loss(self, batch, preds)
+
+    def spy_update(self, preds, batch):
+        seen_preds.append(preds[0].dtype)
+        return update(self, preds, batch)
+
+    monkeypatch.setattr(DetectionModel, "loss", spy_loss)
+    monkeypatch.setattr(DetectionMetrics, "update", spy_update)
+    overrides = {
+        "experiment": "yolo_facemask",
+        "debug": "fast",
+        "profile.detector_imgsz": 64,
+        "data.generate.images": 40,
+        "model.pretrained": "null",
+        "trainer.precision": "bf16-mixed",
+        **store,
+    }
+    train(compose("train", overrides))
+    training = {c for c in calls if c[0]}
+    validation = {c[1] for c in calls if not c[0]}
+    assert training == {(True, True, torch.bfloat16)}
+    assert validation == {False} and set(seen_preds) == {torch.float32}
