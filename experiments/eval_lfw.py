@@ -1,7 +1,7 @@
 """Face verification on LFW's standard protocol: `python -m experiments.eval_lfw [pairs=<folder>]`.
 
 Reads `pairs.txt` (see `faces.verification`), describes each distinct photo once (its face nearest the centre,
-found by `detector`, else by `retry_detector`, else the central box; 5-point alignment; dlib's 128-d descriptor,
+found by `detector`, else by `retry_detector`, else the central box; 68-point alignment (`landmarks`); dlib's 128-d descriptor,
 averaged with the mirrored chip's when `flip`) in `workers` processes, keeping the descriptors in `cache_file`
 (per photo file and pipeline settings: a re-run with another tolerance is instant), and scores every pair by
 Euclidean distance. Per fold the threshold is chosen on the other
@@ -59,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"PAIRS={folder}: {len(missing)} photo(s) named in pairs.txt are missing, e.g. {missing[0]}")
     detector = instantiate(cfg.detector)
     retry = instantiate(cfg.retry_detector) if cfg.retry_detector else None
-    describer = FaceDescriber(num_jitters=cfg.num_jitters, flip=cfg.flip)
+    describer = FaceDescriber(num_jitters=cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
     cache = DescriptorCache(cfg.cache_file, pipeline_tag(detector, describer, retry))
     found: dict = {}
 
@@ -143,6 +143,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "retry_detector": repr(retry)[:500],
             "num_jitters": cfg.num_jitters,
             "flip": cfg.flip,
+            "landmarks": cfg.landmarks,
             "tolerance": cfg.tolerance,
             "workers": cfg.workers,
         },

@@ -82,7 +82,7 @@ def pipeline_describe(cfg: DictConfig) -> tuple[Describe, dict]:
     """The photo describer of `make eval-lfw` (detector, retry, describer and cache from `cfg`) and its settings."""
     detector = instantiate(cfg.detector)
     retry = instantiate(cfg.retry_detector) if cfg.retry_detector else None
-    describer = FaceDescriber(num_jitters=cfg.num_jitters, flip=cfg.flip)
+    describer = FaceDescriber(num_jitters=cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
     cache = DescriptorCache(cfg.cache_file, pipeline_tag(detector, describer, retry))
 
     def describe(files: Sequence[Path]) -> tuple[np.ndarray, list[str]]:
@@ -180,6 +180,7 @@ def evaluate(cfg: DictConfig, describe: Describe | None = None) -> dict:
             "strangers_per_person": cfg.strangers_per_person,
             "num_jitters": cfg.num_jitters,
             "flip": cfg.flip,
+            "landmarks": cfg.landmarks,
             **settings,
         },
         metrics={

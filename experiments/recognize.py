@@ -71,7 +71,7 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
     detector = instantiate(cfg.detector)
     gallery = gallery_folder(cfg)
     if gallery is not None:
-        describer = FaceDescriber(cfg.num_jitters, flip=cfg.flip)
+        describer = FaceDescriber(cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
         known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
         recognizer, source = GalleryRecognizer(known_people, describer, cfg.tolerance), gallery
         params = {
@@ -79,6 +79,7 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
             "tolerance": cfg.tolerance,
             "num_jitters": cfg.num_jitters,
             "flip": cfg.flip,
+            "landmarks": cfg.landmarks,
             "gallery_photos": len(known_people.files),
             "gallery_photos_skipped": len(known_people.skipped),
         }

@@ -1,5 +1,5 @@
 """The PyTorch port of dlib's face ResNet (faces/dlib_resnet_port.py) against dlib itself, on aligned 150-px chips
-(`dlib.get_face_chip` from the 5-point landmarks, as `FaceDescriber` makes them): real faces from installed packages
+(`dlib.get_face_chip` from the landmarks, as `FaceDescriber` makes them): real faces from installed packages
 and LFW, a synthetic cartoon face, and noise; then its ONNX export against the port."""
 
 from __future__ import annotations
