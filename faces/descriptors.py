@@ -245,7 +245,9 @@ class FaceDescriber:
         if num_jitters < 1:
             raise UserError(f"num_jitters must be at least 1, got {num_jitters}")
         if landmarks not in LANDMARK_MODELS:
-            raise UserError(f"landmarks must be one of {sorted(LANDMARK_MODELS)} (dlib's shape predictors), got {landmarks}")
+            raise UserError(
+                f"landmarks must be one of {sorted(LANDMARK_MODELS)} (dlib's shape predictors), got {landmarks}"
+            )
         self.num_jitters, self.padding, self.flip, self.landmarks = num_jitters, padding, flip, landmarks
 
     @functools.cached_property
