@@ -53,8 +53,10 @@ def cpu_mixed_precision() -> str:
     step at 416 px, batch 8, channels_last: 0.45 s in bf16 against 0.81 s in fp32 (README, "Benchmarks")."""
     import torch  # here, not at import: composing a config needs no torch
 
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own CPU-feature query (cpuinfo)
-    return "bf16-mixed" if amx is not None and amx() else "32-true"
+    # torch's own queries: the CPU reports AMX tiles (cpuinfo), and the kernel grants their use to this process
+    # (without that, oneDNN falls back to emulated bf16, slower than fp32)
+    supported, granted = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_init_amx"))
+    return "bf16-mixed" if supported is not None and granted is not None and supported() and granted() else "32-true"
 
 
 OmegaConf.register_new_resolver(CPU_PRECISION_RESOLVER, cpu_mixed_precision, replace=True)

@@ -5,7 +5,7 @@
 - `VGG16Backbone`: torchvision's VGG16 convolutional part (the paper's backbone), frozen except for its
   last `train_last_blocks` blocks, with ImageNet weights from a local file or a reproducible random init.
 - `DlibResnetBackbone`: dlib's ResNet face descriptor (128-d, trained for face verification) on faces
-  aligned by dlib's 68-point shape predictor (`FaceDescriber`); not trainable.
+  aligned by dlib's 5-point shape predictor (`FaceDescriber(landmarks=5)`); not trainable.
 
 They live in the face library, not with the model, because both sides build them from the same spec: the
 datamodule (`datamodules.faces`) computes and caches the frozen features the head trains on, and the
@@ -101,8 +101,8 @@ class VGG16Backbone(nn.Module):
 
 
 class DlibResnetBackbone(nn.Module):
-    """dlib's face descriptor on face crops, uint8 RGB (B, 3, H, W) → float32 (B, 128): `FaceDescriber` (its default
-    68 landmarks, the aligned 150×150 chip, dlib's ResNet
+    """dlib's face descriptor on face crops, uint8 RGB (B, 3, H, W) → float32 (B, 128): `FaceDescriber` (5-point
+    landmarks of `shape_predictor_5_face_landmarks.dat`, the aligned 150×150 chip, dlib's ResNet
     `dlib_face_recognition_resnet_model_v1.dat` as its PyTorch port), one chip per crop, on the CPU.
 
     The crop is assumed to hold the face box grown by `margin` on each side (what capture-faces and the
@@ -114,7 +114,11 @@ class DlibResnetBackbone(nn.Module):
     def __init__(self, margin: float = 0.2) -> None:
         super().__init__()
         self.margin = margin
-        self.describer = FaceDescriber()  # a plain object, not a submodule: its network stays on the CPU
+        # 5 landmarks, as every face-classifier checkpoint and feature cache so far was made: a head fitted on
+        # 5-point features (and its calibrated unknown threshold) must be fed the same features; the gallery tools'
+        # 68-point default (conf/describer/dlib.yaml) is theirs alone. A plain object, not a submodule: its
+        # network stays on the CPU
+        self.describer = FaceDescriber(landmarks=5)
 
     def out_features(self, image_size: int) -> int:
         return 128
@@ -225,6 +229,8 @@ class FaceDescriber:
     model, the default) or 5 (`shape_predictor_5_face_landmarks.dat`, its "small" one and plain dlib's). The ResNet
     was trained on chips aligned from 68 landmarks (the 5-point model came later and approximates that alignment):
     on LFW's View 2 folds 1–5 the 68-point chips give 99.10 % against 98.90 % (README, "Verification on LFW").
+    The 68-point model's training data (iBUG 300-W) excludes commercial use (davisking/dlib-models README): a
+    product should use 5.
 
     The ResNet runs as `faces.dlib_resnet_port.DlibFaceResnet`, read from dlib's own file: within 1e-4 of
     dlib's `compute_face_descriptor` on every chip (tests/test_dlib_resnet_port.py), and 5–10× faster on this

@@ -229,11 +229,17 @@ def test_cpu_real_trains_the_detector_in_bf16_on_a_cpu_with_amx_only(store, monk
         return compose("train", {"experiment": experiment, "trainer": profile, **more, **store}).trainer.precision
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_init_amx", lambda: True)  # the kernel grants the tiles
     assert precision("yolo_facemask") == "bf16-mixed"
     assert precision("yolo_facemask", **{"trainer.precision": "32-true"}) == "32-true"
     assert [precision(e) for e in EXPERIMENTS if e != "yolo_facemask"] == ["32-true"] * (len(EXPERIMENTS) - 1)
     assert (precision("yolo_facemask", "cpu_small"), precision("yolo_facemask", "gpu")) == ("32-true", "bf16-mixed")
+    monkeypatch.setattr(torch.cpu, "_init_amx", lambda: False)  # tiles present, use not granted: emulated bf16
+    assert precision("yolo_facemask") == "32-true"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_init_amx", lambda: True)
+    assert precision("yolo_facemask") == "32-true"
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the query
     assert precision("yolo_facemask") == "32-true"
     assert all(compose("train", {"experiment": "yolo_facemask", "trainer": p, **store}).channels_last for p in PROFILES)
 
