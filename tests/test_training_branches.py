@@ -78,6 +78,20 @@ def _mosaic_p(transforms) -> float | None:
     return None
 
 
+def _tiny_yolo(store: dict, **overrides) -> dict:
+    """The yolo_facemask entry's overrides for a run of seconds: debug=fast, 64 px, 40 built-in scenes (32 to
+    train on), from scratch; `overrides` (dotted keys) on top."""
+    return {
+        "experiment": "yolo_facemask",
+        "debug": "fast",
+        "profile.detector_imgsz": 64,
+        "data.generate.images": 40,  # 32 training images
+        "model.pretrained": "null",
+        **overrides,
+        **store,
+    }
+
+
 @pytest.mark.slow  # 3 epochs of a YOLO run on CPU: about a minute alone, several on a shared machine
 def test_yolo_three_epochs_warm_up_accumulate_and_close_mosaic(store, monkeypatch):
     """SGD, nbs 16 at batch 8 (accumulate 2), 4 batches × 3 epochs, warm-up min(3, epochs − 1) = 2 epochs = 8
@@ -104,21 +118,15 @@ def test_yolo_three_epochs_warm_up_accumulate_and_close_mosaic(store, monkeypatc
     monkeypatch.setattr(YoloDetector, "training_step", training_step)
     monkeypatch.setattr(YoloDetector, "on_train_epoch_start", on_train_epoch_start)
     overrides = {
-        "experiment": "yolo_facemask",
-        "debug": "fast",
-        "profile.detector_imgsz": 64,
-        "data.batch_size": 8,
+        "data.batch_size": 8,  # 32 training images: 4 batches
         "data.num_workers": 0,
-        "data.generate.images": 40,  # 32 training images: 4 batches
-        "model.pretrained": "null",
         "model.optimizer": "SGD",
         "model.nbs": 16,
         "model.close_mosaic": 1,
         "trainer.max_epochs": 3,
         "trainer.limit_train_batches": 4,
-        **store,
     }
-    train(compose("train", overrides))
+    train(compose("train", _tiny_yolo(store, **overrides)))
 
     # accumulate = round(interp(ni, [0, 8], [1, nbs / batch = 2])): 1 for ni 0–3, 2 from ni 4 (round half to even)
     assert steps == [0, 1, 2, 3, 5, 7, 9, 11]
@@ -206,16 +214,7 @@ def test_yolo_trains_under_bf16_autocast_and_validates_in_fp32(store, monkeypatc
 
     monkeypatch.setattr(DetectionModel, "loss", spy_loss)
     monkeypatch.setattr(DetectionMetrics, "update", spy_update)
-    overrides = {
-        "experiment": "yolo_facemask",
-        "debug": "fast",
-        "profile.detector_imgsz": 64,
-        "data.generate.images": 40,
-        "model.pretrained": "null",
-        "trainer.precision": "bf16-mixed",
-        **store,
-    }
-    train(compose("train", overrides))
+    train(compose("train", _tiny_yolo(store, **{"trainer.precision": "bf16-mixed"})))
     training = {c for c in calls if c[0]}
     validation = {c[1] for c in calls if not c[0]}
     assert training == {(True, True, torch.bfloat16)}
