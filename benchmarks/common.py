@@ -34,18 +34,28 @@ TIMER_KEY = "bench_epoch_timer"  # the callback's name in the entry's `callbacks
 
 
 class EpochTimer(pl.Callback):
-    """Writes `path` (JSON) at the end of training: `epoch_starts` (Unix seconds, one per epoch) and `metrics` (the
-    trainer's last callback metrics as floats). Added to the entry by `train_entry` as one more callback."""
+    """Writes `path` (JSON) at the end of training: `epoch_starts` (Unix seconds, one per epoch), `step_seconds` (per
+    epoch, the seconds spent inside its training batches, from each batch's start hook to its end hook: what is
+    left of an epoch is fetching, the epoch's end work and logging) and `metrics` (the trainer's last callback
+    metrics as floats). Added to the entry by `train_entry` as one more callback."""
 
     def __init__(self, path: str) -> None:
-        self.path, self.starts = Path(path), []
+        self.path, self.starts, self.steps = Path(path), [], []
+        self._batch_start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.starts.append(time.time())
+        self.steps.append(0.0)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps[-1] += time.perf_counter() - self._batch_start
 
     def on_train_end(self, trainer, pl_module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.path.write_text(json.dumps({"epoch_starts": self.starts, "metrics": metrics}))
+        self.path.write_text(json.dumps({"epoch_starts": self.starts, "step_seconds": self.steps, "metrics": metrics}))
 
 
 def steady_epoch_seconds(epoch_starts: Sequence[float]) -> list[float]:
@@ -71,7 +81,8 @@ def user_environment() -> dict[str, str]:
 def train_entry(overrides: Sequence[str], work: Path, profile: Path | None = None) -> dict:
     """`python -m experiments.train <overrides>` in a child process, as `make <target> ARGS=...` runs it, with
     `EpochTimer` added as one more callback (and under cProfile, stats to `profile`, when given); returns
-    {"epoch_s": steady epoch seconds, "metrics", "wall_s": the whole command}. A failed run is a RuntimeError
+    {"epoch_s": steady epoch seconds, "steps_s": the training-step seconds of the same epochs, "metrics", "wall_s":
+    the whole command}. A failed run is a RuntimeError
     carrying the end of its output."""
     timer = work / "epoch_timer.json"
     command = [
@@ -89,7 +100,12 @@ def train_entry(overrides: Sequence[str], work: Path, profile: Path | None = Non
     if done.returncode != 0 or not timer.is_file():
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     timed = json.loads(timer.read_text())
-    return {"epoch_s": steady_epoch_seconds(timed["epoch_starts"]), "metrics": timed["metrics"], "wall_s": wall}
+    return {
+        "epoch_s": steady_epoch_seconds(timed["epoch_starts"]),
+        "steps_s": timed["step_seconds"][1:-1],  # the epochs steady_epoch_seconds times
+        "metrics": timed["metrics"],
+        "wall_s": wall,
+    }
 
 
 def merge_overrides(base: Sequence[str], extra: Sequence[str]) -> list[str]:

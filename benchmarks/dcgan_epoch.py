@@ -14,8 +14,10 @@ uint8 images), batch, optimiser settings and targets, in a plain loop (one D and
 The plain loop runs before and after ours, and its epochs of both runs are its reference: this machine's speed
 drifts from minute to minute, and bracketing ours keeps the drift out of the ratio.
 
-Printed: s/epoch of each (benchmarks/common.py: epochs 2 … E−1; start-up and end excluded) and `ratio …` = our
-speed / the plain loop's (goal ≥ 0.95).
+Printed: s/epoch of each (benchmarks/common.py: epochs 2 … E−1; start-up and end excluded), how much of each epoch
+was training steps (the seconds inside the batches: `EpochTimer`'s batch hooks for ours, the loop body after
+fetching for the plain loop) and how much the rest (ours: FID/KID, MLflow, checkpoints, the grid; the plain loop:
+its grid and checkpoint), the steps' own ratio, and last `ratio …` = our speed / the plain loop's (goal ≥ 0.95).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ TARGET = ("experiment=exp1_dcgan_fruits",)
 
 
 def plain_loop(cfg, out: Path) -> dict:
-    """Train `cfg`'s DCGAN for `cfg.trainer.max_epochs` in a plain loop; return {"epoch_s", "images"}."""
+    """Train `cfg`'s DCGAN for `cfg.trainer.max_epochs` in a plain loop; return {"epoch_s", "steps_s" (the seconds
+    inside its training steps, fetching excluded, as `EpochTimer` times ours), "images"}."""
     torch.manual_seed(int(cfg.seed))
     data = instantiate(cfg.data, _convert_="partial")
     data.prepare_data()
@@ -53,10 +56,12 @@ def plain_loop(cfg, out: Path) -> dict:
     opt_d = torch.optim.Adam(d.parameters(), lr=hp.lr, betas=tuple(hp.betas))
     loader = DataLoader(TensorDataset(data.images), batch_size=int(cfg.data.batch_size), shuffle=True, drop_last=True)
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    starts = []
+    starts, steps = [], []
     for epoch in range(int(cfg.trainer.max_epochs)):
         starts.append(time.time())
+        steps.append(0.0)
         for (batch,) in loader:
+            step_start = time.perf_counter()
             real = to_unit_range(batch)
             fake = g(torch.randn(real.shape[0], g.latent_dim))
             logits_real, logits_fake = d(real), d(fake.detach())
@@ -71,11 +76,13 @@ def plain_loop(cfg, out: Path) -> dict:
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
+            steps[-1] += time.perf_counter() - step_start
         if (epoch + 1) % hp.sample_every_n_epochs == 0:
             cv2.imwrite(str(out / "samples" / f"epoch_{epoch + 1:04d}.png"), model.sample_grid()[..., ::-1])
         state = {"epoch": epoch, "generator": g.state_dict(), "discriminator": d.state_dict()}
         torch.save({**state, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}, out / "last.pt")
-    return {"epoch_s": steady_epoch_seconds(starts), "images": len(data.images)}  # timed as ours: epochs 2 … E−1
+    # timed as ours: epochs 2 … E−1
+    return {"epoch_s": steady_epoch_seconds(starts), "steps_s": steps[1:-1], "images": len(data.images)}
 
 
 def main() -> None:
@@ -105,7 +112,7 @@ def main() -> None:
         before = plain_loop(cfg, work / "plain")
         ours = train_entry(overrides, work)
         after = plain_loop(cfg, work / "plain")
-        plain = {"epoch_s": before["epoch_s"] + after["epoch_s"], "images": before["images"]}
+        plain = {key: before[key] + after[key] for key in ("epoch_s", "steps_s")} | {"images": before["images"]}
 
     width = cfg.model.generator.width_multiplier
     print(
@@ -114,6 +121,15 @@ def main() -> None:
     )
     print(f"  ours (make exp1-dcgan: FID/KID, grids, MLflow, checkpoints): {per_epoch(ours['epoch_s'])}")
     print(f"  plain PyTorch loop (grids, checkpoints): {per_epoch(plain['epoch_s'])}")
+    # where a gap comes from: the training steps themselves, or what each side does around them
+    for name, run in (("ours", ours), ("plain", plain)):
+        steps, rest = (
+            statistics.median(run["steps_s"]),
+            statistics.median(run["epoch_s"]) - statistics.median(run["steps_s"]),
+        )
+        print(f"  {name}: training steps {steps:.2f} s/epoch, the rest of the epoch {rest:.2f} s")
+    step_ratio = statistics.median(plain["steps_s"]) / statistics.median(ours["steps_s"])
+    print(f"  training steps alone, ours / plain: {step_ratio:.3f}x")
     print(json.dumps({"ours": ours, "plain": plain}, default=float))
     print_ratio(
         "DCGAN exp1 speed, ours / plain PyTorch per epoch",

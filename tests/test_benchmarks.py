@@ -3,12 +3,14 @@ timings belong to a quiet machine, README "Benchmarks"); their epoch timing and 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-from benchmarks.common import RATIO_LINE, merge_overrides, print_ratio, steady_epoch_seconds
+from benchmarks import common
+from benchmarks.common import RATIO_LINE, EpochTimer, merge_overrides, print_ratio, steady_epoch_seconds
 from tests.conftest import REPO, SHARED_DATA, needs_shared_data
 
 
@@ -30,6 +32,24 @@ def test_epochs_are_timed_from_start_to_next_start_without_the_first_and_last():
     assert steady_epoch_seconds([100.0, 130.0, 142.5, 155.0, 190.0]) == [12.5, 12.5, 35.0]
     with pytest.raises(ValueError, match="2 epoch"):
         steady_epoch_seconds([0.0, 1.0])
+
+
+def test_epoch_timer_sums_the_seconds_inside_each_epochs_training_batches(tmp_path, monkeypatch):
+    clock = iter([10.0, 10.5, 11.0, 11.25, 20.0, 22.0])  # perf_counter at batch start, end, start, end, ...
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+
+    class Trainer:
+        callback_metrics: dict = {}
+
+    timer, trainer = EpochTimer(str(tmp_path / "timer.json")), Trainer()
+    for batches in (2, 1):
+        timer.on_train_epoch_start(trainer, None)
+        for index in range(batches):
+            timer.on_train_batch_start(trainer, None, None, index)
+            timer.on_train_batch_end(trainer, None, None, None, index)
+    timer.on_train_end(trainer, None)
+    written = json.loads((tmp_path / "timer.json").read_text())
+    assert written["step_seconds"] == [0.75, 2.0] and len(written["epoch_starts"]) == 2
 
 
 def test_overrides_for_a_key_already_given_replace_it_in_place():
