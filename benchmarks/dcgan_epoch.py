@@ -17,7 +17,8 @@ drifts from minute to minute, and bracketing ours keeps the drift out of the rat
 Printed: s/epoch of each (benchmarks/common.py: epochs 2 … E−1; start-up and end excluded), how much of each epoch
 was training steps (the seconds inside the batches: `EpochTimer`'s batch hooks for ours, the loop body after
 fetching for the plain loop) and how much the rest (ours: FID/KID, MLflow, checkpoints, the grid; the plain loop:
-its grid and checkpoint), the steps' own ratio, and last `ratio …` = our speed / the plain loop's (goal ≥ 0.95).
+its grid and checkpoint), the steps' own speed ratio, every timing as one JSON line, and last `ratio …` = our
+speed / the plain loop's (goal ≥ 0.95).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def main() -> None:
         epoch, steps = statistics.median(run["epoch_s"]), statistics.median(run["steps_s"])
         print(f"  {name}: training steps {steps:.2f} s/epoch, the rest of the epoch {epoch - steps:.2f} s")
     step_ratio = statistics.median(plain["steps_s"]) / statistics.median(ours["steps_s"])
-    print(f"  training steps alone, ours / plain: {step_ratio:.3f}x")
+    print(f"  training steps alone, speed ours / plain: {step_ratio:.3f}x")
     print(json.dumps({"ours": ours, "plain": plain}, default=float))
     print_ratio(
         "DCGAN exp1 speed, ours / plain PyTorch per epoch",
