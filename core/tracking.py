@@ -98,15 +98,38 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# Params that differ in every run by construction: its timestamped name, and every value inside the run's own folder
+# (paths.output_dir, trainer.default_root_dir, callbacks.*.dirpath). As params they make every pair of runs differ,
+# and the MLflow compare page's parallel-coordinates plot opens on the first three differing params by name; the
+# run's config/resolved.yaml artifact keeps them, and the run folder is the `output_dir` tag.
+PER_RUN_PARAMS = ("logger.run_name",)
+OUTPUT_DIR_TAG = "output_dir"
+
+
+def per_run_params(flat: dict[str, str], output_dir: str | None) -> set[str]:
+    """The keys of `flat` (dotted config keys → str values) that name this run only: `PER_RUN_PARAMS`, and those whose
+    value is `output_dir` or a path inside it."""
+    inside = (output_dir, f"{output_dir}/") if output_dir else ()
+    return {
+        k for k, v in flat.items() if k in PER_RUN_PARAMS or (inside and (v == inside[0] or v.startswith(inside[1])))
+    }
+
+
 @rank_zero_only
 def log_params(trainer: Any, config: dict) -> None:
-    """Log a resolved config as MLflow params with dotted keys (`flatten`), 100 per call."""
+    """Log a resolved config as MLflow params with dotted keys (`flatten`), 100 per call, without the per-run ones
+    (`per_run_params`); the run folder becomes the `output_dir` tag."""
     from mlflow.entities import Param
 
     logger = mlflow_logger(trainer)
     if logger is None:
         return
-    params = [Param(k, v) for k, v in flatten(config).items()]
+    flat = flatten(config)
+    output_dir = (config.get("paths") or {}).get("output_dir")
+    skipped = per_run_params(flat, output_dir)
+    if output_dir:
+        logger.experiment.set_tag(logger.run_id, OUTPUT_DIR_TAG, str(output_dir))
+    params = [Param(k, v) for k, v in flat.items() if k not in skipped]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
         logger.experiment.log_batch(logger.run_id, params=params[start : start + 100])
 
@@ -223,6 +246,68 @@ def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
     return FileLock(f"{database}.lock")
 
 
+STORE_WAIT_S = 30.0  # how long a training waits for a local store that another program holds locked
+
+
+def check_local_store(tracking_uri: str, wait_s: float = STORE_WAIT_S) -> None:
+    """Before a training writes to a local SQLite store: raise UserError, in one line naming the file and what helps,
+    when the file is not an SQLite database or is damaged, when another program holds it locked for more than
+    `wait_s` seconds, or when its schema is not the one the installed MLflow writes (a store of an older MLflow:
+    `mlflow db upgrade`; of a newer one: that MLflow). The check opens the file read-only, so a store it refuses is
+    left as it was. A missing file (a new store) and a server URI pass."""
+    import sqlite3
+
+    from core.errors import UserError
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not database.is_file():
+        return
+    other = "or point paths.mlflow_dir at another folder"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=wait_s)) as db:
+            checked = db.execute("PRAGMA quick_check").fetchone()
+            if not checked or checked[0] != "ok":
+                raise sqlite3.DatabaseError(checked[0] if checked else "no answer to quick_check")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revision = (
+                db.execute("SELECT version_num FROM alembic_version").fetchone()
+                if "alembic_version" in tables
+                else None
+            )
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise UserError(
+                f"MLflow store {database} is locked by another program (waited {wait_s:.0f} s): close it, {other}"
+            ) from exc
+        raise UserError(f"MLflow store {database} cannot be read ({exc}): move it aside, {other}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise UserError(
+            f"MLflow store {database} is damaged or not a database ({exc}): move it aside, {other}"
+        ) from exc
+    if not tables:
+        return  # an empty database: MLflow creates its tables
+    import mlflow
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    scripts = ScriptDirectory.from_config(_get_alembic_config(tracking_uri))
+    head, found = scripts.get_current_head(), revision[0] if revision else None
+    if found == head:
+        return
+    known = found is not None and any(r.revision == found for r in scripts.walk_revisions())
+    if known:
+        raise UserError(
+            f"MLflow store {database} was written by an older MLflow (schema {found}; MLflow {mlflow.__version__} "
+            f"writes {head}): back it up and run `mlflow db upgrade sqlite:///{database}`, {other}"
+        )
+    raise UserError(
+        f"MLflow store {database} was written by a newer MLflow (schema {found or 'unversioned'}, unknown to MLflow "
+        f"{mlflow.__version__}): use that MLflow, {other}"
+    )
+
+
 # ---- experiment metadata -----------------------------------------------------------------------------------
 # The tags MLflow's UI reads: the experiment's description (its "notes") and its kind. An experiment without a
 # kind is guessed by the UI, which may open it in the GenAI view; "custom_model_development" opens the
@@ -234,7 +319,10 @@ MODEL_TRAINING_KIND = "custom_model_development"
 
 def describe_experiment(client: Any, experiment_id: str, description: str | None) -> None:
     """Mark the experiment as a model-training one (`mlflow.experimentKind`) and give it `description` (Markdown,
-    `mlflow.note.content`) when it has none yet: a description edited in the UI is kept."""
+    `mlflow.note.content`) when it has none yet: a description edited in the UI is kept.
+
+    MLflow 3.17's UI opens an experiment in the view its workflow type names (the link's `workflowType`, else the
+    browser's stored choice), not by this tag: `experiments/mlflow_ui.py` prints links that name it."""
     tags = client.get_experiment(experiment_id).tags
     if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)

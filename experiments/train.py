@@ -212,6 +212,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir)
     check_tracking_server(cfg.logger.tracking_uri)
+    tracking.check_local_store(cfg.logger.tracking_uri)
     ckpt_path, run_id, checkpoint_dir = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir), cfg.task_name)
 
     datamodule = instantiate(cfg.data, _convert_="partial")
