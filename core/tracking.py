@@ -526,6 +526,37 @@ PARENT_RUN_ENV = "ML_PLAYGROUND_SWEEP_PARENT_RUN"  # the sweep's parent run id, 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
+def end_if_running(tracking_uri: str, run_id: str, status: str) -> bool:
+    """End the run `run_id` with `status` ("KILLED" or "FAILED") when it is still RUNNING; returns whether it was.
+    A store that fails is a warning: this runs on the way out of an interrupted or failed process."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri)
+        if client.get_run(run_id).info.status != "RUNNING":
+            return False
+        client.set_terminated(run_id, status)
+    except Exception as exc:  # noqa: BLE001  (on the way out: the store's failure must not hide why the run stopped)
+        log.warning("run %s could not be ended %s: %s: %s", run_id, status, type(exc).__name__, exc)
+        return False
+    log.warning("run %s ended %s", run_id, status)
+    return True
+
+
+def end_running_children(client: Any, parent_run_id: str, experiment_id: str, status: str = "KILLED") -> list[str]:
+    """End every run of `experiment_id` whose `mlflow.parentRunId` is `parent_run_id` and that is still RUNNING with
+    `status`: the trials of a sweep whose processes were stopped before they could end their own runs (a joblib
+    worker killed by the launcher on Ctrl-C). Returns their run names."""
+    running = client.search_runs(
+        [experiment_id],
+        f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=5000,
+    )
+    for run in running:
+        client.set_terminated(run.info.run_id, status)
+    return [run.info.run_name for run in running]
+
+
 def best_child(client: Any, parent_run_id: str, experiment_id: str, metric: str, mode: str) -> Any | None:
     """The child run of `parent_run_id` with the best `best/<metric>` (its best checkpoint's value), else `metric`
     (its last value), `mode` "min" or "max"; None when no child logged either."""
@@ -567,8 +598,9 @@ class SweepParentRun(Callback):
     Optuna's does so at its default `max_failure_rate` 0. A sweeper that goes on after failures (Optuna with a higher
     rate) still reaches the multirun end and ends the parent FINISHED with the best trial, the tag kept. A sweep that
     exits before either (a trial's one-line error exits the process with status 2, Ctrl-C) ends the parent FAILED in
-    an atexit handler (`end_unfinished`). A process killed outright (SIGKILL) runs no handler: its parent stays
-    RUNNING."""
+    an atexit handler (`end_unfinished`), and with it every trial still RUNNING, KILLED (a parallel launcher's worker
+    stopped before it could end its own run). A sweep process killed outright (SIGKILL) runs no handler: its parent
+    stays RUNNING."""
 
     def __init__(self) -> None:
         self.run_id: str | None = None
@@ -651,8 +683,12 @@ class SweepParentRun(Callback):
             return
         try:
             client = MlflowClient(uri)
-            if client.get_run(self.run_id).info.status == "RUNNING":
+            parent = client.get_run(self.run_id)
+            if parent.info.status == "RUNNING":
                 client.set_terminated(self.run_id, "FAILED")
                 log.warning("sweep parent run %s ended FAILED: the sweep stopped before its end", self.run_id)
+            killed = end_running_children(client, self.run_id, parent.info.experiment_id)
+            if killed:
+                log.warning("trials that did not end their runs, ended KILLED: %s", ", ".join(killed))
         except Exception as exc:  # noqa: BLE001  (at exit: a store that is gone is a warning, not a traceback)
             log.warning("sweep parent run %s could not be ended: %s: %s", self.run_id, type(exc).__name__, exc)

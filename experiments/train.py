@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import hydra
@@ -25,6 +26,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
 from core import config, tracking
 from core.checkpoints import (
@@ -230,6 +232,20 @@ def train(cfg: DictConfig) -> float | None:
     with tracking.store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
         _ = logger.experiment  # creates the store, experiment and run now, one process at a time
+    try:
+        return _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id)
+    except BaseException as exc:
+        # An interrupted or failed training ends its own run (KILLED for Ctrl-C, SIGTERM and exits, FAILED for an
+        # error) when Lightning did not: an interrupt outside `fit`, or a launcher stopping its worker.
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
+        if rank_zero_only.rank == 0 and getattr(logger, "run_id", None):
+            tracking.end_if_running(cfg.logger.tracking_uri, logger.run_id, status)
+        raise
+
+
+def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float | None:
+    """Build the Trainer, log the run's config, fit, log the trained model; returns the optimized metric."""
+    output_dir = Path(cfg.paths.output_dir)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
     if trainer.is_global_zero:  # under DDP the other ranks log nothing (their logger has no experiment)
@@ -293,8 +309,15 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a launcher's own handler (submitit's) is kept
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with user_errors():
         return train(cfg)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a launcher or `kill` stopping the training) as an exit, so that the run is ended in its store."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

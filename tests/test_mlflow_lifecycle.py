@@ -277,3 +277,42 @@ def test_log_model_defaults_on_except_under_debug_overlays(store):
     assert logs_model({"debug": "fast"}) is False
     assert logs_model({"debug": "fast", "log_model": True}) is True  # the command line wins over the overlay
     assert logs_model({"log_model": False}) is False
+
+
+@pytest.mark.parametrize(("interrupt", "status"), [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED")])
+def test_an_interrupted_or_failed_training_ends_its_run(interrupt, status, store, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, an exit) where Lightning does not end the run itself ends it KILLED; an error, FAILED."""
+    import pytorch_lightning as pl
+
+    def stop(self, *args, **kwargs):
+        raise interrupt("stopped")
+
+    monkeypatch.setattr(pl.Trainer, "fit", stop)
+    with pytest.raises(interrupt):
+        train(compose("train", {"experiment": TASK, "debug": "fast", **store}))
+    _, runs = mlflow_runs(tmp_path, TASK)
+    assert [r.info.status for r in runs] == [status]
+
+
+def test_a_stopped_sweep_ends_the_trials_its_workers_left_running(store, tmp_path, monkeypatch):
+    """A parallel launcher's worker killed on Ctrl-C cannot end its trial's run: the sweep's exit handler ends every
+    trial of its parent still RUNNING, KILLED, and leaves the finished ones as they are."""
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    config = compose("train", {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", **store})
+    from omegaconf import open_dict
+
+    with open_dict(config):
+        config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
+    callback = tracking.SweepParentRun()
+    callback.on_multirun_start(config)
+    client, _ = mlflow_runs(tmp_path, f"{TASK}-sweep")
+    experiment_id = client.get_run(callback.run_id).info.experiment_id
+    tags = {tracking.PARENT_RUN_TAG: callback.run_id}
+    running = client.create_run(experiment_id, run_name="bs8-lr0.0001", tags=tags).info.run_id
+    finished = client.create_run(experiment_id, run_name="bs8-lr0.0002", tags=tags).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    other = client.create_run(experiment_id, run_name="another sweep's trial", tags={tracking.PARENT_RUN_TAG: "x"})
+    callback.end_unfinished()
+    status = {run_id: client.get_run(run_id).info.status for run_id in (callback.run_id, running, finished)}
+    assert status == {callback.run_id: "FAILED", running: "KILLED", finished: "FINISHED"}
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"
