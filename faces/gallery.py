@@ -2,10 +2,13 @@
 the layout of ../shared/data/faces and of `make capture-faces`) is the whole model.
 
 Each gallery photo gives one descriptor (dlib's 128-d face descriptor of its central face, see
-`faces.descriptors.FaceDescriber`); a face is named after the nearest gallery descriptor by Euclidean
-distance, and called `unknown` when even that one is farther than `tolerance` (dlib's and face_recognition's
-convention: 0.6, the margin the descriptor was trained with). Unlike a softmax over the known people, this
-can say "nobody I know".
+`faces.descriptors.FaceDescriber`); a face is scored against each known person by its mean Euclidean distance to
+that person's photos, named after the best-scoring person, and called `unknown` when even that score is the
+threshold or more. Unlike a softmax over the known people, this can say "nobody I know".
+
+dlib's 0.6 is a one-to-one verification threshold; a gallery makes one comparison per photo, so at a fixed 0.6 the
+more photos it holds the more strangers it names. The default threshold (`Gallery.open_set_threshold`) is instead
+set on the gallery itself for a target false-positive identification rate (strangers named), see there.
 
 Gallery descriptors are cached in one `.npz` file keyed by each photo's path, size and modification time and
 by the describer's and detector's settings, so a gallery is described once and a changed photo again.
@@ -18,6 +21,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -29,7 +33,16 @@ from faces.recognition import UNKNOWN
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOLERANCE = 0.6  # dlib / face_recognition: same person when the descriptors are closer than this
+# dlib / face_recognition: same person when two descriptors are closer than this (one-to-one verification); the
+# open-set threshold never goes above it
+DEFAULT_TOLERANCE = 0.6
+# the false-positive identification rate (fraction of strangers named) the default open-set threshold is set for
+DEFAULT_TARGET_FAR = 0.01
+# (mean, sd) of dlib's one-to-one impostor distances: all 2,168,403 pairs of one photo each of 2,083 LFW people
+# (../shared/data/lfw-pairs, folds 1-5, outside ../shared/data/faces), described by this pipeline (68-landmark
+# alignment, mirrored-chip average); the prior of `Gallery.open_set_threshold`, worth REFERENCE_PAIRS person pairs
+REFERENCE_IMPOSTOR = (0.816, 0.088)
+REFERENCE_PAIRS = 10
 
 
 class DescriptorCache:
@@ -99,34 +112,155 @@ class DescriptorCache:
         self.changed = False
 
 
+@dataclass(frozen=True)
+class OpenSetThreshold:
+    """A gallery's decision threshold: a face is named when its best per-person score (`Gallery.person_scores`, a
+    mean Euclidean distance in descriptor units) is below `threshold`; `target_far` is the false-positive identification rate (fraction of strangers
+    named) it is set for; `rule` says in one line how it was set."""
+
+    threshold: float
+    target_far: float
+    rule: str
+
+
+def person_distances(queries: np.ndarray, references: np.ndarray, person: np.ndarray, people: int) -> np.ndarray:
+    """Mean Euclidean distance (Q, people), float64, from each row of `queries` (Q, D) to the rows of `references`
+    (M, D) of each person: `person` (M,) gives each reference row's person index in 0 … people − 1 (a person with
+    no row gets inf). Computed 1,024 queries at a time, so memory stays O(1024 · M)."""
+    queries, references = np.asarray(queries, np.float64), np.asarray(references, np.float64)
+    member = np.zeros((len(references), people))
+    member[np.arange(len(references)), person] = 1
+    counts = member.sum(axis=0)
+    average = np.divide(member, counts, out=np.zeros_like(member), where=counts > 0)  # (M, people)
+    out = np.empty((len(queries), people), np.float64)
+    for start in range(0, len(queries), 1024):
+        block = np.linalg.norm(queries[start : start + 1024, None, :] - references[None, :, :], axis=2)  # (q, M)
+        out[start : start + 1024] = block @ average
+    out[:, counts == 0] = np.inf
+    return out
+
+
 @dataclass
 class Gallery:
     """Known people's descriptors: `descriptors` float32 (M, D), row m of person `names[m]` from photo
-    `files[m]`; `skipped` lists the photos that gave no descriptor (unreadable, or no face found)."""
+    `files[m]`; `skipped` lists the photos that gave no descriptor (unreadable, or no face found).
+
+    A face's score against a person is its mean Euclidean distance to that person's photos (a per-person model:
+    its expected value does not depend on how many photos the person has, where the nearest photo's distance
+    falls as photos are added); it is named after the person with the lowest score when that score is below the
+    threshold (`open_set_threshold`). With one photo a person this is the plain nearest-descriptor rule. The
+    gallery is read-only once built: its calibrated thresholds are kept."""
 
     names: list[str]
     descriptors: np.ndarray
     files: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    _thresholds: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def people(self) -> list[str]:
         """The known people, sorted."""
         return sorted(set(self.names))
 
-    def identify(self, descriptors: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> list[tuple[str, float]]:
-        """(name, distance) for each query row of `descriptors` (N, D): the person of the nearest gallery
-        descriptor by Euclidean distance, or `unknown` when that distance is `tolerance` or more (face_recognition's
-        `compare_faces` rule: a match is distance <= tolerance; here strictly below it, as the LFW threshold)."""
+    def _person_index(self) -> np.ndarray:
+        index = {name: k for k, name in enumerate(self.people)}
+        return np.array([index[name] for name in self.names], np.int64)
+
+    def person_scores(self, descriptors: np.ndarray) -> np.ndarray:
+        """Scores (N, P), float64: the mean Euclidean distance from each row of `descriptors` (N, D) to the photos
+        of each of the P `people` (sorted, as `people`)."""
         descriptors = np.asarray(descriptors, np.float32).reshape(-1, self.descriptors.shape[1])
-        if len(descriptors) == 0:
+        return person_distances(descriptors, self.descriptors, self._person_index(), len(self.people))
+
+    def impostor_scores(self) -> np.ndarray:
+        """The gallery's own impostor scores (n,), float64: every gallery photo's score (`person_scores`) against
+        every other person, i.e. M · (P − 1) scores. Empty with fewer than two people."""
+        if len(self.people) < 2:
+            return np.empty(0)
+        scores = self.person_scores(self.descriptors)
+        own = np.zeros_like(scores, bool)
+        own[np.arange(len(scores)), self._person_index()] = True
+        return scores[~own]
+
+    def open_set_threshold(self, target_far: float | None = None) -> OpenSetThreshold:
+        """The default decision threshold of this gallery for a false-positive identification rate `target_far`
+        (FPIR: the fraction of strangers named; None: DEFAULT_TARGET_FAR).
+
+        Rule (Grother & Phillips, "Models of large population recognition performance", CVPR 2004: an open-set
+        search of P independent gallery people makes a false alarm when any of its P impostor comparisons does;
+        open-set terms of Phillips, Grother & Micheals, "Evaluation Methods in Face Recognition", Handbook of
+        Face Recognition, 2005): a stranger is named when its lowest per-person score (`person_scores`) is below
+        the threshold t, so FPIR(t) = 1 − (1 − FMR(t))^P with FMR the per-person false-match rate, and t is set
+        where FMR(t) = 1 − (1 − target_far)^(1/P). FMR is modelled as normal, FMR(t) = Φ((t − μ) / σ), with μ and
+        σ those of the gallery's own impostor scores (`impostor_scores`: each photo scored against every other
+        person), pooled with the reference `REFERENCE_IMPOSTOR` (dlib's descriptor on LFW strangers) weighted as
+        REFERENCE_PAIRS person pairs against the gallery's P(P − 1)/2 (each parameter shrunk towards the reference):
+        μ = (1 − w) μ₀ + w μ̂, σ² = (1 − w) σ₀² + w σ̂², w = pairs / (pairs + REFERENCE_PAIRS). Finally t is capped
+        at DEFAULT_TOLERANCE (dlib's one-to-one 0.6): never more lenient than verification.
+
+        Why this rule: the per-person score's impostor distribution does not depend on the photos a person has,
+        and the threshold falls with the number of people, so the rate of strangers named stays at the target as
+        photos and people are added; the normal model extrapolates the far tail that a gallery's few people
+        cannot sample (their own impostor scores are too few, and too distinct, for an empirical percentile).
+
+        Small galleries: with one person there is no impostor score and the reference alone sets t (then the cap
+        0.6: dlib's verification threshold); with a few people the reference outweighs them (2 people: w = 1/11),
+        so two look-alike or two far-apart people cannot move t far. Raises ValueError when target_far is not in
+        (0, 1)."""
+        target_far = DEFAULT_TARGET_FAR if target_far is None else float(target_far)
+        if not 0 < target_far < 1:
+            raise ValueError(f"target_far must be in (0, 1), got {target_far}")
+        if target_far in self._thresholds:
+            return self._thresholds[target_far]
+        people = len(self.people)
+        pairs = people * (people - 1) // 2
+        mean0, sd0 = REFERENCE_IMPOSTOR
+        scores = self.impostor_scores()
+        if len(scores):
+            weight = pairs / (pairs + REFERENCE_PAIRS)
+            gallery_mean, gallery_sd = float(scores.mean()), float(scores.std())
+            mean = (1 - weight) * mean0 + weight * gallery_mean
+            sd = float(np.sqrt((1 - weight) * sd0**2 + weight * gallery_sd**2))
+            source = (
+                f"impostor scores of this gallery ({len(scores)}: mean {gallery_mean:.3f}, sd {gallery_sd:.3f}, "
+                f"{pairs} person pair(s)) pooled with dlib's LFW reference (weight {1 - weight:.2f})"
+            )
+        else:
+            mean, sd = mean0, sd0
+            source = "one person, no impostor score: dlib's LFW reference impostor distances"
+        match_rate = 1 - (1 - target_far) ** (1 / people)
+        calibrated = mean + NormalDist().inv_cdf(match_rate) * sd
+        threshold = min(calibrated, DEFAULT_TOLERANCE)
+        capped = (
+            f", capped at dlib's {DEFAULT_TOLERANCE} (calibrated {calibrated:.4f})" if calibrated > threshold else ""
+        )
+        result = OpenSetThreshold(
+            float(threshold),
+            target_far,
+            f"normal model (mean {mean:.3f}, sd {sd:.3f}) of {source}; per-person false-match rate "
+            f"{match_rate:.3g} for {people} people{capped}",
+        )
+        self._thresholds[target_far] = result
+        return result
+
+    def nearest(self, descriptors: np.ndarray) -> list[tuple[str, float]]:
+        """(person, score) of the lowest `person_scores` score (the nearest person) for each row of `descriptors`
+        (N, D), without rejection."""
+        scores = self.person_scores(descriptors)
+        if len(scores) == 0:
             return []
-        distances = np.linalg.norm(descriptors[:, None, :] - self.descriptors[None, :, :], axis=2)  # (N, M)
-        nearest = distances.argmin(axis=1)
-        best = distances[np.arange(len(descriptors)), nearest]
-        return [
-            (self.names[m] if d < tolerance else UNKNOWN, float(d)) for m, d in zip(nearest.tolist(), best.tolist())
-        ]
+        best = scores.argmin(axis=1)
+        people = self.people
+        return [(people[k], float(scores[n, k])) for n, k in enumerate(best.tolist())]
+
+    def identify(self, descriptors: np.ndarray, tolerance: float | None = None) -> list[tuple[str, float]]:
+        """(name, score) for each query row of `descriptors` (N, D): the person with the lowest score (mean
+        Euclidean distance to their photos; with one photo each, the nearest descriptor's distance), or `unknown`
+        when that score is `tolerance` or more (strictly below is a match, as the LFW threshold). `tolerance`
+        None: this gallery's `open_set_threshold()`."""
+        if tolerance is None:
+            tolerance = self.open_set_threshold().threshold
+        return [(name if score < tolerance else UNKNOWN, score) for name, score in self.nearest(descriptors)]
 
 
 def gallery_photos(folder: str | Path) -> dict[str, list[Path]]:
@@ -201,12 +335,13 @@ def build_gallery(
 @dataclass
 class GalleryRecognizer:
     """Names faces by the gallery (the interface of `faces.recognition.Recognizer`): each detection is described
-    by `describer` and identified by `Gallery.identify` with `tolerance`; its score is the distance to the
-    nearest known face (smaller is surer)."""
+    by `describer` and identified by `Gallery.identify` with `tolerance` (None: the gallery's calibrated
+    `open_set_threshold()`); its score is the distance to the
+    best-scoring known person, the mean distance to their photos (smaller is surer)."""
 
     gallery: Gallery
     describer: FaceDescriber
-    tolerance: float = DEFAULT_TOLERANCE
+    tolerance: float | None = None  # None: the gallery's open_set_threshold()
     score_column = "distance"
 
     @property
@@ -221,8 +356,8 @@ class GalleryRecognizer:
 @dataclass
 class OpenSetResult:
     """Open-set identification of P probes against a gallery, at each of T tolerances. `known` (P,) marks the
-    probes whose person is in the gallery; `nearest` (P,) names the nearest gallery descriptor's person and
-    `distance` (P,) gives its Euclidean distance. `identification_accuracy` (T,): the fraction of known probes
+    probes whose person is in the gallery; `nearest` (P,) names the best-scoring gallery person and
+    `distance` (P,) its score (`Gallery.person_scores`). `identification_accuracy` (T,): the fraction of known probes
     named right (nearest person correct AND distance < tolerance); `stranger_rejection` (T,): the fraction of
     the other probes (strangers) called `unknown` (distance >= tolerance). These are the open-set rates of
     Phillips, Grother and Micheals ("Evaluation Methods in Face Recognition", Handbook of Face Recognition,
@@ -258,7 +393,7 @@ def open_set_rates(
         raise ValueError(
             f"open-set evaluation needs known probes and strangers; got {known.sum()} known, {(~known).sum()} strangers"
         )
-    identified = gallery.identify(descriptors, tolerance=np.inf)  # nearest person and distance, no rejection
+    identified = gallery.nearest(descriptors)  # best-scoring person and score, no rejection
     nearest, distance = [n for n, _ in identified], np.array([d for _, d in identified])
     tolerances = np.asarray(tolerances, float)
     right_person = np.array([a == b for a, b in zip(nearest, names)], bool)

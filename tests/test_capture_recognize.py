@@ -171,6 +171,20 @@ def _photo_folder(root: Path) -> Path:
     return root / "people"
 
 
+def test_recognize_chooses_its_torch_threads_from_the_free_cores(tmp_path):
+    from experiments.recognize import recognize
+    from faces.recognition import choose_threads
+
+    # max(1, min(cores // workers, cores - round(load)))
+    assert choose_threads(1, cores=16, load=0.0) == 16 and choose_threads(4, cores=16, load=0.0) == 4
+    assert choose_threads(3, cores=8, load=0.2) == 2 and choose_threads(1, cores=8, load=3.4) == 5
+    assert choose_threads(1, cores=2, load=7.6) == 1 and choose_threads(2, cores=2, load=0.0) == 1
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        choose_threads(0)
+    with pytest.raises(UserError, match="threads=0: at least 1"):
+        recognize(compose("recognize", {"images": str(tmp_path), "threads": 0}))
+
+
 def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
     from lightning_modules.face_classifier import FaceClassifier
     from tests.test_checkpoint_trust import assert_plain_checkpoint
