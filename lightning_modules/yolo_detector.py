@@ -227,7 +227,7 @@ class YoloDetector(pl.LightningModule):
         offline.disable_ultralytics_integrations()
         self.names = list(names)
         self.net = build_model(arch, self.names, {"box": 7.5, "cls": 0.5, "dfl": 1.5, **(loss or {})})
-        self.pretrained = _resolve_pretrained(pretrained, auto_pretrained)
+        self.pretrained, self.pretrained_note = _resolve_pretrained(pretrained, auto_pretrained)
         self.transferred = 0
         if self.pretrained:
             from lightning_modules.yolov5_checkpoint import load_pretrained
@@ -307,6 +307,7 @@ class YoloDetector(pl.LightningModule):
             self.trainer,
             {
                 "pretrained": self.pretrained,
+                "note": self.pretrained_note,
                 "transferred_tensors": self.transferred,
                 "model_tensors": len(self.net.state_dict()),
             },
@@ -465,13 +466,13 @@ def write_results_csv(rows: Sequence[dict[str, float]], path: str | Path) -> Non
         writer.writerows(rows)
 
 
-def _resolve_pretrained(pretrained: str | None, auto_pretrained: str | None) -> str | None:
+def _resolve_pretrained(pretrained: str | None, auto_pretrained: str | None) -> tuple[str | None, str]:
+    """(the weights file to start from, or None for from scratch; a note saying why, "" for a file that was asked
+    for or found). The note goes into the run's pretrained.json, where the report reads it."""
     if pretrained != "auto":
-        return pretrained
+        return pretrained, "" if pretrained else "model.pretrained=null"
     if auto_pretrained and Path(auto_pretrained).is_file():
-        return auto_pretrained
-    log.warning(
-        "model.pretrained=auto: %s not found, training from scratch (README, section 'Face-mask detection (YOLO)')",
-        auto_pretrained,
-    )
-    return None
+        return auto_pretrained, ""
+    note = f"model.pretrained=auto: {auto_pretrained} not found"
+    log.warning("%s, training from scratch (put the COCO checkpoint there to fine-tune from it)", note)
+    return None, note

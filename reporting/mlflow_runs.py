@@ -246,6 +246,37 @@ def monitor(run: Run) -> tuple[str | None, str]:
     return (None if metric in (None, "None") else f"{BEST_PREFIX}{metric}"), mode
 
 
+# A monitored metric that moved less than this (absolute, in the metric's own units) over a run has not moved: a
+# detector whose fitness stays at 0.000 for every epoch, a classifier stuck at chance.
+UNMOVED = 1e-3
+
+
+def learning_verdict(client: mlflow.MlflowClient, run: Run) -> str | None:
+    """ "did not learn: <why>" when the run's monitored metric (`monitor.metric`, e.g. `val/fitness`, `quality/kid`)
+    never moved by more than `UNMOVED` from its first epoch's value in the run's own better direction; None when it
+    did, when the run monitors nothing, or when it has fewer than two epochs of it (nothing to judge). The reason
+    names what the run recorded about how its model started (`model_start`, with the start's own note, e.g.
+    "model.pretrained=auto: ../shared/data/weights/yolov5n.pt not found")."""
+    metric, mode = monitor(run)
+    if metric is None:
+        return None
+    key = metric[len(BEST_PREFIX) :]
+    history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+    history = [v for v in history if v == v]  # NaN epochs say nothing
+    if len(history) < 2:
+        return None
+    first, best = history[0], (max(history) if mode == "max" else min(history))
+    if abs(best - first) > UNMOVED:
+        return None
+    why = f"{key} never improved on {first:.3f} in {len(history)} epochs"
+    start = load_json(client, run.info.run_id, PRETRAINED_ARTIFACT)
+    note = start.get("note") if isinstance(start, dict) else None
+    begun = model_start(client, run)
+    if begun:
+        why += f"; {begun}" + (f" ({repo_relative_text(note)})" if note else "")
+    return f"did not learn: {why}"
+
+
 def rank_best(runs: list[Run]) -> list[Run]:
     """`runs` best first: by the value of their `best/<monitor>` metric, higher first for mode "max", lower first
     for "min"; runs without the metric after those with it; ties and the rest newest first."""

@@ -375,6 +375,7 @@ OPEN_SET_METRICS = (
     ("stranger rejection", "open_set/stranger_rejection"),
 )
 OPEN_SET_FIGURE = "figures/open_set.png"
+OPEN_SET_SIZE_FIGURE = "figures/gallery_size.png"  # eval-openset: both rates against photos a person
 # experiments/eval_lfw.py: its summary metrics, in table order, and its ROC figure
 LFW_METRICS = (
     ("accuracy (k-fold thresholds)", "accuracy"),
@@ -483,13 +484,22 @@ class ReportWriter:
 
 
 def configuration_heading(report: ReportWriter, level: str, name: str, config: Configuration, run: Run) -> None:
-    """A heading per shown configuration, then the run and, for a demo-scale run, the mark saying so."""
+    """A heading per shown configuration, then the run, the mark of a run that did not learn (its monitored metric
+    never moved: `mlflow_runs.learning_verdict`, with the reason the run recorded) and, for a demo-scale run, the
+    mark saying so."""
     report.add(f"{level} {name}: {config.label}")
+    verdict = mlflow_runs.learning_verdict(report.client, run)
     caps = demo_scale(run)
-    mark = (
-        f" **Demo-scale run** ({caps}): it shows the pipeline works, not what the experiment achieves." if caps else ""
-    )
-    report.add(f"Run {run_label(run)}.{mark}")
+    marks = []
+    if verdict:
+        marks.append(f" **{verdict[0].upper()}{verdict[1:]}.**")
+    if caps:
+        marks.append(
+            f" **Demo-scale run** ({caps}): "
+            + ("a run of this size that learns" if verdict else "it")
+            + " shows the pipeline works, not what the experiment achieves."
+        )
+    report.add(f"Run {run_label(run)}.{''.join(marks)}")
 
 
 def dcgan_section(
@@ -754,13 +764,18 @@ def open_set_section(report: ReportWriter, run: Run | None, experiment: str, com
     if run is None:
         report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
         return
+    tolerance = param(run, "tolerance", "None")
+    if tolerance in ("None", "null"):  # the default: the gallery's own threshold for a target false-alarm rate
+        rule = f"threshold {param(run, 'threshold', '?')} set for a false-alarm rate of {param(run, 'target_far', '?')}"
+    else:
+        rule = f"tolerance {tolerance}"
     report.add(
-        f"Newest run {run_label(run)}, tolerance {param(run, 'tolerance', '?')}. Identification accuracy: the "
-        "fraction of known people's faces given their own name; stranger rejection: the fraction of strangers' "
-        "faces called unknown.",
+        f"Newest run {run_label(run)}, {rule}. Identification accuracy: the fraction of known people's faces given "
+        "their own name; stranger rejection: the fraction of strangers' faces called unknown.",
         markdown(metrics_table(run, OPEN_SET_METRICS)),
     )
     report.artifact_image(run, OPEN_SET_FIGURE, "open_set.png", "open-set recognition")
+    report.artifact_image(run, OPEN_SET_SIZE_FIGURE, "open_set_gallery_size.png", "open-set rates by gallery size")
 
 
 def build_report(tracking_uri: str, out_dir: str | Path, **sections) -> Path:

@@ -446,9 +446,9 @@ def app_store(tmp_path_factory) -> dict:
         root,
         "eval_openset",
         t + 13_000,
-        params={"tolerance": "0.5"},
+        params={"tolerance": "None", "threshold": "0.5452", "target_far": "0.01"},
         metrics={"open_set/identification_accuracy": 0.95, "open_set/stranger_rejection": 0.8125},
-        files={"figures/open_set.png": RED},
+        files={"figures/open_set.png": RED, "figures/gallery_size.png": GREEN},
     )
     return ids
 
@@ -535,7 +535,8 @@ def test_report_shows_the_applications_runs(app_store, tmp_path):
     assert _colour(images["LFW verification ROC curve"]) == GREEN
 
     open_set = _section(text, "## Open-set recognition")
-    assert run_ids["open_set"] in open_set and "tolerance 0.5" in open_set
+    assert run_ids["open_set"] in open_set and "threshold 0.5452 set for a false-alarm rate of 0.01" in open_set
+    np.testing.assert_allclose(_colour(images["open-set rates by gallery size"]), GREEN, atol=2)
     assert "| identification accuracy |  0.95   |" in open_set and "| stranger rejection      |  0.8125 |" in open_set
     assert _colour(images["open-set recognition"]) == RED
 
@@ -546,3 +547,49 @@ def test_report_shows_the_applications_runs(app_store, tmp_path):
     assert NOT_RUN not in _section(text, "## Runs").split("| face-mask detection", 1)[1]  # every application ran
     assert str(PROJECT_ROOT) not in text and str(app_store["root"]) not in text  # no machine's absolute path
     assert text.count("<outside the repository>") == 1  # the store itself, outside this checkout in the test
+
+
+def test_a_run_whose_monitored_metric_never_moved_is_marked_did_not_learn(tmp_path):
+    client = mlflow_runs.connect(_uri(tmp_path))
+    note = f"model.pretrained=auto: {WEIGHTS} not found"
+    t = 1_790_000_000_000
+
+    def run(start, fitness, pretrained=None):
+        run_id = _log_run(
+            client,
+            tmp_path,
+            "yolo_facemask",
+            start,
+            params={**YOLO_PARAMS, **SYNTHETIC_DATA, "model.pretrained": "auto"},
+            tags=SMALL_YOLO,
+            histories={"val/fitness": fitness},
+            dicts={"pretrained.json": {"pretrained": pretrained, "note": "" if pretrained else note}},
+        )
+        return client.get_run(run_id)
+
+    stuck = run(t, [0.0, 0.0004, 0.0, 0.0009])
+    assert mlflow_runs.learning_verdict(client, stuck) == (
+        "did not learn: val/fitness never improved on 0.000 in 4 epochs; "
+        "from scratch (model.pretrained=auto: ../shared/data/weights/yolov5n.pt not found)"
+    )
+    page = build_report(_uri(tmp_path), tmp_path / "reports", **report_sections())  # the store's only run
+    section = _section(page.read_text(), "## Face-mask detection (YOLO)")
+    assert f"Run `{stuck.info.run_id[:8]}`" in section
+    assert "**Did not learn: val/fitness never improved on 0.000 in 4 epochs; from scratch" in section
+    assert mlflow_runs.learning_verdict(client, run(t + 1000, [0.0, 0.0, 0.0011])) is None  # moved by more than 1e-3
+    assert mlflow_runs.learning_verdict(client, run(t + 2000, [0.3, 0.3], WEIGHTS)) == (
+        "did not learn: val/fitness never improved on 0.300 in 2 epochs; pretrained (yolov5n.pt)"
+    )
+    assert mlflow_runs.learning_verdict(client, run(t + 3000, [0.0])) is None  # one epoch: nothing to judge
+    # a metric whose better direction is down: a KID that only rose never moved in its own direction
+    kid = _log_run(
+        client,
+        tmp_path,
+        "exp1_dcgan_fruits",
+        t + 4000,
+        params={"monitor.metric": "quality/kid", "monitor.mode": "min"},
+        histories={"quality/kid": [1.1, 1.3, 1.2]},
+    )
+    assert mlflow_runs.learning_verdict(client, client.get_run(kid)) == (
+        "did not learn: quality/kid never improved on 1.100 in 3 epochs"
+    )
