@@ -11,7 +11,10 @@ import hashlib
 import io
 import json
 import logging
+import os
+import re
 import struct
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,71 @@ from core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}  # what OpenCV's FFmpeg backend reads here
+# Pillow refuses images above MAX_IMAGE_PIXELS (its decompression-bomb guard, 89.5 MP warns, twice that refuses);
+# a 192 MP panorama is a real photo: the limit is a setting, in pixels (0 or "none": no limit).
+MAX_PIXELS_ENV = "ML_PLAYGROUND_MAX_IMAGE_PIXELS"
+_limit = os.environ.get(MAX_PIXELS_ENV, "").strip().lower()
+if _limit:
+    Image.MAX_IMAGE_PIXELS = None if _limit in ("0", "none") else int(float(_limit))
+
+
+@dataclass
+class InputListing:
+    """What a folder (or one file) holds for a tool: `files` it will read (sorted), and `left_out` {file: why} for
+    every other file it found (another type, a video where images are read, a symlink loop), so no input is dropped
+    without a word."""
+
+    files: list[Path]
+    left_out: dict[Path, str] = field(default_factory=dict)
+
+    def summary(self, limit: int = 3) -> str:
+        """ "" when nothing was left out, else "; left out N file(s): a (why), b (why) …"."""
+        if not self.left_out:
+            return ""
+        shown = ", ".join(f"{p.name} ({why})" for p, why in list(self.left_out.items())[:limit])
+        more = f" and {len(self.left_out) - limit} more" if len(self.left_out) > limit else ""
+        return f"; left out {len(self.left_out)} file(s): {shown}{more}"
+
+
+def list_inputs(root: str | Path, suffixes: set[str] | frozenset[str] = frozenset(IMAGE_SUFFIXES)) -> InputListing:
+    """Every file under `root` with one of `suffixes` (lower-case, with the dot), recursively and sorted, following
+    symlinked folders and files (a folder reached twice, a symlink loop, is listed once and named); hidden entries
+    (".name") are skipped as every file browser does. `root` may be one file: it is the listing when its suffix is
+    one of `suffixes`. Every other file is in `left_out` with its reason. Raises UserError when `root` does not
+    exist, or is a file of another type."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"{root}: no such file or folder")
+    if root.is_file():
+        if root.suffix.lower() not in suffixes:
+            raise UserError(f"{root}: not a file this tool reads (it reads {', '.join(sorted(suffixes))})")
+        return InputListing([root])
+    files, left_out, seen = [], {}, {}
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        here = Path(folder)
+        key = (os.stat(here).st_dev, os.stat(here).st_ino)
+        if key in seen:
+            left_out[here] = f"a folder already listed as {seen[key]} (symlink loop)"
+            dirs[:] = []
+            continue
+        seen[key] = here
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(n for n in names if not n.startswith(".")):
+            path = here / name
+            suffix = path.suffix.lower()
+            if not path.exists():
+                left_out[path] = "a broken symlink"
+            elif suffix in suffixes:
+                files.append(path)
+            elif suffix in VIDEO_SUFFIXES:
+                left_out[path] = "a video; this tool reads images"
+            elif suffix in IMAGE_SUFFIXES:
+                left_out[path] = "an image; this tool reads videos"
+            else:
+                left_out[path] = f"not an image or video ({suffix or 'no suffix'})"
+    return InputListing(sorted(files), dict(sorted(left_out.items())))
 
 
 def swap_red_blue(image: np.ndarray) -> np.ndarray:
@@ -38,6 +105,28 @@ def swap_red_blue(image: np.ndarray) -> np.ndarray:
 
 class UnreadableImage(Exception):
     """A file that is not a decodable image; callers skip and count it. The message starts with the path."""
+
+
+def _open(path: Path) -> Image.Image:
+    """`Image.open`, with Pillow's warning about a very large image (which names no file) logged with the file's name
+    and size instead."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    for warning in caught:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            width, height = image.size
+            log.warning(
+                "%s: %d×%d, %.1f MP: a very large image, decoded whole (%.1f GB as RGB)",
+                path,
+                width,
+                height,
+                width * height / 1e6,
+                width * height * 3 / 2**30,
+            )
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return image
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -59,7 +148,10 @@ def read_rgb(path: str | Path) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise UnreadableImage(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as image:
+        with _open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:  # an animated GIF, a multi-page TIFF: the still the viewer shows first
+                log.warning("%s: %d frames/pages; only the first is read", path, frames)
             try:
                 image.load()  # forces a full decode: truncated files raise here, not later
             except OSError as exc:
@@ -74,9 +166,16 @@ def read_rgb(path: str | Path) -> np.ndarray:
             return _to_rgb(image, path)
     # ImportError: once ultralytics is imported, its patched Image.open looks for a HEIF plugin on files PIL
     # cannot identify, and raises that instead of UnidentifiedImageError.
+    except Image.DecompressionBombError as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.1f} MP" if pixels else "too large"
+        limit = (Image.MAX_IMAGE_PIXELS or 0) * 2  # Pillow refuses at twice MAX_IMAGE_PIXELS
+        raise UnreadableImage(
+            f"{path}: {size}, above the image-size limit of {limit / 1e6:.1f} MP; "
+            f"set {MAX_PIXELS_ENV}=<pixels> (or none) to read it"
+        ) from exc
     except (
         UnidentifiedImageError,
-        Image.DecompressionBombError,
         OSError,
         ValueError,
         SyntaxError,
@@ -202,8 +301,14 @@ def _scans_cover_every_coefficient(data: bytes) -> bool:
 
 
 def find_images(root: str | Path, classes: Sequence[str] | None = None) -> list[Path]:
-    """Image files under `root` (recursively, sorted); with `classes`, only under those sub-folders."""
+    """Image files under `root` (`list_inputs`: recursively, sorted, symlinked folders followed); with `classes`,
+    only under those sub-folders. Every other file found is named in one warning with its reason."""
     root = Path(root)
+    if root.is_file():
+        raise UserError(
+            f"{root} is a file; the data config needs a folder of images (one sub-folder per class), "
+            "e.g. its parent folder"
+        )
     if not root.is_dir():
         raise UserError(
             f"data folder not found: {root} — point the data config at an existing folder "
@@ -217,7 +322,11 @@ def find_images(root: str | Path, classes: Sequence[str] | None = None) -> list[
         dirs = [root / name for name in classes]
     else:
         dirs = [root]
-    files = sorted(p for d in dirs for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    listings = [list_inputs(d) for d in dirs]
+    files = sorted(p for listing in listings for p in listing.files)
+    left_out = InputListing(files, {p: why for listing in listings for p, why in listing.left_out.items()})
+    if left_out.left_out:
+        log.warning("%s: %d image file(s)%s", root, len(files), left_out.summary(limit=10))
     if not files:
         raise UserError(
             f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}"

@@ -26,7 +26,7 @@ from statistics import NormalDist
 import numpy as np
 
 from core.errors import UserError
-from core.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
+from core.images import UnreadableImage, list_inputs, read_rgb
 from faces import Detection, FaceDetector
 from faces.descriptors import FaceDescriber, central_face
 from faces.recognition import UNKNOWN
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOLERANCE = 0.6
 # the false-positive identification rate (fraction of strangers named) the default open-set threshold is set for
 DEFAULT_TARGET_FAR = 0.01
+FACES_LABEL = "faces="  # a DescriptorCache label: the photo's number of faces (`put_faces`)
 # (mean, sd) of dlib's one-to-one impostor distances: all 2,168,403 pairs of one photo each of 2,083 LFW people
 # (../shared/data/lfw-pairs, folds 1-5, outside ../shared/data/faces), described by this pipeline (68-landmark
 # alignment, mirrored-chip average); the prior of `Gallery.open_set_threshold`, worth REFERENCE_PAIRS person pairs
@@ -82,6 +83,25 @@ class DescriptorCache:
         """(descriptor, label) of `file`, or None when it is not cached under this tag."""
         key = self.key(file)
         return (self.entries[key], self.labels.get(key, "")) if key in self.entries else None
+
+    def get_faces(self, file: Path) -> np.ndarray | None:
+        """The descriptors (K, D) of every face of `file` stored by `put_faces`, or None when they are not cached."""
+        base = self.key(file)
+        label = self.labels.get(base, "")
+        if base not in self.entries or not label.startswith(FACES_LABEL):
+            return None
+        count = int(label[len(FACES_LABEL) :])
+        rows = [self.entries.get(base if k == 0 else f"{base}#{k}") for k in range(count)]
+        return None if any(r is None for r in rows) else np.stack(rows)
+
+    def put_faces(self, file: Path, descriptors: np.ndarray) -> None:
+        """Store the descriptors (K >= 1, D) of every face of `file`, the first under the file's own key."""
+        base = self.key(file)
+        for k, row in enumerate(np.asarray(descriptors, np.float32)):
+            key = base if k == 0 else f"{base}#{k}"
+            self.entries[key] = row
+            self.labels[key] = f"{FACES_LABEL}{len(descriptors)}" if k == 0 else ""
+        self.changed = True
 
     def put(self, file: Path, descriptor: np.ndarray, label: str = "") -> None:
         key = self.key(file)
@@ -143,7 +163,8 @@ def person_distances(queries: np.ndarray, references: np.ndarray, person: np.nda
 @dataclass
 class Gallery:
     """Known people's descriptors: `descriptors` float32 (M, D), row m of person `names[m]` from photo
-    `files[m]`; `skipped` lists the photos that gave no descriptor (unreadable, or no face found).
+    `files[m]`; `skipped` lists the photos that gave no descriptor (unreadable, no face found, or several faces
+    none of which can be told apart as the person's), `reasons` says why for each.
 
     A face's score against a person is its mean Euclidean distance to that person's photos (a per-person model:
     its expected value does not depend on how many photos the person has, where the nearest photo's distance
@@ -155,6 +176,7 @@ class Gallery:
     descriptors: np.ndarray
     files: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # skipped photo → why it was left out
     _thresholds: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -264,20 +286,35 @@ class Gallery:
 
 
 def gallery_photos(folder: str | Path) -> dict[str, list[Path]]:
-    """{person: photos} of `folder/<Name>/*` (image files, sorted; hidden entries skipped). Raises UserError
-    when the folder is missing or names nobody with a photo."""
+    """{person: photos} of `folder/<Name>/**` (image files, sorted, sub-folders and symlinked folders included: a
+    person's photos may be sorted by year; `core.images.list_inputs`). What is not used is named in one warning
+    each: a person folder without a photo, files beside the person folders, other files inside them. Raises
+    UserError when the folder is missing or names nobody with a photo."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(
             f"gallery={folder}: folder not found — give a folder of known people, one sub-folder of photos per person"
         )
-    people = {}
-    for person in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        photos = sorted(
-            f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+    people, empty, loose = {}, [], []
+    for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if not entry.is_dir():
+            loose.append(entry.name)
+            continue
+        listing = list_inputs(entry)
+        if listing.left_out:
+            log.warning("gallery: %s: %d photo(s)%s", entry.name, len(listing.files), listing.summary())
+        if listing.files:
+            people[entry.name] = listing.files
+        else:
+            empty.append(entry.name)
+    if empty:
+        log.warning("gallery: no photo in the folder(s) of %s — they cannot be recognised", ", ".join(empty))
+    if loose:
+        log.warning(
+            "gallery: %d file(s) beside the person folders, not used (put each in its person's folder): %s",
+            len(loose),
+            ", ".join(loose[:5]) + (" …" if len(loose) > 5 else ""),
         )
-        if photos:
-            people[person.name] = photos
     if not people:
         raise UserError(
             f"gallery={folder}: no <Name>/ sub-folder with photos in it — put each known person's photos "
@@ -293,43 +330,91 @@ def build_gallery(
     cache_file: str | Path | None = None,
     progress: bool = False,
 ) -> Gallery:
-    """Describe every photo of `folder/<Name>/`: its face nearest the image centre (`central_face`), aligned and
-    described by `describer`. A photo with no face found, or unreadable, is skipped with a warning (its path in
-    `Gallery.skipped`). Raises UserError when no photo gives a descriptor."""
+    """Describe every photo of `folder/<Name>/` (`gallery_photos`): each face found by `detector`, aligned and
+    described by `describer`. A photo with one face gives that face. A photo with several faces (a group photo,
+    a passer-by) gives the face that can be told apart as the person's: the one whose mean distance to the
+    person's one-face photos is below dlib's one-to-one tolerance (0.6) while every other face's is not; else the
+    photo is left out, and so is a group photo of a person without a one-face photo to compare with. A photo with
+    no face, or unreadable, is left out too. Each photo left out is logged with its reason and listed in
+    `Gallery.skipped` (reasons in `Gallery.reasons`). Raises UserError when no photo gives a descriptor."""
     from tqdm.auto import tqdm
 
     people = gallery_photos(folder)
-    cache = DescriptorCache(cache_file, f"{describer.tag()}|{detector!r}")
-    names, rows, files, skipped = [], [], [], []
+    cache = DescriptorCache(cache_file, f"{describer.tag()}|{detector!r}|faces")
+    names, rows, files, reasons = [], [], [], {}
+    groups: list[tuple[str, Path, np.ndarray]] = []
     photos = [(name, photo) for name, list_ in people.items() for photo in list_]
     for name, photo in tqdm(photos, desc="describing the gallery", unit="photo", disable=not progress):
-        descriptor = cache.get(photo)
-        if descriptor is None:
+        faces = cache.get_faces(photo)
+        if faces is None:
             try:
                 rgb = read_rgb(photo)
             except UnreadableImage as exc:
-                log.warning("gallery: skipped unreadable photo %s", exc)
-                skipped.append(str(photo))
+                reasons[str(photo)] = f"unreadable ({exc})"
                 continue
-            face = central_face(detector.detect(rgb), rgb.shape)
-            if face is None:
-                log.warning("gallery: no face found in %s (%s) — skipped", photo, detector.name)
-                skipped.append(str(photo))
+            found = detector.detect(rgb)
+            if not found:
+                reasons[str(photo)] = f"no face found ({detector.name})"
                 continue
-            descriptor = describer(rgb, [face])[0]
-            cache.put(photo, descriptor)
-        names.append(name)
-        rows.append(descriptor)
-        files.append(str(photo))
+            central = central_face(found, rgb.shape)
+            found = [central, *(d for d in found if d is not central)]  # the central face first
+            faces = describer(rgb, found)
+            cache.put_faces(photo, faces)
+        if len(faces) == 1:
+            names.append(name)
+            rows.append(faces[0])
+            files.append(str(photo))
+        else:
+            groups.append((name, photo, faces))
     cache.save()
+    single = {name: np.stack([r for n, r in zip(names, rows) if n == name]) for name in set(names)}
+    for name, photo, faces in groups:
+        chosen, why = face_of_person(faces, single.get(name), name)
+        if chosen is None:
+            reasons[str(photo)] = why
+            continue
+        log.info("gallery: %s holds %d faces; %s", photo, len(faces), why)
+        names.append(name)
+        rows.append(faces[chosen])
+        files.append(str(photo))
+    for photo, why in reasons.items():
+        log.warning("gallery: left out %s: %s", photo, why)
     if not rows:
+        first, why = next(iter(reasons.items()), ("", ""))
         raise UserError(
-            f"gallery={folder}: no face found in any of its {len(photos)} photo(s) by the {detector.name} detector"
+            f"gallery={folder}: no face found in any of its {len(photos)} photo(s) by the {detector.name} detector "
+            f"that could be used (e.g. {Path(first).name}: {why})"
         )
     missing = sorted(set(people) - set(names))
     if missing:
         log.warning("gallery: no usable photo of %s — they cannot be recognised", ", ".join(missing))
-    return Gallery(names, np.stack(rows).astype(np.float32), files, skipped)
+    order = sorted(range(len(files)), key=lambda i: (names[i], files[i]))  # people and photos in folder order
+    return Gallery(
+        [names[i] for i in order],
+        np.stack([rows[i] for i in order]).astype(np.float32),
+        [files[i] for i in order],
+        list(reasons),
+        reasons,
+    )
+
+
+def face_of_person(faces: np.ndarray, references: np.ndarray | None, name: str) -> tuple[int | None, str]:
+    """Which of a photo's faces (K, D) is `name`'s: (its index, how it was told apart), or (None, why not). The face
+    is the one whose mean Euclidean distance to `references` (the person's one-face photos, (R, D)) is below
+    `DEFAULT_TOLERANCE` while every other face's is not: one-to-one verification against the person, as LFW's
+    protocol decides "same person" (dlib's 0.6). None when `references` is None or empty, or when no face or more
+    than one face passes."""
+    if references is None or not len(references):
+        return None, f"{len(faces)} faces and no one-face photo of {name} to tell which is theirs"
+    distance = np.linalg.norm(faces[:, None, :] - references[None, :, :], axis=2).mean(axis=1)  # (K,)
+    passing = np.flatnonzero(distance < DEFAULT_TOLERANCE)
+    shown = ", ".join(f"{d:.2f}" for d in distance)
+    if len(passing) != 1:
+        return None, (
+            f"{len(faces)} faces, {len(passing)} of them within {DEFAULT_TOLERANCE} of {name}'s other photos "
+            f"(mean distances {shown}): which is {name} cannot be told"
+        )
+    return int(passing[0]), f"face {int(passing[0]) + 1} is {name} (mean distances to {name}'s other photos {shown})"
 
 
 @dataclass
