@@ -2,7 +2,8 @@
 
 Per step: one D update on real and generated images, then one G update (Lightning's GAN pattern, which
 DDP and AMP handle; the paper's Keras code updated both from one forward pass). Per epoch: a fixed-noise
-sample grid, FID/KID on a fixed feature network, and the loss-fluctuation statistic the paper argues with.
+sample grid, FID/KID and the diversity measures precision/recall/density/coverage (Naeem et al. 2020) on a fixed
+feature network, and the loss-fluctuation statistic the paper argues with.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class DCGAN(pl.LightningModule):
     Batches: uint8 or float images (N, 3, 64, 64) scaled to [-1, 1] by the datamodule. Losses: sigmoid cross-entropy
     on D's logits (the paper's code), with its noisy labels as `real_label_*`/`fake_label_*` and its instance noise
     N(0, σ) on D's inputs. Logs per step `train/d_loss`, `train/g_loss`, `train/d_real`, `train/d_fake`; per epoch
-    the epoch-mean and last-batch losses, a fixed-noise grid (`samples/`), FID/KID (`quality/`) and the
+    the epoch-mean and last-batch losses, a fixed-noise grid (`samples/`), FID/KID and precision/recall/density/
+    coverage (`quality/`; `lightning_modules.sample_quality`) and the
     loss-fluctuation statistic (`stability/`); names in `core.metric_names`. Raises `NonFiniteLoss` (a UserError)
     when a loss becomes NaN/inf, keeping the last good checkpoint; ValueError for unknown `instance_noise_on` or
     `weight_init` values.

@@ -1,4 +1,5 @@
-"""Offline sample-quality metrics for generators: FID and KID on the features of a fixed network.
+"""Offline sample-quality metrics for generators: FID, KID and precision/recall/density/coverage on the features
+of a fixed network.
 
 No Inception weights exist offline, so the default feature network is a small CNN with weights fixed
 by a seed (random-feature FID: comparable between runs of this repo, not with published FIDs), or loaded
@@ -12,13 +13,25 @@ still logged (debug runs and small class folders compare runs of one size) but f
 the reason in a warning and a run tag. The feature net has 64 dimensions (FEATURE_DIM), so the default 256
 samples give a full-rank covariance; measured on 2 × 256 disjoint Fruits-360 images, real against real gives
 FID 0.016 and real against uniform noise 3.0 (0.12 and 14.5 with 256 dimensions, a singular covariance).
+
+KID and FID compare distributions as a whole, so a generator that draws one plausible image for every z can score
+well on them. Diversity and mode coverage are measured beside them on the same features: precision, recall, density
+and coverage of Naeem et al. 2020 ("Reliable Fidelity and Diversity Metrics for Generative Models", ICML; the
+authors' `prdc` package), from k-nearest-neighbour balls around the real (and, for recall, the generated) features.
+Coverage is the share of real samples whose k-NN ball holds at least one generated sample: for copies of one image
+only the few balls around it (5 of 256 built-in fruits: 0.02), about 1 − 2^−k for a second sample of the real
+distribution of the same size (0.98 for the other 244 built-in fruits); recall is 0 for any set of identical samples.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
+import numpy as np
 import torch
+from prdc import compute_prdc
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -60,12 +73,15 @@ class FeatureNet(nn.Module):
 
 
 KID_SUBSET_SIZE = 100  # torchmetrics' default; smaller sets use subsets of all their samples
+PRDC_NEAREST_K = 5  # the k Naeem et al. 2020 recommend for precision/recall/density/coverage
 
 
 class SampleQuality(nn.Module):
-    """KID (primary) and FID of generated images against a fixed set of real ones, fitted to the data size.
+    """KID (primary), FID and precision/recall/density/coverage (diversity, Naeem et al. 2020) of generated images
+    against a fixed set of real ones, fitted to the data size.
 
-    `set_real` (before training) fits them: KID subsets hold at most as many images as the real set, and FID
+    `set_real` (before training) fits them: KID subsets hold at most as many images as the real set, the k of the
+    k-nearest-neighbour balls is at most one less than the smaller set (`nearest_k`, 5 by default), and FID
     (and Inception-FID) counts as trustworthy only from more samples than feature dimensions (`feature_dim`, 64 by
     default; 2048 for Inception): with fewer the covariance is singular, so the FID is biased high and only
     comparable between runs of the same size; `settings` flags it (`fid_trustworthy: False`). At least 2 real
@@ -79,8 +95,10 @@ class SampleQuality(nn.Module):
         inception_weights: str | None = None,
         image_size: int = 64,
         feature_dim: int = FEATURE_DIM,
+        nearest_k: int = PRDC_NEAREST_K,
     ) -> None:
         super().__init__()
+        self.nearest_k = nearest_k
         net = FeatureNet(seed=feature_seed, feature_dim=feature_dim)
         if feature_weights:
             net.load_state_dict(_load_weights(feature_weights, "model.quality.feature_weights"))
@@ -104,6 +122,8 @@ class SampleQuality(nn.Module):
                 feature_extractor_weights_path=inception_weights,
             )
         self.has_real = False
+        self.real_features: np.ndarray | None = None  # (N, feature_dim) float32, for precision/recall/density/coverage
+        self.prdc_k = nearest_k
         self.settings: dict[str, object] = {}
         self.notes: list[str] = []
 
@@ -131,6 +151,12 @@ class SampleQuality(nn.Module):
                 f"only {real_count} real images for the sample-quality metrics "
                 f"(quality.num_samples={fake_count}): KID uses subsets of {subset}"
             )
+        self.prdc_k = min(self.nearest_k, real_count - 1, fake_count - 1)  # the k-th neighbour must exist
+        if self.prdc_k < self.nearest_k:
+            self.notes.append(
+                f"precision/recall/density/coverage from {min(real_count, fake_count)} samples use k={self.prdc_k} "
+                f"nearest neighbours instead of {self.nearest_k}"
+            )
         fid_samples = min(real_count, fake_count)
         dims = {"fid": self.feature_dim, **({"inception_fid": INCEPTION_DIM} if self.inception is not None else {})}
         # N samples: covariance rank ≤ N − 1, so a full-rank (non-singular) one needs N > dimensions
@@ -142,41 +168,86 @@ class SampleQuality(nn.Module):
                     f"dimensions: a singular covariance, flagged as not trustworthy (biased high; compare only runs "
                     f"of the same size; {dim + 1} images or more make it trustworthy); KID is the primary metric"
                 )
-        self._update(real, real=True)
+        self.real_features = self._update(real, real=True)
         self.has_real = True
         self.settings = {
             "real_samples": real_count,
             "generated_samples": fake_count,
             "kid_subset_size": subset,
+            "prdc_nearest_k": self.prdc_k,
             **{f"{name}_trustworthy": ok for name, ok in trustworthy.items()},
         }
         return self.settings
 
     @torch.no_grad()
     def compute(self, fake: torch.Tensor) -> dict[str, float]:
-        """{"kid": mean, "kid_std": std over subsets, "fid", and "inception_fid" with Inception weights} of
-        `fake` (N, 3, H, W) in [-1, 1] against the real set; unitless (squared feature distances).
+        """{"kid": mean, "kid_std": std over subsets, "fid", "precision", "recall", "density", "coverage",
+        "diversity" (`pairwise_diversity`), and "inception_fid" with Inception weights} of `fake` (N, 3, H, W) in [-1, 1] against the real set.
+        FID/KID are unitless (squared feature distances); precision, recall and coverage are fractions in [0, 1],
+        density a mean count over k (1 on average for samples of the real distribution, unbounded above).
         Formulas: torchmetrics' FrechetInceptionDistance (Heusel et al. 2017) and KernelInceptionDistance
-        (Bińkowski et al. 2018, cubic polynomial kernel)."""
+        (Bińkowski et al. 2018, cubic polynomial kernel); `prdc.compute_prdc` (Naeem et al. 2020) with k =
+        `settings["prdc_nearest_k"]`."""
         for metric in self._metrics():
             metric.reset()
-        self._update(fake, real=False)
+        fake_features = self._update(fake, real=False)
         kid_mean, kid_std = self.kid.compute()
         scores = {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        scores.update(self.diversity(fake_features))
         if self.inception is not None:
             scores["inception_fid"] = float(self.inception.compute())
         return scores
 
+    def diversity(self, fake_features: np.ndarray) -> dict[str, float]:
+        """`precision_recall_density_coverage` of generated features (M, feature_dim) against the real ones of
+        `set_real`, with k = `settings["prdc_nearest_k"]`."""
+        return {
+            **precision_recall_density_coverage(self.real_features, fake_features, self.prdc_k),
+            "diversity": pairwise_diversity(self.real_features, fake_features),
+        }
+
     def _metrics(self):
         return [m for m in (self.fid, self.kid, self.inception) if m is not None]
 
-    def _update(self, images: torch.Tensor, real: bool) -> None:
+    def _update(self, images: torch.Tensor, real: bool) -> np.ndarray:
+        """Feeds `images` to FID/KID (and Inception-FID) and returns their features (N, feature_dim) float32."""
+        all_features = []
         for chunk in images.split(128):
-            features = self.fid.inception(chunk)  # the FeatureNet, run once for both (it passes (N, dim) features on)
+            features = self.fid.inception(chunk)  # the FeatureNet, run once for all (it passes (N, dim) features on)
             self.fid.update(features, real=real)
             self.kid.update(features, real=real)
+            all_features.append(features)
             if self.inception is not None:
                 self.inception.update((chunk + 1) / 2, real=real)
+        return torch.cat(all_features).float().cpu().numpy()
+
+
+def precision_recall_density_coverage(real: np.ndarray, fake: np.ndarray, nearest_k: int) -> dict[str, float]:
+    """{"precision", "recall", "density", "coverage"} of generated features `fake` (M, D) against real ones `real`
+    (N, D), by `prdc.compute_prdc` (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative
+    Models"). With B(x, k) the ball around x reaching its k-th nearest neighbour in its own set (strict <):
+    precision = share of fakes inside some real ball (Kynkäänniemi et al. 2019), recall = share of reals inside
+    some fake ball (ibid.), density = mean over fakes of the number of real balls holding them, divided by k,
+    coverage = share of reals whose ball holds a fake. Needs N, M > nearest_k (ValueError from numpy otherwise)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the two sample counts on every call
+        scores = compute_prdc(real, fake, nearest_k=nearest_k)
+    return {name: float(value) for name, value in scores.items()}
+
+
+def pairwise_diversity(real: np.ndarray, fake: np.ndarray) -> float:
+    """The mean pairwise Euclidean distance between generated features `fake` (M, D) divided by that between real
+    ones `real` (N, D): 1 for samples as varied as the data, towards 0 as the generator collapses onto few modes
+    (one image for every z: 0). The mean pairwise distance is the diversity score of Mode Seeking GANs (Mao et al.
+    2019, there on LPIPS features), here on the quality pass's features and relative to the real set, so that it
+    reads the same for any feature net. Needs M, N >= 2."""
+
+    def mean_distance(x: np.ndarray) -> float:
+        x = np.asarray(x, np.float64)
+        squared = (x * x).sum(axis=1)
+        d = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * x @ x.T, 0))
+        return float(d.sum() / (len(x) * (len(x) - 1)))
+
+    return mean_distance(fake) / mean_distance(real)
 
 
 def _require(path: str, key: str) -> Path:

@@ -31,14 +31,26 @@ def test_experiment_composes_with_the_paper_settings(experiment, store):
     assert cfg.model.generator.width_multiplier == 1.0 and cfg.data.max_images is None
 
 
-# KID and FID of each experiment's debug=fast run: seeds, data and deterministic=True fix every number, so a change
-# in the data, the nets, their init, the sampling or the metric moves them (measured on CPU, torch 2 / torchmetrics
-# 1). Two steps at lr 2e-4 barely move G: a change inside the training step can stay within 0.1% (removing exp3's
+@pytest.mark.parametrize("experiment", DCGAN_EXPERIMENTS)
+def test_the_default_profile_gives_the_discriminator_a_quarter_of_the_paper_width(experiment, store):
+    """trainer=cpu_small: G at 1/8 of the paper's width, D at 1/4 (8→128 channels); at 1/8 D's 4→64 channels cannot
+    tell the built-in fruits' modes apart and exp1's G draws one blob for every z."""
+    from lightning_modules.dcgan_nets import Discriminator
+
+    cfg = compose("train", {"experiment": experiment, **store})
+    assert (cfg.model.generator.width_multiplier, cfg.model.discriminator.width_multiplier) == (0.125, 0.25)
+    convs = [m for m in Discriminator(**cfg.model.discriminator).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 64, 128]
+
+
+# KID, FID, coverage, recall and diversity of each experiment's debug=fast run: seeds, data and deterministic=True fix every
+# number, so a change in the data, the nets, their init, the sampling or the metric moves them (measured on CPU,
+# torch 2 / torchmetrics 1). Two steps at lr 2e-4 barely move G: a change inside the training step can stay within 0.1% (removing exp3's
 # instance noise did), which tests/test_training_branches.py checks instead.
-DEBUG_RUN_QUALITY = {
-    "exp1_dcgan_fruits": (1.226487636566162, 20.05613136291504),
-    "exp2_dcgan_hardhat": (0.10130347311496735, 2.3225643634796143),
-    "exp3_dcgan_hardhat_tricks": (0.10092282295227051, 2.3145194053649902),
+DEBUG_RUN_QUALITY = {  # KID, FID, coverage, recall, diversity
+    "exp1_dcgan_fruits": (1.2250334024429321, 20.02505111694336, 0.0, 0.0, 0.0004765529626103257),
+    "exp2_dcgan_hardhat": (0.1004616841673851, 2.304536819458008, 0.0, 0.0, 0.0007079767190953655),
+    "exp3_dcgan_hardhat_tricks": (0.10033096373081207, 2.301910400390625, 0.0, 0.0, 0.00010841677246112881),
 }
 
 
@@ -46,7 +58,8 @@ DEBUG_RUN_QUALITY = {
 def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
     cfg = compose("train", {"experiment": experiment, "debug": "fast", **store})
     kid = train(cfg)  # the experiment's monitor: the best (lowest) KID, here of the one epoch
-    expected_kid, expected_fid = DEBUG_RUN_QUALITY[experiment]
+    expected_kid, expected_fid, *expected_diversity, expected_spread = DEBUG_RUN_QUALITY[experiment]
+    expected_diversity = tuple(expected_diversity)
     assert kid == pytest.approx(expected_kid, rel=1e-3)
 
     client, runs = mlflow_runs(tmp_path, experiment)
@@ -61,12 +74,21 @@ def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
         "train/g_loss_last",
         "quality/fid",
         "quality/kid",
+        "quality/coverage",
+        "quality/recall",
+        "quality/precision",
+        "quality/density",
+        "quality/diversity",
         "stability/g_loss_std",
     ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "train/d_loss")) == 2  # per step
     assert run.data.metrics["quality/kid"] == kid  # one epoch: its KID is the best, which the entry returns
     assert run.data.metrics["quality/fid"] == pytest.approx(expected_fid, rel=1e-3)
+    # the diversity measures beside KID, on the same 32 features (k = 5): two steps from the init cover no real image
+    assert (run.data.metrics["quality/coverage"], run.data.metrics["quality/recall"]) == expected_diversity
+    # and G's samples, two steps from the init, nearly one image: their spread a thousandth of the real images'
+    assert run.data.metrics["quality/diversity"] == pytest.approx(expected_spread, rel=1e-3)
     assert run.data.params["model.lr"] == str(cfg.model.lr)
     # debug=fast forces 1 epoch (no cap) and tightens the width and image caps: recorded as tags and params
     assert run.data.tags["profile"] == "debug=fast"
@@ -217,6 +239,7 @@ def test_a_class_folder_smaller_than_the_quality_sample_finishes_with_adapted_ki
         "quality.real_samples": "20",
         "quality.generated_samples": "32",
         "quality.kid_subset_size": "20",
+        "quality.prdc_nearest_k": "5",
         "quality.fid_trustworthy": "false",
     }
     assert next(Path(cfg.paths.output_dir).rglob("last.ckpt")).is_file()

@@ -61,14 +61,14 @@ def test_dlib_face_recogniser_on_real_faces_stays_above_95_percent(store):
 def test_exp1_dcgan_on_real_fruits_kid_falls(store):
     # Measured 2026-11-30 on 2 shared cores (132 s):
     #   python -m experiments.train experiment=exp1_dcgan_fruits data=fruits360_real
-    # (cpu_small: 16 epochs, 512 images, 1/8 width, its DCGAN recipe: batch 16, lr 2e-4, beta1 0.5, no BN on D's
+    # (cpu_small then: 16 epochs, 512 images, 1/8 width, its DCGAN recipe: batch 16, lr 2e-4, beta1 0.5, no BN on D's
     # input layer, N(0, 0.02) init; KID and FID against 256 real images)
     # KID 0.287 at epoch 1, 0.091 at 10, 0.053 at 16 (last/first 0.18); FID 6.51, 2.74, 1.82 (0.28).
     # Floors: the last epoch's KID at most 0.55 of the first's, FID at most 0.70 of the first's.
     metrics, _ = _train(store, "exp1_dcgan_fruits", "fruits360_real")
     kid, fid = metrics[KID], metrics[FID]
-    assert len(kid) == 16 and kid[-1] <= 0.55 * kid[0], kid
-    assert len(fid) == 16 and fid[-1] <= 0.70 * fid[0], fid
+    assert len(kid) == 14 and kid[-1] <= 0.55 * kid[0], kid
+    assert len(fid) == 14 and fid[-1] <= 0.70 * fid[0], fid
 
 
 @needs_shared_data("facemask-voc")

@@ -1,5 +1,7 @@
 """The DCGAN sample-quality metrics (lightning_modules/sample_quality.py): KID and FID separate real images from
-noise, are near zero for real against real, and FID is flagged below a full-rank covariance (issue 16)."""
+noise, are near zero for real against real, and FID is flagged below a full-rank covariance; precision, recall,
+density and coverage (Naeem et al. 2020) give their exact values on constructed features and see a collapse that
+KID does not."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 from datamodules.synthetic.scenes import FRUITS, _fruit
-from lightning_modules.sample_quality import FEATURE_DIM, SampleQuality
+from lightning_modules.sample_quality import FEATURE_DIM, SampleQuality, precision_recall_density_coverage
 
 
 def _fruit_images(count: int, seed: int) -> torch.Tensor:
@@ -31,7 +33,13 @@ def scores():
     metric = SampleQuality(num_samples=160)
     settings = metric.set_real(real)
     return settings, {
-        name: metric.compute(fake) for name, fake in [("self", real), ("real", other_real), ("noise", noise)]
+        name: metric.compute(fake)
+        for name, fake in [
+            ("self", real),
+            ("real", other_real),
+            ("noise", noise),
+            ("one", real[:1].repeat(160, 1, 1, 1)),
+        ]
     }
 
 
@@ -64,3 +72,84 @@ def test_fid_counts_as_trustworthy_only_from_more_samples_than_feature_dimension
     assert torch.linalg.matrix_rank(features.T.cov()) == FEATURE_DIM
     full = SampleQuality(num_samples=FEATURE_DIM + 1)
     assert full.set_real(real)["fid_trustworthy"] is True and full.notes == []
+
+
+K = 5  # the metric's default k
+
+
+def _modes(count: int) -> np.ndarray:
+    """`count` well-separated modes of K + 1 real feature vectors each: a centre 10·e_j and K points on a unit circle
+    around it (in two extra dimensions). A circle point's K nearest neighbours are its own mode's other K points, so
+    its ball's radius is the longest chord, 2·sin(2π/5) = 1.90 > 1 (the centre); the centre's radius is 1."""
+    rows = []
+    for j in range(count):
+        centre = np.zeros(count + 3)
+        centre[j] = 10.0
+        rows.append(centre)
+        for t in range(K):
+            point = centre.copy()
+            point[count : count + 2] = np.cos(2 * np.pi * t / K), np.sin(2 * np.pi * t / K)
+            rows.append(point)
+    return np.array(rows)
+
+
+def _copies(real: np.ndarray, rows: list[int], each: int) -> np.ndarray:
+    """`each` copies of each real row, moved 0.1 off it (a third extra dimension): no fake equals a real exactly, so
+    no distance tie with a zero radius decides a count."""
+    fake = np.repeat(real[rows], each, axis=0)
+    fake[:, -1] = 0.1
+    return fake
+
+
+def test_copies_of_one_real_point_cover_exactly_its_mode():
+    real = _modes(4)  # 24 real points
+    scores = precision_recall_density_coverage(real, _copies(real, [0], each=10), K)
+    # coverage: the 6 reals of mode 0 hold the fakes in their balls (0.1 < 1 for the centre, √1.01 < 1.90 for the
+    # circle), the 18 others do not: 6/24 = 1/4; recall: the fakes' balls have radius 0 and hold no real;
+    # precision: every fake is inside a real ball; density: each fake is in those 6 balls, 6 / K
+    assert scores == {"precision": 1.0, "recall": 0.0, "density": pytest.approx(6 / K), "coverage": 0.25}
+
+
+def test_copies_of_two_modes_of_four_cover_half():
+    real = _modes(4)
+    scores = precision_recall_density_coverage(real, _copies(real, [0, K + 1], each=K + 1), K)
+    assert scores["coverage"] == 0.5 and scores["recall"] == 0.0 and scores["precision"] == 1.0
+
+
+def test_the_real_set_against_itself_is_fully_covered_and_recalled():
+    real = _modes(4)
+    scores = precision_recall_density_coverage(real, real, K)
+    assert (scores["precision"], scores["recall"], scores["coverage"]) == (1.0, 1.0, 1.0)
+
+
+def test_diversity_of_images_on_the_kid_features(scores):
+    """On the FeatureNet features of 160 fruit images: the set itself is the ceiling (1, 1), another 160 real images
+    of the same scenes come near it, one image repeated 160 times covers its neighbourhood only and has no recall,
+    and uniform noise covers nothing. KID puts the repeated image (0.061) far closer to the data than noise (0.72),
+    which is why coverage is logged beside it."""
+    settings, s = scores
+    assert settings["prdc_nearest_k"] == K
+    assert (s["self"]["coverage"], s["self"]["recall"], s["self"]["precision"]) == (1.0, 1.0, 1.0)
+    # 155 of 160 real balls hold another real image (1 − 2^−5 = 0.97 is the expectation for two equal-size samples)
+    assert (s["real"]["coverage"], s["real"]["recall"]) == (155 / 160, 1.0)
+    # the repeated image covers its own ball and the 4 whose k nearest neighbours include it: 5/160
+    assert (s["one"]["coverage"], s["one"]["recall"]) == (5 / 160, 0.0)
+    assert (s["noise"]["coverage"], s["noise"]["recall"]) == (0.0, 0.0)
+    assert s["real"]["kid"] < s["one"]["kid"] < s["noise"]["kid"]
+
+
+def test_nearest_k_shrinks_to_fit_a_small_real_set():
+    real = torch.zeros(4, 3, 64, 64)
+    metric = SampleQuality(num_samples=32)
+    assert metric.set_real(real)["prdc_nearest_k"] == 3  # the 3rd neighbour is the last one 4 points have
+    assert "use k=3 nearest neighbours instead of 5" in metric.notes[-2]
+
+
+def test_pairwise_diversity_is_the_ratio_of_mean_pairwise_distances():
+    from lightning_modules.sample_quality import pairwise_diversity
+
+    real = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])  # pairwise 3, 4, 5: mean 4
+    fake = np.array([[0.0, 0.0], [1.0, 0.0]])  # pairwise 1
+    assert pairwise_diversity(real, fake) == pytest.approx(0.25)
+    assert pairwise_diversity(real, np.repeat(fake[:1], 5, axis=0)) == 0.0  # one image for every z
+    assert pairwise_diversity(real, real) == pytest.approx(1.0)
