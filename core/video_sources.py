@@ -75,7 +75,9 @@ def source_kind(source: int | str) -> str:
 @dataclass
 class Frame:
     """One frame: `index` counts frames read from 0; `time_s` is seconds since the start — the video's own time
-    (index / fps) for a file, wall-clock time for a camera or a stream; `rgb` is (H, W, 3) uint8."""
+    for a file (the frame's timestamp, CAP_PROP_POS_MSEC, so a phone's variable-frame-rate clip keeps its real
+    times; index / fps where the container gives none), wall-clock time for a camera or a stream; `rgb` is
+    (H, W, 3) uint8."""
 
     index: int
     time_s: float
@@ -173,7 +175,7 @@ class VideoSource:
     def frames(self, max_frames: int | None = None) -> Iterator[Frame]:
         """Frames until the file ends, a live source cannot be reopened, or `max_frames` were read."""
         self._pending = None
-        index, start = 0, None
+        index, start, last_time_s = 0, None, None
         try:
             while max_frames is None or index < max_frames:
                 if self._pending is not None:
@@ -188,14 +190,75 @@ class VideoSource:
                     continue
                 now = self._clock()
                 start = now if start is None else start
-                time_s = index / self.fps if self.kind == "file" else now - start
+                if self.kind == "file":
+                    time_s = self._file_time(index, last_time_s)
+                else:
+                    time_s = now - start
+                last_time_s = time_s
                 yield Frame(index, time_s, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 index += 1
         finally:
             self.close()
+
+    def _file_time(self, index: int, last_time_s: float | None) -> float:
+        """The video's own time of the frame just read, in seconds: its timestamp, or index / fps when the
+        container gives none (0 after the first frame) or one that does not move forward."""
+        stamp = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 if self._capture is not None else 0.0
+        if index == 0 or (last_time_s is not None and stamp > last_time_s):
+            return float(stamp) if index else max(float(stamp), 0.0)
+        return index / self.fps
 
     def close(self) -> None:
         """Release the capture (idempotent)."""
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+class TimedVideoWriter:
+    """An MP4 written frame by frame at each frame's own time (`write(rgb, time_s)`), so that a variable-frame-rate
+    source gives a video whose frames play when they happened (OpenCV's writer knows one fixed rate). Encoded with
+    FFmpeg's MPEG-4 Part 2 encoder through PyAV (what OpenCV's "mp4v" writes), timestamps in milliseconds; a time
+    that does not move forward is moved 1 ms past the previous frame. `fps` is the nominal rate the container
+    states. Use as a context manager or call `close`."""
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
+        from fractions import Fraction
+
+        import av
+
+        self.path, (self.width, self.height) = Path(path), size
+        self._container = av.open(str(self.path), "w")
+        self._stream = self._container.add_stream("mpeg4", rate=Fraction(round(fps * 1000), 1000))
+        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
+        self._stream.time_base = self._stream.codec_context.time_base = Fraction(1, 1000)
+        self._last_pts: int | None = None
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray, time_s: float) -> None:
+        """Add `rgb` (H, W, 3) uint8, H and W as given to the constructor, shown at `time_s` seconds."""
+        import av
+
+        pts = round(time_s * 1000)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, self._last_pts = pts, pts
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the file (idempotent)."""
+        if self._container is None:
+            return
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+
+    def __enter__(self) -> TimedVideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

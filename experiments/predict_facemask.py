@@ -22,34 +22,37 @@ from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
-from core.images import UnreadableImage, find_images, read_rgb, swap_red_blue
+from core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableImage, list_inputs, read_rgb, swap_red_blue
 from core.outputs import output_name
 from core.tracking import log_tool_run
+from core.video_sources import TimedVideoWriter, VideoSource
 from experiments import log, user_errors
 from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, detect, load_detector
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
-CSV_FIELDS = ("source", "frame", "class", "confidence", "x0", "y0", "x1", "y1", "annotated")
+CSV_FIELDS = ("source", "frame", "time_s", "class", "confidence", "x0", "y0", "x1", "y1", "annotated")
 
 
-def frames(source: Path, max_frames: int | None) -> Iterator[tuple[str, int, np.ndarray]]:
-    """(source name, frame index, RGB image) for each image of a folder or each frame of a video."""
-    if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
-        capture = cv2.VideoCapture(str(source))
-        if not capture.isOpened():
-            raise UserError(f"cannot open video {source} — is it a video file OpenCV can read?")
-        index = 0
-        while max_frames is None or index < max_frames:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            yield source.name, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            index += 1
-        capture.release()
-        return
-    for path in find_images(source):
+def frames(source: Path, max_frames: int | None) -> Iterator[tuple[str, int, float, np.ndarray]]:
+    """(input name, frame index, time in seconds, RGB image) for one image, one video or a folder of both
+    (`core.images.list_inputs`: sub-folders and symlinks followed, other files named in a warning). A video's
+    times are its own timestamps (`core.video_sources.VideoSource`); an image is frame 0 at 0 s. `max_frames`
+    caps the frames read from each video."""
+    listing = list_inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+    if listing.left_out:
+        log.warning("%s: %d input file(s)%s", source, len(listing.files), listing.summary(limit=10))
+    for path in listing.files:
+        name = path.name if path == source else str(path.relative_to(source))
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            try:
+                video = VideoSource(str(path), key="source")
+            except UserError as exc:
+                log.warning("skipped %s", exc)
+                continue
+            for frame in video.frames(max_frames):
+                yield name, frame.index, frame.time_s, frame.rgb
+            continue
         try:
-            yield str(path.relative_to(source)), 0, read_rgb(path)
+            yield name, 0, 0.0, read_rgb(path)
         except UnreadableImage as exc:
             log.warning("skipped unreadable image %s", exc)
 
@@ -62,6 +65,39 @@ def annotate(rgb: np.ndarray, detections: np.ndarray, names: list[str]) -> np.nd
     for x0, y0, x1, y1, conf, cls in detections:
         annotator.box_label((x0, y0, x1, y1), f"{names[int(cls)]} {conf:.2f}", color=colors(int(cls), True))
     return annotator.result()
+
+
+def _record(cfg, names, alert, name, index, time_s, det, annotated, rows, per_frame) -> None:
+    """Append one image's or frame's counts to `per_frame` and its boxes to `rows`, and print its line."""
+    unmasked = int((det[:, 5] == alert).sum())
+    per_frame.append(
+        {
+            "source": name,
+            "frame": index,
+            "time_s": round(time_s, 3),
+            "faces": len(det),
+            cfg.alert_class: unmasked,
+            "annotated": annotated,
+        }
+    )
+    print(f"{name} frame {index}: {unmasked} face(s) {cfg.alert_class} of {len(det)}", flush=True)
+    rows += [
+        dict(
+            zip(
+                CSV_FIELDS,
+                (
+                    name,
+                    index,
+                    round(time_s, 3),
+                    names[int(c)],
+                    round(float(p), 4),
+                    *(round(float(v), 1) for v in box),
+                    annotated,
+                ),
+            )
+        )
+        for *box, p, c in det
+    ]
 
 
 def predict(cfg: DictConfig) -> dict:
@@ -81,39 +117,27 @@ def predict(cfg: DictConfig) -> dict:
     alert = names.index(cfg.alert_class)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    is_video = source.is_file()
-    writer, rows, per_frame = None, [], []
-    for name, index, rgb in frames(source, cfg.max_frames):
-        det = detect(module.eval_net, [rgb], imgsz, conf=cfg.conf, iou=cfg.iou)[0]
-        drawn = annotate(rgb, det, names)
-        if is_video:
-            annotated = output_name(source.name, ".mp4", "_annotated").as_posix()
-            if writer is None:
-                fps = cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) or 25.0
-                writer = cv2.VideoWriter(
-                    str(out_dir / annotated), cv2.VideoWriter_fourcc(*"mp4v"), fps, (rgb.shape[1], rgb.shape[0])
-                )
-            writer.write(drawn)
-        else:
-            annotated = (Path("annotated") / output_name(name, ".jpg")).as_posix()
-            (out_dir / annotated).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out_dir / annotated), drawn)
-        unmasked = int((det[:, 5] == alert).sum())
-        per_frame.append(
-            {"source": name, "frame": index, "faces": len(det), cfg.alert_class: unmasked, "annotated": annotated}
-        )
-        print(f"{name} frame {index}: {unmasked} face(s) {cfg.alert_class} of {len(det)}", flush=True)
-        rows += [
-            dict(
-                zip(
-                    CSV_FIELDS,
-                    (name, index, names[int(c)], round(float(p), 4), *(round(float(v), 1) for v in box), annotated),
-                )
-            )
-            for *box, p, c in det
-        ]
-    if writer is not None:
-        writer.release()
+    writers: dict[str, TimedVideoWriter] = {}
+    rows, per_frame = [], []
+    try:
+        for name, index, time_s, rgb in frames(source, cfg.max_frames):
+            det = detect(module.eval_net, [rgb], imgsz, conf=cfg.conf, iou=cfg.iou)[0]
+            drawn = annotate(rgb, det, names)
+            if Path(name).suffix.lower() in VIDEO_SUFFIXES:
+                annotated = output_name(name, ".mp4", "_annotated").as_posix()
+                if name not in writers:
+                    (out_dir / annotated).parent.mkdir(parents=True, exist_ok=True)
+                    fps = cv2.VideoCapture(str(source if source.is_file() else source / name)).get(cv2.CAP_PROP_FPS)
+                    writers[name] = TimedVideoWriter(out_dir / annotated, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
+                writers[name].write(swap_red_blue(drawn), time_s)
+            else:
+                annotated = (Path("annotated") / output_name(name, ".jpg")).as_posix()
+                (out_dir / annotated).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(out_dir / annotated), drawn)
+            _record(cfg, names, alert, name, index, time_s, det, annotated, rows, per_frame)
+    finally:
+        for writer in writers.values():
+            writer.close()
     if not per_frame:
         raise UserError(f"no readable image or frame in {source}")
     with open(out_dir / "detections.csv", "w", newline="") as handle:

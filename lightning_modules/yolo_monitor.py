@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from core.images import swap_red_blue
 from core.mask_alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
-from core.video_sources import Frame
+from core.video_sources import Frame, TimedVideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +193,7 @@ def monitor(
     """Detect, track and judge every frame of `frames`; return the summary (also written to summary.json):
     {"frames", "people", "unmasked_people", "alerts", "interrupted", "seconds", "frames_per_s"}.
 
-    `tracker`: a fresh `make_tracker()` when None; `fps`: the annotated video's frame rate; `progress_every`:
+    `tracker`: a fresh `make_tracker()` when None; `fps`: the annotated video's nominal frame rate (its frames keep their own times, `TimedVideoWriter`); `progress_every`:
     log a line every that many frames (0: never). A KeyboardInterrupt (Ctrl-C) while reading or detecting ends
     the loop with `interrupted: true`; the outputs are written either way."""
     out_dir = Path(out_dir)
@@ -209,10 +208,8 @@ def monitor(
             if save_video:
                 if writer is None:
                     height, width = frame.rgb.shape[:2]
-                    writer = cv2.VideoWriter(
-                        str(out_dir / VIDEO_NAME), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
-                    )
-                writer.write(_draw(frame.rgb, people, alerts))
+                    writer = TimedVideoWriter(out_dir / VIDEO_NAME, fps, (width, height))
+                writer.write(swap_red_blue(_draw(frame.rgb, people, alerts)), frame.time_s)
             count += 1
             if progress_every and count % progress_every == 0:
                 log.info("frame %d: %s", count, alerts.summary())
@@ -221,7 +218,7 @@ def monitor(
         log.warning("interrupted after %d frames: writing what was seen", count)
     finally:
         if writer is not None:
-            writer.release()
+            writer.close()
         if hasattr(frames, "close"):  # a generator: release its capture now
             frames.close()
     seconds = time.perf_counter() - start

@@ -306,7 +306,8 @@ def test_predict_entry_annotates_images_and_video_and_counts_unmasked_faces(trai
         assert len(printed) == frames
         rows = (out / "detections.csv").read_text().splitlines()
         assert (
-            rows[0] == "source,frame,class,confidence,x0,y0,x1,y1,annotated" and len(rows) - 1 == summary["detections"]
+            rows[0] == "source,frame,time_s,class,confidence,x0,y0,x1,y1,annotated"
+            and len(rows) - 1 == summary["detections"]
         )
         assert json.loads((out / "detections.json").read_text())["names"][1] == "without_mask"
     written = sorted(p.name for p in (tmp_path / "out_images" / "annotated").glob("*.jpg"))
