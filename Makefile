@@ -56,14 +56,14 @@ sweep-dcgan: $(STAMP) ## Hydra multirun: batch size x learning rate for exp3, gr
 
 # (the store paths are read with $$(pwd) in the shell: the checkout's path may hold spaces)
 # Without the tracking server's job workers: measured here 532 MB and 2 processes instead of 2,577 MB and 10.
-mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
-	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store; prints the link to each training experiment's runs and loss curves
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(PY) -m experiments.mlflow_ui --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri "sqlite:///$$(pwd)/mlflow.db" --default-artifact-root "$$(pwd)/mlruns"
 
 MLFLOW_SERVER_PORT ?= 5001
 mlflow-server: $(STAMP) ## a real MLflow tracking server on 127.0.0.1:5001 (MLFLOW_SERVER_PORT=...; sqlite + artifacts in mlflow-server/); runs use it with ARGS="logger=mlflow_server"
 	mkdir -p mlflow-server
-	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(PY) -m experiments.mlflow_ui server \
 		--host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1 \
 		--backend-store-uri "sqlite:///$$(pwd)/mlflow-server/mlflow.db" --artifacts-destination "$$(pwd)/mlflow-server/artifacts"
 
