@@ -45,7 +45,8 @@ YOLO_VAL_METRICS = (
 MAP50, MAP50_95, PRECISION, RECALL = (f"{VAL}{key}" for key in YOLO_VAL_METRICS)
 AP50_PREFIX = f"{VAL}ap50/"  # + class_key(index, name): per-class AP50
 OLD_AP50_PREFIX = f"{VAL}ap50_"  # + the class name: runs from before class_metric_names (read, never written)
-PRETRAINED_ARTIFACT = "pretrained.json"  # {"pretrained", "note", "transferred_tensors", "model_tensors"}: how the run started
+# {"pretrained", "note", "transferred_tensors", "model_tensors"}: how the run started
+PRETRAINED_ARTIFACT = "pretrained.json"
 # epoch_artifact(PREDICTIONS_FOLDER, epoch, PREDICTIONS_SUFFIX): validation images with boxes
 PREDICTIONS_FOLDER = "predictions"
 # JPEG, as ultralytics writes its val_batch*_pred.jpg: a 1664-px grid of photos took 0.99 s to encode as PNG here
