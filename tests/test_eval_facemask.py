@@ -173,7 +173,8 @@ def test_eval_on_the_validation_split_reproduces_the_logged_val_map50(trained, t
     # the 2-step model finds no face (mAP 0 both times): its losses, never 0, show the same images and weights
     report = json.loads(out.read_text())
     for key in ("box_loss", "cls_loss", "dfl_loss"):
-        assert report["losses"][key] > 0 and report["losses"][key] == pytest.approx(logged[f"val/{key}"], abs=1e-6)
+        # float32 sums of the same per-image terms in another order: equal to a few parts in a million
+        assert report["losses"][key] > 0 and report["losses"][key] == pytest.approx(logged[f"val/{key}"], rel=1e-5)
     assert (report["precision"], report["recall"]) == pytest.approx((logged["val/precision"], logged["val/recall"]))
 
     written = report["plots"]
