@@ -152,9 +152,9 @@ report: $(STAMP) ## reports/README.md from the MLflow store: the best finished r
 export-web: $(STAMP) ## ONNX models, built-in example images and web/public/models/manifest.json for the playground, each model checked against PyTorch
 	$(PY) -m experiments.export_web $(ARGS)
 
-# npm install, not npm ci: npm 11 ci rejects this lock over optional rollup binaries
+# npm ci: exactly the lock's packages, and the lock left as it is (it lists every platform's optional binaries)
 $(WEB_DEPS): web/package-lock.json
-	cd web && npm install --no-audit --no-fund
+	cd web && npm ci --no-audit --no-fund
 
 web-deps: $(WEB_DEPS) ## the playground's npm packages (vite, onnxruntime-web, playwright-core) from web/package-lock.json
 

@@ -10,17 +10,29 @@ built-in example" buttons load (`write_examples`). The manifest's "monitor" carr
 the face-mask pane's live view, those of `make monitor-facemask` (`monitor_settings`), so the page follows the same
 rules without numbers of its own.
 
+Which checkpoint: `checkpoints.<task>` when given; else the run `make report` shows first for the task
+(`reporting.report.selected_runs` and `headline_runs`, its SELECTION_RULE: the best finished run of the experiment
+by its monitor, real data and full scale first; sweep trials log to "<task>-sweep" and are no candidates) and that
+run's best checkpoint (`core.checkpoints.find_checkpoint` in the run's folder, found by its `mlflow_run_id` file).
+Without a store, or when no selected run's folder is on this machine, the task's newest checkpoint. Each entry's
+"trained" says what the model learned, from its MLflow run (`training_summary`): the data, epochs, the validation
+figure and, for a metric that never moved, "learned": false with the reason the run recorded. The manifest holds
+no absolute path: files are relative to the page, provenance paths relative to the repository (`manifest_path`).
+
 The recognise pane has two kinds of face model (the entry's `face_model`): a "classifier" (VGG16 backbone + head,
 softmax over the identities) or, when the face classifier's backbone is dlib's ResNet (the default), a "descriptor":
 dlib's 128-d descriptor network ported to ONNX (`lightning_modules.dlib_descriptor_onnx`) with a gallery of one mean
-descriptor per identity and dlib's distance tolerance, as `make recognize` names faces (`descriptor_gallery`).
+descriptor per gallery photo and the gallery's open-set threshold (`faces.gallery.Gallery.open_set_threshold`),
+as `make recognize` names faces (`descriptor_gallery`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,11 +40,14 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from core.checkpoints import NoCheckpoint, find_checkpoint
+from core import metric_names as names
+from core.checkpoints import RUN_ID_FILE, NoCheckpoint, find_checkpoint
 from core.errors import UserError
 from core.tracking import log_tool_run
 from experiments import log, user_errors
 from lightning_modules.onnx_export import Exporter, NotExportable
+from reporting import mlflow_runs
+from reporting.report import headline_runs, selected_runs
 
 MANIFEST = "manifest.json"
 EXAMPLES = "examples"
@@ -57,16 +72,169 @@ def exporter(kind: str, cfg: DictConfig) -> Exporter:
     return export_faces
 
 
-def checkpoint_for(cfg: DictConfig, task: str, make_target: str) -> Path:
-    """`checkpoints.<task>` when given, else the task's newest checkpoint (NoCheckpoint when it has none)."""
+def tracking_client(tracking_uri: str):
+    """An MlflowClient on the store, or None when it is a local sqlite file that does not exist yet (asking would
+    create an empty one) or cannot be opened."""
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return None
+    try:
+        return mlflow.MlflowClient(tracking_uri=tracking_uri)
+    except Exception as exc:  # noqa: BLE001 — an unreadable store: the checkpoints alone decide
+        log.warning("MLflow store %s cannot be read (%s): newest checkpoints, without their runs", tracking_uri, exc)
+        return None
+
+
+def run_folders(log_dir: str | Path, task: str) -> dict[str, Path]:
+    """{MLflow run id: run folder} of the task's runs under `log_dir/<task>/` (the `mlflow_run_id` file that
+    experiments/train.py writes beside `checkpoints/`)."""
+    root = Path(log_dir) / task
+    if not root.is_dir():
+        return {}
+    return {file.read_text().strip(): file.parent for file in sorted(root.rglob(RUN_ID_FILE)) if file.is_file()}
+
+
+def run_of_checkpoint(client, checkpoint: Path):
+    """The MLflow run that wrote `checkpoint` (the `mlflow_run_id` beside its `checkpoints/` folder), or None when
+    there is no such file or the store does not hold that run."""
+    id_file = checkpoint.parent.parent / RUN_ID_FILE
+    if client is None or not id_file.is_file():
+        return None
+    try:
+        return client.get_run(id_file.read_text().strip())
+    except Exception:  # noqa: BLE001 — a run this store does not hold (e.g. logged to a tracking server)
+        return None
+
+
+def checkpoint_for(cfg: DictConfig, task: str, make_target: str, client=None) -> tuple[Path, object | None]:
+    """(checkpoint, its MLflow run or None) for `task`: `checkpoints.<task>` when given; else the best checkpoint of
+    the first run the report selects for the task (`reporting.report.selected_runs` / `headline_runs`, then its
+    other configurations in the report's order) whose folder is under `cfg.paths.log_dir`; else the task's newest
+    checkpoint. UserError for a `checkpoints.<task>` file that is not there; NoCheckpoint when the task has none."""
+    key = f"checkpoints.{task}"
     if task in cfg.checkpoints:
         path = Path(cfg.checkpoints[task])
         if not path.is_file():
-            raise UserError(f"checkpoints.{task}={path}: file not found")
-        return path
-    return find_checkpoint(
-        cfg.paths.log_dir, task, make_target=make_target, key=f"checkpoints.{task}", tracking_uri=cfg.paths.mlflow_uri
-    )
+            raise UserError(f"{key}={path}: file not found")
+        return path, run_of_checkpoint(client, path)
+    if client is not None:
+        selected = selected_runs(client, [task])
+        headline = headline_runs(selected)[task]
+        folders = run_folders(cfg.paths.log_dir, task)
+        for run in selected[task].values():
+            folder = folders.get(run.info.run_id)
+            if folder is None:
+                continue
+            try:
+                path = find_checkpoint(folder.parent, folder.name, make_target=make_target, key=key)
+            except NoCheckpoint:
+                continue
+            if run is not headline:
+                log.warning(
+                    "%s: the report's run %s has no checkpoint here; exporting run %s, the next it shows",
+                    task,
+                    headline.info.run_id,
+                    run.info.run_id,
+                )
+            return path, run
+        if selected[task]:
+            log.warning("%s: no run the report selects has its checkpoint under %s", task, cfg.paths.log_dir)
+    path = find_checkpoint(cfg.paths.log_dir, task, make_target=make_target, key=key, tracking_uri=cfg.paths.mlflow_uri)
+    (log.warning if client is not None else log.info)("%s: exporting its newest checkpoint, %s", task, path)
+    return path, run_of_checkpoint(client, path)
+
+
+# The validation figure each kind shows beside its pane: (label, metric key, which value: "last" or "max")
+VALIDATION_FIGURE = {
+    "generator": ("KID", names.KID, "last"),
+    "facemask": ("val mAP50", names.MAP50, "max"),
+    "faces": ("val accuracy", names.VAL_ACC, "last"),
+}
+SYNTHETIC_DATA = "built-in synthetic"
+DATA_ROOT_PARAMS = ("data.root", "data.voc_root")  # the folder a run's data came from (conf/data/*.yaml)
+
+
+def manifest_path(path: str | Path) -> str:
+    """A provenance path as the manifest may hold it: a file of the virtual environment (dlib's weights shipped with
+    a package) by its name, any other relative to the repository (`reporting.mlflow_runs.repo_relative`: a path
+    elsewhere becomes `<outside the repository>/<name>`)."""
+    p = Path(path)
+    if p.is_absolute() and p.is_relative_to(sys.prefix):
+        return p.name
+    return mlflow_runs.repo_relative(p)
+
+
+def metric_values(client, run, key: str) -> list[float]:
+    """Every logged value of `key` in step order (empty when the run never logged it)."""
+    return mlflow_runs.metric_history(client, run.info.run_id, key)["value"].tolist()
+
+
+def start_reason(client, run) -> str | None:
+    """How the run's model started, as `reporting.mlflow_runs.learning_verdict` words it: `model_start` (e.g. "from
+    scratch") and the note of its pretrained.json (e.g. "model.pretrained=auto: <file> not found"); None for a
+    model without that choice (DCGAN)."""
+    begun = mlflow_runs.model_start(client, run)
+    if not begun:
+        return None
+    start = mlflow_runs.load_json(client, run.info.run_id, names.PRETRAINED_ARTIFACT)
+    note = start.get("note") if isinstance(start, dict) else None
+    return begun + (f" ({mlflow_runs.repo_relative_text(note)})" if note else "")
+
+
+def training_summary(client, run, kind: str, checkpoint: Path, classes: int = 0) -> dict:
+    """What the model of `checkpoint` learned, from its MLflow `run` (None: the store does not hold it):
+    {"run_id", "run_name", "experiment", "configuration", "scale", "data" ("built-in synthetic" or the real folder
+    relative to the repository), "epochs", "metric": {"name", "key", "value", "epoch"} (VALIDATION_FIGURE: the
+    last KID, the best val mAP50 and its 1-based epoch, the last val accuracy; None when never logged), "learned",
+    "reason", "checkpoint"}.
+
+    "learned" is False when the run did not learn: the report's verdict (`reporting.mlflow_runs.learning_verdict`:
+    its monitored metric never moved), or a validation figure that never rose above its floor (a detector's mAP50
+    of 0; a classifier's chance accuracy, 1 / `classes`), which one validation already shows; True when the figure
+    was validated twice or more and the verdict found it moving; None when that cannot be told. "reason" says why,
+    from the run's own record (its metric history and pretrained.json: how the model started); "scale" and
+    "epochs" say how big the run was."""
+    summary: dict = {"checkpoint": manifest_path(checkpoint)}
+    if run is None:
+        return {**summary, "run_id": None}
+    data = mlflow_runs.data_kind(run)
+    root = next((v for k in DATA_ROOT_PARAMS if (v := mlflow_runs.run_param(run, k)) is not None), None)
+    epochs = int(run.data.metrics.get(names.EPOCH, -1)) + 1
+    caps = mlflow_runs.demo_scale(run)
+    label, key, which = VALIDATION_FIGURE[kind]
+    values = metric_values(client, run, key)
+    floor = {"facemask": 0.0, "faces": 1 / classes if classes else None}.get(kind)
+    metric, learned, reason = None, None, None
+    if values:
+        best = int(np.argmax(values)) if which == "max" else len(values) - 1
+        metric = {
+            "name": label,
+            "key": key,
+            "value": float(values[best]),
+            "epoch": best + 1 if which == "max" else None,
+        }
+    verdict = mlflow_runs.learning_verdict(client, run)
+    if verdict:
+        learned, reason = False, verdict.removeprefix("did not learn: ")
+    elif values and floor is not None and max(values) <= floor:
+        stuck = f"{label} never above {'chance, ' if kind == 'faces' else ''}{floor:.4g} ({len(values)} validation(s))"
+        learned, reason = False, "; ".join(filter(None, [stuck, start_reason(client, run)]))
+    elif len(values) >= 2:
+        learned = True
+    return {
+        **summary,
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "experiment": client.get_experiment(run.info.experiment_id).name,
+        "configuration": mlflow_runs.configuration(client, run).label,
+        "scale": "full" if caps is None else f"demo-scale ({caps})",
+        "data": SYNTHETIC_DATA if data == mlflow_runs.SYNTHETIC else manifest_path(root) if root else data,
+        "epochs": epochs,
+        "metric": metric,
+        "learned": learned,
+        "reason": reason,
+    }
 
 
 def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> dict:
@@ -87,7 +255,7 @@ def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str 
         **export_descriptor(out_path),
         "class_names": list(hparams.get("class_names") or []),
         "margin": float(hparams.get("margin", 0.0)),
-        "identities_from": str(checkpoint_path),
+        "identities_from": manifest_path(checkpoint_path),
     }
 
 
@@ -100,11 +268,12 @@ def export_web(cfg: DictConfig) -> dict:
     for stale in out_dir.glob("*.onnx"):
         stale.unlink()
     manifest: dict = {"generators": [], "facemask": None, "faces": None, "missing": []}
+    client = tracking_client(cfg.paths.mlflow_uri)
     for task, spec in cfg.models.items():
         if spec.kind not in KINDS:
             raise UserError(f"models.{task}.kind: {spec.kind!r} is not one of {sorted(KINDS)}")
         try:
-            checkpoint = checkpoint_for(cfg, task, spec.command)
+            checkpoint, run = checkpoint_for(cfg, task, spec.command, client)
         except NoCheckpoint as reason:
             log.warning("%s: %s; its pane stays empty", task, reason)
             manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command})
@@ -124,6 +293,8 @@ def export_web(cfg: DictConfig) -> dict:
         log.info(
             "%s: exported %s from %s, checked against PyTorch: %s", task, entry["file"], checkpoint, entry["parity"]
         )
+        entry["checkpoint"] = manifest_path(entry["checkpoint"])
+        entry["trained"] = training_summary(client, run, spec.kind, checkpoint, len(entry.get("class_names") or []))
         if spec.kind == "generator":
             manifest["generators"].append(entry)
         else:
@@ -131,10 +302,14 @@ def export_web(cfg: DictConfig) -> dict:
     if manifest["faces"]:
         is_descriptor = manifest["faces"]["output_kind"] == "descriptor"
         manifest["faces"]["face_model"] = "descriptor" if is_descriptor else "classifier"
+        manifest["faces"].update(face_boxes(manifest["facemask"]))
         if is_descriptor:
             manifest["faces"].update(descriptor_gallery(cfg, manifest, out_dir))
+            # dlib's network comes trained; the run's classifier head, and its accuracy, are not what the pane uses
+            manifest["faces"]["trained"].update(metric=None, learned=None, reason=None)
     manifest["examples"] = write_examples(cfg.examples, manifest, out_dir)
     manifest["monitor"] = monitor_settings(Path(cfg.monitor_config))
+    manifest = relative_paths(manifest)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     exported = [*manifest["generators"], *(manifest[k] for k in ("facemask", "faces") if manifest[k])]
@@ -149,6 +324,23 @@ def export_web(cfg: DictConfig) -> dict:
         },
     )
     return manifest
+
+
+# An absolute path inside a text: a '/' that starts no URL ("http://", "models:/") and ends no word ("val/acc", "1/8")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~<>-])/[^\s:;,()'\"]+")
+
+
+def relative_paths(value):
+    """`value` (the manifest: dicts, lists, strings, numbers) with every absolute path, a whole string or inside a
+    text (a reason a run recorded), written as `manifest_path` writes it: the page is served from anywhere, and a
+    machine's own folders stay on it."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v) for v in value]
+    if isinstance(value, str):
+        return ABSOLUTE_PATH.sub(lambda found: manifest_path(found.group()), value)
+    return value
 
 
 def monitor_settings(path: Path) -> dict:
@@ -171,25 +363,92 @@ def monitor_settings(path: Path) -> dict:
     }
 
 
+# A photo in which the detector finds no face is tried again centred in a grey canvas this many times its size: the
+# detector learned faces a fraction of a scene, and a close-up face photo is larger than any it saw (measured on the
+# built-in identities' first 20 photos each, a detector from scratch at confidence 0.25: a box in 9 of 80 photos as
+# they are, 12 at 2x, 73 at 3x, 79 at 4x)
+FACE_PAD = 4
+PAD_GREY = 114  # ultralytics' letterbox grey, the page's too (web/src/detector.js)
+
+
+def face_box(
+    detector, rgb: np.ndarray, imgsz: int, conf: float, iou: float
+) -> tuple[float, float, float, float] | None:
+    """The best face box (x0, y0, x1, y1, pixels of `rgb`, an HxWx3 uint8 image) of the face-mask `detector` (an ONNX
+    Runtime session on the exported file, input `imgsz`) at `conf` and NMS `iou`: on the photo, else on the photo
+    centred in a grey canvas FACE_PAD times its size, mapped back and clipped to the photo; None when neither finds
+    one. The page's `findFace` (web/src/detector.js) follows the same rule."""
+    from lightning_modules.yolo_export import onnx_detect
+
+    found = onnx_detect(detector, [rgb], imgsz, conf=conf, iou=iou)[0]
+    if len(found):
+        return tuple(float(v) for v in found[0, :4])
+    height, width = rgb.shape[:2]
+    canvas = np.full((FACE_PAD * height, FACE_PAD * width, 3), PAD_GREY, np.uint8)
+    top, left = (FACE_PAD * height - height) // 2, (FACE_PAD * width - width) // 2
+    canvas[top : top + height, left : left + width] = rgb
+    found = onnx_detect(detector, [canvas], imgsz, conf=conf, iou=iou)[0]
+    if not len(found):
+        return None
+    x0, y0, x1, y1 = (float(v) for v in found[0, :4])
+    box = (
+        min(max(x0 - left, 0.0), width),
+        min(max(y0 - top, 0.0), height),
+        min(max(x1 - left, 0.0), width),
+        min(max(y1 - top, 0.0), height),
+    )
+    return box if box[2] > box[0] and box[3] > box[1] else None
+
+
+def face_boxes(facemask: dict | None) -> dict:
+    """Where the recognise pane's face crops come from: {"face_boxes": "facemask" (around the exported face-mask
+    detector's best box, `face_box`) or None (the centre square), "face_boxes_note": why, in words, "face_pad":
+    FACE_PAD}. A detector whose run did
+    not learn (its "trained" record) finds no face, and would leave every photo, the gallery's too, without one:
+    the centre square is cropped instead."""
+    if facemask is None:
+        return {
+            "face_boxes": None,
+            "face_boxes_note": "no face-mask detector exported: the centre square is described",
+            "face_pad": FACE_PAD,
+        }
+    if facemask.get("trained", {}).get("learned") is False:
+        return {
+            "face_boxes": None,
+            "face_boxes_note": "the face-mask detector did not learn (see its pane): the centre square is described",
+            "face_pad": FACE_PAD,
+        }
+    return {
+        "face_boxes": "facemask",
+        "face_boxes_note": "cropped around the face-mask detector's best box",
+        "face_pad": FACE_PAD,
+    }
+
+
 def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
-    """The descriptor pane's gallery: for each identity of `manifest["faces"]["class_names"]`, the mean descriptor of
-    its first `cfg.descriptor.gallery_images` photos under `cfg.examples.faces_root/<name>/`, each cropped as the page
+    """The descriptor pane's gallery: for each identity of `manifest["faces"]["class_names"]`, the descriptors of its
+    first `cfg.descriptor.gallery_images` photos under `cfg.examples.faces_root/<name>/`, each cropped as the page
     crops an upload (`faces.crop.face_square` around the exported face-mask detector's best box at the page's
-    default confidence, else the centre square; resized to 150 px) and described by the exported ONNX file. Returns
-    {"gallery": [{"name", "descriptor", "images"}], "tolerance", "gallery_crop"}; identities without photos are
-    left out (logged). UserError when `cfg.descriptor.gallery_images` < 1."""
+    default confidence, `face_box`, resized to 150 px; the centre square when `face_boxes` gives no detector) and described by
+    the exported ONNX file; a photo in which the detector finds no face is left out, as the page names nobody there.
+
+    The decision threshold is the gallery's open-set rule (`faces.gallery.Gallery.open_set_threshold` on these
+    per-photo descriptors, for `cfg.descriptor.target_far`, None: its default), or `cfg.descriptor.tolerance` when
+    set. Returns {"gallery": [{"name", "images", "descriptors": (images, 128) nested lists}], "threshold",
+    "target_far", "threshold_rule", "gallery_crop", "gallery_skipped"} (threshold None for an empty gallery);
+    identities without photos are left out (logged). UserError when `cfg.descriptor.gallery_images` < 1."""
     from core.images import read_rgb
     from faces.crop import face_square, square_crop
+    from faces.gallery import Gallery
     from lightning_modules.onnx_export import onnx_session
-    from lightning_modules.yolo_export import onnx_detect
 
     spec, faces, facemask = cfg.descriptor, manifest["faces"], manifest["facemask"]
     if spec.gallery_images < 1:
         raise UserError(f"descriptor.gallery_images={spec.gallery_images}: must be at least 1")
     describe = onnx_session(out_dir / faces["file"])
-    detector = onnx_session(out_dir / facemask["file"]) if facemask else None
+    detector = onnx_session(out_dir / facemask["file"]) if faces.get("face_boxes") == "facemask" else None
     root, size = Path(cfg.examples.faces_root), faces["image_size"]
-    gallery, boxed, total = [], 0, 0
+    gallery, names_, rows, skipped = [], [], [], 0
     for name in faces["class_names"]:
         photos = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: spec.gallery_images]
         if not photos:
@@ -200,26 +459,43 @@ def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
             rgb = read_rgb(photo)
             box = None
             if detector is not None:
-                found = onnx_detect(
-                    detector, [rgb], facemask["image_size"], conf=spec.detector_conf, iou=spec.detector_iou
-                )[0]
-                box = tuple(float(v) for v in found[0, :4]) if len(found) else None
-            boxed += box is not None
+                box = face_box(detector, rgb, facemask["image_size"], spec.detector_conf, spec.detector_iou)
+                if box is None:
+                    skipped += 1
+                    continue
             chips.append(square_crop(rgb, face_square(rgb.shape[1], rgb.shape[0], box, faces["margin"]), size))
-        total += len(chips)
+        if not chips:
+            log.warning("no face found in the photos of %s: left out of the descriptor gallery", name)
+            continue
         batch = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
-        descriptors = describe.run([faces["output"]], {faces["input"]: batch})[0]
-        gallery.append({"name": name, "descriptor": descriptors.mean(axis=0).tolist(), "images": len(chips)})
+        # rounded as the manifest stores them: the threshold is set on the values the page compares with
+        descriptors = describe.run([faces["output"]], {faces["input"]: batch})[0].astype(np.float64).round(6)
+        gallery.append({"name": name, "images": len(chips), "descriptors": descriptors.tolist()})
+        names_ += [name] * len(chips)
+        rows.append(descriptors)
     log.info(
-        "descriptor gallery: %d identities from %d photos (%d cropped around a detected face)",
+        "descriptor gallery: %d identities from %d photos (%s; %d photos without a detected face left out)",
         len(gallery),
-        total,
-        boxed,
+        len(names_),
+        "cropped around the detected face" if detector else "the centre square",
+        skipped,
     )
+    if spec.tolerance is not None:
+        threshold, target_far = float(spec.tolerance), None
+        rule = f"descriptor.tolerance={threshold:g} (conf/export_web.yaml): a fixed distance, not the open-set rule"
+    elif not names_:
+        threshold, target_far, rule = None, None, "an empty gallery names nobody"
+    else:
+        chosen = Gallery(names=names_, descriptors=np.concatenate(rows)).open_set_threshold(spec.target_far)
+        threshold, target_far, rule = chosen.threshold, chosen.target_far, chosen.rule
+    log.info("descriptor threshold %s: %s", threshold, rule)
     return {
         "gallery": gallery,
-        "tolerance": float(spec.tolerance),
+        "threshold": threshold,
+        "target_far": target_far,
+        "threshold_rule": rule,
         "gallery_crop": "around the face-mask detector's best box" if detector else "the centre square",
+        "gallery_skipped": skipped,
     }
 
 

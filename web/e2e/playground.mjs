@@ -1,7 +1,9 @@
 // Drives the built playground in headless Chromium (playwright-core, the system's browser) and prints what
 // the page produced as JSON; tests/test_web.py starts the server, runs this and checks the numbers.
 // Usage: node e2e/playground.mjs --url URL --screenshot PNG [--facemask-image IMG --conf C]
-//   [--facemask-example --example-conf C] [--face-example NAME] [--face-image IMG]
+//   [--facemask-example --example-conf C] [--face-example NAME] [--face-image IMG ...] [--shots DIR]
+// --shots DIR: a screenshot of each pane in DIR (dcgan-<task>.png per generator, facemask.png, faces-<image>.png per
+// recognised photo, each as the pane stood after it).
 // Face-mask results carry the page's letterboxed input (uint8) and raw head output, to rerun each step in Python;
 // a recognised face carries the crop the classifier was fed (the faces canvas, RGB rows).
 import { chromium } from "playwright-core";
@@ -12,7 +14,8 @@ const { values: args } = parseArgs({
     url: { type: "string" },
     screenshot: { type: "string" },
     "facemask-image": { type: "string" },
-    "face-image": { type: "string" },
+    "face-image": { type: "string", multiple: true, default: [] },
+    shots: { type: "string" },
     "facemask-example": { type: "boolean", default: false },
     "example-conf": { type: "string", default: "0.25" },
     "face-example": { type: "string" },
@@ -28,7 +31,7 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"],
 });
-const result = { console: [], generator: null, detections: null, example_detections: null, recognised: null, example_recognised: null };
+const result = { console: [], generator: null, trained: {}, detections: null, example_detections: null, recognised: [], example_recognised: null };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   page.on("console", (message) => result.console.push(`${message.type()}: ${message.text()}`));
@@ -36,6 +39,12 @@ try {
   await page.goto(args.url);
   await page.waitForFunction(() => document.getElementById("status").dataset.state !== "loading", null, { timeout: TIMEOUT });
   result.status = await page.evaluate(() => ({ state: document.getElementById("status").dataset.state, text: document.getElementById("status").textContent }));
+  // Each pane's line on what its model learned, and whether it is marked as a model that did not learn.
+  const trainedLine = (pane) => page.evaluate((p) => {
+    const line = document.getElementById(`${p}-trained`);
+    return { text: line.textContent, marked: line.classList.contains("missing") };
+  }, pane);
+  const shot = (pane, name) => args.shots && page.locator(`#${pane}`).screenshot({ path: `${args.shots}/${name}.png` });
 
   // The grid's tiles without the 2 px gaps, as RGB rows of tiles: [tile][y][x][channel] flattened.
   const tiles = () => page.evaluate(() => {
@@ -64,6 +73,13 @@ try {
     await waitForSeed(1);
     const second = await tiles();
     const generated = await page.evaluate(() => window.playground.generated);
+    result.trained.dcgan = {};
+    for (const task of await page.evaluate(() => Array.from(document.getElementById("dcgan-model").options, (o) => o.value))) {
+      await page.locator("#dcgan-model").selectOption(task);
+      await page.waitForFunction((t) => window.playground.generated?.task === t, task, { timeout: TIMEOUT });
+      result.trained.dcgan[task] = await trainedLine("dcgan");
+      await shot("dcgan", `dcgan-${task}`);
+    }
     const std = (values) => {
       const mean = values.reduce((a, b) => a + b, 0) / values.length;
       return Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
@@ -138,10 +154,13 @@ try {
     await page.locator("#faces-example-name").selectOption(example.file);
     result.example_recognised = await recognisedOf(example.file, () => page.locator("#faces-example").click());
   }
-  if (args["face-image"]) {
-    const name = args["face-image"].split("/").at(-1);
-    result.recognised = await recognisedOf(name, () => page.locator("#faces-file").setInputFiles(args["face-image"]));
+  await shot("facemask", "facemask");
+  for (const image of args["face-image"]) {
+    const name = image.split("/").at(-1);
+    result.recognised.push(await recognisedOf(name, () => page.locator("#faces-file").setInputFiles(image)));
+    await shot("faces", `faces-${name.replace(/\.[^.]*$/, "")}`);
   }
+  for (const pane of ["facemask", "faces"]) result.trained[pane] = await trainedLine(pane);
   result.errors = await page.evaluate(() => window.playground.errors);
   await page.screenshot({ path: args.screenshot, fullPage: true });
 } finally {

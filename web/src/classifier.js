@@ -1,7 +1,7 @@
 // The recognise-a-face pane: a square face crop (around the detector's best box when the face-mask model is
 // loaded, else the centre of the photo) resized to the face model's input, then either a softmax over the
-// identities (a "classifier" entry) or dlib's 128-d descriptor and the nearest gallery identity within the
-// distance tolerance, else "unknown" (a "descriptor" entry, as `make recognize` names faces).
+// identities (a "classifier" entry) or dlib's 128-d descriptor and the gallery identity whose photos lie nearest on
+// average, when below the gallery's open-set threshold, else "unknown" (a "descriptor" entry, as `make recognize`).
 import { ort, sizeOf } from "./runtime.js";
 
 /** The square crop the Python side makes (faces/crop.py `face_square`, the same rule) (`margin` of the box added on each side), clipped to the image. */
@@ -63,12 +63,16 @@ export async function describe(session, entry, source, square, canvas) {
   return Array.from((await session.run({ [entry.input]: input }))[entry.output].data);
 }
 
-/** The gallery's identities by Euclidean distance to `descriptor`, nearest first, and the name: the nearest
- * identity when its distance is below `tolerance` (faces/gallery.py `Gallery.identify`), else "unknown". */
-export function identify(gallery, descriptor, tolerance) {
+/** The gallery's identities ranked by their score for `descriptor`, lowest first: the mean Euclidean distance to
+ * the identity's photos' descriptors (faces/gallery.py `Gallery.person_scores`); the name is the first identity's
+ * when its score is below `threshold` (`Gallery.identify`, the gallery's open-set threshold), else "unknown"
+ * (always for a null threshold). */
+export function identify(gallery, descriptor, threshold) {
+  const distance = (row) => Math.hypot(...row.map((v, i) => v - descriptor[i]));
   const ranked = gallery
-    .map((g) => ({ name: g.name, distance: Math.hypot(...g.descriptor.map((v, i) => v - descriptor[i])) }))
+    .map((g) => ({ name: g.name, distance: g.descriptors.reduce((sum, row) => sum + distance(row), 0) / g.descriptors.length }))
     .sort((a, b) => a.distance - b.distance);
   const nearest = ranked[0];
-  return { name: nearest && nearest.distance < tolerance ? nearest.name : "unknown", distance: nearest?.distance ?? null, ranked };
+  const named = nearest && threshold !== null && nearest.distance < threshold;
+  return { name: named ? nearest.name : "unknown", distance: nearest?.distance ?? null, ranked };
 }

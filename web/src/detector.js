@@ -40,6 +40,28 @@ export async function detect(session, entry, source, conf, iouThreshold) {
   return (await detectWithInputs(session, entry, source, conf, iouThreshold)).detections;
 }
 
+/** The best face box in `source` for the recognise pane, or null: the detector on the photo, then, when it finds
+ * none, on the photo centred in a grey canvas `pad` times its size (the detector learned faces a fraction of a
+ * scene; a close-up face photo is larger than any it saw), the box mapped back and clipped to the photo. The rule
+ * of experiments/export_web.py `face_box`, which crops the gallery's photos. */
+export async function findFace(session, entry, source, conf, iouThreshold, pad) {
+  const [found] = await detect(session, entry, source, conf, iouThreshold);
+  if (found || !(pad > 1)) return found ?? null;
+  const [width, height] = sizeOf(source);
+  const canvas = new OffscreenCanvas(pad * width, pad * height);
+  const left = Math.floor((pad * width - width) / 2);
+  const top = Math.floor((pad * height - height) / 2);
+  const context = canvas.getContext("2d");
+  context.fillStyle = `rgb(${PAD_GREY}, ${PAD_GREY}, ${PAD_GREY})`;
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  context.drawImage(source, left, top, width, height);
+  const [far] = await detect(session, entry, canvas, conf, iouThreshold);
+  if (!far) return null;
+  const clip = (v, max) => Math.min(Math.max(v, 0), max);
+  const box = { ...far, x0: clip(far.x0 - left, width), y0: clip(far.y0 - top, height), x1: clip(far.x1 - left, width), y1: clip(far.y1 - top, height) };
+  return box.x1 > box.x0 && box.y1 > box.y0 ? box : null;
+}
+
 /** Draw the source at its own size with each box and its label; `canvas` pixels map 1:1 to image pixels.
  * Returns the colour of each box, in order. */
 export function drawDetections(canvas, source, detections, classNames) {

@@ -1,9 +1,9 @@
 // Wires the three panes to the models listed in models/manifest.json. `window.playground` holds each pane's
 // latest result, for the browser test (tests/test_web.py) and for curious users in the console.
 import { createSession, decodeFile, fetchExample, loadManifest } from "./runtime.js";
-import { missingNote } from "./notes.js";
+import { galleryNote, missingNote, trainedNote } from "./notes.js";
 import { generateGrid } from "./generator.js";
-import { detect, detectWithInputs, drawDetections, drawTracks } from "./detector.js";
+import { detect, detectWithInputs, drawDetections, drawTracks, findFace } from "./detector.js";
 import { ByteTracker, MaskAlerts } from "./tracker.js";
 import { describe, faceSquare, identify, recognise } from "./classifier.js";
 
@@ -20,6 +20,20 @@ function fail(where, error) {
 function showMissing(where, note) {
   $(`${where}-note`).textContent = note;
   $(`${where}-note`).classList.add("missing");
+}
+
+/** The pane's line on what its model learned (notes.js `trainedNote`), marked when the model did not learn. */
+function showTrained(where, { text, learned }) {
+  $(`${where}-trained`).textContent = text;
+  $(`${where}-trained`).classList.toggle("missing", learned === false);
+}
+
+/** `photo` drawn whole on `canvas`, its longer side 150 px: what the faces pane looked at when it found no face. */
+function showPhoto(canvas, photo) {
+  const scale = 150 / Math.max(photo.width, photo.height);
+  canvas.width = Math.round(photo.width * scale);
+  canvas.height = Math.round(photo.height * scale);
+  canvas.getContext("2d").drawImage(photo, 0, 0, canvas.width, canvas.height);
 }
 
 /** Run `task` for the latest request only: a slider dragged fast queues one run, not one per step. */
@@ -49,6 +63,7 @@ async function setUpGenerator(manifest) {
     const entry = manifest.generators.find((g) => g.task === select.value);
     if (!sessions.has(entry.task)) sessions.set(entry.task, await createSession(entry.file));
     $("dcgan-seed-value").value = seed.value;
+    showTrained("dcgan", trainedNote(entry));
     state.generated = { task: entry.task, ...(await generateGrid(sessions.get(entry.task), entry, Number(seed.value), $("dcgan-canvas"))) };
     $("dcgan-note").textContent = `${entry.task}: ${state.generated.count} samples, ${entry.image_size}×${entry.image_size} px, seed ${seed.value}.`;
   });
@@ -62,11 +77,19 @@ async function setUpDetectorAndClassifier(manifest) {
   const detector = manifest.facemask ? { entry: manifest.facemask, session: await createSession(manifest.facemask.file) } : null;
   const classifier = manifest.faces ? { entry: manifest.faces, session: await createSession(manifest.faces.file) } : null;
   const examples = manifest.examples ?? { facemask: [], faces: [] };
+  const isDescriptor = classifier?.entry.face_model === "descriptor";
   if (!detector) showMissing("facemask", missingNote(manifest, "facemask"));
+  else showTrained("facemask", trainedNote(detector.entry));
   if (!classifier) showMissing("faces", missingNote(manifest, "faces"));
-  else $("faces-title").textContent = classifier.entry.face_model === "descriptor"
-    ? "Recognise a face (dlib's face descriptor and a gallery of known people)"
-    : "Recognise a face (VGG16 transfer learning)";
+  else {
+    $("faces-title").textContent = isDescriptor
+      ? "Recognise a face (dlib's face descriptor and a gallery of known people)"
+      : "Recognise a face (VGG16 transfer learning)";
+    const run = classifier.entry.trained?.run_id;
+    showTrained("faces", isDescriptor
+      ? { text: galleryNote(classifier.entry) + (run ? ` Identities from MLflow run ${run} (${classifier.entry.trained.experiment}).` : ""), learned: null }
+      : trainedNote(classifier.entry));
+  }
   let source = null;
   let sourceName = null;
 
@@ -212,30 +235,46 @@ async function setUpDetectorAndClassifier(manifest) {
     await startLive(file.name, { video, url }).catch((e) => fail("facemask", e));
   });
 
+  // The face-mask detector finds the face when the export says it crops the faces (manifest faces.face_boxes: one
+  // that learned); its best box is the one cropped. No box from it: nobody is named (a centre crop of a whole photo
+  // describes no face). Without it the centre square is described, as the gallery's photos were.
+  const faceFinder = classifier?.entry.face_boxes === "facemask" ? detector : null;
   async function recognisePhoto(blob, name) {
     if (!classifier) return;
     try {
       const photo = await decodeFile(blob);
-      // The face-mask detector finds the face when it is loaded; its best box is the one cropped.
-      const faces = detector ? await detect(detector.session, detector.entry, photo, Number($("facemask-conf").value), 0.45) : [];
-      const square = faceSquare(photo, faces[0], classifier.entry.margin ?? 0);
-      const common = { source: name, size: [photo.width, photo.height], square, faceBox: faces[0] ?? null };
-      if (classifier.entry.face_model === "descriptor") {
+      const conf = Number($("facemask-conf").value);
+      const box = faceFinder
+        ? await findFace(faceFinder.session, faceFinder.entry, photo, conf, 0.45, classifier.entry.face_pad)
+        : null;
+      const common = { source: name, size: [photo.width, photo.height], faceBox: box };
+      if (faceFinder && !box) {
+        showPhoto($("faces-canvas"), photo);
+        state.recognised = { ...common, square: null, name: null, noFace: true, ranked: [] };
+        $("faces-list").replaceChildren();
+        $("faces-result").textContent = "No face found: nobody named.";
+        $("faces-note").textContent = `The face-mask detector found no face at confidence > ${conf}.`;
+        return;
+      }
+      const square = faceSquare(photo, box, classifier.entry.margin ?? 0);
+      if (isDescriptor) {
+        const { threshold } = classifier.entry;
         const descriptor = await describe(classifier.session, classifier.entry, photo, square, $("faces-canvas"));
-        const found = identify(classifier.entry.gallery, descriptor, classifier.entry.tolerance);
-        state.recognised = { ...common, ...found, descriptor };
+        const found = identify(classifier.entry.gallery, descriptor, threshold);
+        state.recognised = { ...common, square, noFace: false, ...found, threshold, descriptor };
         $("faces-list").replaceChildren(...found.ranked.slice(0, 5).map((r, k) => {
           const item = document.createElement("li");
           const named = k === 0 && found.name !== "unknown" ? " (named)" : "";
-          item.textContent = `${r.name}: distance ${r.distance.toFixed(3)}${named}`;
+          item.textContent = `${r.name}: mean distance ${r.distance.toFixed(3)}${named}`;
           return item;
         }));
+        const limit = threshold === null ? "no threshold" : `not below ${threshold.toFixed(3)}`;
         $("faces-result").textContent = found.name === "unknown"
-          ? `unknown: nearest ${found.ranked[0]?.name} at distance ${found.distance?.toFixed(3)}, not below ${classifier.entry.tolerance}`
-          : `${found.name} (distance ${found.distance.toFixed(3)} < ${classifier.entry.tolerance})`;
+          ? `unknown: nearest ${found.ranked[0]?.name} at mean distance ${found.distance?.toFixed(3)}, ${limit}`
+          : `${found.name} (mean distance ${found.distance.toFixed(3)} < ${threshold.toFixed(3)})`;
       } else {
         const ranked = await recognise(classifier.session, classifier.entry, photo, square, $("faces-canvas"));
-        state.recognised = { ...common, ranked };
+        state.recognised = { ...common, square, noFace: false, name: ranked[0]?.name ?? null, ranked };
         $("faces-list").replaceChildren(...ranked.slice(0, 5).map((r) => {
           const item = document.createElement("li");
           item.textContent = `${r.name}: ${(100 * r.probability).toFixed(1)} %`;
@@ -243,7 +282,7 @@ async function setUpDetectorAndClassifier(manifest) {
         }));
         $("faces-result").textContent = ranked[0] ? ranked[0].name : "";
       }
-      $("faces-note").textContent = faces[0] ? "Crop around the detected face." : "No face box (no detector or none found): centre crop.";
+      $("faces-note").textContent = box ? "Crop around the detected face." : `${classifier.entry.face_boxes_note ?? "the centre square is described"}.`;
     } catch (error) {
       fail("faces", error);
     }
