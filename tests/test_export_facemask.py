@@ -227,9 +227,11 @@ def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorc
     first = runtime_model(ckpt, fallback_dir=tmp_path / "out")
     assert not first.cached and first.path == ckpt.parent / "best.runtime.onnx"
     assert (first.names, first.imgsz) == (list(module.names), int(module.hparams.imgsz))
+    # the 2-step model scores its boxes about 0.001-0.004: a threshold at 0.002 keeps a score within the backends'
+    # 1e-4 agreement from falling on both sides of it
     found = {
-        "pytorch": yolo_detector(module, 160, conf=0.001, iou=0.45)(frame),
-        "onnxruntime": runtime_detector(first.session, 160, conf=0.001, iou=0.45)(frame),
+        "pytorch": yolo_detector(module, 160, conf=0.002, iou=0.45)(frame),
+        "onnxruntime": runtime_detector(first.session, 160, conf=0.002, iou=0.45)(frame),
     }
     assert len(found["pytorch"]) == len(found["onnxruntime"]) > 0
     np.testing.assert_allclose(found["onnxruntime"][:, :4], found["pytorch"][:, :4], atol=1e-2)  # pixels
@@ -238,7 +240,7 @@ def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorc
 
     again = runtime_model(ckpt, fallback_dir=tmp_path / "out")
     assert again.cached and again.names == first.names
-    np.testing.assert_array_equal(runtime_detector(again.session, 160, 0.001, 0.45)(frame), found["onnxruntime"])
+    np.testing.assert_array_equal(runtime_detector(again.session, 160, 0.002, 0.45)(frame), found["onnxruntime"])
     with ckpt.open("ab") as f:  # another checkpoint under the same name (best.ckpt overwritten by more training)
         f.write(b"\0")
     assert not runtime_model(ckpt, fallback_dir=tmp_path / "out").cached
