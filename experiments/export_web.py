@@ -170,18 +170,6 @@ def metric_values(client, run, key: str) -> list[float]:
     return mlflow_runs.metric_history(client, run.info.run_id, key)["value"].tolist()
 
 
-def start_reason(client, run) -> str | None:
-    """How the run's model started, as `reporting.mlflow_runs.learning_verdict` words it: `model_start` (e.g. "from
-    scratch") and the note of its pretrained.json (e.g. "model.pretrained=auto: <file> not found"); None for a
-    model without that choice (DCGAN)."""
-    begun = mlflow_runs.model_start(client, run)
-    if not begun:
-        return None
-    start = mlflow_runs.load_json(client, run.info.run_id, names.PRETRAINED_ARTIFACT)
-    note = start.get("note") if isinstance(start, dict) else None
-    return begun + (f" ({mlflow_runs.repo_relative_text(note)})" if note else "")
-
-
 def training_summary(client, run, kind: str, checkpoint: Path, classes: int = 0) -> dict:
     """What the model of `checkpoint` learned, from its MLflow `run` (None: the store does not hold it):
     {"run_id", "run_name", "experiment", "configuration", "scale", "data" ("built-in synthetic" or the real folder
@@ -219,7 +207,7 @@ def training_summary(client, run, kind: str, checkpoint: Path, classes: int = 0)
         learned, reason = False, verdict.removeprefix("did not learn: ")
     elif values and floor is not None and max(values) <= floor:
         stuck = f"{label} never above {'chance, ' if kind == 'faces' else ''}{floor:.4g} ({len(values)} validation(s))"
-        learned, reason = False, "; ".join(filter(None, [stuck, start_reason(client, run)]))
+        learned, reason = False, "; ".join(filter(None, [stuck, mlflow_runs.start_reason(client, run)]))
     elif len(values) >= 2:
         learned = True
     return {

@@ -269,12 +269,20 @@ def learning_verdict(client: mlflow.MlflowClient, run: Run) -> str | None:
     if abs(best - first) > UNMOVED:
         return None
     why = f"{key} never improved on {first:.3f} in {len(history)} epochs"
+    begun = start_reason(client, run)
+    return f"did not learn: {why}" + (f"; {begun}" if begun else "")
+
+
+def start_reason(client: mlflow.MlflowClient, run: Run) -> str | None:
+    """How the run's model started, with the note its pretrained.json recorded: "from scratch (model.pretrained=auto:
+    ../shared/data/weights/yolov5n.pt not found)", "pretrained (yolov5n.pt)"; None for a model without that choice
+    (DCGAN)."""
+    begun = model_start(client, run)
+    if not begun:
+        return None
     start = load_json(client, run.info.run_id, PRETRAINED_ARTIFACT)
     note = start.get("note") if isinstance(start, dict) else None
-    begun = model_start(client, run)
-    if begun:
-        why += f"; {begun}" + (f" ({repo_relative_text(note)})" if note else "")
-    return f"did not learn: {why}"
+    return begun + (f" ({repo_relative_text(note)})" if note else "")
 
 
 def rank_best(runs: list[Run]) -> list[Run]:

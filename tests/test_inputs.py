@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.errors import UserError
-from core.images import InputListing, find_images, list_inputs, read_rgb
+from core.images import InputListing, UnreadableImage, find_images, list_inputs, read_rgb
 from faces import Detection
 from faces.gallery import build_gallery, face_of_person, gallery_photos
 from tests.test_gallery import MeanColour
