@@ -147,7 +147,7 @@ def test_very_large_images_are_named_with_the_setting_that_lifts_the_limit(tmp_p
         assert read_rgb(large).shape == (30, 50, 3)
     assert f"{large}: 50×30, 0.0 MP: a very large image, decoded whole" in caplog.text
     with pytest.raises(
-        Exception,
+        UnreadableImage,
         match=rf"^{huge}: 0.0 MP, above the image-size limit of 0.0 MP; set "
         r"ML_PLAYGROUND_MAX_IMAGE_PIXELS=<pixels> \(or none\) to read it",
     ):
