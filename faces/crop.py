@@ -1,7 +1,9 @@
-"""Face crops from detections: margin, optional square, fixed size, always clipped to the image.
+"""Face crops from detections: margin, optional square, fixed size, always inside the image.
 
-The paper cropped `img[top:bottom, left:right]` with no margin and no clipping, so a box that starts
-at a negative coordinate wrapped around (numpy's negative indices) into an empty or wrong crop.
+One rule here and in the browser (`face_square`, web/src/classifier.js `faceSquare`): the crop keeps its shape and
+moves inside the image where it would pass the border, so a face near an edge is never stretched (clipping the
+square and resizing it to a fixed size would). The paper cropped `img[top:bottom, left:right]` with no margin and
+no clipping, so a box that starts at a negative coordinate wrapped around (numpy's negative indices).
 """
 
 from __future__ import annotations
@@ -17,16 +19,26 @@ from faces import Detection
 def crop_box(
     detection: Detection, image_shape: tuple[int, ...], margin: float = 0.0, square: bool = False
 ) -> tuple[int, int, int, int]:
-    """The crop's (left, top, right, bottom): the box grown by `margin` × its width/height on each side,
-    made square around its centre (the longer side) when asked, then clipped to the image."""
+    """The crop's (left, top, right, bottom) in whole pixels: the box grown by `margin` × its width/height on each
+    side, made square around its centre (the longer side) when asked, then moved inside the image — never
+    clipped, so the crop keeps the shape asked for and a face near the border is never stretched. A side longer
+    than the image's is cut to the image's (for a square: to the image's shorter side, the square stays square).
+    The rule is `face_square`'s, the browser's (web/src/classifier.js `faceSquare`), on each axis."""
     height, width = image_shape[:2]
     box_w, box_h = detection.width * (1 + 2 * margin), detection.height * (1 + 2 * margin)
     if square:
-        box_w = box_h = max(box_w, box_h)
+        box_w = box_h = min(max(box_w, box_h), width, height)
     cx, cy = (detection.left + detection.right) / 2, (detection.top + detection.bottom) / 2
-    left, top = round(cx - box_w / 2), round(cy - box_h / 2)
-    right, bottom = left + round(box_w), top + round(box_h)
-    return max(0, left), max(0, top), min(width, right), min(height, bottom)
+    left, right = _inside(cx, round(box_w), width)
+    top, bottom = _inside(cy, round(box_h), height)
+    return left, top, right, bottom
+
+
+def _inside(centre: float, length: int, limit: int) -> tuple[int, int]:
+    """[start, end) of `length` pixels (at most `limit`) centred on `centre`, moved to lie inside [0, limit)."""
+    length = min(length, limit)
+    start = min(max(round(centre - length / 2), 0), limit - length)
+    return start, start + length
 
 
 def crop_face(
@@ -36,13 +48,22 @@ def crop_face(
     square: bool = False,
     size: int | tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """The face as an RGB array; `size` resizes it to size×size (int) or (width, height)."""
+    """The face as an RGB array (`crop_box`'s region). `size` resizes it: an int makes its longer side `size`
+    pixels, keeping its aspect (size×size for a square crop); a (width, height) pair is taken as asked.
+
+    Raises:
+        ValueError: the detection lies wholly outside the image."""
+    height, width = rgb.shape[:2]
+    if detection.right <= 0 or detection.bottom <= 0 or detection.left >= width or detection.top >= height:
+        raise ValueError(f"detection {detection} lies outside the {width}×{height} image")
     left, top, right, bottom = crop_box(detection, rgb.shape, margin, square)
-    if right <= left or bottom <= top:
-        raise ValueError(f"detection {detection} lies outside the {rgb.shape[1]}×{rgb.shape[0]} image")
     face = rgb[top:bottom, left:right]
     if size is not None:
-        target = (size, size) if isinstance(size, int) else tuple(size)
+        if isinstance(size, int):
+            scale = size / max(face.shape[:2])
+            target = (max(1, round(face.shape[1] * scale)), max(1, round(face.shape[0] * scale)))
+        else:
+            target = tuple(size)
         shrinking = target[0] * target[1] < face.shape[0] * face.shape[1]
         face = cv2.resize(face, target, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
     return np.ascontiguousarray(face)
@@ -50,8 +71,8 @@ def crop_face(
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """A detection → the model's input: the box grown by `margin` × its size on each side, squared, clipped
-    to the image and resized to `image_size`. With `capture_size` (the paper: 32) the face is first shrunk
+    """A detection → the model's input: the box grown by `margin` × its size on each side, squared, moved
+    inside the image (`crop_box`) and resized to `image_size`. With `capture_size` (the paper: 32) the face is first shrunk
     to that size and then enlarged to `image_size` by nearest-neighbour (Keras' `load_img` default), as the
     paper's capture-then-train pipeline did."""
 

@@ -137,7 +137,38 @@ def test_crop_margin_square_size_and_clipping():
     assert crop_face(rgb, face, margin=0.25, square=True, size=64).shape == (64, 64, 3)
     assert crop_face(rgb, face, size=(32, 48)).shape == (48, 32, 3)
     corner = Detection(left=0, top=0, right=30, bottom=30, score=1.0)
-    assert crop_box(corner, rgb.shape, margin=0.5) == (0, 0, 45, 45)  # clipped, never wrapped around
+    assert crop_box(corner, rgb.shape, margin=0.5) == (0, 0, 60, 60)  # moved inside, never clipped or wrapped
+
+
+@pytest.mark.parametrize(
+    "box",
+    [(-10, 60, 40, 120), (270, 60, 320, 120), (120, -15, 170, 45), (120, 160, 170, 215), (-5, -5, 50, 45)],
+    ids=["left", "right", "top", "bottom", "corner"],
+)
+def test_a_crop_at_the_border_keeps_its_shape_and_follows_the_browsers_rule(box):
+    """A face at any edge: the square crop stays square and shows the image (not a stretched slice), and lies
+    where web/src/classifier.js faceSquare (faces.crop.face_square) puts it, to the pixel."""
+    from faces.crop import face_square
+
+    rgb = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    face = Detection(*box, score=1.0)
+    left, top, right, bottom = crop_box(face, rgb.shape, margin=0.3, square=True)
+    assert right - left == bottom - top == round(max(face.width, face.height) * 1.6)
+    assert 0 <= left and 0 <= top and right <= 300 and bottom <= 200
+    x, y, side = face_square(300, 200, box, 0.3)
+    assert abs(left - x) <= 1 and abs(top - y) <= 1 and abs(right - left - side) <= 1
+    crop = crop_face(rgb, face, margin=0.3, square=True, size=160)
+    assert crop.shape == (160, 160, 3)
+    # not a square box grown by the margin and clipped to the image: for a box 50 wide that would be 80 px on one
+    # axis and less on the other
+    assert crop_face(rgb, face, margin=0.3).shape[:2] == (round(face.height * 1.6), round(face.width * 1.6))
+    h, w = crop_face(rgb, face, margin=0.3, size=80).shape[:2]
+    assert max(h, w) == 80 and abs(h / w - face.height / face.width) < 0.02  # the longer side, aspect kept
+
+
+def test_a_square_crop_larger_than_the_image_is_its_shorter_side():
+    rgb = np.zeros((100, 150, 3), np.uint8)
+    assert crop_box(Detection(20, 10, 130, 95, 1.0), rgb.shape, margin=0.5, square=True) == (25, 0, 125, 100)
 
 
 def test_match_counts_hits_misses_and_false_detections():
