@@ -95,6 +95,23 @@ def list_inputs(root: str | Path, suffixes: set[str] | frozenset[str] = frozense
     return InputListing(sorted(files), dict(sorted(left_out.items())))
 
 
+def is_clip(path: str | Path) -> bool:
+    """Whether a video reader should take `path` frame by frame: a video file (`VIDEO_SUFFIXES`), or an animated GIF
+    (more than one frame; OpenCV's FFmpeg backend decodes it with its frame times, as ultralytics' video loader
+    does). An unreadable GIF is not a clip: the image reader names it."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return True
+    if suffix != ".gif":
+        return False
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError):
+        return False
+
+
 def swap_red_blue(image: np.ndarray) -> np.ndarray:
     """A contiguous copy (H, W, 3) of `image` (H, W, 3) with its first and last channels swapped: RGB to OpenCV's
     BGR, or back, for cv2's writers, encoders and drawing. `cv2.cvtColor` takes 0.3 ms for a 1280×720 uint8 frame

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
-from core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableImage, list_inputs, read_rgb, swap_red_blue
+from core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableImage, is_clip, list_inputs, read_rgb, swap_red_blue
 from core.outputs import output_name
 from core.tracking import log_tool_run
 from core.video_sources import TimedVideoWriter, VideoSource
@@ -34,7 +34,8 @@ CSV_FIELDS = ("source", "frame", "time_s", "class", "confidence", "x0", "y0", "x
 
 def frames(source: Path, max_frames: int | None) -> Iterator[tuple[str, int, float, np.ndarray]]:
     """(input name, frame index, time in seconds, RGB image) for one image, one video or a folder of both
-    (`core.images.list_inputs`: sub-folders and symlinks followed, other files named in a warning). A video's
+    (`core.images.list_inputs`: sub-folders and symlinks followed, other files named in a warning). A video or an
+    animated GIF (`core.images.is_clip`) is read frame by frame; a video's
     times are its own timestamps (`core.video_sources.VideoSource`); an image is frame 0 at 0 s. `max_frames`
     caps the frames read from each video."""
     listing = list_inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES)
@@ -42,7 +43,7 @@ def frames(source: Path, max_frames: int | None) -> Iterator[tuple[str, int, flo
         log.warning("%s: %d input file(s)%s", source, len(listing.files), listing.summary(limit=10))
     for path in listing.files:
         name = path.name if path == source else str(path.relative_to(source))
-        if path.suffix.lower() in VIDEO_SUFFIXES:
+        if is_clip(path):
             try:
                 video = VideoSource(str(path), key="source")
             except UserError as exc:
@@ -123,11 +124,12 @@ def predict(cfg: DictConfig) -> dict:
         for name, index, time_s, rgb in frames(source, cfg.max_frames):
             det = detect(module.eval_net, [rgb], imgsz, conf=cfg.conf, iou=cfg.iou)[0]
             drawn = annotate(rgb, det, names)
-            if Path(name).suffix.lower() in VIDEO_SUFFIXES:
+            path = source if source.is_file() else source / name
+            if is_clip(path):
                 annotated = output_name(name, ".mp4", "_annotated").as_posix()
                 if name not in writers:
                     (out_dir / annotated).parent.mkdir(parents=True, exist_ok=True)
-                    fps = cv2.VideoCapture(str(source if source.is_file() else source / name)).get(cv2.CAP_PROP_FPS)
+                    fps = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS)
                     writers[name] = TimedVideoWriter(out_dir / annotated, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
                 writers[name].write(swap_red_blue(drawn), time_s)
             else:

@@ -161,3 +161,18 @@ def test_an_animated_gif_is_read_at_its_first_frame_and_named(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="core.images"):
         assert read_rgb(tmp_path / "anim.gif").max() == 0
     assert "anim.gif: 3 frames/pages; only the first is read" in caplog.text
+
+
+def test_a_tool_that_reads_videos_reads_every_frame_of_an_animated_gif(tmp_path):
+    """predict-facemask's reader (a folder, one file): an animated GIF is a clip, a still GIF an image."""
+    from core.images import is_clip
+    from experiments.predict_facemask import frames
+
+    shots = [Image.fromarray(np.full((32, 48, 3), v, np.uint8)) for v in (0, 128, 255)]
+    shots[0].save(tmp_path / "anim.gif", save_all=True, append_images=shots[1:], duration=100)
+    shots[1].save(tmp_path / "still.gif")
+    assert is_clip(tmp_path / "anim.gif") and not is_clip(tmp_path / "still.gif")
+    read = [(name, index) for name, index, _, _ in frames(tmp_path, None)]
+    assert read == [("anim.gif", 0), ("anim.gif", 1), ("anim.gif", 2), ("still.gif", 0)]
+    times = [time_s for *_, time_s, _ in frames(tmp_path / "anim.gif", None)]
+    assert times == pytest.approx([0.0, 0.1, 0.2], abs=0.011)
