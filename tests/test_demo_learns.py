@@ -31,12 +31,12 @@ def _train(experiment: str, store: dict, **overrides) -> None:
 
 
 def test_exp1_kid_at_least_halves_and_its_samples_vary(tmp_path, store):
-    # cpu_small: 14 epochs, DCGAN's recipe of profile.dcgan, D at 1/4 width: KID 1.126 -> 0.050 and the samples'
-    # spread (quality/diversity) 0.144 -> 0.618 of the real fruits'. With D at 1/8 (the profile's cap for both nets)
+    # cpu_small: 30 epochs, DCGAN's recipe of profile.dcgan, D at 1/4 width: KID 1.11 -> 0.024 and the samples'
+    # spread (quality/diversity) 0.15 -> 0.78 of the real fruits' (seeds 1 and 2: 0.60). With D at 1/8 (the profile's cap for both nets)
     # KID went 1.135 -> 0.046 while G drew one yellow blob for every z: its spread stayed at 0.236.
     _train("exp1_dcgan_fruits", store)
     kid = _history(tmp_path, "exp1_dcgan_fruits", "quality/kid")
-    assert len(kid) == 14 and kid[-1] <= 0.5 * kid[0], kid
+    assert len(kid) == 30 and kid[-1] <= 0.5 * kid[0], kid
     spread = _history(tmp_path, "exp1_dcgan_fruits", "quality/diversity")
     assert spread[-1] >= 0.45, spread
 
