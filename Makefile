@@ -161,6 +161,8 @@ web-deps: $(WEB_DEPS) ## the playground's npm packages (vite, onnxruntime-web, p
 web: $(WEB_DEPS) ## build the playground and serve it on http://127.0.0.1:4173 (WEB_PORT=...; after make export-web)
 	cd web && npm run build && npm run preview -- --port $(WEB_PORT)
 
+# The demo's report goes under outputs/ (git-ignored): reports/ holds the project's measured report (make report).
+DEMO_REPORT := outputs/demo/report
 demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, then report + export-web (about 8 min on 2 cores)
 	@set -e; start=$$(date +%s); \
 	for experiment in exp1_dcgan_fruits exp2_dcgan_hardhat exp3_dcgan_hardhat_tricks yolo_facemask vgg16_faces; do \
@@ -170,10 +172,10 @@ demo: $(STAMP) ## every application end to end on the built-in data, CPU-sized, 
 	$(TRAIN) experiment=exp3_dcgan_hardhat_tricks sweep=dcgan_grid epochs=1 $(DEMO_ARGS); \
 	echo "== demo: dlib face detection on the built-in ID cards"; $(PY) -m experiments.detect_faces detector=hog progress=false; \
 	echo "== demo: face detectors compared (HOG, Haar; MMOD takes minutes per card on a CPU; make compare-face-detectors adds rotations)"; \
-	$(PY) -m experiments.compare_face_detectors "use=[hog,haar]" rotations.enabled=false progress=false; \
-	echo "== demo: report and web export"; $(PY) -m experiments.report; $(PY) -m experiments.export_web; \
+	$(PY) -m experiments.compare_face_detectors "use=[hog,haar]" rotations.enabled=false progress=false 'report_dir=$${paths.root_dir}/$(DEMO_REPORT)/face_detectors'; \
+	echo "== demo: report and web export"; $(PY) -m experiments.report 'out_dir=$${paths.root_dir}/$(DEMO_REPORT)'; $(PY) -m experiments.export_web; \
 	echo; echo "Demo done in $$(( $$(date +%s) - start )) s."; \
-	echo "  Report:      $(CURDIR)/reports/README.md (figures in reports/figures/)"; \
+	echo "  Report:      $(CURDIR)/$(DEMO_REPORT)/README.md (figures in $(DEMO_REPORT)/figures/)"; \
 	echo "  MLflow UI:   make mlflow-ui, then open http://127.0.0.1:5000"; \
 	echo "  Playground:  make web, then open http://127.0.0.1:$(WEB_PORT)"
 
