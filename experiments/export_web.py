@@ -338,7 +338,7 @@ def monitor_settings(path: Path) -> dict:
     is missing or a tracker key is unknown."""
     from omegaconf import OmegaConf
 
-    from lightning_modules.yolo_monitor import bytetrack_settings
+    from core.trackers import bytetrack_settings
 
     if not path.is_file():
         raise UserError(f"monitor_config={path}: file not found")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.checkpoints import find_checkpoint
 from core.mask_alerts import EventSink, MaskAlerts, Webhook
+from core.trackers import make_tracker
 from core.tracking import log_tool_run
 from core.video_sources import VideoSource, parse_source
 from experiments import log, user_errors
@@ -27,7 +28,6 @@ from lightning_modules.yolo_monitor import (
     TRACKS_NAME,
     VIDEO_NAME,
     Detector,
-    make_tracker,
     monitor,
     resolve_backend,
     runtime_detector,

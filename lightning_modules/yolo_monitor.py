@@ -1,5 +1,5 @@
 """Face-mask monitoring of a video source: the trained detector on each frame, ultralytics' ByteTrack (or BoT-SORT)
-for persistent person ids, `core.mask_alerts` for the smoothed mask state and the one-alert-per-person rule.
+for persistent person ids (`core.trackers`), `core.mask_alerts` for the smoothed mask state and the one-alert-per-person rule.
 
 `monitor()` takes the detector as a plain callable (RGB frame → (N, 6) array `x0, y0, x1, y1, conf, class`), so a
 test or another model can stand in for the trained YOLO (`yolo_detector`, `runtime_detector`). It writes, in `out_dir`:
@@ -14,106 +14,20 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from core.images import swap_red_blue
 from core.mask_alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
+from core.trackers import make_tracker, track
 from core.video_sources import Frame, TimedVideoWriter
 
 log = logging.getLogger(__name__)
 
 Detector = Callable[[np.ndarray], np.ndarray]  # RGB (H, W, 3) uint8 → (N, 6) float: x0, y0, x1, y1, conf, class
 VIDEO_NAME, TRACKS_NAME, EVENTS_NAME, SUMMARY_NAME = "annotated.mp4", "tracks.csv", "events.jsonl", "summary.json"
-
-
-class DetectionBoxes:
-    """The Boxes-like view of (N, 6) detections that ultralytics' trackers read: `xyxy`, `xywh` (centre x, centre
-    y, width, height), `conf`, `cls` as NumPy arrays, `len()` and boolean/integer indexing."""
-
-    def __init__(self, detections: np.ndarray):
-        self.data = np.asarray(detections, dtype=np.float32).reshape(-1, 6)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index) -> DetectionBoxes:
-        return DetectionBoxes(self.data[index])
-
-    @property
-    def xyxy(self) -> np.ndarray:
-        return self.data[:, :4]
-
-    @property
-    def xywh(self) -> np.ndarray:
-        x0, y0, x1, y1 = self.data[:, :4].T
-        return np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=1)
-
-    @property
-    def conf(self) -> np.ndarray:
-        return self.data[:, 4]
-
-    @property
-    def cls(self) -> np.ndarray:
-        return self.data[:, 5]
-
-
-TRACKERS = ("bytetrack", "botsort")
-
-
-def tracker_settings(overrides: Mapping | None = None, tracker_type: str = "bytetrack") -> dict:
-    """The settings of the installed ultralytics' `cfg/trackers/<tracker_type>.yaml` (as `yolo track
-    tracker=<tracker_type>.yaml` reads them), with `overrides` (e.g. {"track_buffer": 60}) applied on top. An unknown
-    tracker or a key its file does not have is a UserError."""
-    from ultralytics.utils import YAML
-    from ultralytics.utils.checks import check_yaml
-
-    from core.errors import UserError
-
-    if tracker_type not in TRACKERS:
-        raise UserError(f"tracker_type: {tracker_type!r} is none of {list(TRACKERS)}")
-    settings = YAML.load(check_yaml(f"{tracker_type}.yaml"))
-    unknown = sorted(set(overrides or {}) - set(settings))
-    if unknown:
-        raise UserError(f"tracker: unknown key(s) {unknown} — {tracker_type}'s settings are {sorted(settings)}")
-    settings.update(dict(overrides or {}))
-    return settings
-
-
-def bytetrack_settings(overrides: Mapping | None = None) -> dict:
-    """`tracker_settings(overrides, "bytetrack")`."""
-    return tracker_settings(overrides, "bytetrack")
-
-
-def make_tracker(overrides: Mapping | None = None, tracker_type: str = "bytetrack"):
-    """ultralytics' BYTETracker, or BOTSORT for `tracker_type="botsort"`, with `tracker_settings(overrides,
-    tracker_type)`. BoT-SORT runs as its file sets it: global motion compensation (sparse optical flow) and no ReID
-    model (`with_reid: False`)."""
-    from ultralytics.trackers.bot_sort import BOTSORT
-    from ultralytics.trackers.byte_tracker import BYTETracker
-    from ultralytics.utils import IterableSimpleNamespace
-
-    tracker = BOTSORT if tracker_type == "botsort" else BYTETracker
-    return tracker(args=IterableSimpleNamespace(**tracker_settings(overrides, tracker_type)))
-
-
-def track(tracker, detections: np.ndarray, rgb: np.ndarray | None = None) -> list[tuple[int, np.ndarray, float, int]]:
-    """One frame through the tracker: (track id, detection box x0 y0 x1 y1, confidence, class) for each confirmed
-    track matched in this frame (the detection's own box and class, not the Kalman prediction). `rgb`: the frame
-    (H, W, 3) uint8, which BoT-SORT's motion compensation needs (given to it as BGR, as `yolo track` does);
-    ByteTrack does not read it."""
-    from ultralytics.trackers.bot_sort import BOTSORT
-
-    detections = np.asarray(detections, dtype=np.float32).reshape(-1, 6)
-    bgr = swap_red_blue(rgb) if rgb is not None and isinstance(tracker, BOTSORT) else None
-    tracks = tracker.update(DetectionBoxes(detections), bgr)
-    people = []
-    for row in np.asarray(tracks).reshape(-1, 8):
-        det = detections[int(row[7])]
-        people.append((int(row[4]), det[:4], float(det[4]), int(det[5])))
-    return people
 
 
 BACKENDS = ("auto", "pytorch", "onnxruntime")

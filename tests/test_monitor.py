@@ -324,7 +324,7 @@ def test_alert_classes_must_be_classes_of_the_detector():
 
 
 def test_unknown_tracker_setting_is_a_user_error():
-    from lightning_modules.yolo_monitor import make_tracker
+    from core.trackers import make_tracker
 
     assert make_tracker({"track_buffer": 60}).max_frames_lost == 60
     with pytest.raises(UserError, match=r"^tracker: unknown key\(s\) \['buffer'\]"):
@@ -336,8 +336,8 @@ def test_unknown_tracker_setting_is_a_user_error():
 def test_botsort_without_reid_tracks_the_generated_video_to_the_same_people_and_alerts(clip, tmp_path, capsys):
     from ultralytics.trackers.bot_sort import BOTSORT
 
+    from core.trackers import make_tracker
     from experiments.monitor_facemask import run
-    from lightning_modules.yolo_monitor import make_tracker
 
     tracker = make_tracker(tracker_type="botsort")
     assert (

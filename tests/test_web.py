@@ -656,10 +656,10 @@ def _monitor_truth() -> list[np.ndarray]:
 
 
 def _python_monitor(sequence: list[np.ndarray], settings: dict, fps: float) -> dict:
-    """ultralytics' BYTETracker (yolo_monitor.track) and MaskAlerts on `sequence`: per frame [[track id, class]],
+    """ultralytics' BYTETracker (core.trackers.track) and MaskAlerts on `sequence`: per frame [[track id, class]],
     the events and the summary, as the Python monitor computes them."""
     from core.mask_alerts import MaskAlerts
-    from lightning_modules.yolo_monitor import make_tracker, track
+    from core.trackers import make_tracker, track
 
     tracker = make_tracker({k: v for k, v in settings["tracker"].items()})
     alerts = MaskAlerts(MONITOR_NAMES, settings["alert_classes"], settings["alert_after_s"], settings["smooth_frames"])
