@@ -70,6 +70,7 @@ def gan_loss_std(net: str) -> str:
 
 QUALITY = "quality/"  # + a SampleQuality key: FID, KID … of the epoch's samples
 FID, KID = f"{QUALITY}fid", f"{QUALITY}kid"
+DIVERSITY = f"{QUALITY}diversity"  # the samples' mean pairwise feature distance / the real images' (1: as varied)
 QUALITY_TAG = "quality."  # + a SampleQuality setting: run tags saying what the metric adapted to the data
 FID_TRUSTWORTHY_TAG, REAL_SAMPLES_TAG = f"{QUALITY_TAG}fid_trustworthy", f"{QUALITY_TAG}real_samples"
 SAMPLES_FOLDER = "samples"  # epoch_artifact(SAMPLES_FOLDER, epoch): the fixed-noise sample grid

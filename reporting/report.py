@@ -138,6 +138,7 @@ DCGAN_COLUMNS = [
     "G loss std",
     "FID",
     "KID",
+    "diversity",
     "FID trustworthy",
     "run",
 ]
@@ -170,6 +171,7 @@ def dcgan_table(
                     "G loss std": metrics.get(names.gan_loss_std("g")),
                     "FID": metrics.get(names.FID),
                     "KID": metrics.get(names.KID),
+                    "diversity": metrics.get(names.DIVERSITY),
                     "FID trustworthy": fid_trust(run),
                     "run": run_label(run),
                 }
@@ -573,7 +575,10 @@ def dcgan_section(
         "epochs (the paper's stability argument). FID/KID: on a fixed random-feature network (no Inception weights "
         'offline), comparable between runs of this project only; lower is better. "FID trustworthy: no": the FID came '
         "from fewer samples than its 256 feature dimensions (a small data set), so it is biased high; KID then uses "
-        "subsets as large as the data allows.",
+        "subsets as large as the data allows. Diversity: the samples' mean pairwise feature distance over the real "
+        "images' (the diversity score of Mao et al., Mode Seeking GANs, CVPR 2019, on the same features); 1 is as "
+        "varied as the data, and a low value beside a good KID means one image drawn for every z (mode collapse), "
+        "which KID alone does not see.",
         markdown(dcgan_table(selected, epochs)),
     )
 
