@@ -77,7 +77,7 @@ bench-dcgan: $(STAMP) ## s/epoch of make exp1-dcgan (FID/KID, grids, MLflow, che
 	$(PY) -m benchmarks.dcgan_epoch $(ARGS)
 
 # ---- Face recognition (VGG16 transfer learning) -----------------------------------------------------
-.PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize eval-lfw eval-openset bench-vgg16
+.PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize eval-lfw eval-openset bench-vgg16 bench-recognize
 
 capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ from the camera (or ARGS="source=clip.mp4")
 	$(PY) -m experiments.capture_faces $(call path_arg,name,NAME) $(ARGS)
@@ -88,14 +88,18 @@ vgg16-faces: $(STAMP) ## face recognition by transfer learning (synthetic identi
 vgg16-faces-paper: $(STAMP) ## the paper's own face pipeline (Haar, 32 px crops, rescale 1/255, RMSprop, 3 epochs)
 	$(TRAIN) experiment=vgg16_faces_paper $(ARGS)
 
-recognize: $(STAMP) ## name faces in IMAGES=<folder> into OUT=<folder>/recognitions.csv by GALLERY=<known-people folder> or CKPT=<checkpoint>; strangers: unknown
-	$(PY) -m experiments.recognize $(call path_arg,images,IMAGES) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,gallery,GALLERY) $(ARGS)
+recognize: $(STAMP) ## name faces in IMAGES=<folder> (OUT=<folder>/recognitions.csv) or SRC=<video | camera | URL> (one name per track) by GALLERY=<known people> or CKPT=<checkpoint>; strangers: unknown
+	$(PY) -m experiments.recognize $(call opt_path_arg,images,IMAGES) $(call opt_path_arg,source,SRC) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,gallery,GALLERY) $(ARGS)
 
 eval-lfw: $(STAMP) ## LFW verification (View 2 k-fold) of the dlib descriptor on PAIRS=<folder> (default ../shared/data/lfw-pairs); last line JSON
 	$(PY) -m experiments.eval_lfw $(call opt_path_arg,pairs,PAIRS) $(ARGS)
 
 eval-openset: $(STAMP) ## open-set identification: GALLERY=<known folder> (default ../shared/data/faces), PROBES=<labelled folder> (default: other photos + LFW strangers); last line JSON
 	$(PY) -m experiments.eval_openset $(call opt_path_arg,gallery,GALLERY) $(call opt_path_arg,probes,PROBES) $(ARGS)
+
+bench-recognize: $(STAMP) ## photos/s of make recognize vs face_recognition's CLI on the same LFW gallery and probes (known named, strangers rejected); ratio
+	@$(PY) -c "import face_recognition" 2>/dev/null || $(VENV)/bin/pip install --quiet --no-deps face_recognition==1.3.0
+	$(PY) -m benchmarks.recognize_vs_face_recognition $(ARGS)
 
 bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a full forward (VGG16, dlib)
 	$(PY) -m benchmarks.vgg16_head $(ARGS)

@@ -1,4 +1,5 @@
-"""Recognise faces in a folder: `python -m experiments.recognize images=<folder> out_dir=<folder> [gallery=... | ckpt=...]`.
+"""Recognise faces in photos or a video: `python -m experiments.recognize images=<folder> | source=<video | camera
+index | URL> out_dir=<folder> [gallery=... | ckpt=...]`.
 
 Detects faces and names each one of two ways (see `faces.recognition`):
 - by a gallery of known people (`gallery=<folder>/<Name>/*.jpg`, see `faces.gallery`): the best-scoring
@@ -15,6 +16,11 @@ already busy) rather than inherited. Writes `out_dir/recognitions.csv` and annot
 MLflow (experiment `recognize`; with a gallery: params `threshold`, `target_far`, `threshold_rule`, metric
 `threshold`), prints the threshold and the rate it is set for, and prints as its last line one JSON object
 `{"images", "faces", "known", "unknown", "images_skipped"}`.
+
+With `source` (a video file, a camera index or a stream URL, read as the face-mask monitor reads them) the faces are
+tracked across frames and each track gets one name, decided over its frames (`faces.video`): out_dir holds
+annotated.mp4, tracks.csv, events.jsonl and summary.json; frames/s is printed and logged, and the last line is
+`{"frames", "tracks", "known_tracks", "unknown_tracks"}`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
@@ -33,6 +39,7 @@ from core.images import find_images
 from core.tracking import log_tool_run
 from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
+from faces.detectors import SecondLook
 from faces.gallery import GalleryRecognizer, build_gallery, gallery_photos
 from faces.recognition import UNKNOWN, choose_threads, recognize_folder
 
@@ -72,50 +79,92 @@ def checkpoint_recognizer(cfg: DictConfig):
     return recognizer, ckpt
 
 
-def recognize(cfg: DictConfig) -> dict[str, float]:
-    if not cfg.images:
-        raise UserError("IMAGES=<folder> is required: the images to recognise faces in")
+def _threads(cfg: DictConfig) -> int:
     import torch
 
     if cfg.threads is not None and cfg.threads < 1:
         raise UserError(f"threads={cfg.threads}: at least 1 (or null: chosen from the free cores)")
     threads = int(cfg.threads) if cfg.threads is not None else choose_threads(1)
     torch.set_num_threads(threads)
-    detector = instantiate(cfg.detector)
+    return threads
+
+
+def _recognizer(cfg: DictConfig, detector) -> tuple[object, Path, dict, str]:
+    """The recogniser (a gallery's or a checkpoint's), where it came from, its run params, and the threshold line
+    to print ("" for a checkpoint)."""
     gallery = gallery_folder(cfg)
-    threshold_line = ""
-    if gallery is not None:
-        describer = FaceDescriber(cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
-        known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
-        calibrated = known_people.open_set_threshold(cfg.target_far)
-        if cfg.tolerance is not None:
-            threshold, rule = float(cfg.tolerance), "tolerance set in the config (overrides the calibrated threshold)"
-        else:
-            threshold, rule = calibrated.threshold, calibrated.rule
-        recognizer, source = GalleryRecognizer(known_people, describer, threshold), gallery
-        threshold_line = (
-            f"threshold {threshold:.4f} ({rule}); calibrated for a false-positive identification rate of "
-            f"{calibrated.target_far:g}: {calibrated.threshold:.4f}"
-        )
-        params = {
-            "gallery": str(gallery),
-            "tolerance": cfg.tolerance,
-            "threshold": threshold,
-            "target_far": calibrated.target_far,
-            "threshold_rule": rule[:500],
-            "num_jitters": cfg.num_jitters,
-            "flip": cfg.flip,
-            "landmarks": cfg.landmarks,
-            "gallery_photos": len(known_people.files),
-            "gallery_photos_skipped": len(known_people.skipped),
-        }
-    else:
+    if gallery is None:
         recognizer, source = checkpoint_recognizer(cfg)
         params = {
             "ckpt": str(source),
             "threshold": recognizer.threshold,
             "threshold_source": "configured" if cfg.threshold is not None else "calibrated at training",
         }
+        return recognizer, source, params, ""
+    describer = FaceDescriber(cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
+    known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
+    calibrated = known_people.open_set_threshold(cfg.target_far)
+    if cfg.tolerance is not None:
+        threshold, rule = float(cfg.tolerance), "tolerance set in the config (overrides the calibrated threshold)"
+    else:
+        threshold, rule = calibrated.threshold, calibrated.rule
+    line = (
+        f"threshold {threshold:.4f} ({rule}); calibrated for a false-positive identification rate of "
+        f"{calibrated.target_far:g}: {calibrated.threshold:.4f}"
+    )
+    params = {
+        "gallery": str(gallery),
+        "tolerance": cfg.tolerance,
+        "threshold": threshold,
+        "target_far": calibrated.target_far,
+        "threshold_rule": rule[:500],
+        "num_jitters": cfg.num_jitters,
+        "flip": cfg.flip,
+        "landmarks": cfg.landmarks,
+        "gallery_photos": len(known_people.files),
+        "gallery_photos_skipped": len(known_people.skipped),
+    }
+    return GalleryRecognizer(known_people, describer, threshold), gallery, params, line
+
+
+def recognize(cfg: DictConfig) -> dict[str, float]:
+    if cfg.images and cfg.source is not None:
+        raise UserError("give IMAGES=<folder of photos> or SRC=<video | camera index | URL>, not both")
+    if not cfg.images and cfg.source is None:
+        raise UserError(
+            "IMAGES=<folder> (photos) or SRC=<video file | camera index | rtsp/http URL> is required: "
+            "where to recognise faces"
+        )
+    threads = _threads(cfg)
+    detector = instantiate(cfg.detector)
+    looking_twice = detector
+    if cfg.second_look.score_threshold is not None:
+        looking_twice = SecondLook(detector, instantiate(cfg.detector, score_threshold=cfg.second_look.score_threshold))
+    recognizer, source, params, threshold_line = _recognizer(cfg, looking_twice)
+    threshold_metrics = {"threshold": params["threshold"]}
+    if "target_far" in params:
+        threshold_metrics["target_far"] = params["target_far"]
+    params = {
+        **params,
+        "threads": threads,
+        "detector": repr(detector),
+        "out_dir": str(cfg.out_dir),
+        "identities": ", ".join(recognizer.class_names)[:6000],
+    }
+    how = "gallery" if "gallery" in params else "checkpoint"
+    if cfg.source is not None:
+        summary = _recognize_video(cfg, recognizer, detector, params, threshold_metrics)
+    else:
+        summary = _recognize_photos(cfg, recognizer, looking_twice, params, threshold_metrics, how, source, threads)
+    if threshold_line:
+        print(threshold_line, flush=True)
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def _recognize_photos(cfg, recognizer, detector, params, threshold_metrics, how, source, threads) -> dict:
+    if isinstance(detector, SecondLook):
+        detector.second_looks = detector.found_on_second_look = 0  # count the photos' looks, not the gallery's
     started = time.perf_counter()
     table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)
     seconds = time.perf_counter() - started
@@ -127,22 +176,22 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
         "unknown": unknown,
         "images_skipped": len(skipped),
     }
-
     photos = len(find_images(cfg.images))  # every image read, with a face or not
     speed = {"seconds": round(seconds, 3), "images_per_second": round(photos / max(seconds, 1e-9), 3)}
-    threshold_metrics = {"threshold": params["threshold"], "target_far": params["target_far"]} if gallery else {}
+    if isinstance(detector, SecondLook):
+        speed["second_looks"] = detector.second_looks
+        speed["found_on_second_look"] = detector.found_on_second_look
+        log.info(
+            "second look at score threshold %s: %d image(s) without a face at the first, a face found in %d",
+            detector.fallback.score_threshold,
+            detector.second_looks,
+            detector.found_on_second_look,
+        )
     run_id = log_tool_run(
         cfg,
         f"{Path(cfg.images).name} ({detector.name})",
         metrics={**summary, **speed, **threshold_metrics},
-        params={
-            **params,
-            "threads": threads,
-            "detector": repr(detector),
-            "images": str(cfg.images),
-            "out_dir": str(cfg.out_dir),
-            "identities": ", ".join(recognizer.class_names)[:6000],
-        },
+        params={**params, "images": str(cfg.images)},
         files=[Path(cfg.out_dir) / "recognitions.csv"],
     )
     log.info(
@@ -153,7 +202,7 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
         summary["unknown"],
         len(skipped),
         Path(cfg.out_dir) / "recognitions.csv",
-        "gallery" if gallery is not None else "checkpoint",
+        how,
         source,
         run_id,
     )
@@ -162,10 +211,54 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
         f"{threads} torch thread(s))",
         flush=True,
     )
-    if threshold_line:
-        print(threshold_line, flush=True)
-    print(json.dumps(summary), flush=True)
     return summary
+
+
+def _recognize_video(cfg, recognizer, detector, params, threshold_metrics) -> dict:
+    """`faces.video.recognize_video` on `cfg.source` (the monitor's sources: file, camera, stream); prints and logs
+    frames/s. Returns {"frames", "tracks", "known_tracks", "unknown_tracks"}."""
+    from core.trackers import make_tracker
+    from core.video_sources import VideoSource, parse_source
+    from faces.video import EVENTS_NAME, SUMMARY_NAME, TRACKS_NAME, VIDEO_NAME, recognize_video
+
+    video = VideoSource(parse_source(cfg.source), **cfg.stream)
+    tracker = make_tracker(OmegaConf.to_container(cfg.tracker, resolve=True), cfg.tracker_type)
+    out_dir = Path(cfg.out_dir)
+    log.info("recognising faces in %s (%s) -> %s", video.name, video.kind, out_dir)
+    summary = recognize_video(
+        recognizer,
+        detector,
+        video.frames(cfg.max_frames),
+        out_dir,
+        fps=video.fps,
+        tracker=tracker,
+        save_video=cfg.save_video,
+        progress_every=cfg.progress_every,
+    )
+    summary.update(source=video.label, kind=video.kind, reconnects=video.reconnects)
+    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
+    printed = ("frames", "tracks", "known_tracks", "unknown_tracks")
+    log_tool_run(
+        cfg,
+        f"{video.name} ({detector.name})",
+        metrics={
+            **{key: float(summary[key]) for key in (*printed, "faces", "frames_per_s", "seconds")},
+            **threshold_metrics,
+        },
+        params={**params, "source": video.label, "kind": video.kind, "tracker_type": cfg.tracker_type},
+        files=[
+            out_dir / name
+            for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME) + ((VIDEO_NAME,) if cfg.save_video else ())
+            if (out_dir / name).is_file()
+        ],
+    )
+    for row_name in sorted(summary["names"].items(), key=lambda kv: int(kv[0])):
+        log.info("track %s: %s", *row_name)
+    print(
+        f"{summary['frames']} frame(s) in {summary['seconds']:.2f} s ({summary['frames_per_s']:.2f} frames/s)",
+        flush=True,
+    )
+    return {key: summary[key] for key in printed}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="recognize")

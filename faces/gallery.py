@@ -433,9 +433,23 @@ class GalleryRecognizer:
     def class_names(self) -> list[str]:
         return self.gallery.people
 
+    def scores(self, rgb: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """Per-person scores (N, P), float64 (`Gallery.person_scores`: mean descriptor distance to each known
+        person's photos) of the N detections in `rgb` (H, W, 3 uint8 RGB)."""
+        if not detections:
+            return np.empty((0, len(self.gallery.people)))
+        return self.gallery.person_scores(self.describer(rgb, detections))
+
+    def decide(self, scores: np.ndarray) -> tuple[str, float]:
+        """(name or 'unknown', distance) of one face's per-person scores (P,), or of their mean over a track's
+        frames: the lowest-scoring person, `unknown` at the threshold or beyond (`Gallery.identify`'s rule)."""
+        tolerance = self.tolerance if self.tolerance is not None else self.gallery.open_set_threshold().threshold
+        k = int(np.argmin(scores))
+        return (self.gallery.people[k] if scores[k] < tolerance else UNKNOWN, float(scores[k]))
+
     def recognize(self, rgb: np.ndarray, detections: list[Detection]) -> list[tuple[str, float]]:
         """(name or 'unknown', distance) for each detection in `rgb` (HxWx3 uint8 RGB)."""
-        return self.gallery.identify(self.describer(rgb, detections), self.tolerance)
+        return [self.decide(row) for row in self.scores(rgb, detections)]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 recognitions.csv. Two recognisers share one interface (`recognize(rgb, detections) -> [(name, score)]`, a
 `score_column` naming what the score is, and `class_names`): `Recognizer`, a trained face classifier that calls a
 face `unknown` below a confidence threshold, and `faces.gallery.GalleryRecognizer`, a folder of known people that
-calls a face `unknown` beyond a descriptor-distance tolerance."""
+calls a face `unknown` beyond a descriptor-distance tolerance. Both also split `recognize` into `scores` (one row of
+per-class scores a face) and `decide` (a row, or the mean of a track's rows, to a name: `faces.video`)."""
 
 from __future__ import annotations
 
@@ -75,17 +76,22 @@ class Recognizer:
     def class_names(self) -> list[str]:
         return self.model.class_names
 
+    def scores(self, rgb: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """Class probabilities (N, C), float64, of the N detections in `rgb` (H, W, 3 uint8 RGB)."""
+        if not detections:
+            return np.empty((0, len(self.class_names)))
+        faces = np.stack([self.crop(rgb, d) for d in detections])
+        return self.model.predict_proba(torch.from_numpy(faces).permute(0, 3, 1, 2)).cpu().double().numpy()
+
+    def decide(self, scores: np.ndarray) -> tuple[str, float]:
+        """(name or 'unknown', confidence) of one face's probabilities (C,), or of their mean over a track's
+        frames: the most probable class, `unknown` below `threshold`."""
+        k = int(np.argmax(scores))
+        return (self.class_names[k] if scores[k] >= self.threshold else UNKNOWN, float(scores[k]))
+
     def recognize(self, rgb: np.ndarray, detections: list[Detection]) -> list[tuple[str, float]]:
         """(name or 'unknown', confidence) for each detection."""
-        if not detections:
-            return []
-        faces = np.stack([self.crop(rgb, d) for d in detections])
-        probs = self.model.predict_proba(torch.from_numpy(faces).permute(0, 3, 1, 2)).cpu()
-        confidence, index = probs.max(dim=1)
-        return [
-            (self.class_names[i] if c >= self.threshold else UNKNOWN, float(c))
-            for c, i in zip(confidence.tolist(), index.tolist())
-        ]
+        return [self.decide(row) for row in self.scores(rgb, detections)]
 
 
 def recognize_folder(
@@ -147,17 +153,23 @@ def recognize_folder(
 
 
 def annotate_names(
-    rgb: np.ndarray, detections: list[Detection], labels: list[tuple[str, float]], score_column: str = "confidence"
+    rgb: np.ndarray,
+    detections: list[Detection],
+    labels: list[tuple[str, float]],
+    score_column: str = "confidence",
+    tracks: list[int] | None = None,
 ) -> np.ndarray:
-    """A copy with each face boxed and labelled 'name 0.97' (a confidence) or 'name d=0.42' (a distance): green
-    for a known person, red for unknown."""
+    """A copy with each face boxed and labelled 'name 0.97' (a confidence) or 'name d=0.42' (a distance), after
+    '#<track id> ' when `tracks` gives one per detection: green for a known person, red for unknown."""
     image = rgb.copy()
     thickness = max(1, round(max(rgb.shape[:2]) / 400))
     scale = 0.45 * thickness
-    for d, (name, confidence) in zip(detections, labels):
+    for k, (d, (name, confidence)) in enumerate(zip(detections, labels)):
         colour = (220, 40, 40) if name == UNKNOWN else (40, 200, 60)
         cv2.rectangle(image, (d.left, d.top), (d.right - 1, d.bottom - 1), colour, thickness)
         text = f"{name} {'d=' if score_column == 'distance' else ''}{confidence:.2f}"
+        if tracks is not None:
+            text = f"#{tracks[k]} {text}"
         (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = max(0, d.top - h - base - 2)
         cv2.rectangle(image, (d.left, top), (d.left + w + 2, top + h + base + 2), colour, -1)

@@ -326,3 +326,24 @@ def test_comparison_on_real_face_mask_images(tmp_path, store):
         assert table.loc[name, "recall@0.5"] == pytest.approx(direct["recall@0.5"], abs=1e-12)
         assert rows["recall"].is_monotonic_decreasing  # a higher threshold keeps a subset of the detections
     assert "against the score threshold" in markdown and "best-F1 threshold" in markdown
+
+
+def test_a_second_look_at_a_lower_threshold_only_where_the_first_found_no_face():
+    from faces.detectors import SecondLook
+
+    class Scored:  # a detector over fixed candidate faces, keeping those at its threshold or above
+        name = "fake"
+
+        def __init__(self, score_threshold):
+            self.score_threshold = score_threshold
+
+        def detect(self, rgb):
+            scores = {1: [0.9, 0.2], 2: [0.2], 3: []}[int(rgb[0, 0, 0])]
+            return [Detection(0, 0, 10, 10, s) for s in scores if s >= self.score_threshold]
+
+    look = SecondLook(Scored(0.35), Scored(0.0))
+    image = lambda k: np.full((20, 20, 3), k, np.uint8)  # noqa: E731
+    assert [d.score for d in look.detect(image(1))] == [0.9]  # the first look's faces: the weak one stays out
+    assert [d.score for d in look.detect(image(2))] == [0.2]  # none at 0.35: the second look finds it
+    assert look.detect(image(3)) == []
+    assert (look.second_looks, look.found_on_second_look, look.name) == (2, 1, "fake")
