@@ -30,10 +30,10 @@ def _two_people_clip(path, frames: int = 16) -> None:
     """The astronaut on the left for the whole clip, Grace Hopper coming in on the right at frame 4; both drift."""
     astronaut, hopper = (
         cv2.resize(
-            photo.rgb[max(0, t - 40) : b + 40, max(0, l - 40) : r + 40], (120, 120), interpolation=cv2.INTER_AREA
+            photo.rgb[max(0, y0 - 40) : y1 + 40, max(0, x0 - 40) : x1 + 40], (120, 120), interpolation=cv2.INTER_AREA
         )
         for photo in real_face_photos()
-        for l, t, r, b in [photo.face]
+        for x0, y0, x1, y1 in [photo.face]
     )
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (400, 200))
     for k in range(frames):
