@@ -41,7 +41,7 @@ from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
 from faces.detectors import SecondLook
 from faces.gallery import GalleryRecognizer, build_gallery, gallery_photos
-from faces.recognition import UNKNOWN, choose_threads, recognize_folder
+from faces.recognition import UNKNOWN, choose_threads, recognize_folder, usable_cores
 
 TRAINED_BY = "make vgg16-faces"
 
@@ -162,11 +162,22 @@ def recognize(cfg: DictConfig) -> dict[str, float]:
     return summary
 
 
+def _workers(cfg: DictConfig) -> int:
+    """Processes for the photos: `workers`, or (null) one per usable core. Each runs one torch thread, so a busy
+    machine time-slices whole processes instead of OpenMP threads that wait on each other (`choose_threads`)."""
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UserError(f"workers={cfg.workers}: at least 1 (or null: one per core)")
+    return int(cfg.workers) if cfg.workers is not None else usable_cores()
+
+
 def _recognize_photos(cfg, recognizer, detector, params, threshold_metrics, how, source, threads) -> dict:
     if isinstance(detector, SecondLook):
         detector.second_looks = detector.found_on_second_look = 0  # count the photos' looks, not the gallery's
     started = time.perf_counter()
-    table, skipped = recognize_folder(recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress)
+    workers = _workers(cfg)
+    table, skipped = recognize_folder(
+        recognizer, detector, cfg.images, cfg.out_dir, progress=cfg.progress, workers=workers
+    )
     seconds = time.perf_counter() - started
     unknown = int((table["name"] == UNKNOWN).sum())
     summary = {
@@ -191,7 +202,7 @@ def _recognize_photos(cfg, recognizer, detector, params, threshold_metrics, how,
         cfg,
         f"{Path(cfg.images).name} ({detector.name})",
         metrics={**summary, **speed, **threshold_metrics},
-        params={**params, "images": str(cfg.images)},
+        params={**params, "images": str(cfg.images), "workers": workers},
         files=[Path(cfg.out_dir) / "recognitions.csv"],
     )
     log.info(
@@ -208,7 +219,7 @@ def _recognize_photos(cfg, recognizer, detector, params, threshold_metrics, how,
     )
     print(
         f"{photos} image(s) read in {seconds:.2f} s ({speed['images_per_second']:.2f} images/s, "
-        f"{threads} torch thread(s))",
+        + (f"{workers} processes of 1 torch thread)" if workers > 1 else f"1 process of {threads} torch thread(s))"),
         flush=True,
     )
     return summary

@@ -100,37 +100,91 @@ def recognize_folder(
     in_dir: str | Path,
     out_dir: str | Path,
     progress: bool = True,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Every face in every image under `in_dir` (recursively): `out_dir/recognitions.csv` (CSV_COLUMNS,
     `image` relative to `in_dir`, `annotated` relative to `out_dir`) and an annotated JPEG of each image at its
     relative path named by `core.outputs.output_name` (`sub/a.png` → `sub/a_png.jpg`: never shared by two
     inputs). A face's score goes to the recogniser's `score_column` (`confidence` of a classifier, `distance` to
-    a gallery's best-scoring person, the mean distance to their photos); the other column is left empty. Returns the table and the files skipped
-    as unreadable."""
+    a gallery's best-scoring person, the mean distance to their photos); the other column is left empty. Returns
+    the table (in file order) and the files skipped as unreadable.
+
+    `workers` > 1 shares the images out between that many forked processes (face_recognition's `--cpus`), each
+    with one torch thread: dlib's detector and shape predictor hold the GIL, and one face is too little work for
+    torch to share out. A `faces.detectors.SecondLook` detector's counts are summed over the workers."""
     from tqdm.auto import tqdm
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_folders(in_dir, out_dir)
-    score_column = getattr(recognizer, "score_column", "confidence")
-    rows, skipped = [], []
-    for file in tqdm(find_images(in_dir), desc=f"recognising ({detector.name})", unit="img", disable=not progress):
-        relative = file.relative_to(in_dir)
+    files = find_images(in_dir)
+    job = _FolderJob(recognizer, detector, in_dir, out_dir)
+    bar = dict(total=len(files), desc=f"recognising ({detector.name})", unit="img", disable=not progress)
+    if workers <= 1 or len(files) < 2:
+        results = [job(file) for file in tqdm(files, **bar)]
+    else:
+        import multiprocessing
+
+        # OpenCV at one thread before the fork: a child must not inherit a thread pool it lacks (opencv/opencv#5150)
+        cv2_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+                results = list(tqdm(pool.imap(_run_worker, [str(f) for f in files], chunksize=4), **bar))
+        finally:
+            cv2.setNumThreads(cv2_threads)
+        if hasattr(detector, "second_looks"):  # the workers' SecondLook counts
+            detector.second_looks += sum(r.second_looks for r in results)
+            detector.found_on_second_look += sum(r.found_on_second_look for r in results)
+    rows = [row for r in results for row in r.rows]
+    skipped = [r.skipped for r in results if r.skipped]
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "recognitions.csv", index=False)
+    return table, skipped
+
+
+@dataclass
+class _ImageAnswer:
+    rows: list[dict]
+    skipped: str | None = None
+    second_looks: int = 0
+    found_on_second_look: int = 0
+
+
+@dataclass
+class _FolderJob:
+    """One image of `recognize_folder`: read, detect, name, draw; runs here or in a worker process."""
+
+    recognizer: object
+    detector: FaceDetector
+    in_dir: Path
+    out_dir: Path
+
+    def __call__(self, file: str | Path) -> _ImageAnswer:
+        file = Path(file)
+        relative = file.relative_to(self.in_dir)
         try:
             rgb = read_rgb(file)
         except UnreadableImage as exc:
             log.warning("skipped unreadable image %s", exc)
-            skipped.append(relative.as_posix())
-            continue
-        detections = detector.detect(rgb)
-        labels = recognizer.recognize(rgb, detections)
+            return _ImageAnswer([], relative.as_posix())
+        looks = (getattr(self.detector, "second_looks", 0), getattr(self.detector, "found_on_second_look", 0))
+        detections = self.detector.detect(rgb)
+        answer = _ImageAnswer(
+            [],
+            second_looks=getattr(self.detector, "second_looks", 0) - looks[0],
+            found_on_second_look=getattr(self.detector, "found_on_second_look", 0) - looks[1],
+        )
+        labels = self.recognizer.recognize(rgb, detections)
+        score_column = getattr(self.recognizer, "score_column", "confidence")
         annotated = output_name(relative, ".jpg")
-        for k, (d, (name, confidence)) in enumerate(zip(detections, labels), start=1):
-            rows.append(
+        for k, (d, (name, score)) in enumerate(zip(detections, labels), start=1):
+            answer.rows.append(
                 {
                     "image": relative.as_posix(),
                     "face": k,
                     "name": name,
-                    score_column: round(confidence, 4),
+                    score_column: round(score, 4),
                     "left": d.left,
                     "top": d.top,
                     "right": d.right,
@@ -138,7 +192,7 @@ def recognize_folder(
                     "annotated": annotated.as_posix(),
                 }
             )
-        target = out_dir / annotated
+        target = self.out_dir / annotated
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(
             str(target),
@@ -146,10 +200,20 @@ def recognize_folder(
             [cv2.IMWRITE_JPEG_QUALITY, 92],
         ):
             raise UserError(f"cannot write {target} — check that OUT is writable")
-    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "recognitions.csv", index=False)
-    return table, skipped
+        return answer
+
+
+_worker_job: _FolderJob | None = None
+
+
+def _init_worker(job: _FolderJob) -> None:
+    global _worker_job
+    _worker_job = job
+    torch.set_num_threads(1)  # one process per core (see recognize_folder)
+
+
+def _run_worker(file: str) -> _ImageAnswer:
+    return _worker_job(file)
 
 
 def annotate_names(

@@ -408,3 +408,27 @@ def test_capture_from_a_real_clip(tmp_path):
     )
     assert len(result.saved) == 8 and result.several_faces == 0
     assert read_rgb(result.saved[0]).shape == (160, 160, 3)
+
+
+def test_recognize_in_worker_processes_gives_the_serial_answers(tmp_path):
+    """face_recognition's --cpus: `workers` forked processes, the same table in the same order as one process."""
+    from faces.descriptors import FaceDescriber
+    from faces.detectors import SecondLook
+    from faces.gallery import GalleryRecognizer, build_gallery
+    from faces.recognition import recognize_folder
+
+    photos = _photo_folder(tmp_path)
+    for k in range(3):  # more images than workers, in sub-folders
+        shutil.copytree(photos, tmp_path / "probes" / f"copy{k}", ignore=shutil.ignore_patterns("broken.jpg"))
+    describer = FaceDescriber()
+    gallery = build_gallery(photos, HogDetector(score_threshold=0.35), describer, None, progress=False)
+    recognizer = GalleryRecognizer(gallery, describer, 0.5)
+    tables = {}
+    for workers in (1, 2):
+        detector = SecondLook(HogDetector(score_threshold=0.35), HogDetector(score_threshold=0.0))
+        tables[workers], skipped = recognize_folder(
+            recognizer, detector, tmp_path / "probes", tmp_path / f"out{workers}", progress=False, workers=workers
+        )
+        assert skipped == [] and detector.second_looks == 0
+    assert len(tables[1]) == 6 and set(tables[1]["name"]) == {"astronaut", "grace_hopper"}
+    pd.testing.assert_frame_equal(tables[1], tables[2])
