@@ -169,8 +169,8 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
         (
             "exp1_dcgan_fruits",
             "cpu_small",
-            14,
-            "trainer=cpu_small caps max_epochs 1000 → 14, width_multiplier 1.0 → 0.125, max_images all → 512",
+            30,
+            "trainer=cpu_small caps max_epochs 1000 → 30, width_multiplier 1.0 → 0.125, max_images all → 512",
         ),
         ("exp1_dcgan_fruits", "cpu_real", 1000, "trainer=cpu_real caps width_multiplier 1.0 → 0.25"),
         ("exp1_dcgan_fruits", "gpu", 1000, None),
