@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import core  # noqa: F401  (offline switches, PROJECT_ROOT)
 from benchmarks.common import compose, merge_overrides, per_epoch, print_ratio, steady_epoch_seconds, train_entry
-from datamodules.gan import to_unit_range
+from dcgan.data import to_unit_range
 
 TARGET = ("experiment=exp1_dcgan_fruits",)
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import core  # noqa: F401
-from datamodules.gan import GANImageDataModule, to_unit_range
-from lightning_modules.dcgan import DCGAN
+from dcgan.data import GANImageDataModule, to_unit_range
+from dcgan.module import DCGAN
 
 
 def nets_config(args) -> dict:

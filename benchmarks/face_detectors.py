@@ -32,8 +32,8 @@ from hydra.utils import instantiate
 import core  # noqa: F401  (offline switches)
 from benchmarks.common import print_ratio
 from core.images import find_images, read_rgb
-from datamodules.synthetic.faces import real_face_photos
 from faces.batch import detect_folder
+from synthetic.faces import real_face_photos
 
 REPO = Path(__file__).resolve().parents[1]
 DETECTORS = ["hog", "haar", "mmod", "yunet"]

@@ -83,8 +83,8 @@ def _child(overrides: list[str]) -> None:
     import pytorch_lightning  # noqa: F401  (the monitor's ONNX path no longer imports it; the peer's process has it)
 
     from experiments.monitor_facemask import run
-    from lightning_modules.ultralytics_checkpoint import write_ultralytics_checkpoint  # noqa: F401
-    from lightning_modules.yolo_inference import load_detector  # noqa: F401
+    from facemask.inference import load_detector  # noqa: F401
+    from facemask.ultralytics_checkpoint import write_ultralytics_checkpoint  # noqa: F401
 
     core.offline.disable_ultralytics_integrations()
     cfg = compose("monitor_facemask", overrides)
@@ -144,8 +144,8 @@ def main() -> None:
         parser.error(f"--source {args.source}: video not found (see ../shared/data/README.md)")
     core.offline.disable_ultralytics_integrations()
 
-    from lightning_modules.ultralytics_checkpoint import write_ultralytics_checkpoint
-    from lightning_modules.yolo_inference import load_detector
+    from facemask.inference import load_detector
+    from facemask.ultralytics_checkpoint import write_ultralytics_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 import core  # noqa: F401  (offline switches)
-from datamodules.faces import FaceIdentityDataModule
-from datamodules.synthetic import make_identities
-from lightning_modules.face_classifier import FaceClassifier
+from faces.classifier import FaceClassifier
+from faces.data import FaceIdentityDataModule
+from synthetic import make_identities
 
 
 def head_epoch(model: FaceClassifier, loader, optimizer, logits) -> tuple[float, float]:

@@ -47,7 +47,7 @@ def peer_settings(cfg) -> dict:
     """ultralytics' trainer overrides for the work our composed config `cfg` asks."""
     yolo_dir = Path(cfg.data.yolo_dir)
     train_images = len(list((yolo_dir / "images" / "train").glob("*.png")))
-    max_images = cfg.data.max_images  # the datamodule's rule (datamodules/yolo.py): a fraction of the train images
+    max_images = cfg.data.max_images  # the datamodule's rule (facemask/data.py): a fraction of the train images
     pretrained = cfg.model.pretrained
     if pretrained == "auto":
         pretrained = cfg.model.auto_pretrained if Path(cfg.model.auto_pretrained).is_file() else None
@@ -74,7 +74,7 @@ def run_peer(settings: dict, out: Path, threads: int | None) -> dict:
     """ultralytics' DetectionTrainer with `settings` (peer_settings); its project folder under `out`."""
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from lightning_modules.yolov5_checkpoint import load_pretrained
+    from facemask.yolov5_checkpoint import load_pretrained
 
     pretrained = settings["pretrained_file"]
 

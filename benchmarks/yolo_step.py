@@ -25,13 +25,13 @@ import pytorch_lightning as pl
 import torch
 
 import core  # offline switches first (core.offline)
-from datamodules.synthetic import make_facemask
-from datamodules.synthetic.facemask import FACEMASK_CLASSES
-from datamodules.yolo import YoloDataModule
-from lightning_modules.onnx_export import onnx_session
-from lightning_modules.yolo_detector import YoloDetector
-from lightning_modules.yolo_export import export_onnx, onnx_detect
-from lightning_modules.yolo_inference import detect, load_detector
+from facemask.data import YoloDataModule
+from facemask.detector import YoloDetector
+from facemask.export import export_onnx, onnx_detect
+from facemask.inference import detect, load_detector
+from synthetic import make_facemask
+from synthetic.facemask import FACEMASK_CLASSES
+from training.onnx_export import onnx_session
 
 SKIP_BATCHES = 2  # the first batches include allocator and thread-pool warm-up
 
@@ -90,7 +90,7 @@ def run_lightning(args, data: YoloDataModule, out: Path) -> dict:
 def run_ultralytics(args, data: YoloDataModule, out: Path) -> dict:
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from lightning_modules.yolov5_checkpoint import load_pretrained
+    from facemask.yolov5_checkpoint import load_pretrained
 
     class Trainer(DetectionTrainer):  # the same pretrained start (ultralytics cannot read a yolov5-repo checkpoint)
         def get_model(self, cfg=None, weights=None, verbose=True):

@@ -108,7 +108,7 @@ def load_module(
 Which = Literal["last", "best"]
 CHECKPOINT_NAMES: tuple[str, ...] = ("last", "best")
 # What the tools (recognize, predict/eval-facemask, export-web) take when no file is named: the run's best epoch by
-# the experiment's `monitor` (lightning_modules.callbacks.BestCheckpoint), its last.ckpt when it kept none. Resuming
+# the experiment's `monitor` (training.callbacks.BestCheckpoint), its last.ckpt when it kept none. Resuming
 # always asks for "last" itself.
 DEFAULT_CHECKPOINT: Which = "best"
 BEST_FILENAME = "best"  # the monitored checkpoint's file stem: checkpoints/best.ckpt
@@ -134,7 +134,7 @@ def find_checkpoint(
     `<log_dir>/<task>/**/checkpoints/` folder is a run (single runs and sweeps alike).
 
     which="last": the run's `last.ckpt` (written every epoch; what resuming continues from).
-    which="best": the run's newest `best*.ckpt` (lightning_modules.callbacks.BestCheckpoint's) when it has one, else
+    which="best": the run's newest `best*.ckpt` (training.callbacks.BestCheckpoint's) when it has one, else
     its `last.ckpt`.
 
     Runs without such a file are skipped. With `tracking_uri` (a local store: `sqlite:///…` or a folder; the tools
@@ -164,6 +164,27 @@ def find_checkpoint(
 
 RUN_ID_FILE = "mlflow_run_id"  # beside checkpoints/ in a run folder: the MLflow run id (experiments/train.py writes it)
 FINISHED = "FINISHED"
+
+
+def tool_checkpoint(cfg: Any, tasks: str | Sequence[str], make_target: str, key: str = "CKPT") -> Path:
+    """The checkpoint a tool uses, the one rule of every tool that takes `ckpt`: `cfg.ckpt` when given, else the best
+    checkpoint of the newest finished run of `tasks` (`find_checkpoint` under `cfg.paths.log_dir`, asking the local
+    store `cfg.paths.mlflow_uri` which runs finished). Logs which it took and why. Raises NoCheckpoint (a UserError)
+    naming the folders searched, `make_target` and `key` when there is none."""
+    import logging
+
+    if cfg.ckpt:
+        path = Path(cfg.ckpt)
+        logging.getLogger("ml-playground").info("checkpoint %s (%s=)", path, key)
+        return path
+    path = find_checkpoint(
+        cfg.paths.log_dir, tasks, make_target=make_target, key=key, tracking_uri=cfg.paths.mlflow_uri
+    )
+    names = tasks if isinstance(tasks, str) else ", ".join(tasks)
+    logging.getLogger("ml-playground").info(
+        "checkpoint %s (the best of the newest finished run of %s; %s=<file> picks another)", path, names, key
+    )
+    return path
 
 
 def _unfinished_runs(folders: Sequence[Path], tracking_uri: str) -> set[Path]:

@@ -9,7 +9,7 @@ keeps it readable, and the original names are kept in the run as a mapping artif
 It also owns every metric, tag and artifact name that one module logs and another reads back (the report,
 reporting/mlflow_runs.py, the notebooks): the producer and the reader import the same constant, so renaming a
 metric cannot leave the report reading a name nobody logs. They live here, in the foundations, because reporting
-may not import lightning_modules (the import-linter contracts of pyproject.toml). Names that only their producer
+may not import the applications (the import-linter contracts of pyproject.toml). Names that only their producer
 uses (e.g. `train/lr`, `train/d_real`) stay in the producer.
 """
 
@@ -34,7 +34,7 @@ def epoch_artifact(folder: str, epoch: int, suffix: str = ".png") -> str:
     return f"{folder}/epoch_{epoch:04d}{suffix}"
 
 
-# -- YOLO detector (lightning_modules/yolo_detector.py) --------------------------------------------------------
+# -- YOLO detector (facemask/detector.py) --------------------------------------------------------
 YOLO_LOSSES = ("box_loss", "cls_loss", "dfl_loss")  # ultralytics' loss terms, logged as train/<term> and val/<term>
 YOLO_VAL_METRICS = (
     "map50",
@@ -53,7 +53,7 @@ PREDICTIONS_FOLDER = "predictions"
 # and 0.012 s as JPEG, every epoch
 PREDICTIONS_SUFFIX = ".jpg"
 
-# -- DCGAN (lightning_modules/dcgan.py) ------------------------------------------------------------------------
+# -- DCGAN (dcgan/module.py) ------------------------------------------------------------------------
 GAN_NETS = ("d", "g")  # discriminator, generator
 GAN_LOSS_KINDS = ("epoch", "last")  # the epoch's mean loss, its last batch's loss
 
@@ -75,7 +75,7 @@ QUALITY_TAG = "quality."  # + a SampleQuality setting: run tags saying what the 
 FID_TRUSTWORTHY_TAG, REAL_SAMPLES_TAG = f"{QUALITY_TAG}fid_trustworthy", f"{QUALITY_TAG}real_samples"
 SAMPLES_FOLDER = "samples"  # epoch_artifact(SAMPLES_FOLDER, epoch): the fixed-noise sample grid
 
-# -- face classifier (lightning_modules/face_classifier.py) ----------------------------------------------------
+# -- face classifier (faces/classifier.py) ----------------------------------------------------
 TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC = f"{TRAIN}loss", f"{TRAIN}acc", f"{VAL}loss", f"{VAL}acc"
 CONFUSION_MATRIX_ARTIFACT = "figures/confusion_matrix.png"  # the last validation's confusion matrix
 PER_CLASS_ARTIFACT = "per_class.json"  # {identity: {"precision", "recall", "images"}} of the last validation
@@ -105,6 +105,6 @@ def class_metric_names(names: Sequence[str], prefix: str = "", suffix: str = "")
     return {f"{prefix}{class_key(i, name)}{suffix}": str(name) for i, name in enumerate(names)}
 
 
-# YOLO's model-selection metric, logged every validation by lightning_modules.yolo_detector (`fitness`): the face-mask
+# YOLO's model-selection metric, logged every validation by facemask.detector (`fitness`): the face-mask
 # experiment's monitor (checkpoints/best.ckpt) and sweep value.
 YOLO_FITNESS = "val/fitness"

@@ -5,7 +5,7 @@ its metrics. `FallbackClient` checks, on the first failed call, whether the serv
 not, the run goes on in the local store (`paths.mlflow_uri`, where `make mlflow-ui` shows it), in a run tagged
 with the server run's id, and says so. When the run ends and the server answers again, the local run is uploaded
 into the server run (`upload_offline_run`); otherwise `make mlflow-upload` does it later (`pending_offline_runs`).
-The Lightning logger that uses it is `lightning_modules.loggers.FallbackMLFlowLogger` (`logger=mlflow_server`).
+The Lightning logger that uses it is `training.loggers.FallbackMLFlowLogger` (`logger=mlflow_server`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 
-from core.tracking import server_answers, store_lock
+from core.mlflow_store import server_answers, store_lock
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Multi-object trackers over per-frame detections: ultralytics' ByteTrack and BoT-SORT, as `yolo track` runs them,
 fed (N, 6) arrays `x0, y0, x1, y1, conf, class` from any detector (the face-mask YOLO, dlib's face detectors). Used by
-the face-mask monitor and by face recognition on video. (MLflow run tracking is `core.tracking`.)"""
+the face-mask monitor and by face recognition on video. (MLflow's runs are `core.mlflow_store`.)"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from core.tracking import log_tool_run
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
 from faces.capture import capture_faces
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from core import figures
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names, slug
-from core.tracking import log_tool_run
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
 from faces.evaluation import (
     LFW_CENTRE_IOU,

@@ -12,9 +12,9 @@ import hydra
 from omegaconf import DictConfig
 
 from core.errors import UserError
-from core.tracking import log_tool_run
-from datamodules.voc_to_yolo import ConversionReport, convert_voc
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
+from facemask.voc_to_yolo import ConversionReport, convert_voc
 
 
 def convert(cfg: DictConfig) -> ConversionReport:

@@ -6,7 +6,7 @@ validation step, so the figures are the same as `val/*` in training. Prints as i
 with precision and recall (ultralytics': at the confidence of best mean F1), the box/cls/dfl `losses`, the
 checkpoint, the folder and the conversion report; logs the numbers to MLflow (experiment `eval_facemask`; per-class AP50 as `ap50/<index>_<slug>`, the class names in
 `class_names.json`). ultralytics' evaluation plots (PR, F1, P and R curves, the confusion matrix as counts and
-normalised, the first three batches with ground truth and predictions; `lightning_modules.yolo_plots`) go to
+normalised, the first three batches with ground truth and predictions; `facemask.plots`) go to
 `plots/` beside `out` and to the run's artifacts under `plots/` (`plots=false`: none). The result is printed and
 written whatever the tracking store does: an MLflow failure is a warning.
 """
@@ -24,12 +24,12 @@ from omegaconf import DictConfig
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, VAL, YOLO_LOSSES, class_metric_names
-from core.tracking import log_tool_run
-from datamodules.yolo import YoloDataModule
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
-from lightning_modules.yolo_detector import PLOTS_FOLDER
-from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
-from lightning_modules.yolo_plots import clear_plots
+from facemask.data import YoloDataModule
+from facemask.detector import PLOTS_FOLDER
+from facemask.inference import TASK_NAME, TRAINED_BY, load_detector
+from facemask.plots import clear_plots
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from core import figures
 from core.errors import UserError
-from core.tracking import log_tool_run
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
 from faces.gallery import DescriptorCache

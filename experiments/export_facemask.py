@@ -4,7 +4,7 @@
 Writes, in `out_dir` (default `outputs/export_facemask/<the checkpoint's run folder>/`), `<name>.pt`: an
 ultralytics checkpoint as its trainer saves one, which `yolo predict`, `yolo track`, `yolo export` and
 `ultralytics.YOLO` take as they are (a pickle with code, as every ultralytics `.pt`: this project never loads it
-back with torch.load; see `lightning_modules.ultralytics_checkpoint`), then each of `formats` through
+back with torch.load; see `facemask.ultralytics_checkpoint`), then each of `formats` through
 ultralytics' exporter. The `.pt` and every export are run by ultralytics' predictor on the parity images and
 compared with the project's own inference (`yolo_inference.detect`) detection by detection: same count per
 class, |Δ box corner| ≤ `box_tolerance_px` (image pixels), |Δ confidence| ≤ `score_tolerance`; any difference
@@ -27,15 +27,15 @@ from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.files import atomic_write
 from core.images import UnreadableImage, find_images, read_rgb
-from core.tracking import log_tool_run
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
-from lightning_modules.ultralytics_checkpoint import (
+from facemask.inference import TASK_NAME, TRAINED_BY, detect, load_detector
+from facemask.ultralytics_checkpoint import (
     compare_detections,
     export,
     ultralytics_detect,
     write_ultralytics_checkpoint,
 )
-from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, detect, load_detector
 
 PT_FORMAT = "pt"  # the ultralytics checkpoint's row in the table and the JSON
 RESULT_NAME = "export.json"

@@ -1,7 +1,7 @@
 """Export the trained models for the browser playground: `python experiments/export_web.py [checkpoints.<task>=file]`.
 
 Each model is exported to ONNX and checked against PyTorch on fixed inputs by its own module's `export_onnx`
-(one interface and one manifest entry: `lightning_modules.onnx_export`); web/public/models/manifest.json tells
+(one interface and one manifest entry: `training.onnx_export`); web/public/models/manifest.json tells
 the page what each file expects. Each task's checkpoint is `checkpoints.<task>` or the newest of its runs
 (`core.checkpoints.find_checkpoint`). A task with no checkpoint yet is listed under "missing" with the command
 that trains it, and its pane says so; a checkpoint that cannot run in the page (NotExportable) too, with why and
@@ -21,7 +21,7 @@ no absolute path: files are relative to the page, provenance paths relative to t
 
 The recognise pane has two kinds of face model (the entry's `face_model`): a "classifier" (VGG16 backbone + head,
 softmax over the identities) or, when the face classifier's backbone is dlib's ResNet (the default), a "descriptor":
-dlib's 128-d descriptor network ported to ONNX (`lightning_modules.dlib_descriptor_onnx`) with a gallery of one mean
+dlib's 128-d descriptor network ported to ONNX (`faces.descriptor_onnx`) with a gallery of one mean
 descriptor per gallery photo and the gallery's open-set threshold (`faces.gallery.Gallery.open_set_threshold`),
 as `make recognize` names faces (`descriptor_gallery`).
 """
@@ -43,11 +43,11 @@ from omegaconf import DictConfig
 from core import metric_names as names
 from core.checkpoints import RUN_ID_FILE, NoCheckpoint, find_checkpoint
 from core.errors import UserError
-from core.tracking import log_tool_run
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
-from lightning_modules.onnx_export import Exporter, NotExportable
 from reporting import mlflow_runs
 from reporting.report import headline_runs, selected_runs
+from training.onnx_export import Exporter, NotExportable
 
 MANIFEST = "manifest.json"
 EXAMPLES = "examples"
@@ -59,14 +59,14 @@ DLIB_BACKBONE = "dlib_resnet"
 
 
 def exporter(kind: str, cfg: DictConfig) -> Exporter:
-    """The `export_onnx` of the module that owns the kind (`lightning_modules.onnx_export.Exporter`), imported on
+    """The `export_onnx` of the module that owns the kind (`training.onnx_export.Exporter`), imported on
     use: ONNX Runtime and the model code load only when a checkpoint is exported."""
     if kind == "generator":
-        from lightning_modules.dcgan_onnx import export_onnx
+        from dcgan.onnx import export_onnx
 
         return export_onnx
     if kind == "facemask":
-        from lightning_modules.yolo_export import export_onnx
+        from facemask.export import export_onnx
 
         return functools.partial(export_onnx, imgsz=cfg.imgsz)  # the browser's input size
     return export_faces
@@ -226,7 +226,7 @@ def training_summary(client, run, kind: str, checkpoint: Path, classes: int = 0)
 
 
 def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> dict:
-    """The face model's manifest entry: the classifier's ONNX (`lightning_modules.face_classifier.export_onnx`), or,
+    """The face model's manifest entry: the classifier's ONNX (`faces.classifier.export_onnx`), or,
     when the checkpoint's backbone is dlib's ResNet, dlib's descriptor network (`dlib_descriptor_onnx.export_onnx`),
     which needs no trained weights: the checkpoint gives its identities and the crops' margin (its hyperparameters,
     read as data only; UserError, starting with `key=`, for a file that is not a checkpoint)."""
@@ -234,10 +234,10 @@ def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str 
 
     hparams = load_checkpoint(checkpoint_path, key=key).get("hyper_parameters", {})
     if hparams.get("backbone") != DLIB_BACKBONE:
-        from lightning_modules.face_classifier import export_onnx
+        from faces.classifier import export_onnx
 
         return export_onnx(checkpoint_path, out_path, key=key)
-    from lightning_modules.dlib_descriptor_onnx import export_onnx as export_descriptor
+    from faces.descriptor_onnx import export_onnx as export_descriptor
 
     return {
         **export_descriptor(out_path),
@@ -250,7 +250,7 @@ def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str 
 def export_web(cfg: DictConfig) -> dict:
     """Export every task of `cfg.models` into `cfg.out_dir` and write its manifest.json (see the module docstring);
     returns the manifest. UserError for an unknown kind, a `checkpoints.<task>` file that is not there, or a bad
-    `examples` setting; ExportParityError (lightning_modules.onnx_export) when ONNX Runtime disagrees with PyTorch."""
+    `examples` setting; ExportParityError (training.onnx_export) when ONNX Runtime disagrees with PyTorch."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.onnx"):
@@ -366,7 +366,7 @@ def face_box(
     Runtime session on the exported file, input `imgsz`) at `conf` and NMS `iou`: on the photo, else on the photo
     centred in a grey canvas FACE_PAD times its size, mapped back and clipped to the photo; None when neither finds
     one. The page's `findFace` (web/src/detector.js) follows the same rule."""
-    from lightning_modules.yolo_export import onnx_detect
+    from facemask.export import onnx_detect
 
     found = onnx_detect(detector, [rgb], imgsz, conf=conf, iou=iou)[0]
     if len(found):
@@ -428,7 +428,7 @@ def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
     from core.images import read_rgb
     from faces.crop import face_square, square_crop
     from faces.gallery import Gallery
-    from lightning_modules.onnx_export import onnx_session
+    from training.onnx_export import onnx_session
 
     spec, faces, facemask = cfg.descriptor, manifest["faces"], manifest["facemask"]
     if spec.gallery_images < 1:
@@ -494,7 +494,7 @@ def facemask_example(out_path: Path, scenes: int) -> int:
     import cv2
 
     from core.voc import read_voc
-    from datamodules.synthetic import make_facemask
+    from synthetic import make_facemask
 
     if scenes < 1:
         raise UserError(f"examples.facemask_scenes={scenes}: must be at least 1")

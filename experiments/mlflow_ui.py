@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import core  # noqa: F401  (offline switches: MLFLOW_DISABLE_TELEMETRY=true unless the user set it)
-from core import tracking
+from core.mlflow_store import describe_experiment, store_lock
 from core.offline import project_root
 
 VIEW_ID = "losses"
@@ -123,7 +123,7 @@ def write_view(client, experiment_id: str, metrics: Sequence[str], tags: dict[st
 
 
 def prepare_store(tracking_uri: str) -> list[TrainingExperiment]:
-    """Mark every active experiment of the store as a model-training one (`tracking.describe_experiment`) and give
+    """Mark every active experiment of the store as a model-training one (`describe_experiment`) and give
     each training experiment (one whose newest RUNS_SCANNED runs logged a loss series) its "Losses" view.
     Returns the training experiments, the most recently updated first. Raises what the store raises."""
     from mlflow import MlflowClient
@@ -131,10 +131,10 @@ def prepare_store(tracking_uri: str) -> list[TrainingExperiment]:
 
     client = MlflowClient(tracking_uri)
     found = []
-    with tracking.store_lock(tracking_uri):
+    with store_lock(tracking_uri):
         experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, order_by=["last_update_time DESC"])
         for experiment in experiments:
-            tracking.describe_experiment(client, experiment.experiment_id, None)
+            describe_experiment(client, experiment.experiment_id, None)
             runs = client.search_runs([experiment.experiment_id], max_results=RUNS_SCANNED)
             metrics = loss_metrics([key for run in runs for key in run.data.metrics])
             if metrics:

@@ -17,12 +17,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from core.checkpoints import find_checkpoint
-from core.mask_alerts import EventSink, MaskAlerts, Webhook
+from core.mlflow_store import log_tool_run
 from core.trackers import make_tracker
-from core.tracking import log_tool_run
 from core.video_sources import VideoSource, parse_source
 from experiments import log, user_errors
-from lightning_modules.yolo_monitor import (
+from facemask.alerts import EventSink, MaskAlerts, Webhook
+from facemask.monitor import (
     EVENTS_NAME,
     SUMMARY_NAME,
     TRACKS_NAME,
@@ -48,13 +48,13 @@ def _device(name: str) -> str:
 def _trained_detector(cfg: DictConfig) -> tuple[Path, list[str], Detector]:
     """The checkpoint (`cfg.ckpt`, else the newest face-mask run's), its class names and its Detector on `cfg.backend`:
     in ONNX Runtime from the export kept beside the checkpoint (`yolo_export.runtime_model`), or in PyTorch."""
-    from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, load_detector
+    from facemask.inference import TASK_NAME, TRAINED_BY, load_detector
 
     ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
     log.info("checkpoint %s", ckpt)
     device = _device(cfg.device)
     if resolve_backend(cfg.backend, device) == "onnxruntime":
-        from lightning_modules.yolo_export import runtime_model
+        from facemask.export import runtime_model
 
         model = runtime_model(ckpt, fallback_dir=cfg.out_dir)
         log.info("detector: ONNX Runtime, %s (%s)", model.path, "reused" if model.cached else "exported and checked")

@@ -23,11 +23,11 @@ from omegaconf import DictConfig
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableImage, is_clip, list_inputs, read_rgb, swap_red_blue
+from core.mlflow_store import log_tool_run
 from core.outputs import output_name
-from core.tracking import log_tool_run
 from core.video_sources import TimedVideoWriter, VideoSource
 from experiments import log, user_errors
-from lightning_modules.yolo_inference import TASK_NAME, TRAINED_BY, detect, load_detector
+from facemask.inference import TASK_NAME, TRAINED_BY, detect, load_detector
 
 CSV_FIELDS = ("source", "frame", "time_s", "class", "confidence", "x0", "y0", "x1", "y1", "annotated")
 

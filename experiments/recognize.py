@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.checkpoints import find_checkpoint
 from core.errors import UserError
 from core.images import find_images
-from core.tracking import log_tool_run
+from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
 from faces.detectors import SecondLook
@@ -73,7 +73,7 @@ def checkpoint_recognizer(cfg: DictConfig):
         )
     )
     # the classifier is a LightningModule: imported only on this path, so a gallery run never loads Lightning (3 s)
-    from lightning_modules.face_classifier import load_recognizer
+    from faces.classifier import load_recognizer
 
     recognizer = load_recognizer(ckpt, cfg.threshold, cfg.label_map)
     return recognizer, ckpt

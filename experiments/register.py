@@ -13,8 +13,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from core import tracking
 from core.errors import UserError
+from core.registry import MODEL_URI_TAG, register_run_model
 from experiments import log, user_errors
 
 # The params that name where a run's data came from (the built-in sets are generated under data_dir, real ones
@@ -34,10 +34,10 @@ def best_run(client, task: str):
         raise UserError(f"task={task}: no MLflow experiment of that name — train it first (e.g. make exp1-dcgan)")
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"attributes.status = 'FINISHED' and tags.`{tracking.MODEL_URI_TAG}` != ''",
+        filter_string=f"attributes.status = 'FINISHED' and tags.`{MODEL_URI_TAG}` != ''",
         order_by=["attributes.start_time DESC"],
     )
-    runs = [r for r in runs if r.data.tags.get(tracking.MODEL_URI_TAG)]
+    runs = [r for r in runs if r.data.tags.get(MODEL_URI_TAG)]
     if not runs:
         raise UserError(f"task={task}: no finished run logged a model (train with log_model=true)")
     newest = runs[0]
@@ -68,7 +68,7 @@ def register(cfg: DictConfig):
         run = best_run(client, task)
     else:
         raise UserError("task: name the training task whose model to register (make register TASK=<task>)")
-    version = tracking.register_run_model(cfg.tracking_uri, run.info.run_id, cfg.name or task)
+    version = register_run_model(cfg.tracking_uri, run.info.run_id, cfg.name or task)
     log.info("run %s (%s) → %s version %s", run.info.run_id, run.info.run_name, version.name, version.version)
     print(
         f"registered run {run.info.run_id} as {version.name} version {version.version}: models:/{version.name}/{version.version}"

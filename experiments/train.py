@@ -7,7 +7,7 @@ it (`monitor.metric`, which `optimized_metric` follows unless overridden), else 
 
 The MLflow lifecycle around the run (README, "MLflow lifecycle"): the experiment is marked as a model-training one
 with a description (`experiment_description`, else `DESCRIPTIONS`); the datasets are recorded as run inputs
-(`lightning_modules.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
+(`training.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
 end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
 example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`).
 """
@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from core import config, tracking
+from core import config
 from core.checkpoints import (
     CHECKPOINTS_DIR,
     PROJECT_GLOBALS,
@@ -38,8 +38,18 @@ from core.checkpoints import (
     load_checkpoint,
 )
 from core.errors import UserError
+from core.mlflow_store import (
+    check_local_store,
+    describe_experiment,
+    end_if_running,
+    server_answers,
+    store_lock,
+    system_metrics_monitor,
+)
+from core.registry import log_pytorch_model, register_run_model
 from experiments import log, user_errors
-from lightning_modules.callbacks import BestCheckpoint, LogDatasets, last_checkpoint_path
+from training.callbacks import BestCheckpoint, LogDatasets, last_checkpoint_path
+from training.mlflow_logging import log_artifact, log_params, log_text, set_tags
 
 
 def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None, str | None]:
@@ -111,7 +121,7 @@ def check_output_dir(output_dir: Path) -> None:
 
 def check_tracking_server(tracking_uri: str) -> None:
     """A remote MLflow server that does not answer is an error within seconds, not a hang in retries."""
-    if tracking_uri.startswith(("http://", "https://")) and not tracking.server_answers(tracking_uri):
+    if tracking_uri.startswith(("http://", "https://")) and not server_answers(tracking_uri):
         raise UserError(
             f"MLflow server {tracking_uri} is unreachable; start it with `make mlflow-server`, "
             "or log locally with logger=mlflow"
@@ -150,19 +160,19 @@ def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Modu
     (N, 3, imgsz, imgsz) RGB in [0, 1] → raw predictions (N, 4 + classes, anchors); face classifier RGB crops
     (N, 3, size, size) 0–255 → logits (N, identities)."""
     from core.checkpoints import load_module
-    from lightning_modules.dcgan import DCGAN
-    from lightning_modules.face_classifier import FaceClassifier
+    from dcgan.module import DCGAN
+    from faces.classifier import FaceClassifier
 
     rng = np.random.default_rng(0)
     key = "the trained checkpoint"
     if isinstance(model, DCGAN):
-        from lightning_modules import dcgan_onnx
+        from dcgan import onnx as dcgan_onnx
 
         generator = load_module(DCGAN, checkpoint, key=key, quality=None).generator.eval()
         example = rng.standard_normal((2, generator.latent_dim)).astype(np.float32)
         return generator, example, dcgan_onnx.export_onnx
     if isinstance(model, FaceClassifier):
-        from lightning_modules import face_classifier
+        from faces import classifier as face_classifier
 
         if model.hparams.backbone != "vgg16":
             return None
@@ -172,9 +182,9 @@ def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Modu
         return classifier, example, face_classifier.export_onnx
     from ultralytics.nn.modules import Detect
 
-    from lightning_modules import yolo_export
-    from lightning_modules.yolo_detector import YoloDetector
-    from lightning_modules.yolo_inference import load_detector
+    from facemask import export as yolo_export
+    from facemask.detector import YoloDetector
+    from facemask.inference import load_detector
 
     if not isinstance(model, YoloDetector):
         return None
@@ -189,7 +199,7 @@ def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Modu
 
 
 def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Path, run_id: str) -> str | None:
-    """Log the model of `checkpoint` to run `run_id` (`core.tracking.log_pytorch_model`, with the task's ONNX
+    """Log the model of `checkpoint` to run `run_id` (`core.registry.log_pytorch_model`, with the task's ONNX
     export beside it) and return its URI; None when the task has no tensor-graph model."""
     import tempfile
 
@@ -202,7 +212,7 @@ def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Pa
         onnx_path = Path(tmp) / f"{cfg.task_name}.onnx"
         entry = export_onnx(checkpoint, onnx_path, key="the trained checkpoint")
         metadata = {"task": cfg.task_name, "checkpoint": checkpoint.name, "onnx": dict(entry)}
-        uri = tracking.log_pytorch_model(
+        uri = log_pytorch_model(
             cfg.logger.tracking_uri, run_id, module, example, onnx_path=onnx_path, metadata=metadata
         )
     log.info("logged the model of %s as %s (ONNX beside it)", checkpoint.name, uri)
@@ -214,7 +224,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir)
     check_tracking_server(cfg.logger.tracking_uri)
-    tracking.check_local_store(cfg.logger.tracking_uri)
+    check_local_store(cfg.logger.tracking_uri)
     ckpt_path, run_id, checkpoint_dir = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir), cfg.task_name)
 
     datamodule = instantiate(cfg.data, _convert_="partial")
@@ -229,7 +239,7 @@ def train(cfg: DictConfig) -> float | None:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath == default:
                 callback.dirpath = checkpoint_dir
     callbacks.append(LogDatasets())
-    with tracking.store_lock(cfg.logger.tracking_uri):
+    with store_lock(cfg.logger.tracking_uri):
         logger = instantiate(cfg.logger, run_id=run_id)
         _ = logger.experiment  # creates the store, experiment and run now, one process at a time
     try:
@@ -239,7 +249,7 @@ def train(cfg: DictConfig) -> float | None:
         # error) when Lightning did not: an interrupt outside `fit`, or a launcher stopping its worker.
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
         if rank_zero_only.rank == 0 and getattr(logger, "run_id", None):
-            tracking.end_if_running(cfg.logger.tracking_uri, logger.run_id, status)
+            end_if_running(cfg.logger.tracking_uri, logger.run_id, status)
         raise
 
 
@@ -250,25 +260,25 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
 
     if trainer.is_global_zero:  # under DDP the other ranks log nothing (their logger has no experiment)
         description = cfg.experiment_description or DESCRIPTIONS.get(cfg.task_name)
-        tracking.describe_experiment(logger.experiment, logger.experiment_id, description)
+        describe_experiment(logger.experiment, logger.experiment_id, description)
         (output_dir / RUN_ID_FILE).write_text(logger.run_id)
         bites = config.caps_that_bite(cfg)  # the profile's caps that lower what the experiment asks
         if bites:
             log.info("%s", config.describe_bites(cfg))  # "trainer=cpu_small caps max_epochs 1000 → 5, …"
-        tracking.set_tags(trainer, {"profile": cfg.profile.name, "profile.caps": ", ".join(map(str, bites)) or "none"})
+        set_tags(trainer, {"profile": cfg.profile.name, "profile.caps": ", ".join(map(str, bites)) or "none"})
         if run_id is None:
-            tracking.log_params(trainer, OmegaConf.to_container(cfg, resolve=True))
-        tracking.log_text(trainer, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+            log_params(trainer, OmegaConf.to_container(cfg, resolve=True))
+        log_text(trainer, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         hydra_dir = output_dir / ".hydra"
         if hydra_dir.is_dir():
-            tracking.log_artifact(trainer, hydra_dir, "config/hydra")
+            log_artifact(trainer, hydra_dir, "config/hydra")
         log.info(
             "MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri
         )
 
     monitor = None
     if cfg.system_metrics.enabled and trainer.is_global_zero:
-        monitor = tracking.system_metrics_monitor(
+        monitor = system_metrics_monitor(
             cfg.logger.tracking_uri, logger.run_id, cfg.system_metrics.sampling_interval, resume=run_id is not None
         )
     # Lightning reads ckpt_path itself: weights_only=True explicitly (also when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
@@ -292,7 +302,7 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
         elif checkpoint is None:
             log.warning("no checkpoint was written: no MLflow model logged")
         elif log_trained_model(cfg, model, checkpoint, logger.run_id) and cfg.register:
-            tracking.register_run_model(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)
+            register_run_model(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)
 
     if cfg.optimized_metric:
         best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.monitor == cfg.optimized_metric), None)

@@ -14,8 +14,8 @@ def upload(cfg: DictConfig) -> list[str]:
     """Upload every finished, not yet uploaded stand-in run of the local store; return the server run ids."""
     from mlflow import MlflowClient
 
+    from core.mlflow_store import server_answers
     from core.server_fallback import OFFLINE_SERVER, pending_offline_runs, upload_offline_run
-    from core.tracking import server_answers
 
     local = MlflowClient(cfg.paths.mlflow_uri)
     uploaded = []

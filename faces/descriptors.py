@@ -8,8 +8,8 @@
   aligned by dlib's 5-point shape predictor (`FaceDescriber(landmarks=5)`); not trainable.
 
 They live in the face library, not with the model, because both sides build them from the same spec: the
-datamodule (`datamodules.faces`) computes and caches the frozen features the head trains on, and the
-model (`lightning_modules.face_classifier`) keeps the same network for inference and export on images.
+datamodule (`faces.data`) computes and caches the frozen features the head trains on, and the
+model (`faces.classifier`) keeps the same network for inference and export on images.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def choose_threads(workers: int = 1, cores: int | None = None, load: float | Non
 class Recognizer:
     """Names faces with a trained classifier: `model` maps uint8 crops (N, 3, H, W) to class probabilities
     (N, classes) through `predict_proba` and names its classes in `class_names` (a FaceClassifier in eval
-    mode, see `lightning_modules.face_classifier.load_recognizer`); below `threshold` a face is `unknown`."""
+    mode, see `faces.classifier.load_recognizer`); below `threshold` a face is `unknown`."""
 
     model: torch.nn.Module
     crop: FaceCrop

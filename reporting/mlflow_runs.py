@@ -129,7 +129,7 @@ def load_json(client: mlflow.MlflowClient, run_id: str, artifact_path: str) -> d
 REAL, SYNTHETIC = "real data", "synthetic data"
 PROFILE_TAG, CAPS_TAG = "profile", "profile.caps"  # set by experiments/train.py on every training run
 NO_CAPS = "none"
-BEST_PREFIX = "best/"  # lightning_modules/callbacks.py BestCheckpoint: `best/<monitor>` at the end of fitting
+BEST_PREFIX = "best/"  # training/callbacks.py BestCheckpoint: `best/<monitor>` at the end of fitting
 
 
 def run_param(run: Run, key: str, default: str | None = None) -> str | None:

@@ -181,7 +181,7 @@ def dcgan_table(
 
 def fid_trust(run: Run) -> str | None:
     """ "yes", or "no (N samples)" when the FID came from fewer samples than feature dimensions (the run's
-    `quality.*` tags, see lightning_modules/sample_quality.py); None for a run from before the tags."""
+    `quality.*` tags, see dcgan/quality.py); None for a run from before the tags."""
     tags = run.data.tags
     if names.FID_TRUSTWORTHY_TAG not in tags:
         return None

@@ -18,7 +18,7 @@ TASK = "exp1_dcgan_fruits"
 @pytest.fixture
 def scripted_kid(monkeypatch):
     """Replace the FID/KID measurement by a script: epoch k's `quality/kid` is `values[k]` (exact in float32)."""
-    from lightning_modules.sample_quality import SampleQuality
+    from dcgan.quality import SampleQuality
 
     values: list[float] = []
     calls = iter(range(100))
@@ -80,7 +80,7 @@ def _callbacks(store: dict, **overrides) -> list:
 
 
 def test_each_experiment_monitors_its_metric_and_the_sweep_value_follows_it(store):
-    from lightning_modules.callbacks import BestCheckpoint
+    from training.callbacks import BestCheckpoint
 
     expected = {
         "exp1_dcgan_fruits": ("quality/kid", "min"),
@@ -117,7 +117,7 @@ def test_without_a_monitor_or_patience_those_callbacks_are_left_out(store):
 
 def test_a_bad_monitor_setting_is_a_user_error():
     from core.errors import UserError
-    from lightning_modules.callbacks import best_checkpoint, early_stopping
+    from training.callbacks import best_checkpoint, early_stopping
 
     with pytest.raises(
         UserError, match=r"^monitor.mode='lowest': must be max \(higher is better\) or min \(lower is better\)$"

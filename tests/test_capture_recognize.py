@@ -14,12 +14,12 @@ import pytest
 from core.checkpoints import load_checkpoint
 from core.errors import UserError
 from core.images import read_rgb
-from datamodules.synthetic import write_face_video
-from datamodules.synthetic.faces import real_face_photos
 from faces.capture import capture_faces, open_source
 from faces.crop import FaceCrop
 from faces.detectors import HogDetector
 from faces.recognition import CSV_COLUMNS, UNKNOWN
+from synthetic import write_face_video
+from synthetic.faces import real_face_photos
 from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
 
 
@@ -186,7 +186,7 @@ def test_recognize_chooses_its_torch_threads_from_the_free_cores(tmp_path):
 
 
 def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
-    from lightning_modules.face_classifier import FaceClassifier
+    from faces.classifier import FaceClassifier
     from tests.test_checkpoint_trust import assert_plain_checkpoint
 
     checkpoint = next(Path(trained["paths.log_dir"]).rglob("checkpoints/last.ckpt"))
@@ -244,7 +244,7 @@ def test_recognize_folder_with_unknown_threshold(tmp_path, trained):
 def test_unknown_threshold_keeps_the_stated_share_of_correctly_named_faces():
     import torch
 
-    from lightning_modules.face_classifier import calibrate_unknown_threshold
+    from faces.classifier import calibrate_unknown_threshold
 
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
     truth = torch.tensor([0, 1, 0, 0, 0])  # the 4th is named wrong: its 0.7 does not count
@@ -284,7 +284,7 @@ def test_recognize_rejects_a_mismatched_label_map(tmp_path, trained):
 
 
 def _lfw_faces(person: str, count: int) -> np.ndarray:
-    from datamodules.faces import central_face
+    from faces.data import central_face
 
     detector, crop = HogDetector(), FaceCrop(150, 0.2)
     faces = []

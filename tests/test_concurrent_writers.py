@@ -41,7 +41,7 @@ def _decode_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
 
 
 def _feature_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
-    from datamodules import feature_cache
+    from faces import feature_cache
 
     _in_lockstep(feature_cache.np, "save", barrier)
     barrier.wait(timeout=30)
@@ -86,7 +86,7 @@ def test_two_processes_decode_one_cold_folder_into_one_cache(tmp_path):
 
 
 def test_two_processes_fill_one_cold_feature_cache(tmp_path):
-    from datamodules.feature_cache import FeatureCache
+    from faces.feature_cache import FeatureCache
 
     files = []
     for i, suffix in enumerate([".bin", ".bin", ".txt", ".bin"]):
@@ -109,7 +109,7 @@ def test_two_processes_fill_one_cold_feature_cache(tmp_path):
 
 
 def _synthetic_worker(root: str, out: str, barrier) -> None:
-    from datamodules.synthetic import make_fruits
+    from synthetic import make_fruits
 
     barrier.wait(timeout=30)
     made = make_fruits(Path(root) / "fruits", classes=2, per_class=40, seed=3)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lightning_modules.dcgan_nets import Discriminator, Generator
+from dcgan.nets import Discriminator, Generator
 
 
 @pytest.mark.parametrize("num_layers", [5, 6])
@@ -57,7 +57,7 @@ def test_normal_init_is_applied_by_the_module_to_both_nets():
     """DCGAN's init (Radford et al. 2016, §4): conv/linear weights N(0, 0.02), BatchNorm scale N(1, 0.02), biases
     0. PyTorch's defaults differ in each point (Kaiming-uniform weights and biases, BatchNorm scale exactly 1), so
     every figure below fails when `weight_init: normal_0.02` is not applied."""
-    from lightning_modules.dcgan import DCGAN
+    from dcgan.module import DCGAN
 
     nets = {"generator": {"num_layers": 6, "width_multiplier": 0.25}, "discriminator": {"width_multiplier": 0.25}}
     torch.manual_seed(0)

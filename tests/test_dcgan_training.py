@@ -35,7 +35,7 @@ def test_experiment_composes_with_the_paper_settings(experiment, store):
 def test_the_default_profile_gives_the_discriminator_a_quarter_of_the_paper_width(experiment, store):
     """trainer=cpu_small: G at 1/8 of the paper's width, D at 1/4 (8→128 channels); at 1/8 D's 4→64 channels cannot
     tell the built-in fruits' modes apart and exp1's G draws one blob for every z."""
-    from lightning_modules.dcgan_nets import Discriminator
+    from dcgan.nets import Discriminator
 
     cfg = compose("train", {"experiment": experiment, **store})
     assert (cfg.model.generator.width_multiplier, cfg.model.discriminator.width_multiplier) == (0.125, 0.25)
@@ -102,7 +102,7 @@ def test_experiment_trains_and_logs_to_mlflow(experiment, store, tmp_path):
     assert grid.std() > 5  # not blank
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"samples", "figures", "checkpoints", "config", "history.json"} <= artifacts
-    from lightning_modules.dcgan import DCGAN
+    from dcgan.module import DCGAN
     from tests.test_checkpoint_trust import assert_plain_checkpoint
 
     model = assert_plain_checkpoint(next(Path(cfg.paths.output_dir).rglob("last.ckpt")), DCGAN)
@@ -172,7 +172,7 @@ class PoisonWeightsAtEpoch(pl.Callback):
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(store):
-    from lightning_modules.dcgan import NonFiniteLoss
+    from dcgan.module import NonFiniteLoss
 
     cfg = compose(
         "train",
@@ -246,7 +246,7 @@ def test_a_class_folder_smaller_than_the_quality_sample_finishes_with_adapted_ki
 
 
 def test_a_failing_quality_metric_is_a_warning_and_the_run_keeps_its_checkpoint(store, tmp_path, monkeypatch):
-    from lightning_modules.sample_quality import SampleQuality
+    from dcgan.quality import SampleQuality
 
     def broken(self, fake):
         raise RuntimeError("linalg failure")

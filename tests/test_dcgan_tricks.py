@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.dcgan import DCGAN
+from dcgan.module import DCGAN
 
 TINY = {"generator": {"num_layers": 6, "width_multiplier": 0.0625}, "discriminator": {"width_multiplier": 0.0625}}
 

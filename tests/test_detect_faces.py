@@ -14,11 +14,11 @@ from PIL import Image
 
 from core.errors import UserError
 from core.images import read_rgb
-from datamodules.synthetic import make_id_cards
 from experiments import user_errors
 from experiments.detect_faces import detect_faces
 from faces.batch import CSV_COLUMNS, CropSpec, detect_folder
 from faces.detectors import HaarDetector, HogDetector
+from synthetic import make_id_cards
 from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
 
 

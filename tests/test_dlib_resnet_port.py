@@ -42,8 +42,8 @@ def _port_descriptors(port, chips: list[np.ndarray]) -> np.ndarray:
 
 def _generated_chips(describer) -> list[np.ndarray]:
     """Chips of the two package photos (skimage's astronaut, matplotlib's Grace Hopper), of a synthetic cartoon
-    face (datamodules.synthetic) and one of uniform noise: the port must equal dlib on any 150×150 image."""
-    from datamodules.synthetic.faces import Identity, draw_face, real_face_photos
+    face (synthetic) and one of uniform noise: the port must equal dlib on any 150×150 image."""
+    from synthetic.faces import Identity, draw_face, real_face_photos
 
     chips = [describer.chips(p.rgb, [Detection(*p.face, 1.0)])[0] for p in real_face_photos()]
     rng = np.random.default_rng(0)
@@ -93,8 +93,8 @@ def test_a_file_that_is_not_the_network_is_a_one_line_error_naming_it(tmp_path):
 
 
 def test_onnx_export_equals_the_port(tmp_path, port):
-    from lightning_modules.dlib_descriptor_onnx import export_onnx
-    from lightning_modules.onnx_export import onnx_session
+    from faces.descriptor_onnx import export_onnx
+    from training.onnx_export import onnx_session
 
     entry = export_onnx(tmp_path / "descriptor.onnx")
     assert entry["output_kind"] == "descriptor" and entry["image_size"] == 150

@@ -34,7 +34,7 @@ def _overrides(store: dict) -> list[str]:
 
 def _epoch_rows(tracking_dir: Path, task: str) -> dict[str, list[tuple[int, float]]]:
     """{metric: [(step, value), ...] in logging order} of DCGAN's epoch-end metrics
-    (lightning_modules.callbacks.EpochMetrics) in the one run of `task`: a duplicated or missing epoch shows as an
+    (training.callbacks.EpochMetrics) in the one run of `task`: a duplicated or missing epoch shows as an
     extra or missing row."""
     client, [run] = mlflow_runs(tracking_dir, task)
     names = [gan_loss(net, kind) for net in GAN_NETS for kind in GAN_LOSS_KINDS] + [gan_loss_std(n) for n in GAN_NETS]
@@ -165,7 +165,7 @@ def test_a_run_stopped_between_a_checkpoint_and_its_metrics_resumes_with_each_ep
     (they are written when epoch 2 starts); the resumed run starts at epoch 2 and must write them from the
     checkpoint, once."""
     from experiments.train import train
-    from lightning_modules.callbacks import EpochSeed
+    from training.callbacks import EpochSeed
 
     seed = EpochSeed.on_train_epoch_start
 

@@ -33,7 +33,7 @@ PLOTS = {
 def two_faces(tmp_path_factory):
     """Two 160×120 images with one `with_mask` box each, converted for evaluation; its one validation batch."""
     from core.voc import VocAnnotation, VocObject, write_voc
-    from datamodules.yolo import YoloDataModule
+    from facemask.data import YoloDataModule
 
     root = tmp_path_factory.mktemp("two_faces")
     voc = root / "voc"
@@ -70,7 +70,7 @@ def _raw_predictions(batch: dict, false_positive: bool) -> torch.Tensor:
 
 
 def _evaluate(batch: dict, preds: torch.Tensor, save_dir: Path):
-    from lightning_modules.yolo_detector import DetectionMetrics
+    from facemask.detector import DetectionMetrics
 
     metrics = DetectionMetrics(NAMES, save_dir)
     metrics.reset(SimpleNamespace(names=dict(enumerate(NAMES))), torch.device("cpu"))
@@ -114,7 +114,7 @@ def test_one_false_positive_gives_the_ap_computed_by_hand(two_faces, tmp_path):
 
 
 def test_plots_are_ultralytics_files_with_labels_beside_predictions(two_faces, tmp_path):
-    from lightning_modules.yolo_plots import write_plots
+    from facemask.plots import write_plots
 
     _, snapshot = _evaluate(two_faces, _raw_predictions(two_faces, false_positive=True), tmp_path / "val")
     assert len(snapshot.batches) == 1
@@ -186,7 +186,7 @@ def test_eval_on_the_validation_split_reproduces_the_logged_val_map50(trained, t
 
 
 def test_results_csv_has_one_row_per_epoch_and_leaves_unlogged_values_empty(tmp_path):
-    from lightning_modules.yolo_detector import write_results_csv
+    from facemask.detector import write_results_csv
 
     rows = [
         {"epoch": 1.0, "train/box_loss_epoch": 2.5, "val/map50": 0.125},

@@ -16,7 +16,7 @@ import pytest
 
 from core.errors import UserError
 from core.images import read_rgb
-from lightning_modules.ultralytics_checkpoint import (
+from facemask.ultralytics_checkpoint import (
     BOX_TOLERANCE_PX,
     SCORE_TOLERANCE,
     FormatParityError,
@@ -57,7 +57,7 @@ def _pickled_modules(path: Path) -> set[str]:
 def test_ultralytics_checkpoint_predicts_the_projects_boxes_and_tracks(trained, tmp_path):  # noqa: F811
     from ultralytics import YOLO
 
-    from lightning_modules.yolo_inference import detect, load_detector
+    from facemask.inference import detect, load_detector
 
     module = load_detector(trained["checkpoint"])
     pt = write_ultralytics_checkpoint(module, tmp_path / "facemask.pt")
@@ -211,9 +211,9 @@ def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorc
     written once beside the checkpoint and reused while the checkpoint is unchanged."""
     import shutil
 
-    from lightning_modules.yolo_export import runtime_model
-    from lightning_modules.yolo_inference import letterbox_batch, load_detector
-    from lightning_modules.yolo_monitor import resolve_backend, runtime_detector, yolo_detector
+    from facemask.export import runtime_model
+    from facemask.inference import letterbox_batch, load_detector
+    from facemask.monitor import resolve_backend, runtime_detector, yolo_detector
 
     ckpt = tmp_path / "run" / "best.ckpt"
     ckpt.parent.mkdir()
@@ -247,7 +247,7 @@ def test_monitor_detector_gives_the_same_detections_in_onnx_runtime_as_in_pytorc
     first.path.write_bytes(first.path.read_bytes()[:-1])  # a damaged export is not reused either
     assert not runtime_model(ckpt, fallback_dir=tmp_path / "out").cached
 
-    import lightning_modules.yolo_export as yolo_export
+    import facemask.export as yolo_export
 
     mkstemp = yolo_export.tempfile.mkstemp
 

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
-from datamodules.faces import FaceIdentityDataModule
-from datamodules.feature_cache import FeatureCache
+from faces.classifier import FaceClassifier
+from faces.data import FaceIdentityDataModule
 from faces.descriptors import vgg16_features
+from faces.feature_cache import FeatureCache
 from faces.vgg16_weights import (
     CAFFE_MEAN_BGR,
     CONV_INDICES,
@@ -25,7 +26,6 @@ from faces.vgg16_weights import (
     keras_h5_to_torch,
     load_vgg16_features,
 )
-from lightning_modules.face_classifier import FaceClassifier
 from tests.conftest import compose, mlflow_runs
 
 
@@ -138,7 +138,7 @@ def test_feature_cache_hits_misses_and_keys(tmp_path):
 
 
 def test_view_sampler_rotates_cached_views_per_epoch():
-    from datamodules.faces import ViewSampler
+    from faces.data import ViewSampler
 
     sampler = ViewSampler(items=4, views=3, seed=0)
     seen = []
@@ -268,7 +268,7 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     train(compose("train", overrides))  # the second run reads every feature from the cache
     assert [p.stat().st_mtime_ns for p in sorted(Path(store["paths.cache_dir"], "features").rglob("*.npy"))] == stamps
 
-    from lightning_modules.face_classifier import export_onnx  # the page's recognise pane runs this file
+    from faces.classifier import export_onnx  # the page's recognise pane runs this file
 
     exported = export_onnx(next(Path(store["paths.log_dir"]).rglob("last.ckpt")), tmp_path / "faces.onnx")
     assert exported["class_names"] == ["alice", "bob", "carol", "dave"] and exported["image_size"] == 32

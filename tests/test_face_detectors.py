@@ -14,8 +14,6 @@ from hydra.utils import instantiate
 
 from core.errors import UserError
 from core.images import read_rgb
-from datamodules.synthetic import make_id_cards
-from datamodules.synthetic.faces import real_face_photos
 from faces import Detection
 from faces.crop import crop_box, crop_face
 from faces.detectors import HogDetector, YuNetDetector
@@ -29,6 +27,8 @@ from faces.evaluation import (
     score_sweep,
     scores,
 )
+from synthetic import make_id_cards
+from synthetic.faces import real_face_photos
 from tests.conftest import SHARED_DATA, compose, needs_shared_data
 
 YUNET_MODEL = ("weights", "yunet_s_640_640.onnx")

@@ -81,7 +81,17 @@ def test_no_other_code_globs_for_checkpoints():
     repo = Path(__file__).resolve().parents[1]
     sources = [
         p
-        for d in ("experiments", "lightning_modules", "reporting", "benchmarks", "notebooks", "faces", "datamodules")
+        for d in (
+            "experiments",
+            "dcgan",
+            "facemask",
+            "faces",
+            "training",
+            "synthetic",
+            "reporting",
+            "benchmarks",
+            "notebooks",
+        )
         for p in (repo / d).rglob("*")
         if p.suffix in (".py", ".ipynb")
     ]

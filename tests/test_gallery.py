@@ -39,11 +39,11 @@ def test_identify_names_the_best_scoring_person_and_calls_far_ones_unknown():
 def test_tiny_cartoon_galleries_keep_their_threshold_and_reject_a_stranger(tmp_path):
     """Four cartoon people of the synthetic set with 1, 5 or 20 photos each, a fifth as the stranger (21 photos),
     described as recognize describes (HOG's central face, else the central box; mirrored-chip average)."""
-    from datamodules.synthetic.identities import make_identities
     from faces.descriptors import FaceDescriber
     from faces.detectors import HogDetector
     from faces.gallery import gallery_photos
     from faces.verification import describe_central_face
+    from synthetic.identities import make_identities
 
     people = gallery_photos(make_identities(tmp_path / "people", identities=5, per_identity=21, seed=0))
     describer, detector = FaceDescriber(flip=True), HogDetector()
@@ -156,8 +156,8 @@ PEOPLE = ["Colin_Powell", "George_W_Bush", "Tony_Blair"]
 
 @needs_shared_data("faces", "Tony_Blair")
 def test_strangers_are_unknown_and_a_known_person_is_named(tmp_path, store):
-    from datamodules.synthetic.faces import real_face_photos
     from experiments.recognize import recognize
+    from synthetic.faces import real_face_photos
 
     known = tmp_path / "known"
     for person in PEOPLE:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from core.errors import UserError
 from core.images import UnreadableImage, decode_folder, find_images, read_rgb
-from datamodules.gan import GANImageDataModule
+from dcgan.data import GANImageDataModule
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
@@ -94,7 +94,7 @@ def test_gan_datamodule_batches_are_in_unit_range(messy_folder):
 
 
 def test_gan_datamodule_max_images_keeps_every_class(tmp_path):
-    from datamodules.synthetic import make_fruits
+    from synthetic import make_fruits
 
     root = make_fruits(tmp_path / "fruits", classes=3, per_class=20)
     dm = GANImageDataModule(str(root), max_images=9)
@@ -104,7 +104,7 @@ def test_gan_datamodule_max_images_keeps_every_class(tmp_path):
 
 def test_synthetic_sets_are_deterministic_and_in_the_real_formats(tmp_path):
     from core.voc import read_voc
-    from datamodules.synthetic import make_hardhat
+    from synthetic import make_hardhat
 
     a = make_hardhat(tmp_path / "a", images=3, seed=5)
     b = make_hardhat(tmp_path / "b", images=3, seed=5)

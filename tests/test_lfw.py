@@ -261,9 +261,9 @@ def test_jitter_moves_a_chip_as_much_as_dlibs_jitter_does():
     copies are mirrored."""
     import dlib
 
-    from datamodules.synthetic.faces import real_face_photos
     from faces import Detection
     from faces.descriptors import FaceDescriber, jitter_chip
+    from synthetic.faces import real_face_photos
 
     photo = real_face_photos()[0]
     chip = FaceDescriber().chips(photo.rgb, [Detection(*photo.face, 1.0)])[0]

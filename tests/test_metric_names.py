@@ -61,7 +61,7 @@ def test_slug_and_class_key():
 
 
 def test_yolo_module_names_its_per_class_metrics_by_index_and_slug():
-    from lightning_modules.yolo_detector import YoloDetector
+    from facemask.detector import YoloDetector
 
     model = YoloDetector(names=["戴口罩", "未戴口罩", "mask (incorrect)"], imgsz=64)
     assert model.ap50_metric_names == {
@@ -135,7 +135,7 @@ def test_detector_comparison_logs_each_class_recall_under_its_own_name(tmp_path,
 def test_a_failing_tracking_store_is_a_warning_not_a_lost_result(tmp_path, store, monkeypatch, caplog):
     import mlflow
 
-    from core.tracking import log_tool_run
+    from core.mlflow_store import log_tool_run
 
     def refuse(*args, **kwargs):
         raise mlflow.exceptions.MlflowException("store refused the metric")
@@ -149,7 +149,7 @@ def test_a_failing_tracking_store_is_a_warning_not_a_lost_result(tmp_path, store
 
 
 def test_tool_run_logs_params_metrics_dicts_files_and_the_resolved_config(tmp_path, store):
-    from core.tracking import log_tool_run
+    from core.mlflow_store import log_tool_run
 
     (tmp_path / "result.csv").write_text("a,b\n1,2\n")
     cfg = compose("eval_facemask", {**store, "voc": "x"})

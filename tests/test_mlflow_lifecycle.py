@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from core import tracking
 from core.checkpoints import load_module
+from core.mlflow_store import PARENT_RUN_ENV, PARENT_RUN_TAG
+from core.registry import MODEL_URI_TAG, ONNX_MODEL_URI_TAG
 from experiments.train import DESCRIPTIONS, train
 from tests.conftest import compose, mlflow_runs
+from training.sweeps import SweepParentRun
 
 TASK = "exp1_dcgan_fruits"
 # The hand-made Fruits-360-style folder: 2 classes × 6 JPEGs, and one file that is not an image.
@@ -76,7 +78,7 @@ def test_the_logged_model_loads_back_and_predicts_what_the_trained_generator_doe
     tmp, cfg = trained
     client, run = _run(tmp)
     best = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
-    from lightning_modules.dcgan import DCGAN
+    from dcgan.module import DCGAN
 
     generator = load_module(DCGAN, best, quality=None).generator.eval()
     z = np.random.default_rng(7).standard_normal((3, generator.latent_dim)).astype(np.float32)  # batch 3 ≠ 2
@@ -84,7 +86,7 @@ def test_the_logged_model_loads_back_and_predicts_what_the_trained_generator_doe
         expected = generator(torch.from_numpy(z)).numpy()
 
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    model = mlflow.pyfunc.load_model(run.data.tags[tracking.MODEL_URI_TAG])
+    model = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG])
     signature = model.metadata.signature
     assert signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 128)}}]
     assert signature.outputs.to_dict() == [
@@ -94,9 +96,9 @@ def test_the_logged_model_loads_back_and_predicts_what_the_trained_generator_doe
     assert got.shape == (3, 3, 64, 64)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
-    onnx_model = mlflow.pyfunc.load_model(run.data.tags[tracking.ONNX_MODEL_URI_TAG])
+    onnx_model = mlflow.pyfunc.load_model(run.data.tags[ONNX_MODEL_URI_TAG])
     np.testing.assert_allclose(onnx_model.predict(z)["images"], expected, rtol=0, atol=1e-4)  # dcgan_onnx's tolerance
-    for uri in (run.data.tags[tracking.MODEL_URI_TAG], run.data.tags[tracking.ONNX_MODEL_URI_TAG]):
+    for uri in (run.data.tags[MODEL_URI_TAG], run.data.tags[ONNX_MODEL_URI_TAG]):
         logged = client.get_logged_model(uri.removeprefix("models:/"))
         assert (logged.experiment_id, logged.source_run_id) == (run.info.experiment_id, run.info.run_id)
         assert logged.artifact_location.startswith(str(tmp / "mlruns"))  # the store's files, not ./mlruns
@@ -153,7 +155,7 @@ def test_register_true_and_the_register_entry_add_versions_with_the_run_metrics(
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     z = np.zeros((2, 128), np.float32)
     registered = mlflow.pyfunc.load_model(f"models:/{TASK}/2").predict(z)
-    from_run = mlflow.pyfunc.load_model(run.data.tags[tracking.MODEL_URI_TAG]).predict(z)
+    from_run = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG]).predict(z)
     np.testing.assert_array_equal(registered, from_run)
 
 
@@ -179,25 +181,25 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_
 
     from omegaconf import open_dict
 
-    from lightning_modules.sample_quality import SampleQuality
+    from dcgan.quality import SampleQuality
 
     kids = iter([0.5, 0.25])
     monkeypatch.setattr(SampleQuality, "compute", lambda self, fake: {"fid": 1.0, "kid": next(kids), "kid_std": 0.0})
-    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
     trial = {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", "data.batch_size": 8, **store}
     sweep_config = compose("train", trial)
-    callback = tracking.SweepParentRun()
+    callback = SweepParentRun()
     request.addfinalizer(lambda: atexit.unregister(callback.end_unfinished))  # when an assertion fails before the end
     start_config = sweep_config.copy()
     with open_dict(start_config):  # what Hydra passes: the config with its hydra node
         start_config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
     callback.on_multirun_start(start_config)
-    parent_id = os.environ[tracking.PARENT_RUN_ENV]
+    parent_id = os.environ[PARENT_RUN_ENV]
     results = [train(compose("train", {**trial, "model.lr": lr})) for lr in (1e-4, 2e-4)]
     callback.on_multirun_end(sweep_config)
 
     assert results == [0.5, 0.25]
-    assert tracking.PARENT_RUN_ENV not in os.environ
+    assert PARENT_RUN_ENV not in os.environ
     client, runs = mlflow_runs(tmp_path, f"{TASK}-sweep")
     [parent] = [r for r in runs if r.info.run_id == parent_id]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
@@ -219,15 +221,15 @@ def test_a_failed_trial_ends_the_sweep_parent_failed_with_the_trial_named(store,
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import open_dict
 
-    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
     config = compose("train", {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", **store})
     start_config = config.copy()
     with open_dict(start_config):
         start_config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
-    callback = tracking.SweepParentRun()
+    callback = SweepParentRun()
     callback.on_multirun_start(start_config)
     request.addfinalizer(lambda: atexit.unregister(callback.end_unfinished))
-    parent_id = os.environ.pop(tracking.PARENT_RUN_ENV)
+    parent_id = os.environ.pop(PARENT_RUN_ENV)
     client, _ = mlflow_runs(tmp_path, f"{TASK}-sweep")
 
     callback.on_job_end(config, JobReturn(overrides=["model.lr=0.0001"], status=JobStatus.COMPLETED))
@@ -250,17 +252,17 @@ def test_a_sweep_that_exits_before_its_end_leaves_no_parent_running(store, tmp_p
     script = f"""
 import sys
 from omegaconf import open_dict
-from core import tracking
+from training.sweeps import SweepParentRun
 from tests.conftest import compose
 config = compose("train", {{"experiment": {TASK!r}, "sweep": "dcgan_grid", "debug": "fast", **{store!r}}})
 with open_dict(config):
     config.hydra = {{"sweep": {{"dir": {str(tmp_path / "sweep")!r}}}}}
-callback = tracking.SweepParentRun()
+callback = SweepParentRun()
 callback.on_multirun_start(config)
 print(callback.run_id, flush=True)
 sys.exit(2)
 """
-    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.returncode == 2, done.stderr[-2000:]
     parent_id = done.stdout.split()[-1]
@@ -297,21 +299,21 @@ def test_an_interrupted_or_failed_training_ends_its_run(interrupt, status, store
 def test_a_stopped_sweep_ends_the_trials_its_workers_left_running(store, tmp_path, monkeypatch):
     """A parallel launcher's worker killed on Ctrl-C cannot end its trial's run: the sweep's exit handler ends every
     trial of its parent still RUNNING, KILLED, and leaves the finished ones as they are."""
-    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
     config = compose("train", {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", **store})
     from omegaconf import open_dict
 
     with open_dict(config):
         config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
-    callback = tracking.SweepParentRun()
+    callback = SweepParentRun()
     callback.on_multirun_start(config)
     client, _ = mlflow_runs(tmp_path, f"{TASK}-sweep")
     experiment_id = client.get_run(callback.run_id).info.experiment_id
-    tags = {tracking.PARENT_RUN_TAG: callback.run_id}
+    tags = {PARENT_RUN_TAG: callback.run_id}
     running = client.create_run(experiment_id, run_name="bs8-lr0.0001", tags=tags).info.run_id
     finished = client.create_run(experiment_id, run_name="bs8-lr0.0002", tags=tags).info.run_id
     client.set_terminated(finished, "FINISHED")
-    other = client.create_run(experiment_id, run_name="another sweep's trial", tags={tracking.PARENT_RUN_TAG: "x"})
+    other = client.create_run(experiment_id, run_name="another sweep's trial", tags={PARENT_RUN_TAG: "x"})
     callback.end_unfinished()
     status = {run_id: client.get_run(run_id).info.status for run_id in (callback.run_id, running, finished)}
     assert status == {callback.run_id: "FAILED", running: "KILLED", finished: "FINISHED"}

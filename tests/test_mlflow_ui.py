@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from core import tracking
+from core.mlflow_store import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, describe_experiment
 from experiments import mlflow_ui
 from tests.conftest import REPO
 
@@ -32,7 +32,7 @@ LOSSES = ("train/d_loss", "train/g_loss")
 
 def _finished_runs(tmp_path: Path, lightning: bool = True) -> tuple[str, list[str]]:
     """Two finished runs of TASK as experiments/train.py makes them (Lightning's MLFlowLogger creates the experiment
-    and the run, `tracking.describe_experiment` marks it): 4 steps of both losses, their epoch means (not loss series
+    and the run, `describe_experiment` marks it): 4 steps of both losses, their epoch means (not loss series
     the view charts) and `model.lr`. `lightning=False`: the same through MlflowClient, the calls MLFlowLogger makes,
     without importing Lightning. Returns the store's URI and the run names."""
     from mlflow import MlflowClient
@@ -56,7 +56,7 @@ def _finished_runs(tmp_path: Path, lightning: bool = True) -> tuple[str, list[st
             found = client.get_experiment_by_name(TASK)
             experiment_id = found.experiment_id if found else client.create_experiment(TASK, str(tmp_path / "mlruns"))
             run_id = client.create_run(experiment_id, run_name=name).info.run_id
-        tracking.describe_experiment(client, experiment_id, "DCGAN experiment 1")
+        describe_experiment(client, experiment_id, "DCGAN experiment 1")
         client.log_param(run_id, "model.lr", lr)
         for step, values in enumerate(losses):
             for key, value in values.items():
@@ -101,8 +101,8 @@ def test_prepare_store_marks_the_experiments_and_writes_the_losses_view_once(tmp
     (found,) = mlflow_ui.prepare_store(uri)
     assert (found.name, found.loss_metrics) == (TASK, LOSSES)
     tags = client.get_experiment(found.experiment_id).tags
-    assert tags[tracking.EXPERIMENT_KIND_TAG] == tracking.MODEL_TRAINING_KIND
-    assert client.get_experiment(tool).tags[tracking.EXPERIMENT_KIND_TAG] == tracking.MODEL_TRAINING_KIND
+    assert tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    assert client.get_experiment(tool).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
     assert mlflow_ui.VIEW_TAG not in client.get_experiment(tool).tags
     view = json.loads(tags[mlflow_ui.VIEW_TAG])
     state = json.loads(view["state"])

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from core.mask_alerts import EventSink, MaskAlerts, Webhook
 from core.overrides import quote
 from core.video_sources import VideoSource, parse_source, redact
+from facemask.alerts import EventSink, MaskAlerts, Webhook
 from tests.conftest import REPO, compose, mlflow_runs
 
 NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
@@ -38,7 +38,7 @@ CLASS = {"worn": 0, "none": 1, "incorrect": 2}
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The generated video and, per frame, the (N, 6) ground-truth detections drawn in it."""
-    from datamodules.synthetic.faces import Identity, draw_face
+    from synthetic.faces import Identity, draw_face
 
     rng = np.random.default_rng(0)
     identities = [Identity.random(rng) for _ in PEOPLE]
@@ -415,7 +415,7 @@ def test_the_tools_that_only_log_a_run_do_not_load_lightning():
 
     code = (
         "import sys, experiments.monitor_facemask, experiments.eval_lfw, experiments.recognize, "
-        "lightning_modules.yolo_export; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "facemask.export; print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('pytorch_lightning', 'lightning_fabric')))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

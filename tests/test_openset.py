@@ -297,8 +297,8 @@ def test_the_calibrated_threshold_names_the_known_and_rejects_strangers_at_every
     """The whole ../shared/data/faces (441 photos of 10 people) against 600 LFW people outside it and the two sample
     photos: at 1, 5, 10 and all photos a person (5-fold), >= 95 % of the known named and of the strangers rejected,
     and a stranger's decision the same with one photo a person as with all (~35) for >= 95 % of strangers."""
-    from datamodules.synthetic.faces import real_face_photos
     from experiments.eval_openset import evaluate
+    from synthetic.faces import real_face_photos
 
     people = {p.name for p in (SHARED_DATA / "faces").iterdir() if p.is_dir()}
     strangers = tmp_path / "strangers"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from datamodules.synthetic.faces import real_face_photos
 from faces.recognition import UNKNOWN
 from faces.video import TrackNames
+from synthetic.faces import real_face_photos
 from tests.conftest import compose, mlflow_runs
 
 

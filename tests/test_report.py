@@ -249,7 +249,7 @@ FULL = {"profile": "trainer=gpu", "profile.caps": "none"}
 SMALL_YOLO = {"profile": "trainer=cpu_small", "profile.caps": "max_epochs 30 → 5, detector_imgsz 640 → 320"}
 YOLO_PARAMS = {"monitor.metric": "val/fitness", "monitor.mode": "max", "model.arch": "yolov5n.yaml", "epochs": "30"}
 REAL_DATA = {"data.generate": "None"}
-SYNTHETIC_DATA = {"data.generate._target_": "datamodules.synthetic.make_facemask"}
+SYNTHETIC_DATA = {"data.generate._target_": "synthetic.make_facemask"}
 WEIGHTS = str(SHARED / "weights" / "yolov5n.pt")
 
 
@@ -409,7 +409,7 @@ def app_store(tmp_path_factory) -> dict:
         acc=1.0,
         backbone="vgg16",
         data={
-            "data.generate._target_": "datamodules.synthetic.make_faces",
+            "data.generate._target_": "synthetic.make_faces",
             "data.root": str(PROJECT_ROOT / "data" / "synthetic" / "faces"),
         },
         tags={"profile": "trainer=cpu_small", "profile.caps": "max_epochs 20 → 5, max_images all → 512"},

@@ -1,4 +1,4 @@
-"""The DCGAN sample-quality metrics (lightning_modules/sample_quality.py): KID and FID separate real images from
+"""The DCGAN sample-quality metrics (dcgan/quality.py): KID and FID separate real images from
 noise, are near zero for real against real, and FID is flagged below a full-rank covariance; precision, recall,
 density and coverage (Naeem et al. 2020) give their exact values on constructed features and see a collapse that
 KID does not."""
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.synthetic.scenes import FRUITS, _fruit
-from lightning_modules.sample_quality import FEATURE_DIM, SampleQuality, precision_recall_density_coverage
+from dcgan.quality import FEATURE_DIM, SampleQuality, precision_recall_density_coverage
+from synthetic.scenes import FRUITS, _fruit
 
 
 def _fruit_images(count: int, seed: int) -> torch.Tensor:
@@ -146,7 +146,7 @@ def test_nearest_k_shrinks_to_fit_a_small_real_set():
 
 
 def test_pairwise_diversity_is_the_ratio_of_mean_pairwise_distances():
-    from lightning_modules.sample_quality import pairwise_diversity
+    from dcgan.quality import pairwise_diversity
 
     real = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])  # pairwise 3, 4, 5: mean 4
     fake = np.array([[0.0, 0.0], [1.0, 0.0]])  # pairwise 1

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from mlflow import MlflowClient
 
 from core.errors import UserError
-from core.tracking import server_answers
+from core.mlflow_store import server_answers
 from tests.conftest import REPO, compose, mlflow_runs
 
 TRAIN = [sys.executable, "-m", "experiments.train"]

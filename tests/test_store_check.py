@@ -1,6 +1,6 @@
 """A training pointed at a local MLflow store it cannot use stops at once with one line naming the store and what
 helps, and leaves the file as it was: a store of an older or a newer MLflow, a damaged one, one another program
-holds locked (`core.tracking.check_local_store`, called by the training entry before anything is written)."""
+holds locked (`core.mlflow_store.check_local_store`, called by the training entry before anything is written)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from mlflow.store.db.utils import _get_alembic_config
 
 from core.errors import UserError
-from core.tracking import check_local_store
+from core.mlflow_store import check_local_store
 from experiments.train import train
 from tests.conftest import compose
 

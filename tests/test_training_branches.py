@@ -98,7 +98,7 @@ def test_yolo_three_epochs_warm_up_accumulate_and_close_mosaic(store, monkeypatc
     iterations, close_mosaic 1. Reference: ultralytics/engine/trainer.py `_do_train` (warm-up by np.interp over
     the first nw iterations, optimizer step when ni − last_opt_step ≥ accumulate) and `_close_dataloader_mosaic`."""
     from experiments.train import train
-    from lightning_modules.yolo_detector import YoloDetector
+    from facemask.detector import YoloDetector
 
     steps, groups, mosaic = [], [], []
     step, epoch_start = YoloDetector.training_step, YoloDetector.on_train_epoch_start
@@ -199,7 +199,7 @@ def test_yolo_trains_under_bf16_autocast_and_validates_in_fp32(store, monkeypatc
     from ultralytics.nn.tasks import DetectionModel
 
     from experiments.train import train
-    from lightning_modules.yolo_detector import DetectionMetrics
+    from facemask.detector import DetectionMetrics
 
     calls, seen_preds = [], []
     loss, update = DetectionModel.loss, DetectionMetrics.update

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.mask_alerts import MaskAlerts
 from core.video_sources import TimedVideoWriter, VideoSource
+from facemask.alerts import MaskAlerts
 
 TIMES = [k / 30 for k in range(30)] + [1 + k / 10 for k in range(30)]  # 60 frames over 4 s, average 15 fps
 

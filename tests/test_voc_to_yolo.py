@@ -15,9 +15,9 @@ import yaml
 from core.errors import UserError
 from core.images import read_rgb
 from core.voc import VocAnnotation, VocObject, pair_voc, read_voc, write_voc
-from datamodules.synthetic import make_facemask, make_hardhat
-from datamodules.synthetic.facemask import FACEMASK_CLASSES
-from datamodules.voc_to_yolo import convert_voc, difficult_boxes
+from facemask.voc_to_yolo import convert_voc, difficult_boxes
+from synthetic import make_facemask, make_hardhat
+from synthetic.facemask import FACEMASK_CLASSES
 from tests.conftest import REPO, SHARED_DATA, needs_shared_data
 
 CLASSES = list(FACEMASK_CLASSES)
@@ -277,7 +277,7 @@ def test_size_mismatch_is_named_in_the_summary_line(voc, tmp_path):
 def test_two_processes_converting_into_one_cold_folder_both_finish_with_the_same_report(voc, tmp_path):
     out = tmp_path / "yolo"
     script = (
-        "import json, sys; from datamodules.voc_to_yolo import convert_voc; "
+        "import json, sys; from facemask.voc_to_yolo import convert_voc; "
         f"print(json.dumps(convert_voc({str(voc)!r}, {str(out)!r}, {CLASSES!r}).to_dict(), sort_keys=True))"
     )
     runs = [

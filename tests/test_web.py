@@ -27,14 +27,14 @@ from PIL import Image
 
 from experiments.export_web import export_web
 from experiments.train import train
-from lightning_modules.onnx_export import ExportedModel
 from tests.conftest import REPO, compose
+from training.onnx_export import ExportedModel
 
 WEB = REPO / "web"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FACEMASK_IMGSZ = 160
 FACES_IMGSZ = 32
-IDENTITIES = ["alice", "bob", "carol", "dave"]  # the built-in set's first four (datamodules/synthetic/identities.py)
+IDENTITIES = ["alice", "bob", "carol", "dave"]  # the built-in set's first four (synthetic/identities.py)
 
 
 def _store(root: Path, data_dir: Path) -> list[str]:
@@ -112,7 +112,7 @@ def test_export_writes_checked_models_and_a_manifest(exported):
     faces = manifest["faces"]
     assert faces["class_names"] == IDENTITIES and faces["image_size"] == FACES_IMGSZ and faces["margin"] == 0.2
     assert faces["parity"]["max_abs_difference"] <= faces["parity"]["tolerance"]
-    for entry in (generator, facemask, faces):  # one schema (lightning_modules.onnx_export.ExportedModel)
+    for entry in (generator, facemask, faces):  # one schema (training.onnx_export.ExportedModel)
         assert set(ExportedModel.__required_keys__) <= set(entry) and entry["checkpoint"].endswith(".ckpt")
     missing = {m["task"]: m["command"] for m in manifest["missing"]}
     assert missing == {"exp2_dcgan_hardhat": "make exp2-dcgan", "exp3_dcgan_hardhat_tricks": "make exp3-dcgan"}
@@ -212,7 +212,7 @@ def test_an_unexportable_classifier_is_missing_with_why_and_the_command_that_exp
     """A dlib-ResNet checkpoint (NotExportable) leaves the recognise pane a note naming the VGG16 command; the note
     is the page's own text (web/src/notes.js run by Node)."""
     import experiments.export_web as export_web_module
-    from lightning_modules.onnx_export import NotExportable
+    from training.onnx_export import NotExportable
 
     reason = "backbone 'dlib_resnet' aligns faces in dlib, not in a tensor graph; only vgg16 exports to ONNX"
 
@@ -314,7 +314,7 @@ def test_page_box_maths_equal_ultralytics_on_a_hand_made_head_output():
     """web/src/boxes.js (score threshold, class-aware NMS, boxes back to a 517×300 image letterboxed to 160) against
     ultralytics' non_max_suppression and scale_boxes on seven hand-placed anchors: two under the threshold, one
     suppressed by a better box of its class, one kept over the same box because its class differs, one clipped."""
-    from lightning_modules.yolo_inference import postprocess
+    from facemask.inference import postprocess
 
     anchors = [  # centre x, centre y, width, height (input px), class, score
         (40, 60, 20, 30, 0, 0.9),
@@ -420,7 +420,7 @@ def _check_detections(
     """The page's face-mask steps against Python's on `image`: the letterbox (geometry `top`/`left` worked out by
     hand from ultralytics' rule, grey 114 borders exact, the resized content within resampling differences), the
     ONNX output of the page's own input, and ultralytics' NMS and box scaling on the page's raw output."""
-    from lightning_modules.yolo_inference import postprocess
+    from facemask.inference import postprocess
 
     height, width = image.shape[:2]
     ratio = min(size / width, size / height)
@@ -549,8 +549,8 @@ def _page_tools_or_skip() -> None:
 
 def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(exported, tmp_path):
     _page_tools_or_skip()
-    from datamodules.synthetic.faces import real_face_photos
-    from lightning_modules.onnx_export import onnx_session
+    from synthetic.faces import real_face_photos
+    from training.onnx_export import onnx_session
 
     manifest = exported["manifest"]
     models = exported["public"] / "models"
@@ -630,7 +630,7 @@ def test_page_generates_samples_and_draws_the_python_boxes_in_headless_chromium(
     assert result["trained"]["faces"]["marked"] and trained["faces"]["run_id"] in result["trained"]["faces"]["text"]
 
 
-# The face-mask pane's live view: web/src/tracker.js against ultralytics' BYTETracker and core.mask_alerts.
+# The face-mask pane's live view: web/src/tracker.js against ultralytics' BYTETracker and facemask.alerts.
 
 MONITOR_NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
 
@@ -638,7 +638,7 @@ MONITOR_NAMES = ["with_mask", "without_mask", "mask_weared_incorrect"]
 def _monitor_truth() -> list[np.ndarray]:
     """tests/test_monitor.py's clip as detections, without the video: per frame (N, 6) boxes x0 y0 x1 y1 conf cls
     of faces 32 px wide moving along rows (the boxes draw_face returns for those centres)."""
-    from datamodules.synthetic.faces import Identity, draw_face
+    from synthetic.faces import Identity, draw_face
     from tests.test_monitor import BLIPS, CLASS, FRAMES, PEOPLE, SIZE
 
     rng = np.random.default_rng(0)
@@ -658,8 +658,8 @@ def _monitor_truth() -> list[np.ndarray]:
 def _python_monitor(sequence: list[np.ndarray], settings: dict, fps: float) -> dict:
     """ultralytics' BYTETracker (core.trackers.track) and MaskAlerts on `sequence`: per frame [[track id, class]],
     the events and the summary, as the Python monitor computes them."""
-    from core.mask_alerts import MaskAlerts
     from core.trackers import make_tracker, track
+    from facemask.alerts import MaskAlerts
 
     tracker = make_tracker({k: v for k, v in settings["tracker"].items()})
     alerts = MaskAlerts(MONITOR_NAMES, settings["alert_classes"], settings["alert_after_s"], settings["smooth_frames"])
@@ -725,7 +725,7 @@ def test_manifest_monitor_settings_are_ultralytics_bytetrack_and_the_monitor_con
 
 def test_page_tracker_and_alerts_equal_the_python_monitor_on_the_monitor_test_clip():
     """tests/test_monitor.py's five people (one misdetected for single frames, two alerts, one unmasked too briefly):
-    the page's ids per frame, alerts and summary are those of ultralytics' ByteTrack and core.mask_alerts."""
+    the page's ids per frame, alerts and summary are those of ultralytics' ByteTrack and facemask.alerts."""
     from tests.test_monitor import FPS
 
     settings = _monitor_settings()
@@ -794,7 +794,7 @@ class _FirstMaskColour:
 
 
 def _live_frames() -> list[np.ndarray]:
-    from datamodules.synthetic.faces import Identity, draw_face
+    from synthetic.faces import Identity, draw_face
 
     identity = Identity(
         skin=(224, 172, 105),
@@ -886,8 +886,8 @@ def _stand_in_detector(path: Path) -> dict:
 def test_stand_in_detector_finds_each_live_face_with_its_mask_state(tmp_path):
     """The stand-in is reliable on the generated frames (ultralytics' NMS on its ONNX output, as the page decodes
     it): one box per person, the right class, on every frame."""
-    from lightning_modules.onnx_export import onnx_session
-    from lightning_modules.yolo_inference import postprocess
+    from facemask.inference import postprocess
+    from training.onnx_export import onnx_session
 
     entry = _stand_in_detector(tmp_path / "stand_in.onnx")
     session = onnx_session(tmp_path / entry["file"])
@@ -968,8 +968,8 @@ def dlib_exported(tmp_path_factory, data_dir) -> dict:
     With no face-mask detector exported, the gallery and the page both crop the centre square. Strangers, people not
     in the gallery: `astronaut`, skimage's astronaut photo whole (`skimage.data.astronaut()`), and `stranger`, the
     same photo cut to her face box grown by the crops' margin."""
-    from datamodules.synthetic.faces import real_face_photos
     from faces.crop import face_square, square_crop
+    from synthetic.faces import real_face_photos
 
     root = tmp_path_factory.mktemp("web-dlib")
     store = _store(root, data_dir)
@@ -1154,7 +1154,7 @@ def learned_exported(tmp_path_factory, data_dir) -> dict:
     with open_dict(cfg):
         cfg.models = {task: cfg.models[task] for task in ("yolo_facemask", "vgg16_faces")}
     manifest = export_web(cfg)
-    from datamodules.synthetic.faces import real_face_photos
+    from synthetic.faces import real_face_photos
 
     astronaut = root / "astronaut.png"
     Image.fromarray(real_face_photos()[0].rgb).save(astronaut)
@@ -1169,7 +1169,7 @@ def test_page_draws_boxes_of_a_detector_that_learned_and_names_nobody_without_a_
     in the astronaut photo, a real face, the detector that learned cartoon faces finds none, and the pane names
     nobody (where a centre crop of the photo was named after a cartoon identity at dlib's 0.6)."""
     _page_tools_or_skip()
-    from lightning_modules.onnx_export import onnx_session
+    from training.onnx_export import onnx_session
 
     manifest, public = learned_exported["manifest"], learned_exported["public"]
     facemask, faces = manifest["facemask"], manifest["faces"]

@@ -63,7 +63,7 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
 
 
 def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
-    from lightning_modules.yolo_detector import YoloDetector
+    from facemask.detector import YoloDetector
     from tests.test_checkpoint_trust import assert_plain_checkpoint
 
     module = assert_plain_checkpoint(trained["checkpoint"], YoloDetector, pretrained=None)
@@ -92,7 +92,7 @@ def test_nothing_reaches_the_network(trained, tmp_path):
 
 
 def test_onnx_export_gives_pytorchs_scores_and_boxes(trained, tmp_path):
-    from lightning_modules.yolo_export import BOX_TOLERANCE_PX, SCORE_TOLERANCE, export_onnx
+    from facemask.export import BOX_TOLERANCE_PX, SCORE_TOLERANCE, export_onnx
 
     with no_network() as attempts:
         result = export_onnx(trained["checkpoint"], tmp_path / "facemask.onnx", imgsz=160)
@@ -113,8 +113,8 @@ def test_onnx_parity_fails_on_a_class_score_off_by_a_little(trained, tmp_path, m
     the box pixels, would pass up to ~0.16 at 160 px), named with the file and the difference."""
     import numpy as np
 
-    from lightning_modules import yolo_export
-    from lightning_modules.onnx_export import ExportParityError, onnx_session
+    from facemask import export as yolo_export
+    from training.onnx_export import ExportParityError, onnx_session
 
     def off_session(path):
         session = onnx_session(path)
@@ -357,7 +357,7 @@ def test_monitor_entry_tracks_with_the_trained_checkpoint(trained, tmp_path, cap
 
 
 def test_missing_pretrained_file_says_where_to_put_it(tmp_path):
-    from lightning_modules.yolo_detector import YoloDetector
+    from facemask.detector import YoloDetector
 
     with pytest.raises(UserError, match="pretrained weights not found: .*put the file there"):
         YoloDetector(pretrained=str(tmp_path / "yolov5n.pt"))
@@ -365,8 +365,8 @@ def test_missing_pretrained_file_says_where_to_put_it(tmp_path):
 
 
 def test_state_dict_of_the_same_architecture_loads_and_another_is_refused(tmp_path):
-    from lightning_modules.yolo_detector import build_model
-    from lightning_modules.yolov5_checkpoint import load_pretrained
+    from facemask.detector import build_model
+    from facemask.yolov5_checkpoint import load_pretrained
 
     names = ["a", "b", "c"]
     torch.save(build_model("yolov8n.yaml", names).state_dict(), tmp_path / "v8.pt")
@@ -380,8 +380,8 @@ def test_ultralytics_checkpoint_transfers_through_stand_ins(tmp_path, monkeypatc
     head transfer; ultralytics' own loader (weights_only=False) is not used."""
     from ultralytics import YOLO
 
-    from lightning_modules.yolo_detector import build_model
-    from lightning_modules.yolov5_checkpoint import load_pretrained
+    from facemask.detector import build_model
+    from facemask.yolov5_checkpoint import load_pretrained
 
     YOLO("yolov8n.yaml").save(tmp_path / "yolov8n.pt")
     for loader in ("load_checkpoint", "torch_safe_load"):
@@ -394,8 +394,8 @@ def test_ultralytics_checkpoint_transfers_through_stand_ins(tmp_path, monkeypatc
 
 @needs_shared_data("weights", "yolov5n.pt")
 def test_yolov5_repo_checkpoint_transfers_backbone_and_neck_and_is_refused_elsewhere():
-    from lightning_modules.yolo_detector import build_model
-    from lightning_modules.yolov5_checkpoint import load_pretrained, read_yolov5_state_dict
+    from facemask.detector import build_model
+    from facemask.yolov5_checkpoint import load_pretrained, read_yolov5_state_dict
 
     path = SHARED_DATA / "weights" / "yolov5n.pt"
     source = read_yolov5_state_dict(path)
@@ -451,7 +451,7 @@ def _difficult_set(tmp_path):
     import numpy as np
 
     from core.voc import VocAnnotation, VocObject, write_voc
-    from datamodules.yolo import YoloDataModule
+    from facemask.data import YoloDataModule
 
     voc = tmp_path / "voc"
     (voc / "images").mkdir(parents=True)
@@ -482,7 +482,7 @@ def _difficult_set(tmp_path):
 def _predictions(batch: dict, names: list[str], extra_on_difficult: bool) -> torch.Tensor:
     """Raw model outputs (B, 4 + classes, anchors) that hit every labelled box (score 0.9), plus, when asked, a more
     confident prediction (0.95) on each difficult box."""
-    from datamodules.voc_to_yolo import difficult_boxes
+    from facemask.voc_to_yolo import difficult_boxes
 
     _, _, height, width = batch["img"].shape
     preds = torch.zeros(len(batch["im_file"]), 4 + len(names), 4)
@@ -512,7 +512,7 @@ def _map50(preds: torch.Tensor, batch: dict, names: list[str], save_dir) -> floa
     """mAP50 of `preds` on `batch` through the validation metric code."""
     from types import SimpleNamespace
 
-    from lightning_modules.yolo_detector import DetectionMetrics
+    from facemask.detector import DetectionMetrics
 
     metrics = DetectionMetrics(names, save_dir)
     metrics.reset(SimpleNamespace(names=dict(enumerate(names))), torch.device("cpu"))

@@ -90,7 +90,7 @@ export function drawDetections(canvas, source, detections, classNames) {
 }
 
 // The live view's colours, as the Python monitor's annotated video: red once the person raised an alert, orange
-// while their smoothed state is an alert class, green otherwise (lightning_modules/yolo_monitor.py _draw).
+// while their smoothed state is an alert class, green otherwise (facemask/monitor.py _draw).
 export const TRACK_COLOURS = { alerted: "#ff0000", unmasked: "#ffa500", masked: "#00a000" };
 
 /** Draw `source` with each tracked person [{trackId, x0, y0, x1, y1}] boxed and labelled "id N state", coloured by

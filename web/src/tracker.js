@@ -1,5 +1,5 @@
 // Persistent person ids and the mask alerts of the face-mask pane, as the Python monitor does them
-// (lightning_modules/yolo_monitor.py with ultralytics' BYTETracker, core/mask_alerts.py). No browser APIs or
+// (facemask/monitor.py with ultralytics' BYTETracker, facemask/alerts.py). No browser APIs or
 // onnxruntime-web here, so Node can run it on box sequences (tests/test_web.py).
 //
 // ByteTracker follows ByteTrack (Zhang et al., "ByteTrack: Multi-Object Tracking by Associating Every Detection
@@ -161,7 +161,7 @@ export class ByteTracker {
   }
 }
 
-/** Per-track smoothed mask state and the one-alert-per-person rule of core/mask_alerts.py MaskAlerts: a track's
+/** Per-track smoothed mask state and the one-alert-per-person rule of facemask/alerts.py MaskAlerts: a track's
  * state is the majority class of its last `window` (smooth_frames) detections, a tie going to the most recent of
  * the tied classes; a person whose state is an alert class for `alertAfterS` seconds without interruption raises
  * ONE alert. `names`: the detector's class names; `alertClasses`: names among them (else an Error naming the key). */

@@ -26,7 +26,7 @@ from core.images import swap_red_blue
 
 # Detection-level tolerances, absolute, between the project's PyTorch inference and ultralytics' predictor on an
 # exported model (both float32 on the CPU). The formats fuse Conv+BatchNorm and reorder float32 sums, which moves
-# raw boxes by ~1e-4 input px and scores by ~1e-7 (lightning_modules/yolo_export.py); box corners are compared in
+# raw boxes by ~1e-4 input px and scores by ~1e-7 (facemask/export.py); box corners are compared in
 # the original image's pixels, i.e. after the letterbox's scale-up (up to ~4× for a 2,560 px image at 640 px).
 BOX_TOLERANCE_PX = 0.05  # box corners x0, y0, x1, y1, in the original image's pixels
 SCORE_TOLERANCE = 1e-4  # the confidence (class score after the sigmoid, in [0, 1])

@@ -1,5 +1,5 @@
 """The DCGAN generator as ONNX, for the browser playground: exported from a checkpoint and checked
-against PyTorch with ONNX Runtime on fixed noise before it is used (`lightning_modules.onnx_export`)."""
+against PyTorch with ONNX Runtime on fixed noise before it is used (`training.onnx_export`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from core.checkpoints import load_module
-from lightning_modules.dcgan import DCGAN
-from lightning_modules.onnx_export import ExportedModel, max_abs_difference, onnx_session
+from dcgan.module import DCGAN
+from training.onnx_export import ExportedModel, max_abs_difference, onnx_session
 
 PARITY_SAMPLES = 8
 PARITY_ATOL = 1e-4  # tanh outputs in [-1, 1]; float32 reordering differs by ~1e-6

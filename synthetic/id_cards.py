@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from core.voc import VocAnnotation, VocObject, write_voc
-from datamodules.synthetic import synthetic_set
-from datamodules.synthetic.faces import FacePhoto, real_face_photos
+from synthetic import synthetic_set
+from synthetic.faces import FacePhoto, real_face_photos
 
 CARD_SIZE = (428, 270)  # width, height: ID-1 proportions (85.6 × 54 mm) at 5 px/mm
 PHOTO_SLOT = (24, 62, 120, 156)  # left, top, width, height on the card

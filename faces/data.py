@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.errors import UserError
 from core.images import UnreadableImage, find_images, read_rgb
+from core.mlflow_store import FolderDataset, dataset_name, folder_files
 from core.seeds import epoch_seed
-from core.tracking import FolderDataset, dataset_name, folder_files
 from faces import Detection, FaceDetector
 from faces.crop import FaceCrop
 from faces.descriptors import FeatureExtractor
@@ -295,7 +295,7 @@ class FaceIdentityDataModule(pl.LightningDataModule):
 
     def _feature_datasets(self) -> None:
         """The frozen extractor's features of every file, from the cache or computed once and cached."""
-        from datamodules.feature_cache import FeatureCache
+        from faces.feature_cache import FeatureCache
 
         self.feature_cache = FeatureCache(self.cache_dir)
         augment_tag = json.dumps(A.to_dict(self.augment), sort_keys=True) if self.augment is not None else "none"

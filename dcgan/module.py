@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torchvision.utils import make_grid
 
-from core import tracking
 from core.errors import UserError
 from core.metric_names import (
     GAN_LOSS_KINDS,
@@ -29,9 +28,10 @@ from core.metric_names import (
     gan_loss,
     gan_loss_std,
 )
-from lightning_modules import callbacks
-from lightning_modules.dcgan_nets import Discriminator, Generator, init_normal_002
-from lightning_modules.sample_quality import SampleQuality
+from dcgan.nets import Discriminator, Generator, init_normal_002
+from dcgan.quality import SampleQuality
+from training import callbacks
+from training.mlflow_logging import log_dict, log_figure, log_image, set_tags
 
 
 class NonFiniteLoss(UserError):
@@ -45,7 +45,7 @@ class DCGAN(pl.LightningModule):
     on D's logits (the paper's code), with its noisy labels as `real_label_*`/`fake_label_*` and its instance noise
     N(0, σ) on D's inputs. Logs per step `train/d_loss`, `train/g_loss`, `train/d_real`, `train/d_fake`; per epoch
     the epoch-mean and last-batch losses, a fixed-noise grid (`samples/`), FID/KID and precision/recall/density/
-    coverage (`quality/`; `lightning_modules.sample_quality`) and the
+    coverage (`quality/`; `dcgan.quality`) and the
     loss-fluctuation statistic (`stability/`); names in `core.metric_names`. Raises `NonFiniteLoss` (a UserError)
     when a loss becomes NaN/inf, keeping the last good checkpoint; ValueError for unknown `instance_noise_on` or
     `weight_init` values.
@@ -167,7 +167,7 @@ class DCGAN(pl.LightningModule):
             settings = metric.set_real(self.trainer.datamodule.real_images(metric.num_samples).to(self.device))
             for note in metric.notes:
                 rank_zero_warn(f"model.quality: {note}")
-            tracking.set_tags(self.trainer, {f"{QUALITY_TAG}{k}": str(v).lower() for k, v in settings.items()})
+            set_tags(self.trainer, {f"{QUALITY_TAG}{k}": str(v).lower() for k, v in settings.items()})
 
     def on_train_epoch_end(self) -> None:
         losses = torch.stack(self._epoch_losses).cpu()  # checked once per epoch: no per-step device sync
@@ -191,12 +191,12 @@ class DCGAN(pl.LightningModule):
         metrics.update(self.loss_fluctuation())
         metrics.update(self._quality_metrics())
         # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the loggers get them
-        # once this epoch's checkpoint is written (lightning_modules.callbacks.EpochMetrics says why self.log cannot
+        # once this epoch's checkpoint is written (training.callbacks.EpochMetrics says why self.log cannot
         # do that).
         self.log_dict(metrics, on_epoch=True, logger=False)
         self.epoch_metrics.stage(self.current_epoch, metrics)
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
-            tracking.log_image(self.trainer, self.sample_grid(), epoch_artifact(SAMPLES_FOLDER, self.current_epoch + 1))
+            log_image(self.trainer, self.sample_grid(), epoch_artifact(SAMPLES_FOLDER, self.current_epoch + 1))
 
     def _quality_metrics(self) -> dict[str, float]:
         """`quality/*` of this epoch's samples, or {} with a warning when the metric fails: a metric is a
@@ -211,7 +211,7 @@ class DCGAN(pl.LightningModule):
                 f"model.quality: FID/KID failed at epoch {self.current_epoch + 1} and are not logged for it "
                 f"({type(exc).__name__}: {exc}); training goes on"
             )
-            tracking.set_tags(
+            set_tags(
                 self.trainer,
                 {f"{QUALITY_TAG}error": f"epoch {self.current_epoch + 1}: {type(exc).__name__}: {exc}"[:5000]},
             )
@@ -252,8 +252,8 @@ class DCGAN(pl.LightningModule):
                 title=f"D and G loss per epoch ({self.trainer.logger.name if self.trainer.logger else 'dcgan'})",
                 window=self.hparams.fluctuation_window,
             )
-            tracking.log_figure(self.trainer, fig, "figures/loss_curves.png")
-            tracking.log_dict(self.trainer, dict(self.history), "history.json")
+            log_figure(self.trainer, fig, "figures/loss_curves.png")
+            log_dict(self.trainer, dict(self.history), "history.json")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["loss_history"] = dict(self.history)

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datamodules.synthetic import synthetic_set
-from datamodules.synthetic.faces import Identity, draw_face, real_face_photos
+from synthetic import synthetic_set
+from synthetic.faces import Identity, draw_face, real_face_photos
 
 NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
 

@@ -16,7 +16,7 @@ from core.checkpoints import load_module
 from core.errors import UserError
 
 if TYPE_CHECKING:
-    from lightning_modules.yolo_detector import YoloDetector
+    from facemask.detector import YoloDetector
 
 TRAINED_BY = "make yolo-facemask"  # the make target that writes the checkpoints these helpers read
 TASK_NAME = "yolo_facemask"  # its runs' folder under paths.log_dir
@@ -32,7 +32,7 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
         raise UserError(f"{key}={path}: checkpoint not found — `{TRAINED_BY}` writes one")
     # imported here: the LightningModule brings pytorch_lightning (3 s of imports), which a monitor call that
     # finds its ONNX export beside the checkpoint (yolo_export.runtime_model) never needs
-    from lightning_modules.yolo_detector import YoloDetector
+    from facemask.detector import YoloDetector
 
     module = load_module(
         YoloDetector, path, key=key, map_location=device, pretrained=None

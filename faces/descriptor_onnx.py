@@ -17,11 +17,11 @@ PARITY_INPUTS = "2 fixed uniform-noise 150×150 chips"
 
 def export_onnx(out_path: str | Path, model_path: str | Path | None = None) -> dict:
     """Write the descriptor network (float RGB chips 0–255, NCHW (B, 3, 150, 150) → descriptors (B, 128)) to
-    `out_path` and return its manifest entry (`lightning_modules.onnx_export.ExportedModel`, `output_kind`
+    `out_path` and return its manifest entry (`training.onnx_export.ExportedModel`, `output_kind`
     "descriptor", no classes). `model_path`: dlib's file (default: face-recognition-models'). Raises
     DlibFormatError for a file that is not dlib's ResNet, ExportParityError when ONNX Runtime differs from the
     port by more than 1e-4."""
-    from lightning_modules.onnx_export import ExportedModel, max_abs_difference, onnx_session
+    from training.onnx_export import ExportedModel, max_abs_difference, onnx_session
 
     model = load_dlib_face_resnet(model_path)
     out_path = Path(out_path)

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from core.errors import UserError
-from core.tracking import FolderDataset, dataset_name, folder_files
-from datamodules.voc_to_yolo import ConversionReport, convert_voc
+from core.mlflow_store import FolderDataset, dataset_name, folder_files
+from facemask.voc_to_yolo import ConversionReport, convert_voc
 
 STRIDE = 32  # the largest stride of every YOLO detection model: image sizes are padded to a multiple of it
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from core.voc import VocAnnotation, VocObject, write_voc
-from datamodules.synthetic import synthetic_set
+from synthetic import synthetic_set
 
 # name (Fruits-360 style, with its number suffix), RGB colour, (half-width, half-height) in a 100 px image
 FRUITS = [

@@ -9,11 +9,11 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor
 
-from core import tracking
 from core.checkpoints import BEST_FILENAME
 from core.errors import UserError
 from core.metric_names import EPOCH
 from core.seeds import epoch_seed
+from training.mlflow_logging import log_artifact, log_dataset, mlflow_logger
 
 
 class EpochSeed(pl.Callback):
@@ -37,10 +37,10 @@ class LogLastCheckpoint(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = last_checkpoint_path(trainer)
         if last:
-            tracking.log_artifact(trainer, last, "checkpoints")
+            log_artifact(trainer, last, "checkpoints")
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, BestCheckpoint) and callback.best_model_path:
-                tracking.log_artifact(trainer, callback.best_model_path, "checkpoints")
+                log_artifact(trainer, callback.best_model_path, "checkpoints")
 
 
 def last_checkpoint_path(trainer: pl.Trainer) -> str:
@@ -173,7 +173,7 @@ class EpochMetrics(pl.Callback):
             return
         step, values = self.staged["epoch"] + 1, dict(self.staged["values"])
         self.staged, self._restored = None, False
-        logger = tracking.mlflow_logger(trainer)
+        logger = mlflow_logger(trainer)
         if missing_only and logger is not None and trainer.is_global_zero:
             # a row with this step and value may also come from Lightning's step logging (it adds `epoch` to
             # every row it logs): either way the value is there, and writing it again would be a duplicate
@@ -200,4 +200,4 @@ class LogDatasets(pl.Callback):
         if describe is None:
             return
         for dataset in describe():
-            tracking.log_dataset(trainer, dataset)
+            log_dataset(trainer, dataset)

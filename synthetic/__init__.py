@@ -70,9 +70,9 @@ def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
     return generate
 
 
-from datamodules.synthetic.facemask import make_facemask  # noqa: E402,F401
-from datamodules.synthetic.id_cards import make_id_card_rotations, make_id_cards  # noqa: E402
-from datamodules.synthetic.identities import make_identities, write_face_video  # noqa: E402,F401
-from datamodules.synthetic.scenes import make_fruits, make_hardhat  # noqa: E402
+from synthetic.facemask import make_facemask  # noqa: E402,F401
+from synthetic.id_cards import make_id_card_rotations, make_id_cards  # noqa: E402
+from synthetic.identities import make_identities, write_face_video  # noqa: E402,F401
+from synthetic.scenes import make_fruits, make_hardhat  # noqa: E402
 
 __all__ = ["synthetic_set", "make_fruits", "make_hardhat", "make_id_cards", "make_id_card_rotations"]

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from core.voc import VocAnnotation, VocObject, write_voc
-from datamodules.synthetic import synthetic_set
-from datamodules.synthetic.faces import Identity, draw_face
+from synthetic import synthetic_set
+from synthetic.faces import Identity, draw_face
 
 FACEMASK_CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
 CLASS_OF_MASK = {"worn": "with_mask", "none": "without_mask", "incorrect": "mask_weared_incorrect"}

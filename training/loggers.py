@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
+from core.mlflow_store import server_answers
 from core.server_fallback import FallbackClient, upload_offline_run
-from core.tracking import server_answers
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.images import decode_folder, find_images
-from core.tracking import FolderDataset, dataset_name, folder_files
-from datamodules.sampling import EpochShuffle
+from core.mlflow_store import FolderDataset, dataset_name, folder_files
+from training.sampling import EpochShuffle
 
 
 class GANImageDataModule(pl.LightningDataModule):

@@ -1,8 +1,8 @@
 """What the three ONNX exporters share: the manifest entry each returns, the one parity check and its error.
 
 Every exporter is `export_onnx(checkpoint_path, out_path, *, key="CKPT", ...) -> ExportedModel` (`Exporter`):
-`lightning_modules.dcgan_onnx` (the DCGAN generator), `lightning_modules.yolo_export` (the face-mask detector),
-`lightning_modules.face_classifier` (the face classifier). Each reads its checkpoint as data only
+`dcgan.onnx` (the DCGAN generator), `facemask.export` (the face-mask detector),
+`faces.classifier` (the face classifier). Each reads its checkpoint as data only
 (`core.checkpoints`; `key` names the file in errors), writes `out_path`, runs it in ONNX Runtime on fixed inputs
 and compares with PyTorch: a difference above the tolerance is an `ExportParityError`; a checkpoint that cannot
 become a tensor graph is `NotExportable`. `experiments/export_web.py` writes the entries to

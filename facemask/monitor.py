@@ -1,5 +1,5 @@
 """Face-mask monitoring of a video source: the trained detector on each frame, ultralytics' ByteTrack (or BoT-SORT)
-for persistent person ids (`core.trackers`), `core.mask_alerts` for the smoothed mask state and the one-alert-per-person rule.
+for persistent person ids (`core.trackers`), `facemask.alerts` for the smoothed mask state and the one-alert-per-person rule.
 
 `monitor()` takes the detector as a plain callable (RGB frame → (N, 6) array `x0, y0, x1, y1, conf, class`), so a
 test or another model can stand in for the trained YOLO (`yolo_detector`, `runtime_detector`). It writes, in `out_dir`:
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from core.images import swap_red_blue
-from core.mask_alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
 from core.trackers import make_tracker, track
 from core.video_sources import Frame, TimedVideoWriter
+from facemask.alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def yolo_detector(module, imgsz: int, conf: float, iou: float) -> Detector:
     """The trained YoloDetector (`yolo_inference.load_detector`) in PyTorch as a Detector at `imgsz` with these
     thresholds, as `yolo track` runs a model: a copy of its weights with each BatchNorm folded into its convolution
     (ultralytics' `fuse`), each frame letterboxed to the smallest stride-multiple rectangle (`rect=True`)."""
-    from lightning_modules.yolo_inference import detect, fused_copy
+    from facemask.inference import detect, fused_copy
 
     net = fused_copy(module)
     return lambda rgb: detect(net, [rgb], imgsz, conf=conf, iou=iou, rect=True)[0]
@@ -61,7 +61,7 @@ def runtime_detector(session, imgsz: int, conf: float, iou: float) -> Detector:
     (the fused net, dynamic height and width)."""
     import torch
 
-    from lightning_modules.yolo_export import onnx_detect
+    from facemask.export import onnx_detect
 
     def detect_in_runtime(rgb: np.ndarray) -> np.ndarray:
         # the letterbox and NMS around the session are small torch ops: on one torch thread, since torch's OpenMP

@@ -1,5 +1,5 @@
 """ONNX export of a trained YOLO detector, checked against PyTorch with ONNX Runtime on a fixed image
-(`lightning_modules.onnx_export`: the manifest entry, the parity error)."""
+(`training.onnx_export`: the manifest entry, the parity error)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import torch.nn as nn
 
 from core.errors import UserError
 from core.files import atomic_write
-from lightning_modules.onnx_export import ExportedModel, ExportParityError, Parity, max_abs_difference, onnx_session
-from lightning_modules.yolo_inference import fused_copy, letterbox_batch, load_detector, postprocess
+from facemask.inference import fused_copy, letterbox_batch, load_detector, postprocess
+from training.onnx_export import ExportedModel, ExportParityError, Parity, max_abs_difference, onnx_session
 
 # The raw head output, N×(4 + classes)×anchors, is compared in two parts, each with an absolute tolerance:
 SCORE_TOLERANCE = 1e-4  # class scores (after the sigmoid, in [0, 1]); float32 reordering differs by ~1e-7
@@ -182,7 +182,7 @@ def _write_checked(net: nn.Module, imgsz: int, path: Path, opset: int = 17, dyna
 
 def parity_image() -> np.ndarray:
     """The fixed check image: skimage's astronaut photograph (a real face that ships with the package)."""
-    from datamodules.synthetic.faces import real_face_photos
+    from synthetic.faces import real_face_photos
 
     return real_face_photos()[0].rgb
 

@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from core import offline, tracking
+from core import offline
 from core.errors import UserError
 from core.metric_names import (
     AP50_PREFIX,
@@ -42,6 +42,7 @@ from core.metric_names import (
     class_metric_names,
     epoch_artifact,
 )
+from training.mlflow_logging import log_artifact, log_dict, log_image, mlflow_logger
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,10 @@ class DetectionMetrics:
         """Add one batch (`img` scaled to [0, 1]); returns the batch's detections after NMS.
 
         PASCAL VOC's difficult objects (left out of the labels by the converter, kept beside them; see
-        `datamodules.voc_to_yolo.difficult_boxes`) are neither hits nor misses: a detection whose best match among
+        `facemask.voc_to_yolo.difficult_boxes`) are neither hits nor misses: a detection whose best match among
         the image's boxes of its class is a difficult one at IoU ≥ 0.5 is removed before ultralytics counts it.
         The first `yolo_plots.PLOTTED_BATCHES` batches are kept (on the CPU, uint8) for the plots."""
-        from lightning_modules.yolo_plots import PLOTTED_BATCHES, plotted_batch
+        from facemask.plots import PLOTTED_BATCHES, plotted_batch
 
         detections = self.validator.postprocess(preds)
         counted = [ignore_difficult(d, si, batch) for si, d in enumerate(detections)]
@@ -119,7 +120,7 @@ class DetectionMetrics:
 
         The numbers are ultralytics' `DetectionValidator.get_stats` (`DetMetrics.process`, then `results_dict`),
         called here step by step to keep the matching statistics for `snapshot` and to draw nothing."""
-        from lightning_modules.yolo_plots import ValidationSnapshot
+        from facemask.plots import ValidationSnapshot
 
         v = self.validator
         arrays = v.metrics.process(save_dir=v.save_dir, plot=False)
@@ -150,7 +151,7 @@ def ignore_difficult(detection: dict[str, torch.Tensor], si: int, batch: dict) -
     from torchvision.ops import box_iou
     from ultralytics.utils import ops
 
-    from datamodules.voc_to_yolo import difficult_boxes
+    from facemask.voc_to_yolo import difficult_boxes
 
     hard = difficult_boxes(batch["im_file"][si])
     if not len(hard) or not len(detection["cls"]):
@@ -191,7 +192,7 @@ class YoloDetector(pl.LightningModule):
     training it logs ultralytics' plots of the last validation epoch under `plots/` (`write_plots`) and the
     per-epoch table `results.csv` (`write_results_csv`, one row per training epoch).
     `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository files through
-    `lightning_modules/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
+    `facemask/yolov5_checkpoint.py`), "auto" (`auto_pretrained` when present), or None.
     Raises UserError for a missing or foreign weights file.
     """
 
@@ -230,7 +231,7 @@ class YoloDetector(pl.LightningModule):
         self.pretrained, self.pretrained_note = _resolve_pretrained(pretrained, auto_pretrained)
         self.transferred = 0
         if self.pretrained:
-            from lightning_modules.yolov5_checkpoint import load_pretrained
+            from facemask.yolov5_checkpoint import load_pretrained
 
             self.transferred = load_pretrained(self.net, self.pretrained)
         self._ema = None
@@ -303,7 +304,7 @@ class YoloDetector(pl.LightningModule):
         return class_metric_names(self.names, prefix=AP50_PREFIX)
 
     def on_fit_start(self) -> None:
-        tracking.log_dict(
+        log_dict(
             self.trainer,
             {
                 "pretrained": self.pretrained,
@@ -313,7 +314,7 @@ class YoloDetector(pl.LightningModule):
             },
             PRETRAINED_ARTIFACT,
         )
-        tracking.log_dict(self.trainer, self.ap50_metric_names, CLASS_NAMES_ARTIFACT)
+        log_dict(self.trainer, self.ap50_metric_names, CLASS_NAMES_ARTIFACT)
 
     def on_train_start(self) -> None:
         nb, epochs = self.trainer.num_training_batches, max(self.trainer.max_epochs, 1)
@@ -390,7 +391,7 @@ class YoloDetector(pl.LightningModule):
         detections = self._metrics.update(preds, batch)
         self.log_dict({f"{VAL}{k}": items[k] for k in YOLO_LOSSES}, on_epoch=True, batch_size=batch["img"].shape[0])
         if batch_idx == 0 and self.hparams.figure_images:
-            from lightning_modules.yolo_plots import plotted_batch
+            from facemask.plots import plotted_batch
 
             self._figure = plotted_batch(batch, detections, limit=self.hparams.figure_images)
 
@@ -406,10 +407,10 @@ class YoloDetector(pl.LightningModule):
             self.last_validation = self._metrics.snapshot
             self._validated_epoch = self.current_epoch
         if self._figure is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            from lightning_modules.yolo_plots import prediction_grid
+            from facemask.plots import prediction_grid
 
             grid = prediction_grid(self._figure, self.names, self.hparams.figure_conf)
-            tracking.log_image(
+            log_image(
                 self.trainer, grid, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1, PREDICTIONS_SUFFIX)
             )
 
@@ -426,19 +427,19 @@ class YoloDetector(pl.LightningModule):
         self.results.append(row)
 
     def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero or tracking.mlflow_logger(self.trainer) is None:
+        if not self.trainer.is_global_zero or mlflow_logger(self.trainer) is None:
             return  # nowhere to log (benchmarks, bare trainers): no seconds spent drawing
         with tempfile.TemporaryDirectory() as tmp:
             if self.results:
                 write_results_csv(self.results, Path(tmp) / RESULTS_ARTIFACT)
-                tracking.log_artifact(self.trainer, Path(tmp) / RESULTS_ARTIFACT)
+                log_artifact(self.trainer, Path(tmp) / RESULTS_ARTIFACT)
             if self.write_plots(Path(tmp) / PLOTS_FOLDER):
-                tracking.log_artifact(self.trainer, Path(tmp) / PLOTS_FOLDER, PLOTS_FOLDER)
+                log_artifact(self.trainer, Path(tmp) / PLOTS_FOLDER, PLOTS_FOLDER)
 
     def write_plots(self, folder: str | Path) -> list[Path]:
         """ultralytics' plots of the last validation epoch (PR, F1, P and R curves, confusion matrices, validation
         batches with labels and predictions; `yolo_plots.write_plots`) into `folder`; [] before any validation."""
-        from lightning_modules.yolo_plots import write_plots
+        from facemask.plots import write_plots
 
         return write_plots(self.last_validation, folder) if self.last_validation is not None else []
 

@@ -39,7 +39,6 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from core import tracking
 from core.checkpoints import load_checkpoint, load_module
 from core.errors import UserError
 from core.metric_names import (
@@ -55,6 +54,7 @@ from core.metric_names import (
 from faces.crop import FaceCrop
 from faces.descriptors import build_backbone
 from faces.recognition import Recognizer
+from training.mlflow_logging import log_dict, log_figure, log_text
 
 LABEL_MAP = "label_map.json"
 INPUTS = ("images", "features")
@@ -170,8 +170,8 @@ class FaceClassifier(pl.LightningModule):
                 "README, 'Face recognition (VGG16 transfer learning)'"
             )
         label_map = {"class_names": self.class_names, "backbone": self.hparams.backbone}
-        tracking.log_dict(self.trainer, label_map, LABEL_MAP)
-        tracking.log_dict(
+        log_dict(self.trainer, label_map, LABEL_MAP)
+        log_dict(
             self.trainer,
             {**self._class_metric_names("precision"), **self._class_metric_names("recall")},
             CLASS_NAMES_ARTIFACT,
@@ -274,7 +274,7 @@ class FaceClassifier(pl.LightningModule):
         from core.figures import confusion_matrix
 
         epochs = self.current_epoch  # epochs completed
-        tracking.log_figure(
+        log_figure(
             self.trainer,
             confusion_matrix(
                 last["confusion"], self.class_names, title=f"Validation confusion matrix after {epochs} epoch(s)"
@@ -289,7 +289,7 @@ class FaceClassifier(pl.LightningModule):
             }
             for i, name in enumerate(self.class_names)
         }
-        tracking.log_dict(self.trainer, table, PER_CLASS_ARTIFACT)
+        log_dict(self.trainer, table, PER_CLASS_ARTIFACT)
         if last["outputs"] is not None:
             self._log_misclassified(*last["outputs"])
 
@@ -301,7 +301,7 @@ class FaceClassifier(pl.LightningModule):
         wrong = wrong[confidence[wrong].argsort(descending=True)][: self.hparams.misclassified_examples]
         names = self.class_names
         if len(wrong) == 0:
-            tracking.log_text(self.trainer, "no misclassified validation images\n", "misclassified.txt")
+            log_text(self.trainer, "no misclassified validation images\n", "misclassified.txt")
             return
         datamodule = self.trainer.datamodule
         panel = {
@@ -310,7 +310,7 @@ class FaceClassifier(pl.LightningModule):
             )
             for k, i in enumerate(wrong.tolist())
         }
-        tracking.log_figure(
+        log_figure(
             self.trainer,
             image_panel(panel, f"Misclassified validation faces ({len(wrong)} shown, most confident first)", columns=4),
             "figures/misclassified.png",
@@ -339,12 +339,12 @@ def head_outputs(state_dict: dict[str, torch.Tensor]) -> int:
 
 def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> dict:
     """The classifier as ONNX (float RGB pixels 0–255, NCHW → logits), checked against PyTorch with ONNX Runtime;
-    returns its manifest entry (an `ExportedModel`, `lightning_modules.onnx_export`).
+    returns its manifest entry (an `ExportedModel`, `training.onnx_export`).
 
     Only the VGG16 backbone is a tensor graph; the dlib one finds landmarks and aligns in dlib: NotExportable. The
     checkpoint is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting with `key=`;
     ExportParityError when ONNX Runtime's logits differ by more than 1e-3 of their range (at least 1e-3)."""
-    from lightning_modules.onnx_export import ExportedModel, NotExportable, max_abs_difference, onnx_session
+    from training.onnx_export import ExportedModel, NotExportable, max_abs_difference, onnx_session
 
     model = load_module(
         FaceClassifier, checkpoint_path, key=key, weights=None
