@@ -21,7 +21,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from core.checkpoints import find_checkpoint
+from core.checkpoints import tool_checkpoint
 from core.errors import UserError
 from core.metric_names import CLASS_NAMES_ARTIFACT, VAL, YOLO_LOSSES, class_metric_names
 from core.mlflow_store import log_tool_run
@@ -36,11 +36,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.voc:
         raise UserError("eval_facemask: pass voc=<folder with images/ and annotations/> (make eval-facemask VOC=...)")
     voc = Path(cfg.voc).resolve()
-    ckpt = (
-        Path(cfg.ckpt)
-        if cfg.ckpt
-        else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri)
-    )
+    ckpt = tool_checkpoint(cfg, TASK_NAME, TRAINED_BY)
     module = load_detector(ckpt)
     imgsz = int(cfg.imgsz or module.hparams.imgsz)
     key = hashlib.sha1(str(voc).encode()).hexdigest()[:10]

@@ -23,7 +23,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
-from core.checkpoints import find_checkpoint
+from core.checkpoints import tool_checkpoint
 from core.errors import UserError
 from core.files import atomic_write
 from core.images import UnreadableImage, find_images, read_rgb
@@ -76,11 +76,7 @@ def parity_images(cfg: DictConfig) -> list[tuple[str, np.ndarray]]:
 
 def export_facemask(cfg: DictConfig) -> dict:
     formats = formats_of(cfg.formats)
-    ckpt = (
-        Path(cfg.ckpt)
-        if cfg.ckpt
-        else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri)
-    )
+    ckpt = tool_checkpoint(cfg, TASK_NAME, TRAINED_BY, key="ckpt")
     module = load_detector(ckpt, key="ckpt")
     imgsz = int(cfg.imgsz or module.hparams.imgsz)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.out_root) / run_folder(ckpt)

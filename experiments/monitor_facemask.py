@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from core.checkpoints import find_checkpoint
+from core.checkpoints import tool_checkpoint
 from core.mlflow_store import log_tool_run
 from core.trackers import make_tracker
 from core.video_sources import VideoSource, parse_source
@@ -50,8 +50,7 @@ def _trained_detector(cfg: DictConfig) -> tuple[Path, list[str], Detector]:
     in ONNX Runtime from the export kept beside the checkpoint (`yolo_export.runtime_model`), or in PyTorch."""
     from facemask.inference import TASK_NAME, TRAINED_BY, load_detector
 
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY)
-    log.info("checkpoint %s", ckpt)
+    ckpt = tool_checkpoint(cfg, TASK_NAME, TRAINED_BY)
     device = _device(cfg.device)
     if resolve_backend(cfg.backend, device) == "onnxruntime":
         from facemask.export import runtime_model

@@ -20,7 +20,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from core.checkpoints import find_checkpoint
+from core.checkpoints import tool_checkpoint
 from core.errors import UserError
 from core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableImage, is_clip, list_inputs, read_rgb, swap_red_blue
 from core.mlflow_store import log_tool_run
@@ -105,12 +105,7 @@ def predict(cfg: DictConfig) -> dict:
     source = Path(cfg.source) if cfg.source else instantiate(cfg.builtin) / "images"
     if not source.exists():
         raise UserError(f"source not found: {source} — pass source=<folder of images or video file>")
-    ckpt = (
-        Path(cfg.ckpt)
-        if cfg.ckpt
-        else find_checkpoint(cfg.paths.log_dir, TASK_NAME, make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri)
-    )
-    log.info("checkpoint %s", ckpt)
+    ckpt = tool_checkpoint(cfg, TASK_NAME, TRAINED_BY)
     module = load_detector(ckpt)
     names, imgsz = list(module.names), int(cfg.imgsz or module.hparams.imgsz)
     if cfg.alert_class not in names:

@@ -33,7 +33,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from core.checkpoints import find_checkpoint
+from core.checkpoints import tool_checkpoint
 from core.errors import UserError
 from core.images import find_images
 from core.mlflow_store import log_tool_run
@@ -65,13 +65,7 @@ def gallery_folder(cfg: DictConfig) -> Path | None:
 def checkpoint_recognizer(cfg: DictConfig):
     """The classifier-head recogniser of `ckpt` (default: best.ckpt, else last.ckpt, of the newest finished run of
     `checkpoint_tasks`), and its path."""
-    ckpt = (
-        Path(cfg.ckpt)
-        if cfg.ckpt
-        else find_checkpoint(
-            cfg.paths.log_dir, list(cfg.checkpoint_tasks), make_target=TRAINED_BY, tracking_uri=cfg.paths.mlflow_uri
-        )
-    )
+    ckpt = tool_checkpoint(cfg, list(cfg.checkpoint_tasks), TRAINED_BY)
     # the classifier is a LightningModule: imported only on this path, so a gallery run never loads Lightning (3 s)
     from faces.classifier import load_recognizer
 
