@@ -9,6 +9,8 @@ feature network, and the loss-fluctuation statistic the paper argues with.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -50,6 +52,18 @@ class DCGAN(pl.LightningModule):
     when a loss becomes NaN/inf, keeping the last good checkpoint; ValueError for unknown `instance_noise_on` or
     `weight_init` values.
     """
+
+    @classmethod
+    def servable(cls, checkpoint: Path) -> tuple[torch.nn.Module, np.ndarray, Callable] | None:
+        """What the training entry logs as this task's MLflow model, rebuilt from `checkpoint`: (the generator in
+        eval mode, an input example z float32 (2, latent_dim) drawn from N(0, 1), `dcgan.onnx.export_onnx`). The
+        generator maps z (N, latent_dim) to images (N, 3, 64, 64) in [-1, 1]."""
+        from core.checkpoints import load_module
+        from dcgan.onnx import export_onnx
+
+        generator = load_module(cls, checkpoint, key="the trained checkpoint", quality=None).generator.eval()
+        example = np.random.default_rng(0).standard_normal((2, generator.latent_dim)).astype(np.float32)
+        return generator, example, export_onnx
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ returns `optimized_metric` so that sweepers can optimise it: the run's best valu
 it (`monitor.metric`, which `optimized_metric` follows unless overridden), else its last value.
 
 The MLflow lifecycle around the run (README, "MLflow lifecycle"): the experiment is marked as a model-training one
-with a description (`experiment_description`, else `DESCRIPTIONS`); the datasets are recorded as run inputs
+with a description (the experiment's `experiment_description`: the paper section it reproduces); the datasets are recorded as run inputs
 (`training.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
 end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
 example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`).
@@ -128,21 +128,6 @@ def check_tracking_server(tracking_uri: str) -> None:
         )
 
 
-# Which section of the paper ("The Next Generation Image Translation App with GPU Acceleration", Chan & Li, 2021;
-# ../shared/paper.txt) each task reproduces: the MLflow experiment's description unless `experiment_description`.
-DESCRIPTIONS = {
-    "exp1_dcgan_fruits": "DCGAN experiment 1 (paper §3.2.1, §4.2.1): simple scene understanding with the original "
-    "DCGAN architecture (5 layers) on Fruits-360.",
-    "exp2_dcgan_hardhat": "DCGAN experiment 2 (paper §3.2.2, §4.2.2): complicated scene understanding with the "
-    "original DCGAN architecture on hard-hat construction scenes.",
-    "exp3_dcgan_hardhat_tricks": "DCGAN experiment 3 (paper §3.2.3, §4.2.3): complicated scenes with the re-designed "
-    "DCGAN (6 layers) and training tricks (instance noise, noisy labels).",
-    "vgg16_faces": "Face recognition by VGG16 transfer learning (paper §1.3, §3.3), with this project's defaults.",
-    "vgg16_faces_paper": "Face recognition by VGG16 transfer learning (paper §3.3) with the paper's own pipeline.",
-    "yolo_facemask": "Face-mask detection with YOLOv5 (paper §1.1, §3.1, §4.1) on the Kaggle face-mask set.",
-}
-
-
 def trained_checkpoint(callbacks: list[pl.Callback], trainer: pl.Trainer) -> Path | None:
     """The checkpoint whose model is logged: best.ckpt when the run keeps one, else last.ckpt (None: neither)."""
     best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.best_model_path), None)
@@ -153,49 +138,11 @@ def trained_checkpoint(callbacks: list[pl.Callback], trainer: pl.Trainer) -> Pat
 
 
 def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Module, np.ndarray, object] | None:
-    """What is logged as the MLflow model of a trained `model`, rebuilt from `checkpoint` by the loaders the
-    exporters use: (the network in eval mode, a float32 input example of batch 2, the task's `export_onnx`), or
-    None when the task has no tensor-graph model (the dlib face descriptor) or is none of the three below.
-    Inputs and outputs: DCGAN generator z (N, latent_dim) N(0, 1) → images (N, 3, 64, 64) in [-1, 1]; YOLO detector images
-    (N, 3, imgsz, imgsz) RGB in [0, 1] → raw predictions (N, 4 + classes, anchors); face classifier RGB crops
-    (N, 3, size, size) 0–255 → logits (N, identities)."""
-    from core.checkpoints import load_module
-    from dcgan.module import DCGAN
-    from faces.classifier import FaceClassifier
-
-    rng = np.random.default_rng(0)
-    key = "the trained checkpoint"
-    if isinstance(model, DCGAN):
-        from dcgan import onnx as dcgan_onnx
-
-        generator = load_module(DCGAN, checkpoint, key=key, quality=None).generator.eval()
-        example = rng.standard_normal((2, generator.latent_dim)).astype(np.float32)
-        return generator, example, dcgan_onnx.export_onnx
-    if isinstance(model, FaceClassifier):
-        from faces import classifier as face_classifier
-
-        if model.hparams.backbone != "vgg16":
-            return None
-        classifier = load_module(FaceClassifier, checkpoint, key=key, weights=None).eval()
-        size = classifier.hparams.image_size
-        example = rng.uniform(0, 255, (2, 3, size, size)).astype(np.float32)
-        return classifier, example, face_classifier.export_onnx
-    from ultralytics.nn.modules import Detect
-
-    from facemask import export as yolo_export
-    from facemask.detector import YoloDetector
-    from facemask.inference import load_detector
-
-    if not isinstance(model, YoloDetector):
-        return None
-    detector = load_detector(checkpoint, key=key)
-    net = yolo_export._Predictions(detector.eval_net).eval()
-    for head in net.modules():
-        if isinstance(head, Detect):  # anchors from each input's shape, not cached for the first one: ultralytics'
-            head.dynamic = True  # own exporter does this for dynamic shapes; else torch.export fixes the batch at 2
-    size = int(detector.hparams.imgsz)
-    example = rng.uniform(0, 1, (2, 3, size, size)).astype(np.float32)
-    return net, example, yolo_export.export_onnx
+    """What is logged as the MLflow model of a trained `model`: its class's `servable(checkpoint)` (the network in
+    eval mode, a float32 input example of batch 2, the task's `export_onnx`; each task documents its shapes), or None
+    when the task has none or no tensor-graph model (the dlib face descriptor)."""
+    build = getattr(type(model), "servable", None)
+    return build(checkpoint) if build is not None else None
 
 
 def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Path, run_id: str) -> str | None:
@@ -259,7 +206,7 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
     if trainer.is_global_zero:  # under DDP the other ranks log nothing (their logger has no experiment)
-        description = cfg.experiment_description or DESCRIPTIONS.get(cfg.task_name)
+        description = cfg.experiment_description
         describe_experiment(logger.experiment, logger.experiment_id, description)
         (output_dir / RUN_ID_FILE).write_text(logger.run_id)
         bites = config.caps_that_bite(cfg)  # the profile's caps that lower what the experiment asks

@@ -196,6 +196,15 @@ class YoloDetector(pl.LightningModule):
     Raises UserError for a missing or foreign weights file.
     """
 
+    @classmethod
+    def servable(cls, checkpoint: Path) -> tuple[nn.Module, np.ndarray, object] | None:
+        """What the training entry logs as this task's MLflow model, rebuilt from `checkpoint`
+        (`facemask.export.servable`): the network mapping images (N, 3, imgsz, imgsz) RGB in [0, 1] to raw
+        predictions (N, 4 + classes, anchors), an input example of batch 2, and `facemask.export.export_onnx`."""
+        from facemask.export import servable
+
+        return servable(checkpoint)
+
     def __init__(
         self,
         arch: str = "yolov5n.yaml",

@@ -40,6 +40,25 @@ class _Predictions(nn.Module):
         return self.net(images)[0]
 
 
+def servable(checkpoint: str | Path) -> tuple[nn.Module, np.ndarray, object]:
+    """`YoloDetector.servable`: the detector of `checkpoint` as `_Predictions` in eval mode with ultralytics' Detect
+    heads dynamic (anchors from each input's shape: what ultralytics' exporter sets for dynamic shapes; else
+    torch.export fixes the batch at 2), an input example float32 (2, 3, imgsz, imgsz) uniform in [0, 1], and
+    `export_onnx`."""
+    from ultralytics.nn.modules import Detect
+
+    from facemask.inference import load_detector
+
+    detector = load_detector(checkpoint, key="the trained checkpoint")
+    net = _Predictions(detector.eval_net).eval()
+    for head in net.modules():
+        if isinstance(head, Detect):
+            head.dynamic = True
+    size = int(detector.hparams.imgsz)
+    example = np.random.default_rng(0).uniform(0, 1, (2, 3, size, size)).astype(np.float32)
+    return net, example, export_onnx
+
+
 def export_onnx(
     checkpoint_path: str | Path, out_path: str | Path, imgsz: int | None = None, *, key: str = "CKPT", opset: int = 17
 ) -> ExportedModel:

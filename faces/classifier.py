@@ -70,6 +70,19 @@ class FaceClassifier(pl.LightningModule):
     `serves`). Raises UserError for a bad option, for `inputs="features"` with a backbone that trains, and at
     fit time when the datamodule serves something else or features of another backbone."""
 
+    @classmethod
+    def servable(cls, checkpoint: Path) -> tuple[torch.nn.Module, np.ndarray, object] | None:
+        """What the training entry logs as this task's MLflow model, rebuilt from `checkpoint`: (the classifier in
+        eval mode, an input example float32 (2, 3, size, size) of RGB crops in 0–255, `export_onnx`), mapping crops
+        to logits (N, identities); None for the dlib backbone, which is no tensor graph."""
+        hparams = load_checkpoint(checkpoint, key="the trained checkpoint").get("hyper_parameters", {})
+        if hparams.get("backbone") != "vgg16":
+            return None
+        classifier = load_module(cls, checkpoint, key="the trained checkpoint", weights=None).eval()
+        size = classifier.hparams.image_size
+        example = np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).astype(np.float32)
+        return classifier, example, export_onnx
+
     def __init__(
         self,
         backbone: str = "vgg16",

@@ -16,7 +16,7 @@ import torch
 from core.checkpoints import load_module
 from core.mlflow_store import PARENT_RUN_ENV, PARENT_RUN_TAG
 from core.registry import MODEL_URI_TAG, ONNX_MODEL_URI_TAG
-from experiments.train import DESCRIPTIONS, train
+from experiments.train import train
 from tests.conftest import compose, mlflow_runs
 from training.sweeps import SweepParentRun
 
@@ -130,7 +130,7 @@ def test_system_metrics_and_the_experiment_description_and_kind(trained):
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
     tags = client.get_experiment(run.info.experiment_id).tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's model-training view
-    assert tags["mlflow.note.content"] == DESCRIPTIONS[TASK]
+    assert tags["mlflow.note.content"] == cfg.experiment_description
     assert "§3.2.1" in tags["mlflow.note.content"]
 
 
