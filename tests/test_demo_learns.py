@@ -31,7 +31,7 @@ def _train(experiment: str, store: dict, **overrides) -> None:
 
 
 def test_exp1_kid_at_least_halves_and_its_samples_vary(tmp_path, store):
-    # cpu_small: 30 epochs, DCGAN's recipe of profile.dcgan, D at 1/4 width: KID 1.11 -> 0.024 and the samples'
+    # cpu_small: 30 epochs, DCGAN's recipe (conf/recipe/common/dcgan_cpu_small.yaml), D at 1/4 width: KID 1.11 -> 0.024 and the samples'
     # spread (quality/diversity) 0.15 -> 0.78 of the real fruits' (seeds 1 and 2: 0.60). With D at 1/8 (the profile's cap for both nets)
     # KID went 1.135 -> 0.046 while G drew one yellow blob for every z: its spread stayed at 0.236.
     _train("exp1_dcgan_fruits", store)

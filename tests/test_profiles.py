@@ -35,6 +35,29 @@ def _profile_file(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.merge(merged, own), resolve=False)
 
 
+def _recipe_file(experiment: str, profile: str) -> dict:
+    """conf/recipe/<experiment>/<profile>.yaml (what conf/train.yaml's `optional recipe: ${experiment}/${trainer}`
+    selects) merged over the recipes in its defaults list (raw values); {} when the pair has none."""
+
+    def read(path) -> OmegaConf:
+        own = _raw(path)
+        merged = OmegaConf.create()
+        for entry in own.pop("defaults", []):
+            if entry != "_self_":
+                merged = OmegaConf.merge(merged, read(CONF / f"{entry.lstrip('/')}.yaml"))
+        return OmegaConf.merge(merged, own)
+
+    path = CONF / "recipe" / experiment / f"{profile}.yaml"
+    return OmegaConf.to_container(read(path), resolve=False) if path.is_file() else {}
+
+
+def _settings_file(experiment: str, profile: str) -> dict:
+    """The profile file with the experiment's recipe for it merged over (raw values): what the run's settings are."""
+    return OmegaConf.to_container(
+        OmegaConf.merge(_profile_file(profile), _recipe_file(experiment, profile)), resolve=False
+    )
+
+
 def _leaves(node: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in node.items():
@@ -46,13 +69,13 @@ def _leaves(node: dict, prefix: str = "") -> dict:
 
 
 def _recipe_or(value, prof_file: dict):
-    """`value`, or for "${oc.select:profile.<dotted key>,<default>}" the profile file's <dotted key> when it has one,
-    else <default> parsed as YAML (written out here, independently of OmegaConf's resolver)."""
-    prefix = "${oc.select:profile."
-    if not (isinstance(value, str) and value.startswith(prefix)):
+    """`value`, or for "${oc.select:recipe.<dotted key>,<default>}" (or `profile.`) the settings file's <dotted key>
+    when it has one, else <default> parsed as YAML (written out here, independently of OmegaConf's resolver)."""
+    if not (isinstance(value, str) and value.startswith(("${oc.select:recipe.", "${oc.select:profile."))):
         return value
-    key, default = value[len(prefix) : -1].split(",", 1)
-    node = prof_file.get("profile", {})
+    section, rest = value[len("${oc.select:") :].split(".", 1)
+    key, default = rest[:-1].split(",", 1)
+    node = prof_file.get(section, {})
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return yaml.safe_load(default)
@@ -125,7 +148,7 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
     cfg = compose("train", {"experiment": experiment, "trainer": profile, **store})
     exp_file = _raw(CONF / "experiment" / f"{experiment}.yaml")
     exp_file.pop("defaults", None)
-    prof_file = _profile_file(profile)
+    prof_file = _settings_file(experiment, profile)
     # the cap as the composed run resolves it (cpu_small's epochs cap depends on the task: test_known_pairs)
     caps = {c.name: cfg.profile[c.name] for c in CAPS}
     asked = {c.name: _recipe_or(exp_file.get(c.ask, TRAIN[c.ask]), prof_file) for c in CAPS}
@@ -140,7 +163,7 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
     if "generator" in cfg.model:  # DCGAN
         want = _min(asked["width_multiplier"], caps["width_multiplier"])
         # a profile's DCGAN recipe may give D its own width (cpu_small: ¼, so that D can tell the modes apart)
-        d_cap = (prof_file.get("profile", {}).get("dcgan") or {}).get("d_width_multiplier", caps["width_multiplier"])
+        d_cap = (prof_file.get("recipe", {}).get("dcgan") or {}).get("d_width_multiplier", caps["width_multiplier"])
         d_want = _min(asked["width_multiplier"], d_cap)
         assert (cfg.model.generator.width_multiplier, cfg.model.discriminator.width_multiplier) == (want, d_want)
         read["width_multiplier"] = want
@@ -154,7 +177,7 @@ def test_profile_caps_what_the_experiment_asks(experiment, profile, store):
     biting = [name for name, value in read.items() if value != asked[name]]
     assert [b.name for b in caps_that_bite(cfg)] == [c.name for c in CAPS if c.name in biting]
     # every other setting of the experiment is what the experiment states, whatever the profile; a setting the
-    # experiment leaves to a profile's recipe (`${oc.select:profile.<key>,<paper value>}`) is the profile file's value
+    # experiment leaves to its recipe for the profile (`${oc.select:recipe.<key>,<paper value>}`) is the recipe's value
     # when it gives one, else the paper value
     for key, value in _leaves({k: v for k, v in exp_file.items() if k not in ASKS}).items():
         assert OmegaConf.select(cfg, key) == _recipe_or(value, prof_file), key
@@ -251,8 +274,8 @@ def test_a_command_line_ask_is_capped_and_a_command_line_setting_is_not(store):
     base = {"experiment": "yolo_facemask", **store}
     assert compose("train", {**base, "epochs": 50}).trainer.max_epochs == 16  # cpu_small caps the ask
     assert compose("train", {**base, "epochs": 2}).trainer.max_epochs == 2  # under the cap: as asked
-    # a task cpu_small does not list is capped at 5 epochs
-    assert compose("train", {**base, "task_name": "other", "epochs": 50}).trainer.max_epochs == 5
+    # an experiment without a recipe for cpu_small (conf/recipe/<experiment>/cpu_small.yaml) is capped at 5 epochs
+    assert compose("train", {**store, "experiment": "vgg16_faces_paper", "epochs": 50}).trainer.max_epochs == 5
     assert (
         compose("train", {**base, "detector_imgsz": 200, "trainer": "cpu_real"}).model.imgsz == 200
     )  # never raised to 416
