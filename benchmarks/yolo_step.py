@@ -59,7 +59,12 @@ class BatchTimer(pl.Callback):
 def run_lightning(args, data: YoloDataModule, out: Path) -> dict:
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = YoloDetector(
-        arch=args.arch, names=FACEMASK_CLASSES, pretrained=args.pretrained, imgsz=args.imgsz, figure_images=0
+        arch=args.arch,
+        names=FACEMASK_CLASSES,
+        pretrained=args.pretrained,
+        imgsz=args.imgsz,
+        batch_size=data.batch_size,
+        figure_images=0,
     )
     timer = BatchTimer()
     trainer = pl.Trainer(

@@ -217,6 +217,7 @@ class YoloDetector(pl.LightningModule):
         momentum: float = 0.937,
         weight_decay: float = 5e-4,
         nbs: int = 64,  # nominal batch size: gradients accumulate to it, weight decay scales with it
+        batch_size: int = 16,  # images per step, the datamodule's (conf/model/yolo.yaml: ${data.batch_size})
         warmup_epochs: float = 3.0,
         warmup_momentum: float = 0.8,
         warmup_bias_lr: float = 0.1,  # 0 with "auto", as ultralytics does
@@ -269,7 +270,7 @@ class YoloDetector(pl.LightningModule):
     # -- optimisation: ultralytics' DetectionTrainer recipe ----------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        batch = self.trainer.datamodule.batch_size
+        batch = hp.batch_size
         self._accumulate_nominal = max(round(hp.nbs / batch), 1)
         decay = hp.weight_decay * batch * self._accumulate_nominal / hp.nbs
         name, lr, momentum = hp.optimizer, hp.lr0, hp.momentum
