@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -24,9 +24,6 @@ from core.outputs import output_name
 from faces import Detection, FaceDetector
 from faces.batch import check_folders
 from faces.crop import FaceCrop
-
-if TYPE_CHECKING:
-    from faces.gallery import GalleryRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +56,23 @@ def choose_threads(workers: int = 1, cores: int | None = None, load: float | Non
         except (AttributeError, OSError):
             load = 0.0
     return max(1, min(cores // workers, cores - round(load)))
+
+
+class FaceRecognizer(Protocol):
+    """What names faces (`Recognizer`, `faces.gallery.GalleryRecognizer`): `class_names`, the column its score goes
+    to (`score_column`), per-class `scores` (N, C) of N detections, `decide` on one row (or a track's mean row), and
+    `recognize` = `decide` on each row."""
+
+    score_column: str
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    def scores(self, rgb: np.ndarray, detections: list[Detection]) -> np.ndarray: ...
+
+    def decide(self, scores: np.ndarray) -> tuple[str, float]: ...
+
+    def recognize(self, rgb: np.ndarray, detections: list[Detection]) -> list[tuple[str, float]]: ...
 
 
 @dataclass
@@ -95,7 +109,7 @@ class Recognizer:
 
 
 def recognize_folder(
-    recognizer: Recognizer | GalleryRecognizer,
+    recognizer: FaceRecognizer,
     detector: FaceDetector,
     in_dir: str | Path,
     out_dir: str | Path,

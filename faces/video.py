@@ -22,29 +22,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from core.trackers import make_tracker, track
 from core.video_sources import Frame, TimedVideoWriter
 from faces import Detection, FaceDetector
-from faces.recognition import UNKNOWN, annotate_names
+from faces.recognition import UNKNOWN, FaceRecognizer, annotate_names
 
 log = logging.getLogger(__name__)
 
 VIDEO_NAME, TRACKS_NAME, EVENTS_NAME, SUMMARY_NAME = "annotated.mp4", "tracks.csv", "events.jsonl", "summary.json"
 TRACK_FIELDS = ("track", "name", "score", "score_column", "frames", "first_frame", "last_frame", "first_s", "last_s")
-
-
-class TrackRecognizer(Protocol):
-    """What `recognize_video` needs of a recogniser (`faces.recognition.Recognizer`, `faces.gallery.GalleryRecognizer`)."""
-
-    score_column: str
-
-    def scores(self, rgb: np.ndarray, detections: list[Detection]) -> np.ndarray: ...
-
-    def decide(self, scores: np.ndarray) -> tuple[str, float]: ...
 
 
 @dataclass
@@ -68,7 +57,7 @@ class TrackNames:
     adds one frame's score row (C,) and returns the track's decision so far, (name, score); `events` lists
     {"event": "appeared" | "named" | "left", "track", "name", "score", "frame", "time_s"} in order."""
 
-    recognizer: TrackRecognizer
+    recognizer: FaceRecognizer
     tracks: dict[int, Track] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
 
@@ -138,7 +127,7 @@ def _as_tracker_input(detections: list[Detection]) -> np.ndarray:
 
 
 def recognize_video(
-    recognizer: TrackRecognizer,
+    recognizer: FaceRecognizer,
     detector: FaceDetector,
     frames: Iterable[Frame],
     out_dir: str | Path,
