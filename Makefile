@@ -16,7 +16,7 @@ path_arg = "$$($(PY) core/overrides.py $(1) '$(subst ','\'',$(value $(2)))')"
 opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lint test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload register bench-dcgan clean
+.PHONY: help setup lint docs test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep-dcgan mlflow-ui mlflow-server mlflow-upload register bench-dcgan clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ lint: $(STAMP) ## ruff (lint + format check) and the import-layer contracts (lin
 
 test: $(STAMP) ## run the test suite (real-data tests skip when ../shared/data is absent)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+docs: $(STAMP) ## the documentation site (MkDocs, docs/ + the generated report) into site/; a broken link fails it
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 test-slow: $(STAMP) ## run the long tests (real-data trainings, full sweeps)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

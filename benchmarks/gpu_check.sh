@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU figure that README.md and reports/benchmarks.md quote, taken again in one go on one CUDA GPU (under 8
+# Every GPU figure of the benchmarks, taken again in one go on one CUDA GPU (under 8
 # minutes: each step has a time limit, the sum of which is 470 s), each printed with the command that produced it:
 #
-#   1. DCGAN training step, Lightning module vs a plain PyTorch loop, at full width (benchmarks/dcgan_throughput.py,
-#      reports/benchmarks.md "DCGAN training step"): G 5 layers batch 64 (exp1, exp2) and 6 layers batch 8 (exp3),
+#   1. DCGAN training step, Lightning module vs a plain PyTorch loop, at full width (benchmarks/dcgan_throughput.py): G 5 layers batch 64 (exp1, exp2) and 6 layers batch 8 (exp3),
 #      each in fp32 and bf16-mixed -> images/s of both and their ratio (goal >= 0.95).
-#   2. YOLO face-mask training at 640 px, fp16, Lightning vs ultralytics' own trainer (benchmarks/yolo_step.py,
-#      reports/benchmarks.md "YOLO face-mask training step", the "H100 GPU" row) -> s per batch and per epoch and
-#      their ratio. Speed only: the row's val mAP50 needs 30 epochs and seeds 0, 1, 2 (YOLO_EPOCHS=30, SEEDS).
+#   2. YOLO face-mask training at 640 px, fp16, Lightning vs ultralytics' own trainer (benchmarks/yolo_step.py)
+#      -> s per batch and per epoch and their ratio. Speed only: val mAP50 needs 30 epochs and seeds 0, 1, 2 (YOLO_EPOCHS=30, SEEDS).
 #   3. exp1 as `make exp1-dcgan ARGS="trainer=gpu data=fruits360_real"` runs it (the train entry, the gpu profile:
 #      bf16-mixed, channels_last, full width, all images) -> images/s per epoch including the epoch's FID/KID,
 #      sample grid and checkpoint, from the times at which the epochs' metrics reached MLflow (epochs 2 on).

@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.6, help="face_recognition's --tolerance (its default)")
     args = parser.parse_args()
     if not (SHARED / "faces").is_dir() or not (SHARED / "lfw-pairs" / "images").is_dir():
-        sys.exit(f"needs {SHARED}/faces and {SHARED}/lfw-pairs/images (README, 'Data: synthetic and real')")
+        sys.exit(f"needs {SHARED}/faces and {SHARED}/lfw-pairs/images (docs/data.md)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         inputs = build_inputs(root, args.per_person, args.known, args.strangers)

@@ -50,7 +50,7 @@ def cpu_mixed_precision() -> str:
     """Lightning's `precision` for a CPU run that may use bf16 autocast: "bf16-mixed" on a CPU with Intel AMX tiles
     (Sapphire Rapids and later), whose oneDNN convolutions multiply bf16 in hardware, else "32-true" (elsewhere bf16
     is converted in software and slower than fp32). Measured on this project's AMX machine, a YOLOv5u-n training
-    step at 416 px, batch 8, channels_last: 0.45 s in bf16 against 0.81 s in fp32 (README, "Benchmarks")."""
+    step at 416 px, batch 8, channels_last: 0.45 s in bf16 against 0.81 s in fp32 (docs/development.md, benchmarks)."""
     import torch  # here, not at import: composing a config needs no torch
 
     # torch's own queries: the CPU reports AMX tiles (cpuinfo), and the kernel grants their use to this process

@@ -327,10 +327,7 @@ def find_images(root: str | Path, classes: Sequence[str] | None = None) -> list[
             "e.g. its parent folder"
         )
     if not root.is_dir():
-        raise UserError(
-            f"data folder not found: {root} — point the data config at an existing folder "
-            "(README, section 'Data: synthetic and real')"
-        )
+        raise UserError(f"data folder not found: {root} — point the data config at an existing folder (docs/data.md)")
     if classes:
         missing = [name for name in classes if not (root / name).is_dir()]
         if missing:

@@ -5,7 +5,7 @@ Composes conf/train.yaml, builds datamodule, model, callbacks, MLflow logger and
 returns `optimized_metric` so that sweepers can optimise it: the run's best value when the best checkpoint monitors
 it (`monitor.metric`, which `optimized_metric` follows unless overridden), else its last value.
 
-The MLflow lifecycle around the run (README, "MLflow lifecycle"): the experiment is marked as a model-training one
+The MLflow lifecycle around the run (docs/tracking.md): the experiment is marked as a model-training one
 with a description (the experiment's `experiment_description`: the paper section it reproduces); the datasets are recorded as run inputs
 (`training.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
 end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input

@@ -63,7 +63,7 @@ class YoloDataModule(pl.LightningDataModule):
         if not self.voc_root.is_dir():
             raise UserError(
                 f"face-mask data folder not found: {self.voc_root} — point data.voc_root at a folder with "
-                "images/ and annotations/ (README, section 'Face-mask detection (YOLO)')"
+                "images/ and annotations/ (docs/facemask.md)"
             )
         self.report = convert_voc(
             self.voc_root,

@@ -131,7 +131,7 @@ def convert_voc(
         if not folder.is_dir():
             raise UserError(
                 f"VOC folder {src} has no {folder.name}/ — expected {images_dir}/ and {annotations_dir}/ "
-                "(README, section 'Face-mask detection (YOLO)')"
+                "(docs/facemask.md)"
             )
     xml_files = sorted(xml_root.glob("*.xml"))
     image_files = sorted(p for p in image_root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

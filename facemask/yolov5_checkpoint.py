@@ -80,7 +80,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(
             f"pretrained weights not found: {path} — put the file there (the official yolov5n.pt from the "
             "ultralytics/yolov5 v7.0 release, or ultralytics' yolov8n.pt / yolo11n.pt), point model.pretrained at it, "
-            "or set model.pretrained=null to train from scratch (README, section 'Face-mask detection (YOLO)')"
+            "or set model.pretrained=null to train from scratch (docs/facemask.md)"
         )
     try:
         unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))

@@ -179,8 +179,7 @@ class FaceClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.backbone == "vgg16" and not self.hparams.weights:
             log.warning(
-                "VGG16 trains from a random init (model.weights=null); for ImageNet transfer learning see "
-                "README, 'Face recognition (VGG16 transfer learning)'"
+                "VGG16 trains from a random init (model.weights=null); for ImageNet transfer learning see docs/faces.md"
             )
         label_map = {"class_names": self.class_names, "backbone": self.hparams.backbone}
         log_dict(self.trainer, label_map, LABEL_MAP)

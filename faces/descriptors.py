@@ -228,7 +228,7 @@ class FaceDescriber:
     `landmarks` picks the shape predictor: 68 (`shape_predictor_68_face_landmarks.dat`, face_recognition's "large"
     model, the default) or 5 (`shape_predictor_5_face_landmarks.dat`, its "small" one and plain dlib's). The ResNet
     was trained on chips aligned from 68 landmarks (the 5-point model came later and approximates that alignment):
-    on LFW's View 2 folds 1–5 the 68-point chips give 99.10 % against 98.90 % (README, "Verification on LFW").
+    on LFW's View 2 folds 1–5 the 68-point chips give 99.10 % against 98.90 % (docs/faces.md; `make eval-lfw`).
     The 68-point model's training data (iBUG 300-W) excludes commercial use (davisking/dlib-models README): a
     product should use 5.
 
@@ -244,7 +244,7 @@ class FaceDescriber:
     that many jittered copies (`jitter_chip`: dlib's jitter, the test-time augmentation of dlib's
     `num_jitters`) and averages their descriptors, drawn from a generator seeded by the chip's bytes: a jittered
     descriptor depends on the face alone, not on the photos described before it or on the number of worker
-    processes. The average is not re-normalised (measured on LFW: see the README). The models are built on
+    processes. The average is not re-normalised (measured on LFW with `make eval-lfw`). The models are built on
     first use and left out of pickling, so a describer can go to worker processes (one torch thread each)."""
 
     def __init__(self, num_jitters: int = 1, padding: float = 0.25, flip: bool = False, landmarks: int = 68) -> None:

@@ -10,8 +10,7 @@ Every detector keeps only the detections whose score reaches its `score_threshol
 name). The scores are each library's own and are not comparable across detectors: HOG's is the SVM margin
 (dlib's `run()`; 0 is dlib's default cut), MMOD's the CNN's confidence (dlib's cut: 0), Haar's the level weight
 of the cascade's last stage (`detectMultiScale3(..., outputRejectLevels=True)`) and YuNet's a probability-like
-score in [0, 1]. The defaults in `conf/detector/*.yaml` maximise F1 on the real photos (README, "Face
-detectors": `make compare-face-detectors`).
+score in [0, 1]. The defaults in `conf/detector/*.yaml` maximise F1 on the real photos (`make compare-face-detectors`; docs/face-detection.md).
 """
 
 from __future__ import annotations

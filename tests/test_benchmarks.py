@@ -1,5 +1,5 @@
 """The benchmarks run with their smallest flags and end with a ratio line that parses (its value is not checked:
-timings belong to a quiet machine, README "Benchmarks"); their epoch timing and override merging, exactly."""
+timings belong to a quiet machine, docs/development.md); their epoch timing and override merging, exactly."""
 
 from __future__ import annotations
 

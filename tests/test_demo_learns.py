@@ -1,7 +1,7 @@
 """The demo's trainings learn (slow): each application's default CPU-sized run (`trainer=cpu_small`, the
 configuration `make demo` trains) on the built-in data reaches the result a person can see work.
 
-Thresholds (README, "make demo"): exp1's KID against the built-in fruits at its last epoch (the grid the demo
+Thresholds (docs/index.md, `make demo`): exp1's KID against the built-in fruits at its last epoch (the grid the demo
 shows) is at most half its first epoch's; the face-mask detector's best val mAP50 is at least 0.5 (from the COCO start when
 ../shared/data/weights/yolov5n.pt exists, as the demo does, and from scratch, as a clone with nothing beside it does); the face classifier's best val accuracy is at least
 0.9 on the built-in identities (dlib's descriptor: no VGG16 weights are configured). The default suite runs the

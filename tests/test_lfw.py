@@ -189,7 +189,7 @@ def test_eval_lfw_on_the_shared_folds_beats_plain_dlib(tmp_path, store):
             {**store, "pairs": str(SHARED_DATA / "lfw-pairs"), "out_dir": str(tmp_path / "out"), "progress": False},
         )
     )
-    # measured 99.10 % with 68-point chips, 98.90 % with 5-point ones (README); plain dlib's anchor is 98.73 %
+    # measured 99.10 % with 68-point chips, 98.90 % with 5-point ones (`make eval-lfw`); plain dlib's anchor is 98.73 %
     # (../shared/data/lfw-pairs/SOURCE.md). The floor keeps 3 of the 6 pairs the 68-point alignment gained (2970 of
     # 3000 is 0.9900; a mean of five fold accuracies may land a rounding below it)
     assert summary["pairs"] == 3000 and summary["accuracy"] > 0.9895

@@ -2,7 +2,7 @@
 user runs, through the train entry with the real configs and the default profile (`trainer=cpu_small`), reaches at
 least the figure measured here minus a stated margin. A change that makes a model learn less fails them.
 
-The face-mask fine-tune runs `trainer=cpu_real`, the profile the README gives for the real subset.
+The face-mask fine-tune runs `trainer=cpu_real`, the profile docs/facemask.md gives for the real subset.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _train(
 
 @needs_shared_data("faces")
 def test_dlib_face_recogniser_on_real_faces_stays_above_95_percent(store):
-    # Measured 2026-11-30 on 2 busy cores (8 min, 6 of them computing the dlib descriptors of 330 + 111 photos):
+    # Measured on 2 busy cores (8 min, 6 of them computing the dlib descriptors of 330 + 111 photos):
     #   python -m experiments.train experiment=vgg16_faces data=faces_real
     # val/acc per epoch 0.46, 0.90, 0.89, then 1.0 from epoch 4 to 20 (111 val photos of 10 LFW people).
     # Floor: 0.95, i.e. at most 5 of the 111 val photos named wrongly at the last epoch.
@@ -59,7 +59,7 @@ def test_dlib_face_recogniser_on_real_faces_stays_above_95_percent(store):
 
 @needs_shared_data("fruits360", "Training")
 def test_exp1_dcgan_on_real_fruits_kid_falls(store):
-    # Measured 2026-11-30 on 2 shared cores (132 s):
+    # Measured on 2 shared cores (132 s):
     #   python -m experiments.train experiment=exp1_dcgan_fruits data=fruits360_real
     # (cpu_small then: 16 epochs, 512 images, 1/8 width, its DCGAN recipe: batch 16, lr 2e-4, beta1 0.5, no BN on D's
     # input layer, N(0, 0.02) init; KID and FID against 256 real images)
@@ -74,7 +74,7 @@ def test_exp1_dcgan_on_real_fruits_kid_falls(store):
 @needs_shared_data("facemask-voc")
 @needs_shared_data("weights", "yolov5n.pt")
 def test_facemask_fine_tune_from_coco_reaches_its_measured_map50(store):
-    # Measured 2026-11-30 (the profile's 55 epochs from the COCO start at 416 px, batch 8, an optimizer step every
+    # Measured (the profile's 55 epochs from the COCO start at 416 px, batch 8, an optimizer step every
     # batch, on a quiet machine):
     #   python -m experiments.train experiment=yolo_facemask data=facemask_real trainer=cpu_real
     # in bf16 autocast (this machine has AMX; 465 s): best epoch 48 (by val/fitness): val mAP50 0.817, without_mask
