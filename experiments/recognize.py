@@ -41,6 +41,7 @@ from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
 from faces.detectors import SecondLook
 from faces.gallery import GalleryRecognizer, build_gallery, gallery_photos
+from faces.openset import decision_threshold
 from faces.recognition import UNKNOWN, choose_threads, recognize_folder, usable_cores
 
 TRAINED_BY = "make vgg16-faces"
@@ -97,11 +98,7 @@ def _recognizer(cfg: DictConfig, detector) -> tuple[object, Path, dict, str]:
         return recognizer, source, params, ""
     describer = FaceDescriber(cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
     known_people = build_gallery(gallery, detector, describer, cfg.gallery_cache, progress=cfg.progress)
-    calibrated = known_people.open_set_threshold(cfg.target_far)
-    if cfg.tolerance is not None:
-        threshold, rule = float(cfg.tolerance), "tolerance set in the config (overrides the calibrated threshold)"
-    else:
-        threshold, rule = calibrated.threshold, calibrated.rule
+    threshold, rule, calibrated = decision_threshold(known_people, cfg.target_far, cfg.tolerance)
     line = (
         f"threshold {threshold:.4f} ({rule}); calibrated for a false-positive identification rate of "
         f"{calibrated.target_far:g}: {calibrated.threshold:.4f}"

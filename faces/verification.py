@@ -13,12 +13,17 @@ different-people lines `Name1<TAB>i<TAB>Name2<TAB>j`; photo `(Name, i)` is `imag
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from faces.descriptors import FaceDescriber
+    from faces.gallery import DescriptorCache
 
 Photo = tuple[str, int]  # (person, image number)
 
@@ -270,3 +275,40 @@ def describe_photos(
     if not results:
         return np.empty((0, 128), np.float32), []
     return np.stack([r[0] for r in results]).astype(np.float32), [r[1] for r in results]
+
+
+@dataclass
+class PhotoPipeline:
+    """The photo pipeline of `describe_photos` with its descriptor cache: `detector`, `retry_detector` (None: no
+    retry) and `describer` as there, `cache_file` the `faces.gallery.DescriptorCache` file (None: nothing kept
+    between runs; tagged with `pipeline_tag`, so another pipeline's entries are never answered), `workers`
+    processes and a progress bar when `progress`."""
+
+    detector: object
+    describer: FaceDescriber
+    retry_detector: object | None = None
+    cache_file: str | Path | None = None
+    workers: int = 2
+    progress: bool = True
+    cache: DescriptorCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from faces.gallery import DescriptorCache
+
+        self.cache = DescriptorCache(self.cache_file, pipeline_tag(self.detector, self.describer, self.retry_detector))
+
+    def describe(self, files: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
+        """`describe_photos` of `files`: descriptors float32 (N, D) in the order of `files`, and how each face was
+        found (FOUND, RETRIED or CENTRE_BOX). Raises UnreadableImage for a bad file."""
+        return describe_photos(
+            files, self.detector, self.describer, self.retry_detector, self.workers, self.progress, self.cache
+        )
+
+    def settings(self) -> dict[str, str]:
+        """The pipeline's parts as text (each repr cut to 500 characters, MLflow's parameter length): `detector`,
+        `retry_detector` and `describer`."""
+        return {
+            "detector": repr(self.detector)[:500],
+            "retry_detector": repr(self.retry_detector)[:500],
+            "describer": repr(self.describer),
+        }
