@@ -13,23 +13,20 @@ written whatever the tracking store does: an MLflow failure is a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from core.checkpoints import tool_checkpoint
 from core.errors import UserError
-from core.metric_names import CLASS_NAMES_ARTIFACT, VAL, YOLO_LOSSES, class_metric_names
+from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names
 from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
-from facemask.data import YoloDataModule
 from facemask.detector import PLOTS_FOLDER
+from facemask.evaluation import evaluate_folder
 from facemask.inference import TASK_NAME, TRAINED_BY, load_detector
-from facemask.plots import clear_plots
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -38,77 +35,32 @@ def evaluate(cfg: DictConfig) -> dict:
     voc = Path(cfg.voc).resolve()
     ckpt = tool_checkpoint(cfg, TASK_NAME, TRAINED_BY)
     module = load_detector(ckpt)
-    imgsz = int(cfg.imgsz or module.hparams.imgsz)
-    key = hashlib.sha1(str(voc).encode()).hexdigest()[:10]
-    data = YoloDataModule(
-        str(voc),
-        str(Path(cfg.work_dir) / f"{voc.name}-{key}"),
-        module.names,
-        imgsz=imgsz,
-        batch_size=cfg.batch_size,
-        val_fraction=1.0,
-        unknown_classes=cfg.unknown_classes,
-    )
-    data.prepare_data()
-    trainer = pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=str(Path(cfg.out).parent),
-    )
-    (logged,) = trainer.validate(module, datamodule=data, verbose=False)
-    metrics = module.last_metrics
-    # ultralytics' box, cls and dfl losses on the folder: as val/* in training, and unlike an untrained model's
-    # mAP never all zero, so they show that an evaluation saw the same images, letterbox and weights
-    losses = {key: float(logged[f"{VAL}{key}"]) for key in YOLO_LOSSES}
-    plots_dir = Path(cfg.out).parent / PLOTS_FOLDER
-    clear_plots(plots_dir)  # only the files write_plots writes: no plot of an earlier evaluation is logged
-    plots = module.write_plots(plots_dir) if cfg.plots else []
-    result = {
-        "map50": metrics["map50"],
-        "map50_95": metrics["map50_95"],
-        "ap50": metrics["ap50"],
-        "images": metrics["images"],
-    }
-
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                **result,
-                "precision": metrics["precision"],
-                "recall": metrics["recall"],
-                "losses": losses,
-                "checkpoint": str(ckpt),
-                "voc": str(voc),
-                "imgsz": imgsz,
-                "conversion": data.report.summary(),
-                "plots": [str(path) for path in plots],
-            },
-            indent=2,
-        )
+    plots_dir = out.parent / PLOTS_FOLDER
+    evaluation = evaluate_folder(
+        module,
+        voc,
+        work_dir=cfg.work_dir,
+        imgsz=int(cfg.imgsz or module.hparams.imgsz),
+        batch_size=cfg.batch_size,
+        unknown_classes=cfg.unknown_classes,
+        root_dir=out.parent,
+        plots_dir=plots_dir,
+        plots=cfg.plots,
     )
+    result = evaluation.result()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(evaluation.report(ckpt, voc), indent=2))
     names = class_metric_names(module.names, prefix="ap50/")
     run_id = log_tool_run(
         cfg,
         voc.name,
-        params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": imgsz},
-        metrics={
-            "map50": result["map50"],
-            "map50_95": result["map50_95"],
-            "precision": metrics["precision"],
-            "recall": metrics["recall"],
-            **losses,
-            "images": result["images"],
-            **{key: result["ap50"][name] for key, name in names.items() if result["ap50"][name] is not None},
-        },
+        params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": evaluation.imgsz},
+        metrics=evaluation.metrics(names),
         dicts={CLASS_NAMES_ARTIFACT: names},
         files=[out],
     )
-    if run_id is not None and plots:
+    if run_id is not None and evaluation.plots:
         log_plots(cfg.paths.mlflow_uri, run_id, plots_dir)
     log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
     print(json.dumps(result), flush=True)

@@ -29,15 +29,9 @@ from core.files import atomic_write
 from core.images import UnreadableImage, find_images, read_rgb
 from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
-from facemask.inference import TASK_NAME, TRAINED_BY, detect, load_detector
-from facemask.ultralytics_checkpoint import (
-    compare_detections,
-    export,
-    ultralytics_detect,
-    write_ultralytics_checkpoint,
-)
+from facemask.export import PT_FORMAT, ParityCheck, ultralytics_exports
+from facemask.inference import TASK_NAME, TRAINED_BY, load_detector
 
-PT_FORMAT = "pt"  # the ultralytics checkpoint's row in the table and the JSON
 RESULT_NAME = "export.json"
 
 
@@ -80,62 +74,24 @@ def export_facemask(cfg: DictConfig) -> dict:
     module = load_detector(ckpt, key="ckpt")
     imgsz = int(cfg.imgsz or module.hparams.imgsz)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.out_root) / run_folder(ckpt)
-    images = parity_images(cfg)
-    # the reference: the project's own inference on the checkpoint's evaluated weights
-    expected = [detect(module.eval_net, [rgb], imgsz, conf=cfg.conf, iou=cfg.iou)[0] for _, rgb in images]
-
-    pt = write_ultralytics_checkpoint(module, out_dir / f"{cfg.name}.pt", imgsz)
-    files = {PT_FORMAT: pt, **{fmt: export(pt, fmt, imgsz, device=cfg.device) for fmt in formats}}
-    result: dict = {"formats": {}}
-    for fmt, path in files.items():
-        got = ultralytics_detect(path, [rgb for _, rgb in images], imgsz, cfg.conf, cfg.iou, device=cfg.device)
-        box_max = score_max = 0.0
-        detections = 0
-        for (name, _), mine, theirs in zip(images, expected, got):
-            box, score, count = compare_detections(
-                mine,
-                theirs,
-                conf=cfg.conf,
-                fmt=fmt,
-                path=path,
-                image=name,
-                box_tolerance_px=cfg.box_tolerance_px,
-                score_tolerance=cfg.score_tolerance,
-            )
-            box_max, score_max, detections = max(box_max, box), max(score_max, score), detections + count
-        result["formats"][fmt] = {
-            "file": str(path),
-            "max_box_px": box_max,
-            "max_score": score_max,
-            "images": len(images),
-            "detections": detections,
-        }
-
+    check = ParityCheck(imgsz, cfg.conf, cfg.iou, cfg.device, cfg.box_tolerance_px, cfg.score_tolerance)
+    parities = ultralytics_exports(module, parity_images(cfg), out_dir / f"{cfg.name}.pt", formats, check)
+    result = {"formats": {fmt: parity.row() for fmt, parity in parities.items()}}
+    settings = {
+        "checkpoint": str(ckpt),
+        "imgsz": imgsz,
+        "conf": cfg.conf,
+        "iou": cfg.iou,
+        "box_tolerance_px": cfg.box_tolerance_px,
+        "score_tolerance": cfg.score_tolerance,
+    }
     with atomic_write(out_dir / RESULT_NAME, "w") as handle:
-        json.dump(
-            {
-                **result,
-                "checkpoint": str(ckpt),
-                "imgsz": imgsz,
-                "conf": cfg.conf,
-                "iou": cfg.iou,
-                "box_tolerance_px": cfg.box_tolerance_px,
-                "score_tolerance": cfg.score_tolerance,
-            },
-            handle,
-            indent=2,
-        )
-    print(f"{'format':<14}{'max |Δbox| px':>15}{'max |Δconf|':>13}{'images':>8}{'boxes':>7}  file", flush=True)
-    for fmt, row in result["formats"].items():
-        print(
-            f"{fmt:<14}{row['max_box_px']:>15.3g}{row['max_score']:>13.3g}{row['images']:>8}{row['detections']:>7}  "
-            f"{row['file']}",
-            flush=True,
-        )
+        json.dump({**result, **settings}, handle, indent=2)
+    print_table(result["formats"])
     log_tool_run(
         cfg,
         run_folder(ckpt),
-        params={"checkpoint": str(ckpt), "formats": ",".join(files), "imgsz": imgsz, "conf": cfg.conf},
+        params={"checkpoint": str(ckpt), "formats": ",".join(parities), "imgsz": imgsz, "conf": cfg.conf},
         metrics={
             f"parity/{fmt}/{key}": row[key]
             for fmt, row in result["formats"].items()
@@ -143,9 +99,20 @@ def export_facemask(cfg: DictConfig) -> dict:
         },
         files=[out_dir / RESULT_NAME],
     )
-    log.info("exported %s as %s -> %s", ckpt, ", ".join(files), out_dir)
+    log.info("exported %s as %s -> %s", ckpt, ", ".join(parities), out_dir)
     print(json.dumps(result), flush=True)
     return result
+
+
+def print_table(rows: dict[str, dict]) -> None:
+    """One line per format: its largest box and confidence differences, images, boxes compared and file."""
+    print(f"{'format':<14}{'max |Δbox| px':>15}{'max |Δconf|':>13}{'images':>8}{'boxes':>7}  file", flush=True)
+    for fmt, row in rows.items():
+        print(
+            f"{fmt:<14}{row['max_box_px']:>15.3g}{row['max_score']:>13.3g}{row['images']:>8}{row['detections']:>7}  "
+            f"{row['file']}",
+            flush=True,
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export_facemask")

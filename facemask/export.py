@@ -1,5 +1,7 @@
 """ONNX export of a trained YOLO detector, checked against PyTorch with ONNX Runtime on a fixed image
-(`training.onnx_export`: the manifest entry, the parity error)."""
+(`training.onnx_export`: the manifest entry, the parity error); and the detector for ultralytics' tools, as an
+ultralytics `.pt` checkpoint and its exports, checked against the project's own inference detection by detection
+(`ultralytics_exports`, on `facemask.ultralytics_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,8 +21,12 @@ import torch.nn as nn
 
 from core.errors import UserError
 from core.files import atomic_write
-from facemask.inference import fused_copy, letterbox_batch, load_detector, postprocess
+from facemask.inference import detect, fused_copy, letterbox_batch, load_detector, postprocess
+from facemask.ultralytics_checkpoint import compare_detections, export, ultralytics_detect, write_ultralytics_checkpoint
 from training.onnx_export import ExportedModel, ExportParityError, Parity, max_abs_difference, onnx_session
+
+if TYPE_CHECKING:
+    from facemask.detector import YoloDetector
 
 # The raw head output, N×(4 + classes)×anchors, is compared in two parts, each with an absolute tolerance:
 SCORE_TOLERANCE = 1e-4  # class scores (after the sigmoid, in [0, 1]); float32 reordering differs by ~1e-7
@@ -247,3 +253,82 @@ def check_parity(net: nn.Module, onnx_path: str | Path, imgsz: int, conf: float 
         detections_torch=counts[0],
         detections_onnx=counts[1],
     )
+
+
+PT_FORMAT = "pt"  # the ultralytics checkpoint's key among the formats: written first, every export is made from it
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """How ultralytics' predictor and the project's own inference run and are compared (`format_parity`)."""
+
+    imgsz: int  # the input size of both, px
+    conf: float  # the NMS confidence threshold of both
+    iou: float  # the NMS IoU threshold of both
+    device: str  # where ultralytics exports and predicts
+    box_tolerance_px: float  # |Δ box corner| allowed, in the original image's pixels
+    score_tolerance: float  # |Δ confidence| allowed
+
+
+@dataclass(frozen=True)
+class FormatParity:
+    """One model file run by ultralytics' predictor against the project's own inference (`format_parity`)."""
+
+    file: Path  # the `.pt` or the export (a file or, for some formats, a folder)
+    max_box_px: float  # the largest |Δ box corner| of the matched detections, in the original images' pixels
+    max_score: float  # the largest |Δ confidence|
+    images: int  # images compared
+    detections: int  # detections compared, over all images
+
+    def row(self) -> dict:
+        """{"file", "max_box_px", "max_score", "images", "detections"} (JSON-ready)."""
+        return {
+            "file": str(self.file),
+            "max_box_px": self.max_box_px,
+            "max_score": self.max_score,
+            "images": self.images,
+            "detections": self.detections,
+        }
+
+
+def format_parity(
+    fmt: str,
+    path: Path,
+    images: Sequence[tuple[str, np.ndarray]],
+    expected: Sequence[np.ndarray],
+    check: ParityCheck,
+) -> FormatParity:
+    """ultralytics' predictor on the model file `path` (format `fmt`) against `expected`, the project's detections
+    ((N, 6) `x0, y0, x1, y1, conf, class`, image pixels) of each (name, RGB uint8 (H, W, 3)) of `images`, both run
+    as `check` says. FormatParityError naming `fmt`, `path` and the image for a different count per class, or a
+    difference above the check's box or score tolerance (`ultralytics_checkpoint.compare_detections`)."""
+    got = ultralytics_detect(path, [rgb for _, rgb in images], check.imgsz, check.conf, check.iou, device=check.device)
+    tolerances = {"box_tolerance_px": check.box_tolerance_px, "score_tolerance": check.score_tolerance}
+    box_max = score_max = 0.0
+    detections = 0
+    for (name, _), mine, theirs in zip(images, expected, got):
+        box, score, count = compare_detections(
+            mine, theirs, conf=check.conf, fmt=fmt, path=path, image=name, **tolerances
+        )
+        box_max, score_max, detections = max(box_max, box), max(score_max, score), detections + count
+    return FormatParity(path, box_max, score_max, len(images), detections)
+
+
+def ultralytics_exports(
+    module: YoloDetector,
+    images: Sequence[tuple[str, np.ndarray]],
+    checkpoint_pt: str | Path,
+    formats: Sequence[str],
+    check: ParityCheck,
+) -> dict[str, FormatParity]:
+    """Write `module` as the ultralytics checkpoint `checkpoint_pt` (`write_ultralytics_checkpoint`), export it to
+    each of `formats` (ultralytics' format names, without PT_FORMAT) at the check's imgsz on its device, and check
+    every file against the project's `detect` on the module's evaluated weights (`format_parity`).
+
+    Returns the parity by format, PT_FORMAT first, then `formats` in order. UserError (`export`) for an unknown
+    format or a missing exporter package; FormatParityError for a file whose detections differ."""
+    # the reference: the project's own inference on the checkpoint's evaluated weights
+    expected = [detect(module.eval_net, [rgb], check.imgsz, conf=check.conf, iou=check.iou)[0] for _, rgb in images]
+    pt = write_ultralytics_checkpoint(module, checkpoint_pt, check.imgsz)
+    files = {PT_FORMAT: pt, **{fmt: export(pt, fmt, check.imgsz, device=check.device) for fmt in formats}}
+    return {fmt: format_parity(fmt, path, images, expected, check) for fmt, path in files.items()}
