@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import pandas as pd
@@ -20,19 +21,30 @@ from omegaconf import DictConfig
 
 from core import figures
 from core.errors import UserError
-from core.metric_names import CLASS_NAMES_ARTIFACT, class_metric_names, slug
+from core.metric_names import CLASS_NAMES_ARTIFACT, slug
 from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
 from faces.evaluation import (
     LFW_CENTRE_IOU,
     DetectorRun,
-    best_f1,
+    comparison_markdown,
+    comparison_metrics,
+    comparison_table,
+    data_notes,
     lfw_centre_faces,
     read_voc_folder,
     run_detector,
     score_sweep,
     scores,
+    sweep_best_metrics,
+    sweep_curves,
+    sweep_frame,
+    sweep_markdown,
+    threshold_grid,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
@@ -48,60 +60,27 @@ def compare_face_detectors(cfg: DictConfig) -> pd.DataFrame:
     counts = Counter(c for image in images for c in image.classes)
     classes = sorted(counts)
     runs = _runs(cfg, images)
-    table = pd.DataFrame(
-        [
-            {"detector": d.name, **scores(runs[name].at_threshold(d.score_threshold), images, thresholds)}
-            for name, d in zip(cfg.use, detectors)
-        ]
-    )
+    table = comparison_table(detectors, [runs[name] for name in cfg.use], images, thresholds)
 
     name = cfg.name or voc.name
     stem = slug(name) or "faces"  # file and artifact names: the folder's name may hold any character
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     title = f"Face detectors on {name} ({len(images)} images, {int(table['faces'].iloc[0])} faces)"
-    notes = _data_notes(labelled)
-    sections = [f"## {title}\n", *([notes + "\n"] if notes else []), _markdown(table, thresholds, counts)]
+    notes = data_notes(labelled)
+    sections = [f"## {title}\n", *([notes + "\n"] if notes else []), comparison_markdown(table, thresholds, counts)]
     extra_files: list[str] = []
     figure_files = {
         f"{stem}.png": figures.face_detector_comparison(table.to_dict("records"), thresholds, classes, title)
     }
     if cfg.rotations.enabled:
-        rotation = _rotation_recall(cfg, detectors)
-        sections += [
-            f"\n### Recall (IoU ≥ {cfg.rotations.iou_threshold}) against in-plane rotation, generated ID cards "
-            f"({cfg.rotations.set.cards} per angle)\n",
-            rotation.to_markdown(floatfmt=".2f") + "\n",
-        ]
-        figure_files[f"{stem}_rotation.png"] = figures.recall_vs_rotation(
-            list(rotation.index), rotation.to_dict("list"), cfg.rotations.iou_threshold
-        )
+        _rotation_section(cfg, detectors, stem, sections, figure_files)
     sweep_metrics: dict[str, float] = {}
     if cfg.score_sweep.enabled:
-        sets = {Path(voc).name: (images, runs, cfg.score_sweep.iou_threshold)}
-        if cfg.lfw:
-            lfw_images = lfw_centre_faces(cfg.lfw, cfg.lfw_per_person)
-            sets[f"LFW ({Path(cfg.lfw).name})"] = (lfw_images, _runs(cfg, lfw_images), LFW_CENTRE_IOU)
-        sweep = _score_sweeps(cfg, detectors, sets)
-        sections.append(_sweep_markdown(sweep, detectors, sets))
-        pd.DataFrame([{"set": s, "detector": d, **row} for (s, d), rows in sweep.items() for row in rows]).to_csv(
-            report_dir / f"{stem}_score_sweep.csv", index=False
-        )
-        figure_files[f"{stem}_score_sweep.png"] = figures.metric_curves(
-            {
-                f"{d} {kind} ({s.split(' ')[0]})": ([r["threshold"] for r in rows], [r[kind] for r in rows])
-                for (s, d), rows in sweep.items()
-                for kind in ("precision", "recall")
-            },
-            "Precision and recall against the score threshold (own scale per detector)",
-            "score threshold",
-            "fraction",
+        figure_files[f"{stem}_score_sweep.png"], sweep_metrics = _sweep_section(
+            cfg, detectors, Path(voc).name, images, runs, report_dir / f"{stem}_score_sweep.csv", sections
         )
         extra_files.append(f"{stem}_score_sweep.csv")
-        for (s, d), rows in sweep.items():
-            best = best_f1(rows)
-            key = f"{slug(d) or 'detector'}.{slug(s.split(' ')[0]) or 'set'}"
-            sweep_metrics |= {f"{key}.best_f1_threshold": best["threshold"], f"{key}.best_f1": best["f1"]}
     markdown = "\n".join(sections)
     (report_dir / f"{stem}.md").write_text(markdown)
     for file, figure in figure_files.items():
@@ -131,8 +110,7 @@ def _sweep_thresholds(cfg: DictConfig, name: str) -> list[float]:
     grid = cfg.score_sweep.thresholds.get(name)
     if grid is None:
         raise UserError(f"score_sweep.thresholds.{name}: no threshold grid for detector {name} (low, high, step)")
-    count = int(round((grid.high - grid.low) / grid.step)) + 1
-    return [round(grid.low + k * grid.step, 6) for k in range(count)]
+    return threshold_grid(grid.low, grid.high, grid.step)
 
 
 def _score_sweeps(cfg: DictConfig, detectors: list, sets: dict) -> dict[tuple[str, str], list[dict[str, float]]]:
@@ -146,76 +124,37 @@ def _score_sweeps(cfg: DictConfig, detectors: list, sets: dict) -> dict[tuple[st
     return sweep
 
 
-def _sweep_markdown(sweep: dict, detectors: list, sets: dict) -> str:
-    """Per set and detector: precision, recall and F1 at the configured threshold and at the best-F1 one."""
-    rows = []
-    for (set_name, name), sweep_rows in sweep.items():
-        detector = next(d for d in detectors if d.name == name)
-        configured = next((r for r in sweep_rows if r["threshold"] == float(detector.score_threshold)), sweep_rows[0])
-        best = best_f1(sweep_rows)
-        rows.append(
-            {
-                "set": set_name,
-                "detector": name,
-                "configured threshold": configured["threshold"],
-                "P": configured["precision"],
-                "R": configured["recall"],
-                "F1": configured["f1"],
-                "best-F1 threshold": best["threshold"],
-                "P there": best["precision"],
-                "R there": best["recall"],
-                "best F1": best["f1"],
-            }
-        )
-    ious = ", ".join(f"{s}: IoU ≥ {iou}" for s, (_, _, iou) in sets.items())
-    return (
-        f"\n### Precision (P), recall (R) and F1 against the score threshold ({ious})\n\n"
-        "Each detector's own score (HOG: SVM margin, MMOD: CNN confidence, Haar: level weight, YuNet: face score); "
-        "on LFW the face to find is the photo's central box and any other detection counts as false.\n\n"
-        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f")
-        + "\n"
+def _sweep_section(
+    cfg: DictConfig, detectors: list, voc_name: str, images: list, runs: dict, csv: Path, sections: list[str]
+) -> tuple[Figure, dict[str, float]]:
+    """The score sweep on the VOC folder and, with `cfg.lfw`, on LFW: its markdown appended to `sections`, its rows
+    written to `csv`; returns (its figure, its best-F1 metrics)."""
+    sets = {voc_name: (images, runs, cfg.score_sweep.iou_threshold)}
+    if cfg.lfw:
+        lfw_images = lfw_centre_faces(cfg.lfw, cfg.lfw_per_person)
+        sets[f"LFW ({Path(cfg.lfw).name})"] = (lfw_images, _runs(cfg, lfw_images), LFW_CENTRE_IOU)
+    sweep = _score_sweeps(cfg, detectors, sets)
+    sections.append(sweep_markdown(sweep, detectors, {s: iou for s, (_, _, iou) in sets.items()}))
+    sweep_frame(sweep).to_csv(csv, index=False)
+    figure = figures.metric_curves(
+        sweep_curves(sweep),
+        "Precision and recall against the score threshold (own scale per detector)",
+        "score threshold",
+        "fraction",
     )
+    return figure, sweep_best_metrics(sweep)
 
 
-def _data_notes(labelled) -> str:
-    """One line on what the folder held besides the faces counted: difficult faces ignored, files skipped."""
-    pairing, parts = labelled.pairing, []
-    if labelled.difficult:
-        parts.append(f"{labelled.difficult} face(s) marked difficult ignored (neither hit nor miss)")
-    for what, files in (
-        ("ambiguous image/xml pair(s)", pairing.ambiguous),
-        ("xml without image", pairing.xml_without_image),
-        ("image(s) without xml", pairing.image_without_xml),
-        ("unreadable xml", pairing.unreadable_xml),
-    ):
-        if files:
-            parts.append(
-                f"{len(files)} {what} skipped: {', '.join(Path(f.split(': ')[0]).name for f in files[:3])}"
-                + (" …" if len(files) > 3 else "")
-            )
-    return "; ".join(parts)
-
-
-def _markdown(table: pd.DataFrame, thresholds: list[float], counts: dict[str, int]) -> str:
-    classes = sorted(counts)
-    main = table[
-        ["detector"]
-        + [f"{k}@{t}" for t in thresholds for k in ("precision", "recall")]
-        + ["images_per_s", "detections"]
+def _rotation_section(cfg: DictConfig, detectors: list, stem: str, sections: list[str], figure_files: dict) -> None:
+    """Recall against in-plane rotation: its markdown appended to `sections`, its figure added to `figure_files`."""
+    rotation = _rotation_recall(cfg, detectors)
+    sections += [
+        f"\n### Recall (IoU ≥ {cfg.rotations.iou_threshold}) against in-plane rotation, generated ID cards "
+        f"({cfg.rotations.set.cards} per angle)\n",
+        rotation.to_markdown(floatfmt=".2f") + "\n",
     ]
-    main = main.rename(
-        columns={f"{k}@{t}": f"{k} IoU≥{t}" for t in thresholds for k in ("precision", "recall")}
-        | {"images_per_s": "images/s"}
-    )
-    per_class = table[["detector"] + [f"recall_{c}@{t}" for t in thresholds for c in classes]]
-    per_class = per_class.rename(
-        columns={f"recall_{c}@{t}": f"{c} ({counts[c]}) IoU≥{t}" for t in thresholds for c in classes}
-    )
-    return (
-        main.to_markdown(index=False, floatfmt=".3f")
-        + "\n\nRecall per ground-truth class:\n\n"
-        + per_class.to_markdown(index=False, floatfmt=".3f")
-        + "\n"
+    figure_files[f"{stem}_rotation.png"] = figures.recall_vs_rotation(
+        list(rotation.index), rotation.to_dict("list"), cfg.rotations.iou_threshold
     )
 
 
@@ -245,18 +184,7 @@ def _log_mlflow(
     """The table as metrics `<detector>.<figure>`; per-class recalls under `recall_iou<t>/<index>_<slug>` of the
     sorted class list, with {metric name suffix: class name} in class_names.json. A store failure is a warning."""
     thresholds = list(cfg.iou_thresholds)
-    per_class = {
-        f"recall_{c}@{t}": key
-        for t in thresholds
-        for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()
-    }
-    names = {key: c for t in thresholds for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()}
-    metrics = {
-        f"{slug(row['detector']) or 'detector'}.{per_class.get(k) or k.replace('@', '_iou')}": v
-        for row in table.to_dict("records")
-        for k, v in row.items()
-        if k != "detector"
-    }
+    metrics, names = comparison_metrics(table, classes, thresholds)
     log_tool_run(
         cfg,
         name,

@@ -258,48 +258,68 @@ def export_web(cfg: DictConfig) -> dict:
     manifest: dict = {"generators": [], "facemask": None, "faces": None, "missing": []}
     client = tracking_client(cfg.paths.mlflow_uri)
     for task, spec in cfg.models.items():
-        if spec.kind not in KINDS:
-            raise UserError(f"models.{task}.kind: {spec.kind!r} is not one of {sorted(KINDS)}")
-        try:
-            checkpoint, run = checkpoint_for(cfg, task, spec.command, client)
-        except NoCheckpoint as reason:
-            log.warning("%s: %s; its pane stays empty", task, reason)
-            manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command})
-            continue
-        try:
-            # `key` names the file in errors: the checkpoint is read as data only (core.checkpoints)
-            entry = {
-                "task": task,
-                **exporter(spec.kind, cfg)(checkpoint, out_dir / f"{task}.onnx", key=f"checkpoints.{task}"),
-            }
-        except NotExportable as reason:
-            log.warning("%s: %s not exported: %s", task, checkpoint, reason)
-            # the plain command may train the same unexportable kind again: name the one that exports
-            command = spec.get("exportable_command") or spec.command
-            manifest["missing"].append({"task": task, "kind": spec.kind, "command": command, "reason": str(reason)})
-            continue
-        log.info(
-            "%s: exported %s from %s, checked against PyTorch: %s", task, entry["file"], checkpoint, entry["parity"]
-        )
-        entry["checkpoint"] = manifest_path(entry["checkpoint"])
-        entry["trained"] = training_summary(client, run, spec.kind, checkpoint, len(entry.get("class_names") or []))
-        if spec.kind == "generator":
-            manifest["generators"].append(entry)
-        else:
-            manifest[spec.kind] = entry
+        add_task(manifest, cfg, task, spec, out_dir, client)
     if manifest["faces"]:
-        is_descriptor = manifest["faces"]["output_kind"] == "descriptor"
-        manifest["faces"]["face_model"] = "descriptor" if is_descriptor else "classifier"
-        manifest["faces"].update(face_boxes(manifest["facemask"]))
-        if is_descriptor:
-            manifest["faces"].update(descriptor_gallery(cfg, manifest, out_dir))
-            # dlib's network comes trained; the run's classifier head, and its accuracy, are not what the pane uses
-            manifest["faces"]["trained"].update(metric=None, learned=None, reason=None)
+        add_face_model_settings(cfg, manifest, out_dir)
     manifest["examples"] = write_examples(cfg.examples, manifest, out_dir)
     manifest["monitor"] = monitor_settings(Path(cfg.monitor_config))
     manifest = relative_paths(manifest)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    log_parity(cfg, manifest)
+    return manifest
 
+
+def add_task(manifest: dict, cfg: DictConfig, task: str, spec: DictConfig, out_dir: Path, client) -> None:
+    """Export `task` (its `cfg.models` entry `spec`) to `out_dir/<task>.onnx` and add its entry to `manifest`
+    ("generators", or the kind's own key), with its checkpoint and "trained" record; a task without a checkpoint,
+    or whose checkpoint cannot run in the page, goes under "missing" with the command that trains one. UserError
+    for an unknown kind or a `checkpoints.<task>` file that is not there."""
+    if spec.kind not in KINDS:
+        raise UserError(f"models.{task}.kind: {spec.kind!r} is not one of {sorted(KINDS)}")
+    try:
+        checkpoint, run = checkpoint_for(cfg, task, spec.command, client)
+    except NoCheckpoint as reason:
+        log.warning("%s: %s; its pane stays empty", task, reason)
+        manifest["missing"].append({"task": task, "kind": spec.kind, "command": spec.command})
+        return
+    try:
+        # `key` names the file in errors: the checkpoint is read as data only (core.checkpoints)
+        entry = {
+            "task": task,
+            **exporter(spec.kind, cfg)(checkpoint, out_dir / f"{task}.onnx", key=f"checkpoints.{task}"),
+        }
+    except NotExportable as reason:
+        log.warning("%s: %s not exported: %s", task, checkpoint, reason)
+        # the plain command may train the same unexportable kind again: name the one that exports
+        command = spec.get("exportable_command") or spec.command
+        manifest["missing"].append({"task": task, "kind": spec.kind, "command": command, "reason": str(reason)})
+        return
+    log.info("%s: exported %s from %s, checked against PyTorch: %s", task, entry["file"], checkpoint, entry["parity"])
+    entry["checkpoint"] = manifest_path(entry["checkpoint"])
+    entry["trained"] = training_summary(client, run, spec.kind, checkpoint, len(entry.get("class_names") or []))
+    if spec.kind == "generator":
+        manifest["generators"].append(entry)
+    else:
+        manifest[spec.kind] = entry
+
+
+def add_face_model_settings(cfg: DictConfig, manifest: dict, out_dir: Path) -> None:
+    """Complete the exported face model's entry `manifest["faces"]`: its "face_model" ("descriptor" or
+    "classifier"), where its crops come from (`face_boxes`) and, for dlib's descriptor, the gallery and threshold
+    (`descriptor_gallery`) with no validation figure: dlib's network comes trained."""
+    faces = manifest["faces"]
+    is_descriptor = faces["output_kind"] == "descriptor"
+    faces["face_model"] = "descriptor" if is_descriptor else "classifier"
+    faces.update(face_boxes(manifest["facemask"]))
+    if is_descriptor:
+        faces.update(descriptor_gallery(cfg, manifest, out_dir))
+        # the run's classifier head, and its accuracy, are not what the pane uses
+        faces["trained"].update(metric=None, learned=None, reason=None)
+
+
+def log_parity(cfg: DictConfig, manifest: dict) -> None:
+    """Log the tool's run: the manifest as an artifact and each exported model's numeric parity figures as
+    metrics `parity/<task>/<figure>` (`core.mlflow_store.log_tool_run`)."""
     exported = [*manifest["generators"], *(manifest[k] for k in ("facemask", "faces") if manifest[k])]
     log_tool_run(
         cfg,
@@ -311,7 +331,6 @@ def export_web(cfg: DictConfig) -> dict:
             if isinstance(v, (int, float))
         },
     )
-    return manifest
 
 
 # An absolute path inside a text: a '/' that starts no URL ("http://", "models:/") and ends no word ("val/acc", "1/8")
@@ -416,18 +435,13 @@ def face_boxes(facemask: dict | None) -> dict:
 def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
     """The descriptor pane's gallery: for each identity of `manifest["faces"]["class_names"]`, the descriptors of its
     first `cfg.descriptor.gallery_images` photos under `cfg.examples.faces_root/<name>/`, each cropped as the page
-    crops an upload (`faces.crop.face_square` around the exported face-mask detector's best box at the page's
-    default confidence, `face_box`, resized to 150 px; the centre square when `face_boxes` gives no detector) and described by
-    the exported ONNX file; a photo in which the detector finds no face is left out, as the page names nobody there.
+    crops an upload (`gallery_chips`) and described by the exported ONNX file; a photo in which the detector finds no
+    face is left out, as the page names nobody there.
 
-    The decision threshold is the gallery's open-set rule (`faces.gallery.Gallery.open_set_threshold` on these
-    per-photo descriptors, for `cfg.descriptor.target_far`, None: its default), or `cfg.descriptor.tolerance` when
-    set. Returns {"gallery": [{"name", "images", "descriptors": (images, 128) nested lists}], "threshold",
-    "target_far", "threshold_rule", "gallery_crop", "gallery_skipped"} (threshold None for an empty gallery);
-    identities without photos are left out (logged). UserError when `cfg.descriptor.gallery_images` < 1."""
-    from core.images import read_rgb
-    from faces.crop import face_square, square_crop
-    from faces.gallery import Gallery
+    The decision threshold is `descriptor_threshold`'s. Returns {"gallery": [{"name", "images", "descriptors":
+    (images, 128) nested lists}], "threshold", "target_far", "threshold_rule", "gallery_crop", "gallery_skipped"}
+    (threshold None for an empty gallery); identities without photos are left out (logged). UserError when
+    `cfg.descriptor.gallery_images` < 1."""
     from training.onnx_export import onnx_session
 
     spec, faces, facemask = cfg.descriptor, manifest["faces"], manifest["facemask"]
@@ -435,32 +449,9 @@ def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
         raise UserError(f"descriptor.gallery_images={spec.gallery_images}: must be at least 1")
     describe = onnx_session(out_dir / faces["file"])
     detector = onnx_session(out_dir / facemask["file"]) if faces.get("face_boxes") == "facemask" else None
-    root, size = Path(cfg.examples.faces_root), faces["image_size"]
-    gallery, names_, rows, skipped = [], [], [], 0
-    for name in faces["class_names"]:
-        photos = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: spec.gallery_images]
-        if not photos:
-            log.warning("no photo of %s under %s: left out of the descriptor gallery", name, root / name)
-            continue
-        chips = []
-        for photo in photos:
-            rgb = read_rgb(photo)
-            box = None
-            if detector is not None:
-                box = face_box(detector, rgb, facemask["image_size"], spec.detector_conf, spec.detector_iou)
-                if box is None:
-                    skipped += 1
-                    continue
-            chips.append(square_crop(rgb, face_square(rgb.shape[1], rgb.shape[0], box, faces["margin"]), size))
-        if not chips:
-            log.warning("no face found in the photos of %s: left out of the descriptor gallery", name)
-            continue
-        batch = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
-        # rounded as the manifest stores them: the threshold is set on the values the page compares with
-        descriptors = describe.run([faces["output"]], {faces["input"]: batch})[0].astype(np.float64).round(6)
-        gallery.append({"name": name, "images": len(chips), "descriptors": descriptors.tolist()})
-        names_ += [name] * len(chips)
-        rows.append(descriptors)
+    gallery, names_, rows, skipped = described_identities(
+        Path(cfg.examples.faces_root), describe, detector, spec, faces, facemask
+    )
     log.info(
         "descriptor gallery: %d identities from %d photos (%s; %d photos without a detected face left out)",
         len(gallery),
@@ -468,14 +459,7 @@ def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
         "cropped around the detected face" if detector else "the centre square",
         skipped,
     )
-    if spec.tolerance is not None:
-        threshold, target_far = float(spec.tolerance), None
-        rule = f"descriptor.tolerance={threshold:g} (conf/export_web.yaml): a fixed distance, not the open-set rule"
-    elif not names_:
-        threshold, target_far, rule = None, None, "an empty gallery names nobody"
-    else:
-        chosen = Gallery(names=names_, descriptors=np.concatenate(rows)).open_set_threshold(spec.target_far)
-        threshold, target_far, rule = chosen.threshold, chosen.target_far, chosen.rule
+    threshold, target_far, rule = descriptor_threshold(spec, names_, rows)
     log.info("descriptor threshold %s: %s", threshold, rule)
     return {
         "gallery": gallery,
@@ -485,6 +469,79 @@ def descriptor_gallery(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
         "gallery_crop": "around the face-mask detector's best box" if detector else "the centre square",
         "gallery_skipped": skipped,
     }
+
+
+def described_identities(root: Path, describe, detector, spec: DictConfig, faces: dict, facemask: dict | None):
+    """(gallery, names, rows, photos left out) of `descriptor_gallery`: per identity of `faces["class_names"]` with
+    photos under `root/<name>/`, its entry {"name", "images", "descriptors"}; one name per descriptor row; the
+    (images, 128) float64 descriptors (rounded to 6 decimals, as the manifest stores them) of each identity; and
+    how many photos had no detected face. `describe` is an ONNX Runtime session on the exported face model."""
+    gallery, names_, rows, skipped = [], [], [], 0
+    for name in faces["class_names"]:
+        photos = identity_photos(root, name)[: spec.gallery_images]
+        if not photos:
+            log.warning("no photo of %s under %s: left out of the descriptor gallery", name, root / name)
+            continue
+        chips, missed = gallery_chips(photos, detector, spec, faces, facemask)
+        skipped += missed
+        if not chips:
+            log.warning("no face found in the photos of %s: left out of the descriptor gallery", name)
+            continue
+        batch = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
+        # rounded as the manifest stores them: the threshold is set on the values the page compares with
+        descriptors = describe.run([faces["output"]], {faces["input"]: batch})[0].astype(np.float64).round(6)
+        gallery.append({"name": name, "images": len(chips), "descriptors": descriptors.tolist()})
+        names_ += [name] * len(chips)
+        rows.append(descriptors)
+    return gallery, names_, rows, skipped
+
+
+def identity_photos(root: Path, name: str) -> list[Path]:
+    """The images (IMAGE_SUFFIXES, any case) of identity `name` in `root/<name>/`, sorted by path; empty when the
+    folder is missing."""
+    return sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def gallery_chips(photos: list[Path], detector, spec: DictConfig, faces: dict, facemask: dict | None):
+    """(chips, photos left out): each photo cropped as the page crops an upload, an (S, S, 3) uint8 RGB chip of the
+    face model's `faces["image_size"]` S (`faces.crop.face_square` with its `faces["margin"]` around the face-mask
+    `detector`'s best box at `spec.detector_conf` and `spec.detector_iou`, `face_box`; the centre square when
+    `detector` is None); a photo in which the detector finds no face is left out and counted."""
+    from core.images import read_rgb
+    from faces.crop import face_square, square_crop
+
+    chips, skipped = [], 0
+    for photo in photos:
+        rgb = read_rgb(photo)
+        box = None
+        if detector is not None:
+            box = face_box(detector, rgb, facemask["image_size"], spec.detector_conf, spec.detector_iou)
+            if box is None:
+                skipped += 1
+                continue
+        chips.append(
+            square_crop(rgb, face_square(rgb.shape[1], rgb.shape[0], box, faces["margin"]), faces["image_size"])
+        )
+    return chips, skipped
+
+
+def descriptor_threshold(
+    spec: DictConfig, names_: list[str], rows: list[np.ndarray]
+) -> tuple[float | None, float | None, str]:
+    """(threshold, target_far, rule) of the descriptor pane: `spec.tolerance` when set (a fixed distance); None for
+    an empty gallery; else the gallery's open-set rule (`faces.gallery.Gallery.open_set_threshold`, for
+    `spec.target_far`, None: its default) on the per-photo descriptors `rows` ((images, 128) arrays) of `names_`
+    (one identity name per descriptor row)."""
+    from faces.gallery import Gallery
+
+    if spec.tolerance is not None:
+        threshold = float(spec.tolerance)
+        rule = f"descriptor.tolerance={threshold:g} (conf/export_web.yaml): a fixed distance, not the open-set rule"
+        return threshold, None, rule
+    if not names_:
+        return None, None, "an empty gallery names nobody"
+    chosen = Gallery(names=names_, descriptors=np.concatenate(rows)).open_set_threshold(spec.target_far)
+    return chosen.threshold, chosen.target_far, chosen.rule
 
 
 def facemask_example(out_path: Path, scenes: int) -> int:
@@ -524,7 +581,7 @@ def write_examples(cfg: DictConfig, manifest: dict, out_dir: Path) -> dict:
     if manifest["faces"]:
         root = Path(cfg.faces_root)
         for k, name in enumerate(manifest["faces"]["class_names"]):
-            crops = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            crops = identity_photos(root, name)
             if not crops:
                 log.info("no example face of %s under %s", name, root / name)
                 continue

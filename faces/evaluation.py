@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
 from core.errors import UserError
 from core.images import read_rgb
+from core.metric_names import class_metric_names, slug
 from core.voc import VocPairing, pair_voc
 from faces import Detection, FaceDetector
 from faces.descriptors import centre_box
@@ -226,3 +228,154 @@ def score_sweep(
 def best_f1(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     """The `score_sweep` row of the highest F1; on a tie the highest threshold (fewer detections, same F1)."""
     return max(rows, key=lambda r: (round(r["f1"], 12), r["threshold"]))
+
+
+def threshold_grid(low: float, high: float, step: float) -> list[float]:
+    """The score thresholds `low` to `high` inclusive by `step` (each detector's own score scale), each rounded to
+    6 decimals so that the grid holds the configured values exactly."""
+    count = int(round((high - low) / step)) + 1
+    return [round(low + k * step, 6) for k in range(count)]
+
+
+def comparison_table(
+    detectors: Sequence[FaceDetector],
+    runs: Sequence[DetectorRun],
+    images: Sequence[LabelledImage],
+    iou_thresholds: Sequence[float],
+) -> pd.DataFrame:
+    """One row per detector: "detector" (its name) and the `scores` of its run (same order as `detectors`) cut at
+    the detector's own `score_threshold` (`DetectorRun.at_threshold`)."""
+    return pd.DataFrame(
+        [
+            {"detector": d.name, **scores(run.at_threshold(d.score_threshold), images, iou_thresholds)}
+            for d, run in zip(detectors, runs)
+        ]
+    )
+
+
+def data_notes(labelled: VocFaces) -> str:
+    """One line on what the folder held besides the faces counted: difficult faces ignored, files skipped (the
+    first three of each kind by name); empty when there is nothing to say."""
+    pairing, parts = labelled.pairing, []
+    if labelled.difficult:
+        parts.append(f"{labelled.difficult} face(s) marked difficult ignored (neither hit nor miss)")
+    for what, files in (
+        ("ambiguous image/xml pair(s)", pairing.ambiguous),
+        ("xml without image", pairing.xml_without_image),
+        ("image(s) without xml", pairing.image_without_xml),
+        ("unreadable xml", pairing.unreadable_xml),
+    ):
+        if files:
+            parts.append(
+                f"{len(files)} {what} skipped: {', '.join(Path(f.split(': ')[0]).name for f in files[:3])}"
+                + (" …" if len(files) > 3 else "")
+            )
+    return "; ".join(parts)
+
+
+def comparison_markdown(table: pd.DataFrame, iou_thresholds: Sequence[float], counts: dict[str, int]) -> str:
+    """`comparison_table` as two markdown tables: precision, recall (each IoU threshold), images/s and detections;
+    then the recall per ground-truth class, headed with the class's face count of `counts` ({class: faces})."""
+    classes = sorted(counts)
+    main = table[
+        ["detector"]
+        + [f"{k}@{t}" for t in iou_thresholds for k in ("precision", "recall")]
+        + ["images_per_s", "detections"]
+    ]
+    main = main.rename(
+        columns={f"{k}@{t}": f"{k} IoU≥{t}" for t in iou_thresholds for k in ("precision", "recall")}
+        | {"images_per_s": "images/s"}
+    )
+    per_class = table[["detector"] + [f"recall_{c}@{t}" for t in iou_thresholds for c in classes]]
+    per_class = per_class.rename(
+        columns={f"recall_{c}@{t}": f"{c} ({counts[c]}) IoU≥{t}" for t in iou_thresholds for c in classes}
+    )
+    return (
+        main.to_markdown(index=False, floatfmt=".3f")
+        + "\n\nRecall per ground-truth class:\n\n"
+        + per_class.to_markdown(index=False, floatfmt=".3f")
+        + "\n"
+    )
+
+
+def comparison_metrics(
+    table: pd.DataFrame, classes: Sequence[str], iou_thresholds: Sequence[float]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """(metrics, class names) of `comparison_table` for a metric store: each figure as `<detector slug>.<figure>`
+    ("@t" written "_iou<t>"), the per-class recalls as `<detector slug>.recall_iou<t>/<index>_<class slug>` over
+    the sorted `classes` (`core.metric_names.class_metric_names`), with {that suffix: class name}."""
+    per_class = {
+        f"recall_{c}@{t}": key
+        for t in iou_thresholds
+        for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()
+    }
+    names = {key: c for t in iou_thresholds for key, c in class_metric_names(classes, prefix=f"recall_iou{t}/").items()}
+    metrics = {
+        f"{slug(row['detector']) or 'detector'}.{per_class.get(k) or k.replace('@', '_iou')}": v
+        for row in table.to_dict("records")
+        for k, v in row.items()
+        if k != "detector"
+    }
+    return metrics, names
+
+
+# {(set name, detector name): its `score_sweep` rows}
+Sweeps = dict[tuple[str, str], list[dict[str, float]]]
+
+
+def sweep_frame(sweeps: Sweeps) -> pd.DataFrame:
+    """Every row of every sweep, with its "set" and "detector" first (the score sweep's CSV)."""
+    return pd.DataFrame([{"set": s, "detector": d, **row} for (s, d), rows in sweeps.items() for row in rows])
+
+
+def sweep_curves(sweeps: Sweeps) -> dict[str, tuple[list[float], list[float]]]:
+    """{"<detector> <precision|recall> (<set's first word>)": (thresholds, values)}: the sweeps as curves."""
+    return {
+        f"{d} {kind} ({s.split(' ')[0]})": ([r["threshold"] for r in rows], [r[kind] for r in rows])
+        for (s, d), rows in sweeps.items()
+        for kind in ("precision", "recall")
+    }
+
+
+def sweep_best_metrics(sweeps: Sweeps) -> dict[str, float]:
+    """Each sweep's best F1 (`best_f1`) as metrics `<detector slug>.<set's first word, slug>.best_f1_threshold`
+    and `.best_f1`."""
+    metrics: dict[str, float] = {}
+    for (s, d), rows in sweeps.items():
+        best = best_f1(rows)
+        key = f"{slug(d) or 'detector'}.{slug(s.split(' ')[0]) or 'set'}"
+        metrics |= {f"{key}.best_f1_threshold": best["threshold"], f"{key}.best_f1": best["f1"]}
+    return metrics
+
+
+def sweep_markdown(sweeps: Sweeps, detectors: Sequence[FaceDetector], ious: dict[str, float]) -> str:
+    """A markdown section: per set and detector, precision (P), recall (R) and F1 at the detector's configured
+    `score_threshold` (the sweep's first row when the grid lacks it) and at the best-F1 threshold; `ious` is
+    {set name: IoU threshold of its matching}. StopIteration when a sweep names a detector not in `detectors`."""
+    rows = []
+    for (set_name, name), sweep_rows in sweeps.items():
+        detector = next(d for d in detectors if d.name == name)
+        configured = next((r for r in sweep_rows if r["threshold"] == float(detector.score_threshold)), sweep_rows[0])
+        best = best_f1(sweep_rows)
+        rows.append(
+            {
+                "set": set_name,
+                "detector": name,
+                "configured threshold": configured["threshold"],
+                "P": configured["precision"],
+                "R": configured["recall"],
+                "F1": configured["f1"],
+                "best-F1 threshold": best["threshold"],
+                "P there": best["precision"],
+                "R there": best["recall"],
+                "best F1": best["f1"],
+            }
+        )
+    return (
+        f"\n### Precision (P), recall (R) and F1 against the score threshold "
+        f"({', '.join(f'{s}: IoU ≥ {iou}' for s, iou in ious.items())})\n\n"
+        "Each detector's own score (HOG: SVM margin, MMOD: CNN confidence, Haar: level weight, YuNet: face score); "
+        "on LFW the face to find is the photo's central box and any other detection counts as false.\n\n"
+        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f")
+        + "\n"
+    )
