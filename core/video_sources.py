@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,3 +262,52 @@ class TimedVideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class FrameLoop:
+    """What `run_frames` did: `frames` processed, `interrupted` (Ctrl-C ended it), `seconds` of wall time."""
+
+    frames: int
+    interrupted: bool
+    seconds: float
+
+    @property
+    def frames_per_s(self) -> float:
+        return round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0
+
+
+def run_frames(
+    frames: Iterable[Frame],
+    step: Callable[[Frame], np.ndarray | None],
+    video_path: str | Path | None = None,
+    fps: float = 25.0,
+    progress_every: int = 0,
+    progress: Callable[[], object] = lambda: "",
+) -> FrameLoop:
+    """The loop of every tool that follows a video: `step(frame)` on each frame of `frames`, its returned RGB image
+    (H, W, 3 uint8) written to `video_path` at the frame's own time (`TimedVideoWriter`, nominal rate `fps`; None:
+    no video), a log line `frame N: <progress()>` every `progress_every` frames (0: none). A KeyboardInterrupt
+    (Ctrl-C) while reading or in `step` ends the loop with `interrupted`; the video is closed and a generator's
+    capture released either way, so the caller writes what was seen."""
+    writer, count, interrupted, start = None, 0, False, time.perf_counter()
+    try:
+        for frame in frames:
+            drawn = step(frame)
+            if video_path is not None and drawn is not None:
+                if writer is None:
+                    height, width = drawn.shape[:2]
+                    writer = TimedVideoWriter(video_path, fps, (width, height))
+                writer.write(drawn, frame.time_s)
+            count += 1
+            if progress_every and count % progress_every == 0:
+                log.info("frame %d: %s", count, progress())
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted after %d frames: writing what was seen", count)
+    finally:
+        if writer is not None:
+            writer.close()
+        if hasattr(frames, "close"):  # a generator: release its capture now
+            frames.close()
+    return FrameLoop(count, interrupted, time.perf_counter() - start)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from core.images import swap_red_blue
 from core.trackers import make_tracker, track
-from core.video_sources import Frame, TimedVideoWriter
+from core.video_sources import Frame, run_frames
 from facemask.alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
 
 log = logging.getLogger(__name__)
@@ -113,39 +112,24 @@ def monitor(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = tracker if tracker is not None else make_tracker()
-    writer, count, interrupted, start = None, 0, False, time.perf_counter()
-    try:
-        for frame in frames:
-            people = track(tracker, detector(frame.rgb), frame.rgb)
-            for event in alerts.update(frame.index, frame.time_s, people):
-                sink.emit(event)
-            if save_video:
-                if writer is None:
-                    height, width = frame.rgb.shape[:2]
-                    writer = TimedVideoWriter(out_dir / VIDEO_NAME, fps, (width, height))
-                writer.write(swap_red_blue(_draw(frame.rgb, people, alerts)), frame.time_s)
-            count += 1
-            if progress_every and count % progress_every == 0:
-                log.info("frame %d: %s", count, alerts.summary())
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted after %d frames: writing what was seen", count)
-    finally:
-        if writer is not None:
-            writer.close()
-        if hasattr(frames, "close"):  # a generator: release its capture now
-            frames.close()
-    seconds = time.perf_counter() - start
+
+    def step(frame: Frame) -> np.ndarray | None:
+        people = track(tracker, detector(frame.rgb), frame.rgb)
+        for event in alerts.update(frame.index, frame.time_s, people):
+            sink.emit(event)
+        return swap_red_blue(_draw(frame.rgb, people, alerts)) if save_video else None
+
+    loop = run_frames(frames, step, out_dir / VIDEO_NAME if save_video else None, fps, progress_every, alerts.summary)
     with open(out_dir / TRACKS_NAME, "w", newline="") as handle:
         rows = csv.DictWriter(handle, fieldnames=TRACK_CSV_FIELDS)
         rows.writeheader()
         rows.writerows(alerts.rows())
     summary = {
-        "frames": count,
+        "frames": loop.frames,
         **alerts.summary(),
-        "interrupted": interrupted,
-        "seconds": round(seconds, 3),
-        "frames_per_s": round(count / seconds, 2) if seconds > 0 else 0.0,
+        "interrupted": loop.interrupted,
+        "seconds": round(loop.seconds, 3),
+        "frames_per_s": loop.frames_per_s,
     }
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
     return summary

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core.trackers import make_tracker, track
-from core.video_sources import Frame, TimedVideoWriter
+from core.video_sources import Frame, run_frames
 from faces import Detection, FaceDetector
 from faces.recognition import UNKNOWN, FaceRecognizer, annotate_names
 
@@ -149,35 +148,32 @@ def recognize_video(
     tracker = tracker if tracker is not None else make_tracker()
     names = TrackNames(recognizer)
     column = getattr(recognizer, "score_column", "confidence")
-    writer, count, faces, interrupted, start = None, 0, 0, False, time.perf_counter()
-    try:
-        for frame in frames:
-            detections = detector.detect(frame.rgb)
-            faces += len(detections)
-            followed = track(tracker, _as_tracker_input(detections), frame.rgb)
-            boxes = [Detection(*(int(round(v)) for v in box), score=1.0) for _, box, _, _ in followed]
-            scores = recognizer.scores(frame.rgb, boxes)
-            labels = [
-                names.update(frame.index, frame.time_s, track_id, row) for (track_id, *_), row in zip(followed, scores)
-            ]
-            if save_video:
-                if writer is None:
-                    height, width = frame.rgb.shape[:2]
-                    writer = TimedVideoWriter(out_dir / VIDEO_NAME, fps, (width, height))
-                drawn = annotate_names(frame.rgb, boxes, labels, column, [t for t, *_ in followed])
-                writer.write(drawn, frame.time_s)  # RGB, as the writer takes it
-            count += 1
-            if progress_every and count % progress_every == 0:
-                log.info("frame %d: %d track(s) so far", count, len(names.tracks))
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted after %d frames: writing what was seen", count)
-    finally:
-        if writer is not None:
-            writer.close()
-        if hasattr(frames, "close"):  # a generator: release its capture now
-            frames.close()
-    seconds = time.perf_counter() - start
+    faces = 0
+
+    def step(frame: Frame) -> np.ndarray | None:
+        nonlocal faces
+        detections = detector.detect(frame.rgb)
+        faces += len(detections)
+        followed = track(tracker, _as_tracker_input(detections), frame.rgb)
+        boxes = [Detection(*(int(round(v)) for v in box), score=1.0) for _, box, _, _ in followed]
+        scores = recognizer.scores(frame.rgb, boxes)
+        labels = [
+            names.update(frame.index, frame.time_s, track_id, row) for (track_id, *_), row in zip(followed, scores)
+        ]
+        if not save_video:
+            return None
+        return annotate_names(
+            frame.rgb, boxes, labels, column, [t for t, *_ in followed]
+        )  # RGB, as the writer takes it
+
+    loop = run_frames(
+        frames,
+        step,
+        out_dir / VIDEO_NAME if save_video else None,
+        fps,
+        progress_every,
+        lambda: f"{len(names.tracks)} track(s) so far",
+    )
     names.finish()
     rows = names.rows()
     with open(out_dir / TRACKS_NAME, "w", newline="") as handle:
@@ -188,15 +184,15 @@ def recognize_video(
         handle.writelines(json.dumps(event) + "\n" for event in names.events)
     unknown = sum(row["name"] == UNKNOWN for row in rows)
     summary = {
-        "frames": count,
+        "frames": loop.frames,
         "faces": faces,
         "tracks": len(rows),
         "known_tracks": len(rows) - unknown,
         "unknown_tracks": unknown,
         "names": {str(row["track"]): row["name"] for row in rows},
-        "interrupted": interrupted,
-        "seconds": round(seconds, 3),
-        "frames_per_s": round(count / seconds, 2) if seconds > 0 else 0.0,
+        "interrupted": loop.interrupted,
+        "seconds": round(loop.seconds, 3),
+        "frames_per_s": loop.frames_per_s,
     }
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
     return summary
