@@ -114,17 +114,19 @@ def predict(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     writers: dict[str, TimedVideoWriter] = {}
+    clips: dict[str, bool] = {}
     rows, per_frame = [], []
     try:
         for name, index, time_s, rgb in frames(source, cfg.max_frames):
             det = detect(module.eval_net, [rgb], imgsz, conf=cfg.conf, iou=cfg.iou)[0]
             drawn = annotate(rgb, det, names)
-            path = source if source.is_file() else source / name
-            if is_clip(path):
+            if name not in clips:  # once per input, not per frame (a GIF's header is read to know)
+                clips[name] = is_clip(source if source.is_file() else source / name)
+            if clips[name]:
                 annotated = output_name(name, ".mp4", "_annotated").as_posix()
                 if name not in writers:
                     (out_dir / annotated).parent.mkdir(parents=True, exist_ok=True)
-                    fps = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS)
+                    fps = cv2.VideoCapture(str(source if source.is_file() else source / name)).get(cv2.CAP_PROP_FPS)
                     writers[name] = TimedVideoWriter(out_dir / annotated, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
                 writers[name].write(swap_red_blue(drawn), time_s)
             else:
