@@ -2,7 +2,7 @@
 
 Reads `pairs.txt` (see `faces.verification`), describes each distinct photo once (its face nearest the centre,
 found by `detector`, else by `retry_detector`, else the central box; 68-point alignment (`landmarks`); dlib's 128-d descriptor,
-averaged with the mirrored chip's when `flip`) in `workers` processes, keeping the descriptors in `cache_file`
+averaged with the mirrored chip's when `flip`) in `workers` processes, keeping the descriptors in `cache_dir`
 (per photo file and pipeline settings: a re-run with another tolerance is instant), and scores every pair by
 Euclidean distance. Per fold the threshold is chosen on the other
 folds; prints mean ± std accuracy and the accuracy at the fixed `tolerance`, draws the ROC curve, writes
@@ -23,7 +23,7 @@ from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
 from faces.lfw import evaluate_lfw, read_lfw_folder
-from faces.verification import PhotoPipeline
+from faces.photos import PhotoPipeline
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict:
     detector = instantiate(cfg.detector)
     retry = instantiate(cfg.retry_detector) if cfg.retry_detector else None
     describer = FaceDescriber(num_jitters=cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
-    pipeline = PhotoPipeline(detector, describer, retry, cfg.cache_file, cfg.workers, cfg.progress)
+    pipeline = PhotoPipeline(detector, describer, retry, cfg.cache_dir, cfg.workers, cfg.progress)
     evaluation = evaluate_lfw(folder, pairs, pipeline, cfg.tolerance)
     summary = evaluation.summary()
     details = evaluation.details(folder, pipeline)
@@ -51,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "workers": cfg.workers,
     }
     log_tool_run(cfg, folder.name, params=params, metrics=evaluation.metrics(), files=files)
-    described, accuracy = evaluation.report(cfg.workers, pipeline.cache.path)
+    described, accuracy = evaluation.report(cfg.workers, pipeline.cache_dir)
     print(described, flush=True)
     print(f"{accuracy} -> {out}", flush=True)
     log.info("eval-lfw: %s", details)

@@ -36,7 +36,7 @@ from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
 from faces.descriptors import FaceDescriber
 from faces.openset import Describe, OpenSetEvaluation, evaluate_open_set, open_set_photos, sweep_table
-from faces.verification import PhotoPipeline
+from faces.photos import PhotoPipeline
 
 
 def pipeline_describe(cfg: DictConfig) -> tuple[Describe, dict]:
@@ -44,7 +44,7 @@ def pipeline_describe(cfg: DictConfig) -> tuple[Describe, dict]:
     detector = instantiate(cfg.detector)
     retry = instantiate(cfg.retry_detector) if cfg.retry_detector else None
     describer = FaceDescriber(num_jitters=cfg.num_jitters, flip=cfg.flip, landmarks=cfg.landmarks)
-    pipeline = PhotoPipeline(detector, describer, retry, cfg.cache_file, cfg.workers, cfg.progress)
+    pipeline = PhotoPipeline(detector, describer, retry, cfg.cache_dir, cfg.workers, cfg.progress)
     return pipeline.describe, pipeline.settings()
 
 

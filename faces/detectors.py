@@ -249,6 +249,7 @@ class SecondLook:
         self.detector, self.fallback = detector, fallback
         self.second_looks = 0  # images the first look found no face in
         self.found_on_second_look = 0  # … of which the second found one
+        self.looked_again = False  # whether the last `detect` took the second look
 
     @property
     def name(self) -> str:
@@ -257,6 +258,7 @@ class SecondLook:
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """The first look's faces, or where it finds none the fallback's (best first)."""
         found = self.detector.detect(rgb)
+        self.looked_again = not found
         if found:
             return found
         self.second_looks += 1

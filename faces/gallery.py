@@ -10,15 +10,13 @@ dlib's 0.6 is a one-to-one verification threshold; a gallery makes one compariso
 more photos it holds the more strangers it names. The default threshold (`Gallery.open_set_threshold`) is instead
 set on the gallery itself for a target false-positive identification rate (strangers named), see there.
 
-Gallery descriptors are cached in one `.npz` file keyed by each photo's path, size and modification time and
-by the describer's and detector's settings, so a gallery is described once and a changed photo again.
+Gallery photos are described by `faces.photos.PhotoPipeline` and kept in its cache, keyed by each photo's bytes
+and the describer's and detector's settings, so a gallery is described once and a changed photo again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -26,9 +24,9 @@ from statistics import NormalDist
 import numpy as np
 
 from core.errors import UserError
-from core.images import UnreadableImage, list_inputs, read_rgb
+from core.images import list_inputs
 from faces import Detection, FaceDetector
-from faces.descriptors import FaceDescriber, central_face
+from faces.descriptors import FaceDescriber
 from faces.recognition import UNKNOWN
 
 log = logging.getLogger(__name__)
@@ -38,98 +36,11 @@ log = logging.getLogger(__name__)
 DEFAULT_TOLERANCE = 0.6
 # the false-positive identification rate (fraction of strangers named) the default open-set threshold is set for
 DEFAULT_TARGET_FAR = 0.01
-FACES_LABEL = "faces="  # a DescriptorCache label: the photo's number of faces (`put_faces`)
 # (mean, sd) of dlib's one-to-one impostor distances: all 2,168,403 pairs of one photo each of 2,083 LFW people
 # (../shared/data/lfw-pairs, folds 1-5, outside ../shared/data/faces), described by this pipeline (68-landmark
 # alignment, mirrored-chip average); the prior of `Gallery.open_set_threshold`, worth REFERENCE_PAIRS person pairs
 REFERENCE_IMPOSTOR = (0.816, 0.088)
 REFERENCE_PAIRS = 10
-
-
-class DescriptorCache:
-    """Descriptors (float32, D) of image files in one `.npz` file, keyed by `tag`, the file's resolved path, size
-    and mtime: a changed or moved file, or another describer/detector (another `tag`), is described again. Each
-    entry may carry a short label (e.g. how its face was found). Without a path (None) it keeps nothing between
-    runs. Several processes may share the file: each save holds a lock (`<file>.lock`), merges what the others
-    saved since this one read it, and replaces the file atomically, so no process's new entries are lost."""
-
-    def __init__(self, path: str | Path | None, tag: str) -> None:
-        self.path = Path(path) if path else None
-        self.tag = tag
-        self.entries, self.labels = self._read()
-        self.changed = False
-
-    def _read(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """The file's {key: descriptor} and {key: label}; empty when there is no file or it is damaged."""
-        if self.path is None or not self.path.is_file():
-            return {}, {}
-        try:
-            with np.load(self.path, allow_pickle=False) as stored:
-                keys = stored["keys"].tolist()
-                labels = dict(zip(keys, stored["labels"].tolist())) if "labels" in stored.files else {}
-                return dict(zip(keys, stored["descriptors"])), labels
-        except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not an error
-            log.warning("ignoring unreadable descriptor cache %s (%s)", self.path, exc)
-            return {}, {}
-
-    def key(self, file: Path) -> str:
-        stat = file.stat()
-        return hashlib.sha1(f"{self.tag}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-
-    def get(self, file: Path) -> np.ndarray | None:
-        return self.entries.get(self.key(file))
-
-    def get_labelled(self, file: Path) -> tuple[np.ndarray, str] | None:
-        """(descriptor, label) of `file`, or None when it is not cached under this tag."""
-        key = self.key(file)
-        return (self.entries[key], self.labels.get(key, "")) if key in self.entries else None
-
-    def get_faces(self, file: Path) -> np.ndarray | None:
-        """The descriptors (K, D) of every face of `file` stored by `put_faces`, or None when they are not cached."""
-        base = self.key(file)
-        label = self.labels.get(base, "")
-        if base not in self.entries or not label.startswith(FACES_LABEL):
-            return None
-        count = int(label[len(FACES_LABEL) :])
-        rows = [self.entries.get(base if k == 0 else f"{base}#{k}") for k in range(count)]
-        return None if any(r is None for r in rows) else np.stack(rows)
-
-    def put_faces(self, file: Path, descriptors: np.ndarray) -> None:
-        """Store the descriptors (K >= 1, D) of every face of `file`, the first under the file's own key."""
-        base = self.key(file)
-        for k, row in enumerate(np.asarray(descriptors, np.float32)):
-            key = base if k == 0 else f"{base}#{k}"
-            self.entries[key] = row
-            self.labels[key] = f"{FACES_LABEL}{len(descriptors)}" if k == 0 else ""
-        self.changed = True
-
-    def put(self, file: Path, descriptor: np.ndarray, label: str = "") -> None:
-        key = self.key(file)
-        self.entries[key] = np.asarray(descriptor, np.float32)
-        self.labels[key] = label
-        self.changed = True
-
-    def save(self) -> None:
-        """Write the file when something was added: under the lock, the entries on disk (another process's saves
-        since this one read the file) merged with this one's, written to a temporary file renamed over it."""
-        if self.path is None or not self.changed or not self.entries:
-            return
-        from filelock import FileLock
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{self.path}.lock"):
-            stored, stored_labels = self._read()
-            self.entries, self.labels = {**stored, **self.entries}, {**stored_labels, **self.labels}
-            keys = list(self.entries)
-            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")  # one per writer
-            np.savez(
-                temporary,
-                keys=np.array(keys),
-                descriptors=np.stack([self.entries[k] for k in keys]),
-                labels=np.array([self.labels.get(k, "") for k in keys]),
-            )
-            temporary.replace(self.path)
-        self.changed = False
 
 
 @dataclass(frozen=True)
@@ -327,46 +238,44 @@ def build_gallery(
     folder: str | Path,
     detector: FaceDetector,
     describer: FaceDescriber,
-    cache_file: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> Gallery:
     """Describe every photo of `folder/<Name>/` (`gallery_photos`): each face found by `detector`, aligned and
-    described by `describer`. A photo with one face gives that face. A photo with several faces (a group photo,
-    a passer-by) gives the face that can be told apart as the person's: the one whose mean distance to the
-    person's one-face photos is below dlib's one-to-one tolerance (0.6) while every other face's is not; else the
-    photo is left out, and so is a group photo of a person without a one-face photo to compare with. A photo with
-    no face, or unreadable, is left out too. Each photo left out is logged with its reason and listed in
-    `Gallery.skipped` (reasons in `Gallery.reasons`). Raises UserError when no photo gives a descriptor."""
-    from tqdm.auto import tqdm
+    described by `describer` (`faces.photos.PhotoPipeline`, kept under `cache_dir`, in `workers` processes). A
+    photo with one face gives that face. A photo with several faces (a group photo, a passer-by) gives the face
+    that can be told apart as the person's: the one whose mean distance to the person's one-face photos is below
+    dlib's one-to-one tolerance (0.6) while every other face's is not; else the photo is left out, and so is a
+    group photo of a person without a one-face photo to compare with. A photo with no face, or unreadable, is left
+    out too. Each photo left out is logged with its reason and listed in `Gallery.skipped` (reasons in
+    `Gallery.reasons`). Raises UserError when no photo gives a descriptor."""
+    from faces.photos import PhotoPipeline
 
     people = gallery_photos(folder)
-    cache = DescriptorCache(cache_file, f"{describer.tag()}|{detector!r}|faces")
+    pipeline = PhotoPipeline(
+        detector,
+        describer,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+        every_face=True,
+        use_centre_box=False,
+    )
     names, rows, files, reasons = [], [], [], {}
     groups: list[tuple[str, Path, np.ndarray]] = []
     photos = [(name, photo) for name, list_ in people.items() for photo in list_]
-    for name, photo in tqdm(photos, desc="describing the gallery", unit="photo", disable=not progress):
-        faces = cache.get_faces(photo)
-        if faces is None:
-            try:
-                rgb = read_rgb(photo)
-            except UnreadableImage as exc:
-                reasons[str(photo)] = f"unreadable ({exc})"
-                continue
-            found = detector.detect(rgb)
-            if not found:
-                reasons[str(photo)] = f"no face found ({detector.name})"
-                continue
-            central = central_face(found, rgb.shape)
-            found = [central, *(d for d in found if d is not central)]  # the central face first
-            faces = describer(rgb, found)
-            cache.put_faces(photo, faces)
+    for (name, photo), described in zip(photos, pipeline.describe_each([photo for _, photo in photos])):
+        if isinstance(described, str):
+            reasons[str(photo)] = described
+            continue
+        faces = described[0]
         if len(faces) == 1:
             names.append(name)
             rows.append(faces[0])
             files.append(str(photo))
         else:
             groups.append((name, photo, faces))
-    cache.save()
     single = {name: np.stack([r for n, r in zip(names, rows) if n == name]) for name in set(names)}
     for name, photo, faces in groups:
         chosen, why = face_of_person(faces, single.get(name), name)

@@ -1,5 +1,5 @@
 """LFW's verification protocol run on an LFW-layout folder (`pairs.txt` and `images/`): every distinct photo
-described once by a `faces.verification.PhotoPipeline` (its descriptor cache answering the photos it holds), every
+described once by a `faces.photos.PhotoPipeline` (its descriptor cache answering the photos it holds), every
 pair scored by the Euclidean distance of its descriptors, and the k-fold accuracy of `faces.verification`
 (Huang, Ramesh, Berg, Learned-Miller, "Labeled Faces in the Wild", UMass Amherst TR 07-49, 2007), with the time
 the describing took and its outputs (metrics, one row per pair, the ROC curve).
@@ -20,11 +20,10 @@ import pandas as pd
 
 from core import figures
 from core.errors import UserError
+from faces.photos import FOUND, PhotoPipeline
 from faces.verification import (
-    FOUND,
     Pair,
     Photo,
-    PhotoPipeline,
     VerificationResult,
     evaluate_pairs,
     photo_path,
@@ -216,7 +215,7 @@ def evaluate_lfw(
 
     def describe(photos: list[Photo]) -> np.ndarray:
         files = [photo_path(Path(folder) / "images", p) for p in photos]
-        cached = sum(pipeline.cache.get_labelled(f) is not None for f in files)
+        cached = pipeline.cached(files)
         start, cpu = time.perf_counter(), cpu_seconds()
         descriptors, how = pipeline.describe(files)
         found.update(

@@ -13,17 +13,12 @@ different-people lines `Name1<TAB>i<TAB>Name2<TAB>j`; photo `(Name, i)` is `imag
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.errors import UserError
-
-if TYPE_CHECKING:
-    from faces.descriptors import FaceDescriber
-    from faces.gallery import DescriptorCache
 
 Photo = tuple[str, int]  # (person, image number)
 
@@ -179,136 +174,3 @@ def roc_points(distances: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.
     tpr = np.concatenate([[0.0], np.cumsum(s)[last] / max(1, s.sum())])
     fpr = np.concatenate([[0.0], np.cumsum(~s)[last] / max(1, (~s).sum())])
     return fpr, tpr
-
-
-# ---- describing photos, in worker processes -------------------------------------------------------------------
-# dlib's HOG detector and shape predictor hold the GIL (2 threads ran at 0.7× one thread's speed here), so the photos
-# are shared out between forked processes, which inherit the describer and detectors; each builds the models it has
-# not built yet once, and runs torch on one thread.
-_worker: tuple | None = None
-
-FOUND, RETRIED, CENTRE_BOX = "detected", "detected on retry", "centre box"
-
-
-def _init_worker(detector, retry_detector, describer) -> None:
-    import torch
-
-    global _worker
-    _worker = (detector, retry_detector, describer)
-    torch.set_num_threads(1)  # one process per core: the describer's network must not share out its own threads
-
-
-def describe_central_face(file: str | Path, detector, retry_detector, describer) -> tuple[np.ndarray, str]:
-    """The descriptor (D,) of the photo's face nearest its centre, and how the face was found: by `detector`
-    (FOUND), by `retry_detector` when the first found none (RETRIED; None: no retry), else dlib's LFW stand-in,
-    the central box of `faces.descriptors.centre_box` (CENTRE_BOX). Raises UnreadableImage for a bad file."""
-    from core.images import read_rgb
-    from faces.descriptors import central_face, centre_box
-
-    rgb = read_rgb(file)
-    how, face = FOUND, central_face(detector.detect(rgb), rgb.shape)
-    if face is None and retry_detector is not None:
-        how, face = RETRIED, central_face(retry_detector.detect(rgb), rgb.shape)
-    if face is None:
-        how, face = CENTRE_BOX, centre_box(rgb.shape)
-    return describer(rgb, [face])[0], how
-
-
-def _describe_in_worker(file: str) -> tuple[np.ndarray, str]:
-    return describe_central_face(file, *_worker)
-
-
-def pipeline_tag(detector, describer, retry_detector=None) -> str:
-    """Everything between a photo's bytes and its descriptor in `describe_central_face` (detector and retry
-    settings, describer models and options): the tag of a `faces.gallery.DescriptorCache` for these photos."""
-    return f"{describer.tag()}|{detector!r}|retry={retry_detector!r}"
-
-
-def describe_photos(
-    files: Sequence[str | Path],
-    detector,
-    describer,
-    retry_detector=None,
-    workers: int = 2,
-    progress: bool = True,
-    cache=None,
-    save_every: int = 500,
-) -> tuple[np.ndarray, list[str]]:
-    """`describe_central_face` of every file: descriptors float32 (N, D) in the order of `files`, and how each face
-    was found. `workers` > 1 shares the files out between that many processes (fork), 1 runs here. `cache` (a
-    `faces.gallery.DescriptorCache` tagged with `pipeline_tag`) answers the photos it holds; the others are
-    described and added, and the cache is saved every `save_every` new photos (an interrupted run keeps them)
-    and at the end."""
-    from tqdm.auto import tqdm
-
-    files = [Path(f) for f in files]
-    results: list[tuple[np.ndarray, str] | None] = [cache.get_labelled(f) if cache is not None else None for f in files]
-    todo = [k for k, r in enumerate(results) if r is None]
-    bar = dict(
-        total=len(todo),
-        desc=f"describing photos ({workers} process{'es' if workers > 1 else ''})",
-        unit="img",
-        disable=not progress or not todo,
-        smoothing=0.1,
-    )
-
-    def keep(k: int, result: tuple[np.ndarray, str], added: int) -> None:
-        results[k] = result
-        if cache is not None:
-            cache.put(files[k], *result)
-            if added % save_every == 0:
-                cache.save()
-
-    if workers <= 1 or len(todo) < 2:
-        for added, k in enumerate(tqdm(todo, **bar), 1):
-            keep(k, describe_central_face(files[k], detector, retry_detector, describer), added)
-    else:
-        import multiprocessing
-
-        context = multiprocessing.get_context("fork")
-        with context.Pool(workers, initializer=_init_worker, initargs=(detector, retry_detector, describer)) as pool:
-            described = pool.imap(_describe_in_worker, [str(files[k]) for k in todo], chunksize=8)
-            for added, (k, result) in enumerate(tqdm(zip(todo, described), **bar), 1):
-                keep(k, result, added)
-    if cache is not None:
-        cache.save()
-    if not results:
-        return np.empty((0, 128), np.float32), []
-    return np.stack([r[0] for r in results]).astype(np.float32), [r[1] for r in results]
-
-
-@dataclass
-class PhotoPipeline:
-    """The photo pipeline of `describe_photos` with its descriptor cache: `detector`, `retry_detector` (None: no
-    retry) and `describer` as there, `cache_file` the `faces.gallery.DescriptorCache` file (None: nothing kept
-    between runs; tagged with `pipeline_tag`, so another pipeline's entries are never answered), `workers`
-    processes and a progress bar when `progress`."""
-
-    detector: object
-    describer: FaceDescriber
-    retry_detector: object | None = None
-    cache_file: str | Path | None = None
-    workers: int = 2
-    progress: bool = True
-    cache: DescriptorCache = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        from faces.gallery import DescriptorCache
-
-        self.cache = DescriptorCache(self.cache_file, pipeline_tag(self.detector, self.describer, self.retry_detector))
-
-    def describe(self, files: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
-        """`describe_photos` of `files`: descriptors float32 (N, D) in the order of `files`, and how each face was
-        found (FOUND, RETRIED or CENTRE_BOX). Raises UnreadableImage for a bad file."""
-        return describe_photos(
-            files, self.detector, self.describer, self.retry_detector, self.workers, self.progress, self.cache
-        )
-
-    def settings(self) -> dict[str, str]:
-        """The pipeline's parts as text (each repr cut to 500 characters, MLflow's parameter length): `detector`,
-        `retry_detector` and `describer`."""
-        return {
-            "detector": repr(self.detector)[:500],
-            "retry_detector": repr(self.retry_detector)[:500],
-            "describer": repr(self.describer),
-        }

@@ -43,7 +43,7 @@ def _decode_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
 def _feature_worker(files: list[str], cache_dir: str, out: str, barrier) -> None:
     from faces import feature_cache
 
-    _in_lockstep(feature_cache.np, "save", barrier)
+    _in_lockstep(feature_cache.np, "savez", barrier)
     barrier.wait(timeout=30)
 
     def compute(paths, keys):  # per file: its bytes' sum as a (1, 2) feature, or a reason
@@ -103,7 +103,7 @@ def test_two_processes_fill_one_cold_feature_cache(tmp_path):
             [[13.0, 1.0]],
         ]
     entries = sorted(p.suffix for p in cache.rglob("*") if p.is_file())
-    assert entries == [".npy", ".npy", ".npy", ".skipped"]  # no temporary file left
+    assert entries == [".npz", ".npz", ".npz", ".skipped"]  # no temporary file left
     reread = FeatureCache(cache).get(files, "tag", lambda paths, keys: 1 / 0)
     assert reread[2] == "not a .bin file" and reread[3].tolist() == [[13.0, 1.0]]
 

@@ -262,11 +262,11 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     assert (metrics["val_class/2_carol/recall"], metrics["val_class/0_alice/recall"]) == (1.0, 0.0)
     assert "figures/misclassified.png" in artifacts and "misclassified.txt" not in artifacts  # 24 of 32 are wrong
 
-    cached = sorted(Path(store["paths.cache_dir"], "features").rglob("*.npy"))
+    cached = sorted(Path(store["paths.cache_dir"], "features").rglob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in cached]
     assert len(cached) == 128  # 96 train files (2 views each) + 32 val files, one entry per file
     train(compose("train", overrides))  # the second run reads every feature from the cache
-    assert [p.stat().st_mtime_ns for p in sorted(Path(store["paths.cache_dir"], "features").rglob("*.npy"))] == stamps
+    assert [p.stat().st_mtime_ns for p in sorted(Path(store["paths.cache_dir"], "features").rglob("*.npz"))] == stamps
 
     from faces.classifier import export_onnx  # the page's recognise pane runs this file
 

@@ -15,7 +15,8 @@ import pytest
 
 from core.errors import UserError
 from faces import Detection
-from faces.gallery import DescriptorCache, Gallery, build_gallery
+from faces.feature_cache import FeatureCache
+from faces.gallery import Gallery, build_gallery
 from faces.recognition import CSV_COLUMNS, UNKNOWN
 from tests.conftest import SHARED_DATA, compose, mlflow_runs, needs_shared_data
 
@@ -42,13 +43,13 @@ def test_tiny_cartoon_galleries_keep_their_threshold_and_reject_a_stranger(tmp_p
     from faces.descriptors import FaceDescriber
     from faces.detectors import HogDetector
     from faces.gallery import gallery_photos
-    from faces.verification import describe_central_face
+    from faces.photos import describe_photo
     from synthetic.identities import make_identities
 
     people = gallery_photos(make_identities(tmp_path / "people", identities=5, per_identity=21, seed=0))
     describer, detector = FaceDescriber(flip=True), HogDetector()
     rows = {
-        n: np.stack([describe_central_face(p, detector, None, describer)[0] for p in ps]) for n, ps in people.items()
+        n: np.stack([describe_photo(p, detector, describer)[0][0] for p in ps]) for n, ps in people.items()
     }
     known, stranger = ["alice", "bob", "carol", "dave"], rows["erin"]
     thresholds, named, named_fixed = [], [], []
@@ -109,18 +110,18 @@ def _known(root: Path) -> Path:
 
 def test_gallery_is_built_from_a_folder_per_person_and_cached_by_file(tmp_path):
     folder, describer = _known(tmp_path / "known"), MeanColour()
-    gallery = build_gallery(folder, CentreFace(), describer, tmp_path / "cache.npz")
+    gallery = build_gallery(folder, CentreFace(), describer, tmp_path / "cache")
     assert gallery.names == ["blue", "red", "red"] and describer.calls == 3
     assert gallery.skipped == [str(folder / "blue" / "dark.png")]
     np.testing.assert_allclose(gallery.descriptors[0], [0, 0, 200 / 255], atol=1e-6)
-    again = build_gallery(folder, CentreFace(), describer, tmp_path / "cache.npz")
+    again = build_gallery(folder, CentreFace(), describer, tmp_path / "cache")
     assert describer.calls == 3 and again.names == gallery.names  # all from the cache
     photo = folder / "red" / "1.png"
     cv2.imwrite(str(photo), np.full((40, 40, 3), (0, 0, 100), np.uint8))  # BGR: red 100
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
-    changed = build_gallery(folder, CentreFace(), describer, tmp_path / "cache.npz")
+    changed = build_gallery(folder, CentreFace(), describer, tmp_path / "cache")
     assert describer.calls == 4 and changed.descriptors[2][0] == pytest.approx(100 / 255)
-    assert DescriptorCache(tmp_path / "cache.npz", "other describer").get(photo) is None
+    assert FeatureCache(tmp_path / "cache").cached([photo], "other describer") == 0
 
 
 def test_two_writers_of_one_descriptor_cache_keep_each_others_entries(tmp_path):
@@ -128,14 +129,14 @@ def test_two_writers_of_one_descriptor_cache_keep_each_others_entries(tmp_path):
     merges the first's entries instead of writing over them."""
     folder = _known(tmp_path / "known")
     red, blue = folder / "red" / "0.png", folder / "blue" / "0.png"
-    first, second = DescriptorCache(tmp_path / "cache.npz", "tag"), DescriptorCache(tmp_path / "cache.npz", "tag")
-    first.put(red, np.ones(3), "detected")
-    first.save()
-    second.put(blue, np.zeros(3), "centre box")
-    second.save()
-    reread = DescriptorCache(tmp_path / "cache.npz", "tag")
-    np.testing.assert_array_equal(reread.get(red), np.ones(3))
-    assert reread.get_labelled(blue)[1] == "centre box" and reread.get_labelled(red)[1] == "detected"
+    first, second = FeatureCache(tmp_path / "cache"), FeatureCache(tmp_path / "cache")
+    first.get_labelled([red], "tag", lambda paths, keys: [(np.ones((1, 3)), "detected")])
+    second.get_labelled([blue], "tag", lambda paths, keys: [(np.zeros((1, 3)), "centre box")])
+    (red_entry, red_how), (_, blue_how) = FeatureCache(tmp_path / "cache").get_labelled(
+        [red, blue], "tag", lambda paths, keys: 1 / 0
+    )
+    np.testing.assert_array_equal(red_entry, np.ones((1, 3)))
+    assert blue_how == "centre box" and red_how == "detected"
 
 
 def test_gallery_folder_errors_name_the_folder(tmp_path):

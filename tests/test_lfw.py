@@ -138,7 +138,7 @@ def test_eval_lfw_entry_prints_json_writes_roc_and_logs_to_mlflow(tmp_path, stor
         "workers": 1,
         "retry_detector": "null",
         "progress": False,
-        "cache_file": str(tmp_path / "cache.npz"),
+        "cache_dir": str(tmp_path / "cache"),
     }
     summary = evaluate(compose("eval_lfw", settings))
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
