@@ -23,7 +23,7 @@ from core.errors import UserError
 from core.files import atomic_write
 from facemask.inference import detect, fused_copy, letterbox_batch, load_detector, postprocess
 from facemask.ultralytics_checkpoint import compare_detections, export, ultralytics_detect, write_ultralytics_checkpoint
-from training.onnx_export import ExportedModel, ExportParityError, Parity, max_abs_difference, onnx_session
+from training.onnx_export import ExportedModel, ExportParityError, Parity, max_abs_difference, onnx_session, write_onnx
 
 if TYPE_CHECKING:
     from facemask.detector import YoloDetector
@@ -188,19 +188,12 @@ def _read_json(path: Path) -> dict | None:
 def _write_checked(net: nn.Module, imgsz: int, path: Path, opset: int = 17, dynamic_size: bool = False) -> Parity:
     """`net`'s detections (`_Predictions`) as ONNX at `path`, traced at imgsz×imgsz; the batch axis is dynamic, and
     with `dynamic_size` height, width (and so the anchors) too. Checked by `check_parity`, whose Parity it returns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     images, output = {0: "batch"}, {0: "batch"}
     if dynamic_size:
         images, output = {**images, 2: "height", 3: "width"}, {**output, 2: "anchors"}
-    torch.onnx.export(
-        _Predictions(net).eval(),
-        torch.zeros(1, 3, imgsz, imgsz),
-        str(path),
-        dynamo=False,
-        opset_version=opset,
-        input_names=["images"],
-        output_names=["output0"],
-        dynamic_axes={"images": images, "output0": output},
+    example = torch.zeros(1, 3, imgsz, imgsz)
+    write_onnx(
+        _Predictions(net).eval(), example, path, "images", "output0", opset, {"images": images, "output0": output}
     )
     return check_parity(net, path, imgsz)
 

@@ -356,7 +356,7 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
     Only the VGG16 backbone is a tensor graph; the dlib one finds landmarks and aligns in dlib: NotExportable. The
     checkpoint is read as data only (`core.checkpoints`); a refused or foreign file is a UserError starting with `key=`;
     ExportParityError when ONNX Runtime's logits differ by more than 1e-3 of their range (at least 1e-3)."""
-    from training.onnx_export import ExportedModel, NotExportable, max_abs_difference, onnx_session
+    from training.onnx_export import ExportedModel, NotExportable, export_checked
 
     model = load_module(
         FaceClassifier, checkpoint_path, key=key, weights=None
@@ -368,26 +368,13 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
         )
     model.eval()
     size = model.hparams.image_size
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     pixels = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).astype(np.float32))
-    torch.onnx.export(
-        model,
-        (pixels,),
-        str(out_path),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo=False,
+    # logits have no fixed range: the tolerance is relative to their magnitude (export_checked's None)
+    expected, parity = export_checked(
+        model, pixels, out_path, "images", "logits", "the logits", None, "2 fixed uniform-noise images"
     )
-    with torch.no_grad():
-        expected = model(pixels).numpy()
-    got = onnx_session(out_path).run(None, {"images": pixels.numpy()})[0]
-    inputs = "2 fixed uniform-noise images"
-    tolerance = 1e-3 * max(1.0, float(np.abs(expected).max()))  # logits have no fixed range
-    difference = max_abs_difference(out_path, "the logits", expected, got, tolerance, inputs)
     return ExportedModel(
-        file=out_path.name,
+        file=Path(out_path).name,
         checkpoint=str(checkpoint_path),
         input="images",
         output="logits",
@@ -396,7 +383,7 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, key: str =
         input_scale=1.0,
         preprocessing="the square face crop (margin around the box) resized, RGB 0–255",
         class_names=list(model.class_names),
-        parity={"max_abs_difference": difference, "tolerance": tolerance, "inputs": inputs},
+        parity=parity,
         margin=float(model.hparams.margin),
     )
 

@@ -21,31 +21,19 @@ def export_onnx(out_path: str | Path, model_path: str | Path | None = None) -> d
     "descriptor", no classes). `model_path`: dlib's file (default: face-recognition-models'). Raises
     DlibFormatError for a file that is not dlib's ResNet, ExportParityError when ONNX Runtime differs from the
     port by more than 1e-4."""
-    from training.onnx_export import ExportedModel, max_abs_difference, onnx_session
+    from training.onnx_export import ExportedModel, export_checked
 
     model = load_dlib_face_resnet(model_path)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     chips = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, 3, CHIP_SIZE, CHIP_SIZE)).astype(np.float32))
-    torch.onnx.export(
-        model,
-        (chips,),
-        str(out_path),
-        input_names=["chips"],
-        output_names=["descriptors"],
-        dynamic_axes={"chips": {0: "batch"}, "descriptors": {0: "batch"}},
-        dynamo=False,
+    _, parity = export_checked(
+        model, chips, out_path, "chips", "descriptors", "the descriptors", TOLERANCE, PARITY_INPUTS
     )
-    with torch.no_grad():
-        expected = model(chips).numpy()
-    got = onnx_session(out_path).run(None, {"chips": chips.numpy()})[0]
-    difference = max_abs_difference(out_path, "the descriptors", expected, got, TOLERANCE, PARITY_INPUTS)
     if model_path is None:
         from faces.detectors import dlib_model_path
 
         model_path = dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
     return ExportedModel(
-        file=out_path.name,
+        file=Path(out_path).name,
         checkpoint=str(model_path),
         input="chips",
         output="descriptors",
@@ -54,5 +42,5 @@ def export_onnx(out_path: str | Path, model_path: str | Path | None = None) -> d
         input_scale=1.0,
         preprocessing="the square face crop resized to 150×150, RGB 0–255; dlib's channel means are in the graph",
         class_names=[],
-        parity={"max_abs_difference": difference, "tolerance": TOLERANCE, "inputs": PARITY_INPUTS},
+        parity=parity,
     )

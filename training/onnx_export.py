@@ -1,8 +1,9 @@
-"""What the three ONNX exporters share: the manifest entry each returns, the one parity check and its error.
+"""What the ONNX exporters share: the one way a network is written (`write_onnx`) and checked (`export_checked`), the
+manifest entry each returns, and the parity error.
 
 Every exporter is `export_onnx(checkpoint_path, out_path, *, key="CKPT", ...) -> ExportedModel` (`Exporter`):
 `dcgan.onnx` (the DCGAN generator), `facemask.export` (the face-mask detector),
-`faces.classifier` (the face classifier). Each reads its checkpoint as data only
+`faces.classifier` (the face classifier); `faces.descriptor_onnx` writes dlib's descriptor network. Each reads its checkpoint as data only
 (`core.checkpoints`; `key` names the file in errors), writes `out_path`, runs it in ONNX Runtime on fixed inputs
 and compares with PyTorch: a difference above the tolerance is an `ExportParityError`; a checkpoint that cannot
 become a tensor graph is `NotExportable`. `experiments/export_web.py` writes the entries to
@@ -79,6 +80,63 @@ def max_abs_difference(onnx_path: str | Path, what: str, expected, got, toleranc
     if not difference <= tolerance:  # NaN fails too
         raise ExportParityError(onnx_path, what, difference, tolerance, inputs)
     return difference
+
+
+def write_onnx(
+    module,
+    example,
+    out_path: str | Path,
+    input_name: str,
+    output_name: str,
+    opset: int = 17,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> Path:
+    """Trace `module` (a torch.nn.Module in eval mode) on `example` (its one input tensor) into the ONNX file
+    `out_path` (its folder created), input and output named as given, the batch axis (0) dynamic unless
+    `dynamic_axes` says otherwise. The TorchScript exporter: the dynamo one needs onnxscript, which the pinned
+    stack does not carry."""
+    import torch
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(out_path),
+        input_names=[input_name],
+        output_names=[output_name],
+        opset_version=opset,
+        dynamic_axes=dynamic_axes or {input_name: {0: "batch"}, output_name: {0: "batch"}},
+        dynamo=False,
+    )
+    return out_path
+
+
+def export_checked(
+    module,
+    example,
+    out_path: str | Path,
+    input_name: str,
+    output_name: str,
+    what: str,
+    tolerance: float | None,
+    inputs: str,
+    opset: int = 17,
+) -> tuple[np.ndarray, Parity]:
+    """`write_onnx`, then the file run in ONNX Runtime on `example` against `module` in PyTorch: returns PyTorch's
+    output (numpy) and the Parity; ExportParityError when they differ by more than `tolerance` (absolute; None:
+    1e-3 of the output's largest magnitude, at least 1e-3, for outputs without a fixed range such as logits).
+    `what` names the output and `inputs` the example in the error."""
+    import torch
+
+    write_onnx(module, example, out_path, input_name, output_name, opset)
+    with torch.no_grad():
+        expected = module(example).numpy()
+    got = onnx_session(out_path).run([output_name], {input_name: example.numpy()})[0]
+    if tolerance is None:
+        tolerance = 1e-3 * max(1.0, float(np.abs(expected).max()))
+    difference = max_abs_difference(out_path, what, expected, got, tolerance, inputs)
+    return expected, Parity(max_abs_difference=difference, tolerance=tolerance, inputs=inputs)
 
 
 def onnx_session(model: str | Path | bytes):
