@@ -106,5 +106,5 @@ def class_metric_names(names: Sequence[str], prefix: str = "", suffix: str = "")
 
 
 # YOLO's model-selection metric, logged every validation by facemask.detector (`fitness`): the face-mask
-# experiment's monitor (checkpoints/best.ckpt) and sweep value.
+# experiment's selection metric (checkpoints/best.ckpt) and sweep value.
 YOLO_FITNESS = "val/fitness"

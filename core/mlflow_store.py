@@ -226,7 +226,7 @@ def folder_files(root: Path, files: Sequence[str | Path]) -> tuple[str, ...]:
 
 
 # ---- system metrics ----------------------------------------------------------------------------------------
-def system_metrics_monitor(tracking_uri: str, run_id: str, sampling_interval: float, resume: bool = False) -> Any:
+def system_metrics_sampler(tracking_uri: str, run_id: str, sampling_interval: float, resume: bool = False) -> Any:
     """MLflow's `SystemMetricsMonitor` for a run the Lightning logger created (what `log_system_metrics=True` on
     `mlflow.start_run` starts for fluent runs): CPU %, memory, disk and network, and GPU utilisation and memory
     when pynvml (NVIDIA) or pyrsmi (ROCm) finds one, as `system/*` metrics every `sampling_interval` seconds.

@@ -188,28 +188,9 @@ def training_summary(client, run, kind: str, checkpoint: Path, classes: int = 0)
         return {**summary, "run_id": None}
     data = mlflow_runs.data_kind(run)
     root = next((v for k in DATA_ROOT_PARAMS if (v := mlflow_runs.run_param(run, k)) is not None), None)
-    epochs = int(run.data.metrics.get(names.EPOCH, -1)) + 1
     caps = mlflow_runs.demo_scale(run)
-    label, key, which = VALIDATION_FIGURE[kind]
-    values = metric_values(client, run, key)
-    floor = {"facemask": 0.0, "faces": 1 / classes if classes else None}.get(kind)
-    metric, learned, reason = None, None, None
-    if values:
-        best = int(np.argmax(values)) if which == "max" else len(values) - 1
-        metric = {
-            "name": label,
-            "key": key,
-            "value": float(values[best]),
-            "epoch": best + 1 if which == "max" else None,
-        }
-    verdict = mlflow_runs.learning_verdict(client, run)
-    if verdict:
-        learned, reason = False, verdict.removeprefix("did not learn: ")
-    elif values and floor is not None and max(values) <= floor:
-        stuck = f"{label} never above {'chance, ' if kind == 'faces' else ''}{floor:.4g} ({len(values)} validation(s))"
-        learned, reason = False, "; ".join(filter(None, [stuck, mlflow_runs.start_reason(client, run)]))
-    elif len(values) >= 2:
-        learned = True
+    values = metric_values(client, run, VALIDATION_FIGURE[kind][1])
+    learned, reason = learning(client, run, kind, values, classes)
     return {
         **summary,
         "run_id": run.info.run_id,
@@ -218,11 +199,36 @@ def training_summary(client, run, kind: str, checkpoint: Path, classes: int = 0)
         "configuration": mlflow_runs.configuration(client, run).label,
         "scale": "full" if caps is None else f"demo-scale ({caps})",
         "data": SYNTHETIC_DATA if data == mlflow_runs.SYNTHETIC else manifest_path(root) if root else data,
-        "epochs": epochs,
-        "metric": metric,
+        "epochs": int(run.data.metrics.get(names.EPOCH, -1)) + 1,
+        "metric": validation_figure(kind, values),
         "learned": learned,
         "reason": reason,
     }
+
+
+def validation_figure(kind: str, values: list[float]) -> dict | None:
+    """The figure the page shows for a `kind` model from its validation history `values` (VALIDATION_FIGURE: the best
+    value with its 1-based epoch, or the last value): {"name", "key", "value", "epoch"}; None when never logged."""
+    if not values:
+        return None
+    label, key, which = VALIDATION_FIGURE[kind]
+    best = int(np.argmax(values)) if which == "max" else len(values) - 1
+    return {"name": label, "key": key, "value": float(values[best]), "epoch": best + 1 if which == "max" else None}
+
+
+def learning(client, run, kind: str, values: list[float], classes: int = 0) -> tuple[bool | None, str | None]:
+    """(learned, reason) of `training_summary`: False with the report's verdict, or with the floor the validation
+    figure `values` never rose above (a detector's mAP50 of 0, a classifier's chance 1 / `classes`) and how the model
+    started; True for a figure validated twice or more that moved; (None, None) when that cannot be told."""
+    verdict = mlflow_runs.learning_verdict(client, run)
+    if verdict:
+        return False, verdict.removeprefix("did not learn: ")
+    label = VALIDATION_FIGURE[kind][0]
+    floor = {"facemask": 0.0, "faces": 1 / classes if classes else None}.get(kind)
+    if values and floor is not None and max(values) <= floor:
+        stuck = f"{label} never above {'chance, ' if kind == 'faces' else ''}{floor:.4g} ({len(values)} validation(s))"
+        return False, "; ".join(filter(None, [stuck, mlflow_runs.start_reason(client, run)]))
+    return (True, None) if len(values) >= 2 else (None, None)
 
 
 def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> dict:

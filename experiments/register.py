@@ -5,7 +5,7 @@ The model is the one a training run logged (`log_model`, experiments/train.py); 
 registered model named after the task, with the run's metrics as version tags, and `mlflow models` can serve it
 (`models:/<task>/<version>`). Without `run_id` the run is the task's best finished run that logged a model, among
 the runs on the same data as its newest one (a metric on another dataset is not comparable): the best value of its
-monitored metric (`best/<monitor.metric>`, in its `monitor.mode`), else its newest.
+monitored metric (`best/<selection.metric>`, in its `selection.mode`), else its newest.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from core.errors import UserError
 from core.registry import MODEL_URI_TAG, register_run_model
 from experiments import log, user_errors
+from reporting import mlflow_runs
 
 # The params that name where a run's data came from (the built-in sets are generated under data_dir, real ones
 # are folders under ../shared/data or the user's).
@@ -42,8 +43,8 @@ def best_run(client, task: str):
         raise UserError(f"task={task}: no finished run logged a model (train with log_model=true)")
     newest = runs[0]
     runs = [r for r in runs if _data_source(r) == _data_source(newest)]
-    metric, mode = newest.data.params.get("monitor.metric"), newest.data.params.get("monitor.mode", "max")
-    scored = [(r.data.metrics[f"best/{metric}"], r) for r in runs if f"best/{metric}" in r.data.metrics]
+    best, mode = mlflow_runs.selection(newest)  # `best/<selection.metric>`
+    scored = [(r.data.metrics[best], r) for r in runs if best in r.data.metrics]
     scored = [(v, r) for v, r in scored if v == v]  # NaN never wins
     if not scored:
         return newest

@@ -3,7 +3,7 @@
 Composes conf/train.yaml, builds datamodule, model, callbacks, MLflow logger and Trainer with
 `hydra.utils.instantiate`, fits, logs the config and the last and best checkpoints to the same MLflow run, and
 returns `optimized_metric` so that sweepers can optimise it: the run's best value when the best checkpoint monitors
-it (`monitor.metric`, which `optimized_metric` follows unless overridden), else its last value.
+it (`selection.metric`, which `optimized_metric` follows unless overridden), else its last value.
 
 The MLflow lifecycle around the run (docs/tracking.md): the experiment is marked as a model-training one
 with a description (the experiment's `experiment_description`: the paper section it reproduces); the datasets are recorded as run inputs
@@ -44,7 +44,7 @@ from core.mlflow_store import (
     end_if_running,
     server_answers,
     store_lock,
-    system_metrics_monitor,
+    system_metrics_sampler,
 )
 from core.registry import log_pytorch_model, register_run_model
 from experiments import log, user_errors
@@ -223,9 +223,9 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
             "MLflow run %s in experiment %r (%s)", logger.run_id, cfg.logger.experiment_name, cfg.logger.tracking_uri
         )
 
-    monitor = None
+    sampler = None
     if cfg.system_metrics.enabled and trainer.is_global_zero:
-        monitor = system_metrics_monitor(
+        sampler = system_metrics_sampler(
             cfg.logger.tracking_uri, logger.run_id, cfg.system_metrics.sampling_interval, resume=run_id is not None
         )
     # Lightning reads ckpt_path itself: weights_only=True explicitly (also when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
@@ -239,8 +239,8 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
                 weights_only=True,
             )
     finally:
-        if monitor is not None:
-            monitor.finish()
+        if sampler is not None:
+            sampler.finish()
 
     if trainer.is_global_zero and (cfg.log_model or cfg.register):
         checkpoint = trained_checkpoint(callbacks, trainer)

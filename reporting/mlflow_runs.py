@@ -238,11 +238,11 @@ def configuration(client: mlflow.MlflowClient, run: Run) -> Configuration:
     return Configuration(data_kind(run), model_start(client, run), run.data.tags.get(PROFILE_TAG, ""))
 
 
-def monitor(run: Run) -> tuple[str | None, str]:
-    """The run's selection metric `best/<monitor.metric>` and its mode ("max" or "min"); (None, "max") for a run
-    that monitors nothing."""
-    metric = run_param(run, "monitor.metric")
-    mode = run_param(run, "monitor.mode", "max")
+def selection(run: Run) -> tuple[str | None, str]:
+    """The run's selection metric `best/<selection.metric>` and its mode ("max" or "min"); (None, "max") for a run
+    that selects by nothing. Runs logged before the key was named `selection` carry it as `monitor.*`."""
+    metric = run_param(run, "selection.metric", run_param(run, "monitor.metric"))
+    mode = run_param(run, "selection.mode", run_param(run, "monitor.mode", "max"))
     return (None if metric in (None, "None") else f"{BEST_PREFIX}{metric}"), mode
 
 
@@ -252,12 +252,12 @@ UNMOVED = 1e-3
 
 
 def learning_verdict(client: mlflow.MlflowClient, run: Run) -> str | None:
-    """ "did not learn: <why>" when the run's monitored metric (`monitor.metric`, e.g. `val/fitness`, `quality/kid`)
+    """ "did not learn: <why>" when the run's monitored metric (`selection.metric`, e.g. `val/fitness`, `quality/kid`)
     never moved by more than `UNMOVED` from its first epoch's value in the run's own better direction; None when it
     did, when the run monitors nothing, or when it has fewer than two epochs of it (nothing to judge). The reason
     names what the run recorded about how its model started (`model_start`, with the start's own note, e.g.
     "model.pretrained=auto: ../shared/data/weights/yolov5n.pt not found")."""
-    metric, mode = monitor(run)
+    metric, mode = selection(run)
     if metric is None:
         return None
     key = metric[len(BEST_PREFIX) :]
@@ -290,7 +290,7 @@ def rank_best(runs: list[Run]) -> list[Run]:
     for "min"; runs without the metric after those with it; ties and the rest newest first."""
 
     def key(run: Run) -> tuple:
-        metric, mode = monitor(run)
+        metric, mode = selection(run)
         value = run.data.metrics.get(metric) if metric else None
         if value is None or value != value:  # absent or NaN
             return (1, 0.0, -run.info.start_time)

@@ -2,7 +2,7 @@
 
 Run selection (issue 16), stated on the page as SELECTION_RULE: each training experiment is shown once per
 configuration (data real or synthetic × model start × trainer profile), by the best finished run of that
-configuration on the experiment's monitor (`best/<monitor.metric>`, max or min as `monitor.mode`), real-data
+configuration on the experiment's selection metric (`best/<selection.metric>`, max or min as `selection.mode`), real-data
 configurations first. Tool runs (face detectors, LFW, open set) show their newest finished run. Demo-scale runs
 (a profile cap bit, issue 20) are marked, and the paper's claims are not judged from them. A missing run is listed
 as "not run yet" with the command that makes it, never an error. Paths are printed relative to the repository.
@@ -37,8 +37,8 @@ NOT_RUN = "not run yet"
 SELECTION_RULE = (
     "Which runs are shown: for each experiment, one run per configuration (data: real or synthetic × model start: "
     "pretrained or from scratch, where the experiment chooses × trainer profile, the run tag `profile`), namely the "
-    "best FINISHED run of that configuration by the experiment's monitor metric (`best/<monitor.metric>`, the value "
-    "its best.ckpt holds; highest or lowest as `monitor.mode` says; runs without it rank last, ties go to the "
+    "best FINISHED run of that configuration by the experiment's selection metric (`best/<selection.metric>`, the value "
+    "its best.ckpt holds; highest or lowest as `selection.mode` says; runs without it rank last, ties go to the "
     "newest). Real-data configurations come first, synthetic ones after; then full-scale before demo-scale, then "
     "the better run first. Tool runs (face detectors, LFW, open set) "
     "show their newest finished run. A run is demo-scale when its profile capped what the experiment asks (the run "

@@ -50,7 +50,7 @@ def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_pa
 
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", counted)
     cfg = compose("train", {"experiment": TASK, "debug": "fast", "trainer.max_epochs": 5, "patience": 1, **store})
-    assert (cfg.monitor.metric, cfg.monitor.mode, cfg.optimized_metric) == ("quality/kid", "min", "quality/kid")
+    assert (cfg.selection.metric, cfg.selection.mode, cfg.optimized_metric) == ("quality/kid", "min", "quality/kid")
 
     assert train(cfg) == 0.25  # the best epoch's value, not the last one's (0.375)
 
@@ -92,7 +92,7 @@ def test_each_experiment_monitors_its_metric_and_the_sweep_value_follows_it(stor
     }
     for experiment, (metric, mode) in expected.items():
         cfg = compose("train", {"experiment": experiment, **store})
-        assert (cfg.monitor.metric, cfg.monitor.mode, cfg.optimized_metric, cfg.patience) == (
+        assert (cfg.selection.metric, cfg.selection.mode, cfg.optimized_metric, cfg.patience) == (
             metric,
             mode,
             metric,
@@ -107,7 +107,7 @@ def test_each_experiment_monitors_its_metric_and_the_sweep_value_follows_it(stor
 def test_without_a_monitor_or_patience_those_callbacks_are_left_out(store):
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    built = _callbacks(store, **{"monitor.metric": "null"})
+    built = _callbacks(store, **{"selection.metric": "null"})
     assert [built[0], built[2]] == [None, None]  # best_checkpoint, early_stopping
     kept = [c for c in built if isinstance(c, ModelCheckpoint)]
     assert [(c.monitor, c.save_last) for c in kept] == [(None, "link")]  # the last/resume checkpoint, unchanged
@@ -120,7 +120,7 @@ def test_a_bad_monitor_setting_is_a_user_error():
     from training.callbacks import best_checkpoint, early_stopping
 
     with pytest.raises(
-        UserError, match=r"^monitor.mode='lowest': must be max \(higher is better\) or min \(lower is better\)$"
+        UserError, match=r"^selection.mode='lowest': must be max \(higher is better\) or min \(lower is better\)$"
     ):
         best_checkpoint("ckpts", "val/acc", "lowest")
     with pytest.raises(UserError, match=r"^patience=-1: must be null \(no early stopping\) or ≥ 0 epochs$"):

@@ -48,9 +48,7 @@ def test_tiny_cartoon_galleries_keep_their_threshold_and_reject_a_stranger(tmp_p
 
     people = gallery_photos(make_identities(tmp_path / "people", identities=5, per_identity=21, seed=0))
     describer, detector = FaceDescriber(flip=True), HogDetector()
-    rows = {
-        n: np.stack([describe_photo(p, detector, describer)[0][0] for p in ps]) for n, ps in people.items()
-    }
+    rows = {n: np.stack([describe_photo(p, detector, describer)[0][0] for p in ps]) for n, ps in people.items()}
     known, stranger = ["alice", "bob", "carol", "dave"], rows["erin"]
     thresholds, named, named_fixed = [], [], []
     for size in (1, 5, 20):

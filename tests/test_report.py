@@ -247,7 +247,7 @@ RED, GREEN, BLUE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128)
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
 FULL = {"profile": "trainer=gpu", "profile.caps": "none"}
 SMALL_YOLO = {"profile": "trainer=cpu_small", "profile.caps": "max_epochs 30 → 5, detector_imgsz 640 → 320"}
-YOLO_PARAMS = {"monitor.metric": "val/fitness", "monitor.mode": "max", "model.arch": "yolov5n.yaml", "epochs": "30"}
+YOLO_PARAMS = {"selection.metric": "val/fitness", "selection.mode": "max", "model.arch": "yolov5n.yaml", "epochs": "30"}
 REAL_DATA = {"data.generate": "None"}
 SYNTHETIC_DATA = {"data.generate._target_": "synthetic.make_facemask"}
 WEIGHTS = str(SHARED / "weights" / "yolov5n.pt")
@@ -342,8 +342,8 @@ def _faces(client, root, start, *, acc, data, tags, backbone="dlib_resnet", colo
         "vgg16_faces",
         start,
         params={
-            "monitor.metric": "val/acc",
-            "monitor.mode": "max",
+            "selection.metric": "val/acc",
+            "selection.mode": "max",
             "model.backbone": backbone,
             "model.weights": "None",
             "model.image_size": "150",
@@ -587,7 +587,7 @@ def test_a_run_whose_monitored_metric_never_moved_is_marked_did_not_learn(tmp_pa
         tmp_path,
         "exp1_dcgan_fruits",
         t + 4000,
-        params={"monitor.metric": "quality/kid", "monitor.mode": "min"},
+        params={"selection.metric": "quality/kid", "selection.mode": "min"},
         histories={"quality/kid": [1.1, 1.3, 1.2]},
     )
     assert mlflow_runs.learning_verdict(client, client.get_run(kid)) == (

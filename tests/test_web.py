@@ -246,7 +246,11 @@ def _fake_run(client, experiment: str, start_ms: int, kid: list[float], folder: 
     run = client.create_run(
         experiment_id, start_time=start_ms, tags={"profile": "trainer=cpu_small", "profile.caps": "none"}
     )
-    for key, value in {"monitor.metric": "quality/kid", "monitor.mode": "min", "data.generate._target_": "x"}.items():
+    for key, value in {
+        "selection.metric": "quality/kid",
+        "selection.mode": "min",
+        "data.generate._target_": "x",
+    }.items():
         client.log_param(run.info.run_id, key, value)
     for step, value in enumerate(kid):
         client.log_metric(run.info.run_id, "quality/kid", value, step=step)

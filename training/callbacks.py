@@ -97,11 +97,11 @@ class BestCheckpoint(ModelCheckpoint):
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise UserError(f"monitor.mode={mode!r}: must be max (higher is better) or min (lower is better)")
+        raise UserError(f"selection.mode={mode!r}: must be max (higher is better) or min (lower is better)")
 
 
 def best_checkpoint(dirpath: str, monitor: str | None, mode: str = "max") -> BestCheckpoint | None:
-    """The run's `BestCheckpoint` on `monitor` (config: `monitor.metric`, `monitor.mode`), or None when the
+    """The run's `BestCheckpoint` on `monitor` (config: `selection.metric`, `selection.mode`), or None when the
     experiment monitors nothing (then the tools fall back to last.ckpt). Raises UserError for a mode other than
     "max" or "min"."""
     if monitor is None:

@@ -70,7 +70,7 @@ class SweepParentRun(Callback):
     At the sweep's start it creates the parent run in the trials' experiment (`logger.experiment_name`, store
     `logger.tracking_uri`), named after the sweep folder, and puts its id in $ML_PLAYGROUND_SWEEP_PARENT_RUN,
     which the sweep config passes to each trial's logger as the `mlflow.parentRunId` tag. At its end it copies the
-    best trial's params and value to the parent (`best/<optimized_metric>`, by `monitor.mode`, see `best_child`;
+    best trial's params and value to the parent (`best/<optimized_metric>`, by `selection.mode`, see `best_child`;
     tags `best_run_id`, `best_run_name`) and ends the parent FINISHED.
 
     A trial that fails ends the parent FAILED when it fails (tag `failed_trials`: the overrides of each failed trial,
@@ -129,7 +129,9 @@ class SweepParentRun(Callback):
         metric = config.get("optimized_metric")
         parent = client.get_run(self.run_id)
         best = (
-            best_child(client, self.run_id, parent.info.experiment_id, metric, config.monitor.mode) if metric else None
+            best_child(client, self.run_id, parent.info.experiment_id, metric, config.selection.mode)
+            if metric
+            else None
         )
         if best is not None:
             value = best.data.metrics.get(f"best/{metric}", best.data.metrics.get(metric))
