@@ -108,7 +108,7 @@ def load_module(
 Which = Literal["last", "best"]
 CHECKPOINT_NAMES: tuple[str, ...] = ("last", "best")
 # What the tools (recognize, predict/eval-facemask, export-web) take when no file is named: the run's best epoch by
-# the experiment's `monitor` (training.callbacks.BestCheckpoint), its last.ckpt when it kept none. Resuming
+# the experiment's selection metric (training.callbacks.BestCheckpoint), its last.ckpt when it kept none. Resuming
 # always asks for "last" itself.
 DEFAULT_CHECKPOINT: Which = "best"
 BEST_FILENAME = "best"  # the monitored checkpoint's file stem: checkpoints/best.ckpt
@@ -166,35 +166,96 @@ RUN_ID_FILE = "mlflow_run_id"  # beside checkpoints/ in a run folder: the MLflow
 FINISHED = "FINISHED"
 
 
+CHAMPION_ALIAS = "champion"  # the Model Registry alias of a task's best registered model (experiments/register.py)
+
+
 def tool_checkpoint(cfg: Any, tasks: str | Sequence[str], make_target: str, key: str = "CKPT") -> Path:
-    """The checkpoint a tool uses, the one rule of every tool that takes `ckpt`: `cfg.ckpt` when given, else the best
-    checkpoint of the newest finished run of `tasks` (`find_checkpoint` under `cfg.paths.log_dir`, asking the local
-    store `cfg.paths.mlflow_uri` which runs finished). Logs which it took and why. Raises NoCheckpoint (a UserError)
-    naming the folders searched, `make_target` and `key` when there is none."""
+    """The checkpoint a tool uses, the one rule of every tool that takes `ckpt`: `cfg.ckpt` when given; else the
+    checkpoint of the task's `champion` in the Model Registry (`champion_checkpoint`: `make register` gives the alias
+    to the best registered model); else the best checkpoint of the newest finished run of `tasks` (`find_checkpoint`
+    under `cfg.paths.log_dir`, asking the local store `cfg.paths.mlflow_uri` which runs finished). Logs which it
+    took and why. Raises NoCheckpoint (a UserError) naming the folders searched, `make_target` and `key` when there
+    is none."""
     import logging
 
+    say = logging.getLogger("ml-playground").info
     if cfg.ckpt:
         path = Path(cfg.ckpt)
-        logging.getLogger("ml-playground").info("checkpoint %s (%s=)", path, key)
+        say("checkpoint %s (%s=)", path, key)
+        return path
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    champion = champion_checkpoint(cfg.paths.mlflow_uri, cfg.paths.log_dir, names)
+    if champion is not None:
+        path, why = champion
+        say("checkpoint %s (%s; %s=<file> picks another)", path, why, key)
         return path
     path = find_checkpoint(
-        cfg.paths.log_dir, tasks, make_target=make_target, key=key, tracking_uri=cfg.paths.mlflow_uri
+        cfg.paths.log_dir, names, make_target=make_target, key=key, tracking_uri=cfg.paths.mlflow_uri
     )
-    names = tasks if isinstance(tasks, str) else ", ".join(tasks)
-    logging.getLogger("ml-playground").info(
-        "checkpoint %s (the best of the newest finished run of %s; %s=<file> picks another)", path, names, key
+    say(
+        "checkpoint %s (the best of the newest finished run of %s: no registered %s; %s=<file> picks another)",
+        path,
+        ", ".join(names),
+        CHAMPION_ALIAS,
+        key,
     )
     return path
+
+
+def champion_checkpoint(tracking_uri: str, log_dir: str | Path, tasks: Sequence[str]) -> tuple[Path, str] | None:
+    """The best checkpoint (else last.ckpt) of the run whose model holds the registry alias `champion` under the
+    first of `tasks` (registered model names: `make register` registers under the task's name) that has one, and
+    a line saying which version it is; None when the local store at `tracking_uri` does not exist, is remote, has no
+    such alias, or the champion's run folder (its `mlflow_run_id` file under `log_dir/<task>/`) holds no checkpoint
+    (logged as a warning: the newest finished run is used instead)."""
+    import logging
+
+    if tracking_uri.startswith(("http://", "https://")):
+        return None  # no network wait at a tool's start
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return None  # no store yet: asking would create one
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except Exception:  # noqa: BLE001 — an unreadable store: fall back to the checkpoints alone
+        return None
+    for name in tasks:
+        try:
+            version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        except MlflowException:
+            continue
+        folders = [
+            folder
+            for folder in (Path(log_dir) / name).rglob(CHECKPOINTS_DIR)
+            if folder.is_dir() and _run_id_of(folder) == version.run_id
+        ]
+        path = next((p for f in folders if (p := _checkpoint_of_run(f, "best")) is not None), None)
+        if path is None:
+            logging.getLogger("ml-playground").warning(
+                "models:/%s@%s is version %s of run %s, whose checkpoints are not under %s: using the newest finished run",
+                name,
+                CHAMPION_ALIAS,
+                version.version,
+                version.run_id,
+                Path(log_dir) / name,
+            )
+            return None
+        return path, f"models:/{name}@{CHAMPION_ALIAS}: version {version.version}, run {version.run_id}"
+    return None
+
+
+def _run_id_of(folder: Path) -> str | None:
+    """The MLflow run id in the `mlflow_run_id` file beside a run's checkpoint folder, or None."""
+    file = folder.parent / RUN_ID_FILE
+    return file.read_text().strip() if file.is_file() else None
 
 
 def _unfinished_runs(folders: Sequence[Path], tracking_uri: str) -> set[Path]:
     """The checkpoint folders whose run the local MLflow store at `tracking_uri` holds with a status other than
     FINISHED. Unknown runs, a missing store, a remote store and a store that cannot be read give no folder."""
-    ids = {
-        folder: (folder.parent / RUN_ID_FILE).read_text().strip()
-        for folder in folders
-        if (folder.parent / RUN_ID_FILE).is_file()
-    }
+    ids = {folder: run_id for folder in folders if (run_id := _run_id_of(folder)) is not None}
     if not ids or tracking_uri.startswith(("http://", "https://")):
         return set()
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():

@@ -10,9 +10,10 @@ built-in example" buttons load (`write_examples`). The manifest's "monitor" carr
 the face-mask pane's live view, those of `make monitor-facemask` (`monitor_settings`), so the page follows the same
 rules without numbers of its own.
 
-Which checkpoint: `checkpoints.<task>` when given; else the run `make report` shows first for the task
+Which checkpoint: `checkpoints.<task>` when given; else the task's registry `champion` (`make register`); else the
+run `make report` shows first for the task
 (`reporting.report.selected_runs` and `headline_runs`, its SELECTION_RULE: the best finished run of the experiment
-by its monitor, real data and full scale first; sweep trials log to "<task>-sweep" and are no candidates) and that
+by its selection metric, real data and full scale first; sweep trials log to "<task>-sweep" and are no candidates) and that
 run's best checkpoint (`core.checkpoints.find_checkpoint` in the run's folder, found by its `mlflow_run_id` file).
 Without a store, or when no selected run's folder is on this machine, the task's newest checkpoint. Each entry's
 "trained" says what the model learned, from its MLflow run (`training_summary`): the data, epochs, the validation
@@ -41,7 +42,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from core import metric_names as names
-from core.checkpoints import RUN_ID_FILE, NoCheckpoint, find_checkpoint
+from core.checkpoints import RUN_ID_FILE, NoCheckpoint, champion_checkpoint, find_checkpoint
 from core.errors import UserError
 from core.mlflow_store import log_tool_run
 from experiments import log, user_errors
@@ -108,8 +109,8 @@ def run_of_checkpoint(client, checkpoint: Path):
 
 
 def checkpoint_for(cfg: DictConfig, task: str, make_target: str, client=None) -> tuple[Path, object | None]:
-    """(checkpoint, its MLflow run or None) for `task`: `checkpoints.<task>` when given; else the best checkpoint of
-    the first run the report selects for the task (`reporting.report.selected_runs` / `headline_runs`, then its
+    """(checkpoint, its MLflow run or None) for `task`: `checkpoints.<task>` when given; else the checkpoint of the
+    task's registry `champion` (`core.checkpoints.champion_checkpoint`); else the best checkpoint of the first run the report selects for the task (`reporting.report.selected_runs` / `headline_runs`, then its
     other configurations in the report's order) whose folder is under `cfg.paths.log_dir`; else the task's newest
     checkpoint. UserError for a `checkpoints.<task>` file that is not there; NoCheckpoint when the task has none."""
     key = f"checkpoints.{task}"
@@ -118,6 +119,10 @@ def checkpoint_for(cfg: DictConfig, task: str, make_target: str, client=None) ->
         if not path.is_file():
             raise UserError(f"{key}={path}: file not found")
         return path, run_of_checkpoint(client, path)
+    champion = champion_checkpoint(cfg.paths.mlflow_uri, cfg.paths.log_dir, [task])
+    if champion is not None:
+        log.info("%s: exporting %s (%s)", task, champion[0], champion[1])
+        return champion[0], run_of_checkpoint(client, champion[0])
     if client is not None:
         selected = selected_runs(client, [task])
         headline = headline_runs(selected)[task]

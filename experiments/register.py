@@ -3,9 +3,13 @@
 
 The model is the one a training run logged (`log_model`, experiments/train.py); it becomes a new version of the
 registered model named after the task, with the run's metrics as version tags, and `mlflow models` can serve it
-(`models:/<task>/<version>`). Without `run_id` the run is the task's best finished run that logged a model, among
-the runs on the same data as its newest one (a metric on another dataset is not comparable): the best value of its
-monitored metric (`best/<selection.metric>`, in its `selection.mode`), else its newest.
+(`models:/<task>/<version>`). Without `run_id` the run is the task's best finished run that logged a model
+(`reporting.mlflow_runs.champion_key`: real data first, then full scale, then the best value of its selection
+metric `best/<selection.metric>` in its `selection.mode`, then the newest).
+
+The registry alias `champion` (MLflow's aliases; stages are deprecated) goes to the better of the new version and
+the current champion by the same key (`promote_champion`), and the tools take the champion's checkpoint by default
+(`core.checkpoints.tool_checkpoint`). The entry says which version holds it and why.
 """
 
 from __future__ import annotations
@@ -13,18 +17,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from core.checkpoints import CHAMPION_ALIAS
 from core.errors import UserError
 from core.registry import MODEL_URI_TAG, register_run_model
 from experiments import log, user_errors
 from reporting import mlflow_runs
-
-# The params that name where a run's data came from (the built-in sets are generated under data_dir, real ones
-# are folders under ../shared/data or the user's).
-DATA_SOURCE_PARAMS = ("data.root", "data.voc_root", "data._target_")
-
-
-def _data_source(run) -> tuple:
-    return tuple(run.data.params.get(key) for key in DATA_SOURCE_PARAMS)
 
 
 def best_run(client, task: str):
@@ -41,14 +38,43 @@ def best_run(client, task: str):
     runs = [r for r in runs if r.data.tags.get(MODEL_URI_TAG)]
     if not runs:
         raise UserError(f"task={task}: no finished run logged a model (train with log_model=true)")
-    newest = runs[0]
-    runs = [r for r in runs if _data_source(r) == _data_source(newest)]
-    best, mode = mlflow_runs.selection(newest)  # `best/<selection.metric>`
-    scored = [(r.data.metrics[best], r) for r in runs if best in r.data.metrics]
-    scored = [(v, r) for v, r in scored if v == v]  # NaN never wins
-    if not scored:
-        return newest
-    return (min if mode == "min" else max)(scored, key=lambda item: item[0])[1]
+    return min(runs, key=mlflow_runs.champion_key)
+
+
+def promote_champion(tracking_uri: str, name: str, version) -> str:
+    """Give the alias `champion` of registered model `name` to `version` (an MLflow ModelVersion) when no version
+    holds it or `version`'s run ranks before the champion's (`reporting.mlflow_runs.champion_key`); returns the line
+    that says which version holds it now and why."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    new_run = client.get_run(version.run_id)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        current = None
+    new = f"version {version.version} ({mlflow_runs.describe_for_champion(new_run)})"
+    if current is not None and current.version != version.version:
+        current_run = client.get_run(current.run_id)
+        held = f"version {current.version} ({mlflow_runs.describe_for_champion(current_run)})"
+        if mlflow_runs.champion_key(current_run) <= mlflow_runs.champion_key(new_run):
+            return f"{name}@{CHAMPION_ALIAS} stays {held}: it ranks before {new}"
+        why = f"it ranks before {held}"
+    else:
+        why = "the first registered version" if current is None else "it already held it"
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+    return f"{name}@{CHAMPION_ALIAS} is {new}: {why}"
+
+
+def register_and_promote(tracking_uri: str, run_id: str, name: str):
+    """`core.registry.register_run_model`, then `promote_champion`; prints both lines and returns the version."""
+    version = register_run_model(tracking_uri, run_id, name)
+    print(
+        f"registered run {run_id} as {version.name} version {version.version}: models:/{version.name}/{version.version}"
+    )
+    print(promote_champion(tracking_uri, version.name, version))
+    return version
 
 
 def register(cfg: DictConfig):
@@ -69,11 +95,8 @@ def register(cfg: DictConfig):
         run = best_run(client, task)
     else:
         raise UserError("task: name the training task whose model to register (make register TASK=<task>)")
-    version = register_run_model(cfg.tracking_uri, run.info.run_id, cfg.name or task)
+    version = register_and_promote(cfg.tracking_uri, run.info.run_id, cfg.name or task)
     log.info("run %s (%s) → %s version %s", run.info.run_id, run.info.run_name, version.name, version.version)
-    print(
-        f"registered run {run.info.run_id} as {version.name} version {version.version}: models:/{version.name}/{version.version}"
-    )
     return version
 
 

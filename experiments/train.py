@@ -46,7 +46,7 @@ from core.mlflow_store import (
     store_lock,
     system_metrics_sampler,
 )
-from core.registry import log_pytorch_model, register_run_model
+from core.registry import log_pytorch_model
 from experiments import log, user_errors
 from training.callbacks import BestCheckpoint, LogDatasets, last_checkpoint_path
 from training.mlflow_logging import log_artifact, log_params, log_text, set_tags
@@ -249,7 +249,9 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
         elif checkpoint is None:
             log.warning("no checkpoint was written: no MLflow model logged")
         elif log_trained_model(cfg, model, checkpoint, logger.run_id) and cfg.register:
-            register_run_model(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)
+            from experiments.register import register_and_promote  # the registry's champion rule
+
+            register_and_promote(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)
 
     if cfg.optimized_metric:
         best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.monitor == cfg.optimized_metric), None)

@@ -193,7 +193,7 @@ def model_start(client: mlflow.MlflowClient, run: Run) -> str:
 
 
 def demo_scale(run: Run) -> str | None:
-    """What made the run demo-scale, or None for a run at the experiment's own settings (issue 20).
+    """What made the run demo-scale, or None for a run at the experiment's own settings.
 
     A run is demo-scale when its trainer profile's caps bite (the `profile.caps` tag, e.g. "max_epochs 1000 → 5,
     width_multiplier 1.0 → 0.125") or a debug overlay made it (`profile` tag "debug=…"). A run from before the
@@ -297,6 +297,32 @@ def rank_best(runs: list[Run]) -> list[Run]:
         return (0, -value if mode == "max" else value, -run.info.start_time)
 
     return sorted(runs, key=key)
+
+
+def champion_key(run: Run) -> tuple:
+    """The sort key (ascending: best first) by which a task's runs compete for the registry's `champion`: real data
+    before built-in (a model that learned the real task beats a quick built-in run, whatever their figures on their
+    own data), full scale before demo-scale, then the better `best/<selection.metric>` in its mode (runs without it
+    after), then the newer run."""
+    metric, mode = selection(run)
+    value = run.data.metrics.get(metric) if metric else None
+    scored = value is not None and value == value  # absent or NaN: after the scored ones
+    return (
+        data_kind(run) != REAL,
+        demo_scale(run) is not None,
+        not scored,
+        (-value if mode == "max" else value) if scored else 0.0,
+        -run.info.start_time,
+    )
+
+
+def describe_for_champion(run: Run) -> str:
+    """The facts `champion_key` ranks by, in words: e.g. "real data, full scale, best/val/fitness 0.8172"."""
+    metric, _ = selection(run)
+    value = run.data.metrics.get(metric) if metric else None
+    scale = "full scale" if demo_scale(run) is None else "demo-scale"
+    figure = f"{metric} {value:.4f}" if value is not None else f"no {metric or 'selection metric'}"
+    return f"{'real' if data_kind(run) == REAL else 'built-in'} data, {scale}, {figure}"
 
 
 def finished_runs(client: mlflow.MlflowClient, experiment: str) -> list[Run]:
