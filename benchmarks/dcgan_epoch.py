@@ -9,7 +9,10 @@ checkpoints, loss curves, the logged model), its log folder and MLflow store in 
 process: the same nets (`model` of our composed config, built by the same class), data (the datamodule's decoded
 uint8 images), batch, optimiser settings and targets, in a plain loop (one D and one G step per batch, as
 `DCGAN.training_step`) that writes the same fixed-noise grid (`DCGAN.sample_grid`) as a PNG every
-`sample_every_n_epochs` and a checkpoint (both nets and optimisers) every epoch; no metrics, no MLflow.
+`sample_every_n_epochs`, a checkpoint (both nets and optimisers) every epoch, and computes the same quality metric
+(`dcgan.quality.SampleQuality` on the same fixed noise) at the same cadence (`dcgan.quality.QualityCadence`,
+`model.quality.every_n_epochs`): a researcher who tracks quality computes it too, so the ratio measures the
+framework, not the metric. No MLflow.
 
 The plain loop runs before and after ours, and its epochs of both runs are its reference: this machine's speed
 drifts from minute to minute, and bracketing ours keeps the drift out of the ratio.
@@ -17,7 +20,7 @@ drifts from minute to minute, and bracketing ours keeps the drift out of the rat
 Printed: s/epoch of each (benchmarks/common.py: epochs 2 … E−1; start-up and end excluded), how much of each epoch
 was training steps (the seconds inside the batches: `EpochTimer`'s batch hooks for ours, the loop body after
 fetching for the plain loop) and how much the rest (ours: FID/KID, MLflow, checkpoints, the grid; the plain loop:
-its grid and checkpoint), the steps' own speed ratio, every timing as one JSON line, and last `ratio …` = our
+its FID/KID, grid and checkpoint), the plain loop's quality seconds and passes, the steps' own speed ratio, every timing as one JSON line, and last `ratio …` = our
 speed / the plain loop's (goal ≥ 0.95).
 """
 
@@ -45,21 +48,27 @@ TARGET = ("experiment=exp1_dcgan_fruits",)
 
 def plain_loop(cfg, out: Path) -> dict:
     """Train `cfg`'s DCGAN for `cfg.trainer.max_epochs` in a plain loop; return {"epoch_s", "steps_s" (the seconds
-    inside its training steps, fetching excluded, as `EpochTimer` times ours), "images"}."""
+    inside its training steps, fetching excluded, as `EpochTimer` times ours), "quality_s" (its quality passes'
+    seconds), "quality_passes", "images"}."""
     torch.manual_seed(int(cfg.seed))
     data = instantiate(cfg.data, _convert_="partial")
     data.prepare_data()
     data.setup("fit")
-    model = instantiate(cfg.model, quality=None, _convert_="partial")  # its nets and fixed grid noise; no FID/KID
+    model = instantiate(cfg.model, _convert_="partial")  # its nets, fixed grid noise and quality metric
     hp = model.hparams
+    metric, cadence = model._quality["metric"], model._quality["cadence"]
+    if metric is not None:
+        metric.set_real(data.real_images(metric.num_samples))
     g, d = model.generator, model.discriminator
     opt_g = torch.optim.Adam(g.parameters(), lr=hp.lr, betas=tuple(hp.betas))
     opt_d = torch.optim.Adam(d.parameters(), lr=hp.lr, betas=tuple(hp.betas))
     loader = DataLoader(TensorDataset(data.images), batch_size=int(cfg.data.batch_size), shuffle=True, drop_last=True)
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    starts, steps = [], []
-    for epoch in range(int(cfg.trainer.max_epochs)):
+    starts, steps, quality_s = [], [], 0.0
+    epochs = int(cfg.trainer.max_epochs)
+    for epoch in range(epochs):
         starts.append(time.time())
+        epoch_start = time.perf_counter()
         steps.append(0.0)
         for (batch,) in loader:
             step_start = time.perf_counter()
@@ -78,12 +87,26 @@ def plain_loop(cfg, out: Path) -> dict:
             g_loss.backward()
             opt_g.step()
             steps[-1] += time.perf_counter() - step_start
+        if metric is not None:
+            cadence.add_training(time.perf_counter() - epoch_start)
+            if cadence.due(epoch, last=epoch + 1 == epochs):
+                quality_start = time.perf_counter()
+                metric.compute(model._quality_samples(metric.num_samples))
+                cadence.add_pass(time.perf_counter() - quality_start)
+                quality_s += time.perf_counter() - quality_start
         if (epoch + 1) % hp.sample_every_n_epochs == 0:
             cv2.imwrite(str(out / "samples" / f"epoch_{epoch + 1:04d}.png"), model.sample_grid()[..., ::-1])
         state = {"epoch": epoch, "generator": g.state_dict(), "discriminator": d.state_dict()}
         torch.save({**state, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}, out / "last.pt")
     # timed as ours: epochs 2 … E−1
-    return {"epoch_s": steady_epoch_seconds(starts), "steps_s": steps[1:-1], "images": len(data.images)}
+    passes = cadence.passes if cadence is not None else 0
+    return {
+        "epoch_s": steady_epoch_seconds(starts),
+        "steps_s": steps[1:-1],
+        "quality_s": quality_s,
+        "quality_passes": passes,
+        "images": len(data.images),
+    }
 
 
 def main() -> None:
@@ -113,7 +136,11 @@ def main() -> None:
         before = plain_loop(cfg, work / "plain")
         ours = train_entry(overrides, work)
         after = plain_loop(cfg, work / "plain")
-        plain = {key: before[key] + after[key] for key in ("epoch_s", "steps_s")} | {"images": before["images"]}
+        plain = {key: before[key] + after[key] for key in ("epoch_s", "steps_s")} | {
+            "images": before["images"],
+            "quality_s": before["quality_s"],
+            "quality_passes": before["quality_passes"],
+        }
 
     width = cfg.model.generator.width_multiplier
     print(
@@ -121,7 +148,11 @@ def main() -> None:
         f"epochs 2..{args.epochs - 1} timed"
     )
     print(f"  ours (make exp1-dcgan: FID/KID, grids, MLflow, checkpoints): {per_epoch(ours['epoch_s'])}")
-    print(f"  plain PyTorch loop (grids, checkpoints): {per_epoch(plain['epoch_s'])}")
+    print(f"  plain PyTorch loop (FID/KID, grids, checkpoints): {per_epoch(plain['epoch_s'])}")
+    print(
+        f"  quality passes (model.quality.every_n_epochs={(cfg.model.quality or {}).get('every_n_epochs')}): "
+        f"{plain['quality_passes']} of {args.epochs} epochs, {plain['quality_s']:.2f} s in all (plain loop)"
+    )
     # where a gap comes from: the training steps themselves, or what each side does around them
     for name, run in (("ours", ours), ("plain", plain)):
         epoch, steps = statistics.median(run["epoch_s"]), statistics.median(run["steps_s"])

@@ -8,6 +8,7 @@ feature network, and the loss-fluctuation statistic the paper argues with.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ from core.metric_names import (
     gan_loss_std,
 )
 from dcgan.nets import Discriminator, Generator, init_normal_002
-from dcgan.quality import SampleQuality
+from dcgan.quality import QualityCadence, SampleQuality
 from training import callbacks
 from training.mlflow_logging import log_dict, log_figure, log_image, set_tags
 
@@ -82,7 +83,7 @@ class DCGAN(pl.LightningModule):
         num_samples: int = 32,  # fixed noise vectors in the per-epoch grid
         sample_every_n_epochs: int = 1,
         fluctuation_window: int = 10,  # epochs over which the loss standard deviation is taken
-        quality: dict | None = None,  # SampleQuality arguments; None turns the metric off
+        quality: dict | None = None,  # SampleQuality arguments and `every_n_epochs` (QualityCadence); None: no metric
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -98,7 +99,11 @@ class DCGAN(pl.LightningModule):
             raise ValueError(f"model.weight_init must be 'default' or 'normal_0.02', got {weight_init!r}")
         rng = torch.Generator().manual_seed(seed)
         self.register_buffer("fixed_z", torch.randn(num_samples, self.generator.latent_dim, generator=rng))
-        self._quality = {"metric": SampleQuality(**quality) if quality else None}  # kept out of the state_dict
+        quality = dict(quality or {})
+        cadence = QualityCadence(quality.pop("every_n_epochs", "auto")) if quality else None
+        # kept out of the state_dict
+        self._quality = {"metric": SampleQuality(**quality) if quality else None, "cadence": cadence}
+        self._epoch_start = 0.0
         self.history: dict[str, list[float]] = defaultdict(list)
         self._epoch_losses: list[torch.Tensor] = []
         self.epoch_metrics = callbacks.EpochMetrics()  # epoch-end values reach the loggers after the checkpoint
@@ -183,7 +188,11 @@ class DCGAN(pl.LightningModule):
                 rank_zero_warn(f"model.quality: {note}")
             set_tags(self.trainer, {f"{QUALITY_TAG}{k}": str(v).lower() for k, v in settings.items()})
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
     def on_train_epoch_end(self) -> None:
+        train_seconds = time.perf_counter() - self._epoch_start
         losses = torch.stack(self._epoch_losses).cpu()  # checked once per epoch: no per-step device sync
         self._epoch_losses.clear()
         bad = (~torch.isfinite(losses)).any(1).nonzero()
@@ -203,7 +212,7 @@ class DCGAN(pl.LightningModule):
             for i, net in enumerate(GAN_NETS)
         }
         metrics.update(self.loss_fluctuation())
-        metrics.update(self._quality_metrics())
+        metrics.update(self._quality_metrics(train_seconds))
         # self.log keeps them for callbacks (checkpoint monitor, a sweep's optimized_metric); the loggers get them
         # once this epoch's checkpoint is written (training.callbacks.EpochMetrics says why self.log cannot
         # do that).
@@ -212,14 +221,23 @@ class DCGAN(pl.LightningModule):
         if (self.current_epoch + 1) % self.hparams.sample_every_n_epochs == 0:
             log_image(self.trainer, self.sample_grid(), epoch_artifact(SAMPLES_FOLDER, self.current_epoch + 1))
 
-    def _quality_metrics(self) -> dict[str, float]:
-        """`quality/*` of this epoch's samples, or {} with a warning when the metric fails: a metric is a
-        measurement, and an error in it must not end the run before this epoch's checkpoint is written."""
-        metric = self._quality["metric"]
+    def _quality_metrics(self, train_seconds: float) -> dict[str, float]:
+        """`quality/*` of this epoch's samples when the cadence (`model.quality.every_n_epochs`,
+        `dcgan.quality.QualityCadence`) says it is due, else {}; {} with a warning when the metric fails: a metric is
+        a measurement, and an error in it must not end the run before this epoch's checkpoint is written."""
+        metric, cadence = self._quality["metric"], self._quality["cadence"]
         if metric is None:
             return {}
+        max_epochs = self.trainer.max_epochs
+        last = max_epochs is not None and max_epochs > 0 and self.current_epoch + 1 >= max_epochs
+        cadence.add_training(train_seconds)
+        if not cadence.due(self.current_epoch, last):
+            return {}
+        start = time.perf_counter()
         try:
-            return {f"{QUALITY}{k}": v for k, v in metric.compute(self._quality_samples(metric.num_samples)).items()}
+            values = metric.compute(self._quality_samples(metric.num_samples))
+            cadence.add_pass(time.perf_counter() - start)
+            return {f"{QUALITY}{k}": v for k, v in values.items()}
         except Exception as exc:  # noqa: BLE001  (torchmetrics raises ValueError, RuntimeError, linalg errors)
             rank_zero_warn(
                 f"model.quality: FID/KID failed at epoch {self.current_epoch + 1} and are not logged for it "

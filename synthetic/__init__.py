@@ -2,14 +2,17 @@
 
 Each generator is a function `make_<set>(out_dir, *, seed, ...)` decorated with `synthetic_set`: it is
 deterministic from its seed, writes into a temporary sibling folder that is renamed when complete (one
-process at a time per folder, under a sibling `<folder>.lock`), and records its parameters in
-`manifest.json`, so calling it again with the same parameters is free.
+process at a time per folder, under a sibling `<folder>.lock`), and records its parameters, a hash of its module's
+source and the numpy and OpenCV versions in `manifest.json`, so calling it again with the same parameters is free,
+and a folder written by another version of the generator is written again (a long-used checkout trains on the same
+images as a fresh clone).
 Data configs bind a generator with `_partial_: true`; datamodules call it in `prepare_data`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -27,6 +30,15 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
+def generator_version(make: Callable[..., None]) -> dict[str, str]:
+    """What besides its parameters decides a generator's images: the SHA-1 of its module's source (any edit there
+    may change them), numpy's version (its random streams) and OpenCV's (its drawing and JPEG encoding)."""
+    import cv2
+
+    source = inspect.getsource(inspect.getmodule(make))
+    return {"code": hashlib.sha1(source.encode()).hexdigest()[:16], "numpy": np.__version__, "opencv": cv2.__version__}
+
+
 def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
     """Make `make(tmp_dir, rng, **params)` idempotent and atomic; see the module docstring."""
     signature = inspect.signature(make)
@@ -35,7 +47,8 @@ def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
     def generate(out_dir: str | Path, **params) -> Path:
         bound = signature.bind_partial(**params)
         bound.apply_defaults()
-        spec = {"generator": make.__name__, **{k: v for k, v in bound.arguments.items() if k not in ("out_dir", "rng")}}
+        params = {k: v for k, v in bound.arguments.items() if k not in ("out_dir", "rng")}
+        spec = {"generator": make.__name__, **params, "version": generator_version(make)}
         out = Path(out_dir)
         manifest = out / MANIFEST
         if manifest.exists() and json.loads(manifest.read_text()) == json.loads(json.dumps(spec)):
@@ -61,7 +74,7 @@ def synthetic_set(make: Callable[..., None]) -> Callable[..., Path]:
             make(
                 tmp,
                 rng=np.random.default_rng(spec.get("seed", 0)),
-                **{k: v for k, v in spec.items() if k != "generator"},
+                **params,
             )
             (tmp / MANIFEST).write_text(json.dumps(spec, indent=2))
             tmp.rename(out)

@@ -49,7 +49,10 @@ def test_best_ckpt_holds_the_epoch_of_the_lowest_kid_the_entry_returns_it_and_pa
         return save_checkpoint(trainer, filepath, *args, **kwargs)
 
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", counted)
-    cfg = compose("train", {"experiment": TASK, "debug": "fast", "trainer.max_epochs": 5, "patience": 1, **store})
+    every_epoch = {"model.quality.every_n_epochs": 1}  # one scripted KID per epoch
+    cfg = compose(
+        "train", {"experiment": TASK, "debug": "fast", "trainer.max_epochs": 5, "patience": 1, **every_epoch, **store}
+    )
     assert (cfg.selection.metric, cfg.selection.mode, cfg.optimized_metric) == ("quality/kid", "min", "quality/kid")
 
     assert train(cfg) == 0.25  # the best epoch's value, not the last one's (0.375)
@@ -133,7 +136,7 @@ def test_a_resumed_run_keeps_its_best_epoch_and_the_tools_take_it(store, tmp_pat
     # best at epoch 2, the last one before the resume; epoch 3 (0.25) is worse than it but better than epoch 1, the
     # best an epoch file written before its epoch's best would remember
     scripted_kid[:] = [0.5, 0.375, 0.125, 0.25, 0.4375]
-    base = {"experiment": TASK, "debug": "fast", **store}
+    base = {"experiment": TASK, "debug": "fast", "model.quality.every_n_epochs": 1, **store}
     first = compose("train", {**base, "trainer.max_epochs": 3})
     assert train(first) == 0.125
     log_dir = first.paths.log_dir
@@ -175,3 +178,39 @@ def test_a_resume_from_another_file_than_a_runs_last_ckpt_writes_a_new_folder_an
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before} == before
     assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["last.ckpt"] and not elsewhere.is_symlink()
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=1-step=8.ckpt", "last.ckpt"]
+
+
+def test_the_quality_pass_runs_on_its_cadence_and_best_ckpt_is_among_the_evaluated_epochs(
+    store, tmp_path, scripted_kid
+):
+    """every_n_epochs=2 over 5 epochs: the pass runs after 0-based epochs 0, 1, 3 and 4 (the first, every second,
+    the last); the epochs it skips log no quality/kid, and best.ckpt holds the best evaluated one."""
+    scripted_kid[:] = [0.5, 0.125, 0.375, 0.25]  # the four passes' values, in order
+    cfg = compose(
+        "train",
+        {"experiment": TASK, "debug": "fast", "trainer.max_epochs": 5, "model.quality.every_n_epochs": 2, **store},
+    )
+    assert train(cfg) == 0.125
+    assert torch.load(_checkpoints(cfg) / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    client, runs = mlflow_runs(tmp_path, TASK)
+    history = client.get_metric_history(runs[0].info.run_id, "quality/kid")
+    epochs = {m.step: m.value for m in client.get_metric_history(runs[0].info.run_id, "epoch")}
+    assert [(epochs[m.step], m.value) for m in history] == [(0, 0.5), (1, 0.125), (3, 0.375), (4, 0.25)]
+
+
+def test_auto_cadence_keeps_the_quality_pass_within_its_budget():
+    """auto: the first and last epochs always; between them a pass only when the passes so far plus one more stay
+    within 5 % of the training time. 1-s epochs and 0.16-s passes: a pass every 4th epoch at most."""
+    from core.errors import UserError
+    from dcgan.quality import QualityCadence
+
+    cadence, ran = QualityCadence("auto"), []
+    for epoch in range(12):
+        cadence.add_training(1.0)
+        if cadence.due(epoch, last=epoch == 11):
+            ran.append(epoch)
+            cadence.add_pass(0.16)
+    assert ran == [0, 6, 9, 11]  # 0.32 s ≤ 0.05·7 s after epoch 6, 0.48 ≤ 0.05·10 after epoch 9, then the last
+    assert QualityCadence(3).due(2, False) and not QualityCadence(3).due(3, False)
+    with pytest.raises(UserError, match=r"every_n_epochs=0: must be auto or a whole number >= 1"):
+        QualityCadence(0)

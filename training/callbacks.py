@@ -120,7 +120,9 @@ def early_stopping(monitor: str | None, mode: str = "max", patience: int | None 
     _check_mode(mode)
     if patience < 0:
         raise UserError(f"patience={patience}: must be null (no early stopping) or ≥ 0 epochs")
-    return EarlyStopping(monitor=monitor, mode=mode, patience=patience)
+    # strict=False: a metric on its own cadence (the DCGAN's quality pass) is absent from the epochs it skips, and
+    # those epochs are not checks
+    return EarlyStopping(monitor=monitor, mode=mode, patience=patience, strict=False)
 
 
 class EpochMetrics(pl.Callback):
