@@ -12,7 +12,7 @@ that `make export-facemask` writes (`write_ultralytics_checkpoint`, the same fun
 annotated video, as `yolo track` on the command line saves it). All in this process: the peer before and after ours,
 its frames/s over both calls (this machine's speed drifts; bracketing ours keeps the drift out of the ratio). Ours
 runs twice on a copy of the checkpoint: the first call exports the detector to ONNX beside it and checks the export
-(`yolo_export.runtime_model`), as a user's first call on a new checkpoint does; the second reuses that export, as
+(`facemask.export.runtime_model`), as a user's first call on a new checkpoint does; the second reuses that export, as
 every later call does.
 
 Default input: ../shared/data/video/short_hamilton_clip.mp4. Default weights: `--ckpt`, else the newest face-mask

@@ -6,7 +6,7 @@ ultralytics checkpoint as its trainer saves one, which `yolo predict`, `yolo tra
 `ultralytics.YOLO` take as they are (a pickle with code, as every ultralytics `.pt`: this project never loads it
 back with torch.load; see `facemask.ultralytics_checkpoint`), then each of `formats` through
 ultralytics' exporter. The `.pt` and every export are run by ultralytics' predictor on the parity images and
-compared with the project's own inference (`yolo_inference.detect`) detection by detection: same count per
+compared with the project's own inference (`facemask.inference.detect`) detection by detection: same count per
 class, |Δ box corner| ≤ `box_tolerance_px` (image pixels), |Δ confidence| ≤ `score_tolerance`; any difference
 above is a FormatParityError naming the format and the image. Prints a table and, as its last line, one JSON
 object `{"formats": {format: {"file", "max_box_px", "max_score", "images", "detections"}}}` (also written to

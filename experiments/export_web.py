@@ -238,7 +238,7 @@ def learning(client, run, kind: str, values: list[float], classes: int = 0) -> t
 
 def export_faces(checkpoint_path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> dict:
     """The face model's manifest entry: the classifier's ONNX (`faces.classifier.export_onnx`), or,
-    when the checkpoint's backbone is dlib's ResNet, dlib's descriptor network (`dlib_descriptor_onnx.export_onnx`),
+    when the checkpoint's backbone is dlib's ResNet, dlib's descriptor network (`faces.descriptor_onnx.export_onnx`),
     which needs no trained weights: the checkpoint gives its identities and the crops' margin (its hyperparameters,
     read as data only; UserError, starting with `key=`, for a file that is not a checkpoint)."""
     from core.checkpoints import load_checkpoint

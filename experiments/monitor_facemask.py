@@ -47,7 +47,7 @@ def _device(name: str) -> str:
 
 def _trained_detector(cfg: DictConfig) -> tuple[Path, list[str], Detector]:
     """The checkpoint (`cfg.ckpt`, else the newest face-mask run's), its class names and its Detector on `cfg.backend`:
-    in ONNX Runtime from the export kept beside the checkpoint (`yolo_export.runtime_model`), or in PyTorch."""
+    in ONNX Runtime from the export kept beside the checkpoint (`facemask.export.runtime_model`), or in PyTorch."""
     from facemask.inference import TASK_NAME, TRAINED_BY, load_detector
 
     ckpt = tool_checkpoint(cfg, TASK_NAME, TRAINED_BY)

@@ -8,7 +8,7 @@ an exponential moving average of the weights (validated, exported and used for p
 switched off for the last `close_mosaic` epochs. The optimizer choice "auto" is ultralytics' choice for runs
 shorter than 10,000 optimizer steps: AdamW with lr0 = 0.002·5/(4 + classes).
 
-Inference on images (load a trained detector, letterbox, NMS) is in `yolo_inference`, ONNX export in `yolo_export`.
+Inference on images (load a trained detector, letterbox, NMS) is in `facemask.inference`, ONNX export in `facemask.export`.
 """
 
 from __future__ import annotations

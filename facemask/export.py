@@ -110,7 +110,7 @@ class RuntimeModel:
 
 
 def runtime_model(checkpoint: str | Path, fallback_dir: str | Path, key: str = "CKPT") -> RuntimeModel:
-    """The detector of `checkpoint` with each BatchNorm folded into its convolution (`yolo_inference.fused_copy`, as
+    """The detector of `checkpoint` with each BatchNorm folded into its convolution (`facemask.inference.fused_copy`, as
     `yolo track` runs a model) in ONNX Runtime on the CPU, with dynamic batch, height and width
     (`letterbox_batch(rect=True)` frames): its output0 is PyTorch's, checked by `check_parity` (ExportParityError).
 
@@ -208,7 +208,7 @@ def parity_image() -> np.ndarray:
 def onnx_detect(
     session, images: Sequence[np.ndarray], imgsz: int, conf: float = 0.25, iou: float = 0.45, rect: bool = False
 ) -> list[np.ndarray]:
-    """The same detections as `yolo_inference.detect`, with the forward pass in ONNX Runtime (`rect` needs a session
+    """The same detections as `facemask.inference.detect`, with the forward pass in ONNX Runtime (`rect` needs a session
     with dynamic height and width: `runtime_model`)."""
     batch, shapes = letterbox_batch(images, imgsz, rect)
     raw = session.run(None, {"images": batch.numpy()})[0]

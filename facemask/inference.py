@@ -1,5 +1,5 @@
 """A trained YOLO detector on images: the checkpoint loaded as data, ultralytics' letterbox, one forward pass,
-ultralytics' NMS and box rescaling. Used by predict-facemask, eval-facemask, the ONNX export (`yolo_export`, whose
+ultralytics' NMS and box rescaling. Used by predict-facemask, eval-facemask, the ONNX export (`facemask.export`, whose
 `onnx_detect` runs the same steps around ONNX Runtime) and the benchmark."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def load_detector(checkpoint_path: str | Path, device: str = "cpu", key: str = "
     if not path.is_file():
         raise UserError(f"{key}={path}: checkpoint not found — `{TRAINED_BY}` writes one")
     # imported here: the LightningModule brings pytorch_lightning (3 s of imports), which a monitor call that
-    # finds its ONNX export beside the checkpoint (yolo_export.runtime_model) never needs
+    # finds its ONNX export beside the checkpoint (facemask.export.runtime_model) never needs
     from facemask.detector import YoloDetector
 
     module = load_module(

@@ -46,7 +46,7 @@ def resolve_backend(backend: str, device: str) -> str:
 
 
 def yolo_detector(module, imgsz: int, conf: float, iou: float) -> Detector:
-    """The trained YoloDetector (`yolo_inference.load_detector`) in PyTorch as a Detector at `imgsz` with these
+    """The trained YoloDetector (`facemask.inference.load_detector`) in PyTorch as a Detector at `imgsz` with these
     thresholds, as `yolo track` runs a model: a copy of its weights with each BatchNorm folded into its convolution
     (ultralytics' `fuse`), each frame letterboxed to the smallest stride-multiple rectangle (`rect=True`)."""
     from facemask.inference import detect, fused_copy
@@ -56,7 +56,7 @@ def yolo_detector(module, imgsz: int, conf: float, iou: float) -> Detector:
 
 
 def runtime_detector(session, imgsz: int, conf: float, iou: float) -> Detector:
-    """`yolo_detector`'s detections with the forward pass in ONNX Runtime: `session` is `yolo_export.runtime_model`'s
+    """`yolo_detector`'s detections with the forward pass in ONNX Runtime: `session` is `facemask.export.runtime_model`'s
     (the fused net, dynamic height and width)."""
     import torch
 

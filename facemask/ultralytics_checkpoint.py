@@ -1,7 +1,7 @@
 """The bridge to ultralytics' own tools: a trained face-mask detector written as an ultralytics `.pt` checkpoint
 (what `yolo predict`, `yolo track`, `yolo export` and `ultralytics.YOLO` read), its exports through ultralytics'
 exporter, and a detection-level parity check of any of them against the project's own inference
-(`yolo_inference.detect`).
+(`facemask.inference.detect`).
 
 The `.pt` file is a pickle with code, as every ultralytics checkpoint is (torch.save of the `DetectionModel`
 object): it is written for ultralytics' tools only. This project never loads it back with `torch.load` (its own

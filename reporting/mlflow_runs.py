@@ -125,7 +125,7 @@ def load_json(client: mlflow.MlflowClient, run_id: str, artifact_path: str) -> d
         return None if path is None else json.loads(path.read_text())
 
 
-# -- run selection (issue 16): the best finished run of each configuration ---------------------------------------
+# -- run selection: the best finished run of each configuration ---------------------------------------
 REAL, SYNTHETIC = "real data", "synthetic data"
 PROFILE_TAG, CAPS_TAG = "profile", "profile.caps"  # set by experiments/train.py on every training run
 NO_CAPS = "none"

@@ -1,10 +1,10 @@
 """`make report`: the paper's figures and tables, read back from the MLflow store, on one markdown page.
 
-Run selection (issue 16), stated on the page as SELECTION_RULE: each training experiment is shown once per
+Run selection, stated on the page as SELECTION_RULE: each training experiment is shown once per
 configuration (data real or synthetic × model start × trainer profile), by the best finished run of that
 configuration on the experiment's selection metric (`best/<selection.metric>`, max or min as `selection.mode`), real-data
 configurations first. Tool runs (face detectors, LFW, open set) show their newest finished run. Demo-scale runs
-(a profile cap bit, issue 20) are marked, and the paper's claims are not judged from them. A missing run is listed
+(a profile cap bit) are marked, and the paper's claims are not judged from them. A missing run is listed
 as "not run yet" with the command that makes it, never an error. Paths are printed relative to the repository.
 The notebooks call the same table and figure functions, with the experiment lists of conf/report.yaml
 (`report_sections`).
@@ -214,7 +214,7 @@ def paper_claims_table(runs: Mapping[str, Run | None], paper_scale: Mapping[str,
 
     Each claim is judged from the logged numbers ("holds" / "does not hold": a smaller loss std or FID is the
     better side) only when every run it compares ran at the experiment's own settings; when one is demo-scale
-    (`mlflow_runs.demo_scale`, issue 20) the verdict is "not judged: demo-scale run (…)" with the commands of
+    (`mlflow_runs.demo_scale`) the verdict is "not judged: demo-scale run (…)" with the commands of
     `paper_scale` (experiment → command of the paper-scale run, conf/report.yaml) that would judge it."""
     paper_scale = paper_scale or {}
 

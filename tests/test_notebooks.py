@@ -1,5 +1,5 @@
 """Notebooks 00 and 02–04 executed against a store that holds the applications' runs (tests/test_report.py
-`app_store`), so their branches that show runs are the ones that run (issue 19), not only "not run yet"."""
+`app_store`), so their branches that show runs are the ones that run, not only "not run yet"."""
 
 from __future__ import annotations
 

@@ -405,7 +405,7 @@ def _threshold(scores: np.ndarray) -> float:
 
 
 def _letterboxed(image: np.ndarray, imgsz: int) -> np.ndarray:
-    """ultralytics' LetterBox, as `yolo_inference.letterbox_batch` applies it: uint8 HWC."""
+    """ultralytics' LetterBox, as `facemask.inference.letterbox_batch` applies it: uint8 HWC."""
     from ultralytics.data.augment import LetterBox
 
     return LetterBox((imgsz, imgsz), auto=False, stride=32)(image=image)
