@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import open_dict
 
 from core.errors import UserError
 from core.mlflow_store import PARENT_RUN_ENV, PARENT_RUN_TAG
 from tests.conftest import REPO, mlflow_runs
-from training.sweeps import COMMAND_TAG, SweepParentRun
+from training.sweeps import COMMAND_TAG, SweepParentRun, check_search_space
 
 # The entry, as `python -m experiments.train` runs it, with Lightning's Trainer.fit wrapped: each trial that trains
 # appends its learning rate to $TRAINED_LOG, and the $FAIL_AT-th trial to train fails (an interruption in the middle
@@ -144,7 +145,6 @@ def test_an_interrupted_optuna_sweep_resumes_by_replaying_its_finished_trials(st
 def _callback_config(store: dict, tmp_path: Path, overrides: list[str]):
     """The multirun config Hydra passes to callbacks at the sweep's start (its hydra node kept)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         config = compose("train", overrides=[*overrides, *_store_args(store)], return_hydra_config=True)
@@ -167,7 +167,6 @@ def test_a_rerun_reopens_only_an_interrupted_parent_of_the_same_command(store, t
         return callback.run_id
 
     from mlflow import MlflowClient
-    from omegaconf import open_dict
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     first = start(config)
@@ -184,11 +183,20 @@ def test_a_rerun_reopens_only_an_interrupted_parent_of_the_same_command(store, t
     assert start(config) != first  # resuming off: every run is a new sweep
 
 
-def test_an_experiment_without_a_search_space_is_a_one_line_error(store, tmp_path, monkeypatch):
+def test_an_experiment_without_a_search_space_is_a_one_line_error(store, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
     config = _callback_config(store, tmp_path, ["sweep=grid"])  # no experiment: no conf/sweep_space/null/grid.yaml
-    with pytest.raises(UserError, match=r"^sweep=grid: name the experiment to sweep \(experiment=<name>\)$"):
+    with pytest.raises(SystemExit) as stop:  # Hydra would turn a callback's UserError into a warning
         SweepParentRun().on_multirun_start(config)
+    assert stop.value.code == 2 and PARENT_RUN_ENV not in os.environ
+    assert capsys.readouterr().err == "error: sweep=grid: name the experiment to sweep (experiment=<name>)\n"
+    with open_dict(config):
+        config.hydra.runtime.choices.experiment = "yolo_facemask"
+    with pytest.raises(
+        UserError,
+        match=r"^sweep=grid: experiment=yolo_facemask has no search space: add conf/sweep_space/yolo_facemask/grid.yaml$",
+    ):
+        check_search_space(config)
 
 
 def test_the_report_draws_each_sweep_over_its_own_axes_with_the_best_cell_of_the_newest_sweep(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,23 @@ def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str
     )
 
 
+def check_search_space(config: Any) -> None:
+    """Raise UserError when the sweep's sweeper has no parameters: no experiment named, or the experiment has no
+    conf/sweep_space/<experiment>/<sweep>.yaml. `config` is the multirun's, with its hydra node."""
+    from omegaconf import OmegaConf
+
+    sweeper = OmegaConf.select(config, "hydra.sweeper", default=None)
+    if sweeper is None or sweeper.get("params"):
+        return
+    choice = OmegaConf.select(config, "hydra.runtime.choices.sweep", default="grid")
+    experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+    if experiment is None:
+        raise UserError(f"sweep={choice}: name the experiment to sweep (experiment=<name>)")
+    raise UserError(
+        f"sweep={choice}: experiment={experiment} has no search space: add conf/sweep_space/{experiment}/{choice}.yaml"
+    )
+
+
 def _interrupted_parent(client: Any, experiment_id: str, command: str) -> Any | None:
     """The newest sweep parent run of `experiment_id` tagged with `command` (`sweep.command`) when it did not end
     FINISHED, else None (a finished sweep's rerun is a new sweep)."""
@@ -145,8 +163,9 @@ class SweepParentRun(Callback):
     `finished_trial` whether it finished under that parent, and if so returns that value without training. Two runs
     of the same command at the same time share the parent of the first.
 
-    Raises UserError at the sweep's start when the sweeper has no parameters: the experiment has no
-    conf/sweep_space/<experiment>/<sweep>.yaml."""
+    At the sweep's start, a sweeper without parameters (no conf/sweep_space/<experiment>/<sweep>.yaml,
+    `check_search_space`) prints its one-line error and exits with status 2: Hydra turns an exception raised in a
+    callback into a warning and would go on with one trial."""
 
     def __init__(self) -> None:
         self.run_id: str | None = None
@@ -155,18 +174,13 @@ class SweepParentRun(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from mlflow import MlflowClient
-        from omegaconf import OmegaConf
 
-        sweeper = OmegaConf.select(config, "hydra.sweeper", default=None)
-        if sweeper is not None and not sweeper.get("params"):
-            choice = OmegaConf.select(config, "hydra.runtime.choices.sweep", default="grid")
-            experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
-            if experiment is None:
-                raise UserError(f"sweep={choice}: name the experiment to sweep (experiment=<name>)")
-            raise UserError(
-                f"sweep={choice}: experiment={experiment} has no search space: "
-                f"add conf/sweep_space/{experiment}/{choice}.yaml"
-            )
+        try:
+            check_search_space(config)
+        except UserError as error:  # Hydra turns a callback's exception into a warning and would sweep nothing
+            log.error("%s", error)
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         uri = config.logger.tracking_uri
         with store_lock(uri):
             client = MlflowClient(uri)
