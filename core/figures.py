@@ -85,10 +85,15 @@ def sweep_heatmap(
     title: str = "Sweep",
     metric_label: str | None = None,
     lower_is_better: bool = True,
+    row_label: str = "batch size, images",
+    col_label: str = "learning rate",
 ):
-    """A metric over a two-parameter grid (one cell per run; the mean where a cell has several), values written
-    in the cells. `table` is a DataFrame with columns `rows`, `cols` and `metric` (mlflow_runs.sweep_table)."""
-    grid = table.pivot_table(index=rows, columns=cols, values=metric, aggfunc="mean").sort_index().sort_index(axis=1)
+    """A metric over a two-parameter grid, values written in the cells: one cell per pair of `rows` and `cols`
+    values, holding the best run of that pair (lowest when `lower_is_better`, else highest) where a cell has several
+    (the sweep's other axes, or repeats). `table` is a DataFrame with columns `rows`, `cols` and `metric`
+    (mlflow_runs.sweep_table); the axes are labelled "<label> (<key>)"."""
+    best = "min" if lower_is_better else "max"
+    grid = table.pivot_table(index=rows, columns=cols, values=metric, aggfunc=best).sort_index().sort_index(axis=1)
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * grid.shape[1], 1.4 + 0.8 * grid.shape[0]))
     image = ax.imshow(grid.to_numpy(), cmap="viridis_r" if lower_is_better else "viridis", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
@@ -106,9 +111,9 @@ def sweep_heatmap(
                 fontsize=8,
                 color="white" if (value > middle) == lower_is_better else "black",
             )
-    best = "lower is better" if lower_is_better else "higher is better"
-    fig.colorbar(image, ax=ax, label=f"{metric_label or metric} ({best})")
-    ax.set(title=title, xlabel=f"learning rate ({cols})", ylabel=f"batch size, images ({rows})")
+    direction = "lower is better" if lower_is_better else "higher is better"
+    fig.colorbar(image, ax=ax, label=f"{metric_label or metric} ({direction})")
+    ax.set(title=title, xlabel=f"{col_label} ({cols})", ylabel=f"{row_label} ({rows})")
     fig.tight_layout()
     return fig
 

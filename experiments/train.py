@@ -10,6 +10,9 @@ with a description (the experiment's `experiment_description`: the paper section
 (`training.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
 end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
 example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`).
+
+A sweep trial (conf/sweep/*.yaml) that already FINISHED under its resumed sweep's parent run, with the same
+overrides, is not trained again: the entry returns its logged value (`training.sweeps.finished_trial`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from core.registry import log_pytorch_model
 from experiments import log, user_errors
 from training.callbacks import BestCheckpoint, LogDatasets, last_checkpoint_path
 from training.mlflow_logging import log_artifact, log_params, log_text, set_tags
+from training.sweeps import finished_trial
 
 
 def resume_point(ckpt_path: str | None, log_dir: Path, task_name: str) -> tuple[str | None, str | None, str | None]:
@@ -172,6 +176,17 @@ def train(cfg: DictConfig) -> float | None:
     check_output_dir(output_dir)
     check_tracking_server(cfg.logger.tracking_uri)
     check_local_store(cfg.logger.tracking_uri)
+    done = finished_trial(cfg)  # a resumed sweep's trial that finished before: its value, not a new training
+    if done is not None:
+        run, value = done
+        log.info(
+            "sweep trial %s finished in run %s (%s = %s): not trained again",
+            cfg.tags["sweep.trial"],
+            run,
+            cfg.optimized_metric,
+            value,
+        )
+        return value
     ckpt_path, run_id, checkpoint_dir = resume_point(cfg.ckpt_path, Path(cfg.paths.log_dir), cfg.task_name)
 
     datamodule = instantiate(cfg.data, _convert_="partial")

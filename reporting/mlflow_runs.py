@@ -53,25 +53,42 @@ def sweep_experiments(client: mlflow.MlflowClient) -> list[str]:
     return sorted(e.name for e in client.search_experiments(filter_string=f"name LIKE '%{SWEEP_SUFFIX}'"))
 
 
-def sweep_table(
-    experiment: str, metric: str, params: tuple[str, ...] = ("data.batch_size", "model.lr")
-) -> pd.DataFrame:
-    """One row per finished run of the newest sweep (runs sharing the newest `sweep` tag) in `experiment`:
-    columns `params` (numbers), `metric`, `run_id`. Empty when the experiment or the metric is missing.
+DEFAULT_SWEEP_AXES = ("data.batch_size", "model.lr")  # the heat map's axes of a sweep whose trials name none
+SWEEP_AXES_TAGS = ("tags.sweep.rows", "tags.sweep.columns")  # conf/sweep_space/*: the heat map's rows, columns
+PARENT_RUN = "tags.mlflow.parentRunId"
 
-    Parameter names are matched with '.' or '/' as separator (Lightning's MLflow logger flattens with '/')."""
+
+def sweep_table(experiment: str, metric: str, params: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per finished trial of the newest sweep in `experiment`: columns `params` (numbers), `metric`,
+    `run_id`, `run_name`. Empty when the experiment or the metric is missing.
+
+    The newest sweep is the parent run (`mlflow.parentRunId`) of the newest finished trial, or, for runs without
+    one, their `sweep` tag: a resumed sweep's trials, old and new, share their parent. `params` defaults to the
+    sweep's own heat-map axes, its trials' tags `sweep.rows` and `sweep.columns` (conf/sweep_space/), else
+    `DEFAULT_SWEEP_AXES`. Parameter names are matched with '.' or '/' as separator (Lightning's MLflow logger
+    flattens with '/')."""
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string=FINISHED, output_format="pandas")
+    sweep = pd.Series(None, index=runs.index, dtype=object)
+    for column in (PARENT_RUN, "tags.sweep"):  # the parent groups a sweep's trials, resumed or not; else the folder
+        if column in runs.columns:
+            sweep = sweep.fillna(runs[column])
+    if sweep.notna().any():
+        runs = runs[sweep == sweep[runs["start_time"].idxmax()]]
+    if params is None:
+        tagged = [runs[c].dropna() for c in SWEEP_AXES_TAGS if c in runs.columns]
+        params = tuple(t.iloc[0] for t in tagged) if len(tagged) == 2 and all(len(t) for t in tagged) else None
+        params = params or DEFAULT_SWEEP_AXES
     columns = {f"params.{p}": p for p in params} | {f"params.{p.replace('.', '/')}": p for p in params}
-    runs = runs.rename(columns=columns)
+    runs = runs.rename(columns=columns | {"tags.mlflow.runName": "run_name"})
     needed = [*params, f"metrics.{metric}"]
     if runs.empty or any(c not in runs.columns for c in needed):
-        return pd.DataFrame(columns=[*params, metric, "run_id"])
-    if "tags.sweep" in runs.columns and runs["tags.sweep"].notna().any():
-        runs = runs[runs["tags.sweep"] == runs.loc[runs["start_time"].idxmax(), "tags.sweep"]]
-    table = runs[[*needed, "run_id"]].rename(columns={f"metrics.{metric}": metric}).dropna()
+        return pd.DataFrame(columns=[*params, metric, "run_id", "run_name"])
+    if "run_name" not in runs.columns:
+        runs["run_name"] = runs["run_id"]
+    table = runs[[*needed, "run_id", "run_name"]].rename(columns={f"metrics.{metric}": metric}).dropna()
     for p in params:
         table[p] = pd.to_numeric(table[p])
-    return table.sort_values(list(params)).reset_index(drop=True)
+    return table.sort_values([*params, "run_name"]).reset_index(drop=True)
 
 
 def metric_history(client: mlflow.MlflowClient, run_id: str, key: str) -> pd.DataFrame:

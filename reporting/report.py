@@ -361,11 +361,41 @@ def face_class_table(client: mlflow.MlflowClient, run: Run) -> pd.DataFrame:
     return pd.DataFrame([{"identity": name, **values} for name, values in per_class.items()])
 
 
+# The heat map's axis labels by key (conf/sweep_space/*: each sweep's rows and columns); another key is its own label
+SWEEP_AXIS_LABELS = {
+    "data.batch_size": "batch size",
+    "model.lr": "learning rate",
+    "model.lr0": "learning rate",
+    "detector_imgsz": "input size",
+    "model.dropout": "dropout",
+}
+
+
 def sweep_results(client: mlflow.MlflowClient, experiment: str) -> tuple[str | None, pd.DataFrame]:
     """The metric a sweep optimised (its runs' `optimized_metric`) and the newest sweep's runs (sweep_table)."""
     newest = mlflow_runs.latest_run(client, experiment)
     metric = param(newest, "optimized_metric") if newest else None
     return metric, mlflow_runs.sweep_table(experiment, metric) if metric else pd.DataFrame()
+
+
+def sweep_figure(client: mlflow.MlflowClient, experiment: str, metric: str, table: pd.DataFrame):
+    """The heat map of a sweep's `table` (sweep_results): its metric over its first two columns (the sweep's
+    rows and columns), colour scale by the newest run's `selection.mode` (min: lower is better), and its caption."""
+    rows, cols = table.columns[:2]
+    newest = mlflow_runs.latest_run(client, experiment)
+    lower = (param(newest, "selection.mode") if newest else None) != "max"
+    row_label, col_label = (SWEEP_AXIS_LABELS.get(key, key) for key in (rows, cols))
+    fig = figures.sweep_heatmap(
+        table,
+        metric,
+        rows=rows,
+        cols=cols,
+        title=f"{metric} over the sweep ({experiment})",
+        lower_is_better=lower,
+        row_label=row_label,
+        col_label=col_label,
+    )
+    return fig, f"{metric} by {row_label} and {col_label}"
 
 
 APPLICATIONS = {"face-mask detection": "yolo", "face recognition": "faces"}  # training runs: best per configuration
@@ -584,7 +614,7 @@ def dcgan_section(
 
 
 def sweep_section(report: ReportWriter, command: str) -> None:
-    report.add("## Sweeps: batch size × learning rate")
+    report.add("## Sweeps")
     experiments = mlflow_runs.sweep_experiments(report.client)
     if not experiments:
         report.add(f"{NOT_RUN}: `{command}`")
@@ -594,10 +624,11 @@ def sweep_section(report: ReportWriter, command: str) -> None:
         if table.empty:
             report.add(f"{NOT_RUN}: no finished run of `{experiment}` logged its `optimized_metric`.")
             continue
-        fig = figures.sweep_heatmap(table, metric, title=f"{metric} over the sweep ({experiment})")
-        report.figure(fig, f"{experiment}_heatmap.png", f"{metric} by batch size and learning rate")
+        fig, caption = sweep_figure(report.client, experiment, metric, table)
+        report.figure(fig, f"{experiment}_heatmap.png", caption)
         report.add(
-            f"The newest sweep's {len(table)} finished runs (tag `sweep`):",
+            f"The newest sweep's {len(table)} finished runs (one parent run; a cell holds the best of its runs, "
+            "over the sweep's other axes):",
             markdown(table.assign(run_id=table.run_id.str[:8])),
         )
 

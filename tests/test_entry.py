@@ -47,7 +47,7 @@ def test_sweep_runs_a_grid_grouped_in_one_mlflow_experiment(store, tmp_path):
     result = _run(
         [
             "experiment=exp3_dcgan_hardhat_tricks",
-            "sweep=dcgan_grid",
+            "sweep=grid",
             "debug=fast",
             "data.batch_size=8",
             *_overrides(store),

@@ -186,7 +186,7 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial_and_the_best_trial_on_
     kids = iter([0.5, 0.25])
     monkeypatch.setattr(SampleQuality, "compute", lambda self, fake: {"fid": 1.0, "kid": next(kids), "kid_std": 0.0})
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
-    trial = {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", "data.batch_size": 8, **store}
+    trial = {"experiment": TASK, "sweep": "grid", "debug": "fast", "data.batch_size": 8, **store}
     sweep_config = compose("train", trial)
     callback = SweepParentRun()
     request.addfinalizer(lambda: atexit.unregister(callback.end_unfinished))  # when an assertion fails before the end
@@ -222,7 +222,7 @@ def test_a_failed_trial_ends_the_sweep_parent_failed_with_the_trial_named(store,
     from omegaconf import open_dict
 
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
-    config = compose("train", {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", **store})
+    config = compose("train", {"experiment": TASK, "sweep": "grid", "debug": "fast", **store})
     start_config = config.copy()
     with open_dict(start_config):
         start_config.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}}
@@ -254,7 +254,7 @@ import sys
 from omegaconf import open_dict
 from training.sweeps import SweepParentRun
 from tests.conftest import compose
-config = compose("train", {{"experiment": {TASK!r}, "sweep": "dcgan_grid", "debug": "fast", **{store!r}}})
+config = compose("train", {{"experiment": {TASK!r}, "sweep": "grid", "debug": "fast", **{store!r}}})
 with open_dict(config):
     config.hydra = {{"sweep": {{"dir": {str(tmp_path / "sweep")!r}}}}}
 callback = SweepParentRun()
@@ -300,7 +300,7 @@ def test_a_stopped_sweep_ends_the_trials_its_workers_left_running(store, tmp_pat
     """A parallel launcher's worker killed on Ctrl-C cannot end its trial's run: the sweep's exit handler ends every
     trial of its parent still RUNNING, KILLED, and leaves the finished ones as they are."""
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
-    config = compose("train", {"experiment": TASK, "sweep": "dcgan_grid", "debug": "fast", **store})
+    config = compose("train", {"experiment": TASK, "sweep": "grid", "debug": "fast", **store})
     from omegaconf import open_dict
 
     with open_dict(config):

@@ -122,7 +122,7 @@ def test_empty_store_lists_every_run_as_not_run_yet(tmp_path):
         "make exp1-dcgan",
         "make exp2-dcgan",
         "make exp3-dcgan",
-        "make sweep-dcgan",
+        "make sweep EXPERIMENT=<experiment>",
         "make yolo-facemask",
         "make vgg16-faces",
     ):

@@ -92,7 +92,7 @@ def test_launcher_configs_compose(launcher, store):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = hydra_compose(
             "train",
-            overrides=[f"hydra/launcher={launcher}", "sweep=dcgan_grid", *_args(store)],
+            overrides=[f"hydra/launcher={launcher}", "sweep=grid", *_args(store)],
             return_hydra_config=True,
         )
     target = cfg.hydra.launcher._target_
@@ -106,7 +106,7 @@ def test_parallel_launcher_runs_a_two_point_sweep(store, tmp_path):
         [
             *TRAIN,
             "experiment=exp1_dcgan_fruits",
-            "sweep=dcgan_grid",
+            "sweep=grid",
             "hydra/launcher=parallel",
             "debug=fast",
             "data.batch_size=64",

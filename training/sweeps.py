@@ -1,11 +1,13 @@
 """A Hydra multirun as one MLflow parent run with a child per trial (`SweepParentRun`, the `hydra.callbacks` of
-conf/sweep/*.yaml), the best trial copied to the parent."""
+conf/sweep/*.yaml), the best trial copied to the parent, and the resume of an interrupted sweep: its rerun reopens
+the parent (`SweepParentRun`) and each trial that finished there returns its logged value (`finished_trial`)."""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from hydra.experimental.callback import Callback
 # took 3.0 s of a 6-second monitor call. The Lightning callbacks that write here live in training.callbacks.
 from lightning_utilities.core.rank_zero import rank_zero_only
 
+from core.errors import UserError
 from core.mlflow_store import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING_KIND,
@@ -36,17 +39,61 @@ if not hasattr(rank_zero_only, "rank"):  # what lightning_fabric sets on import 
 
 log = logging.getLogger(__name__)
 
+COMMAND_TAG = "sweep.command"  # on a parent: the sweep's command-line overrides, sorted, space-separated
+TRIAL_TAG = "sweep.trial"  # on a child: its trial's overrides as Hydra's job.override_dirname (conf/sweep/*.yaml)
+RESUMED_TAG = "sweep.resumed"  # on a parent: how many times a rerun reopened it
+FINISHED = "attributes.status = 'FINISHED'"
+
+
+def sweep_command(config: Any) -> str:
+    """The sweep's command-line overrides (`hydra.overrides.task`), sorted and space-separated: what names "the
+    same command" for a resume. Hydra's own overrides (`hydra/launcher=…`) are not in it: a sweep may resume under
+    another launcher."""
+    from omegaconf import OmegaConf
+
+    return " ".join(sorted(OmegaConf.select(config, "hydra.overrides.task", default=None) or []))
+
+
+def _children(client: Any, parent_run_id: str, experiment_id: str, finished: bool = False) -> list[Any]:
+    query = f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'" + (f" AND {FINISHED}" if finished else "")
+    return client.search_runs([experiment_id], filter_string=query, max_results=5000)
+
+
+def _value(run: Any, metric: str) -> float | None:
+    """A trial's `best/<metric>` (its best checkpoint's value), else its last `metric`; None when neither or NaN."""
+    metrics = run.data.metrics
+    value = metrics.get(f"best/{metric}", metrics.get(metric))
+    return value if value is not None and value == value else None
+
+
+def finished_trial(cfg: Any) -> tuple[str, float] | None:
+    """The run id and value of the FINISHED child run of this trial's sweep parent (tag `mlflow.parentRunId`) with
+    the same overrides (tag `sweep.trial`), so that a resumed sweep returns that value to its sweeper without
+    training; None when resuming is off (`sweep_resume`), the run is no sweep trial, or no such child logged
+    `optimized_metric`. The value is `best/<optimized_metric>`, else the metric's last value: what the entry
+    returned when the trial trained (experiments/train.py)."""
+    from mlflow import MlflowClient
+
+    tags = cfg.get("tags") or {}
+    parent, trial, metric = tags.get(PARENT_RUN_TAG), tags.get(TRIAL_TAG), cfg.get("optimized_metric")
+    if not cfg.get("sweep_resume") or not parent or trial is None or not metric:
+        return None
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    if experiment is None:
+        return None
+    for run in _children(client, parent, experiment.experiment_id, finished=True):
+        if run.data.tags.get(TRIAL_TAG) == trial and (value := _value(run, metric)) is not None:
+            return run.info.run_id, float(value)
+    return None
+
 
 def best_child(client: Any, parent_run_id: str, experiment_id: str, metric: str, mode: str) -> Any | None:
-    """The child run of `parent_run_id` with the best `best/<metric>` (its best checkpoint's value), else `metric`
-    (its last value), `mode` "min" or "max"; None when no child logged either."""
-    children = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
-
-    def value(run: Any) -> float | None:
-        metrics = run.data.metrics
-        return metrics.get(f"best/{metric}", metrics.get(metric))
-
-    scored = [(v, run) for run in children if (v := value(run)) is not None and v == v]  # NaN never wins
+    """The FINISHED child run of `parent_run_id` with the best `best/<metric>` (its best checkpoint's value), else
+    `metric` (its last value), `mode` "min" or "max"; None when no finished child logged either. A resumed sweep's
+    parent also holds the trials its interruption stopped: they are not candidates."""
+    children = _children(client, parent_run_id, experiment_id, finished=True)
+    scored = [(v, run) for run in children if (v := _value(run, metric)) is not None]  # NaN never wins
     if not scored:
         return None
     pick = min if mode == "min" else max
@@ -61,6 +108,33 @@ def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str
     return client.create_experiment(
         name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
     )
+
+
+def check_search_space(config: Any) -> None:
+    """Raise UserError when the sweep's sweeper has no parameters: no experiment named, or the experiment has no
+    conf/sweep_space/<experiment>/<sweep>.yaml. `config` is the multirun's, with its hydra node."""
+    from omegaconf import OmegaConf
+
+    sweeper = OmegaConf.select(config, "hydra.sweeper", default=None)
+    if sweeper is None or sweeper.get("params"):
+        return
+    choice = OmegaConf.select(config, "hydra.runtime.choices.sweep", default="grid")
+    experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+    if experiment is None:
+        raise UserError(f"sweep={choice}: name the experiment to sweep (experiment=<name>)")
+    raise UserError(
+        f"sweep={choice}: experiment={experiment} has no search space: add conf/sweep_space/{experiment}/{choice}.yaml"
+    )
+
+
+def _interrupted_parent(client: Any, experiment_id: str, command: str) -> Any | None:
+    """The newest sweep parent run of `experiment_id` tagged with `command` (`sweep.command`) when it did not end
+    FINISHED, else None (a finished sweep's rerun is a new sweep)."""
+    parents = client.search_runs(
+        [experiment_id], filter_string="tags.`sweep.parent` = 'true'", order_by=["attributes.start_time DESC"]
+    )
+    newest = next((run for run in parents if run.data.tags.get(COMMAND_TAG) == command[:5000]), None)
+    return newest if newest is not None and newest.info.status != "FINISHED" else None
 
 
 class SweepParentRun(Callback):
@@ -80,7 +154,18 @@ class SweepParentRun(Callback):
     exits before either (a trial's one-line error exits the process with status 2, Ctrl-C) ends the parent FAILED in
     an atexit handler (`end_unfinished`), and with it every trial still RUNNING, KILLED (a parallel launcher's worker
     stopped before it could end its own run). A sweep process killed outright (SIGKILL) runs no handler: its parent
-    stays RUNNING."""
+    stays RUNNING.
+
+    Resume (`sweep_resume: true` in conf/sweep/*.yaml): the parent is tagged with the sweep's command-line overrides
+    (`sweep.command`, `sweep_command`). A rerun of the same command whose newest parent of that command did not end
+    FINISHED (FAILED, KILLED, or RUNNING after a SIGKILL) reopens it instead of creating one: RUNNING again, its
+    trials still RUNNING ended KILLED, its `failed_trials` tag cleared, `sweep.resumed` counted. Each trial then asks
+    `finished_trial` whether it finished under that parent, and if so returns that value without training. Two runs
+    of the same command at the same time share the parent of the first.
+
+    At the sweep's start, a sweeper without parameters (no conf/sweep_space/<experiment>/<sweep>.yaml,
+    `check_search_space`) prints its one-line error and exits with status 2: Hydra turns an exception raised in a
+    callback into a warning and would go on with one trial."""
 
     def __init__(self) -> None:
         self.run_id: str | None = None
@@ -90,18 +175,41 @@ class SweepParentRun(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from mlflow import MlflowClient
 
+        try:
+            check_search_space(config)
+        except UserError as error:  # Hydra turns a callback's exception into a warning and would sweep nothing
+            log.error("%s", error)
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         uri = config.logger.tracking_uri
         with store_lock(uri):
             client = MlflowClient(uri)
             experiment_id = _experiment_id(client, config.logger.experiment_name, config.logger.artifact_location)
-        sweep_dir = str(config.hydra.sweep.dir)
-        run = client.create_run(
-            experiment_id, run_name=f"sweep-{Path(sweep_dir).name}", tags={"sweep": sweep_dir, "sweep.parent": "true"}
-        )
-        self.run_id, self._tracking_uri = run.info.run_id, uri
+        command = sweep_command(config)
+        resumed = _interrupted_parent(client, experiment_id, command) if config.get("sweep_resume") else None
+        if resumed is not None:
+            self.run_id = resumed.info.run_id
+            client.update_run(self.run_id, status="RUNNING")
+            killed = end_running_children(client, self.run_id, experiment_id)
+            if "failed_trials" in resumed.data.tags:
+                client.delete_tag(self.run_id, "failed_trials")
+            client.set_tag(self.run_id, RESUMED_TAG, str(int(resumed.data.tags.get(RESUMED_TAG, "0")) + 1))
+            log.info(
+                "resuming sweep parent run %s (%s, was %s): its finished trials are not trained again%s",
+                self.run_id,
+                resumed.info.run_name,
+                resumed.info.status,
+                f"; trials left RUNNING ended KILLED: {', '.join(killed)}" if killed else "",
+            )
+        else:
+            sweep_dir = str(config.hydra.sweep.dir)
+            tags = {"sweep": sweep_dir, "sweep.parent": "true", COMMAND_TAG: command[:5000]}
+            run = client.create_run(experiment_id, run_name=f"sweep-{Path(sweep_dir).name}", tags=tags)
+            self.run_id = run.info.run_id
+            log.info("sweep parent run %s in experiment %r", self.run_id, config.logger.experiment_name)
+        self._tracking_uri = uri
         os.environ[PARENT_RUN_ENV] = self.run_id
         atexit.register(self.end_unfinished)
-        log.info("sweep parent run %s in experiment %r", self.run_id, config.logger.experiment_name)
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
