@@ -82,7 +82,7 @@ register-gallery: $(STAMP) ## package GALLERY=<known people, <Name>/*.jpg> (defa
 # The model: MODEL=<model URI>, else the registered model TASK at its alias champion, else its newest version.
 SERVE_PORT ?= 5002
 serve: $(STAMP) ## serve TASK's registered model (or MODEL=models:/<name>@champion) with mlflow models serve on http://127.0.0.1:5002/invocations (SERVE_PORT=...); docs/serving.md
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m experiments.serve $(call opt_path_arg,task,TASK) $(call opt_path_arg,model,MODEL) port=$(SERVE_PORT) $(ARGS)
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m experiments.serve $(call opt_path_arg,task,TASK) $(call opt_path_arg,model_uri,MODEL) port=$(SERVE_PORT) $(ARGS)
 
 bench-serve: $(STAMP) ## request latency (median, p90) and requests/s of one built-in photo: the served detector vs its pyfunc called in process; ratio
 	$(PY) -m benchmarks.serve_latency $(ARGS)

@@ -1,8 +1,8 @@
 """Request latency and throughput of the served face-mask detector against the same pyfunc called in process, in
 one run:
 
-    python -m benchmarks.serve_latency [--model URI] [--requests N] [--tracking-uri URI]
-    make bench-serve ARGS="--requests 50"
+    python -m benchmarks.serve_latency [--model URI | --ckpt CKPT] [--requests N] [--conf C] [--tracking-uri URI]
+    make bench-serve ARGS="--requests 50 --conf 0.05"
 
 Served: `make serve`'s path (`experiments.serve`: `mlflow models serve --env-manager local`, one worker) on a free
 loopback port, one JSON request at a time (`dataframe_split`, the photo in base64, as docs/serving.md sends it),
@@ -10,11 +10,12 @@ over a kept-open HTTP connection; each request's time from sending to the parsed
 `mlflow.pyfunc.load_model(uri).predict` on the photo's bytes, timed the same way, before and after the server's
 run (this machine's speed drifts; bracketing keeps the drift out of the ratio). Both run the same model URI on the
 same photo, the first of the built-in face-mask scenes (`make predict-facemask`'s default input), after 3 untimed
-calls each.
+calls each, at the model's NMS thresholds unless `--conf` sets one (for both; a barely trained detector finds
+boxes only at a low one).
 
-The model: `--model`, else the registered yolo_facemask of the local store (`make serve TASK=yolo_facemask`'s
-choice), else the pyfunc of the newest face-mask checkpoint under logs/ (else of a tiny one trained here first)
-logged to a temporary store.
+The model: `--model`, else the registered yolo_facemask of the store (`make serve TASK=yolo_facemask`'s choice),
+else the pyfunc of `--ckpt` or of the newest face-mask checkpoint under logs/ (else of a tiny one trained here
+first), logged to a temporary store.
 
 Printed: median and p90 latency (ms) and requests/s of each, and `ratio …` = served requests/s / in-process
 requests/s (goal ≥ 0.5: HTTP, JSON and base64 cost less than the detector itself).
@@ -46,15 +47,16 @@ def builtin_photo() -> Path:
     return sorted((Path(instantiate(compose("predict_facemask", []).builtin)) / "images").glob("*.png"))[0]
 
 
-def model_uri(tracking_uri: str, model: str | None, work: Path) -> tuple[str, str]:
+def model_uri(tracking_uri: str, model: str | None, ckpt: Path | None, work: Path) -> tuple[str, str]:
     """(tracking URI, model URI) to benchmark, see the module docstring."""
     from core.errors import UserError
     from experiments.serve import serving_uri
 
-    try:
-        return tracking_uri, serving_uri(tracking_uri, "yolo_facemask", model)
-    except UserError:
-        pass
+    if ckpt is None:
+        try:
+            return tracking_uri, serving_uri(tracking_uri, "yolo_facemask", model)
+        except UserError:
+            pass
     import mlflow
 
     from benchmarks.monitor_facemask import trained_checkpoint
@@ -62,8 +64,8 @@ def model_uri(tracking_uri: str, model: str | None, work: Path) -> tuple[str, st
     from core.registry import log_pyfunc_model
     from facemask.serving import pyfunc_spec
 
-    checkpoint = trained_checkpoint(None, work)
-    print(f"no registered yolo_facemask in {tracking_uri}: the pyfunc of {checkpoint} in a temporary store", flush=True)
+    checkpoint = trained_checkpoint(ckpt, work)
+    print(f"the pyfunc of {checkpoint}, logged to a temporary store", flush=True)
     store = f"sqlite:///{work}/mlflow.db"
     use_store(store)
     client = mlflow.MlflowClient(store)
@@ -82,22 +84,23 @@ def summary(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def time_in_process(model, photo: bytes, requests: int) -> list[float]:
+def time_in_process(model, photo: bytes, requests: int, params: dict) -> list[float]:
     import pandas as pd
 
     for _ in range(WARM_UP):
-        model.predict(pd.DataFrame({"image": [photo]}))
+        model.predict(pd.DataFrame({"image": [photo]}), params=params)
     seconds = []
     for _ in range(requests):
         start = time.perf_counter()
-        model.predict(pd.DataFrame({"image": [photo]}))
+        model.predict(pd.DataFrame({"image": [photo]}), params=params)
         seconds.append(time.perf_counter() - start)
     return seconds
 
 
-def time_served(port: int, photo: bytes, requests: int) -> tuple[list[float], int]:
+def time_served(port: int, photo: bytes, requests: int, params: dict) -> tuple[list[float], int]:
     """Seconds per request and the boxes of the last answer."""
-    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(photo).decode()]]}})
+    body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(photo).decode()]]}}
+    body = json.dumps({**body, "params": params} if params else body)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     seconds, boxes = [], 0
     for k in range(WARM_UP + requests):
@@ -117,7 +120,9 @@ def time_served(port: int, photo: bytes, requests: int) -> tuple[list[float], in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a model URI (default: the registered yolo_facemask)")
+    parser.add_argument("--ckpt", type=Path, help="a face-mask checkpoint to serve (instead of a registered model)")
     parser.add_argument("--requests", type=int, default=30, help="timed requests of each (default 30)")
+    parser.add_argument("--conf", type=float, help="NMS's confidence threshold (default: the model's)")
     parser.add_argument(
         "--tracking-uri", default=f"sqlite:///{REPO}/mlflow.db", help="the store (default: the local one)"
     )
@@ -131,17 +136,18 @@ def main() -> None:
     photo_path = builtin_photo()
     photo = photo_path.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
-        tracking_uri, uri = model_uri(args.tracking_uri, args.model, Path(tmp))
+        tracking_uri, uri = model_uri(args.tracking_uri, args.model, args.ckpt, Path(tmp))
         print(f"model {uri} ({tracking_uri}); photo {photo_path} ({len(photo)} bytes)", flush=True)
         mlflow.set_tracking_uri(tracking_uri)
         model = mlflow.pyfunc.load_model(uri)
-        boxes = len(model.predict(pd.DataFrame({"image": [photo]})))
-        local = time_in_process(model, photo, args.requests)
+        params = {} if args.conf is None else {"conf": args.conf}
+        boxes = len(model.predict(pd.DataFrame({"image": [photo]}), params=params))
+        local = time_in_process(model, photo, args.requests, params)
         started = time.perf_counter()
-        with running_server([f"tracking_uri={tracking_uri}", f"model={uri}"]) as url:
+        with running_server([f"tracking_uri={tracking_uri}", f"model_uri={uri}"]) as url:
             print(f"server up in {time.perf_counter() - started:.1f} s", flush=True)
-            remote, served_boxes = time_served(int(url.split(":")[2].split("/")[0]), photo, args.requests)
-        local += time_in_process(model, photo, args.requests)
+            remote, served_boxes = time_served(int(url.split(":")[2].split("/")[0]), photo, args.requests, params)
+        local += time_in_process(model, photo, args.requests, params)
     if served_boxes != boxes:
         raise RuntimeError(f"the server found {served_boxes} boxes, the in-process call {boxes}")
     ours, peer = summary(remote), summary(local)

@@ -1,10 +1,10 @@
-"""Serve a registered model: `python -m experiments.serve task=<task> [model=<uri>]` (`make serve TASK=<task>
+"""Serve a registered model: `python -m experiments.serve task=<task> [model_uri=<uri>]` (`make serve TASK=<task>
 [MODEL=models:/<name>@champion]`, conf/serve.yaml).
 
 Runs `mlflow models serve -m <uri> --env-manager local -h <host> -p <port>` in place of this process, with
 MLFLOW_TRACKING_URI set to the store (`tracking_uri`, the local store `make mlflow-ui` opens) and this checkout
 first on the Python path, so the served model imports this checkout's packages. The model (`serving_uri`):
-`model` when given, else the registered model `task` at its alias `champion`, else its newest version. The server
+`model_uri` when given, else the registered model `task` at its alias `champion`, else its newest version. The server
 answers POST /invocations (docs/serving.md) until Ctrl-C.
 """
 
@@ -129,7 +129,8 @@ def running_server(overrides: Sequence[str], timeout_s: float = 180) -> Iterator
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/invocations"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already when the server exited
+            os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -141,7 +142,7 @@ def running_server(overrides: Sequence[str], timeout_s: float = 180) -> Iterator
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     with user_errors():
-        uri = serving_uri(cfg.tracking_uri, cfg.task, cfg.model)
+        uri = serving_uri(cfg.tracking_uri, cfg.task, cfg.model_uri)
         command = serve_command(uri, cfg.host, cfg.port, cfg.workers)
         log.info("serving %s on http://%s:%s (%s)", uri, cfg.host, cfg.port, cfg.tracking_uri)
         print(f"serving {uri} on http://{cfg.host}:{cfg.port}/invocations (Ctrl-C stops it)", flush=True)

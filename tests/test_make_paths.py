@@ -40,7 +40,7 @@ TARGETS = {
     "eval-openset": {"GALLERY": "gallery", "PROBES": "probes"},
     "register": {"TASK": "task"},
     "register-gallery": {"GALLERY": "gallery"},
-    "serve": {"TASK": "task", "MODEL": "model"},
+    "serve": {"TASK": "task", "MODEL": "model_uri"},
     "detect-faces": {"IN": "in_dir", "OUT": "out_dir"},
     "compare-face-detectors": {"VOC": "voc"},
     "convert-facemask": {"SRC": "src", "OUT": "out"},
