@@ -360,3 +360,20 @@ def test_the_served_gallery_names_a_face_as_recognize_does(gallery, tmp_path):
     ]
     assert _as_recognize_rows(pd.DataFrame(answer["predictions"]), ["bob.jpg"]) == rows
     assert rows and rows[0][2] == "bob"
+
+
+def test_a_task_without_a_pyfunc_logs_its_network_in_the_pytorch_flavour(tmp_path):
+    """The face classifier's path (`log_trained_model` for a task with no `pyfunc`): the tensor-graph model, tagged as
+    the run's servable model."""
+    from core.registry import log_pytorch_model
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1)).eval()
+    example = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    uri, run_id = _run_in_store(tmp_path)
+    model_uri = log_pytorch_model(uri, run_id, module, example)
+    assert mlflow.MlflowClient(uri).get_run(run_id).data.tags[MODEL_URI_TAG] == model_uri
+    model = mlflow.pyfunc.load_model(model_uri)
+    queries = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.predict(queries), module(torch.from_numpy(queries)).numpy(), atol=1e-6)
