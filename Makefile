@@ -8,7 +8,7 @@ EDITABLE ?= -e  # `make setup EDITABLE=` installs the project as a plain (non-ed
 ARGS ?=
 TRAIN := $(PY) -m experiments.train
 # $(call path_arg,KEY,VAR): the Hydra override KEY='<value of make variable VAR>', for every variable that takes a
-# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME, GALLERY, PAIRS, PROBES, TASK). The one place they are quoted: the raw value
+# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME, GALLERY, PAIRS, PROBES, TASK, MODEL). The one place they are quoted: the raw value
 # ($(value ...), unexpanded) goes inside shell single quotes to core/overrides.py, which quotes it for Hydra, so any
 # character a name can hold ('=', spaces, commas, brackets, quotes, '$', non-ASCII) reaches the entry unchanged.
 # $(call opt_path_arg,KEY,VAR): the same, or nothing when VAR is empty (the entry's default applies).
@@ -16,12 +16,12 @@ path_arg = "$$($(PY) core/overrides.py $(1) '$(subst ','\'',$(value $(2)))')"
 opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lint docs test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep sweep-dcgan mlflow-ui mlflow-server mlflow-upload register bench-dcgan clean
+.PHONY: help setup lint docs test test-slow exp1-dcgan exp2-dcgan exp3-dcgan sweep sweep-dcgan mlflow-ui mlflow-server mlflow-upload register register-gallery serve bench-serve bench-dcgan clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
 	@echo '  ARGS="..."               Hydra overrides for any target, e.g. ARGS="trainer=gpu" or ARGS="data=fruits360_real"'
-	@echo '  IN OUT SRC VOC IMAGES CKPT NAME GALLERY PAIRS PROBES TASK  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
+	@echo '  IN OUT SRC VOC IMAGES CKPT NAME GALLERY PAIRS PROBES TASK MODEL  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,17 @@ mlflow-upload: $(STAMP) ## upload the runs that went on in the local store while
 
 register: $(STAMP) ## register TASK's best finished run's model (or RUN=<run id>'s) in the MLflow Model Registry under the task's name
 	$(PY) -m experiments.register $(call opt_path_arg,task,TASK) $(if $(RUN),run_id=$(RUN)) $(ARGS)
+
+register-gallery: $(STAMP) ## package GALLERY=<known people, <Name>/*.jpg> (default: make capture-faces' folder, else the built-in synthetic people) as an MLflow model named faces_gallery and register it
+	$(PY) -m experiments.register_gallery $(call opt_path_arg,gallery,GALLERY) $(ARGS)
+
+# The model: MODEL=<model URI>, else the registered model TASK at its alias champion, else its newest version.
+SERVE_PORT ?= 5002
+serve: $(STAMP) ## serve TASK's registered model (or MODEL=models:/<name>@champion) with mlflow models serve on http://127.0.0.1:5002/invocations (SERVE_PORT=...); docs/serving.md
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m experiments.serve $(call opt_path_arg,task,TASK) $(call opt_path_arg,model_uri,MODEL) port=$(SERVE_PORT) $(ARGS)
+
+bench-serve: $(STAMP) ## request latency (median, p90) and requests/s of one built-in photo: the served detector vs its pyfunc called in process; ratio
+	$(PY) -m benchmarks.serve_latency $(ARGS)
 
 bench-dcgan: $(STAMP) ## s/epoch of make exp1-dcgan (FID/KID, grids, MLflow, checkpoints) vs a plain PyTorch loop saving the same grids and checkpoints; ratio
 	$(PY) -m benchmarks.dcgan_epoch $(ARGS)

@@ -105,6 +105,23 @@ def load_module(
     return module.to(map_location)
 
 
+# What a served model keeps of a Lightning checkpoint (`write_weights`): what `load_module` rebuilds the module from
+WEIGHTS_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
+
+
+def write_weights(path: str | Path, out_path: str | Path, *, key: str = "CKPT") -> Path:
+    """Write `out_path`: the Lightning checkpoint `path` (read by `load_checkpoint`) reduced to WEIGHTS_KEYS, the
+    module's weights and hyper-parameters without the optimizer's state or the callbacks', which `load_module`
+    reads as it reads the whole file. Returns `out_path`. Raises UserError as `load_checkpoint` does, and when the
+    file holds no state_dict."""
+    checkpoint = load_checkpoint(path, key=key)
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{key}={path} is not a Lightning checkpoint (it has no state_dict)")
+    out_path = Path(out_path)
+    torch.save({name: checkpoint[name] for name in WEIGHTS_KEYS if name in checkpoint}, out_path)
+    return out_path
+
+
 Which = Literal["last", "best"]
 CHECKPOINT_NAMES: tuple[str, ...] = ("last", "best")
 # What the tools (recognize, predict/eval-facemask, export-web) take when no file is named: the run's best epoch by

@@ -124,18 +124,18 @@ class UnreadableImage(Exception):
     """A file that is not a decodable image; callers skip and count it. The message starts with the path."""
 
 
-def _open(path: Path) -> Image.Image:
-    """`Image.open`, with Pillow's warning about a very large image (which names no file) logged with the file's name
-    and size instead."""
+def _open(source, label) -> Image.Image:
+    """`Image.open(source)` (a path or a binary file object), with Pillow's warning about a very large image (which
+    names no file) logged with `label` (the file's name) and size instead."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Image.DecompressionBombWarning)
-        image = Image.open(path)
+        image = Image.open(source)
     for warning in caught:
         if issubclass(warning.category, Image.DecompressionBombWarning):
             width, height = image.size
             log.warning(
                 "%s: %d×%d, %.1f MP: a very large image, decoded whole (%.1f GB as RGB)",
-                path,
+                label,
                 width,
                 height,
                 width * height / 1e6,
@@ -163,24 +163,43 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage(f"{path}: empty file (0 bytes)")
-        with _open(path) as image:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UnreadableImage(f"{path}: {exc}") from exc
+    return _decode(path, path, size, path.read_bytes)
+
+
+def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
+    """`read_rgb` on an encoded image held in memory (the bytes of a JPEG, PNG, … file, e.g. an HTTP request's):
+    the same (H, W, 3) uint8 RGB array as `read_rgb` gives for a file of these bytes. `name` stands for the path in
+    messages and warnings. Raises `UnreadableImage`, its message starting with `name`, as `read_rgb` does."""
+    import io
+
+    return _decode(io.BytesIO(data), name, len(data), lambda: data)
+
+
+def _decode(source, label, size: int, read_bytes) -> np.ndarray:
+    """`read_rgb`'s decoding of `source` (a path or a binary file object) of `size` bytes, named `label` in
+    messages; `read_bytes()` gives its bytes for the JPEG end-marker repair."""
+    try:
+        if size == 0:
+            raise UnreadableImage(f"{label}: empty file (0 bytes)")
+        with _open(source, label) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1:  # an animated GIF, a multi-page TIFF: the still the viewer shows first
-                log.warning("%s: %d frames/pages; only the first is read", path, frames)
+                log.warning("%s: %d frames/pages; only the first is read", label, frames)
             try:
                 image.load()  # forces a full decode: truncated files raise here, not later
             except OSError as exc:
                 if image.format != "JPEG":
                     raise
-                whole = _jpeg_without_end_marker(path.read_bytes())
+                whole = _jpeg_without_end_marker(read_bytes())
                 if whole is None:
-                    raise UnreadableImage(f"{path}: JPEG image data incomplete ({exc})") from exc
-                log.warning("%s: JPEG end marker (FF D9) missing, image data complete; kept", path)
+                    raise UnreadableImage(f"{label}: JPEG image data incomplete ({exc})") from exc
+                log.warning("%s: JPEG end marker (FF D9) missing, image data complete; kept", label)
                 with whole:
-                    return _to_rgb(whole, path)
-            return _to_rgb(image, path)
+                    return _to_rgb(whole, label)
+            return _to_rgb(image, label)
     # ImportError: once ultralytics is imported, its patched Image.open looks for a HEIF plugin on files PIL
     # cannot identify, and raises that instead of UnidentifiedImageError.
     except Image.DecompressionBombError as exc:
@@ -188,7 +207,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
         size = f"{int(pixels.group(1)) / 1e6:.1f} MP" if pixels else "too large"
         limit = (Image.MAX_IMAGE_PIXELS or 0) * 2  # Pillow refuses at twice MAX_IMAGE_PIXELS
         raise UnreadableImage(
-            f"{path}: {size}, above the image-size limit of {limit / 1e6:.1f} MP; "
+            f"{label}: {size}, above the image-size limit of {limit / 1e6:.1f} MP; "
             f"set {MAX_PIXELS_ENV}=<pixels> (or none) to read it"
         ) from exc
     except (
@@ -199,10 +218,12 @@ def read_rgb(path: str | Path) -> np.ndarray:
         ImportError,
         struct.error,
     ) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from exc
+        # ultralytics' patched Image.open names the HEIF plugin it looked for, not what is wrong with the data
+        reason = "cannot identify image file" if isinstance(exc, ImportError) else exc
+        raise UnreadableImage(f"{label}: {reason}") from exc
 
 
-def _to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+def _to_rgb(image: Image.Image, path: Path | str) -> np.ndarray:
     """(H, W, 3) uint8 of a loaded image, EXIF orientation applied; see `read_rgb` for each mode."""
     try:
         upright = ImageOps.exif_transpose(image)

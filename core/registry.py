@@ -1,10 +1,12 @@
-"""Trained models in MLflow: a run's PyTorch model logged with its signature, input example and ONNX export beside
-it, and registered under the task's name."""
+"""Trained models in MLflow: a run's servable model (the task's pyfunc: photos or a count in, boxes, names or
+images out; else the PyTorch network) logged with its signature and input example, its ONNX export beside it, and
+registered under the task's name."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +18,136 @@ log = logging.getLogger(__name__)
 
 
 # ---- models ------------------------------------------------------------------------------------------------
-MODEL_URI_TAG = "model.uri"  # the run's logged PyTorch model (models:/<model id>), read by `register_run_model`
+# the run's servable model (models:/<model id>): its pyfunc where the task has one, else its PyTorch model; read by
+# `register_run_model`, so `make register` and `make serve` take it
+MODEL_URI_TAG = "model.uri"
 
 
 ONNX_MODEL_URI_TAG = "model.onnx_uri"
 
 
-def pinned_requirements() -> list[str]:
-    """The pip requirements of a logged model, pinned to the installed versions: given, MLflow does not infer them
-    (which loads the model in a subprocess for seconds per run)."""
+def pinned_requirements(extra: Sequence[str] = ()) -> list[str]:
+    """The pip requirements of a logged model, pinned to the installed versions: torch, numpy, mlflow and the
+    distributions `extra` names (e.g. "ultralytics"). Given, MLflow does not infer them (which loads the model in a
+    subprocess for seconds per run). Raises PackageNotFoundError for a name that is not installed."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("torch", "numpy", "mlflow")]
+    return [f"{name}=={version(name)}" for name in ("torch", "numpy", "mlflow", *extra)]
+
+
+@dataclass(frozen=True)
+class PyfuncSpec:
+    """A task's MLflow pyfunc model, ready to log (`log_pyfunc_model`).
+
+    `python_model`: the task's `mlflow.pyfunc.PythonModel` subclass, importable by its module and name (it is logged
+    as code, a two-line model file that imports it: loading runs no unpickling); `artifacts`: name → local file, the
+    weights or data its `load_context` reads (`context.artifacts[name]`); `signature` (inputs, outputs and params,
+    `mlflow.models.ModelSignature`) and `input_example` (a pandas DataFrame of that input schema), which MLflow
+    checks against each other and the model when it logs them; `model_config`: plain settings the model reads in
+    `load_context` (`context.model_config`); `requirements`: distributions beyond torch, numpy and mlflow that the
+    model imports (pinned by `pinned_requirements`)."""
+
+    python_model: type
+    artifacts: Mapping[str, str]
+    signature: Any
+    input_example: Any
+    model_config: Mapping[str, Any] = field(default_factory=dict)
+    requirements: Sequence[str] = ()
+
+
+def _experiment_of(tracking_uri: str, run_id: str):
+    """The client of `tracking_uri`, with the fluent API's experiment set to run `run_id`'s: MLflow creates a logged
+    model in the fluent API's current experiment, not the run's; without this it would go to the store's Default
+    experiment, its files to ./mlruns of the working directory."""
+    import mlflow
+
+    use_store(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+    return client
+
+
+def log_pyfunc_model(
+    tracking_uri: str,
+    run_id: str,
+    spec: PyfuncSpec,
+    *,
+    name: str = "model",
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Log `spec` to run `run_id` as the MLflow pyfunc model `name` ("models from code": the model file only
+    imports `spec.python_model` and hands an instance to `mlflow.models.set_model`), with its artifacts, signature,
+    input example (MLflow runs the model on it, so a model that cannot answer its own example is not logged),
+    model config and pinned requirements, and tag it as the run's servable model (`model.uri`). Returns its URI
+    (models:/<model id>). Raises whatever MLflow or the model's `load_context`/`predict` raise."""
+    import tempfile
+
+    import mlflow
+
+    client = _experiment_of(tracking_uri, run_id)
+    cls = spec.python_model
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / f"{cls.__name__.lower()}.py"
+        code.write_text(
+            f'"""The MLflow model: {cls.__module__}.{cls.__name__}."""\n\n'
+            f"import mlflow\n\nfrom {cls.__module__} import {cls.__name__}\n\n"
+            f"mlflow.models.set_model({cls.__name__}())\n"
+        )
+        # `Model.log` with the pyfunc flavour is what `mlflow.pyfunc.log_model` calls; called here for its
+        # `run_id`, which the flavour's own function does not take (the run need not be the active one)
+        info = mlflow.models.Model.log(
+            artifact_path=None,
+            flavor=mlflow.pyfunc,
+            name=name,
+            python_model=str(code),
+            artifacts=dict(spec.artifacts),
+            signature=spec.signature,
+            input_example=spec.input_example,
+            model_config=dict(spec.model_config),
+            pip_requirements=pinned_requirements(spec.requirements),
+            metadata=dict(metadata or {}),
+            run_id=run_id,
+        )
+    client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+    return info.model_uri
+
+
+def log_onnx_model(
+    tracking_uri: str,
+    run_id: str,
+    onnx_path: str | Path,
+    signature: Any,
+    *,
+    name: str = "model-onnx",
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Log the ONNX file `onnx_path` to run `run_id` as the MLflow model `name` (ONNX flavour, `signature`), tagged
+    on the run as `model.onnx_uri`. Returns its URI (models:/<model id>)."""
+    import mlflow
+    import onnx
+
+    client = _experiment_of(tracking_uri, run_id)
+    info = mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)),
+        name=name,
+        run_id=run_id,
+        signature=signature,
+        pip_requirements=pinned_requirements(("onnx",)),
+        metadata=dict(metadata or {}),
+    )
+    client.set_tag(run_id, ONNX_MODEL_URI_TAG, info.model_uri)
+    return info.model_uri
+
+
+def tensor_signature(module: Any, example: np.ndarray) -> Any:
+    """The MLflow signature of `module` (a torch.nn.Module in eval mode, one float32 tensor in, one out) inferred
+    from `example` (float32, batch first) and the module's output on it."""
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        output = module(torch.from_numpy(example)).numpy()
+    return infer_signature(example, output)
 
 
 def log_pytorch_model(
@@ -48,18 +168,9 @@ def log_pytorch_model(
     The model URIs are tagged on the run (`model.uri`, `model.onnx_uri`). Returns the PyTorch
     model's URI (models:/<model id>). Raises whatever MLflow or torch.export raise."""
     import mlflow
-    import torch
-    from mlflow.models import infer_signature
 
-    use_store(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    # MLflow creates the logged model in the fluent API's current experiment, not the run's: without this it
-    # would go to the store's Default experiment, its files to ./mlruns of the working directory
-    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
-    with torch.no_grad():
-        output = module(torch.from_numpy(example)).numpy()
-    signature = infer_signature(example, output)
-    requirements = pinned_requirements()
+    client = _experiment_of(tracking_uri, run_id)
+    signature = tensor_signature(module, example)
     # The input example is written as JSON after a deep copy and a cast per value (a detector's image batch: 11 s
     # each time, profiled), so only the PyTorch model, which torch.export traces with it, gets it; the ONNX model
     # has the same signature.
@@ -70,27 +181,17 @@ def log_pytorch_model(
         signature=signature,
         input_example=example,
         serialization_format="pt2",
-        pip_requirements=requirements,
+        pip_requirements=pinned_requirements(),
         metadata=dict(metadata or {}),
     )
     client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
     if onnx_path is not None:
-        import onnx
-
-        onnx_info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name=f"{name}-onnx",
-            run_id=run_id,
-            signature=signature,
-            pip_requirements=[*requirements, f"onnx=={onnx.__version__}"],
-            metadata=dict(metadata or {}),
-        )
-        client.set_tag(run_id, ONNX_MODEL_URI_TAG, onnx_info.model_uri)
+        log_onnx_model(tracking_uri, run_id, onnx_path, signature, name=f"{name}-onnx", metadata=metadata)
     return info.model_uri
 
 
 def register_run_model(tracking_uri: str, run_id: str, name: str) -> Any:
-    """Register the PyTorch model logged by run `run_id` (its `model.uri` tag) in the Model Registry as a new
+    """Register the servable model logged by run `run_id` (its `model.uri` tag) in the Model Registry as a new
     version of `name`, with the run's metrics as version tags (name → value as text) and the run id as
     `source_run`. Returns the `ModelVersion`. Raises UserError when the run logged no model."""
     import mlflow

@@ -66,6 +66,14 @@ class DCGAN(pl.LightningModule):
         example = np.random.default_rng(0).standard_normal((2, generator.latent_dim)).astype(np.float32)
         return generator, example, export_onnx
 
+    @classmethod
+    def pyfunc(cls, checkpoint: Path, work_dir: Path):
+        """What the training entry logs as this task's servable MLflow model (`core.registry.PyfuncSpec`): a count
+        and a seed in, base64 PNG images out (`dcgan.serving`); its weights written to `work_dir`."""
+        from dcgan.serving import pyfunc_spec
+
+        return pyfunc_spec(checkpoint, work_dir)
+
     def __init__(
         self,
         generator: dict,

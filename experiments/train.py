@@ -9,7 +9,8 @@ The MLflow lifecycle around the run (docs/tracking.md): the experiment is marked
 with a description (the experiment's `experiment_description`: the paper section it reproduces); the datasets are recorded as run inputs
 (`training.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
 end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
-example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`).
+example (the task's pyfunc where it has one: `make serve` serves it), its ONNX export beside it (`log_model`), and
+registered under the task's name (`register`).
 
 A sweep trial (conf/sweep/*.yaml) that already FINISHED under its resumed sweep's parent run, with the same
 overrides, is not trained again: the entry returns its logged value (`training.sweeps.finished_trial`).
@@ -49,7 +50,12 @@ from core.mlflow_store import (
     store_lock,
     system_metrics_sampler,
 )
-from core.registry import log_pytorch_model
+from core.registry import (
+    log_onnx_model,
+    log_pyfunc_model,
+    log_pytorch_model,
+    tensor_signature,
+)
 from experiments import log, user_errors
 from training.callbacks import BestCheckpoint, LogDatasets, last_checkpoint_path
 from training.mlflow_logging import log_artifact, log_params, log_text, set_tags
@@ -150,8 +156,11 @@ def servable(model: pl.LightningModule, checkpoint: Path) -> tuple[torch.nn.Modu
 
 
 def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Path, run_id: str) -> str | None:
-    """Log the model of `checkpoint` to run `run_id` (`core.registry.log_pytorch_model`, with the task's ONNX
-    export beside it) and return its URI; None when the task has no tensor-graph model."""
+    """Log the model of `checkpoint` to run `run_id` and return the URI of its servable model (tagged `model.uri`):
+    the task's pyfunc (its class's `pyfunc(checkpoint, work_dir)`, `core.registry.log_pyfunc_model`: photos or a
+    count in, boxes or images out) with the ONNX export of the network beside it (`log_onnx_model`); for a task
+    without one, the network in the PyTorch flavour with its ONNX export (`log_pytorch_model`). None when the task
+    has no tensor-graph model (the dlib face descriptor)."""
     import tempfile
 
     what = servable(model, checkpoint)
@@ -159,13 +168,17 @@ def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Pa
         log.warning("%s has no tensor-graph model (dlib backbone?): no MLflow model logged", type(model).__name__)
         return None
     module, example, export_onnx = what
+    pyfunc = getattr(type(model), "pyfunc", None)
+    tracking_uri = cfg.logger.tracking_uri
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / f"{cfg.task_name}.onnx"
         entry = export_onnx(checkpoint, onnx_path, key="the trained checkpoint")
         metadata = {"task": cfg.task_name, "checkpoint": checkpoint.name, "onnx": dict(entry)}
-        uri = log_pytorch_model(
-            cfg.logger.tracking_uri, run_id, module, example, onnx_path=onnx_path, metadata=metadata
-        )
+        if pyfunc is None:
+            uri = log_pytorch_model(tracking_uri, run_id, module, example, onnx_path=onnx_path, metadata=metadata)
+        else:
+            uri = log_pyfunc_model(tracking_uri, run_id, pyfunc(checkpoint, Path(tmp)), metadata=metadata)
+            log_onnx_model(tracking_uri, run_id, onnx_path, tensor_signature(module, example), metadata=metadata)
     log.info("logged the model of %s as %s (ONNX beside it)", checkpoint.name, uri)
     return uri
 

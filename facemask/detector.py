@@ -205,6 +205,15 @@ class YoloDetector(pl.LightningModule):
 
         return servable(checkpoint)
 
+    @classmethod
+    def pyfunc(cls, checkpoint: Path, work_dir: Path):
+        """What the training entry logs as this task's servable MLflow model (`core.registry.PyfuncSpec`): photos
+        in, boxes, class names and confidences out, after predict-facemask's letterbox and NMS
+        (`facemask.serving`); its weights written to `work_dir`."""
+        from facemask.serving import pyfunc_spec
+
+        return pyfunc_spec(checkpoint, work_dir)
+
     def __init__(
         self,
         arch: str = "yolov5n.yaml",

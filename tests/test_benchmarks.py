@@ -115,3 +115,19 @@ def test_monitor_benchmark_prints_its_ratio(tmp_path):
     video = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
     result = _ratio_of("benchmarks.monitor_facemask", "--source", str(video), "--ckpt", str(ckpt), "--frames", "5")
     assert result["goal"] == 1.0 and result["what"].endswith("(bytetrack)")
+
+
+@pytest.mark.slow
+def test_serve_latency_benchmark_prints_its_ratio(yolo_trained, tmp_path):
+    result = _ratio_of(
+        "benchmarks.serve_latency",
+        "--ckpt",
+        str(yolo_trained["checkpoint"]),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--requests",
+        "3",
+        "--conf",
+        "0.001",
+    )
+    assert result["goal"] == 0.5 and result["what"] == "served / in-process requests/s"

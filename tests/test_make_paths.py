@@ -39,6 +39,8 @@ TARGETS = {
     "eval-lfw": {"PAIRS": "pairs"},
     "eval-openset": {"GALLERY": "gallery", "PROBES": "probes"},
     "register": {"TASK": "task"},
+    "register-gallery": {"GALLERY": "gallery"},
+    "serve": {"TASK": "task", "MODEL": "model_uri"},
     "detect-faces": {"IN": "in_dir", "OUT": "out_dir"},
     "compare-face-detectors": {"VOC": "voc"},
     "convert-facemask": {"SRC": "src", "OUT": "out"},
@@ -86,7 +88,7 @@ def _make(target: str, variables: dict[str, str], python=None, args: str = "") -
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"IN", "OUT", "SRC", "VOC", "IMAGES", "CKPT", "NAME", "GALLERY", "PAIRS", "ARGS"}
+        if k not in {"IN", "OUT", "SRC", "VOC", "IMAGES", "CKPT", "NAME", "GALLERY", "PAIRS", "TASK", "MODEL", "ARGS"}
     }
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 

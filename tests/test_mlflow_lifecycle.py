@@ -1,15 +1,18 @@
-"""The MLflow lifecycle of a training run: the model logged with its signature, input example and ONNX export and
-loaded back, the dataset inputs, system metrics, the experiment's description and kind, the Model Registry
+"""The MLflow lifecycle of a training run: the model (the generator's pyfunc) logged with its signature, input
+example and ONNX export and loaded back, the dataset inputs, system metrics, the experiment's description and kind, the Model Registry
 (`register=true` and experiments/register.py), and a sweep as one parent run with a child run per trial."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from pathlib import Path
 
+import cv2
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -79,24 +82,31 @@ def test_the_logged_model_loads_back_and_predicts_what_the_trained_generator_doe
     client, run = _run(tmp)
     best = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
     from dcgan.module import DCGAN
+    from dcgan.serving import noise, to_uint8
 
     generator = load_module(DCGAN, best, quality=None).generator.eval()
-    z = np.random.default_rng(7).standard_normal((3, generator.latent_dim)).astype(np.float32)  # batch 3 ≠ 2
+    z = noise(7, 3, generator.latent_dim)  # batch 3 ≠ 2
     with torch.no_grad():
         expected = generator(torch.from_numpy(z)).numpy()
 
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    model = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG])
+    model = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG])  # the servable model: the generator's pyfunc
     signature = model.metadata.signature
-    assert signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 128)}}]
-    assert signature.outputs.to_dict() == [
-        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 3, 64, 64)}}
+    assert signature.inputs.to_dict() == [
+        {"type": "long", "name": "count", "required": True},
+        {"type": "long", "name": "seed", "required": True},
     ]
-    got = model.predict(z)
-    assert got.shape == (3, 3, 64, 64)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert [c["name"] for c in signature.outputs.to_dict()] == ["request", "index", "png"]
+    got = model.predict(pd.DataFrame({"count": [3], "seed": [7]}))
+    images = [
+        cv2.imdecode(np.frombuffer(base64.b64decode(png), np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for png in got["png"]
+    ]
+    np.testing.assert_array_equal(np.stack(images), to_uint8(expected))
 
     onnx_model = mlflow.pyfunc.load_model(run.data.tags[ONNX_MODEL_URI_TAG])
+    assert onnx_model.metadata.signature.inputs.to_dict() == [
+        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 128)}}
+    ]
     np.testing.assert_allclose(onnx_model.predict(z)["images"], expected, rtol=0, atol=1e-4)  # dcgan_onnx's tolerance
     for uri in (run.data.tags[MODEL_URI_TAG], run.data.tags[ONNX_MODEL_URI_TAG]):
         logged = client.get_logged_model(uri.removeprefix("models:/"))
@@ -153,10 +163,10 @@ def test_register_true_and_the_register_entry_add_versions_with_the_run_metrics(
     assert register(_register_config(tmp, run_id=run.info.run_id, name="fruit-generator")).version == 1
 
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    z = np.zeros((2, 128), np.float32)
-    registered = mlflow.pyfunc.load_model(f"models:/{TASK}/2").predict(z)
-    from_run = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG]).predict(z)
-    np.testing.assert_array_equal(registered, from_run)
+    request = pd.DataFrame({"count": [2], "seed": [0]})
+    registered = mlflow.pyfunc.load_model(f"models:/{TASK}/2").predict(request)
+    from_run = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG]).predict(request)
+    pd.testing.assert_frame_equal(registered, from_run)
 
 
 def test_register_names_a_missing_task_or_run(trained):
