@@ -83,6 +83,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
         "debug=fast",
         "trainer.limit_train_batches=1.0",
         "trainer.max_epochs=4",
+        "model.quality.every_n_epochs=1",  # the auto cadence picks epochs by wall time: compared epoch by epoch
         *_overrides(store),
     ]
     reference = _run([*args, "task_name=uninterrupted"])
@@ -139,7 +140,13 @@ def test_a_disk_filling_up_mid_run_is_a_clear_error_and_the_run_resumes(store, t
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         save(self, checkpoint, path, storage_options)
 
-    overrides = {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3, **store}
+    overrides = {
+        "experiment": "exp1_dcgan_fruits",
+        "debug": "fast",
+        "trainer.max_epochs": 3,
+        "model.quality.every_n_epochs": 1,  # compared epoch by epoch: not the wall-time cadence
+        **store,
+    }
     monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", disk_full_at_epoch_1)
     with pytest.raises(SystemExit) as stopped, user_errors():
         train(compose("train", overrides))
@@ -174,7 +181,13 @@ def test_a_run_stopped_between_a_checkpoint_and_its_metrics_resumes_with_each_ep
             raise RuntimeError("stopped after epoch 1's checkpoint")
         seed(self, trainer, module)
 
-    overrides = {"experiment": "exp1_dcgan_fruits", "debug": "fast", "trainer.max_epochs": 3, **store}
+    overrides = {
+        "experiment": "exp1_dcgan_fruits",
+        "debug": "fast",
+        "trainer.max_epochs": 3,
+        "model.quality.every_n_epochs": 1,  # compared epoch by epoch: not the wall-time cadence
+        **store,
+    }
     monkeypatch.setattr(EpochSeed, "on_train_epoch_start", stop_at_epoch_2)
     with pytest.raises(RuntimeError, match="stopped after epoch 1"):
         train(compose("train", overrides))

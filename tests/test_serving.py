@@ -287,8 +287,11 @@ def test_make_serve_takes_the_champion_else_the_newest_version_else_says_to_regi
     from experiments.serve import serving_uri
 
     uri = f"sqlite:///{facemask['root']}/mlflow.db"
-    assert serving_uri(uri, "yolo_facemask") == "models:/yolo_facemask/1"
     client = mlflow.MlflowClient(uri, registry_uri=uri)
+    assert client.get_model_version_by_alias("yolo_facemask", "champion").version == 1  # given at registration
+    assert serving_uri(uri, "yolo_facemask") == "models:/yolo_facemask@champion"
+    client.delete_registered_model_alias("yolo_facemask", "champion")
+    assert serving_uri(uri, "yolo_facemask") == "models:/yolo_facemask/1"
     client.create_model_version("yolo_facemask", facemask["run"].data.tags[MODEL_URI_TAG], facemask["run"].info.run_id)
     assert serving_uri(uri, "yolo_facemask") == "models:/yolo_facemask/2"
     client.set_registered_model_alias("yolo_facemask", "champion", "1")
