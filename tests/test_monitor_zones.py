@@ -105,6 +105,11 @@ def test_the_clip_is_the_same_from_the_same_seed(clip, tmp_path):
 
 
 def test_zones_and_lines_in_pixels_and_bad_geometry_are_user_errors():
+    from experiments.monitor_facemask import geometry
+
+    # a plain override sets them (no `+`): the config's null is replaced, not a struct dict extended
+    given = geometry(compose("monitor_facemask", {"lines": "{a:[[0,0.5],[1,0.5]]}", "coordinates": "relative"}))
+    assert (list(given.lines), given.zones) == (["a"], {})
     geometry = Geometry.from_config({"door": [[0.5, 0], [1, 0], [1, 1]]}, {"a": [[0, 0.5], [1, 0.5]]})
     pixels = geometry.in_pixels(200, 100)
     assert pixels.zones["door"].tolist() == [[100, 0], [200, 0], [200, 100]]
