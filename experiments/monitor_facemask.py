@@ -109,6 +109,7 @@ def run(
             save_video=cfg.save_video,
             progress_every=cfg.progress_every,
             geometry=zones_and_lines,
+            scene_cut=cfg.scene_cut,
         )
     summary.update(
         source=video.label,
@@ -156,7 +157,7 @@ def _log(cfg: DictConfig, video: VideoSource, ckpt: Path | None, summary: dict, 
             "zones": ",".join(summary["zones"]),
             "lines": ",".join(summary["lines"]),
         },
-        metrics={key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")} | metrics,
+        metrics={key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects", "scene_cuts")} | metrics,
         steps=steps,
         files=[
             out_dir / name

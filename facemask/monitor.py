@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from core.images import swap_red_blue
-from core.trackers import make_tracker, track
+from core.trackers import SceneCuts, forget_tracks, make_tracker, track
 from core.video_sources import Frame, run_frames
 from facemask.alerts import TRACK_CSV_FIELDS, EventSink, MaskAlerts
 from facemask.zones import DWELL_CSV_FIELDS, Geometry, ZoneCounter
@@ -113,13 +113,16 @@ def monitor(
     save_video: bool = True,
     progress_every: int = 0,
     geometry: Geometry | None = None,
+    scene_cut: float | None = None,
 ) -> dict:
     """Detect, track and judge every frame of `frames`; return the summary (also written to summary.json):
     {"frames", "people", "unmasked_people", "alerts", "zones", "lines", "interrupted", "seconds", "frames_per_s"}
     ("zones" and "lines" as `ZoneCounter.summary`).
 
     `geometry`: the zones and lines (None: none, the whole frame is the zone `frame`); with zones, only a person
-    inside one raises an alert.
+    inside one raises an alert. `scene_cut`: a frame that differs from the last by more than this (`SceneCuts`)
+    ends every track, so that the people after the cut get new ids (None: no cut is looked for); the summary's
+    "scene_cuts" counts them.
     `tracker`: a fresh `make_tracker()` when None; `fps`: the annotated video's nominal frame rate (its frames keep their own times, `TimedVideoWriter`); `progress_every`:
     log a line every that many frames (0: never). A KeyboardInterrupt (Ctrl-C) while reading or detecting ends
     the loop with `interrupted: true`; the outputs are written either way."""
@@ -129,7 +132,12 @@ def monitor(
     zones = ZoneCounter(geometry if geometry is not None else Geometry())
     mot = open(out_dir / MOT_NAME, "w", encoding="utf-8")  # noqa: SIM115  (closed below, after the loop)
 
+    cuts = SceneCuts(scene_cut) if scene_cut is not None else None
+
     def step(frame: Frame) -> np.ndarray | None:
+        if cuts is not None and cuts(frame.rgb):
+            log.info("frame %d: a scene cut, every track ended", frame.index)
+            forget_tracks(tracker)
         people = track(tracker, detector(frame.rgb), frame.rgb)
         inside = zones.update(frame.index, frame.time_s, people, frame.rgb.shape)
         for event in alerts.update(frame.index, frame.time_s, people, zones.may_alert(inside)):
@@ -162,6 +170,7 @@ def monitor(
         "frames": loop.frames,
         **alerts.summary(),
         **counts,
+        "scene_cuts": cuts.cuts if cuts is not None else 0,
         "interrupted": loop.interrupted,
         "seconds": round(loop.seconds, 3),
         "frames_per_s": loop.frames_per_s,
