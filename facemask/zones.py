@@ -240,9 +240,8 @@ class ZoneCounter:
         if not self.geometry.zones and not self.lines:
             return bgr
         thickness = max(1, round(max(bgr.shape[:2]) / 400))
-        for index, (name, zone) in enumerate(self.zones.items()):
-            if not self.geometry.zones:
-                break
+        drawn_zones = self.zones if self.geometry.zones else {}  # the implicit whole-frame zone is not drawn
+        for index, (name, zone) in enumerate(drawn_zones.items()):
             colour = sv.ColorPalette.DEFAULT.by_idx(index)
             sv.PolygonZoneAnnotator(zone, colour, thickness=thickness, text_scale=0.4, text_thickness=1).annotate(
                 bgr, label=f"{name}: {zone.current_count}"
