@@ -60,7 +60,8 @@ def evaluate(cfg: DictConfig) -> dict:
         params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": evaluation.imgsz},
         metrics=evaluation.metrics(names)
         | {
-            f"recall_by_size/{label}": row["recall"]
+            # MLflow's names take no '<' or '>': lt16, 16-32, …, ge128
+            f"recall_by_size/{label.replace('>=', 'ge').replace('<', 'lt')}": row["recall"]
             for label, row in result.get("recall_by_size", {}).items()
             if row["recall"] is not None
         },
