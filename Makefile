@@ -8,7 +8,7 @@ EDITABLE ?= -e  # `make setup EDITABLE=` installs the project as a plain (non-ed
 ARGS ?=
 TRAIN := $(PY) -m experiments.train
 # $(call path_arg,KEY,VAR): the Hydra override KEY='<value of make variable VAR>', for every variable that takes a
-# file, folder or name (IN, OUT, SRC, VOC, IMAGES, CKPT, NAME, GALLERY, PAIRS, PROBES, TASK, MODEL). The one place they are quoted: the raw value
+# file, folder or name (IN, OUT, SRC, GT, VOC, LFW, IMAGES, CKPT, NAME, GALLERY, PAIRS, PROBES, TASK, MODEL). The one place they are quoted: the raw value
 # ($(value ...), unexpanded) goes inside shell single quotes to core/overrides.py, which quotes it for Hydra, so any
 # character a name can hold ('=', spaces, commas, brackets, quotes, '$', non-ASCII) reaches the entry unchanged.
 # $(call opt_path_arg,KEY,VAR): the same, or nothing when VAR is empty (the entry's default applies).
@@ -21,7 +21,7 @@ opt_path_arg = $(if $(value $(2)),$(call path_arg,$(1),$(2)))
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
 	@echo '  ARGS="..."               Hydra overrides for any target, e.g. ARGS="trainer=gpu" or ARGS="data=fruits360_real"'
-	@echo '  IN OUT SRC VOC IMAGES CKPT NAME GALLERY PAIRS PROBES TASK MODEL  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
+	@echo '  IN OUT SRC GT VOC LFW IMAGES CKPT NAME GALLERY PAIRS PROBES TASK MODEL  any file or folder name as it is (e.g. CKPT=.../epoch=0-step=1.ckpt): quoted for Hydra here'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -99,8 +99,8 @@ bench-dcgan: $(STAMP) ## s/epoch of make exp1-dcgan (FID/KID, grids, MLflow, che
 # ---- Face recognition (VGG16 transfer learning) -----------------------------------------------------
 .PHONY: capture-faces vgg16-faces vgg16-faces-paper recognize eval-lfw eval-openset bench-vgg16 bench-recognize
 
-capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ from the camera (or ARGS="source=clip.mp4")
-	$(PY) -m experiments.capture_faces $(call path_arg,name,NAME) $(ARGS)
+capture-faces: $(STAMP) ## capture NAME's face crops into data/faces/NAME/ (OUT=<folder>/NAME/) from the camera (or SRC=<video>)
+	$(PY) -m experiments.capture_faces $(call path_arg,name,NAME) $(call opt_path_arg,source,SRC) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
 vgg16-faces: $(STAMP) ## face recognition by transfer learning (synthetic identities; ARGS="data=faces_real model.backbone=dlib_resnet")
 	$(TRAIN) experiment=vgg16_faces $(ARGS)
@@ -112,10 +112,10 @@ recognize: $(STAMP) ## name faces in IMAGES=<folder> (OUT=<folder>/recognitions.
 	$(PY) -m experiments.recognize $(call opt_path_arg,images,IMAGES) $(call opt_path_arg,source,SRC) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,gallery,GALLERY) $(ARGS)
 
 eval-lfw: $(STAMP) ## LFW verification (View 2 k-fold) of the dlib descriptor on PAIRS=<folder> (default ../shared/data/lfw-pairs); last line JSON
-	$(PY) -m experiments.eval_lfw $(call opt_path_arg,pairs,PAIRS) $(ARGS)
+	$(PY) -m experiments.eval_lfw $(call opt_path_arg,pairs,PAIRS) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
 eval-openset: $(STAMP) ## open-set identification: GALLERY=<known folder> (default ../shared/data/faces), PROBES=<labelled folder> (default: other photos + LFW strangers); last line JSON
-	$(PY) -m experiments.eval_openset $(call opt_path_arg,gallery,GALLERY) $(call opt_path_arg,probes,PROBES) $(ARGS)
+	$(PY) -m experiments.eval_openset $(call opt_path_arg,gallery,GALLERY) $(call opt_path_arg,probes,PROBES) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
 bench-recognize: $(STAMP) ## photos/s of make recognize vs face_recognition's CLI on the same LFW gallery and probes (known named, strangers rejected); ratio
 	@$(PY) -c "import face_recognition" 2>/dev/null || $(VENV)/bin/pip install --quiet --no-deps face_recognition==1.3.0
@@ -130,14 +130,14 @@ bench-vgg16: $(STAMP) ## seconds per head epoch: cached backbone features vs a f
 detect-faces: $(STAMP) ## crop every face in IN=<folder> (default: generated ID cards) into OUT=<folder> (default: outputs/detect_faces), faces.csv
 	$(PY) -m experiments.detect_faces $(call opt_path_arg,in_dir,IN) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
-compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation, P/R/F1 vs score threshold [VOC=<folder>] [LFW=<Name>/*.jpg folder] -> reports/face_detectors/
-	$(PY) -m experiments.compare_face_detectors $(call opt_path_arg,voc,VOC) $(call opt_path_arg,lfw,LFW) $(ARGS)
+compare-face-detectors: $(STAMP) ## precision/recall (IoU 0.3, 0.5), per-class recall, images/s, recall vs rotation, P/R/F1 vs score threshold [VOC=<folder>] [LFW=<Name>/*.jpg folder] -> reports/face_detectors/ (OUT=<folder>)
+	$(PY) -m experiments.compare_face_detectors $(call opt_path_arg,voc,VOC) $(call opt_path_arg,lfw,LFW) $(call opt_path_arg,report_dir,OUT) $(ARGS)
 
 bench-face-detectors: $(STAMP) ## images/s of make detect-faces on its default cards: serial vs processes vs threads (ratio); HOG vs Haar vs MMOD vs YuNet at 640x480
 	$(PY) -m benchmarks.face_detectors $(ARGS)
 
 # ---- Face-mask detection (YOLO) -------------------------------------------------------------------------
-.PHONY: yolo-facemask convert-facemask predict-facemask monitor-facemask eval-facemask export-facemask bench-yolo bench-monitor
+.PHONY: yolo-facemask convert-facemask predict-facemask monitor-facemask eval-monitor eval-facemask export-facemask bench-yolo bench-monitor
 
 yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facemask_real trainer=cpu_real" for the real subset)
 	$(TRAIN) experiment=yolo_facemask $(ARGS)
@@ -145,17 +145,20 @@ yolo-facemask: $(STAMP) ## YOLO face-mask detection (synthetic; ARGS="data=facem
 convert-facemask: $(STAMP) ## PASCAL VOC folder SRC=<folder with images/ annotations/> -> YOLO layout [OUT=<folder>], with a report
 	$(PY) -m experiments.convert_voc $(call path_arg,src,SRC) $(call opt_path_arg,out,OUT) $(ARGS)
 
-predict-facemask: $(STAMP) ## boxes + unmasked-face count per frame for SRC=<images folder or video> (default: built-in images) [CKPT=...]
-	$(PY) -m experiments.predict_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+predict-facemask: $(STAMP) ## boxes + unmasked-face count per frame for SRC=<images folder or video> (default: built-in images) [CKPT=...] [OUT=<folder>]
+	$(PY) -m experiments.predict_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
-monitor-facemask: $(STAMP) ## track people in SRC=<video, camera index or rtsp/http(s) URL>, one alert per unmasked person [CKPT=...]; last line JSON
-	$(PY) -m experiments.monitor_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+monitor-facemask: $(STAMP) ## track people in SRC=<video, camera index or rtsp/http(s) URL>, one alert per unmasked person, zone and line counts [CKPT=...] [OUT=<folder>]; last line JSON
+	$(PY) -m experiments.monitor_facemask $(call opt_path_arg,source,SRC) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,out_dir,OUT) $(ARGS)
+
+eval-monitor: $(STAMP) ## HOTA, IDF1, ID switches and counts vs truth of monitor-facemask on SRC=<clip> GT=<gt.txt> (default: a generated clip) [CKPT=...] [OUT=...]; ARGS="detections=truth"; last line JSON
+	$(PY) -m experiments.eval_monitor $(call opt_path_arg,source,SRC) $(call opt_path_arg,gt,GT) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
 eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: best of the newest run) on VOC=<folder>, with ultralytics' PR/F1 curves, confusion matrix, val batches; last line JSON
 	$(PY) -m experiments.eval_facemask $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
 
-export-facemask: $(STAMP) ## CKPT (default: best of the newest run) as facemask.pt for yolo predict/track/export + FORMAT=<onnx,torchscript,…>, parity-checked; last line JSON
-	$(PY) -m experiments.export_facemask 'formats=[$(FORMAT)]' $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+export-facemask: $(STAMP) ## CKPT (default: best of the newest run) as facemask.pt for yolo predict/track/export + FORMAT=<onnx,torchscript,…>, parity-checked on IMAGES=<folder> [OUT=<folder>]; last line JSON
+	$(PY) -m experiments.export_facemask 'formats=[$(FORMAT)]' $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,images,IMAGES) $(ARGS)
 
 bench-yolo: $(STAMP) ## s/epoch of make yolo-facemask ARGS="data=facemask_real trainer=cpu_real" vs ultralytics' DetectionTrainer, val mAP50 of both; ratio
 	$(PY) -m benchmarks.yolo_facemask_train $(ARGS)

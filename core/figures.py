@@ -264,3 +264,31 @@ def roc_curve(
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def zone_occupancy(per_minute: Mapping[str, Sequence[Mapping[str, float]]]):
+    """Per zone of the entrance monitor, by minute of source time: the people inside (bars, left axis) and the masked
+    share of them (line, right axis, 0–1). `per_minute`: {zone: [{"minute", "people", "masked_share"}, …]}."""
+    names = list(per_minute)
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = per_minute[name]
+        minutes = [row["minute"] for row in rows]
+        ax.bar(minutes, [row["people"] for row in rows], color="tab:blue", alpha=0.6, label="people")
+        ax.set(title=f"zone {name}", xlabel="minute of the video", ylabel="people inside")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        share = ax.twinx()
+        share.plot(minutes, [row["masked_share"] for row in rows], color="tab:green", marker="o", label="masked share")
+        share.set(ylim=(0, 1.05), ylabel="masked share of people")
+        share.grid(False)
+    if not names:
+        axes[0][0].set(title="no zone", xlabel="minute of the video", ylabel="people inside")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(figure, path) -> None:
+    """Write `figure` to `path` (format from its suffix) and free it."""
+    figure.savefig(path)
+    plt.close(figure)

@@ -39,13 +39,15 @@ def log_tool_run(
     metrics: Mapping[str, float] | None = None,
     dicts: Mapping[str, Any] | None = None,
     files: Sequence[str | Path] = (),
+    steps: Mapping[str, Sequence[tuple[int, float]]] | None = None,
 ) -> str | None:
     """Log one run of a tool (every entry of experiments/ but train) as one MLflow run: the one funnel for tools.
 
     The run, named `run_name` (MLflow picks a name when None), goes to the experiment `cfg.task_name` of the store
     `cfg.paths.mlflow_uri` and holds `params` (values logged as str), `metrics` (name → number), `dicts`
-    ({artifact file, e.g. "report.json": JSON-serialisable value}), `files` (paths logged at the artifact root)
-    and the resolved config as `config/resolved.yaml`.
+    ({artifact file, e.g. "report.json": JSON-serialisable value}), `files` (paths logged at the artifact root),
+    `steps` (name → [(step, value), …]: a metric's series, e.g. per minute) and the resolved config as
+    `config/resolved.yaml`.
 
     A tool's result is what it prints and writes, so the store cannot lose it: when the store fails (unreachable,
     locked, a rejected name), the run ends FAILED and the failure is one warning in the log, not a traceback.
@@ -60,6 +62,9 @@ def log_tool_run(
                 mlflow.log_params(dict(params))
             if metrics:
                 mlflow.log_metrics(dict(metrics))
+            for name, series in (steps or {}).items():
+                for step, value in series:
+                    mlflow.log_metric(name, float(value), step=int(step))
             for artifact_file, value in (dicts or {}).items():
                 mlflow.log_dict(value, artifact_file)
             for path in files:

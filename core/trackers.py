@@ -95,3 +95,31 @@ def track(tracker, detections: np.ndarray, rgb: np.ndarray | None = None) -> lis
         det = detections[int(row[7])]
         people.append((int(row[4]), det[:4], float(det[4]), int(det[5])))
     return people
+
+
+class SceneCuts:
+    """Tells a scene cut (the camera switched view) from motion: the mean absolute difference, 0–255, between the
+    grey 64×36 thumbnails of consecutive frames above `threshold`. Call it on every frame ((H, W, 3) uint8)."""
+
+    def __init__(self, threshold: float):
+        if threshold <= 0:
+            raise UserError(f"scene_cut={threshold}: give a mean absolute difference in (0, 255], or null for none")
+        self.threshold, self._last, self.cuts = float(threshold), None, 0
+
+    def __call__(self, rgb: np.ndarray) -> bool:
+        import cv2
+
+        thumb = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
+        cut = self._last is not None and float(np.abs(thumb.astype(np.int16) - self._last).mean()) > self.threshold
+        self._last = thumb.astype(np.int16)
+        self.cuts += int(cut)
+        return cut
+
+
+def forget_tracks(tracker) -> None:
+    """End every track of an ultralytics tracker (tracked, lost and removed ones) and keep its id sequence, so that
+    the people after a scene cut get new ids rather than the old tracks' (and BoT-SORT's motion compensation starts
+    over). `tracker.reset()` would also restart the ids at 1."""
+    tracker.tracked_stracks, tracker.lost_stracks, tracker.removed_stracks = [], [], []
+    if hasattr(tracker, "gmc"):
+        tracker.gmc.reset_params()

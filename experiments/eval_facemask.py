@@ -49,6 +49,8 @@ def evaluate(cfg: DictConfig) -> dict:
         plots=cfg.plots,
     )
     result = evaluation.result()
+    if cfg.recall_by_size:
+        result["recall_by_size"] = _recall_by_size(cfg, module, voc, evaluation.imgsz)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(evaluation.report(ckpt, voc), indent=2))
     names = class_metric_names(module.names, prefix="ap50/")
@@ -56,7 +58,13 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg,
         voc.name,
         params={"voc": str(voc), "checkpoint": str(ckpt), "imgsz": evaluation.imgsz},
-        metrics=evaluation.metrics(names),
+        metrics=evaluation.metrics(names)
+        | {
+            # MLflow's names take no '<' or '>': lt16, 16-32, …, ge128
+            f"recall_by_size/{label.replace('>=', 'ge').replace('<', 'lt')}": row["recall"]
+            for label, row in result.get("recall_by_size", {}).items()
+            if row["recall"] is not None
+        },
         dicts={CLASS_NAMES_ARTIFACT: names},
         files=[out],
     )
@@ -65,6 +73,20 @@ def evaluate(cfg: DictConfig) -> dict:
     log.info("evaluated %s on %s (%d images) -> %s", ckpt, voc, result["images"], out)
     print(json.dumps(result), flush=True)
     return result
+
+
+def _recall_by_size(cfg: DictConfig, module, voc: Path, imgsz: int) -> dict:
+    """`facemask.size_recall.recall_by_size` of the checkpoint as the monitor runs it (`yolo_detector`), printed as
+    a table."""
+    from facemask.monitor import yolo_detector
+    from facemask.size_recall import recall_by_size
+
+    rows = recall_by_size(voc, yolo_detector(module, imgsz, cfg.conf, 0.45), list(module.names), cfg.size_bins)
+    print(f"recall by face size (sqrt(w*h) px) at conf {cfg.conf}, IoU 0.5: faces, found (any class), with its class")
+    for label, row in rows.items():
+        share = "" if row["recall"] is None else f"{row['recall']:.3f} {row['class_recall']:.3f}"
+        print(f"  {label:>8} {row['faces']:>5} {row['found']:>5} {row['correct']:>5}  {share}")
+    return rows
 
 
 def log_plots(tracking_uri: str, run_id: str, folder: Path) -> None:

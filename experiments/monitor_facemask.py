@@ -23,7 +23,10 @@ from core.video_sources import VideoSource, parse_source
 from experiments import log, user_errors
 from facemask.alerts import EventSink, MaskAlerts, Webhook
 from facemask.monitor import (
+    DWELL_NAME,
     EVENTS_NAME,
+    FIGURE_NAME,
+    MOT_NAME,
     SUMMARY_NAME,
     TRACKS_NAME,
     VIDEO_NAME,
@@ -33,6 +36,7 @@ from facemask.monitor import (
     runtime_detector,
     yolo_detector,
 )
+from facemask.zones import Geometry
 
 PRINTED = ("frames", "people", "unmasked_people", "alerts")
 
@@ -64,8 +68,21 @@ def _trained_detector(cfg: DictConfig) -> tuple[Path, list[str], Detector]:
     return ckpt, list(module.names), yolo_detector(module, imgsz, cfg.conf, cfg.iou)
 
 
-def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | None = None) -> dict:
-    """Monitor `cfg.source`; return the summary. `detector` and `names` replace the checkpoint's model (tests)."""
+def geometry(cfg: DictConfig) -> Geometry:
+    """The zones and lines of `cfg` (`zones`, `lines`, `coordinates`); UserError naming a bad one."""
+    return Geometry.from_config(
+        OmegaConf.to_container(cfg.zones, resolve=True) if cfg.zones else {},
+        OmegaConf.to_container(cfg.lines, resolve=True) if cfg.lines else {},
+        cfg.coordinates,
+    )
+
+
+def run(
+    cfg: DictConfig, detector: Detector | None = None, names: list[str] | None = None, log_run: bool = True
+) -> dict:
+    """Monitor `cfg.source`; return the summary. `detector` and `names` replace the checkpoint's model (tests, the
+    ground-truth detector of eval-monitor); `log_run=False` logs no MLflow run (eval-monitor logs its own)."""
+    zones_and_lines = geometry(cfg)
     source = parse_source(cfg.source)
     video = VideoSource(source, **cfg.stream)
     ckpt = None
@@ -91,6 +108,8 @@ def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | No
             tracker=tracker,
             save_video=cfg.save_video,
             progress_every=cfg.progress_every,
+            geometry=zones_and_lines,
+            scene_cut=cfg.scene_cut,
         )
     summary.update(
         source=video.label,
@@ -100,7 +119,28 @@ def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | No
         stream_gave_up=video.gave_up,
     )
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
+    if log_run:
+        _log(cfg, video, ckpt, summary, out_dir)
+    log.info("%s: %s -> %s", video.name, summary, out_dir)
+    print(json.dumps({key: summary[key] for key in PRINTED}), flush=True)
+    return summary
 
+
+def count_metrics(summary: dict) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]]]:
+    """The zone and line counts of a summary as MLflow metrics (`zone/<name>/people`, `…/unmasked_people`,
+    `…/alerts`, `line/<name>/in`, `…/out`) and the per-minute masked share as steps (`zone/<name>/masked_share`)."""
+    metrics, steps = {}, {}
+    for name, zone in summary["zones"].items():
+        for key in ("people", "unmasked_people", "alerts"):
+            metrics[f"zone/{name}/{key}"] = float(zone[key])
+        steps[f"zone/{name}/masked_share"] = [(row["minute"], row["masked_share"]) for row in zone["per_minute"]]
+    for name, line in summary["lines"].items():
+        metrics[f"line/{name}/in"], metrics[f"line/{name}/out"] = float(line["in"]), float(line["out"])
+    return metrics, steps
+
+
+def _log(cfg: DictConfig, video: VideoSource, ckpt: Path | None, summary: dict, out_dir: Path) -> None:
+    metrics, steps = count_metrics(summary)
     log_tool_run(
         cfg,
         video.name,
@@ -114,17 +154,18 @@ def run(cfg: DictConfig, detector: Detector | None = None, names: list[str] | No
             "conf": cfg.conf,
             "iou": cfg.iou,
             "webhook": bool(cfg.webhook.url),
+            "zones": ",".join(summary["zones"]),
+            "lines": ",".join(summary["lines"]),
         },
-        metrics={key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects")},
+        metrics={key: float(summary[key]) for key in (*PRINTED, "frames_per_s", "reconnects", "scene_cuts")} | metrics,
+        steps=steps,
         files=[
             out_dir / name
-            for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME) + ((VIDEO_NAME,) if cfg.log_video else ())
+            for name in (SUMMARY_NAME, TRACKS_NAME, EVENTS_NAME, MOT_NAME, DWELL_NAME, FIGURE_NAME)
+            + ((VIDEO_NAME,) if cfg.log_video else ())
             if (out_dir / name).is_file()
         ],
     )
-    log.info("%s: %s -> %s", video.name, summary, out_dir)
-    print(json.dumps({key: summary[key] for key in PRINTED}), flush=True)
-    return summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="monitor_facemask")

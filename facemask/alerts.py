@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -119,10 +119,16 @@ class MaskAlerts:
         self.tracks: dict[int, TrackRecord] = {}
 
     def update(
-        self, frame: int, time_s: float, people: Iterable[tuple[int, Sequence[float], float, int]]
+        self,
+        frame: int,
+        time_s: float,
+        people: Iterable[tuple[int, Sequence[float], float, int]],
+        may_alert: Container[int] | None = None,
     ) -> list[AlertEvent]:
         """Record one frame's tracked people as (track id, box x0 y0 x1 y1, confidence, class index); return the
-        alerts this frame raises (at most one per track over the whole run)."""
+        alerts this frame raises (at most one per track over the whole run). `may_alert`: the track ids that may
+        raise one this frame (those inside a zone; None: everyone); a track outside keeps its state and its time
+        unmasked, and alerts on its first frame inside once that time is reached."""
         events = []
         for track_id, box, confidence, cls in people:
             track_id, cls = int(track_id), int(cls)
@@ -138,7 +144,11 @@ class MaskAlerts:
             record.ever_unmasked = True
             if record.unmasked_since_s is None:
                 record.unmasked_since_s = time_s
-            if record.alert is None and time_s - record.unmasked_since_s >= self.alert_after_s - 1e-9:
+            if (
+                record.alert is None
+                and (may_alert is None or track_id in may_alert)
+                and time_s - record.unmasked_since_s >= self.alert_after_s - 1e-9
+            ):
                 record.alert = AlertEvent(
                     round(float(time_s), 3),
                     track_id,
@@ -150,6 +160,10 @@ class MaskAlerts:
                 )
                 events.append(record.alert)
         return events
+
+    def unmasked_now(self, track_ids: Iterable[int]) -> set[int]:
+        """Those of `track_ids` whose smoothed state is an alert class."""
+        return {int(t) for t in track_ids if int(t) in self.tracks and self.tracks[int(t)].state in self.alert_ids}
 
     def state_name(self, track_id: int) -> str:
         """The smoothed class name of a track ('' before it is seen)."""

@@ -198,3 +198,35 @@ def test_results_csv_has_one_row_per_epoch_and_leaves_unlogged_values_empty(tmp_
         "1.0,2.5,0.125,",
         "2.0,2.0,0.25,0.5",
     ]
+
+
+def test_recall_by_size_counts_each_face_in_its_size_bin(tmp_path):
+    from core.voc import pair_voc, read_voc
+    from facemask.size_recall import recall_by_size
+    from synthetic.facemask import FACEMASK_CLASSES, make_facemask
+
+    voc = make_facemask(tmp_path / "voc", images=6, seed=3)
+    boxes = [
+        np.array(
+            [[o.xmin, o.ymin, o.xmax, o.ymax, 0.9, FACEMASK_CLASSES.index(o.name)] for o in read_voc(p.xml).objects]
+        )
+        for p in pair_voc(voc / "images", voc / "annotations").pairs
+    ]
+    calls = iter(boxes)
+
+    def large_faces_only(rgb):  # finds the faces of 32 px and more, calling every one with_mask
+        found = next(calls).reshape(-1, 6).copy()
+        keep = np.sqrt((found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])) >= 32
+        found[:, 5] = 0
+        return found[keep]
+
+    rows = recall_by_size(voc, large_faces_only, FACEMASK_CLASSES)
+    sizes = np.sqrt(np.concatenate([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes if len(b)]))
+    assert list(rows) == ["<16", "16-32", "32-64", "64-128", ">=128"]
+    assert sum(r["faces"] for r in rows.values()) == len(sizes)
+    assert rows["16-32"]["recall"] == 0.0 and rows["16-32"]["faces"] == int(((sizes >= 16) & (sizes < 32)).sum())
+    assert rows["32-64"]["recall"] == 1.0 and rows["32-64"]["faces"] == int(((sizes >= 32) & (sizes < 64)).sum())
+    classes = np.concatenate([b[:, 5] for b in boxes if len(b)])
+    middle = (sizes >= 32) & (sizes < 64)
+    # found with the right class: only the masked ones, since every detection says with_mask
+    assert rows["32-64"]["correct"] == int((middle & (classes == 0)).sum()) < rows["32-64"]["faces"]

@@ -34,20 +34,21 @@ else:
 
 # target: (make variables → the override key the entry must receive)
 TARGETS = {
-    "capture-faces": {"NAME": "name"},
+    "capture-faces": {"NAME": "name", "SRC": "source", "OUT": "out_dir"},
     "recognize": {"IMAGES": "images", "OUT": "out_dir", "CKPT": "ckpt", "GALLERY": "gallery"},
-    "eval-lfw": {"PAIRS": "pairs"},
-    "eval-openset": {"GALLERY": "gallery", "PROBES": "probes"},
+    "eval-lfw": {"PAIRS": "pairs", "OUT": "out_dir"},
+    "eval-openset": {"GALLERY": "gallery", "PROBES": "probes", "OUT": "out_dir"},
     "register": {"TASK": "task"},
     "register-gallery": {"GALLERY": "gallery"},
     "serve": {"TASK": "task", "MODEL": "model_uri"},
     "detect-faces": {"IN": "in_dir", "OUT": "out_dir"},
-    "compare-face-detectors": {"VOC": "voc"},
+    "compare-face-detectors": {"VOC": "voc", "LFW": "lfw", "OUT": "report_dir"},
     "convert-facemask": {"SRC": "src", "OUT": "out"},
-    "predict-facemask": {"SRC": "source", "CKPT": "ckpt"},
-    "monitor-facemask": {"SRC": "source", "CKPT": "ckpt"},
+    "predict-facemask": {"SRC": "source", "CKPT": "ckpt", "OUT": "out_dir"},
+    "monitor-facemask": {"SRC": "source", "CKPT": "ckpt", "OUT": "out_dir"},
+    "eval-monitor": {"SRC": "source", "GT": "gt", "CKPT": "ckpt", "OUT": "out_dir"},
     "eval-facemask": {"VOC": "voc", "CKPT": "ckpt"},
-    "export-facemask": {"CKPT": "ckpt"},
+    "export-facemask": {"CKPT": "ckpt", "OUT": "out_dir", "IMAGES": "images"},
 }
 
 
