@@ -37,6 +37,7 @@ from core.metric_names import (
     TEST,
     TEST_AP50_PREFIX,
     TEST_IMAGES,
+    TEST_MAP50,
     TRAIN,
     VAL,
     YOLO_FITNESS,
@@ -489,7 +490,7 @@ class YoloDetector(pl.LightningModule):
         results = self._test_metrics.compute()
         self.last_test_metrics = results
         metrics = self._split_metrics(results, TEST, TEST_AP50_PREFIX)
-        low, high = interval_names(f"{TEST}map50")
+        low, high = interval_names(TEST_MAP50)
         metrics[low], metrics[high] = map50_interval(self._test_metrics.per_image)
         metrics[TEST_IMAGES] = float(results["images"])
         self.log_dict(metrics, on_epoch=True)
