@@ -85,8 +85,8 @@ class FaceIdentityDataModule(pl.LightningDataModule):
     Splits (`setup`): `test_fraction` of each identity's images (rounded, at least 1 when > 0) is the test split,
     the images with the lowest SHA-1 of their path under `root` (`test_files`): fixed by the file names, whatever
     the seed, `max_images` or `val_fraction`, and evaluated once after training (`test_dataloader`). Of the rest,
-    `max_images` caps the count and a stratified split seeded by `seed` takes `val_fraction` of all images for
-    validation; the remaining ones train."""
+    `max_images` caps the count and a stratified split seeded by `seed` takes ceil(`val_fraction` × the images in
+    use, test split included) for validation; the remaining ones train."""
 
     def __init__(
         self,
@@ -170,10 +170,10 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             files, labels = [files[i] for i in pick], labels[pick]
         from sklearn.model_selection import train_test_split
 
-        # val_fraction is of all images: of the images left after the test split, that share over (1 - test_fraction)
+        # val_fraction is of all the images in use (these and the test split), rounded up as sklearn rounds a fraction
         train_idx, val_idx = train_test_split(
             np.arange(len(files)),
-            test_size=self.val_fraction / (1 - self.test_fraction),
+            test_size=int(np.ceil(self.val_fraction * (len(files) + len(self.test_files)))),
             stratify=labels,
             random_state=self.seed,
         )

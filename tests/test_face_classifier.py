@@ -206,10 +206,11 @@ def test_test_split_is_fixed_per_identity_by_file_name_and_disjoint(tmp_path):
         assert {n for n in test if n.startswith(f"{person}/")} == set(mine[:2])
     # neither the seed, the validation share nor a cap on the images moves a photo into or out of the test split
     capped = split(seed=3, max_images=15)
+    assert len(capped.val_files) == 6  # 0.25 of the 21 images in use (15 + 6 test), rounded up
     for other in (split(seed=4), split(seed=3, val_fraction=0.4), capped):
         assert names(other.test_files) == test
     assert names(split(seed=4).val_files) != val
-    assert len(a.val_files) == 9  # val_fraction 0.25 is of all 33 images: 0.25 / 0.8 of the 27 left, rounded up
+    assert len(a.val_files) == 9  # val_fraction 0.25 is of all 33 images, rounded up
     assert len(capped.train_files) + len(capped.val_files) == 15
     with pytest.raises(UserError, match="val_fraction"):
         FaceIdentityDataModule(str(root), val_fraction=0.5, test_fraction=0.5)
@@ -274,7 +275,7 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
         **store,
     }
     value = train(compose("train", overrides))
-    # two steps from a random head: it predicts one identity (carol) for all 40 validation faces, 10 per identity
+    # two steps from a random head: it predicts one identity (carol) for all 48 validation faces, 12 per identity
     assert value == 0.25
     client, runs = mlflow_runs(tmp_path, "vgg16_faces")
     metrics = runs[0].data.metrics
@@ -292,12 +293,12 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     }
     assert {"label_map.json", "per_class.json", "figures/confusion_matrix.png", "checkpoints/last.ckpt"} <= artifacts
     assert (metrics["val_class/2_carol/recall"], metrics["val_class/0_alice/recall"]) == (1.0, 0.0)
-    assert "figures/misclassified.png" in artifacts and "misclassified.txt" not in artifacts  # 30 of 40 are wrong
+    assert "figures/misclassified.png" in artifacts and "misclassified.txt" not in artifacts  # 36 of 48 are wrong
 
-    # the test split, once after training with best.ckpt: 12 photos of each identity (test_fraction 0.2 of 60), out of
-    # debug's 128-image cap; the head names carol for all of them too: 12 of 48, with Wilson's interval (closed form)
-    assert metrics["test/images"] == 48 and metrics["test/acc"] == 0.25
-    z, n, p = 1.959963984540054, 48, 0.25
+    # the test split, once after training with best.ckpt: 16 photos of each identity (test_fraction 0.2 of 80), out of
+    # debug's 128-image cap; the head names carol for all of them too: 16 of 64, with Wilson's interval (closed form)
+    assert metrics["test/images"] == 64 and metrics["test/acc"] == 0.25
+    z, n, p = 1.959963984540054, 64, 0.25
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     assert metrics["test/acc_low"] == pytest.approx(centre - half) and metrics["test/acc_high"] == pytest.approx(
@@ -314,7 +315,7 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
 
     cached = sorted(Path(store["paths.cache_dir"], "features").rglob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in cached]
-    assert len(cached) == 176  # 88 train files (2 views each) + 40 val + 48 test files, one entry per file
+    assert len(cached) == 192  # 80 train files (2 views each) + 48 val + 64 test files, one entry per file
     train(compose("train", overrides))  # the second run reads every feature from the cache
     assert [p.stat().st_mtime_ns for p in sorted(Path(store["paths.cache_dir"], "features").rglob("*.npz"))] == stamps
 
