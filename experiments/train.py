@@ -10,7 +10,7 @@ with a description (the experiment's `experiment_description`: the paper section
 (`training.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
 end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
 example, its ONNX export beside it (`log_model`), and registered under the task's name (`register`). A task whose
-datamodule holds a test split is then evaluated once on it with that checkpoint (`test_after_fit`).
+datamodule holds a test split is then evaluated once on it with that checkpoint (`evaluate_test_split`).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Pa
     return uri
 
 
-def test_after_fit(
+def evaluate_test_split(
     trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, callbacks: list, logger
 ) -> list[dict[str, float]]:
     """Evaluate the run's checkpoint (`trained_checkpoint`: best.ckpt, else last.ckpt) once on the test split with
@@ -192,7 +192,7 @@ def test_after_fit(
             if checkpoint is None
             else "the MLflow server is away"
         )
-        log.warning("test split not evaluated (%s): evaluate the checkpoint on it with the task's eval tool", why)
+        log.warning("test split not evaluated (%s): the run has no test/ figures", why)
         return []
     log.info("evaluating %s on the test split", checkpoint)
     with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
@@ -294,7 +294,7 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
             register_and_promote(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)
 
     optimized = optimized_value(cfg, callbacks, trainer)  # read before the test run replaces the logged metrics
-    test_after_fit(trainer, model, datamodule, callbacks, logger)
+    evaluate_test_split(trainer, model, datamodule, callbacks, logger)
     return optimized
 
 
