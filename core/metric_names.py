@@ -24,7 +24,17 @@ CLASS_NAMES_ARTIFACT = "class_names.json"  # {metric name: class name} logged ne
 # -- every training run ----------------------------------------------------------------------------------------
 EPOCH = "epoch"  # the 0-based epoch Lightning logs with each metric (DCGAN logs it itself, on its epoch axis)
 EPOCH_SUFFIX = "_epoch"  # Lightning's suffix for the epoch mean of a value logged with on_step=True and on_epoch=True
-TRAIN, VAL = "train/", "val/"  # metric name prefixes: the split a value was measured on
+TRAIN, VAL, TEST = "train/", "val/", "test/"  # metric name prefixes: the split a value was measured on
+# The test split, evaluated once after training on the checkpoint the run keeps (experiments/train.py): nothing
+# selects on it. Each figure comes with its 95 % interval (`interval_names`) and the test split's image count.
+TEST_IMAGES = f"{TEST}images"
+INTERVAL_SUFFIXES = ("_low", "_high")
+TEST_CHECKPOINT_TAG = "test.checkpoint"  # the checkpoint file the test figures were measured with (best.ckpt)
+
+
+def interval_names(metric: str) -> tuple[str, str]:
+    """The names of the lower and upper bound of `metric`'s confidence interval: `<metric>_low`, `<metric>_high`."""
+    return f"{metric}_low", f"{metric}_high"
 
 
 def epoch_artifact(folder: str, epoch: int, suffix: str = ".png") -> str:
@@ -44,6 +54,8 @@ YOLO_VAL_METRICS = (
 )  # keys of DetectionMetrics.compute(), logged as val/<key>
 MAP50, MAP50_95, PRECISION, RECALL = (f"{VAL}{key}" for key in YOLO_VAL_METRICS)
 AP50_PREFIX = f"{VAL}ap50/"  # + class_key(index, name): per-class AP50
+TEST_MAP50 = f"{TEST}map50"  # the test split's mAP50, with interval_names(TEST_MAP50): a percentile bootstrap
+TEST_AP50_PREFIX = f"{TEST}ap50/"  # + class_key(index, name): per-class AP50 on the test split
 OLD_AP50_PREFIX = f"{VAL}ap50_"  # + the class name: runs from before class_metric_names (read, never written)
 # {"pretrained", "note", "transferred_tensors", "model_tensors"}: how the run started
 PRETRAINED_ARTIFACT = "pretrained.json"
@@ -77,6 +89,7 @@ SAMPLES_FOLDER = "samples"  # epoch_artifact(SAMPLES_FOLDER, epoch): the fixed-n
 
 # -- face classifier (faces/classifier.py) ----------------------------------------------------
 TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC = f"{TRAIN}loss", f"{TRAIN}acc", f"{VAL}loss", f"{VAL}acc"
+TEST_ACC = f"{TEST}acc"  # the test split's accuracy, with interval_names(TEST_ACC): a Wilson score interval
 CONFUSION_MATRIX_ARTIFACT = "figures/confusion_matrix.png"  # the last validation's confusion matrix
 PER_CLASS_ARTIFACT = "per_class.json"  # {identity: {"precision", "recall", "images"}} of the last validation
 

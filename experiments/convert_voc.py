@@ -27,6 +27,7 @@ def convert(cfg: DictConfig) -> ConversionReport:
         out,
         list(cfg.classes),
         val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
         seed=cfg.seed,
         unknown_classes=cfg.unknown_classes,
         images_dir=cfg.images_dir,
@@ -41,6 +42,7 @@ def convert(cfg: DictConfig) -> ConversionReport:
             "out": str(out),
             "classes": ",".join(cfg.classes),
             "val_fraction": cfg.val_fraction,
+            "test_fraction": cfg.test_fraction,
             "seed": cfg.seed,
             "unknown_classes": cfg.unknown_classes,
             "keep_difficult": cfg.keep_difficult,
@@ -48,6 +50,7 @@ def convert(cfg: DictConfig) -> ConversionReport:
         metrics={
             "train_images": report.images["train"],
             "val_images": report.images["val"],
+            "test_images": report.images["test"],
             "clipped_boxes": sum(report.clipped.values()),
             "backgrounds": len(report.backgrounds),
             "difficult_boxes": sum(report.difficult.values()),

@@ -10,7 +10,8 @@ with a description (the experiment's `experiment_description`: the paper section
 (`training.callbacks.LogDatasets`); system metrics are sampled while it trains (`system_metrics`); at the
 end the trained model (the best checkpoint, else the last) is logged as an MLflow model with its signature and input
 example (the task's pyfunc where it has one: `make serve` serves it), its ONNX export beside it (`log_model`), and
-registered under the task's name (`register`).
+registered under the task's name (`register`). A task whose datamodule holds a test split is then evaluated once
+on it with that checkpoint (`evaluate_test_split`).
 
 A sweep trial (conf/sweep/*.yaml) that already FINISHED under its resumed sweep's parent run, with the same
 overrides, is not trained again: the entry returns its logged value (`training.sweeps.finished_trial`).
@@ -42,6 +43,7 @@ from core.checkpoints import (
     load_checkpoint,
 )
 from core.errors import UserError
+from core.metric_names import TEST_CHECKPOINT_TAG
 from core.mlflow_store import (
     check_local_store,
     describe_experiment,
@@ -183,6 +185,44 @@ def log_trained_model(cfg: DictConfig, model: pl.LightningModule, checkpoint: Pa
     return uri
 
 
+def evaluate_test_split(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, callbacks: list, logger
+) -> list[dict[str, float]]:
+    """Evaluate the run's checkpoint (`trained_checkpoint`: best.ckpt, else last.ckpt) once on the test split with
+    Lightning's `trainer.test`, into the same MLflow run (the module's `test_step` hooks log `test/...`), and tag
+    the run with the checkpoint's file name (`test.checkpoint`). Nothing selects on these figures: they come after
+    fitting, best.ckpt and early stopping are done, and the sweep value is read before (`_fit`).
+
+    Runs only when the datamodule says it holds a test split (`has_test_split`) and the module has a `test_step`;
+    skipped with a warning under several processes (DDP shards would each count a part), when the MLflow server
+    went away mid-run, or without a checkpoint. Returns Lightning's list of logged test metrics ([] when skipped)."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    if not getattr(datamodule, "has_test_split", False) or not is_overridden("test_step", model):
+        return []
+    checkpoint = trained_checkpoint(callbacks, trainer)
+    if trainer.world_size > 1 or checkpoint is None or getattr(logger, "offline_run_id", None):
+        why = (
+            f"{trainer.world_size} processes"
+            if trainer.world_size > 1
+            else "no checkpoint was written"
+            if checkpoint is None
+            else "the MLflow server is away"
+        )
+        log.warning("test split not evaluated (%s): the run has no test/ figures", why)
+        return []
+    log.info("evaluating %s on the test split", checkpoint)
+    with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
+        results = trainer.test(
+            model, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True
+        )
+    if trainer.is_global_zero:
+        set_tags(trainer, {TEST_CHECKPOINT_TAG: checkpoint.name})
+        for name, value in sorted(results[0].items() if results else []):
+            log.info("%s = %.4g", name, value)
+    return results
+
+
 def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -281,6 +321,14 @@ def _fit(cfg, datamodule, model, callbacks, logger, ckpt_path, run_id) -> float 
 
             register_and_promote(cfg.logger.tracking_uri, logger.run_id, cfg.task_name)
 
+    optimized = optimized_value(cfg, callbacks, trainer)  # read before the test run replaces the logged metrics
+    evaluate_test_split(trainer, model, datamodule, callbacks, logger)
+    return optimized
+
+
+def optimized_value(cfg: DictConfig, callbacks: list, trainer: pl.Trainer) -> float | None:
+    """The value of `optimized_metric` that the entry returns for sweepers (None when it is unset): its best
+    value when the best checkpoint monitors it, else its last logged value. Raises UserError when it was never logged."""
     if cfg.optimized_metric:
         best = next((c for c in callbacks if isinstance(c, BestCheckpoint) and c.monitor == cfg.optimized_metric), None)
         if best is not None and best.best_model_score is not None:

@@ -22,6 +22,8 @@ class YoloDataModule(pl.LightningDataModule):
     `augment` overrides ultralytics' augmentation defaults (e.g. `{mosaic: 0.5, fliplr: 0.5}`); `max_images`
     caps the training images (ultralytics' `fraction`); batches are ultralytics' dicts with uint8 `img`.
     `keep_difficult`: VOC's difficult objects become labels (default: left out, and ignored by validation).
+    `test_fraction`: the share of images held out as the test split (`facemask.voc_to_yolo`: fixed by file name,
+    whatever the seed), served by `test_dataloader` and evaluated once after training; 0: no test split.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class YoloDataModule(pl.LightningDataModule):
         imgsz: int = 640,
         batch_size: int = 16,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
         unknown_classes: str = "error",
         keep_difficult: bool = False,
         max_images: int | None = None,
@@ -47,6 +50,7 @@ class YoloDataModule(pl.LightningDataModule):
         self.imgsz = imgsz
         self.batch_size = batch_size
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         self.unknown_classes = unknown_classes
         self.keep_difficult = keep_difficult
         self.max_images = max_images
@@ -70,6 +74,7 @@ class YoloDataModule(pl.LightningDataModule):
             self.yolo_dir,
             self.classes,
             val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
             seed=self.seed,
             unknown_classes=self.unknown_classes,
             keep_difficult=self.keep_difficult,
@@ -103,9 +108,28 @@ class YoloDataModule(pl.LightningDataModule):
             stride=STRIDE,
             fraction=1.0,
         )
+        self.test_set = (
+            build_yolo_dataset(
+                self.hyp,
+                self.data["test"],
+                self.batch_size * 2,
+                self.data,
+                mode="val",
+                rect=True,
+                stride=STRIDE,
+                fraction=1.0,
+            )
+            if self.data.get("test")
+            else None
+        )
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether the data holds a test split (`test_fraction` > 0), which the training entry evaluates once."""
+        return self.test_fraction > 0
 
     def dataset_inputs(self) -> list[FolderDataset]:
-        """The converted training and validation images as used (after `setup`; training: after `max_images`),
+        """The converted training, validation and test images as used (after `setup`; training: after `max_images`),
         with the VOC conversion report and the source files it skipped, for the run's MLflow dataset inputs."""
         report = self.report.to_dict() if self.report else None
         skipped = ()
@@ -123,7 +147,10 @@ class YoloDataModule(pl.LightningDataModule):
                 for name in names
             )
         inputs = []
-        for context, dataset in (("training", self.train_set), ("validation", self.val_set)):
+        splits = [("training", self.train_set), ("validation", self.val_set)]
+        if self.test_set is not None:
+            splits.append(("test", self.test_set))
+        for context, dataset in splits:
             files = folder_files(self.yolo_dir, dataset.im_files if dataset is not None else [])
             inputs.append(
                 FolderDataset(
@@ -160,6 +187,19 @@ class YoloDataModule(pl.LightningDataModule):
         # rect batches have one letterbox shape per batch, in the order ultralytics sorted them: no shuffle
         return build_dataloader(
             self.val_set,
+            self.batch_size * 2,
+            self.num_workers,
+            shuffle=False,
+            device=self.trainer.strategy.root_device if self.trainer else "cpu",
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise UserError(f"{self.yolo_dir} has no test split (data.test_fraction={self.test_fraction})")
+        from ultralytics.data import build_dataloader
+
+        return build_dataloader(
+            self.test_set,
             self.batch_size * 2,
             self.num_workers,
             shuffle=False,

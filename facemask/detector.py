@@ -34,6 +34,10 @@ from core.metric_names import (
     PREDICTIONS_FOLDER,
     PREDICTIONS_SUFFIX,
     PRETRAINED_ARTIFACT,
+    TEST,
+    TEST_AP50_PREFIX,
+    TEST_IMAGES,
+    TEST_MAP50,
     TRAIN,
     VAL,
     YOLO_FITNESS,
@@ -41,6 +45,7 @@ from core.metric_names import (
     YOLO_VAL_METRICS,
     class_metric_names,
     epoch_artifact,
+    interval_names,
 )
 from training.mlflow_logging import log_artifact, log_dict, log_image, mlflow_logger
 
@@ -92,6 +97,7 @@ class DetectionMetrics:
         )
         self.batches: list[dict] = []
         self.snapshot = None
+        self.per_image: dict[str, list[np.ndarray]] = {}  # the last `compute`'s matching statistics, per image
 
     def reset(self, model: nn.Module, device: torch.device) -> None:
         v = self.validator
@@ -119,10 +125,13 @@ class DetectionMetrics:
         """mAP50, mAP50-95, precision, recall, AP50 per class (None for a class with no box in the images), images.
 
         The numbers are ultralytics' `DetectionValidator.get_stats` (`DetMetrics.process`, then `results_dict`),
-        called here step by step to keep the matching statistics for `snapshot` and to draw nothing."""
+        called here step by step to keep the matching statistics for `snapshot` and to draw nothing. The
+        per-image statistics stay in `per_image` (`tp` (N, 10) bool, `conf` (N,), `pred_cls` (N,), `target_cls`
+        (M,) per image, in the order seen) for `map50_interval`."""
         from facemask.plots import ValidationSnapshot
 
         v = self.validator
+        self.per_image = {key: list(v.metrics.stats[key]) for key in PER_IMAGE_STATS}
         arrays = v.metrics.process(save_dir=v.save_dir, plot=False)
         stats = v.metrics.results_dict
         v.metrics.clear_stats()
@@ -137,6 +146,37 @@ class DetectionMetrics:
             "ap50": {name: ap50.get(name) for name in self.names},
             "images": int(v.seen),
         }
+
+
+PER_IMAGE_STATS = ("tp", "conf", "pred_cls", "target_cls")  # what ultralytics' validator collects per image
+
+
+def map50(per_image: dict[str, Sequence[np.ndarray]], images: np.ndarray | None = None) -> float:
+    """ultralytics' mAP50 (`DetMetrics.box.map50`: the mean over the classes with a box of AP at IoU 0.5, by
+    `ultralytics.utils.metrics.ap_per_class`; 0 without any box) of the images `images` (indices into the
+    `DetectionMetrics.per_image` lists, repeats allowed; None: all of them)."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    if images is None:
+        images = np.arange(len(per_image["tp"]))
+    tp, conf, pred_cls, target_cls = (
+        np.concatenate([np.asarray(per_image[key][i]) for i in images]) if len(images) else np.zeros(0)
+        for key in PER_IMAGE_STATS
+    )
+    if not len(target_cls):
+        return 0.0
+    tp = tp.reshape(len(conf), -1)[:, :1] if len(conf) else np.zeros((0, 1), bool)  # IoU 0.5 only
+    ap = ap_per_class(tp, conf, pred_cls, target_cls)[5]  # (classes with a box, 1)
+    return float(ap[:, 0].mean()) if len(ap) else 0.0
+
+
+def map50_interval(per_image: dict[str, Sequence[np.ndarray]], **bootstrap) -> tuple[float, float]:
+    """The percentile bootstrap interval (low, high) of `map50` over the images of `per_image`: images drawn with
+    replacement, mAP50 recomputed on each resample (`core.intervals.bootstrap_interval`; its keyword arguments:
+    resamples, seed, confidence)."""
+    from core.intervals import bootstrap_interval
+
+    return bootstrap_interval(lambda images: map50(per_image, images), len(per_image["tp"]), **bootstrap)
 
 
 DIFFICULT_IOU = 0.5  # PASCAL VOC's match threshold
@@ -188,7 +228,9 @@ class YoloDetector(pl.LightningModule):
     xywh). `forward(images)`: float (B, 3, H, W) in [0, 1] → raw predictions (B, 4 + classes, anchors).
     Logs per step the three losses (`core.metric_names`), per validation epoch `val/map50`, `val/map50_95`,
     precision, recall and AP50 per class (names made valid and stable by `core.metric_names`), and the first
-    `figure_images` validation images with their predictions (`yolo_plots.prediction_grid`, a JPEG). At the end of
+    `figure_images` validation images with their predictions (`yolo_plots.prediction_grid`, a JPEG). A test run
+    (`trainer.test`, once after training) logs the same figures under `test/`, with `test/map50_low` and
+    `test/map50_high` (`map50_interval`) and `test/images`. At the end of
     training it logs ultralytics' plots of the last validation epoch under `plots/` (`write_plots`) and the
     per-epoch table `results.csv` (`write_results_csv`, one row per training epoch).
     `pretrained`: a local COCO checkpoint whose matching tensors are transferred (yolov5 repository files through
@@ -261,6 +303,7 @@ class YoloDetector(pl.LightningModule):
             self.ema_net = self._ema.ema  # a registered submodule: moved with the module, saved in checkpoints
         self._val = dict(val or {})
         self._metrics: DetectionMetrics | None = None
+        self._test_metrics: DetectionMetrics | None = None
         self._figure: dict | None = None  # yolo_plots.plotted_batch of the epoch's first validation batch
         self._last_opt_step = -1
         self._mosaic_closed = False
@@ -414,13 +457,20 @@ class YoloDetector(pl.LightningModule):
 
             self._figure = plotted_batch(batch, detections, limit=self.hparams.figure_images)
 
+    def _split_metrics(self, results: dict, prefix: str, ap50_prefix: str) -> dict[str, float]:
+        """`DetectionMetrics.compute`'s figures under their metric names: `<prefix><key>` and per-class AP50
+        `<ap50_prefix><index>_<slug>` (a class without a box in the images is left out)."""
+        metrics = {f"{prefix}{k}": results[k] for k in YOLO_VAL_METRICS}
+        ap50 = [results["ap50"][name] for name in self.names]  # in the order of the metric names
+        keys = class_metric_names(self.names, prefix=ap50_prefix)
+        metrics.update({key: value for key, value in zip(keys, ap50) if value is not None})
+        return metrics
+
     def on_validation_epoch_end(self) -> None:
         results = self._metrics.compute()
         self.last_metrics = results
-        metrics = {f"{VAL}{k}": results[k] for k in YOLO_VAL_METRICS}
+        metrics = self._split_metrics(results, VAL, AP50_PREFIX)
         metrics[YOLO_FITNESS] = fitness(results["map50"], results["map50_95"])
-        ap50 = [results["ap50"][name] for name in self.names]  # in the order of the metric names
-        metrics.update({key: value for key, value in zip(self.ap50_metric_names, ap50) if value is not None})
         self.log_dict(metrics, on_epoch=True)
         if not self.trainer.sanity_checking:
             self.last_validation = self._metrics.snapshot
@@ -432,6 +482,27 @@ class YoloDetector(pl.LightningModule):
             log_image(
                 self.trainer, grid, epoch_artifact(PREDICTIONS_FOLDER, self.current_epoch + 1, PREDICTIONS_SUFFIX)
             )
+
+    # -- test: the validation metrics on the test split, once, with their interval --------------------------
+    def on_test_epoch_start(self) -> None:
+        if self._test_metrics is None:
+            save_dir = Path(self.trainer.default_root_dir) / "test"
+            self._test_metrics = DetectionMetrics(self.names, save_dir, **self._val)
+        self._test_metrics.reset(self.eval_net, self.device)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        with torch.autocast(self.device.type, enabled=False):  # as validation_step: the weights' precision
+            preds = self.eval_net(batch["img"])
+        self._test_metrics.update(preds, batch)
+
+    def on_test_epoch_end(self) -> None:
+        results = self._test_metrics.compute()
+        self.last_test_metrics = results
+        metrics = self._split_metrics(results, TEST, TEST_AP50_PREFIX)
+        low, high = interval_names(TEST_MAP50)
+        metrics[low], metrics[high] = map50_interval(self._test_metrics.per_image)
+        metrics[TEST_IMAGES] = float(results["images"])
+        self.log_dict(metrics, on_epoch=True)
 
     # -- what YOLO users expect at the end: results.csv and ultralytics' plots ---------------------------------
     def on_train_epoch_end(self) -> None:

@@ -1,8 +1,8 @@
 """PASCAL VOC (images/ + annotations/*.xml) → the YOLO layout ultralytics reads.
 
-Output: `images/{train,val}/<name>.png`, `labels/{train,val}/<name>.txt` (`class cx cy w h`, normalised),
-`difficult/{train,val}/<name>.txt` (the boxes VOC marks `<difficult>`, same format, for evaluation to ignore),
-`data.yaml` (ultralytics' dataset file) and `report.json`. `<name>` is the source image's file name with its
+Output: `images/{train,val,test}/<name>.png`, `labels/{train,val,test}/<name>.txt` (`class cx cy w h`,
+normalised), `difficult/{train,val,test}/<name>.txt` (the boxes VOC marks `<difficult>`, same format, for
+evaluation to ignore), `data.yaml` (ultralytics' dataset file; `test:` only with a test split) and `report.json`. `<name>` is the source image's file name with its
 extension folded in (`visit.jpg` → `visit_jpg`, `core.outputs.output_name`), so two sources never share
 an output. Images and xml are paired by `core.voc.pair_voc` (the xml's `<filename>` first, then the stem;
 ambiguous pairs are skipped and reported). Every fix and drop is reported by file:
@@ -13,7 +13,10 @@ xml are skipped (they may hold unlabelled objects), and images with no objects a
 Concurrent conversions into one `out` (DDP ranks, sweep jobs) take turns on a file lock beside it; each writes
 a private temporary folder renamed into place, and a waiter finding the same conversion done reuses it.
 Images are decoded by `read_rgb` and written as RGB PNG (RGBA, gray and 16-bit sources become RGB).
-The split is deterministic from the seed; byte-identical images always land on the same side.
+The split is deterministic, and byte-identical images always land on the same side. The test split
+(`test_fraction`, off by default) is the images whose output names have the lowest SHA-1: it depends on neither the
+seed nor the other fractions, so a sweep over seeds never trains on it and nothing that selects a checkpoint sees
+it. The validation split is drawn from the rest with the seed; the training split is what is left.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ from core.voc import VocPairing, pair_voc
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "conversion.json"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 DIFFICULT_DIR = "difficult"
-LAYOUT = 2  # bumped when output names or files change, so older conversions are redone
+LAYOUT = 3  # bumped when output names or files change, so older conversions are redone
 
 
 @dataclass
@@ -85,7 +88,8 @@ class ConversionReport:
         )
         difficult = sum(self.difficult.values())
         line = (
-            f"{self.images['train']} train / {self.images['val']} val images, boxes {self.boxes}, "
+            f"{self.images['train']} train / {self.images['val']} val / {self.images.get('test', 0)} test images, "
+            f"boxes {self.boxes}, "
             f"{len(self.backgrounds)} backgrounds; {difficult} difficult box(es) "
             f"{'kept as labels' if self.keep_difficult else 'left out of labels, ignored by evaluation'}; "
             f"clipped {fixed} box(es), dropped {dropped}, skipped {skipped} file(s), {self.converted_to_rgb} converted to RGB"
@@ -106,6 +110,7 @@ def convert_voc(
     classes: Sequence[str],
     *,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     seed: int = 0,
     unknown_classes: str = "error",
     images_dir: str = "images",
@@ -115,7 +120,9 @@ def convert_voc(
     """Convert `src/{images_dir,annotations_dir}` into `out` (see the module docstring); returns the report.
 
     A second call with the same source files and arguments returns the stored report without converting.
-    `val_fraction=1.0` puts every image in val (for evaluating a checkpoint on a whole folder).
+    `val_fraction=1.0` puts every image in val (for evaluating a checkpoint on a whole folder). `test_fraction`
+    of the images (by count, rounded, at least 1 when > 0) form the test split, which nothing trains or selects on;
+    both fractions are of all usable images, so train gets `1 - val_fraction - test_fraction`.
     `keep_difficult`: write VOC's difficult objects as ordinary labels (default: left out, written to
     `difficult/` for evaluation to ignore). Raises UserError for bad arguments, missing folders, no usable pair.
     """
@@ -124,6 +131,11 @@ def convert_voc(
         raise UserError(f"unknown_classes must be 'error' or 'drop', got {unknown_classes!r}")
     if not 0.0 < val_fraction <= 1.0:
         raise UserError(f"val_fraction must be in (0, 1], got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction > 1.0:
+        raise UserError(
+            f"test_fraction must be in [0, 1) with val_fraction + test_fraction <= 1, got test_fraction={test_fraction} "
+            f"and val_fraction={val_fraction}"
+        )
     if len(set(classes)) != len(classes) or not classes:
         raise UserError(f"the class map must list distinct class names, got {classes}")
     image_root, xml_root = src / images_dir, src / annotations_dir
@@ -139,6 +151,7 @@ def convert_voc(
         "src": str(src.resolve()),
         "classes": classes,
         "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
         "seed": seed,
         "unknown_classes": unknown_classes,
         "keep_difficult": bool(keep_difficult),
@@ -163,6 +176,7 @@ def convert_voc(
                 pair_voc(image_root, xml_root),
                 classes,
                 val_fraction,
+                test_fraction,
                 seed,
                 unknown_classes,
                 keep_difficult,
@@ -187,6 +201,7 @@ def _convert_into(
     pairing: VocPairing,
     classes: list[str],
     val_fraction: float,
+    test_fraction: float,
     seed: int,
     unknown_classes: str,
     keep_difficult: bool,
@@ -203,15 +218,17 @@ def _convert_into(
     items = _read_pairs(pairing, classes, unknown_classes, keep_difficult, report, staging)
     if not items:
         raise UserError(f"no usable image/xml pair in {src} — see the messages above for each skipped file")
-    split = _split(items, val_fraction, seed)
+    split = _split(items, val_fraction, test_fraction, seed)
     for name in SPLITS:
-        if not split[name] and (name == "val" or val_fraction < 1.0):
+        if not split[name] and (name == "val" or (name == "train" and val_fraction < 1.0)):
             raise UserError(
-                f"the {name} split of {src} is empty ({len(items)} usable images, val_fraction={val_fraction}); "
-                "add images or change val_fraction"
+                f"the {name} split of {src} is empty ({len(items)} usable images, val_fraction={val_fraction}, "
+                f"test_fraction={test_fraction}); add images or change the fractions"
             )
 
     for name in SPLITS:
+        if name == "test" and not test_fraction:
+            continue
         (tmp / "images" / name).mkdir(parents=True)
         (tmp / "labels" / name).mkdir(parents=True)
         for item in split[name]:
@@ -225,11 +242,10 @@ def _convert_into(
         report.images[name] = len(split[name])
     staging.rmdir()
     names = dict(enumerate(classes))
-    (tmp / "data.yaml").write_text(
-        yaml.safe_dump(
-            {"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": names}, sort_keys=False
-        )
-    )
+    dataset = {"path": str(out.resolve()), "train": "images/train", "val": "images/val"}
+    if test_fraction:
+        dataset["test"] = "images/test"
+    (tmp / "data.yaml").write_text(yaml.safe_dump({**dataset, "names": names}, sort_keys=False))
     (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
 
@@ -359,15 +375,30 @@ def _yolo_line(obj, cls: int, width: int, height: int, stem: str, report: Conver
     return f"{cls} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
 
 
-def _split(items: list[dict], val_fraction: float, seed: int) -> dict[str, list[dict]]:
-    """Shuffle groups of byte-identical images with the seed; the first `val_fraction` of images go to val."""
+def name_rank(name: str) -> str:
+    """The key that orders images for the test split: the SHA-1 (hex) of the output name, a fixed pseudo-random order
+    that depends on the name alone."""
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+def _split(items: list[dict], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[dict]]:
+    """Groups of byte-identical images, each kept on one side. Test: the groups with the lowest `name_rank` (of
+    their first name) until `test_fraction` of the images (rounded, at least 1 when > 0); val: the next groups of
+    a seeded shuffle of the rest until `val_fraction` of the images; train: the remaining ones."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for item in items:
         groups[item["hash"]].append(item)
-    order = sorted(groups, key=lambda h: groups[h][0]["name"])
+    split: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    test_target = max(1, round(len(items) * test_fraction)) if test_fraction > 0 else 0
+    rest = []
+    for h in sorted(groups, key=lambda h: name_rank(groups[h][0]["name"])):
+        if len(split["test"]) < test_target:
+            split["test"].extend(groups[h])
+        else:
+            rest.append(h)
+    order = sorted(rest, key=lambda h: groups[h][0]["name"])
     order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
     target = len(items) if val_fraction >= 1.0 else max(1, round(len(items) * val_fraction))
-    split: dict[str, list[dict]] = {"train": [], "val": []}
     for h in order:
         side = "val" if len(split["val"]) < target else "train"
         split[side].extend(groups[h])

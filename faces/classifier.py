@@ -45,11 +45,14 @@ from core.metric_names import (
     CLASS_NAMES_ARTIFACT,
     CONFUSION_MATRIX_ARTIFACT,
     PER_CLASS_ARTIFACT,
+    TEST_ACC,
+    TEST_IMAGES,
     TRAIN_ACC,
     TRAIN_LOSS,
     VAL_ACC,
     VAL_LOSS,
     class_metric_names,
+    interval_names,
 )
 from faces.crop import FaceCrop
 from faces.descriptors import build_backbone
@@ -66,8 +69,9 @@ class FaceClassifier(pl.LightningModule):
     logit per identity. `forward(images)`: uint8 RGB crops (B, 3, image_size, image_size) → logits (B, classes);
     `head_logits(features)`: backbone features (B, D) → logits; `predict_proba(images)`: softmax probabilities.
 
-    `inputs` ("images" | "features") says what the training and validation batches hold (the datamodule's
-    `serves`). Raises UserError for a bad option, for `inputs="features"` with a backbone that trains, and at
+    `inputs` ("images" | "features") says what the training, validation and test batches hold (the datamodule's
+    `serves`). A test run (`trainer.test`, once after training) logs `test/acc` with its Wilson interval
+    (`test/acc_low`, `test/acc_high`, `core.intervals.wilson_interval`) and `test/images`. Raises UserError for a bad option, for `inputs="features"` with a backbone that trains, and at
     fit time when the datamodule serves something else or features of another backbone."""
 
     @classmethod
@@ -135,6 +139,7 @@ class FaceClassifier(pl.LightningModule):
         if class_names is not None:
             self._build_head(class_names)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._test_counts = [0, 0]  # correctly named faces, faces
 
     def _build_head(self, class_names: list[str]) -> None:
         self.hparams.class_names = list(class_names)
@@ -277,6 +282,25 @@ class FaceClassifier(pl.LightningModule):
         for metric in (self.val_precision, self.val_recall, self.val_confusion):
             metric.reset()
         self._val_outputs.clear()
+
+    # ---- test: once, on the test split, with its interval ------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self._test_counts = [0, 0]
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y, _ = batch
+        predicted = self._logits(x).argmax(dim=1)
+        self._test_counts[0] += int((predicted == y).sum())
+        self._test_counts[1] += len(y)
+
+    def on_test_epoch_end(self) -> None:
+        from core.intervals import wilson_interval
+
+        correct, total = self._test_counts
+        low, high = interval_names(TEST_ACC)
+        interval = wilson_interval(correct, total)
+        accuracy = correct / total if total else float("nan")
+        self.log_dict({TEST_ACC: accuracy, low: interval[0], high: interval[1], TEST_IMAGES: float(total)})
 
     def on_fit_end(self) -> None:
         """The last validation's confusion matrix, per-class table and misclassified faces, as artifacts."""

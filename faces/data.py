@@ -19,6 +19,7 @@ model's head. Nothing here calls the model, and the model never configures this 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
@@ -79,7 +80,13 @@ class FaceIdentityDataModule(pl.LightningDataModule):
     `features`: the frozen extractor's spec (`backbone`: vgg16 | dlib_resnet, and `weights`, `normalize`,
     `pool` as `faces.descriptors.FeatureExtractor.build`; the crop `margin` is this datamodule's), required
     with `serves="features"`. Raises UserError for a bad `serves`, a missing spec or cache folder, bad identity
-    folders (see `identity_files`) and a split without any usable face."""
+    folders (see `identity_files`) and a split without any usable face.
+
+    Splits (`setup`): `test_fraction` of each identity's images (rounded, at least 1 when > 0) is the test split,
+    the images with the lowest SHA-1 of their path under `root` (`test_files`): fixed by the file names, whatever
+    the seed, `max_images` or `val_fraction`, and evaluated once after training (`test_dataloader`). Of the rest,
+    `max_images` caps the count and a stratified split seeded by `seed` takes ceil(`val_fraction` × the images in
+    use, test split included) for validation; the remaining ones train."""
 
     def __init__(
         self,
@@ -90,6 +97,7 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         capture_size: int | None = None,
         detector: FaceDetector | None = None,
         val_fraction: float = 0.25,
+        test_fraction: float = 0.0,
         min_images: int = 10,
         augment: dict | None = None,
         views: int = 4,
@@ -108,6 +116,11 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             raise UserError(
                 "data.serves=features needs data.features (the frozen backbone: backbone, weights, normalize, pool)"
             )
+        if not 0 <= test_fraction < 1 or not 0 < val_fraction < 1 - test_fraction:
+            raise UserError(
+                f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) must be fractions that "
+                "leave images to train on: 0 < val_fraction, 0 <= test_fraction, val_fraction + test_fraction < 1"
+            )
         if serves == "features" and cache_dir is None:
             raise UserError("data.cache_dir must be set to cache backbone features (or set data.serves=images)")
         # the checkpoint keeps the crop for recognition; the entry logs the whole resolved config as params
@@ -117,6 +130,7 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         self.crop = FaceCrop(image_size, margin, capture_size)
         self.detector = detector
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         self.min_images = min_images
         self.augment = build_augmentation(**(augment or {}))
         self.views = views if self.augment is not None else 1
@@ -131,6 +145,9 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         self.skipped: dict[str, list[str]] = {}
         self._train: Dataset | None = None
         self._val: Dataset | None = None
+        self._test: Dataset | None = None
+        self.test_files: list[Path] = []
+        self.test_labels = np.zeros(0, np.int64)
         self._sampler: Sampler | None = None
 
     # ---- files and split -------------------------------------------------------------------------
@@ -142,6 +159,10 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         if self.class_names:
             return
         files, labels, self.class_names = self.identity_files()
+        test = self.test_indices(files, labels)
+        self.test_files, self.test_labels = [files[i] for i in test], labels[test]
+        rest = np.setdiff1d(np.arange(len(files)), test)
+        files, labels = [files[i] for i in rest], labels[rest]
         if self.max_images and len(files) > self.max_images:
             pick = (
                 np.linspace(0, len(files) - 1, self.max_images).round().astype(int)
@@ -149,23 +170,49 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             files, labels = [files[i] for i in pick], labels[pick]
         from sklearn.model_selection import train_test_split
 
+        # val_fraction is of all the images in use (these and the test split), rounded up as sklearn rounds a fraction
         train_idx, val_idx = train_test_split(
-            np.arange(len(files)), test_size=self.val_fraction, stratify=labels, random_state=self.seed
+            np.arange(len(files)),
+            test_size=int(np.ceil(self.val_fraction * (len(files) + len(self.test_files)))),
+            stratify=labels,
+            random_state=self.seed,
         )
         self.train_files, self.train_labels = [files[i] for i in sorted(train_idx)], labels[np.sort(train_idx)]
         self.val_files, self.val_labels = [files[i] for i in sorted(val_idx)], labels[np.sort(val_idx)]
         log.info(
-            "%d identities, %d train / %d val images from %s",
+            "%d identities, %d train / %d val / %d test images from %s",
             len(self.class_names),
             len(self.train_files),
             len(self.val_files),
+            len(self.test_files),
             self.root,
         )
 
+    def test_indices(self, files: Sequence[Path], labels: np.ndarray) -> np.ndarray:
+        """The sorted indices of the test split among `files`: per identity (label), the round(test_fraction × its
+        image count) files (at least 1 when test_fraction > 0) with the lowest SHA-1 of their path relative to
+        `root` (POSIX form). Empty when test_fraction is 0."""
+        if not self.test_fraction:
+            return np.zeros(0, np.int64)
+        rank = [hashlib.sha1(Path(f).relative_to(self.root).as_posix().encode()).hexdigest() for f in files]
+        chosen: list[int] = []
+        for label in np.unique(labels):
+            mine = sorted(np.flatnonzero(labels == label), key=lambda i: rank[i])
+            chosen += mine[: max(1, round(len(mine) * self.test_fraction))]
+        return np.array(sorted(chosen), np.int64)
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether the data holds a test split (`test_fraction` > 0), which the training entry evaluates once."""
+        return self.test_fraction > 0
+
     def dataset_inputs(self) -> list[FolderDataset]:
-        """The training and validation images as split (after `setup`), with the files skipped so far (no face,
-        unreadable; by reason), for the run's MLflow dataset inputs."""
+        """The training, validation and test images as split (after `setup`), with the files skipped so far (no
+        face, unreadable; by reason), for the run's MLflow dataset inputs."""
         skipped = tuple(f"{reason}: {name}" for reason, names in self.skipped.items() for name in names)
+        splits = [("training", self.train_files), ("validation", self.val_files)]
+        if self.test_files:
+            splits.append(("test", self.test_files))
         return [
             FolderDataset(
                 name=dataset_name(self.root),
@@ -175,7 +222,7 @@ class FaceIdentityDataModule(pl.LightningDataModule):
                 counts={"images": len(files), "identities": len(self.class_names), "skipped": len(skipped)},
                 skipped=skipped,
             )
-            for context, files in (("training", self.train_files), ("validation", self.val_files))
+            for context, files in splits
         ]
 
     def identity_files(self) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -338,6 +385,23 @@ class FaceIdentityDataModule(pl.LightningDataModule):
         if self._val is None:
             self._datasets()
         return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        if not self.test_files:
+            raise UserError(f"{self.root}: no test split (data.test_fraction={self.test_fraction})")
+        if self._test is None:
+            if self.serves == "features":
+                from faces.feature_cache import FeatureCache
+
+                cache = FeatureCache(self.cache_dir)
+                tag = f"{self.prepare_tag()}|{self.extractor.tag}|none|views=1"  # as the validation features
+                test = cache.get(self.test_files, tag, self._views_of(None, 1), desc="test features")
+                kept = self._record_skips("test", self.test_files, test)
+                self._test = CachedViews(np.stack([test[i] for i in kept]), self.test_labels[kept])
+            else:
+                pixels, labels, _ = self._faces("test", self.test_files, self.test_labels)
+                self._test = FaceImages(pixels, labels, None)
+        return DataLoader(self._test, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def val_face(self, index: int) -> np.ndarray:
         """The face crop behind validation sample `index` (for the misclassified-examples grid)."""

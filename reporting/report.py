@@ -294,12 +294,55 @@ def yolo_curves(client: mlflow.MlflowClient, run: Run) -> dict[str, dict[str, tu
     }
 
 
-def yolo_table(run: Run, class_names: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The last validation: mAP50, mAP50-95, precision, recall, and AP50 per class in class order, each class
-    under its own name from `class_names` (the run's class_names.json, {metric name: class name}); a metric that
-    is not in it (a run without the file, or the older `val/ap50_<name>` names) shows its metric name."""
+VALIDATION_COLUMN = "validation (best.ckpt's epoch)"  # the figure that chose the checkpoint
+TEST_COLUMN = "test (best.ckpt, 95 % interval)"  # the held-out figure nothing selected on
+
+
+def value_at_best_epoch(client: mlflow.MlflowClient | None, run: Run, key: str) -> float | None:
+    """`key`'s value at the epoch of the run's best checkpoint (`best/epoch`, 0-based): entry `best/epoch` of its
+    history in step order, as the experiments validate once per epoch (`trainer.check_val_every_n_epoch: 1`). The
+    run's last value when there is no client, no best epoch or a shorter history; None when `key` was never logged."""
+    last = run.data.metrics.get(key)
+    best = run.data.metrics.get("best/epoch")
+    if client is None or best is None or last is None:
+        return last
+    history = mlflow_runs.metric_history(client, run.info.run_id, key)
+    return float(history.value.iloc[int(best)]) if int(best) < len(history) else last
+
+
+def test_figure(run: Run, key: str, photos: bool = True) -> str | None:
+    """The run's test figure `key` as "0.54 [0.41, 0.66] on 23 test photos" (its 95 % interval from
+    `core.metric_names.interval_names`, the count from `test/images`); without an interval the value alone
+    ("0.5"); None when the run has no such test figure. `photos`: name the count (else the value and interval only)."""
     metrics = run.data.metrics
-    rows = [{"metric": label, "value": metrics.get(key)} for label, key in YOLO_MAP_LABELS]
+    value = metrics.get(key)
+    if value is None:
+        return None
+    low, high = (metrics.get(name) for name in names.interval_names(key))
+    if low is None or high is None:
+        return f"{value:.4g}"
+    text = f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    count = metrics.get(names.TEST_IMAGES)
+    return f"{text} on {int(count)} test photos" if photos and count is not None else text
+
+
+def yolo_table(
+    run: Run, class_names: Mapping[str, str] | None = None, client: mlflow.MlflowClient | None = None
+) -> pd.DataFrame:
+    """mAP50, mAP50-95, precision, recall, and AP50 per class in class order, each class under its own name from
+    `class_names` (the run's class_names.json, {metric name: class name}); a metric that is not in it (a run
+    without the file, or the older `val/ap50_<name>` names) shows its metric name. Columns: the validation figure
+    at the epoch of best.ckpt (`value_at_best_epoch`; the last validation without `client`), which chose the
+    checkpoint, and the test figure of best.ckpt (`test_figure`; mAP50 with its interval), which nothing chose."""
+    metrics = run.data.metrics
+    rows = [
+        {
+            "metric": label,
+            VALIDATION_COLUMN: value_at_best_epoch(client, run, key),
+            TEST_COLUMN: test_figure(run, names.TEST + key.removeprefix(names.VAL)),
+        }
+        for label, key in YOLO_MAP_LABELS
+    ]
     classes = dict(class_names or {})
     prefixes = (names.AP50_PREFIX, names.OLD_AP50_PREFIX)
     per_class = [key for key in classes if key in metrics]
@@ -307,11 +350,15 @@ def yolo_table(run: Run, class_names: Mapping[str, str] | None = None) -> pd.Dat
     rows += [
         {
             "metric": f"AP50 {classes.get(key) or key.removeprefix(prefixes[0]).removeprefix(prefixes[1])}",
-            "value": metrics[key],
+            VALIDATION_COLUMN: value_at_best_epoch(client, run, key),
+            TEST_COLUMN: test_figure(run, key.replace(names.AP50_PREFIX, names.TEST_AP50_PREFIX, 1))
+            if key.startswith(names.AP50_PREFIX)
+            else None,
         }
         for key in per_class
     ]
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table if table[TEST_COLUMN].notna().any() else table.drop(columns=TEST_COLUMN)  # runs without a test split
 
 
 def run_class_names(client: mlflow.MlflowClient, run: Run) -> dict[str, str]:
@@ -320,7 +367,8 @@ def run_class_names(client: mlflow.MlflowClient, run: Run) -> dict[str, str]:
 
 
 def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | None]) -> pd.DataFrame:
-    """Runs side by side (label → run): how each started, how long it trained, and its last validation."""
+    """Runs side by side (label → run): how each started, how long it trained, its validation at best.ckpt's epoch
+    and its test mAP50 with interval (`yolo_table`, `test_figure`)."""
     rows = []
     for label, run in runs.items():
         if run is None:
@@ -333,26 +381,31 @@ def yolo_comparison_table(client: mlflow.MlflowClient, runs: Mapping[str, Run | 
                 "run": run_label(run),
                 "epochs": len(mlflow_runs.metric_history(client, run.info.run_id, names.MAP50)),
                 "tensors from the checkpoint": f"{start.get('transferred_tensors', '?')} of {start.get('model_tensors', '?')}",
-                **yolo_table(run, run_class_names(client, run)).set_index("metric")["value"].to_dict(),
+                **yolo_table(run, run_class_names(client, run), client)
+                .set_index("metric")[VALIDATION_COLUMN]
+                .to_dict(),
+                "test mAP50": test_figure(run, names.TEST_MAP50),
             }
         )
     return pd.DataFrame(rows)
 
 
 def face_accuracy_table(run: Run) -> pd.DataFrame:
-    """The last epoch's train and validation accuracy and loss."""
+    """The last epoch's train and validation accuracy and loss, the validation accuracy of best.ckpt (the figure
+    that chose it, `best/val/acc`) and, when the run has a test split, best.ckpt's test accuracy with its
+    interval (`test_figure`), which nothing chose."""
     metrics = run.data.metrics
-    return pd.DataFrame(
-        [
-            {
-                "epochs": int(metrics.get(names.EPOCH, -1)) + 1,
-                "train accuracy": metrics.get(names.TRAIN_ACC),
-                "validation accuracy": metrics.get(names.VAL_ACC),
-                "train loss": metrics.get(names.TRAIN_LOSS),
-                "validation loss": metrics.get(names.VAL_LOSS),
-            }
-        ]
-    )
+    row = {
+        "epochs": int(metrics.get(names.EPOCH, -1)) + 1,
+        "train accuracy": metrics.get(names.TRAIN_ACC),
+        "validation accuracy": metrics.get(names.VAL_ACC),
+        "train loss": metrics.get(names.TRAIN_LOSS),
+        "validation loss": metrics.get(names.VAL_LOSS),
+    }
+    if names.TEST_ACC in metrics:
+        row["validation accuracy of best.ckpt"] = metrics.get(f"best/{names.VAL_ACC}")
+        row[TEST_COLUMN] = test_figure(run, names.TEST_ACC)
+    return pd.DataFrame([row])
 
 
 def face_class_table(client: mlflow.MlflowClient, run: Run) -> pd.DataFrame:
@@ -657,8 +710,9 @@ def yolo_compare_section(
     runs = yolo_compare_runs(selected, compare)
     report.add(
         "### Real face-mask subset: COCO-pretrained start vs from scratch",
-        "The selected run of each start on `data=facemask_real` (the same deterministic val split); AP50 per "
-        "class and mAP at the last validation.",
+        "The selected run of each start on `data=facemask_real` (the same deterministic val and test splits); AP50 "
+        "per class and mAP of validation at best.ckpt's epoch (the figures that chose it), and best.ckpt's test mAP50 "
+        "with its 95 % bootstrap interval (photos nothing selected on).",
         markdown(yolo_comparison_table(report.client, runs)),
     )
     missing = [f"{label}: `{compare[label]['command']}`" for label, run in runs.items() if run is None]
@@ -708,7 +762,7 @@ def yolo_run_section(report: ReportWriter, run: Run, experiment: str, config: Co
     )
     if shown:
         report.add(f"Predictions on validation images ({Path(shown).stem.replace('_', ' ')}).")
-    report.add(markdown(yolo_table(run, run_class_names(report.client, run))))
+    report.add(markdown(yolo_table(run, run_class_names(report.client, run), report.client)))
 
 
 def faces_section(report: ReportWriter, selected: Mapping[Configuration, Run], experiment: str, command: str) -> None:

@@ -113,6 +113,23 @@ def test_one_false_positive_gives_the_ap_computed_by_hand(two_faces, tmp_path):
     np.testing.assert_array_equal(snapshot.confusion, expected)
 
 
+def test_map50_interval_resamples_images_and_recomputes_ultralytics_ap(two_faces, tmp_path):
+    """The two images of the false-positive case resampled: image 0 twice (its false positive at 0.95 twice, then
+    two hits: precision ½ at recall 1, AP 0.4975) or image 1 twice (a perfect 0.995), each with probability 1/4,
+    else one of each (199/300). The 2.5 % and 97.5 % quantiles of 1,000 resamples are the two extremes."""
+    from facemask.detector import DetectionMetrics, map50, map50_interval
+
+    metrics = DetectionMetrics(NAMES, tmp_path)
+    metrics.reset(SimpleNamespace(names=dict(enumerate(NAMES))), torch.device("cpu"))
+    metrics.update(_raw_predictions(two_faces, false_positive=True), two_faces)
+    result = metrics.compute()
+    assert len(metrics.per_image["tp"]) == 2 and result["images"] == 2
+    assert map50(metrics.per_image) == pytest.approx(result["map50"], abs=1e-12) == pytest.approx(199 / 300, abs=1e-9)
+    assert map50(metrics.per_image, np.array([0, 0])) == pytest.approx(ultralytics_ap(lambda r: 0.5), abs=1e-9)
+    low, high = map50_interval(metrics.per_image)
+    assert (low, high) == (pytest.approx(0.4975, abs=1e-9), pytest.approx(0.995, abs=1e-9))
+
+
 def test_plots_are_ultralytics_files_with_labels_beside_predictions(two_faces, tmp_path):
     from facemask.plots import write_plots
 

@@ -183,6 +183,39 @@ def test_datamodule_split_and_corrupt_images(tmp_path):
     assert len(a.train_dataloader().dataset) + len(a.val_dataloader().dataset) == 36  # 37 files, one unreadable
 
 
+def test_test_split_is_fixed_per_identity_by_file_name_and_disjoint(tmp_path):
+    import hashlib
+
+    root = _identity_folder(tmp_path / "ids", {"alice": 12, "bob": 10, "carol": 11})
+
+    def split(**options):
+        data = FaceIdentityDataModule(str(root), image_size=32, min_images=5, test_fraction=0.2, **options)
+        data.setup()
+        return data
+
+    def names(files):
+        return {Path(f).relative_to(root).as_posix() for f in files}
+
+    a = split(seed=3)
+    test, val, train = names(a.test_files), names(a.val_files), names(a.train_files)
+    assert not test & val and not test & train and not val & train and len(test | val | train) == 33
+    # round(0.2 × 12, 0.2 × 10, 0.2 × 11) = 2 of each identity: the files with the lowest SHA-1 of their path
+    assert sorted(a.test_labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    for person in ("alice", "bob", "carol"):
+        mine = sorted(names(root.glob(f"{person}/*.jpg")), key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+        assert {n for n in test if n.startswith(f"{person}/")} == set(mine[:2])
+    # neither the seed, the validation share nor a cap on the images moves a photo into or out of the test split
+    capped = split(seed=3, max_images=15)
+    assert len(capped.val_files) == 6  # 0.25 of the 21 images in use (15 + 6 test), rounded up
+    for other in (split(seed=4), split(seed=3, val_fraction=0.4), capped):
+        assert names(other.test_files) == test
+    assert names(split(seed=4).val_files) != val
+    assert len(a.val_files) == 9  # val_fraction 0.25 is of all 33 images, rounded up
+    assert len(capped.train_files) + len(capped.val_files) == 15
+    with pytest.raises(UserError, match="val_fraction"):
+        FaceIdentityDataModule(str(root), val_fraction=0.5, test_fraction=0.5)
+
+
 def test_data_path_runs_one_way_and_features_are_computed_once(tmp_path):
     """The datamodule owns the frozen extractor and serves its cached features; the model, built from the
     same spec, trains its head on them without configuring the datamodule (which has no `use_features`)."""
@@ -242,7 +275,7 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
         **store,
     }
     value = train(compose("train", overrides))
-    # two steps from a random head: it predicts one identity (carol) for all 32 validation faces, 8 per identity
+    # two steps from a random head: it predicts one identity (carol) for all 48 validation faces, 12 per identity
     assert value == 0.25
     client, runs = mlflow_runs(tmp_path, "vgg16_faces")
     metrics = runs[0].data.metrics
@@ -260,11 +293,29 @@ def test_train_entry_two_steps_logs_to_mlflow(tmp_path, store):
     }
     assert {"label_map.json", "per_class.json", "figures/confusion_matrix.png", "checkpoints/last.ckpt"} <= artifacts
     assert (metrics["val_class/2_carol/recall"], metrics["val_class/0_alice/recall"]) == (1.0, 0.0)
-    assert "figures/misclassified.png" in artifacts and "misclassified.txt" not in artifacts  # 24 of 32 are wrong
+    assert "figures/misclassified.png" in artifacts and "misclassified.txt" not in artifacts  # 36 of 48 are wrong
+
+    # the test split, once after training with best.ckpt: 16 photos of each identity (test_fraction 0.2 of 80), out of
+    # debug's 128-image cap; the head names carol for all of them too: 16 of 64, with Wilson's interval (closed form)
+    assert metrics["test/images"] == 64 and metrics["test/acc"] == 0.25
+    z, n, p = 1.959963984540054, 64, 0.25
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert metrics["test/acc_low"] == pytest.approx(centre - half) and metrics["test/acc_high"] == pytest.approx(
+        centre + half
+    )
+    assert runs[0].data.tags["test.checkpoint"] == "best.ckpt"
+    contexts = {
+        tag.value: dataset_input.dataset.digest
+        for dataset_input in runs[0].inputs.dataset_inputs
+        for tag in dataset_input.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert set(contexts) == {"training", "validation", "test"}
 
     cached = sorted(Path(store["paths.cache_dir"], "features").rglob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in cached]
-    assert len(cached) == 128  # 96 train files (2 views each) + 32 val files, one entry per file
+    assert len(cached) == 192  # 80 train files (2 views each) + 48 val + 64 test files, one entry per file
     train(compose("train", overrides))  # the second run reads every feature from the cache
     assert [p.stat().st_mtime_ns for p in sorted(Path(store["paths.cache_dir"], "features").rglob("*.npz"))] == stamps
 

@@ -72,16 +72,16 @@ def test_yolo_module_names_its_per_class_metrics_by_index_and_slug():
 
 
 def test_report_shows_per_class_ap_under_the_class_names_of_the_mapping():
-    from reporting.report import yolo_table
+    from reporting.report import VALIDATION_COLUMN, yolo_table
 
     metrics = {"val/map50": 0.5, "val/ap50/1": 0.25, "val/ap50/0": 0.75, "val/ap50/2_mask_incorrect": 0.5}
     run = SimpleNamespace(data=SimpleNamespace(metrics=metrics))
     mapping = {"val/ap50/0": "戴口罩", "val/ap50/1": "未戴口罩", "val/ap50/2_mask_incorrect": "mask (incorrect)"}
-    rows = yolo_table(run, mapping).set_index("metric")["value"].to_dict()
+    rows = yolo_table(run, mapping).set_index("metric")[VALIDATION_COLUMN].to_dict()
     assert [k for k in rows if k.startswith("AP50")] == ["AP50 戴口罩", "AP50 未戴口罩", "AP50 mask (incorrect)"]
     assert rows["AP50 戴口罩"] == 0.75 and rows["AP50 未戴口罩"] == 0.25
     old = SimpleNamespace(data=SimpleNamespace(metrics={"val/ap50_with_mask": 0.5}))  # a run from before the mapping
-    assert yolo_table(old).set_index("metric")["value"].to_dict()["AP50 with_mask"] == 0.5
+    assert yolo_table(old).set_index("metric")[VALIDATION_COLUMN].to_dict()["AP50 with_mask"] == 0.5
 
 
 def _voc(folder: Path, names: list[str], images: int = 2) -> Path:
@@ -182,7 +182,7 @@ def test_a_tool_whose_store_fails_still_writes_and_prints_its_result(tmp_path, s
     monkeypatch.setattr(mlflow, "log_params", refuse)
     voc, out = _voc(tmp_path / "voc", ["with_mask", "without_mask"], images=5), tmp_path / "yolo"
     report = convert(compose("convert_voc", {**store, "src": str(voc), "out": str(out)}))
-    assert report.images["train"] + report.images["val"] == 5 and (out / "data.yaml").is_file()
+    assert report.images == {"train": 3, "val": 1, "test": 1} and (out / "data.yaml").is_file()
     assert f"{voc} -> {out}" in capsys.readouterr().out
     assert "MLflow logging failed" in caplog.text and "store is locked" in caplog.text
     client, runs = mlflow_runs(tmp_path, "convert_voc")

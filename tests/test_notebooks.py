@@ -56,7 +56,9 @@ def test_application_notebooks_show_the_stores_runs(app_store, monkeypatch):  # 
     assert f"yolo_facemask | real data, pretrained (yolov5n.pt), trainer=gpu | `{ids['yolo_best']}`" in yolo
     assert f"yolo_facemask | real data, from scratch, trainer=gpu | `{ids['yolo_scratch']}`" in yolo
     assert ids["yolo_newer_worse"] not in yolo and NOT_RUN not in yolo
-    assert "| mAP50          |   0.39  |" in yolo and "| AP50 with_mask |   0.49  |" in yolo  # the best run's table
+    # the best run's table: validation at best.ckpt's epoch beside best.ckpt's test figure with its interval
+    assert "| mAP50          |                            0.39  | 0.54 [0.41, 0.66] on 23 test photos |" in yolo
+    assert "| AP50 with_mask |                            0.49  | 0.61 " in yolo
     assert "| 342 of 427 " in yolo and "| 0 of 427 " in yolo  # the pretrained-vs-scratch comparison
     # per configuration (3): mAP and loss curves; then one panel of the three runs' predictions
     assert _images(outputs["02_yolo_facemask.ipynb"]) == 3 * 2 + 1

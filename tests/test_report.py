@@ -306,7 +306,9 @@ def _log_run(
     return run_id
 
 
-def _yolo(client, root, start, *, fitness, map50, pretrained, colour, data=REAL_DATA, tags=FULL, status="FINISHED"):
+def _yolo(
+    client, root, start, *, fitness, map50, pretrained, colour, data=REAL_DATA, tags=FULL, status="FINISHED", test=None
+):
     return _log_run(
         client,
         root,
@@ -314,7 +316,7 @@ def _yolo(client, root, start, *, fitness, map50, pretrained, colour, data=REAL_
         start,
         params={**YOLO_PARAMS, **data, "model.pretrained": "auto", "model.imgsz": "640", "trainer.max_epochs": "30"},
         tags=tags,
-        metrics={"best/val/fitness": fitness, "best/epoch": 1.0, "val/ap50/0_with_mask": map50 + 0.1},
+        metrics={"best/val/fitness": fitness, "best/epoch": 1.0, "val/ap50/0_with_mask": map50 + 0.1, **(test or {})},
         histories={
             "val/map50": [map50 / 2, map50],
             "val/map50_95": [map50 / 4, map50 / 2],
@@ -335,7 +337,7 @@ def _yolo(client, root, start, *, fitness, map50, pretrained, colour, data=REAL_
     )
 
 
-def _faces(client, root, start, *, acc, data, tags, backbone="dlib_resnet", colour=GREY):
+def _faces(client, root, start, *, acc, data, tags, backbone="dlib_resnet", colour=GREY, test=None):
     return _log_run(
         client,
         root,
@@ -352,7 +354,7 @@ def _faces(client, root, start, *, acc, data, tags, backbone="dlib_resnet", colo
             **data,
         },
         tags=tags,
-        metrics={"best/val/acc": acc, "epoch": 1.0, "train/loss": 0.25, "val/loss": 0.5},
+        metrics={"best/val/acc": acc, "epoch": 1.0, "train/loss": 0.25, "val/loss": 0.5, **(test or {})},
         histories={"train/acc": [0.5, 0.95], "val/acc": [acc / 2, acc]},
         dicts={"per_class.json": {"Ada_Lovelace": {"precision": 1.0, "recall": 0.5, "images": 4}}},
         files={"figures/confusion_matrix.png": colour},
@@ -366,7 +368,11 @@ def app_store(tmp_path_factory) -> dict:
     client = mlflow_runs.connect(_uri(root))
     t = 1_790_000_000_000  # ms; each run one second after the one before
     ids = {"root": root}
-    ids["yolo_best"] = _yolo(client, root, t + 1000, fitness=0.45, map50=0.39, pretrained=WEIGHTS, colour=RED)
+    held_out = {"test/map50": 0.5432, "test/map50_low": 0.4112, "test/map50_high": 0.6634, "test/images": 23.0}
+    held_out |= {"test/map50_95": 0.25, "test/ap50/0_with_mask": 0.61}
+    ids["yolo_best"] = _yolo(
+        client, root, t + 1000, fitness=0.45, map50=0.39, pretrained=WEIGHTS, colour=RED, test=held_out
+    )
     ids["yolo_newer_worse"] = _yolo(client, root, t + 3000, fitness=0.30, map50=0.25, pretrained=WEIGHTS, colour=GREEN)
     ids["yolo_scratch"] = _yolo(client, root, t + 4000, fitness=0.05, map50=0.01, pretrained=None, colour=BLUE)
     ids["yolo_synthetic_demo"] = _yolo(
@@ -392,6 +398,7 @@ def app_store(tmp_path_factory) -> dict:
         data=real_faces,
         tags={"profile": "trainer=cpu_real", "profile.caps": "none"},
         colour=RED,
+        test={"test/acc": 0.875, "test/acc_low": 0.7891, "test/acc_high": 0.9287, "test/images": 88.0},
     )
     ids["faces_newer_worse"] = _faces(
         client,
@@ -490,7 +497,12 @@ def test_report_shows_the_applications_runs(app_store, tmp_path):
     yolo = _section(text, "## Face-mask detection (YOLO)")
     real_pretrained = _section(yolo, "### yolo_facemask: real data, pretrained (yolov5n.pt), trainer=gpu")
     assert run_ids["yolo_best"] in real_pretrained and run_ids["yolo_newer_worse"] not in yolo
-    assert "| mAP50          |   0.39  |" in real_pretrained and "| AP50 with_mask |   0.49  |" in real_pretrained
+    # beside the validation figure that chose best.ckpt (at its epoch), best.ckpt's test figure with its interval
+    assert (
+        "| mAP50          |                            0.39  | 0.54 [0.41, 0.66] on 23 test photos |" in real_pretrained
+    )
+    assert "| AP50 with_mask |                            0.49  | 0.61 " in real_pretrained
+    assert "test (best.ckpt" not in _section(yolo, "### yolo_facemask: real data, from scratch")  # no test split
     # the predictions shown are the selected run's (red), not the newest run's
     shown = images["validation predictions (real data, pretrained (yolov5n.pt), trainer=gpu)"]
     assert shown.suffix == ".jpg"  # the logged JPEG under its own suffix
@@ -509,6 +521,7 @@ def test_report_shows_the_applications_runs(app_store, tmp_path):
     compare = _section(yolo, "### Real face-mask subset")
     rows = [line for line in compare.splitlines() if line.startswith("| COCO") or line.startswith("| from scratch")]
     assert run_ids["yolo_best"] in rows[0] and "342 of 427" in rows[0] and "0.39" in rows[0]
+    assert rows[0].endswith("| 0.54 [0.41, 0.66] on 23 test photos |")
     assert run_ids["yolo_scratch"] in rows[1] and "0 of 427" in rows[1] and "0.01" in rows[1]
     assert images["val mAP per epoch, COCO-pretrained vs from scratch"].is_file()
 
@@ -517,6 +530,7 @@ def test_report_shows_the_applications_runs(app_store, tmp_path):
     assert run_ids["faces_best"] in best and run_ids["faces_newer_worse"] not in faces
     assert "data `../shared/data/faces`" in best
     assert "|        2 |             0.95 |                   0.9 |         0.25 |               0.5 |" in best
+    assert "|                                0.9 | 0.88 [0.79, 0.93] on 88 test photos |" in best
     assert "| Ada_Lovelace |           1 |      0.5 |        4 |" in best
     assert _colour(images["validation confusion matrix (real data, dlib_resnet, trainer=cpu_real)"]) == RED
     assert "**Demo-scale run** (max_epochs 20 → 5, max_images all → 512)" in faces

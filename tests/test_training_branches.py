@@ -80,12 +80,13 @@ def _mosaic_p(transforms) -> float | None:
 
 def _tiny_yolo(store: dict, **overrides) -> dict:
     """The yolo_facemask entry's overrides for a run of seconds: debug=fast, 64 px, 40 built-in scenes (32 to
-    train on), from scratch; `overrides` (dotted keys) on top."""
+    train on, no test split), from scratch; `overrides` (dotted keys) on top."""
     return {
         "experiment": "yolo_facemask",
         "debug": "fast",
         "profile.detector_imgsz": 64,
         "data.generate.images": 40,  # 32 training images
+        "data.test_fraction": 0,  # the batch counts below are of 32 training images; test_yolo tests the test split
         "model.pretrained": "null",
         **overrides,
         **store,

@@ -54,12 +54,13 @@ def voc(tmp_path) -> Path:
 def test_boxes_become_normalised_yolo_lines_and_the_data_yaml_names_the_classes(voc, tmp_path):
     out = tmp_path / "yolo"
     report = convert_voc(voc, out, CLASSES, val_fraction=0.25, seed=0)
-    assert report.images == {"train": 6, "val": 2}
+    assert report.images == {"train": 6, "val": 2, "test": 0}
     assert report.boxes == {"with_mask": 8, "without_mask": 8, "mask_weared_incorrect": 0}
     assert _labels(out, "good0") == [[0, 0.2, 0.5, 0.2, 0.5], [1, 0.7, 0.3125, 0.4, 0.375]]
     data = yaml.safe_load((out / "data.yaml").read_text())
     assert data["names"] == dict(enumerate(CLASSES)) and data["train"] == "images/train" and data["val"] == "images/val"
-    assert json.loads((out / "report.json").read_text())["images"] == {"train": 6, "val": 2}
+    assert "test" not in data and not (out / "images" / "test").exists()  # test_fraction 0: no test split
+    assert json.loads((out / "report.json").read_text())["images"] == {"train": 6, "val": 2, "test": 0}
 
 
 def test_split_is_deterministic_from_the_seed(voc, tmp_path):
@@ -148,7 +149,45 @@ def test_an_empty_split_is_an_error(tmp_path):
     _scene(root, "only", [VocObject("with_mask", 10, 10, 30, 30)])
     with pytest.raises(UserError, match="train split .* is empty"):
         convert_voc(root, tmp_path / "yolo", CLASSES, val_fraction=0.5)
-    assert convert_voc(root, tmp_path / "all", CLASSES, val_fraction=1.0).images == {"train": 0, "val": 1}
+    assert convert_voc(root, tmp_path / "all", CLASSES, val_fraction=1.0).images == {"train": 0, "val": 1, "test": 0}
+    with pytest.raises(UserError, match="val_fraction \\+ test_fraction <= 1"):
+        convert_voc(root, tmp_path / "both", CLASSES, val_fraction=1.0, test_fraction=0.2)
+
+
+def test_test_split_is_fixed_by_file_name_disjoint_and_written_to_data_yaml(tmp_path):
+    import hashlib
+
+    root = tmp_path / "voc"
+    for k in range(20):  # img0 and img1 are byte-identical: one group, on one side
+        _scene(root, f"img{k}", [VocObject("with_mask", 10, 10, 30, 30)], colour=7 if k < 2 else 30 + k)
+
+    def sides(name, **options):
+        report = convert_voc(root, tmp_path / name, CLASSES, **options)
+        files = {s: {p.name for p in (tmp_path / name / "images" / s).glob("*.png")} for s in ("train", "val", "test")}
+        return report, files
+
+    report, files = sides("a", val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert (
+        report.images == {"train": 12, "val": 4, "test": 4} and {k: len(v) for k, v in files.items()} == report.images
+    )
+    assert not files["test"] & files["val"] and not files["test"] & files["train"] and not files["val"] & files["train"]
+    data = yaml.safe_load((tmp_path / "a" / "data.yaml").read_text())
+    assert data["test"] == "images/test" and len(list((tmp_path / "a" / "labels" / "test").glob("*.txt"))) == 4
+    # the test photos: the groups whose first output name has the lowest SHA-1, until 4 of the 20 are in
+    firsts = [f"img{k}_png" for k in range(20) if k != 1]  # the pair's first name is img0's
+    by_rank = sorted(firsts, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+    expected, count = set(), 0
+    for name in by_rank:
+        if count < 4:
+            group = ["img0_png", "img1_png"] if name == "img0_png" else [name]
+            expected |= {f"{n}.png" for n in group}
+            count += len(group)
+    assert files["test"] == expected
+    # the seed and the validation share move val and train, never the test photos
+    for name, options in (("b", {"seed": 5, "val_fraction": 0.2}), ("c", {"seed": 0, "val_fraction": 0.4})):
+        other = sides(name, test_fraction=0.2, **options)[1]
+        assert other["test"] == files["test"]
+    assert sides("d", seed=5, val_fraction=0.2, test_fraction=0.2)[1]["val"] != files["val"]
 
 
 def test_missing_folders_are_an_error_naming_them(tmp_path):
@@ -178,7 +217,11 @@ def test_hard_hat_layout_converts_with_its_own_class_map(tmp_path):
 @needs_shared_data("facemask-voc")
 def test_real_facemask_subset_converts_with_its_quirks_reported(tmp_path):
     report = convert_voc(SHARED_DATA / "facemask-voc", tmp_path / "yolo", CLASSES, val_fraction=0.2, seed=42)
-    assert report.images == {"train": 91, "val": 23}
+    assert report.images == {"train": 91, "val": 23, "test": 0}
+    held_out = convert_voc(
+        SHARED_DATA / "facemask-voc", tmp_path / "test", CLASSES, val_fraction=0.2, test_fraction=0.2, seed=42
+    )
+    assert held_out.images == {"train": 68, "val": 23, "test": 23}  # conf/data/facemask_real.yaml's counts
     assert report.boxes == {"with_mask": 424, "without_mask": 87, "mask_weared_incorrect": 14}
     assert report.clipped == {"maksssksksss110": 1, "maksssksksss5": 1, "maksssksksss93": 1}  # xmax = width + 1
     assert report.converted_to_rgb == 111  # the RGBA PNGs
@@ -290,7 +333,7 @@ def test_two_processes_converting_into_one_cold_folder_both_finish_with_the_same
     assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in results]
     first, second = (json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in results)
     assert first == second == json.loads((out / "report.json").read_text())
-    assert first["images"] == {"train": 6, "val": 2}
+    assert first["images"] == {"train": 6, "val": 2, "test": 0}
     assert sorted(p.name for p in out.parent.iterdir() if p.name != "voc") == [
         ".yolo.lock",
         "yolo",

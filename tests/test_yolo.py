@@ -62,6 +62,41 @@ def test_training_logs_losses_map_per_class_ap_and_a_prediction_figure(trained):
     assert pretrained["pretrained"] is None and pretrained["transferred_tensors"] == 0
 
 
+def test_two_epochs_end_with_one_test_of_best_ckpt_on_held_out_photos(tmp_path):
+    """After fitting, best.ckpt is evaluated once on the test split (data.test_fraction 0.2 of the 40 scenes: 8),
+    whose photos are in neither the training nor the validation split; nothing selects on its figures."""
+    store = {
+        "paths.log_dir": str(tmp_path / "logs"),
+        "paths.mlflow_dir": str(tmp_path),
+        "paths.data_dir": str(tmp_path / "data"),
+        "paths.cache_dir": str(tmp_path / "cache"),
+    }
+    overrides = {**store, **FAST, "trainer.max_epochs": 2, "data.generate.images": 40, "model.pretrained": "null"}
+    value = _train(overrides)
+    client, runs = mlflow_runs(tmp_path, "yolo_facemask")
+    run = runs[0]
+    metrics = run.data.metrics
+    converted = tmp_path / "data" / "yolo" / "synthetic_facemask" / "images"
+    files = {split: {p.name for p in (converted / split).glob("*.png")} for split in ("train", "val", "test")}
+    assert {split: len(names) for split, names in files.items()} == {"train": 24, "val": 8, "test": 8}
+    assert not files["test"] & files["train"] and not files["test"] & files["val"] and not files["train"] & files["val"]
+    assert metrics["test/images"] == 8
+    # four AdamW steps from scratch find no face at IoU 0.5: 0 on the test photos too, and so is its interval
+    assert (metrics["test/map50_low"], metrics["test/map50"], metrics["test/map50_high"]) == (0.0, 0.0, 0.0)
+    assert {"test/map50_95", "test/precision", "test/recall", "test/ap50/0_with_mask"} <= set(metrics)
+    assert run.data.tags["test.checkpoint"] == "best.ckpt"
+    assert len(client.get_metric_history(run.info.run_id, "test/map50")) == 1  # once, after fitting
+    # the sweep value and best.ckpt come from validation alone
+    assert value == metrics["best/val/fitness"] and len(client.get_metric_history(run.info.run_id, "val/fitness")) == 2
+    logged = {
+        tag.value: dataset_input.dataset
+        for dataset_input in run.inputs.dataset_inputs
+        for tag in dataset_input.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert json.loads(logged["test"].profile)["images"] == 8
+
+
 def test_checkpoint_is_plain_data_for_the_safe_loader(trained):
     from facemask.detector import YoloDetector
     from tests.test_checkpoint_trust import assert_plain_checkpoint
