@@ -52,6 +52,35 @@ def _flat(counts: dict) -> dict[str, float]:
     return flat
 
 
+def _perfect_counts(cfg: DictConfig, gt, names: list[str], source: str, frames: int) -> dict:
+    """`truth_counts`: what the monitor's counting gives on the ground-truth identities of `source` (a perfect
+    tracker), with the clip's own frame size and rate."""
+    import cv2
+
+    capture = cv2.VideoCapture(source)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    fps = float(capture.get(cv2.CAP_PROP_FPS)) or 25.0
+    capture.release()
+    settings = (list(cfg.alert_classes), cfg.alert_after_s, cfg.smooth_frames)
+    return truth_counts(gt, names, geometry(cfg), size, fps, *settings, frames=frames)
+
+
+def _print_table(cfg: DictConfig, source: str, summary: dict, scores: dict, ours: dict, perfect: dict) -> None:
+    """The tracking scores, then each count of the monitor beside the perfect tracker's."""
+    print(
+        f"\n{Path(source).name}: {summary['frames']} frames, {cfg.tracker_type}, detections {cfg.detections}, "
+        f"{summary['frames_per_s']:.1f} frames/s"
+    )
+    print(
+        f"  HOTA {scores['hota']:.3f} (DetA {scores['deta']:.3f}, AssA {scores['assa']:.3f}), IDF1 {scores['idf1']:.3f}, "
+        f"MOTA {scores['mota']:.3f}, ID switches {scores['id_switches']}, {scores['tracker_ids']} track ids for "
+        f"{scores['gt_ids']} people"
+    )
+    print(f"  {'count':<28} {'monitor':>8} {'truth':>8}")
+    for key in ours:
+        print(f"  {key:<28} {ours[key]:>8.0f} {perfect[key]:>8.0f}")
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Run and score the monitor as the module doc says; return the printed JSON object."""
     if cfg.detections not in DETECTORS:
@@ -71,36 +100,9 @@ def evaluate(cfg: DictConfig) -> dict:
     summary = run(cfg, detector=detector, names=names, log_run=False)
     out_dir = Path(cfg.out_dir)
     scores = score_tracks(gt, read_mot(out_dir / MOT_NAME, "tracks"), frames=summary["frames"])
-    import cv2
-
-    capture = cv2.VideoCapture(source)
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    fps = float(capture.get(cv2.CAP_PROP_FPS)) or 25.0
-    capture.release()
-    truth = truth_counts(
-        gt,
-        names,
-        geometry(cfg),
-        size,
-        fps,
-        list(cfg.alert_classes),
-        cfg.alert_after_s,
-        cfg.smooth_frames,
-        frames=summary["frames"],
-    )
+    truth = _perfect_counts(cfg, gt, names, source, summary["frames"])
     ours, perfect = _flat(summary), _flat(truth)
-    print(
-        f"\n{Path(source).name}: {summary['frames']} frames, {cfg.tracker_type}, detections {cfg.detections}, "
-        f"{summary['frames_per_s']:.1f} frames/s"
-    )
-    print(
-        f"  HOTA {scores['hota']:.3f} (DetA {scores['deta']:.3f}, AssA {scores['assa']:.3f}), IDF1 {scores['idf1']:.3f}, "
-        f"MOTA {scores['mota']:.3f}, ID switches {scores['id_switches']}, {scores['tracker_ids']} track ids for "
-        f"{scores['gt_ids']} people"
-    )
-    print(f"  {'count':<28} {'monitor':>8} {'truth':>8}")
-    for key in ours:
-        print(f"  {key:<28} {ours[key]:>8.0f} {perfect[key]:>8.0f}")
+    _print_table(cfg, source, summary, scores, ours, perfect)
     result = {
         "tracker": cfg.tracker_type,
         "detections": cfg.detections,
