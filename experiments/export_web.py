@@ -204,7 +204,8 @@ def training_summary(client, run, kind: str, checkpoint: Path, classes: int = 0)
         "configuration": mlflow_runs.configuration(client, run).label,
         "scale": "full" if caps is None else f"demo-scale ({caps})",
         "data": SYNTHETIC_DATA if data == mlflow_runs.SYNTHETIC else manifest_path(root) if root else data,
-        "epochs": int(run.data.metrics.get(names.EPOCH, -1)) + 1,
+        # the most epochs logged (the test split's figures come with best.ckpt's own, earlier epoch)
+        "epochs": int(max(metric_values(client, run, names.EPOCH), default=-1)) + 1,
         "metric": validation_figure(kind, values),
         "learned": learned,
         "reason": reason,

@@ -212,10 +212,22 @@ def evaluate_test_split(
         log.warning("test split not evaluated (%s): the run has no test/ figures", why)
         return []
     log.info("evaluating %s on the test split", checkpoint)
-    with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
-        results = trainer.test(
-            model, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True
-        )
+
+    class CheckpointEpoch(pl.Callback):
+        """Logs `epoch` beside the test figures as the checkpoint's own (0-based) epoch: Lightning would log the
+        epoch count the restored checkpoint holds, one past any epoch trained."""
+
+        def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            pl_module.log("epoch", float(trainer.current_epoch - 1), logger=True)
+
+    trainer.callbacks.append(CheckpointEpoch())
+    try:
+        with torch.serialization.safe_globals(list(PROJECT_GLOBALS)):
+            results = trainer.test(
+                model, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True
+            )
+    finally:
+        trainer.callbacks.pop()
     if trainer.is_global_zero:
         set_tags(trainer, {TEST_CHECKPOINT_TAG: checkpoint.name})
         for name, value in sorted(results[0].items() if results else []):

@@ -170,10 +170,12 @@ class FaceIdentityDataModule(pl.LightningDataModule):
             files, labels = [files[i] for i in pick], labels[pick]
         from sklearn.model_selection import train_test_split
 
-        # val_fraction is of all the images in use (these and the test split), rounded up as sklearn rounds a fraction
+        # val_fraction is of all the images in use (these and the test split), rounded up as sklearn rounds a
+        # fraction; at most what leaves one training image per identity (max_images may have cut these)
+        wanted = int(np.ceil(self.val_fraction * (len(files) + len(self.test_files))))
         train_idx, val_idx = train_test_split(
             np.arange(len(files)),
-            test_size=int(np.ceil(self.val_fraction * (len(files) + len(self.test_files)))),
+            test_size=min(wanted, len(files) - len(self.class_names)),
             stratify=labels,
             random_state=self.seed,
         )

@@ -71,7 +71,14 @@ def test_two_epochs_end_with_one_test_of_best_ckpt_on_held_out_photos(tmp_path):
         "paths.data_dir": str(tmp_path / "data"),
         "paths.cache_dir": str(tmp_path / "cache"),
     }
-    overrides = {**store, **FAST, "trainer.max_epochs": 2, "data.generate.images": 40, "model.pretrained": "null"}
+    overrides = {
+        **store,
+        **FAST,
+        "trainer.max_epochs": 2,
+        "data.generate.images": 40,
+        "model.pretrained": "null",
+        "data.test_fraction": 0.2,
+    }
     value = _train(overrides)
     client, runs = mlflow_runs(tmp_path, "yolo_facemask")
     run = runs[0]
