@@ -98,20 +98,11 @@ class YoloDataModule(pl.LightningDataModule):
             if train_images
             else None
         )
-        self.val_set = build_yolo_dataset(
-            self.hyp,
-            self.data["val"],
-            self.batch_size * 2,
-            self.data,
-            mode="val",
-            rect=True,
-            stride=STRIDE,
-            fraction=1.0,
-        )
-        self.test_set = (
-            build_yolo_dataset(
+
+        def evaluation_set(split: str):  # val and test: ultralytics' val mode, rectangular batches, every image
+            return build_yolo_dataset(
                 self.hyp,
-                self.data["test"],
+                self.data[split],
                 self.batch_size * 2,
                 self.data,
                 mode="val",
@@ -119,9 +110,9 @@ class YoloDataModule(pl.LightningDataModule):
                 stride=STRIDE,
                 fraction=1.0,
             )
-            if self.data.get("test")
-            else None
-        )
+
+        self.val_set = evaluation_set("val")
+        self.test_set = evaluation_set("test") if self.data.get("test") else None
 
     @property
     def has_test_split(self) -> bool:

@@ -215,9 +215,10 @@ def evaluate_lfw(
 
     def describe(photos: list[Photo]) -> np.ndarray:
         files = [photo_path(Path(folder) / "images", p) for p in photos]
-        cached = pipeline.cached(files)
+        hits = pipeline.cache.hits  # the photos the cache answers, counted as it answers them (no second read)
         start, cpu = time.perf_counter(), cpu_seconds()
         descriptors, how = pipeline.describe(files)
+        cached = pipeline.cache.hits - hits
         found.update(
             seconds=time.perf_counter() - start,
             cpu_seconds=cpu_seconds() - cpu,

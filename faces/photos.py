@@ -125,10 +125,6 @@ class PhotoPipeline:
             return np.empty((0, 128), np.float32), []
         return np.stack([r[0][0] for r in results]).astype(np.float32), [r[1] for r in results]
 
-    def cached(self, files: Sequence[str | Path]) -> int:
-        """How many of `files` the cache answers for this pipeline."""
-        return self.cache.cached([Path(f) for f in files], self.tag())
-
     def settings(self) -> dict[str, str]:
         """The pipeline's parts as text (each repr cut to 500 characters, MLflow's parameter length): `detector`,
         `retry_detector` and `describer`."""
