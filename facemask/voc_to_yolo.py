@@ -383,13 +383,23 @@ def name_rank(name: str) -> str:
 
 def _split(items: list[dict], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[dict]]:
     """Groups of byte-identical images, each kept on one side. Test: the groups with the lowest `name_rank` (of
-    their first name) until `test_fraction` of the images (rounded, at least 1 when > 0); val: the next groups of
-    a seeded shuffle of the rest until `val_fraction` of the images; train: the remaining ones."""
+        their first name) until `test_fraction` of the images (rounded, at least 1 when > 0); val: the next groups of
+        a seeded shuffle of the rest until `val_fraction` of the images; train: the remaining ones. A folder too small for
+    all three keeps an image for train and one for val before the test split (with a warning)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for item in items:
         groups[item["hash"]].append(item)
     split: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     test_target = max(1, round(len(items) * test_fraction)) if test_fraction > 0 else 0
+    room = max(0, len(items) - (1 if val_fraction >= 1.0 else 2))  # train and val keep an image each
+    if test_target > room:
+        log.warning(
+            "%d usable image(s): too few for a test split of %g beside train and val; %d go to test",
+            len(items),
+            test_fraction,
+            room,
+        )
+        test_target = room
     rest = []
     for h in sorted(groups, key=lambda h: name_rank(groups[h][0]["name"])):
         if len(split["test"]) < test_target:

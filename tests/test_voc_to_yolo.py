@@ -338,3 +338,17 @@ def test_two_processes_converting_into_one_cold_folder_both_finish_with_the_same
         ".yolo.lock",
         "yolo",
     ]  # no temporary left
+
+
+def test_a_folder_too_small_for_a_test_split_keeps_train_and_val(tmp_path, caplog):
+    """Two images, val 0.5, test 0.2 (convert-facemask's defaults beside val_fraction=0.5): one train, one val, no
+    test, and a warning — not an empty train split."""
+    root = tmp_path / "voc"
+    for k in range(2):
+        _scene(root, f"img{k}", [VocObject("with_mask", 10, 10, 30, 30)], colour=40 + k)
+    report = convert_voc(root, tmp_path / "yolo", CLASSES, val_fraction=0.5, test_fraction=0.2)
+    assert report.images == {"train": 1, "val": 1, "test": 0}
+    assert "too few for a test split" in caplog.text
+    _scene(root, "img2", [VocObject("with_mask", 10, 10, 30, 30)], colour=50)
+    three = convert_voc(root, tmp_path / "three", CLASSES, val_fraction=0.34, test_fraction=0.2)
+    assert three.images == {"train": 1, "val": 1, "test": 1}  # room for all three
