@@ -154,8 +154,8 @@ monitor-facemask: $(STAMP) ## track people in SRC=<video, camera index or rtsp/h
 eval-monitor: $(STAMP) ## HOTA, IDF1, ID switches and counts vs truth of monitor-facemask on SRC=<clip> GT=<gt.txt> (default: a generated clip) [CKPT=...] [OUT=...]; ARGS="detections=truth"; last line JSON
 	$(PY) -m experiments.eval_monitor $(call opt_path_arg,source,SRC) $(call opt_path_arg,gt,GT) $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,out_dir,OUT) $(ARGS)
 
-eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: best of the newest run) on VOC=<folder>, with ultralytics' PR/F1 curves, confusion matrix, val batches; last line JSON
-	$(PY) -m experiments.eval_facemask $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(ARGS)
+eval-facemask: $(STAMP) ## mAP50, mAP50-95, AP50 per class of CKPT (default: best of the newest run) on VOC=<folder> (SPLIT=test: its held-out photos), with ultralytics' PR/F1 curves, confusion matrix, val batches; last line JSON
+	$(PY) -m experiments.eval_facemask $(call path_arg,voc,VOC) $(call opt_path_arg,ckpt,CKPT) $(if $(SPLIT),split=$(SPLIT)) $(ARGS)
 
 export-facemask: $(STAMP) ## CKPT (default: best of the newest run) as facemask.pt for yolo predict/track/export + FORMAT=<onnx,torchscript,…>, parity-checked on IMAGES=<folder> [OUT=<folder>]; last line JSON
 	$(PY) -m experiments.export_facemask 'formats=[$(FORMAT)]' $(call opt_path_arg,ckpt,CKPT) $(call opt_path_arg,out_dir,OUT) $(call opt_path_arg,images,IMAGES) $(ARGS)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from core.errors import UserError
 from core.mlflow_store import FolderDataset, dataset_name, folder_files
+from facemask.augment import FaceZoom
 from facemask.voc_to_yolo import ConversionReport, convert_voc
 
 STRIDE = 32  # the largest stride of every YOLO detection model: image sizes are padded to a multiple of it
@@ -19,7 +20,9 @@ STRIDE = 32  # the largest stride of every YOLO detection model: image sizes are
 class YoloDataModule(pl.LightningDataModule):
     """`voc_root` (images/ + annotations/) → `yolo_dir` (converted in `prepare_data`, reused when unchanged).
 
-    `augment` overrides ultralytics' augmentation defaults (e.g. `{mosaic: 0.5, fliplr: 0.5}`); `max_images`
+    `augment` overrides ultralytics' augmentation defaults (e.g. `{mosaic: 0.5, fliplr: 0.5}`); `zoom` is
+    `facemask.augment.FaceZoom`'s arguments (`{p: 0.5, max_fraction: 0.6, max_zoom: 4}`; None or p 0: off), the
+    zoom into one face that teaches large faces from photos of small ones; `max_images`
     caps the training images (ultralytics' `fraction`); batches are ultralytics' dicts with uint8 `img`.
     `keep_difficult`: VOC's difficult objects become labels (default: left out, and ignored by validation).
     `test_fraction`: the share of images held out as the test split (`facemask.voc_to_yolo`: fixed by file name,
@@ -39,6 +42,7 @@ class YoloDataModule(pl.LightningDataModule):
         keep_difficult: bool = False,
         max_images: int | None = None,
         augment: dict | None = None,
+        zoom: dict | None = None,
         generate: Callable[[], object] | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -55,6 +59,7 @@ class YoloDataModule(pl.LightningDataModule):
         self.keep_difficult = keep_difficult
         self.max_images = max_images
         self.augment = dict(augment or {})
+        self.zoom = FaceZoom(**zoom) if zoom else None
         self.generate = generate
         self.num_workers = num_workers
         self.seed = seed
@@ -98,6 +103,8 @@ class YoloDataModule(pl.LightningDataModule):
             if train_images
             else None
         )
+        if self.train_set is not None and self.zoom is not None:
+            self.zoom.insert_into(self.train_set)
 
         def evaluation_set(split: str):  # val and test: ultralytics' val mode, rectangular batches, every image
             return build_yolo_dataset(
@@ -198,6 +205,9 @@ class YoloDataModule(pl.LightningDataModule):
         )
 
     def close_mosaic(self) -> None:
-        """Switch mosaic off for the last epochs (ultralytics' `close_mosaic`) and re-fork the loader's workers."""
-        self.train_set.close_mosaic(hyp=self.hyp)
+        """Switch mosaic off for the last epochs (ultralytics' `close_mosaic`), keeping the zoom, and re-fork the
+        loader's workers."""
+        self.train_set.close_mosaic(hyp=self.hyp)  # rebuilds the transforms: the zoom goes back in
+        if self.zoom is not None:
+            self.zoom.insert_into(self.train_set)
         self._train_loader.reset()

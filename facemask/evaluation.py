@@ -76,6 +76,37 @@ class FolderEvaluation:
         }
 
 
+def test_split_view(
+    voc: Path, work_dir: str | Path, names: list[str], test_fraction: float, unknown_classes: str
+) -> Path:
+    """A VOC folder (`images/` and `annotations/` of symbolic links) holding the photos of `voc` that training with
+    `data.test_fraction=test_fraction` holds out as its test split: those `facemask.voc_to_yolo.convert_voc` puts in
+    `images/test` (fixed by file name, whatever the seed and val_fraction). Written under `work_dir` beside the
+    conversion it reads; UserError from the conversion (see `convert_voc`), and for a folder too small to hold out a
+    test split."""
+    from core.errors import UserError
+    from core.outputs import output_name
+    from core.voc import pair_voc
+    from facemask.voc_to_yolo import convert_voc
+
+    key = hashlib.sha1(str(voc).encode()).hexdigest()[:10]
+    converted = Path(work_dir) / f"{voc.name}-{key}-test{test_fraction:g}"
+    convert_voc(voc, converted, names, test_fraction=test_fraction, unknown_classes=unknown_classes)
+    held_out = {path.stem for path in (converted / "images" / "test").glob("*.png")}
+    if not held_out:
+        raise UserError(f"voc={voc}: no test split at test_fraction={test_fraction}")
+    view = converted.with_name(f"{converted.name}-view")
+    for sub in ("images", "annotations"):
+        (view / sub).mkdir(parents=True, exist_ok=True)
+        for old in (view / sub).iterdir():
+            old.unlink()
+    for pair in pair_voc(voc / "images", voc / "annotations").pairs:
+        if output_name(pair.image.name, "").as_posix() in held_out:
+            (view / "images" / pair.image.name).symlink_to(pair.image.resolve())
+            (view / "annotations" / pair.xml.name).symlink_to(pair.xml.resolve())
+    return view
+
+
 def voc_datamodule(
     voc: Path, work_dir: str | Path, names: list[str], imgsz: int, batch_size: int, unknown_classes: str
 ) -> YoloDataModule:

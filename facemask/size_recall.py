@@ -8,7 +8,7 @@ detected) and once within each class (`correct`: detected with its mask class).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,25 +51,42 @@ def recall_by_size(
     edges: Sequence[float] = SIZE_BINS,
     iou: float = 0.5,
 ) -> dict[str, dict[str, float | int | None]]:
-    """{bin label: {"faces", "found", "correct", "recall", "class_recall"}} over every image of the VOC folder
-    `voc` (images/ and annotations/) for `detector` (RGB (H, W, 3) uint8 → (N, 6) x0 y0 x1 y1 conf class);
-    `names`: the detector's class names, to which the annotations' names are matched. Recalls are shares 0–1
-    (None for a bin without faces). UserError naming `voc` for a folder without images/ and annotations/."""
+    """`size_recall` over every image of the VOC folder `voc` (images/ and annotations/), its boxes matched to
+    `names` (the detector's class names; boxes of other classes are left out). UserError naming `voc` for a folder
+    without images/ and annotations/."""
     from core.images import read_rgb
     from core.voc import pair_voc
 
     voc = Path(voc)
     if not (voc / "images").is_dir() or not (voc / "annotations").is_dir():
         raise UserError(f"voc={voc}: a VOC folder holds images/ and annotations/")
+
+    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for pair in pair_voc(voc / "images", voc / "annotations").pairs:
+            objects = [o for o in pair.annotation.objects if o.name in names]
+            if objects:
+                truth = np.array([[o.xmin, o.ymin, o.xmax, o.ymax] for o in objects], np.float64)
+                yield read_rgb(pair.image), truth, np.array([list(names).index(o.name) for o in objects])
+
+    return size_recall(samples(), detector, edges, iou)
+
+
+def size_recall(
+    samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    detector: Callable[[np.ndarray], np.ndarray],
+    edges: Sequence[float] = SIZE_BINS,
+    iou: float = 0.5,
+) -> dict[str, dict[str, float | int | None]]:
+    """{bin label: {"faces", "found", "correct", "recall", "recall_low", "recall_high", "class_recall"}} of
+    `detector` (RGB (H, W, 3) uint8 → (N, 6) x0 y0 x1 y1 conf class) over `samples`: (RGB image, its faces' boxes
+    (M, 4) x0 y0 x1 y1 px, their class indices (M,)). Recalls are shares 0–1 (None for a bin without faces);
+    `recall_low`/`recall_high` its 95 % Wilson interval (`core.intervals`), wide where a bin holds few faces."""
+    from core.intervals import wilson_interval
+
     labels = bin_labels(edges)
     counts = {label: [0, 0, 0] for label in labels}
-    for pair in pair_voc(voc / "images", voc / "annotations").pairs:
-        objects = [o for o in pair.annotation.objects if o.name in names]
-        if not objects:
-            continue
-        truth = np.array([[o.xmin, o.ymin, o.xmax, o.ymax] for o in objects], np.float64)
-        classes = np.array([list(names).index(o.name) for o in objects])
-        found = detector(read_rgb(pair.image))
+    for rgb, truth, classes in samples:
+        found = detector(rgb)
         hit = matched(truth, found[:, :4], iou)
         correct = np.zeros(len(truth), bool)
         for cls in np.unique(classes):
@@ -79,13 +96,16 @@ def recall_by_size(
         for size, h, c in zip(np.digitize(sizes, edges), hit, correct):
             row = counts[labels[size]]
             row[0], row[1], row[2] = row[0] + 1, row[1] + int(h), row[2] + int(c)
-    return {
-        label: {
+    rows = {}
+    for label, (faces, found, correct) in counts.items():
+        low, high = (round(v, 4) for v in wilson_interval(found, faces)) if faces else (None, None)
+        rows[label] = {
             "faces": faces,
             "found": found,
             "correct": correct,
             "recall": round(found / faces, 4) if faces else None,
+            "recall_low": low,
+            "recall_high": high,
             "class_recall": round(correct / faces, 4) if faces else None,
         }
-        for label, (faces, found, correct) in counts.items()
-    }
+    return rows

@@ -243,7 +243,74 @@ def test_recall_by_size_counts_each_face_in_its_size_bin(tmp_path):
     assert sum(r["faces"] for r in rows.values()) == len(sizes)
     assert rows["16-32"]["recall"] == 0.0 and rows["16-32"]["faces"] == int(((sizes >= 16) & (sizes < 32)).sum())
     assert rows["32-64"]["recall"] == 1.0 and rows["32-64"]["faces"] == int(((sizes >= 32) & (sizes < 64)).sum())
+    # the Wilson interval: all found still leaves room below 1 on a handful of faces, none found room above 0
+    n = rows["32-64"]["faces"]
+    assert rows["32-64"]["recall_high"] == 1.0 and rows["32-64"]["recall_low"] == round(
+        n / (n + 1.959963984540054**2), 4
+    )
+    assert rows["16-32"]["recall_low"] == 0.0 < rows["16-32"]["recall_high"]
     classes = np.concatenate([b[:, 5] for b in boxes if len(b)])
     middle = (sizes >= 32) & (sizes < 64)
     # found with the right class: only the masked ones, since every detection says with_mask
     assert rows["32-64"]["correct"] == int((middle & (classes == 0)).sum()) < rows["32-64"]["faces"]
+
+
+class CentreFace:
+    """A stand-in truth detector for portraits: one 120-px face in the middle of any image that is not black."""
+
+    def __init__(self, **_) -> None:
+        pass
+
+    def detect(self, rgb):
+        from faces import Detection
+
+        return [] if rgb.max() == 0 else [Detection(65, 65, 185, 185, 1.0)]
+
+
+def test_portraits_count_the_central_face_found_and_called_unmasked(trained, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import facemask.monitor
+    from experiments.eval_facemask import evaluate
+
+    portraits = tmp_path / "portraits" / "someone"
+    portraits.mkdir(parents=True)
+    for k, grey in enumerate((100, 150, 200, 0)):  # unmasked and found, found as masked, missed, no face at all
+        cv2.imwrite(str(portraits / f"{k}.jpg"), np.full((250, 250, 3), grey, np.uint8))
+
+    def stub(module, imgsz, conf, iou):
+        def detect(rgb):
+            grey = int(rgb.mean().round())
+            box = [[70, 60, 190, 190, 0.9, 1 if abs(grey - 100) < 3 else 0]]  # IoU 0.8 with the truth
+            return np.array(box if grey < 175 else [], np.float32).reshape(-1, 6)
+
+        return detect
+
+    monkeypatch.setattr(facemask.monitor, "yolo_detector", stub)
+    cfg = compose(
+        "eval_facemask",
+        {
+            **trained["store"],
+            "paths.mlflow_dir": str(tmp_path),
+            "voc": str(trained["voc"]),
+            "ckpt": str(trained["checkpoint"]),
+            "out": str(tmp_path / "out" / "metrics.json"),
+            "plots": False,
+            "portraits": str(tmp_path / "portraits"),
+            "portrait_detector._target_": "tests.test_eval_facemask.CentreFace",
+        },
+    )
+    result = evaluate(cfg)
+    row = result["portraits"][">=128"]  # sqrt(120 · 120) = 120 px: the 64-128 bin
+    assert row["faces"] == 0 and result["portraits"]["64-128"] | {} == {
+        "faces": 3,
+        "found": 2,
+        "correct": 1,
+        "recall": 0.6667,
+        "recall_low": pytest.approx(0.2077, abs=1e-4),
+        "recall_high": pytest.approx(0.9385, abs=1e-4),
+        "class_recall": 0.3333,
+    }
+    assert "1 photo(s) without a face left out" in capsys.readouterr().out
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["portraits"] == result["portraits"]
+    logged = mlflow_runs(tmp_path, "eval_facemask")[1][0].data.metrics
+    assert logged["portraits/64-128"] == pytest.approx(0.6667)

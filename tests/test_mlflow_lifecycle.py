@@ -328,3 +328,28 @@ def test_a_stopped_sweep_ends_the_trials_its_workers_left_running(store, tmp_pat
     status = {run_id: client.get_run(run_id).info.status for run_id in (callback.run_id, running, finished)}
     assert status == {callback.run_id: "FAILED", running: "KILLED", finished: "FINISHED"}
     assert client.get_run(other.info.run_id).info.status == "RUNNING"
+
+
+def test_log_image_writes_the_rgb_pixels_as_png_and_jpeg(tmp_path):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from training.mlflow_logging import log_image
+
+    logger = MLFlowLogger(
+        experiment_name="images",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=str(tmp_path / "a"),
+    )
+    trainer = SimpleNamespace(loggers=[logger])
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[:, :10, 0] = 255  # red on the left, as RGB
+    image[:, 20:, 2] = 200  # blue on the right
+    log_image(trainer, image, "samples/epoch_0001.png")
+    log_image(trainer, image, "figure.jpg")
+    client = logger.experiment
+    png = client.download_artifacts(logger.run_id, "samples/epoch_0001.png", str(tmp_path / "dl"))
+    assert np.array_equal(cv2.imread(png)[..., ::-1], image)  # lossless, and in RGB order
+    jpeg = cv2.imread(client.download_artifacts(logger.run_id, "figure.jpg", str(tmp_path / "dl")))[..., ::-1]
+    assert np.abs(jpeg.astype(int) - image).mean() < 8 and jpeg[10, 5, 0] > 200 and jpeg[10, 25, 2] > 150

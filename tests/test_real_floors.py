@@ -65,31 +65,55 @@ def test_exp1_dcgan_on_real_fruits_kid_falls(store):
     # input layer, N(0, 0.02) init; KID and FID against 256 real images)
     # KID 0.287 at epoch 1, 0.091 at 10, 0.053 at 16 (last/first 0.18); FID 6.51, 2.74, 1.82 (0.28).
     # Floors: the last epoch's KID at most 0.55 of the first's, FID at most 0.70 of the first's.
+    # The quality pass runs on its own cadence (model.quality.every_n_epochs: auto): the first and the last epoch
+    # always, others as 5 % of the training time allows.
     metrics, _ = _train(store, "exp1_dcgan_fruits", "fruits360_real")
     kid, fid = metrics[KID], metrics[FID]
-    assert len(kid) == 14 and kid[-1] <= 0.55 * kid[0], kid
-    assert len(fid) == 14 and fid[-1] <= 0.70 * fid[0], fid
+    assert len(kid) >= 2 and kid[-1] <= 0.55 * kid[0], kid
+    assert len(fid) >= 2 and fid[-1] <= 0.70 * fid[0], fid
 
 
 @needs_shared_data("facemask-voc")
 @needs_shared_data("weights", "yolov5n.pt")
-def test_facemask_fine_tune_from_coco_reaches_its_measured_map50(store):
-    # Measured (the profile's 55 epochs from the COCO start at 416 px, batch 8, an optimizer step every
-    # batch, on a quiet machine):
+@needs_shared_data("faces")
+def test_facemask_fine_tune_from_coco_reaches_its_measured_map50_and_finds_large_faces(store, tmp_path):
+    # Measured (the profile's 55 epochs from the COCO start at 416 px, batch 8, an optimizer step every batch, bf16
+    # autocast on this AMX machine, 388 s; the real subset split 68 train / 23 val / 23 test):
     #   python -m experiments.train experiment=yolo_facemask data=facemask_real trainer=cpu_real
-    # in bf16 autocast (this machine has AMX; 465 s): best epoch 48 (by val/fitness): val mAP50 0.817, without_mask
-    # AP50 0.809 on the 23 val images; in fp32 (682 s): best epoch 47, 0.789 / 0.742; with 30 epochs 0.654 / 0.692,
-    # and before the profile's batch 8 / nbs 8: 0.311 and 0.119.
-    # Floors, at the best epoch (the checkpoint every tool uses): mAP50 >= 0.65, without_mask AP50 >= 0.62 (issue 19's
-    # goals are 0.50 and 0.55; the margin of ~0.13 covers the epoch-to-epoch swing of ±0.05 seen on 23 val images and
-    # a run the budget ends early, not a change that learns less).
-    names = ("val/map50", "val/ap50/1_without_mask", "val/fitness")
+    #   python -m experiments.eval_facemask voc=../shared/data/facemask-voc split=test portraits=../shared/data/faces
+    # best epoch 53 by val/fitness: test mAP50 0.915 [0.660, 0.988], without_mask AP50 0.797 on the 23 test photos
+    # (val mAP50 0.598 on the 23 that chose it); the central face of 437 LFW portraits (64-128 px) found in 0.669.
+    # Without the zoom (data.zoom=null): test 0.873 / 0.720, val 0.688, portraits 0.007.
+    # Floors: test mAP50 >= 0.75, without_mask AP50 >= 0.60 (the margin covers the 23 photos' interval and a run the
+    # budget ends early, not a change that learns less); portraits >= 0.45 (a detector blind to large faces: 0.01).
+    names = ("val/map50", "val/fitness")
     metrics, params = _train(store, "yolo_facemask", "facemask_real", trainer="cpu_real", metrics=names)
     assert (params["data.batch_size"], params["model.nbs"]) == ("8", "8")
-    best = max(range(len(metrics["val/fitness"])), key=metrics["val/fitness"].__getitem__)
-    # the profile's 12-minute budget (max_time) may stop it before its 55 epochs on a loaded machine (8.4 s an epoch
-    # in bf16, 13 s in fp32, on a quiet one); the measured runs had reached 0.721 / 0.723 (bf16) and 0.725 / 0.702
-    # (fp32) by epoch 30
+    assert params["data.zoom.p"] == "0.5"
+    # the profile's 12-minute budget (max_time) may stop it before its 55 epochs on a loaded machine (7 s an epoch
+    # in bf16, 13 s in fp32, on a quiet one)
     assert len(metrics["val/map50"]) >= 30, metrics["val/map50"]
-    assert metrics["val/map50"][best] >= 0.65, (best, metrics)
-    assert metrics["val/ap50/1_without_mask"][best] >= 0.62, (best, metrics)
+    client, runs = mlflow_runs(store["paths.mlflow_dir"], "yolo_facemask")
+    logged = runs[0].data.metrics
+    assert logged["test/images"] == 23
+    assert logged["test/map50"] >= 0.75, logged
+    assert logged["test/ap50/1_without_mask"] >= 0.60, logged
+
+    from experiments.eval_facemask import evaluate
+
+    cfg = compose(
+        "eval_facemask",
+        {
+            **store,
+            "voc": str(SHARED_DATA / "facemask-voc"),
+            "split": "test",
+            "portraits": str(SHARED_DATA / "faces"),
+            "ckpt": f"{runs[0].data.tags['output_dir']}/checkpoints/best.ckpt",
+            "out": str(tmp_path / "metrics.json"),
+            "plots": False,
+        },
+    )
+    result = evaluate(cfg)
+    assert result["map50"] == pytest.approx(logged["test/map50"], abs=1e-6)  # the split eval-facemask holds out
+    assert result["portraits"]["64-128"]["faces"] >= 400
+    assert result["portraits"]["64-128"]["recall"] >= 0.45, result["portraits"]

@@ -44,10 +44,22 @@ def mlflow_logger(trainer: Any) -> MLFlowLogger | None:
 
 @rank_zero_only
 def log_image(trainer: Any, image: np.ndarray, artifact_file: str) -> None:
-    """Log an HxWx3 uint8 image as `artifact_file` (e.g. 'samples/epoch_0001.png')."""
+    """Log an HxWx3 uint8 RGB image as `artifact_file` (e.g. 'samples/epoch_0001.png'; PNG or JPEG by its
+    extension). Encoded by OpenCV and logged as an artifact: MLflow's `log_image` encodes through PIL at its
+    default compression, 61 ms for a DCGAN sample grid against OpenCV's 5, every epoch."""
+    import cv2
+
     logger = mlflow_logger(trainer)
-    if logger is not None:
-        logger.experiment.log_image(logger.run_id, image, artifact_file=artifact_file)
+    if logger is None:
+        return
+    folder, name = os.path.split(artifact_file)
+    ok, encoded = cv2.imencode(os.path.splitext(name)[1] or ".png", np.ascontiguousarray(image[..., ::-1]))
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode {artifact_file}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(encoded.tobytes())
+        logger.experiment.log_artifact(logger.run_id, str(path), folder or None)
 
 
 @rank_zero_only
