@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
     names = class_metric_names(module.names, prefix="ap50/")
     run_id = log_tool_run(
         cfg,
-        voc.name,
+        source.name if cfg.split is None else f"{source.name} ({cfg.split})",
         params={"voc": str(source), "split": str(cfg.split), "checkpoint": str(ckpt), "imgsz": evaluation.imgsz},
         metrics=evaluation.metrics(names)
         | {

@@ -868,6 +868,112 @@ def open_set_section(report: ReportWriter, run: Run | None, experiment: str, com
     report.artifact_image(run, OPEN_SET_SIZE_FIGURE, "open_set_gallery_size.png", "open-set rates by gallery size")
 
 
+SIZE_RECALL_TABLES = (
+    ("recall_by_size", "Held-out photos of the VOC folder (`SPLIT=test`), boxes from its annotations, IoU 0.5"),
+    ("portraits", "The central face of each portrait (`portraits=`), found by dlib's HOG, unmasked, IoU 0.3"),
+)
+
+
+def size_recall_rows(client: mlflow.MlflowClient, experiment: str, trained_by: str, newest: int = 4) -> list[dict]:
+    """The newest eval-facemask run per checkpoint that measured recall by face size, newest first, at most
+    `newest`: {"run", "checkpoint", "start" (the checkpoint's training run and its `data.zoom`), "split", "map50",
+    "images", and the tables `recall_by_size` and/or `portraits` (bin label → faces, recall, its interval)} from the
+    JSON file the run logged (`make eval-facemask` writes its rows there)."""
+    import json
+
+    trainings = mlflow_runs.finished_runs(client, trained_by)
+    rows, seen = [], set()
+    for run in mlflow_runs.finished_runs(client, experiment):
+        checkpoint = repo_relative(run.data.params.get("checkpoint"))
+        if checkpoint in seen or not any(k.startswith(("recall_by_size/", "portraits/")) for k in run.data.metrics):
+            continue
+        written = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for artifact in client.list_artifacts(run.info.run_id):
+                if artifact.path.endswith(".json") and artifact.path != CLASS_NAMES_ARTIFACT:
+                    path = mlflow_runs.download(client, run.info.run_id, artifact.path, tmp)
+                    written = json.loads(Path(path).read_text())
+        tables = {key: written[key] for key, _ in SIZE_RECALL_TABLES if key in written}
+        if not tables:
+            continue  # written before the rows were part of the file
+        seen.add(checkpoint)
+        training = next(
+            (
+                t
+                for t in trainings
+                if checkpoint and checkpoint.startswith(f"{repo_relative(t.data.tags.get('output_dir'))}/")
+            ),
+            None,
+        )
+        zoom = "?"
+        if training is not None:
+            p = training.data.params
+            zoom = (
+                f"zoom p {p['data.zoom.p']}, max ×{p.get('data.zoom.max_zoom', '?')}, to {p.get('data.zoom.max_fraction', '?')} of the side"
+                if "data.zoom.p" in p
+                else "no zoom"
+            )
+        rows.append(
+            {
+                "run": run_label(run),
+                "checkpoint": checkpoint,
+                "start": f"{run_label(training)}, {zoom}" if training is not None else "training run not found",
+                "split": run.data.params.get("split", "None"),
+                "map50": run.data.metrics.get("map50"),
+                "images": int(run.data.metrics.get("images", 0)),
+                **tables,
+            }
+        )
+        if len(rows) == newest:
+            break
+    return rows
+
+
+def size_recall_table(rows: list[dict], key: str) -> pd.DataFrame:
+    """One row per checkpoint of `size_recall_rows`, one column per face-size bin with faces: "recall [low, high]
+    of n"."""
+    bins = [b for b in next(r[key] for r in rows if key in r) if any(key in r and r[key][b]["faces"] for r in rows)]
+    cells = []
+    for row in rows:
+        if key not in row:
+            continue
+        cell = {"trained by": row["start"], "eval run": row["run"]}
+        if key == "recall_by_size":
+            cell["mAP50"] = row["map50"]
+        for b in bins:
+            r = row[key][b]
+            cell[f"{b} px"] = (
+                f"{r['recall']:.3f} [{r['recall_low']:.2f}, {r['recall_high']:.2f}] of {r['faces']}"
+                if r["faces"]
+                else ""
+            )
+        faces = sum(r["faces"] for r in row[key].values())
+        cell["found with its class, all sizes"] = (
+            sum(r["correct"] for r in row[key].values()) / faces if faces else None
+        )
+        cells.append(cell)
+    return pd.DataFrame(cells)
+
+
+def size_recall_section(report: ReportWriter, experiment: str, trained_by: str, command: str) -> None:
+    """The detector's recall by face size (`make eval-facemask ... recall_by_size=true portraits=...`): the
+    newest measurement of each recent checkpoint, on held-out photos and on portraits."""
+    report.add("## Face-mask detection: recall by face size")
+    rows = size_recall_rows(report.client, experiment, trained_by)
+    if not rows:
+        report.add(f"{NOT_RUN}: `{command}` (MLflow experiment `{experiment}`)")
+        return
+    report.add(
+        f"Made by `{command}` for each checkpoint (`CKPT=`). A face's size is sqrt(w·h) of its box in the photo's "
+        "pixels; a face counts as found when a detection at confidence 0.25 overlaps it, whatever the class. Each "
+        "cell: recall [95 % Wilson interval] of the faces in that bin; the last column counts a face only when the "
+        "detection also names its class (for portraits: without_mask, the class that raises an alert)."
+    )
+    for key, title in SIZE_RECALL_TABLES:
+        if any(key in r for r in rows):
+            report.add(f"{title}:", markdown(size_recall_table(rows, key)))
+
+
 def build_report(tracking_uri: str, out_dir: str | Path, **sections) -> Path:
     """Write `out_dir`/README.md and its figures from the runs `sections` names (conf/report.yaml); return the page."""
     client = mlflow_runs.connect(tracking_uri)
@@ -884,6 +990,7 @@ def build_report(tracking_uri: str, out_dir: str | Path, **sections) -> Path:
     dcgan_section(report, runs["DCGAN"], sections["dcgan"], sections.get("paper_scale"))
     sweep_section(report, sections["sweep_command"])
     yolo_section(report, runs["face-mask detection"][sections["yolo"]["experiment"]], **sections["yolo"])
+    size_recall_section(report, **sections["size_recall"], trained_by=sections["yolo"]["experiment"])
     faces_section(report, runs["face recognition"][sections["faces"]["experiment"]], **sections["faces"])
     for application, key, section in (
         ("face detection", "face_detectors", face_detectors_section),

@@ -607,3 +607,74 @@ def test_a_run_whose_monitored_metric_never_moved_is_marked_did_not_learn(tmp_pa
     assert mlflow_runs.learning_verdict(client, client.get_run(kid)) == (
         "did not learn: quality/kid never improved on 1.100 in 3 epochs"
     )
+
+
+def _size_rows(recalls: dict[str, tuple[int, int, int]]) -> dict:
+    """A size_recall table as eval-facemask writes it: bin → (faces, found, correct)."""
+    from core.intervals import wilson_interval
+
+    rows = {}
+    for label in ("<16", "16-32", "32-64", "64-128", ">=128"):
+        faces, found, correct = recalls.get(label, (0, 0, 0))
+        low, high = wilson_interval(found, faces) if faces else (None, None)
+        rows[label] = {
+            "faces": faces,
+            "found": found,
+            "correct": correct,
+            "recall": found / faces if faces else None,
+            "recall_low": low,
+            "recall_high": high,
+            "class_recall": correct / faces if faces else None,
+        }
+    return rows
+
+
+def test_recall_by_face_size_is_shown_per_checkpoint_with_its_training_runs_zoom(tmp_path):
+    import json
+
+    from mlflow import MlflowClient
+
+    from reporting.report import size_recall_rows
+
+    client = MlflowClient(_uri(tmp_path))
+    folders = {}
+    for start, zoom in (
+        (1_000, None),
+        (2_000, {"data.zoom.p": "0.5", "data.zoom.max_zoom": "8", "data.zoom.max_fraction": "0.7"}),
+    ):
+        folders[start] = f"logs/yolo_facemask/runs/{start}"
+        _log_run(
+            client,
+            tmp_path,
+            "yolo_facemask",
+            start,
+            params=zoom or {"data.zoom": "None"},
+            tags={"output_dir": str(REPO / folders[start])},
+        )
+    held_out = {1_000: {"64-128": (13, 10, 10)}, 2_000: {"64-128": (13, 13, 12)}}
+    portraits = {
+        1_000: {"64-128": (402, 3, 3), ">=128": (35, 0, 0)},
+        2_000: {"64-128": (402, 269, 189), ">=128": (35, 16, 4)},
+    }
+    for start in (1_000, 2_000):
+        for offset, written in (
+            (10, {}),
+            (20, {"recall_by_size": _size_rows(held_out[start]), "portraits": _size_rows(portraits[start])}),
+        ):
+            _log_run(  # an older measurement first, written before the rows were in the file: passed over
+                client,
+                tmp_path,
+                "eval_facemask",
+                start + offset,
+                params={"checkpoint": f"{folders[start]}/checkpoints/best.ckpt", "split": "test"},
+                metrics={"map50": 0.8 + start / 1e5, "images": 23, "portraits/64-128": 0.5},
+                files={"metrics.json": json.dumps(written)},
+            )
+    rows = size_recall_rows(client, "eval_facemask", "yolo_facemask")
+    assert [r["start"].split(", ", 1)[1] for r in rows] == ["zoom p 0.5, max ×8, to 0.7 of the side", "no zoom"]
+    assert [r["portraits"]["64-128"]["found"] for r in rows] == [269, 3]
+    page = build_report(_uri(tmp_path), tmp_path / "reports", **report_sections()).read_text()
+    section = _section(page, "## Face-mask detection: recall by face size")
+    assert "0.669 [0.62, 0.71] of 402" in section and "0.007 [0.00, 0.02] of 402" in section  # portraits, both starts
+    assert "1.000 [0.77, 1.00] of 13" in section and "<16 px" not in section  # bins without faces are left out
+    assert "0.4416" in section  # found and called without_mask: (189 + 4) / 437
