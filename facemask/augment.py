@@ -23,7 +23,7 @@ MIN_VISIBLE = 0.4
 class FaceZoom:
     """With probability `p`, zoom into a random face of a training sample until the face's size sqrt(w·h) is a
     random share of the image side, log-uniform between its own and `max_fraction` of the side, the zoom at most
-    `max_zoom` (an upscaled 24-px face is a blur; ×4 keeps it a face). The crop keeps the image's size and aspect; the
+    `max_zoom` (beyond ×8 an upscaled 24-px face is a blur). The crop keeps the image's size and aspect; the
     other boxes follow and are dropped when less than `MIN_VISIBLE` of their area stays in view.
 
     An ultralytics transform: takes and returns its labels dict (`img` (H, W, 3) uint8, `instances`, `cls` (N, 1)),
@@ -32,7 +32,7 @@ class FaceZoom:
     `max_zoom` < 1.
     """
 
-    def __init__(self, p: float = 0.5, max_fraction: float = 0.6, max_zoom: float = 4.0) -> None:
+    def __init__(self, p: float = 0.7, max_fraction: float = 0.8, max_zoom: float = 8.0) -> None:
         if not 0.0 <= p <= 1.0 or not 0.0 < max_fraction <= 1.0 or max_zoom < 1.0:
             raise ValueError(
                 f"data.zoom: p must be in [0, 1], max_fraction in (0, 1] and max_zoom >= 1; got p={p}, "

@@ -21,7 +21,7 @@ class YoloDataModule(pl.LightningDataModule):
     """`voc_root` (images/ + annotations/) → `yolo_dir` (converted in `prepare_data`, reused when unchanged).
 
     `augment` overrides ultralytics' augmentation defaults (e.g. `{mosaic: 0.5, fliplr: 0.5}`); `zoom` is
-    `facemask.augment.FaceZoom`'s arguments (`{p: 0.5, max_fraction: 0.6, max_zoom: 4}`; None or p 0: off), the
+    `facemask.augment.FaceZoom`'s arguments (`{p: 0.7, max_fraction: 0.8, max_zoom: 8}`; None or p 0: off), the
     zoom into one face that teaches large faces from photos of small ones; `max_images`
     caps the training images (ultralytics' `fraction`); batches are ultralytics' dicts with uint8 `img`.
     `keep_difficult`: VOC's difficult objects become labels (default: left out, and ignored by validation).

@@ -876,7 +876,7 @@ SIZE_RECALL_TABLES = (
 
 def size_recall_rows(client: mlflow.MlflowClient, experiment: str, trained_by: str, newest: int = 4) -> list[dict]:
     """The newest eval-facemask run per checkpoint that measured recall by face size, newest first, at most
-    `newest`: {"run", "checkpoint", "start" (the checkpoint's training run and its `data.zoom`), "split", "map50",
+    `newest`, ordered by their training runs, newest first: {"trained" (its start, ms), "run", "checkpoint", "start" (the checkpoint's training run and its `data.zoom`), "split", "map50",
     "images", and the tables `recall_by_size` and/or `portraits` (bin label → faces, recall, its interval)} from the
     JSON file the run logged (`make eval-facemask` writes its rows there)."""
     import json
@@ -915,6 +915,7 @@ def size_recall_rows(client: mlflow.MlflowClient, experiment: str, trained_by: s
             )
         rows.append(
             {
+                "trained": training.info.start_time if training is not None else 0,
                 "run": run_label(run),
                 "checkpoint": checkpoint,
                 "start": f"{run_label(training)}, {zoom}" if training is not None else "training run not found",
@@ -926,7 +927,7 @@ def size_recall_rows(client: mlflow.MlflowClient, experiment: str, trained_by: s
         )
         if len(rows) == newest:
             break
-    return rows
+    return sorted(rows, key=lambda row: -row["trained"])  # the newest training first
 
 
 def size_recall_table(rows: list[dict], key: str) -> pd.DataFrame:
@@ -957,7 +958,7 @@ def size_recall_table(rows: list[dict], key: str) -> pd.DataFrame:
 
 def size_recall_section(report: ReportWriter, experiment: str, trained_by: str, command: str) -> None:
     """The detector's recall by face size (`make eval-facemask ... recall_by_size=true portraits=...`): the
-    newest measurement of each recent checkpoint, on held-out photos and on portraits."""
+    newest measurement of each recent checkpoint, on held-out photos and on portraits, the newest training first."""
     report.add("## Face-mask detection: recall by face size")
     rows = size_recall_rows(report.client, experiment, trained_by)
     if not rows:

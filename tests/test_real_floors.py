@@ -78,18 +78,19 @@ def test_exp1_dcgan_on_real_fruits_kid_falls(store):
 @needs_shared_data("faces")
 def test_facemask_fine_tune_from_coco_reaches_its_measured_map50_and_finds_large_faces(store, tmp_path):
     # Measured (the profile's 55 epochs from the COCO start at 416 px, batch 8, an optimizer step every batch, bf16
-    # autocast on this AMX machine, 388 s; the real subset split 68 train / 23 val / 23 test):
+    # autocast on this AMX machine, 363 s; the real subset split 68 train / 23 val / 23 test):
     #   python -m experiments.train experiment=yolo_facemask data=facemask_real trainer=cpu_real
     #   python -m experiments.eval_facemask voc=../shared/data/facemask-voc split=test portraits=../shared/data/faces
-    # best epoch 53 by val/fitness: test mAP50 0.915 [0.660, 0.988], without_mask AP50 0.797 on the 23 test photos
-    # (val mAP50 0.598 on the 23 that chose it); the central face of 437 LFW portraits (64-128 px) found in 0.669.
-    # Without the zoom (data.zoom=null): test 0.873 / 0.720, val 0.688, portraits 0.007.
+    # best epoch 52 by val/fitness: test mAP50 0.895 [0.575, 0.977], without_mask AP50 0.753 on the 23 test photos
+    # (val mAP50 0.630 on the 23 that chose it); the central face of 402 LFW portraits of 64-128 px found in 0.856.
+    # With data.zoom {p: 0.5, max_fraction: 0.7}: test 0.915 / 0.797, portraits 0.669; without the zoom
+    # (data.zoom=null): test 0.873 / 0.720, portraits 0.007.
     # Floors: test mAP50 >= 0.75, without_mask AP50 >= 0.60 (the margin covers the 23 photos' interval and a run the
-    # budget ends early, not a change that learns less); portraits >= 0.45 (a detector blind to large faces: 0.01).
+    # budget ends early, not a change that learns less); portraits >= 0.65 (a detector blind to large faces: 0.01).
     names = ("val/map50", "val/fitness")
     metrics, params = _train(store, "yolo_facemask", "facemask_real", trainer="cpu_real", metrics=names)
     assert (params["data.batch_size"], params["model.nbs"]) == ("8", "8")
-    assert params["data.zoom.p"] == "0.5"
+    assert params["data.zoom.p"] == "0.7"
     # the profile's 12-minute budget (max_time) may stop it before its 55 epochs on a loaded machine (7 s an epoch
     # in bf16, 13 s in fp32, on a quiet one)
     assert len(metrics["val/map50"]) >= 30, metrics["val/map50"]
@@ -116,4 +117,4 @@ def test_facemask_fine_tune_from_coco_reaches_its_measured_map50_and_finds_large
     result = evaluate(cfg)
     assert result["map50"] == pytest.approx(logged["test/map50"], abs=1e-6)  # the split eval-facemask holds out
     assert result["portraits"]["64-128"]["faces"] >= 400
-    assert result["portraits"]["64-128"]["recall"] >= 0.45, result["portraits"]
+    assert result["portraits"]["64-128"]["recall"] >= 0.65, result["portraits"]
