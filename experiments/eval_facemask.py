@@ -66,13 +66,9 @@ def evaluate(cfg: DictConfig) -> dict:
         metrics=evaluation.metrics(names)
         | {
             # MLflow's names take no '<' or '>': lt16, 16-32, …, ge128
-            f"recall_by_size/{label.replace('>=', 'ge').replace('<', 'lt')}": row["recall"]
-            for label, row in result.get("recall_by_size", {}).items()
-            if row["recall"] is not None
-        }
-        | {
-            f"portraits/{label.replace('>=', 'ge').replace('<', 'lt')}": row["recall"]
-            for label, row in result.get("portraits", {}).items()
+            f"{table}/{label.replace('>=', 'ge').replace('<', 'lt')}": row["recall"]
+            for table, rows in extras.items()
+            for label, row in rows.items()
             if row["recall"] is not None
         },
         dicts={CLASS_NAMES_ARTIFACT: names},

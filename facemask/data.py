@@ -180,24 +180,19 @@ class YoloDataModule(pl.LightningDataModule):
         return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
-        from ultralytics.data import build_dataloader
-
-        # rect batches have one letterbox shape per batch, in the order ultralytics sorted them: no shuffle
-        return build_dataloader(
-            self.val_set,
-            self.batch_size * 2,
-            self.num_workers,
-            shuffle=False,
-            device=self.trainer.strategy.root_device if self.trainer else "cpu",
-        )
+        return self._evaluation_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:
             raise UserError(f"{self.yolo_dir} has no test split (data.test_fraction={self.test_fraction})")
+        return self._evaluation_loader(self.test_set)
+
+    def _evaluation_loader(self, dataset) -> DataLoader:
         from ultralytics.data import build_dataloader
 
+        # rect batches have one letterbox shape per batch, in the order ultralytics sorted them: no shuffle
         return build_dataloader(
-            self.test_set,
+            dataset,
             self.batch_size * 2,
             self.num_workers,
             shuffle=False,

@@ -300,7 +300,7 @@ def test_portraits_count_the_central_face_found_and_called_unmasked(trained, tmp
     )
     result = evaluate(cfg)
     row = result["portraits"][">=128"]  # sqrt(120 · 120) = 120 px: the 64-128 bin
-    assert row["faces"] == 0 and result["portraits"]["64-128"] | {} == {
+    assert row["faces"] == 0 and result["portraits"]["64-128"] == {
         "faces": 3,
         "found": 2,
         "correct": 1,
