@@ -110,7 +110,8 @@ def check_local_store(tracking_uri: str, wait_s: float = STORE_WAIT_S) -> None:
     when the file is not an SQLite database or is damaged, when another program holds it locked for more than
     `wait_s` seconds, or when its schema is not the one the installed MLflow writes (a store of an older MLflow:
     `mlflow db upgrade`; of a newer one: that MLflow). The check opens the file read-only, so a store it refuses is
-    left as it was. A missing file (a new store) and a server URI pass."""
+    left as it was; only a hot journal, left by a writer killed mid-transaction, is first rolled back, as SQLite's
+    recovery does on any write connection. A missing file (a new store) and a server URI pass."""
     import sqlite3
 
     from core.errors import UserError
@@ -122,6 +123,12 @@ def check_local_store(tracking_uri: str, wait_s: float = STORE_WAIT_S) -> None:
         return
     other = "or point paths.mlflow_dir at another folder"
     try:
+        if database.with_name(f"{database.name}-journal").exists():
+            # a writer killed mid-transaction leaves a hot rollback journal, which a read-only connection cannot
+            # roll back ("attempt to write a readonly database"); a read-write one rolls it back on its first read,
+            # as MLflow's own first connection would, and the store is back at its last committed transaction
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=rw", uri=True, timeout=wait_s)) as db:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=wait_s)) as db:
             checked = db.execute("PRAGMA quick_check").fetchone()
             if not checked or checked[0] != "ok":

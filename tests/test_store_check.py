@@ -1,12 +1,16 @@
 """A training pointed at a local MLflow store it cannot use stops at once with one line naming the store and what
 helps, and leaves the file as it was: a store of an older or a newer MLflow, a damaged one, one another program
-holds locked (`core.mlflow_store.check_local_store`, called by the training entry before anything is written)."""
+holds locked. A store whose writer was killed mid-transaction is rolled back to its last commit and used
+(`core.mlflow_store.check_local_store`, called by the training entry before anything is written)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import mlflow
@@ -94,6 +98,32 @@ def test_a_locked_store_is_waited_for_then_named(good_store, tmp_path):
     threading.Timer(0.5, lambda: holder.execute("ROLLBACK")).start()
     check_local_store(f"sqlite:///{database}", wait_s=10.0)
     holder.close()
+
+
+_KILLED_WRITER = """
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size = 2")  # pages spill to the file mid-transaction, so the journal is hot
+db.execute("BEGIN")
+db.execute("CREATE TABLE scratch (x)")
+db.executemany("INSERT INTO scratch VALUES (?)", ((i,) for i in range(50_000)))
+os._exit(0)  # dies before COMMIT, as a SIGKILLed training does
+"""
+
+
+def test_a_store_whose_writer_was_killed_mid_transaction_is_rolled_back_and_passes(good_store, tmp_path):
+    database = _copy(good_store, tmp_path, "killed")
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(database)], check=True)
+    journal = database.with_name("mlflow.db-journal")
+    assert journal.stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # what a read-only connection meets
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            db.execute("PRAGMA quick_check").fetchone()
+    check_local_store(f"sqlite:///{database}")
+    assert not journal.exists()
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'scratch'").fetchall()
+    assert mlflow.MlflowClient(f"sqlite:///{database}").get_experiment_by_name("exp") is not None
 
 
 def test_training_stops_with_the_one_line_before_writing(good_store, tmp_path, data_dir):
