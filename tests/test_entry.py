@@ -128,17 +128,16 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
 
 
 def test_a_disk_filling_up_mid_run_is_a_clear_error_and_the_run_resumes(store, tmp_path, monkeypatch, capsys):
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
-
     from experiments import user_errors
     from experiments.train import train
 
-    save = TorchCheckpointIO.save_checkpoint
+    save = torch.save
 
-    def disk_full_at_epoch_1(self, checkpoint, path, storage_options=None):
-        if checkpoint["epoch"] == 1:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        save(self, checkpoint, path, storage_options)
+    def disk_full_at_epoch_1(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch") == 1:
+            Path(f).write_bytes(bytes(1024))  # the part written before the disk filled
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return save(obj, f, *args, **kwargs)
 
     overrides = {
         "experiment": "exp1_dcgan_fruits",
@@ -147,7 +146,7 @@ def test_a_disk_filling_up_mid_run_is_a_clear_error_and_the_run_resumes(store, t
         "model.quality.every_n_epochs": 1,  # compared epoch by epoch: not the wall-time cadence
         **store,
     }
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", disk_full_at_epoch_1)
+    monkeypatch.setattr(torch, "save", disk_full_at_epoch_1)
     with pytest.raises(SystemExit) as stopped, user_errors():
         train(compose("train", overrides))
     assert stopped.value.code == 2
@@ -155,6 +154,7 @@ def test_a_disk_filling_up_mid_run_is_a_clear_error_and_the_run_resumes(store, t
 
     monkeypatch.undo()  # space freed
     [last] = (Path(store["paths.log_dir"]) / "exp1_dcgan_fruits").rglob("last.ckpt")
+    assert not list(last.parent.glob(".*.tmp"))  # the partly written file is gone
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0  # the last complete one
     train(compose("train", {**overrides, "ckpt_path": "last"}))
     client, runs = mlflow_runs(tmp_path, "exp1_dcgan_fruits")
