@@ -190,6 +190,8 @@ class EpochMetrics(pl.Callback):
         if values:
             for each in getattr(trainer, "loggers", []) or []:
                 each.log_metrics(values, step=step)
+                if callable(getattr(each, "flush", None)):  # a logger that holds rows (BufferedMLFlowLogger)
+                    each.flush()
 
 
 class LogDatasets(pl.Callback):
